@@ -1,0 +1,56 @@
+"""The product's one audit vocabulary.
+
+Every audited action of every component is one of these values; nothing else is accepted by the audit
+log. Names read `<component>.<object>.<what happened>`. Outcome (done or refused, and why) goes in the
+record's response, so a refusal is the same event with `{"result": "refused", "reason": ...}`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditEvent(StrEnum):
+    # Node lifecycle
+    NODE_INITIALISED = "admin.node.initialised"
+    NODE_STARTED = "node.started"
+    NODE_STOPPED = "node.stopped"
+    DEMO_INITIALISED = "admin.demo.initialised"
+
+    # Mailboxes and accounts
+    MAILBOX_CREATED = "admin.mailbox.created"
+    MAILBOX_LISTED = "admin.mailbox.listed"
+    MAILBOX_SHOWN = "admin.mailbox.shown"
+    MAILBOX_DISABLED = "admin.mailbox.disabled"
+    MAILBOX_ENABLED = "admin.mailbox.enabled"
+    MAILBOX_DELETED = "admin.mailbox.deleted"
+    MAILBOX_PASSWORD_SET = "admin.mailbox.password_set"  # noqa: S105 (an event name)
+    MAILBOX_DELEGATED = "admin.mailbox.delegated"
+    MAILBOX_UNDELEGATED = "admin.mailbox.undelegated"
+    MAILBOX_TOTP_ENROLLED = "admin.mailbox.totp_enrolled"
+
+    # Professional directory
+    DIRECTORY_IMPORTED = "admin.directory.imported"
+    DIRECTORY_EXPORTED = "admin.directory.exported"
+    DIRECTORY_SEARCHED = "admin.directory.searched"
+    DIRECTORY_SHOWN = "admin.directory.shown"
+
+    # Trust list
+    TRUST_DOMAIN_ADDED = "admin.trust.domain_added"
+    TRUST_DOMAIN_REMOVED = "admin.trust.domain_removed"
+    TRUST_LISTED = "admin.trust.listed"
+    TRUST_LIST_IMPORTED = "admin.trust.list_imported"
+
+    # Trust-space PKI
+    PKI_INITIALISED = "admin.pki.initialised"
+    PKI_ISSUED = "admin.pki.issued"
+    PKI_REVOKED = "admin.pki.revoked"
+    PKI_CRL_PUBLISHED = "admin.pki.crl_published"
+    PKI_ROOT_EXPORTED = "admin.pki.root_exported"
+    PKI_LISTED = "admin.pki.listed"
+
+    # The audit log itself
+    AUDIT_CHECKPOINT_WRITTEN = "audit.checkpoint.written"
+    AUDIT_VERIFIED = "admin.audit.verified"
+    AUDIT_EXPORTED = "admin.audit.exported"
+    AUDIT_SEARCHED = "admin.audit.searched"

@@ -1,0 +1,306 @@
+"""The durable, tamper-evident audit log: append records, write signed checkpoints.
+
+Implementation notes
+- `record()` returns only once its record is committed (group commit: concurrent callers share one
+  transaction), so an action reported done is audited even if the process dies right after.
+- Appends serialise on the single `audit_head` row (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on
+  SQLite); the head holds the RFC 9162 compact range, so each append costs O(log n) hashes and a
+  checkpoint needs no scan.
+- Sequence numbers start at 1 and have no gaps; timestamps never go backwards within the log.
+- A record's leaf is SHA-256(0x00 || record_bytes(...)), where record_bytes is a canonical JSON array
+  of every stored field, the sequence number included (so moving a record is detected).
+- Request and response summaries are JSON objects, secret-named keys redacted, each capped in size:
+  they describe the action and never carry message content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from gateway.audit import merkle
+from gateway.audit.checkpoint import CheckpointSigner, checkpoint_message
+from gateway.audit.events import AuditEvent
+from gateway.audit.models import AuditCheckpoint, AuditHead, AuditRecord
+from gateway.audit.oplog import get_logger, scrub
+from gateway.store.db import Database
+
+AUDIT_MIGRATIONS = Path(__file__).parent / "migrations"
+AUDIT_HEAD = "a0001"
+"""Head revision of the audit schema; tests keep it equal to alembic's head."""
+RECORD_FORMAT = "mssgw-audit/1"
+MAX_SUMMARY = 4096
+"""Bytes allowed for each of a record's request and response summaries."""
+
+
+def _default(o: object) -> str:
+    if isinstance(o, Enum):
+        return str(o.value)
+    if isinstance(o, Path | datetime):
+        return str(o)
+    if isinstance(o, bytes):
+        return o.hex()
+    raise TypeError(f"audit summaries hold JSON values, not {type(o).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
+    )
+
+
+def summary(value: Mapping[str, Any] | None) -> str:
+    text = canonical_json(scrub(dict(value or {})))
+    if len(text.encode()) > MAX_SUMMARY:
+        text = canonical_json({"truncated": True, "keys": sorted(value or {})})
+    return text
+
+
+def record_bytes(
+    seq: int,
+    ts: str,
+    node: str,
+    author: str,
+    action: str,
+    principal: str | None,
+    peer: str | None,
+    cid: str | None,
+    request: str,
+    response: str,
+) -> bytes:
+    """The exact bytes a record's leaf hash covers; `request`/`response` are stored canonical JSON."""
+    head = canonical_json([RECORD_FORMAT, seq, ts, node, author, action, principal, peer, cid])
+    return f"{head[:-1]},{request},{response}]".encode()
+
+
+def leaf_of(rec: AuditRecord, seq: int | None = None) -> bytes:
+    return merkle.leaf_hash(
+        record_bytes(
+            rec.seq if seq is None else seq,
+            rec.ts,
+            rec.node,
+            rec.author,
+            rec.action,
+            rec.principal,
+            rec.peer,
+            rec.cid,
+            rec.request,
+            rec.response,
+        )
+    )
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def split_frontier(blob: bytes) -> list[bytes]:
+    return [blob[i : i + 32] for i in range(0, len(blob), 32)]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: int
+    tree_size: int
+    root_hash: bytes
+    ts: str
+    node: str
+    key_id: str
+    signature: bytes
+
+    @classmethod
+    def of(cls, row: AuditCheckpoint) -> Checkpoint:
+        return cls(row.id, row.tree_size, row.root_hash, row.ts, row.node, row.key_id, row.signature)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash.hex(),
+            "ts": self.ts,
+            "node": self.node,
+            "key_id": self.key_id,
+        }
+
+
+@dataclass
+class _Pending:
+    action: str
+    author: str
+    principal: str | None
+    peer: str | None
+    cid: str | None
+    request: str
+    response: str
+    done: asyncio.Future[int]
+
+
+class AuditLog:
+    """Appends records to the audit database and signs checkpoints over them."""
+
+    def __init__(self, db: Database, node: str, signer: CheckpointSigner | None) -> None:
+        self.db = db
+        self.node = node
+        self.signer = signer
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_ts = ""
+        self._log = get_logger(component="audit", node=node)
+
+    async def record(
+        self,
+        event: AuditEvent,
+        *,
+        author: str,
+        principal: str | None = None,
+        peer: str | None = None,
+        cid: str | None = None,
+        request: Mapping[str, Any] | None = None,
+        response: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append one record; returns its sequence number once it is committed."""
+        if not isinstance(event, AuditEvent):
+            raise TypeError("audit events come from the AuditEvent vocabulary")
+        req, resp = summary(request), summary(response)
+        loop = asyncio.get_running_loop()
+        item = _Pending(str(event), author, principal, peer, cid, req, resp, loop.create_future())
+        self._pending.append(item)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        seq = await item.done
+        self._log.info(
+            str(event),
+            seq=seq,
+            author=author,
+            principal=principal,
+            peer=peer,
+            cid=cid,
+            request=json.loads(req),
+            response=json.loads(resp),
+        )
+        return seq
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                first = await self._append(batch)
+            except BaseException as exc:
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for i, p in enumerate(batch):
+                p.done.set_result(first + i)
+
+    async def _append(self, batch: list[_Pending]) -> int:
+        async with self.db.write() as s:
+            head = (await s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one()
+            tree = merkle.CompactRange(head.size, split_frontier(head.frontier))
+            first = head.size + 1
+            rows = []
+            for p in batch:
+                seq = tree.size + 1
+                ts = max(iso(datetime.now(UTC)), self._last_ts)
+                self._last_ts = ts
+                leaf = merkle.leaf_hash(
+                    record_bytes(
+                        seq,
+                        ts,
+                        self.node,
+                        p.author,
+                        p.action,
+                        p.principal,
+                        p.peer,
+                        p.cid,
+                        p.request,
+                        p.response,
+                    )
+                )
+                tree.append(leaf)
+                rows.append(
+                    {
+                        "seq": seq,
+                        "ts": ts,
+                        "node": self.node,
+                        "author": p.author,
+                        "action": p.action,
+                        "principal": p.principal,
+                        "peer": p.peer,
+                        "cid": p.cid,
+                        "request": p.request,
+                        "response": p.response,
+                        "leaf_hash": leaf,
+                    }
+                )
+            await s.execute(insert(AuditRecord), rows)
+            head.size = tree.size
+            head.frontier = b"".join(tree.nodes)
+        return first
+
+    async def flush(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def checkpoint(self, *, force: bool = False) -> Checkpoint | None:
+        """Sign the current tree head; None when nothing was appended since the last checkpoint."""
+        if self.signer is None:
+            raise RuntimeError("this audit log has no checkpoint key")
+        await self.flush()
+        async with self.db.write() as s:
+            head = (await s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one()
+            last = (
+                await s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1))
+            ).scalar_one_or_none()
+            if last is not None and last.tree_size == head.size and not force:
+                return None
+            root = merkle.CompactRange(head.size, split_frontier(head.frontier)).root()
+            ts = max(iso(datetime.now(UTC)), last.ts if last else "")
+            sig = self.signer.sign(checkpoint_message(self.node, head.size, root, ts))
+            row = AuditCheckpoint(
+                tree_size=head.size,
+                root_hash=root,
+                ts=ts,
+                node=self.node,
+                key_id=self.signer.key_id,
+                signature=sig,
+            )
+            s.add(row)
+            await s.flush()
+            cp = Checkpoint.of(row)
+        self._log.info(str(AuditEvent.AUDIT_CHECKPOINT_WRITTEN), **cp.as_dict())
+        return cp
+
+    async def size(self) -> int:
+        async with self.db.read() as s:
+            return int((await s.execute(select(AuditHead.size).where(AuditHead.id == 1))).scalar_one())
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        async with self.db.read() as s:
+            row = (
+                await s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1))
+            ).scalar_one_or_none()
+            return Checkpoint.of(row) if row else None
+
+    async def count(self) -> int:
+        async with self.db.read() as s:
+            return int((await s.execute(select(func.count()).select_from(AuditRecord))).scalar_one())
+
+    async def run_checkpoints(self, interval: float) -> None:
+        """Periodic checkpoints while the node serves (cancel the task to stop)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.checkpoint()
+            except Exception:
+                self._log.exception("audit checkpoint failed")

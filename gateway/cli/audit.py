@@ -1,0 +1,108 @@
+"""`mssgw audit verify|export|search|checkpoint`: the tamper-evident audit log."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.audit import verify as averify
+from gateway.audit.checkpoint import CheckpointVerifier
+from gateway.audit.events import AuditEvent
+from gateway.cli.base import Command, Context, Outcome, table
+from gateway.errors import UsageError
+
+EXIT_TAMPERED = 1
+
+
+def _when(text: str | None) -> str | None:
+    """An ISO-8601 date or date-time (naive means UTC) as the log's timestamp format."""
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not an ISO-8601 date or date-time (e.g. 2026-11-22 or 2026-11-22T10:00)"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def verify(ctx: Context, args: argparse.Namespace) -> Outcome:
+    keys = [ctx.node.signer.verifier]
+    for path in args.public_key or []:
+        try:
+            keys.append(CheckpointVerifier.from_pem(Path(path).read_bytes()))
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}") from None
+    # Verify what is committed before this command's own record is appended.
+    report = await averify.verify(ctx.node.audit_db, keys)
+    lines = [
+        f"{report.records} records, {report.checkpoints} checkpoints ({report.checkpoints_verified} verified), "
+        f"root {report.root_hash}"
+    ]
+    lines += [f"TAMPERED: {f.message}" for f in report.findings]
+    lines.append("audit log intact" if report.ok else f"{len(report.findings)} problem(s) found")
+    return Outcome(
+        report.as_dict(),
+        "\n".join(lines),
+        audit={"ok": report.ok, "records": report.records, "findings": len(report.findings)},
+        exit_code=0 if report.ok else EXIT_TAMPERED,
+    )
+
+
+async def export(ctx: Context, args: argparse.Namespace) -> Outcome:
+    rows = await averify.query(ctx.node.audit_db, since=_when(args.since), until=_when(args.until))
+    return Outcome(rows, _render(rows), audit={"results": len(rows)})
+
+
+async def search(ctx: Context, args: argparse.Namespace) -> Outcome:
+    if not (args.principal or args.event):
+        raise UsageError("give --principal and/or --event")
+    rows = await averify.query(ctx.node.audit_db, principal=args.principal, action=args.event, limit=args.limit)
+    return Outcome(rows, _render(rows), audit={"results": len(rows)})
+
+
+def _render(rows: list[dict[str, object]]) -> str:
+    flat = [
+        {
+            "seq": r["seq"],
+            "ts": r["ts"],
+            "action": r["action"],
+            "author": r["author"],
+            "principal": r["principal"] or "",
+            "result": (r["response"] or {}).get("result", "") if isinstance(r["response"], dict) else "",
+        }
+        for r in rows
+    ]
+    return table(flat, ["seq", "ts", "action", "author", "principal", "result"])
+
+
+async def checkpoint(ctx: Context, args: argparse.Namespace) -> Outcome:
+    cp = await ctx.node.audit.checkpoint(force=True)
+    assert cp is not None
+    return Outcome(
+        cp.as_dict(),
+        f"checkpoint #{cp.id}: tree size {cp.tree_size}, root {cp.root_hash.hex()}",
+        audit=cp.as_dict(),
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    grp = sub.add_parser("audit", help="the audit log").add_subparsers(required=True, metavar="ACTION")
+    p = grp.add_parser("verify", parents=[common], help="check every record against the signed checkpoints")
+    p.add_argument("--public-key", action="append", help="another trusted checkpoint public key (PEM); repeatable")
+    p.set_defaults(_command=Command(AuditEvent.AUDIT_VERIFIED, verify))
+    p = grp.add_parser("export", parents=[common], help="records in a time range")
+    p.add_argument("--since", help="ISO-8601 date or date-time, inclusive (UTC unless an offset is given)")
+    p.add_argument("--until", help="ISO-8601 date or date-time, exclusive")
+    p.set_defaults(_command=Command(AuditEvent.AUDIT_EXPORTED, export))
+    p = grp.add_parser("search", parents=[common], help="records by principal and/or event")
+    p.add_argument("--principal", help="principal or author")
+    p.add_argument("--event", help="event name, or a prefix ending in '.' (e.g. admin.mailbox.)")
+    p.add_argument("--limit", type=int, default=1000)
+    p.set_defaults(_command=Command(AuditEvent.AUDIT_SEARCHED, search))
+    p = grp.add_parser("checkpoint", parents=[common], help="sign a checkpoint now")
+    p.set_defaults(_command=Command(AuditEvent.AUDIT_CHECKPOINT_WRITTEN, checkpoint))

@@ -1,0 +1,202 @@
+"""`mssgw pki ...`: the development trust-space PKI (IGC-Santé-like), issuance and revocation."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from certs.pki import Issued, PKIError, TrustSpacePKI, parse_reason, write_bundle
+from gateway.audit.events import AuditEvent
+from gateway.auth.passwords import generate_password
+from gateway.cli.base import Command, Context, Outcome, read_secret_stdin, table
+from gateway.errors import ConfigError, NotFound, UsageError
+
+PASSPHRASE_ENV = "MSSGW_PKI_PASSPHRASE"  # noqa: S105 (a variable name)
+
+
+def _dir(ctx: Context, args: argparse.Namespace) -> Path:
+    if getattr(args, "pki_dir", None):
+        return Path(args.pki_dir).resolve()
+    d = ctx.cfg.pki_dir
+    if d is None:
+        raise ConfigError("this node has no development PKI (pki.dir is not set); pass --pki-dir DIR")
+    return d
+
+
+def open_pki(ctx: Context, args: argparse.Namespace) -> TrustSpacePKI:
+    path = _dir(ctx, args)
+    if not TrustSpacePKI.exists(path):
+        raise UsageError(f"no PKI at {path}: run `mssgw pki init`")
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    return TrustSpacePKI(path, passphrase.encode() if passphrase else None)
+
+
+def _pki_call(fn: Callable[[], Any]) -> Any:
+    """PKI library errors are precise already; they become command errors here."""
+    try:
+        return fn()
+    except PKIError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def init(ctx: Context, args: argparse.Namespace) -> Outcome:
+    path = _dir(ctx, args)
+    base = args.crl_base_url or ctx.cfg.pki.crl_base_url or f"http://crl.{ctx.cfg.node.domain}/pki"
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    pki: TrustSpacePKI = _pki_call(
+        lambda: TrustSpacePKI.create(
+            path,
+            label=args.label or ctx.cfg.node.domain,
+            crl_base_url=base,
+            key_size=args.key_size,
+            passphrase=passphrase.encode() if passphrase else None,
+        )
+    )
+    data = {"dir": str(path), "label": pki.label, "root_serial": format(pki.root.serial_number, "x")}
+    return Outcome(data, f"PKI created in {path} (root {data['root_serial']})", audit=data)
+
+
+def _p12_password(args: argparse.Namespace) -> tuple[bytes | None, str | None]:
+    if not args.p12:
+        return None, None
+    if args.p12_password_stdin:
+        return read_secret_stdin("PKCS#12 password").encode(), None
+    shown = generate_password()
+    return shown.encode(), shown
+
+
+async def _issue(
+    ctx: Context,
+    args: argparse.Namespace,
+    issue: Callable[[TrustSpacePKI], Issued],
+    attach: tuple[str, str] | None,
+) -> Outcome:
+    pki = open_pki(ctx, args)
+    out = Path(args.out)
+    password, shown = _p12_password(args)
+    issued: Issued = _pki_call(lambda: issue(pki))
+    name = issued.certificate.subject.rfc4514_string().split("CN=")[-1].split(",")[0] or "bundle"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    files = _pki_call(lambda: write_bundle(issued, out, name=safe, p12_password=password, root=pki.root))
+    data: dict[str, Any] = {
+        "serial": issued.serial,
+        "subject": issued.certificate.subject.rfc4514_string(),
+        "not_after": issued.certificate.not_valid_after_utc.isoformat(),
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    if attach is not None:
+        address, usage = attach
+        try:
+            data["attached_to"] = address
+            await ctx.node.mailboxes.add_certificate(address, issued.certificate, usage)
+        except NotFound:
+            data.pop("attached_to")
+    text = f"issued {data['subject']} serial {issued.serial}, valid until {data['not_after']}\n" + "\n".join(
+        f"  {k}: {v}" for k, v in data["files"].items()
+    )
+    if "attached_to" in data:
+        text += f"\n  attached to local mailbox {data['attached_to']} ({attach[1] if attach else ''})"
+    if shown:
+        data["p12_password"] = shown
+        text += f"\nPKCS#12 password (shown once): {shown}"
+    return Outcome(data, text, audit={k: v for k, v in data.items() if k != "p12_password"})
+
+
+async def issue_server(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return await _issue(ctx, args, lambda pki: pki.issue_server(args.hosts), None)
+
+
+async def issue_address(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return await _issue(ctx, args, lambda pki: pki.issue_address(args.address), (args.address.lower(), "smime"))
+
+
+async def issue_app(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return await _issue(ctx, args, lambda pki: pki.issue_app(args.address), (args.address.lower(), "tls"))
+
+
+async def revoke(ctx: Context, args: argparse.Namespace) -> Outcome:
+    pki = open_pki(ctx, args)
+    reason = _pki_call(lambda: parse_reason(args.reason))
+    entry = _pki_call(lambda: pki.revoke(args.serial, reason))
+    crls = _pki_call(pki.publish_crls)
+    data = {
+        "serial": entry.serial,
+        "subject": entry.subject,
+        "reason": entry.revocation_reason,
+        "revoked_at": entry.revoked_at.isoformat() if entry.revoked_at else None,
+        "crls": {k: str(v) for k, v in crls.items()},
+    }
+    return Outcome(
+        data,
+        f"revoked {entry.serial} ({entry.subject}), reason {entry.revocation_reason}; CRLs published",
+        audit=data,
+    )
+
+
+async def crl(ctx: Context, args: argparse.Namespace) -> Outcome:
+    pki = open_pki(ctx, args)
+    crls = _pki_call(pki.publish_crls)
+    data = {k: str(v) for k, v in crls.items()}
+    return Outcome(data, "\n".join(f"{k}: {v}" for k, v in data.items()), audit=data)
+
+
+async def export_root(ctx: Context, args: argparse.Namespace) -> Outcome:
+    pki = open_pki(ctx, args)
+    path = Path(args.file)
+    path.write_bytes(pki.root.public_bytes(serialization.Encoding.PEM))
+    data = {"file": str(path), "subject": pki.root.subject.rfc4514_string()}
+    return Outcome(data, f"root certificate written to {path}", audit=data)
+
+
+async def list_(ctx: Context, args: argparse.Namespace) -> Outcome:
+    pki = open_pki(ctx, args)
+    rows = [e.to_json() for e in pki.entries()]
+    text = table(rows, ["serial", "ca", "profile", "subject", "not_after", "revoked_at"])
+    return Outcome(rows, text, audit={"results": len(rows)})
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    pki_common = argparse.ArgumentParser(add_help=False, parents=[common])
+    pki_common.add_argument("--pki-dir", help="PKI directory (default: the node's pki.dir)")
+    grp = sub.add_parser("pki", help="the development trust-space PKI").add_subparsers(required=True, metavar="ACTION")
+    p = grp.add_parser("init", parents=[pki_common], help="create the root, ORGANISATIONS and PERSONNES CAs")
+    p.add_argument("--label", help="label in the CA names (default: the node's domain)")
+    p.add_argument("--crl-base-url", help="where CRLs are published")
+    p.add_argument("--key-size", type=int, default=2048, choices=[2048, 3072, 4096])
+    p.set_defaults(_command=Command(AuditEvent.PKI_INITIALISED, init))
+
+    def bundle_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", required=True, help="directory for cert.pem, chain.pem, fullchain.pem, key.pem")
+        p.add_argument("--p12", action="store_true", help="also write a PKCS#12 a mail client can import")
+        p.add_argument("--p12-password-stdin", action="store_true", help="read the PKCS#12 password from stdin")
+
+    p = grp.add_parser("issue-server", parents=[pki_common], help="TLS server+client certificate of a node")
+    p.add_argument("hosts", nargs="+")
+    bundle_options(p)
+    p.set_defaults(_command=Command(AuditEvent.PKI_ISSUED, issue_server))
+    p = grp.add_parser("issue-address", parents=[pki_common], help="address-bound S/MIME certificate")
+    p.add_argument("address")
+    bundle_options(p)
+    p.set_defaults(_command=Command(AuditEvent.PKI_ISSUED, issue_address))
+    p = grp.add_parser("issue-app", parents=[pki_common], help="TLS client certificate of an APP mailbox")
+    p.add_argument("address")
+    bundle_options(p)
+    p.set_defaults(_command=Command(AuditEvent.PKI_ISSUED, issue_app))
+    p = grp.add_parser("revoke", parents=[pki_common], help="revoke a certificate and publish the CRLs")
+    p.add_argument("serial", help="serial number in hexadecimal")
+    p.add_argument("--reason", required=True, help="RFC 5280 reason, e.g. keyCompromise, superseded")
+    p.set_defaults(_command=Command(AuditEvent.PKI_REVOKED, revoke))
+    p = grp.add_parser("crl", parents=[pki_common], help="publish fresh CRLs")
+    p.set_defaults(_command=Command(AuditEvent.PKI_CRL_PUBLISHED, crl))
+    p = grp.add_parser("export-root", parents=[pki_common], help="write the root certificate (PEM)")
+    p.add_argument("file")
+    p.set_defaults(_command=Command(AuditEvent.PKI_ROOT_EXPORTED, export_root))
+    p = grp.add_parser("list", parents=[pki_common], help="issued certificates")
+    p.set_defaults(_command=Command(AuditEvent.PKI_LISTED, list_))

@@ -1,0 +1,241 @@
+"""Typed node configuration: a commented TOML file, every setting overridable from the environment.
+
+Implementation notes
+- Sources, highest priority first: explicit keyword arguments, environment variables
+  (`MSSGW_<SECTION>__<KEY>`, e.g. `MSSGW_STORE__URL`), then the TOML file. Nothing else is read.
+- Relative paths in the file are relative to the directory holding the file (the data directory for a
+  node made by `mssgw init`), so a data directory can be moved as a whole.
+- Secrets (the key-encryption key) are `SecretStr`: never shown in reprs, logs or `config show`.
+- `render_config` writes the commented template used by `mssgw init`; `load_config` reads it back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gateway.errors import ConfigError
+
+CONFIG_ENV = "MSSGW_CONFIG"
+CONFIG_FILENAME = "mssgw.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSection(_Section):
+    domain: str
+    """Primary mail domain of this operator, e.g. ch-exemple.mssante.fr."""
+    extra_domains: list[str] = Field(default_factory=list)
+    patient_domain: str = ""
+    """Domain of patient mailboxes (<INS>@patient.<domain>); defaults to patient.<domain>."""
+    name: str = "node1"
+
+    @field_validator("domain", "patient_domain")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.strip().lower().rstrip(".")
+
+    @property
+    def patient(self) -> str:
+        return self.patient_domain or f"patient.{self.domain}"
+
+    @property
+    def local_domains(self) -> list[str]:
+        """Every mail domain this node hosts mailboxes for."""
+        seen: list[str] = []
+        for d in [self.domain, *self.extra_domains, self.patient]:
+            d = d.lower()
+            if d not in seen:
+                seen.append(d)
+        return seen
+
+
+class StoreSection(_Section):
+    url: str = "sqlite+aiosqlite:///mssgw.db"
+    audit_url: str = "sqlite+aiosqlite:///audit.db"
+    kek: SecretStr | None = None
+    """Key-encryption key, base64 of 32 bytes (normally from MSSGW_STORE__KEK, not the file)."""
+    kek_file: Path | None = None
+
+
+class PkiSection(_Section):
+    dir: Path | None = None
+    """Development PKI managed by `mssgw pki`; empty when the trust-space PKI is external."""
+    trust_anchor: Path = Path("pki/root/cert.pem")
+    cert: Path = Path("tls/fullchain.pem")
+    """This node's certificate followed by its intermediate CA certificates."""
+    key: Path = Path("tls/key.pem")
+    crl_base_url: str = ""
+
+
+class ListenSection(_Section):
+    host: str = "127.0.0.1"
+    https_port: int = Field(8443, ge=0, le=65535)
+
+
+class AuditSection(_Section):
+    checkpoint_key: Path = Path("keys/audit-checkpoint.pem")
+    checkpoint_interval: float = Field(300.0, gt=0)
+    """Seconds between periodic signed checkpoints while serving."""
+    log_file: Path | None = None
+    """JSON-lines operational log; standard error when empty."""
+
+
+class Config(BaseSettings):
+    """The whole node configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MSSGW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+    _toml_file: ClassVar[Path | None] = None
+
+    node: NodeSection
+    store: StoreSection = Field(default_factory=StoreSection)
+    pki: PkiSection = Field(default_factory=PkiSection)
+    listen: ListenSection = Field(default_factory=ListenSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
+    base_dir: Path = Path(".")
+    """Directory relative paths are resolved against (the config file's directory)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    def path(self, p: Path) -> Path:
+        """Resolve a configured path against the config directory."""
+        p = p.expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def db_url(self, url: str) -> str:
+        """SQLite URLs with a relative file name are relative to the config directory."""
+        prefix = "sqlite+aiosqlite:///"
+        if url.startswith(prefix) and not url[len(prefix) :].startswith("/") and ":memory:" not in url:
+            return prefix + str(self.path(Path(url[len(prefix) :])))
+        return url
+
+    @property
+    def pki_dir(self) -> Path | None:
+        return self.path(self.pki.dir) if self.pki.dir is not None else None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    return f"{where}: {first['msg']}"
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
+    """Read the TOML file at `path` (or $MSSGW_CONFIG, or ./mssgw.toml) with environment overrides."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV, CONFIG_FILENAME)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / CONFIG_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"no configuration file at {path} (run `mssgw init` or pass -c FILE)")
+    path = path.resolve()
+    bound = type("BoundConfig", (Config,), {"_toml_file": path})
+    try:
+        cfg: Config = bound(base_dir=path.parent, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    except ValueError as exc:  # malformed TOML
+        raise ConfigError(f"{path}: {exc}") from None
+    return cfg
+
+
+def _toml_str(value: str) -> str:
+    # TOML basic strings share JSON's escapes for the characters that can occur in paths and URLs.
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_config(
+    *,
+    domain: str,
+    node_name: str,
+    kek_file: Path,
+    checkpoint_key: Path,
+    pki_dir: Path | None,
+    trust_anchor: str,
+    host: str,
+    https_port: int,
+    crl_base_url: str,
+) -> str:
+    """The commented configuration file written by `mssgw init`."""
+    pki_line = f"dir = {_toml_str(str(pki_dir))}" if pki_dir is not None else '# dir = "pki"'
+    return f"""\
+# mssgw operator node configuration.
+# Every setting can be overridden by an environment variable named MSSGW_<SECTION>__<KEY>,
+# for example MSSGW_STORE__URL or MSSGW_LISTEN__HOST. Relative paths are relative to this file.
+
+[node]
+# Primary mail domain of this operator; must appear on the trust list of the other operators.
+domain = {_toml_str(domain)}
+# Other mail domains hosted by this node.
+extra_domains = []
+# Domain of patient mailboxes (<INS>@patient.<domain>); empty means patient.<domain>.
+patient_domain = ""
+# Name of this node (several nodes of one operator share one database).
+name = {_toml_str(node_name)}
+
+[store]
+# SQLAlchemy async URL. SQLite (default, WAL, synchronous=FULL) or PostgreSQL, e.g.
+# postgresql+asyncpg://mssgw@/mssgw?host=/run/postgresql
+url = "sqlite+aiosqlite:///mssgw.db"
+# The audit log lives in its own database, apart from application data.
+audit_url = "sqlite+aiosqlite:///audit.db"
+# Key-encryption key wrapping every mailbox data key (AES-256-GCM). Kept outside the data
+# directory, mode 0600. Or set MSSGW_STORE__KEK to its base64 value and remove this line.
+kek_file = {_toml_str(str(kek_file))}
+
+[pki]
+# Development trust-space PKI managed by `mssgw pki`. Comment out when the national PKI is used.
+{pki_line}
+# Pinned trust-space root: peers and S/MIME signers must chain to it.
+trust_anchor = {_toml_str(trust_anchor)}
+# This node's TLS certificate (server, and client for mutual TLS) followed by its chain, and its key.
+cert = "tls/fullchain.pem"
+key = "tls/key.pem"
+# Where published CRLs can be fetched (written into issued certificates).
+crl_base_url = {_toml_str(crl_base_url)}
+
+[listen]
+# Listeners bind here; loopback by default.
+host = {_toml_str(host)}
+# HTTPS (health, later the patient inbox and the directory API).
+https_port = {https_port}
+
+[audit]
+# Ed25519 key signing audit checkpoints (tree size + root hash). Kept outside the data directory.
+checkpoint_key = {_toml_str(str(checkpoint_key))}
+# Seconds between periodic checkpoints while serving.
+checkpoint_interval = 300
+# JSON-lines operational log file; standard error when commented out.
+# log_file = "log/mssgw.jsonl"
+"""

@@ -1,0 +1,135 @@
+"""Database engines, transactions and migrations, the same code for SQLite and PostgreSQL.
+
+Implementation notes
+- SQLite: WAL journal, synchronous=FULL (a commit is on disk before it returns: the queue's 250 will
+  rely on it), foreign keys on, a busy timeout. Write transactions start with BEGIN IMMEDIATE so two
+  processes (the node and an admin command) never deadlock upgrading a read lock to a write lock; reads
+  use a separate engine with deferred transactions so they never wait for the write lock.
+- PostgreSQL: one engine; `read()` and `write()` are both plain transactions.
+- Schema changes only through alembic migrations (`migrate()`), run on the engine's own connection so the
+  async driver is used end to end. Two migration trees: application data and the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from gateway.errors import ConfigError
+
+STORE_MIGRATIONS = Path(__file__).parent / "migrations"
+STORE_HEAD = "0001"
+"""Head revision of the application schema; tests keep it equal to alembic's head."""
+
+
+def _sqlite_pragmas() -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event own transaction start (pysqlite/aiosqlite recipe).
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+    return on_connect
+
+
+def _engine(url: str, *, immediate: bool) -> AsyncEngine:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(f"invalid database URL: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        eng = create_async_engine(url)
+        event.listen(eng.sync_engine, "connect", _sqlite_pragmas())
+        begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @event.listens_for(eng.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin_sql)
+
+        return eng
+    if parsed.get_backend_name() == "postgresql":
+        return create_async_engine(url, pool_pre_ping=True)
+    raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL")
+
+
+class Database:
+    """One database: a write engine, a read engine (the same one on PostgreSQL) and sessions."""
+
+    def __init__(self, url: str, migrations: Path = STORE_MIGRATIONS, head: str = STORE_HEAD) -> None:
+        self.url = url
+        self.migrations = migrations
+        self.head = head
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self.engine = _engine(url, immediate=True)
+        self.read_engine = _engine(url, immediate=False) if self.is_sqlite else self.engine
+        self._write = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction, committed when the block exits normally, rolled back otherwise."""
+        async with self._write() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._read() as session, session.begin():
+            yield session
+
+    async def migrate(self) -> None:
+        """Bring the schema to the head revision; a no-op (and no alembic import) when it is there."""
+        if await self.current_revision() == self.head:
+            return
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade, self.migrations, "head")
+
+    async def current_revision(self) -> str | None:
+        try:
+            async with self.read_engine.connect() as conn:
+                return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
+        except DBAPIError:
+            return None  # no schema yet
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def alembic_head(migrations: Path) -> str | None:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def _upgrade(connection: Connection, migrations: Path, revision: str) -> None:
+    # alembic is imported only here: most commands find the schema current and never need it.
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations))
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)

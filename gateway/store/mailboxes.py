@@ -1,0 +1,272 @@
+"""Repository of this operator's own mailboxes: accounts, credentials, delegations, certificates.
+
+Implementation notes
+- Creating a local mailbox adds (or adopts) its directory entry and creates its account with a fresh
+  data key wrapped by the KEK. An entry already imported from the national file is adopted only when
+  its type matches (type and address are immutable).
+- Deleting a local mailbox removes its account, stored messages (sealed, so nothing readable is left
+  behind), delegations and certificates, and its directory entry.
+- A delegation links an ORG mailbox to a local PER mailbox (the user who may act for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from sqlalchemy import delete, select
+
+from directory import national
+from gateway.errors import Conflict, NotFound, UsageError
+from gateway.store.crypto import DataKey, KeyEncryptionKey
+from gateway.store.db import Database
+from gateway.store.models import (
+    Account,
+    Mailbox,
+    MailboxCertificate,
+    MailboxDelegation,
+    Professional,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The professional a PER mailbox belongs to."""
+
+    id_nat_ps: str
+    id_type: str
+    id_pp: str
+    last_name: str = ""
+    first_name: str = ""
+    civility: str = ""
+    profession_code: str = ""
+    profession_label: str = ""
+
+
+class MailboxRepository:
+    def __init__(self, db: Database, kek: KeyEncryptionKey | None = None) -> None:
+        self.db = db
+        self._kek = kek
+
+    @property
+    def kek(self) -> KeyEncryptionKey:
+        if self._kek is None:
+            raise RuntimeError("this repository was opened without the key-encryption key")
+        return self._kek
+
+    async def create(
+        self,
+        address: str,
+        kind: str,
+        *,
+        owner: Owner | None = None,
+        service: str = "",
+        list_rouge: bool = False,
+        password_hash: str | None = None,
+    ) -> dict[str, Any]:
+        address = address.lower()
+        now = utcnow()
+        async with self.db.write() as s:
+            if await s.get(Account, address) is not None:
+                raise Conflict(f"mailbox {address} already exists")
+            mb = await s.get(Mailbox, address)
+            if mb is not None and mb.kind != kind:
+                raise Conflict(
+                    f"{address} is already in the directory as a {mb.kind} mailbox; a mailbox's type cannot change"
+                )
+            pro_key = None
+            if owner is not None:
+                pro_key = owner.id_nat_ps
+                pro = await s.get(Professional, pro_key)
+                if pro is None:
+                    pro = Professional(
+                        key=pro_key,
+                        id_nat_ps=owner.id_nat_ps,
+                        id_type=owner.id_type,
+                        id_pp=owner.id_pp,
+                        civility=owner.civility,
+                        last_name=owner.last_name,
+                        first_name=owner.first_name,
+                        profession_code=owner.profession_code,
+                        profession_label=owner.profession_label,
+                    )
+                    s.add(pro)
+                    await s.flush()  # no ORM relationship orders this insert before the mailbox's
+                name_parts = (pro.last_name, pro.first_name, pro.profession_label)
+            else:
+                name_parts = ("", "", "")
+            text = national.fold(" ".join(p for p in (address, pro_key or "", *name_parts, service) if p))
+            if mb is None:
+                mb = Mailbox(
+                    address=address,
+                    kind=kind,
+                    origin="local",
+                    professional_key=pro_key,
+                    service=service,
+                    list_rouge=list_rouge,
+                    active=True,
+                    search_text=text,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(mb)
+            else:  # adopt the national entry: it is ours
+                mb.origin = "local"
+                mb.list_rouge = list_rouge
+                mb.professional_key = pro_key or mb.professional_key
+                mb.service = service or mb.service
+                mb.updated_at = now
+            await s.flush()
+            s.add(
+                Account(
+                    address=address,
+                    password_hash=password_hash,
+                    data_key=self.kek.wrap(DataKey.generate(), address),
+                    kek_id=self.kek.key_id,
+                    created_at=now,
+                    password_changed_at=now if password_hash else None,
+                )
+            )
+        return await self.describe(address)
+
+    async def _local(self, s: Any, address: str) -> tuple[Mailbox, Account]:
+        address = address.lower()
+        acct = await s.get(Account, address)
+        mb = await s.get(Mailbox, address)
+        if acct is None or mb is None:
+            raise NotFound(f"no local mailbox {address}")
+        return mb, acct
+
+    async def describe(self, address: str) -> dict[str, Any]:
+        async with self.db.read() as s:
+            mb, acct = await self._local(s, address)
+            delegates = list(
+                (await s.execute(select(MailboxDelegation.user).where(MailboxDelegation.mailbox == mb.address)))
+                .scalars()
+                .all()
+            )
+            certs = (
+                (await s.execute(select(MailboxCertificate).where(MailboxCertificate.address == mb.address)))
+                .scalars()
+                .all()
+            )
+            return {
+                "address": mb.address,
+                "type": mb.kind,
+                "owner": mb.professional_key,
+                "service": mb.service,
+                "active": mb.active,
+                "list_rouge": mb.list_rouge,
+                "has_password": acct.password_hash is not None,
+                "totp_enrolled": acct.totp_secret is not None,
+                "delegates": delegates,
+                "certificates": [
+                    {"fingerprint": c.fingerprint, "usage": c.usage, "not_after": c.not_after.isoformat()}
+                    for c in certs
+                ],
+                "created_at": acct.created_at.isoformat(),
+                "last_login_at": acct.last_login_at.isoformat() if acct.last_login_at else None,
+            }
+
+    async def list(self, *, domain: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(Mailbox, Account).join(Account, Account.address == Mailbox.address).order_by(Mailbox.address)
+        if kind:
+            stmt = stmt.where(Mailbox.kind == kind)
+        if domain:
+            stmt = stmt.where(Mailbox.address.endswith("@" + domain.lower()))
+        async with self.db.read() as s:
+            return [
+                {
+                    "address": mb.address,
+                    "type": mb.kind,
+                    "active": mb.active,
+                    "has_password": acct.password_hash is not None,
+                    "totp_enrolled": acct.totp_secret is not None,
+                }
+                for mb, acct in (await s.execute(stmt)).all()
+            ]
+
+    async def set_active(self, address: str, active: bool) -> bool:
+        """Returns whether the state changed."""
+        async with self.db.write() as s:
+            mb, _ = await self._local(s, address)
+            changed = mb.active != active
+            mb.active = active
+            mb.updated_at = utcnow()
+            return changed
+
+    async def delete(self, address: str) -> None:
+        async with self.db.write() as s:
+            mb, _ = await self._local(s, address)
+            await s.execute(
+                delete(MailboxDelegation).where(
+                    (MailboxDelegation.mailbox == mb.address) | (MailboxDelegation.user == mb.address)
+                )
+            )
+            await s.delete(mb)  # cascades to the account, its messages and certificates
+
+    async def set_password(self, address: str, password_hash: str) -> None:
+        async with self.db.write() as s:
+            _, acct = await self._local(s, address)
+            acct.password_hash = password_hash
+            acct.password_changed_at = utcnow()
+
+    async def set_totp(self, address: str, secret: str) -> None:
+        async with self.db.write() as s:
+            _, acct = await self._local(s, address)
+            acct.totp_secret = self.kek.seal(secret.encode(), b"totp\0" + acct.address.encode())
+
+    async def totp_secret(self, address: str) -> str | None:
+        async with self.db.read() as s:
+            _, acct = await self._local(s, address)
+            if acct.totp_secret is None:
+                return None
+            return self.kek.open(acct.totp_secret, b"totp\0" + acct.address.encode()).decode()
+
+    async def delegate(self, mailbox: str, user: str, *, remove: bool = False) -> bool:
+        """Grant (or revoke) `user` the right to act for ORG mailbox `mailbox`; returns whether it changed."""
+        async with self.db.write() as s:
+            org, _ = await self._local(s, mailbox)
+            person, _ = await self._local(s, user)
+            if org.kind != "ORG":
+                raise UsageError(f"{org.address} is a {org.kind} mailbox; only ORG mailboxes have delegates")
+            if person.kind != "PER":
+                raise UsageError(f"{person.address} is a {person.kind} mailbox; delegates are PER mailboxes")
+            existing = await s.get(MailboxDelegation, (org.address, person.address))
+            if remove:
+                if existing is None:
+                    return False
+                await s.delete(existing)
+                return True
+            if existing is not None:
+                return False
+            s.add(MailboxDelegation(mailbox=org.address, user=person.address))
+            return True
+
+    async def add_certificate(self, address: str, cert: x509.Certificate, usage: str) -> str:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+        async with self.db.write() as s:
+            await self._local(s, address)
+            if await s.get(MailboxCertificate, fingerprint) is None:
+                s.add(
+                    MailboxCertificate(
+                        fingerprint=fingerprint,
+                        address=address.lower(),
+                        usage=usage,
+                        serial=format(cert.serial_number, "x"),
+                        der=der,
+                        not_before=cert.not_valid_before_utc.astimezone(UTC),
+                        not_after=cert.not_valid_after_utc.astimezone(UTC),
+                    )
+                )
+        return fingerprint
+
+    async def data_key(self, address: str) -> DataKey:
+        async with self.db.read() as s:
+            _, acct = await self._local(s, address)
+            return self.kek.unwrap(acct.data_key, acct.address)

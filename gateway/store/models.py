@@ -1,0 +1,200 @@
+"""SQLAlchemy models of the application database (the audit log has its own database).
+
+Implementation notes
+- The directory (professionals, structures, mailboxes) holds every mailbox of the trust space: the
+  national extraction's rows (`origin = "national"`) and this operator's own (`origin = "local"`).
+  Only local mailboxes have an `Account` (credentials, data key) and stored messages.
+- A mailbox's address (lower-cased, the primary key) and its type never change after creation.
+- `Mailbox.row_hash` is a digest of the national row last imported for that address: re-importing an
+  unchanged row writes nothing. `ordinal` keeps the row's position in that file so an export gives
+  the rows back in their order.
+- `search_text` is the lower-cased, accent-free concatenation of the searchable fields of a mailbox
+  and of its owner and structure, maintained on every write, so that search is one indexed column.
+- Timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite stores no offset and returns naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: use UTC-aware values")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Professional(Base):
+    """A health professional (Practitioner).
+
+    Keyed by the national identifier IdNatPS when there is one; a person known only through one mailbox
+    (a PER mailbox "not attached to a national identifier") is keyed "bal:<address>".
+    """
+
+    __tablename__ = "professionals"
+    key: Mapped[str] = mapped_column(String(330), primary_key=True)
+    id_nat_ps: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
+    id_type: Mapped[str] = mapped_column(String(2), default="")  # "8" RPPS, "0" ADELI
+    id_pp: Mapped[str] = mapped_column(String(32), default="")
+    civility: Mapped[str] = mapped_column(String(32), default="")
+    last_name: Mapped[str] = mapped_column(String(200), default="")
+    first_name: Mapped[str] = mapped_column(String(200), default="")
+    category_code: Mapped[str] = mapped_column(String(16), default="")
+    category_label: Mapped[str] = mapped_column(String(200), default="")
+    profession_code: Mapped[str] = mapped_column(String(16), default="")
+    profession_label: Mapped[str] = mapped_column(String(200), default="")
+    skill_code: Mapped[str] = mapped_column(String(16), default="")  # savoir-faire
+    skill_label: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Structure(Base):
+    """A structure (establishment, practice, company) a mailbox belongs to."""
+
+    __tablename__ = "structures"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "<type>:<identification>" or "anon:<digest>"
+    id_type: Mapped[str] = mapped_column(String(2), default="")
+    identification: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(300), default="")  # raison sociale
+    trade_name: Mapped[str] = mapped_column(String(300), default="")  # enseigne commerciale
+    location_complement: Mapped[str] = mapped_column(String(300), default="")
+    distribution_complement: Mapped[str] = mapped_column(String(300), default="")
+    street_number: Mapped[str] = mapped_column(String(32), default="")
+    street_number_complement: Mapped[str] = mapped_column(String(32), default="")
+    street_type: Mapped[str] = mapped_column(String(64), default="")
+    street_name: Mapped[str] = mapped_column(String(300), default="")
+    locality: Mapped[str] = mapped_column(String(300), default="")  # lieu-dit
+    routing_line: Mapped[str] = mapped_column(String(300), default="")  # ligne d'acheminement
+    postal_code: Mapped[str] = mapped_column(String(16), default="")
+    department: Mapped[str] = mapped_column(String(64), default="")
+    country: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Mailbox(Base):
+    """A mailbox (BAL) of the trust space as the directory knows it."""
+
+    __tablename__ = "mailboxes"
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(3))  # PER ORG APP CAB (immutable)
+    professional_key: Mapped[str | None] = mapped_column(
+        ForeignKey("professionals.key", ondelete="SET NULL"), index=True, nullable=True
+    )
+    structure_key: Mapped[str | None] = mapped_column(
+        ForeignKey("structures.key", ondelete="SET NULL"), index=True, nullable=True
+    )
+    service: Mapped[str] = mapped_column(String(300), default="")  # service de rattachement
+    dematerialisation: Mapped[str] = mapped_column(String(16), default="")
+    list_rouge: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    origin: Mapped[str] = mapped_column(String(16), default="local")  # local | national
+    ordinal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    row_hash: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
+    import_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_mailboxes_origin_ordinal", "origin", "ordinal"),)
+
+
+class MailboxDelegation(Base):
+    """A user (local PER mailbox) allowed to act for an ORG mailbox."""
+
+    __tablename__ = "mailbox_delegations"
+    mailbox: Mapped[str] = mapped_column(ForeignKey("mailboxes.address", ondelete="CASCADE"), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("mailboxes.address", ondelete="CASCADE"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MailboxCertificate(Base):
+    """A certificate bound to a mailbox (S/MIME, or TLS client for APP mailboxes)."""
+
+    __tablename__ = "mailbox_certificates"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex of the DER
+    address: Mapped[str] = mapped_column(ForeignKey("mailboxes.address", ondelete="CASCADE"), index=True)
+    usage: Mapped[str] = mapped_column(String(8))  # smime | tls
+    serial: Mapped[str] = mapped_column(String(64))
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Account(Base):
+    """Credentials and keys of a mailbox hosted by this operator."""
+
+    __tablename__ = "accounts"
+    address: Mapped[str] = mapped_column(ForeignKey("mailboxes.address", ondelete="CASCADE"), primary_key=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)  # argon2id; None: no login
+    totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # sealed by the KEK
+    data_key: Mapped[bytes] = mapped_column(LargeBinary)  # wrapped by the KEK
+    kek_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class StoredMessage(Base):
+    """A message body held for a local mailbox, sealed with the mailbox's data key."""
+
+    __tablename__ = "messages"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex, part of the AAD
+    address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TrustDomain(Base):
+    """A domain of the trust space this node may exchange with."""
+
+    __tablename__ = "trust_domains"
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    source: Mapped[str] = mapped_column(String(8))  # manual | list
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
