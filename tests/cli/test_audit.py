@@ -1,0 +1,84 @@
+"""`mssgw audit verify|export|search|checkpoint` as a subprocess, on a log that an attacker edits."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from tests.conftest import DOMAIN, NodeDir
+
+
+def tamper(node: NodeDir, sql: str, *params: object) -> None:
+    """What an attacker with the database file can do: drop the append-only triggers, then edit."""
+    with sqlite3.connect(node.data / "audit.db") as conn:
+        conn.execute("DROP TRIGGER IF EXISTS audit_records_no_update")
+        conn.execute("DROP TRIGGER IF EXISTS audit_records_no_delete")
+        conn.execute(sql, params)
+
+
+def test_verify_intact_then_detect_an_edited_record(node: NodeDir) -> None:
+    node.cli("trust", "add-domain", "a.mssante.fr")
+    node.cli("trust", "add-domain", "b.mssante.fr")
+    ok = node.cli("audit", "verify", "--json")
+    assert ok.code == 0
+    report = ok.json()
+    assert report["ok"] is True  # type: ignore[index]
+    # init wrote 3 records and 1 checkpoint; each command then adds one record and one checkpoint
+    assert (report["records"], report["checkpoints"]) == (5, 3)  # type: ignore[index]
+    assert report["checkpoints_verified"] == 3  # type: ignore[index]
+    tamper(node, "UPDATE audit_records SET request = replace(request, 'b.mssante', 'x.mssante') WHERE seq = 5")
+    bad = node.cli("audit", "verify")
+    assert bad.code == 1
+    assert "TAMPERED: record 5 (admin.trust.domain_added, " in bad.out
+    assert "TAMPERED: checkpoint #3 (tree size 5, " in bad.out
+    assert bad.out.strip().endswith("problem(s) found")
+    # The failed verification is itself audited.
+    last = node.cli("audit", "search", "--event", "admin.audit.verified", "--json").json()[-1]  # type: ignore[index]
+    assert last["response"]["result"] == "failed"  # type: ignore[index]
+    assert last["response"]["ok"] is False  # type: ignore[index]
+
+
+def test_detect_deleted_and_truncated_records(node: NodeDir) -> None:
+    for d in ("a", "b", "c"):
+        node.cli("trust", "add-domain", f"{d}.mssante.fr")
+    tamper(node, "DELETE FROM audit_records WHERE seq = 4")
+    r = node.cli("audit", "verify", "--json")
+    kinds = {(f["kind"], f["seq"]) for f in r.json()["findings"]}  # type: ignore[index]
+    assert ("missing", 4) in kinds
+    assert r.code == 1
+    tamper(node, "DELETE FROM audit_records WHERE seq >= 6")
+    r = node.cli("audit", "verify", "--json")
+    truncated = [f for f in r.json()["findings"] if f["kind"] == "truncated"]  # type: ignore[index]
+    assert truncated, r.out
+    assert truncated[0]["message"].startswith("log truncated: checkpoint #")
+
+
+def test_export_and_search(node: NodeDir) -> None:
+    node.cli("trust", "add-domain", "a.mssante.fr")
+    node.cli("mailbox", "add", f"x@{DOMAIN}", "--type", "ORG")
+    today = datetime.now(UTC).date()
+    rows = node.cli("audit", "export", "--since", today.isoformat(), "--json").json()
+    actions = [r["action"] for r in rows]  # type: ignore[union-attr,index]
+    assert actions[-2:] == ["admin.trust.domain_added", "admin.mailbox.created"]
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    assert node.cli("audit", "export", "--since", tomorrow, "--json").json() == []
+    found = node.cli("audit", "search", "--principal", "operator:tester@ci", "--event", "admin.mailbox.", "--json").json()
+    assert [r["action"] for r in found] == ["admin.mailbox.created"]  # type: ignore[union-attr,index]
+    assert found[0]["request"]["address"] == f"x@{DOMAIN}"  # type: ignore[index]
+    r = node.cli("audit", "export", "--since", "yesterday")
+    assert r.code == 2
+    assert r.err.strip() == (
+        "mssgw: 'yesterday' is not an ISO-8601 date or date-time (e.g. 2026-11-22 or 2026-11-22T10:00)"
+    )
+    r = node.cli("audit", "search")
+    assert (r.code, r.err.strip()) == (2, "mssgw: give --principal and/or --event")
+
+
+def test_checkpoint_on_demand(node: NodeDir) -> None:
+    r = node.cli("audit", "checkpoint", "--json")
+    cp = r.json()
+    with sqlite3.connect(node.data / "audit.db") as conn:
+        (size,) = conn.execute("SELECT size FROM audit_head").fetchone()
+    # The checkpoint covers what came before; the command's own record follows it.
+    assert cp["tree_size"] == size - 1  # type: ignore[index]
+    assert len(cp["root_hash"]) == 64  # type: ignore[index]

@@ -1,0 +1,103 @@
+"""`mssgw pki ...` as a subprocess, with `openssl` as the interoperability oracle."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import DOMAIN, NodeDir
+
+
+def openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, check=False)
+
+
+def verify(root: Path, bundle: Path, purpose: str, *crls: Path) -> subprocess.CompletedProcess[str]:
+    extra: list[str | Path] = ["-crl_check"] if crls else []
+    for c in crls:
+        extra += ["-CRLfile", c]
+    return openssl("verify", "-purpose", purpose, *extra, "-CAfile", root, "-untrusted", bundle / "chain.pem",
+                   bundle / "cert.pem")
+
+
+def test_issue_each_profile_and_verify_with_openssl(node: NodeDir, tmp_path: Path) -> None:
+    root = tmp_path / "root.pem"
+    r = node.cli("pki", "export-root", root)
+    assert r.out.strip() == f"root certificate written to {root}"
+    cases = [
+        (["issue-server", "mx.clinique.fr", "10.0.0.1"], "sslserver"),
+        (["issue-app", f"dpi@{DOMAIN}"], "sslclient"),
+        (["issue-address", f"claire.martin@{DOMAIN}"], "smimesign"),
+    ]
+    for argv, purpose in cases:
+        out = tmp_path / argv[0]
+        r = node.cli("pki", *argv, "--out", out, "--json")
+        assert r.code == 0, r.err
+        data = r.json()
+        assert data["files"]["cert"] == str(out / "cert.pem")  # type: ignore[index]
+        v = verify(root, out, purpose)
+        assert v.returncode == 0, v.stdout + v.stderr
+        assert v.stdout.strip() == f"{out / 'cert.pem'}: OK"
+    # An S/MIME certificate is not a TLS server certificate.
+    wrong = verify(root, tmp_path / "issue-address", "sslserver")
+    assert wrong.returncode != 0
+    assert "error 26 at 0 depth lookup: unsuitable certificate purpose" in wrong.stdout + wrong.stderr
+
+
+def test_p12_password_is_shown_once_and_opens_the_bundle(node: NodeDir, tmp_path: Path) -> None:
+    out = tmp_path / "p12"
+    r = node.cli("pki", "issue-address", f"claire.martin@{DOMAIN}", "--out", out, "--p12", "--json")
+    data = r.json()
+    password = data["p12_password"]  # type: ignore[index]
+    p12 = Path(data["files"]["p12"])  # type: ignore[index]
+    info = openssl("pkcs12", "-info", "-noout", "-in", p12, "-passin", f"pass:{password}")
+    assert info.returncode == 0, info.stderr
+    bad = openssl("pkcs12", "-info", "-noout", "-in", p12, "-passin", "pass:wrong")
+    assert bad.returncode != 0
+    audit = node.cli("audit", "search", "--event", "admin.pki.issued", "--json").json()
+    assert all(password not in str(rec) for rec in audit)  # type: ignore[union-attr]
+
+
+def test_address_certificate_attached_to_a_local_mailbox(node: NodeDir, tmp_path: Path) -> None:
+    address = f"claire.martin@{DOMAIN}"
+    node.cli("mailbox", "add", address, "--type", "PER", "--idnat", "810000000009")
+    r = node.cli("pki", "issue-address", address, "--out", tmp_path / "c", "--json")
+    assert r.json()["attached_to"] == address  # type: ignore[index]
+    certs = node.cli("mailbox", "show", address, "--json").json()["certificates"]  # type: ignore[index]
+    assert [c["usage"] for c in certs] == ["smime"]
+
+
+def test_revocation_reaches_the_crl_and_openssl_rejects_the_certificate(node: NodeDir, tmp_path: Path) -> None:
+    root = tmp_path / "root.pem"
+    node.cli("pki", "export-root", root)
+    revoked, kept = tmp_path / "revoked", tmp_path / "kept"
+    serial = node.cli("pki", "issue-server", "a.clinique.fr", "--out", revoked, "--json").json()["serial"]  # type: ignore[index]
+    node.cli("pki", "issue-server", "b.clinique.fr", "--out", kept)
+    r = node.cli("pki", "revoke", serial, "--reason", "keyCompromise", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["reason"] == "keyCompromise"  # type: ignore[index]
+    crl_dir = node.data / "pki" / "crl"
+    crls = (crl_dir / "organisations.pem", crl_dir / "root.pem")
+    v = verify(root, revoked, "sslserver", *crls)
+    assert v.returncode != 0
+    assert "certificate revoked" in v.stdout + v.stderr
+    assert verify(root, kept, "sslserver", *crls).returncode == 0
+    text = openssl("crl", "-noout", "-text", "-in", crls[0]).stdout
+    assert f"Serial Number: {serial.upper()}" in text
+    assert "Key Compromise" in text
+    listing = {e["serial"]: e for e in node.cli("pki", "list", "--json").json()}  # type: ignore[union-attr]
+    assert listing[serial]["revocation_reason"] == "keyCompromise"
+
+
+def test_pki_refusals(node: NodeDir, tmp_path: Path) -> None:
+    r = node.cli("pki", "revoke", "abcdef", "--reason", "superseded")
+    assert (r.code, r.err.strip()) == (2, "mssgw: unknown serial number: abcdef")
+    r = node.cli("pki", "revoke", "abcdef", "--reason", "bored")
+    assert r.code == 2
+    assert r.err.startswith("mssgw: unknown revocation reason 'bored'")
+    r = node.cli("pki", "issue-address", "not-an-address", "--out", tmp_path / "x")
+    assert r.code == 2
+    assert r.err.startswith("mssgw: ")
+    assert not (tmp_path / "x").exists()
+    r = node.cli("pki", "init")
+    assert (r.code, r.err.strip()) == (2, f"mssgw: PKI already exists at {node.data / 'pki'}")

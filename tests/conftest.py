@@ -1,0 +1,81 @@
+"""Shared fixtures: real nodes made by `mssgw init`, the CLI run as a subprocess.
+
+Creating a node generates four RSA keys (three CAs and the node's TLS key), so one template node is
+made per test session with the real `mssgw init` command and each test gets its own copy of its data
+directory. The copy shares the template's key directory (KEK and audit signing key), read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, load_config
+
+DOMAIN = "ch-test.mssante.fr"
+
+
+@dataclass
+class CLIResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+def run_cli(*args: str | Path, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> CLIResult:
+    """Run `mssgw ARGS...` in a subprocess, as an operator would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "MSSGW_OPERATOR": "tester@ci", **(env or {})},
+    )
+    return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class NodeDir:
+    data: Path
+    keys: Path
+
+    @property
+    def config(self) -> Path:
+        return self.data / "mssgw.toml"
+
+    def cfg(self) -> Config:
+        return load_config(self.config)
+
+    def cli(self, *args: str | Path, input: str | None = None, env: dict[str, str] | None = None) -> CLIResult:
+        return run_cli(*args, "-c", self.config, input=input, env=env)
+
+
+@pytest.fixture(scope="session")
+def template_node(tmp_path_factory: pytest.TempPathFactory) -> NodeDir:
+    base = tmp_path_factory.mktemp("template")
+    data, keys = base / "node", base / "keys"
+    result = run_cli("init", "--domain", DOMAIN, "--data", data, "--secrets", keys, "--https-port", "0")
+    assert result.code == 0, result.err
+    return NodeDir(data, keys)
+
+
+@pytest.fixture
+def node(template_node: NodeDir, tmp_path: Path) -> Iterator[NodeDir]:
+    """A private copy of the template node (databases, PKI, TLS material)."""
+    data = tmp_path / "node"
+    shutil.copytree(template_node.data, data, symlinks=True)
+    cfg_text = (data / "mssgw.toml").read_text().replace(str(template_node.data), str(data))
+    (data / "mssgw.toml").write_text(cfg_text)
+    yield NodeDir(data, template_node.keys)
