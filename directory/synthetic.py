@@ -18,69 +18,16 @@ from stdnum import luhn
 
 from directory.national import HEADER, fold, format_row
 
+# fmt: off
 LAST = [
-    "MARTIN",
-    "BERNARD",
-    "THOMAS",
-    "PETIT",
-    "ROBERT",
-    "RICHARD",
-    "DURAND",
-    "DUBOIS",
-    "MOREAU",
-    "LAURENT",
-    "SIMON",
-    "MICHEL",
-    "LEFEBVRE",
-    "LEROY",
-    "ROUX",
-    "DAVID",
-    "BERTRAND",
-    "MOREL",
-    "FOURNIER",
-    "GIRARD",
-    "BONNET",
-    "DUPONT",
-    "LAMBERT",
-    "FONTAINE",
-    "ROUSSEAU",
-    "VINCENT",
-    "MULLER",
-    "LEFEVRE",
-    "FAURE",
-    "ANDRÉ",
-    "MERCIER",
-    "BLANC",
-    "GUÉRIN",
-    "BOYER",
-    "GARNIER",
-    "CHEVALIER",
-    "FRANÇOIS",
-    "LEGRAND",
-    "GAUTHIER",
-    "GARCIA",
+    "MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU", "LAURENT",
+    "SIMON", "MICHEL", "LEFEBVRE", "LEROY", "ROUX", "DAVID", "BERTRAND", "MOREL", "FOURNIER", "GIRARD",
+    "BONNET", "DUPONT", "LAMBERT", "FONTAINE", "ROUSSEAU", "VINCENT", "MULLER", "LEFEVRE", "FAURE", "ANDRÉ",
+    "MERCIER", "BLANC", "GUÉRIN", "BOYER", "GARNIER", "CHEVALIER", "FRANÇOIS", "LEGRAND", "GAUTHIER", "GARCIA",
 ]
-FIRST = [
-    "Camille",
-    "Léa",
-    "Manon",
-    "Chloé",
-    "Inès",
-    "Sarah",
-    "Hélène",
-    "Claire",
-    "Anne",
-    "Marie",
-    "Lucas",
-    "Hugo",
-    "Louis",
-    "Gabriel",
-    "Arthur",
-    "Jules",
-    "Paul",
-    "Nicolas",
-    "Julien",
-    "Étienne",
+FIRST = [  # ten women's first names, then ten men's
+    "Camille", "Léa", "Manon", "Chloé", "Inès", "Sarah", "Hélène", "Claire", "Anne", "Marie",
+    "Lucas", "Hugo", "Louis", "Gabriel", "Arthur", "Jules", "Paul", "Nicolas", "Julien", "Étienne",
 ]
 PROFESSIONS = [  # (category, category label, code, label, skill code, skill label, id type)
     ("C", "Civil", "10", "Médecin", "SM54", "Médecine Générale (SM)", "8"),
@@ -97,36 +44,17 @@ PROFESSIONS = [  # (category, category label, code, label, skill code, skill lab
     ("C", "Civil", "91", "Orthophoniste", "", "", "0"),
 ]
 CITIES = [
-    ("75013", "PARIS", "75"),
-    ("69003", "LYON", "69"),
-    ("13005", "MARSEILLE", "13"),
-    ("31000", "TOULOUSE", "31"),
-    ("33000", "BORDEAUX", "33"),
-    ("59000", "LILLE", "59"),
-    ("67000", "STRASBOURG", "67"),
-    ("44000", "NANTES", "44"),
-    ("20000", "AJACCIO", "2A"),
-    ("97400", "SAINT DENIS", "974"),
+    ("75013", "PARIS", "75"), ("69003", "LYON", "69"), ("13005", "MARSEILLE", "13"), ("31000", "TOULOUSE", "31"),
+    ("33000", "BORDEAUX", "33"), ("59000", "LILLE", "59"), ("67000", "STRASBOURG", "67"),
+    ("44000", "NANTES", "44"), ("20000", "AJACCIO", "2A"), ("97400", "SAINT DENIS", "974"),
 ]
-SERVICES = [
-    "Cardiologie",
-    "Urgences",
-    "Pédiatrie",
-    "Radiologie",
-    "Biologie",
-    "Secrétariat médical",
-    "Oncologie",
-]
+SERVICES = ["Cardiologie", "Urgences", "Pédiatrie", "Radiologie", "Biologie", "Secrétariat médical", "Oncologie"]
 DOMAINS = [
-    "ch-exemple.mssante.fr",
-    "chu-exemple.mssante.fr",
-    "medecin.mssante.fr",
-    "pharmacien.mssante.fr",
-    "infirmier.mssante.fr",
-    "clinique-exemple.mssante.fr",
-    "ght-exemple.mssante.fr",
+    "ch-exemple.mssante.fr", "chu-exemple.mssante.fr", "medecin.mssante.fr", "pharmacien.mssante.fr",
+    "infirmier.mssante.fr", "clinique-exemple.mssante.fr", "ght-exemple.mssante.fr",
 ]
 STREET_TYPES = ["R", "AV", "BD", "PL", "CHE", "ALL"]
+# fmt: on
 
 
 def with_luhn(body: str) -> str:
@@ -208,7 +136,7 @@ def generate_rows(n: int, *, seed: int = 0, duplicates: int = 0) -> Iterator[tup
                         s[0],
                         s[1],
                         "",
-                        "M" if person % 2 else "MME",
+                        "MME" if FIRST.index(first) < 10 else "M",
                         last,
                         first,
                         cat,

@@ -1,0 +1,82 @@
+"""`mssgw directory import|export|search|show` as a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from directory import synthetic
+from directory.national import HEADER
+from tests.conftest import NodeDir
+
+BAD_LINES = [
+    "PER|bad-address|||||||||||||||||||||||||||||",  # 31 fields, invalid address
+    "PER|x@y.fr|too|few|fields",
+    "XYZ|z@y.fr|||||||||||||||||||||||||||||",
+]
+
+
+def sample(tmp_path: Path, n: int = 300, *, bad: bool = False, zipped: bool = False) -> Path:
+    path = tmp_path / ("extraction.zip" if zipped else "extraction.txt")
+    synthetic.write_extraction(path, synthetic.generate_rows(n, seed=3), zipped=zipped)
+    if bad:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(BAD_LINES) + "\n")
+    return path
+
+
+def test_import_reports_json_summary_with_rejected_lines(node: NodeDir, tmp_path: Path) -> None:
+    path = sample(tmp_path, bad=True)
+    r = node.cli("directory", "import", path, "--json")
+    assert r.code == 0, r.err
+    s = r.json()
+    assert (s["read"], s["imported"], s["updated"], s["rejected"]) == (303, 300, 0, 3)  # type: ignore[index]
+    assert s["rejections"] == [  # type: ignore[index]
+        {"line": 302, "address": "bad-address", "reason": "Adresse BAL 'bad-address': the address has no '@'"},
+        {"line": 303, "address": "", "reason": "expected 31 fields separated by '|', found 5"},
+        {"line": 304, "address": "z@y.fr", "reason": "Type de BAL 'XYZ' is not one of PER, ORG, APP, CAB"},
+    ]
+    # No progress bar when standard error is not a terminal.
+    assert r.err == ""
+    again = node.cli("directory", "import", path, "--json").json()
+    assert (again["imported"], again["updated"], again["unchanged"]) == (0, 0, 300)  # type: ignore[index]
+
+
+def test_import_then_export_gives_the_same_rows(node: NodeDir, tmp_path: Path) -> None:
+    path = sample(tmp_path, n=500, zipped=True)
+    assert node.cli("directory", "import", path).code == 0
+    out = tmp_path / "export.txt"
+    r = node.cli("directory", "export", out)
+    assert r.out.strip() == f"{out}: 500 rows written"
+    original = tmp_path / "original.txt"
+    synthetic.write_extraction(original, synthetic.generate_rows(500, seed=3))
+    assert out.read_bytes() == original.read_bytes()
+    assert out.read_text(encoding="utf-8").splitlines()[0] == HEADER
+
+
+def test_search_and_show(node: NodeDir, tmp_path: Path) -> None:
+    node.cli("directory", "import", sample(tmp_path))
+    first = next(synthetic.generate_rows(300, seed=3))  # the rows of sample(): same n, same seed
+    address, idnat = first[1], first[4]
+    hits = node.cli("directory", "search", idnat, "--json").json()
+    assert [h["address"] for h in hits][:1] == [address]  # type: ignore[union-attr,index]
+    by_name = node.cli("directory", "search", "camille martin", "--json").json()
+    assert address in [h["address"] for h in by_name]  # type: ignore[union-attr,index]
+    shown = node.cli("directory", "show", address.upper(), "--json").json()
+    assert shown["address"] == address  # type: ignore[index]
+    assert shown["professional"]["id_nat_ps"] == idnat  # type: ignore[index]
+    assert shown["structure"]["identification"] == first[6]  # type: ignore[index]
+    r = node.cli("directory", "search", "   ")
+    assert (r.code, r.err.strip()) == (2, "mssgw: search text is empty")
+
+
+def test_a_file_that_is_not_an_extraction_is_refused(node: NodeDir, tmp_path: Path) -> None:
+    path = tmp_path / "other.csv"
+    path.write_text("a;b;c\n1;2;3\n")
+    r = node.cli("directory", "import", path)
+    assert r.code == 2
+    assert r.err.strip() == (
+        f"mssgw: {path}: the header line has 1 columns, expected 31 (is this an 'Extraction correspondance MSSanté' file?)"
+    )
+    missing = tmp_path / "nope.txt"
+    r = node.cli("directory", "import", missing)
+    assert (r.code, r.err.strip()) == (2, f"mssgw: {missing}: no such file")

@@ -1,0 +1,25 @@
+#!/bin/sh
+# The test command: installs what the tests need (Debian and PyPI packages), then runs ruff, mypy and
+# the whole pytest suite (slow benchmarks excluded; `tests/run.sh -m slow` runs them).
+set -eu
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    need=""
+    for pkg in openssl curl postgresql; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
+    done
+    python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
+    if [ -n "$need" ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
+    fi
+    # PostgreSQL store tests are mandatory where we could install it.
+    export MSSGW_REQUIRE_POSTGRES=1
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+exec .venv/bin/python -m pytest -q "$@"

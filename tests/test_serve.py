@@ -1,0 +1,100 @@
+"""`mssgw serve`: the node runs, answers over TLS with the trust-space policy, and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import DOMAIN, NodeDir
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    port: int
+    node: NodeDir
+
+
+@pytest.fixture
+def served(node: NodeDir) -> Iterator[Running]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening https://127.0.0.1:"), line + (proc.stderr.read() if proc.stderr else "")
+    port = int(line.rsplit(":", 1)[1])
+    yield Running(proc, port, node)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def curl(r: Running, path: str, *extra: str, host: str = "127.0.0.1") -> tuple[int, str]:
+    out = subprocess.run(
+        ["curl", "-sS", "--cacert", str(r.node.data / "pki-root.pem"), "-o", "-", "-w", "\n%{http_code}", *extra,
+         f"https://{host}:{r.port}{path}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def s_client(r: Running, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{r.port}", "-CAfile", str(r.node.data / "pki-root.pem"), *args],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def test_healthz_over_tls_verified_against_the_pinned_root(served: Running) -> None:
+    code, body = curl(served, "/healthz")
+    assert code == 200
+    health = json.loads(body)
+    assert health["status"] == "ok"
+    assert health["domain"] == DOMAIN
+    assert health["domains"] == [DOMAIN, f"patient.{DOMAIN}"]
+    assert health["audit"]["records"] >= 4  # init (3) + node.started
+    # The certificate names localhost too, and curl checks the name against it.
+    code, _ = curl(served, "/healthz", "--resolve", f"localhost:{served.port}:127.0.0.1", host="localhost")
+    assert code == 200
+
+
+def test_other_paths_and_methods(served: Running) -> None:
+    assert curl(served, "/") == (404, '{"error": "not found"}')
+    assert curl(served, "/healthz", "-X", "POST") == (405, '{"error": "method not allowed"}')
+
+
+def test_tls_policy_only_tls12_and_13_with_the_mssante_suites(served: Running) -> None:
+    assert s_client(served, "-tls1_1").returncode != 0
+    ok12 = s_client(served, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert ok12.returncode == 0, ok12.stderr
+    assert "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in ok12.stdout
+    assert "Verify return code: 0 (ok)" in ok12.stdout
+    for outside in ("AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-SHA"):
+        refused = s_client(served, "-tls1_2", "-cipher", outside)
+        assert refused.returncode != 0, outside
+    ok13 = s_client(served, "-tls1_3")
+    assert ok13.returncode == 0
+    assert "TLSv1.3" in ok13.stdout
+
+
+def test_sigterm_stops_cleanly_and_is_audited(served: Running) -> None:
+    served.proc.send_signal(signal.SIGTERM)
+    out, err = served.proc.communicate(timeout=30)
+    assert served.proc.returncode == 0, err
+    assert out.strip() == "stopped"
+    events = served.node.cli("audit", "search", "--event", "node.", "--json").json()
+    assert [e["action"] for e in events] == ["node.started", "node.stopped"]  # type: ignore[union-attr]
+    assert events[0]["author"] == "node:node1"  # type: ignore[index]
+    assert served.node.cli("audit", "verify").code == 0
