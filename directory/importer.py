@@ -2,7 +2,8 @@
 
 Implementation notes
 - Upsert by address. A row identical to what the last import stored (same digest) costs no write; a
-  row whose position moved only updates its position. Re-importing the same file writes nothing.
+  row whose position moved only updates its position. Re-importing the same file writes nothing but
+  the rows of duplicated addresses (the first copy differs from the stored, later one).
 - Every refused row is counted and reported with its line number and reason; the first
   `MAX_DETAILS` of each kind of finding are listed in full, the counts are always exact.
 - A duplicate address (the national file has some) is reported with both line numbers; the later row

@@ -162,7 +162,7 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
     try:
         cfg: Config = bound(base_dir=path.parent, **overrides)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
+        raise ConfigError(f"{path} (or an MSSGW_* environment variable): {_describe(exc)}") from None
     except ValueError as exc:  # malformed TOML
         raise ConfigError(f"{path}: {exc}") from None
     return cfg

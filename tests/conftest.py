@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,9 @@ class CLIResult:
         return json.loads(self.out)
 
 
-def run_cli(*args: str | Path, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> CLIResult:
+def run_cli(
+    *args: str | Path, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> CLIResult:
     """Run `mssgw ARGS...` in a subprocess, as an operator would."""
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli.main", *map(str, args)],
@@ -72,10 +73,10 @@ def template_node(tmp_path_factory: pytest.TempPathFactory) -> NodeDir:
 
 
 @pytest.fixture
-def node(template_node: NodeDir, tmp_path: Path) -> Iterator[NodeDir]:
+def node(template_node: NodeDir, tmp_path: Path) -> NodeDir:
     """A private copy of the template node (databases, PKI, TLS material)."""
     data = tmp_path / "node"
     shutil.copytree(template_node.data, data, symlinks=True)
     cfg_text = (data / "mssgw.toml").read_text().replace(str(template_node.data), str(data))
     (data / "mssgw.toml").write_text(cfg_text)
-    yield NodeDir(data, template_node.keys)
+    return NodeDir(data, template_node.keys)

@@ -41,9 +41,22 @@ def served(node: NodeDir) -> Iterator[Running]:
 
 def curl(r: Running, path: str, *extra: str, host: str = "127.0.0.1") -> tuple[int, str]:
     out = subprocess.run(
-        ["curl", "-sS", "--cacert", str(r.node.data / "pki-root.pem"), "-o", "-", "-w", "\n%{http_code}", *extra,
-         f"https://{host}:{r.port}{path}"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            "curl",
+            "-sS",
+            "--cacert",
+            str(r.node.data / "pki-root.pem"),
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            *extra,
+            f"https://{host}:{r.port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     body, _, code = out.stdout.rpartition("\n")
@@ -53,7 +66,11 @@ def curl(r: Running, path: str, *extra: str, host: str = "127.0.0.1") -> tuple[i
 def s_client(r: Running, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{r.port}", "-CAfile", str(r.node.data / "pki-root.pem"), *args],
-        input="", capture_output=True, text=True, timeout=30, check=False,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 

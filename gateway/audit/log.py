@@ -201,7 +201,8 @@ class AuditLog:
                     raise
                 continue
             for i, p in enumerate(batch):
-                p.done.set_result(first + i)
+                if not p.done.done():  # a caller cancelled while waiting: its record is committed all the same
+                    p.done.set_result(first + i)
 
     async def _append(self, batch: list[_Pending]) -> int:
         async with self.db.write() as s:

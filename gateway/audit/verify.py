@@ -11,7 +11,11 @@ Implementation notes
     the divergence lies after the last matching checkpoint. This catches forgeries that also rewrote
     the stored leaf hashes, which only the checkpoint key could make consistent;
   * truncated: a checkpoint covers more records than the log holds;
-  * bad signature / unknown key: a checkpoint not signed by a trusted key.
+  * bad signature / unknown key: a checkpoint not signed by a trusted key; it proves nothing, so it is
+    neither counted as verified nor compared with the records;
+  * checkpoint order: a checkpoint covers fewer records than an earlier one;
+  * head: the append head (read first, so records a running node appends meanwhile do not count)
+    disagrees with the first head-size records.
 - Inclusion and consistency proofs are computed over the stored leaf hashes after checking them.
 """
 
@@ -35,7 +39,9 @@ _MOVE_WINDOW = 64
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # altered | moved | missing | checkpoint_mismatch | truncated | bad_signature | unknown_key | head
+    # altered | moved | missing | checkpoint_mismatch | truncated | bad_signature | unknown_key | head |
+    # checkpoint_order
+    kind: str
     message: str
     seq: int | None = None
     checkpoint: int | None = None
@@ -102,13 +108,15 @@ def _moved_from(rec: AuditRecord) -> int | None:
     return None
 
 
-def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], report: Report) -> None:
+def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], report: Report) -> bool:
+    """Whether a trusted key signed the checkpoint; only such checkpoints are evidence about the records."""
     verifier = keys.get(cp.key_id)
     if verifier is None:
         report.findings.append(
             Finding("unknown_key", f"checkpoint #{cp.id} is signed by unknown key {cp.key_id}", checkpoint=cp.id)
         )
-    elif not verifier.verify(checkpoint_message(cp.node, cp.tree_size, cp.root_hash, cp.ts), cp.signature):
+        return False
+    if not verifier.verify(checkpoint_message(cp.node, cp.tree_size, cp.root_hash, cp.ts), cp.signature):
         report.findings.append(
             Finding(
                 "bad_signature",
@@ -116,6 +124,8 @@ def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], rep
                 checkpoint=cp.id,
             )
         )
+        return False
+    return True
 
 
 async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
@@ -123,9 +133,15 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
     report = Report()
     cps = await _checkpoints(db)
     report.checkpoints = len(cps)
-    prev: Checkpoint | None = None
+    # The head is read before the records: a node appending meanwhile only adds records after it.
+    async with db.read() as s:
+        head = (await s.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
+    head_root = merkle.CompactRange(head.size, split_frontier(head.frontier)).root()
+    trusted: list[Checkpoint] = []
+    prev: Checkpoint | None = None  # the largest so far
     for cp in cps:
-        _check_signature(cp, by_id, report)
+        if _check_signature(cp, by_id, report):
+            trusted.append(cp)
         if prev is not None and cp.tree_size < prev.tree_size:
             report.findings.append(
                 Finding(
@@ -135,15 +151,34 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
                     checkpoint=cp.id,
                 )
             )
-        prev = cp
-    pending = sorted(cps, key=lambda c: (c.tree_size, c.id))
+        if prev is None or cp.tree_size >= prev.tree_size:
+            prev = cp
+    pending = sorted(trusted, key=lambda c: (c.tree_size, c.id))
     tree = merkle.CompactRange()
     last_good = 0
     expected = 1
     i = 0
 
+    seen_head_root = tree.root() if head.size == 0 else None
+
+    def span(first: int, last: int) -> str:
+        return f"in record {first}" if first == last else f"between record {first} and record {last}"
+
+    def mismatch(cp: Checkpoint) -> None:
+        report.findings.append(
+            Finding(
+                "checkpoint_mismatch",
+                f"checkpoint #{cp.id} (tree size {cp.tree_size}, {cp.ts}) does not match the records: "
+                f"they differ from what was signed {span(last_good + 1, cp.tree_size)}",
+                seq=last_good + 1,
+                checkpoint=cp.id,
+            )
+        )
+
     def settle() -> None:
-        nonlocal i, last_good
+        nonlocal i, last_good, seen_head_root
+        if tree.size == head.size:
+            seen_head_root = tree.root()
         while i < len(pending) and pending[i].tree_size == tree.size:
             cp = pending[i]
             i += 1
@@ -151,16 +186,7 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
                 report.checkpoints_verified += 1
                 last_good = cp.tree_size
             else:
-                report.findings.append(
-                    Finding(
-                        "checkpoint_mismatch",
-                        f"checkpoint #{cp.id} (tree size {cp.tree_size}, {cp.ts}) does not match the records: "
-                        f"they differ from what was signed between record {last_good + 1} and record "
-                        f"{cp.tree_size}",
-                        seq=last_good + 1,
-                        checkpoint=cp.id,
-                    )
-                )
+                mismatch(cp)
 
     settle()  # checkpoints of the empty tree
     async for rec in _records(db):
@@ -188,27 +214,33 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
         report.records += 1
         settle()
     for cp in pending[i:]:
+        if cp.tree_size < expected:  # its last record is there: records inside its range were deleted
+            mismatch(cp)
+            continue
         report.findings.append(
             Finding(
                 "truncated",
                 f"log truncated: checkpoint #{cp.id} ({cp.ts}) covers {cp.tree_size} records, the log holds "
                 f"{report.records}",
-                seq=report.records + 1,
+                seq=expected,
                 checkpoint=cp.id,
             )
         )
     report.root_hash = tree.root().hex()
-    async with db.read() as s:
-        head = (await s.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
-    head_root = merkle.CompactRange(head.size, split_frontier(head.frontier)).root()
-    if head.size != report.records or head_root != tree.root():
+    if seen_head_root != head_root:
         report.findings.append(
             Finding(
                 "head",
-                f"the append head (size {head.size}) does not match the {report.records} records found",
+                head_message(head.size, report.records),
             )
         )
     return report
+
+
+def head_message(head_size: int, records: int) -> str:
+    if head_size > records:
+        return f"the append head counts {head_size} records, the log holds {records}"
+    return f"the append head's root over {head_size} records differs from the root of the stored records"
 
 
 async def _leaves(db: Database, tree_size: int) -> list[bytes]:
@@ -216,6 +248,10 @@ async def _leaves(db: Database, tree_size: int) -> list[bytes]:
     async for rec in _records(db):
         if rec.seq > tree_size:
             break
+        if rec.seq != len(leaves) + 1:
+            raise ValueError(f"record {len(leaves) + 1} is missing: run audit verify")
+        if leaf_of(rec) != rec.leaf_hash:
+            raise ValueError(f"record {rec.seq} does not match its leaf hash: run audit verify")
         leaves.append(rec.leaf_hash)
     if len(leaves) != tree_size:
         raise ValueError(f"the log holds {len(leaves)} records, fewer than tree size {tree_size}")

@@ -62,7 +62,9 @@ def test_export_and_search(node: NodeDir) -> None:
     assert actions[-2:] == ["admin.trust.domain_added", "admin.mailbox.created"]
     tomorrow = (today + timedelta(days=1)).isoformat()
     assert node.cli("audit", "export", "--since", tomorrow, "--json").json() == []
-    found = node.cli("audit", "search", "--principal", "operator:tester@ci", "--event", "admin.mailbox.", "--json").json()
+    found = node.cli(
+        "audit", "search", "--principal", "operator:tester@ci", "--event", "admin.mailbox.", "--json"
+    ).json()
     assert [r["action"] for r in found] == ["admin.mailbox.created"]  # type: ignore[union-attr,index]
     assert found[0]["request"]["address"] == f"x@{DOMAIN}"  # type: ignore[index]
     r = node.cli("audit", "export", "--since", "yesterday")

@@ -75,7 +75,8 @@ def test_a_file_that_is_not_an_extraction_is_refused(node: NodeDir, tmp_path: Pa
     r = node.cli("directory", "import", path)
     assert r.code == 2
     assert r.err.strip() == (
-        f"mssgw: {path}: the header line has 1 columns, expected 31 (is this an 'Extraction correspondance MSSanté' file?)"
+        f"mssgw: {path}: the header line has 1 columns, expected 31 "
+        "(is this an 'Extraction correspondance MSSanté' file?)"
     )
     missing = tmp_path / "nope.txt"
     r = node.cli("directory", "import", missing)

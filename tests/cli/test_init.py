@@ -30,22 +30,36 @@ def test_init_writes_config_keys_pki_and_databases(template_node: NodeDir) -> No
     assert mode(keys / "kek.key") == 0o600
     assert mode(keys / "audit-checkpoint.pem") == 0o600
     assert mode(data / "tls" / "key.pem") == 0o600
-    assert (data / "mssgw.db").is_file() and (data / "audit.db").is_file()
+    assert (data / "mssgw.db").is_file()
+    assert (data / "audit.db").is_file()
     assert keys.parent == data.parent  # keys live beside, never inside, the data directory
 
 
 def test_node_certificate_chains_to_the_root_with_openssl(template_node: NodeDir) -> None:
     tls = template_node.data / "tls"
     out = subprocess.run(
-        ["openssl", "verify", "-purpose", "sslserver", "-CAfile", template_node.data / "pki-root.pem",
-         "-untrusted", tls / "chain.pem", tls / "cert.pem"],
-        capture_output=True, text=True, check=False,
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            template_node.data / "pki-root.pem",
+            "-untrusted",
+            tls / "chain.pem",
+            tls / "cert.pem",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"{tls / 'cert.pem'}: OK"
     san = subprocess.run(
         ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", tls / "cert.pem"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert f"DNS:{DOMAIN}, DNS:mail.{DOMAIN}, DNS:localhost, IP Address:127.0.0.1" in san
 
@@ -70,9 +84,7 @@ def test_init_refuses_keys_inside_the_data_directory(tmp_path: Path) -> None:
     data = tmp_path / "n"
     r = run_cli("init", "--domain", DOMAIN, "--data", data, "--secrets", data / "keys")
     assert r.code == 2
-    assert r.err.strip() == (
-        f"mssgw: the secrets directory {data / 'keys'} must be outside the data directory {data}"
-    )
+    assert r.err.strip() == (f"mssgw: the secrets directory {data / 'keys'} must be outside the data directory {data}")
     assert not (data / "mssgw.toml").exists()
 
 
@@ -88,7 +100,9 @@ def test_init_refuses_an_invalid_domain(tmp_path: Path) -> None:
 def test_commands_without_a_config_say_so(tmp_path: Path) -> None:
     r = run_cli("mailbox", "list", "-c", tmp_path / "none.toml")
     assert r.code == 2
-    assert r.err.strip() == f"mssgw: no configuration file at {tmp_path / 'none.toml'} (run `mssgw init` or pass -c FILE)"
+    assert (
+        r.err.strip() == f"mssgw: no configuration file at {tmp_path / 'none.toml'} (run `mssgw init` or pass -c FILE)"
+    )
 
 
 def test_a_kek_readable_by_others_is_refused(node: NodeDir, tmp_path: Path) -> None:

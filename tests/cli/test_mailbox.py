@@ -18,8 +18,20 @@ PASSWORD = "correct horse battery staple"
 
 def add_doctor(node: NodeDir) -> dict[str, Any]:
     r = node.cli(
-        "mailbox", "add", DOCTOR, "--type", "PER", "--idnat", IDNAT, "--last-name", "MARTIN", "--first-name",
-        "Claire", "--password-stdin", "--json", input=PASSWORD + "\n",
+        "mailbox",
+        "add",
+        DOCTOR,
+        "--type",
+        "PER",
+        "--idnat",
+        IDNAT,
+        "--last-name",
+        "MARTIN",
+        "--first-name",
+        "Claire",
+        "--password-stdin",
+        "--json",
+        input=PASSWORD + "\n",
     )
     assert r.code == 0, r.err
     out: dict[str, Any] = r.json()  # type: ignore[assignment]
@@ -63,22 +75,33 @@ def test_passwords_never_reach_the_audit_log_or_the_database_in_clear(node: Node
 
 def test_refusals_are_precise_and_audited(node: NodeDir) -> None:
     cases = [
-        (["mailbox", "add", f"x@{DOMAIN}", "--type", "PER"],
-         "a PER mailbox belongs to a professional: give --idnat (8+RPPS or 0+ADELI)"),
-        (["mailbox", "add", f"x@{DOMAIN}", "--type", "PER", "--idnat", "810000000000"],
-         "invalid IdNatPS '810000000000': IdNatPS prefix '8' (RPPS): RPPS check digit is 0, expected 9 (Luhn)"),
-        (["mailbox", "add", "x@clinique.mssante.fr", "--type", "ORG"],
-         f"x@clinique.mssante.fr is not in a domain of this node ({DOMAIN}, patient.{DOMAIN})"),
-        (["mailbox", "add", f"a%b@{DOMAIN}", "--type", "ORG"],
-         f"invalid address 'a%b@{DOMAIN}': '%' and '!' (source routing) are not accepted in the local part"),
+        (
+            ["mailbox", "add", f"x@{DOMAIN}", "--type", "PER"],
+            "a PER mailbox belongs to a professional: give --idnat (8+RPPS or 0+ADELI)",
+        ),
+        (
+            ["mailbox", "add", f"x@{DOMAIN}", "--type", "PER", "--idnat", "810000000000"],
+            "invalid IdNatPS '810000000000': IdNatPS prefix '8' (RPPS): RPPS check digit is 0, expected 9 (Luhn)",
+        ),
+        (
+            ["mailbox", "add", "x@clinique.mssante.fr", "--type", "ORG"],
+            f"x@clinique.mssante.fr is not in a domain of this node ({DOMAIN}, patient.{DOMAIN})",
+        ),
+        (
+            ["mailbox", "add", f"a%b@{DOMAIN}", "--type", "ORG"],
+            f"invalid address 'a%b@{DOMAIN}': '%' and '!' (source routing) are not accepted in the local part",
+        ),
         (["mailbox", "show", f"nobody@{DOMAIN}"], f"no local mailbox nobody@{DOMAIN}"),
-        (["mailbox", "delete", f"nobody@{DOMAIN}"], f"deleting nobody@{DOMAIN} destroys its messages: add --yes to confirm"),
+        (
+            ["mailbox", "delete", f"nobody@{DOMAIN}"],
+            f"deleting nobody@{DOMAIN} destroys its messages: add --yes to confirm",
+        ),
     ]
     for argv, reason in cases:
         r = node.cli(*argv)
         assert r.code == 2, argv
         assert r.err.strip() == f"mssgw: {reason}", argv
-    refused = [resp for _, _, resp in audit_rows(node)[-len(cases):]]
+    refused = [resp for _, _, resp in audit_rows(node)[-len(cases) :]]
     assert all('"result":"refused"' in resp for resp in refused)
     assert f'"reason":"{cases[0][1]}"' in refused[0]
 

@@ -16,8 +16,9 @@ def verify(root: Path, bundle: Path, purpose: str, *crls: Path) -> subprocess.Co
     extra: list[str | Path] = ["-crl_check"] if crls else []
     for c in crls:
         extra += ["-CRLfile", c]
-    return openssl("verify", "-purpose", purpose, *extra, "-CAfile", root, "-untrusted", bundle / "chain.pem",
-                   bundle / "cert.pem")
+    return openssl(
+        "verify", "-purpose", purpose, *extra, "-CAfile", root, "-untrusted", bundle / "chain.pem", bundle / "cert.pem"
+    )
 
 
 def test_issue_each_profile_and_verify_with_openssl(node: NodeDir, tmp_path: Path) -> None:

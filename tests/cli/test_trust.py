@@ -11,7 +11,8 @@ NS = "https://listeblanche.mssante.fr/schema"
 
 def trust_list(*domains: str) -> str:
     entries = "".join(f"<Domaine><Nom>{d}</Nom></Domaine>" for d in domains)
-    return f'<?xml version="1.0" encoding="UTF-8"?><ListeBlanche xmlns="{NS}"><Domaines>{entries}</Domaines></ListeBlanche>'
+    body = f'<ListeBlanche xmlns="{NS}"><Domaines>{entries}</Domaines></ListeBlanche>'
+    return f'<?xml version="1.0" encoding="UTF-8"?>{body}'
 
 
 def listed(node: NodeDir) -> list[tuple[str, str]]:
@@ -61,9 +62,18 @@ def test_a_bad_file_is_refused_and_the_last_good_list_stays(node: NodeDir, tmp_p
     good.write_text(trust_list("a.mssante.fr"))
     assert node.cli("trust", "import", good).code == 0
     cases = {
-        "truncated.xml": (trust_list("b.mssante.fr")[:-12], "the trust list is not well-formed XML: unclosed token: line 1, column"),
-        "empty.xml": (f'<ListeBlanche xmlns="{NS}"/>', f"the trust list names no domain (no {{{NS}}}Domaine/Nom element)"),
-        "bad-entry.xml": (trust_list("b.mssante.fr", "bad_label.fr"), "trust list entry 2 ('bad_label.fr') is refused: the domain label 'bad_label' is not letters"),
+        "truncated.xml": (
+            trust_list("b.mssante.fr")[:-12],
+            "the trust list is not well-formed XML: unclosed token: line 1, column",
+        ),
+        "empty.xml": (
+            f'<ListeBlanche xmlns="{NS}"/>',
+            f"the trust list names no domain (no {{{NS}}}Domaine/Nom element)",
+        ),
+        "bad-entry.xml": (
+            trust_list("b.mssante.fr", "bad_label.fr"),
+            "trust list entry 2 ('bad_label.fr') is refused: the domain label 'bad_label' is not letters",
+        ),
         "entities.xml": (
             '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
             f'<ListeBlanche xmlns="{NS}"><Domaine><Nom>&b;.fr</Nom></Domaine></ListeBlanche>',

@@ -81,6 +81,11 @@ def upgrade() -> None:
             "CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records "
             "FOR EACH ROW EXECUTE FUNCTION audit_records_append_only()"
         )
+        # Row triggers do not fire on TRUNCATE (SQLite has none).
+        op.execute(
+            "CREATE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_records_append_only()"
+        )
 
 
 def downgrade() -> None:
@@ -88,6 +93,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER audit_records_no_update")
         op.execute("DROP TRIGGER audit_records_no_delete")
     else:
+        op.execute("DROP TRIGGER audit_records_no_truncate ON audit_records")
         op.execute("DROP TRIGGER audit_records_append_only ON audit_records")
         op.execute("DROP FUNCTION audit_records_append_only()")
     with op.batch_alter_table("audit_records", schema=None) as batch_op:

@@ -1,0 +1,199 @@
+"""Database: migrations, SQLite settings, the triggers that guard invariants, concurrent writers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from gateway.audit.events import AuditEvent
+from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog
+from gateway.audit.models import AuditHead, AuditRecord
+from gateway.errors import ConfigError
+from gateway.store import db as db_module
+from gateway.store.db import STORE_HEAD, STORE_MIGRATIONS, Database, alembic_head
+from gateway.store.models import Mailbox, TrustDomain
+from tests.pg import db_error
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+STORE_TABLES = {
+    "accounts",
+    "alembic_version",
+    "mailbox_certificates",
+    "mailbox_delegations",
+    "mailboxes",
+    "messages",
+    "professionals",
+    "structures",
+    "trust_domains",
+}
+
+
+async def _tables(db: Database) -> set[str]:
+    if db.is_sqlite:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    async with db.read() as s:
+        return set((await s.execute(text(sql))).scalars())
+
+
+def test_head_constants_are_alembic_heads() -> None:
+    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0001"
+    assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
+
+
+async def test_migrations_reach_heads(db_url: str, make_db_url: Callable[[str], str]) -> None:
+    async with Database(db_url) as db:
+        assert await db.current_revision() is None
+        await db.migrate()
+        assert await db.current_revision() == STORE_HEAD
+        assert await _tables(db) == STORE_TABLES
+    async with Database(make_db_url("audit"), AUDIT_MIGRATIONS, AUDIT_HEAD) as audit:
+        assert await audit.current_revision() is None
+        await audit.migrate()
+        assert await audit.current_revision() == AUDIT_HEAD
+        assert await _tables(audit) == {"alembic_version", "audit_checkpoints", "audit_head", "audit_records"}
+        async with audit.read() as s:
+            head = (await s.execute(select(AuditHead))).scalars().all()
+            assert [(h.id, h.size, h.frontier) for h in head] == [(1, 0, b"")]
+
+
+async def test_migrate_twice_is_a_noop(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Database(db_url) as db:
+        await db.migrate()
+        async with db.write() as s:
+            s.add(TrustDomain(domain="peer.mssante.fr", source="manual", added_at=T0))
+
+    calls: list[str] = []
+    monkeypatch.setattr(db_module, "_upgrade", lambda *args: calls.append("upgrade"))
+    async with Database(db_url) as db:  # a second process opening the same database
+        await db.migrate()
+        await db.migrate()
+        assert calls == []
+        assert await db.current_revision() == STORE_HEAD
+        async with db.read() as s:
+            assert (await s.execute(select(TrustDomain.domain))).scalars().all() == ["peer.mssante.fr"]
+            assert (await s.execute(text("SELECT count(*) FROM alembic_version"))).scalar_one() == 1
+
+
+async def test_migrate_upgrades_when_behind(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The no-op check above can fail: a database not at head does run the upgrade."""
+    calls: list[str] = []
+    monkeypatch.setattr(db_module, "_upgrade", lambda conn, migrations, rev: calls.append(f"{migrations.name}:{rev}"))
+    async with Database(db_url) as db:
+        await db.migrate()
+    assert calls == ["migrations:head"]
+
+
+def test_unsupported_url_is_refused() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Database("mysql+aiomysql://u@localhost/db")
+    assert str(exc.value) == "unsupported database 'mysql': use SQLite or PostgreSQL"
+
+
+async def test_sqlite_pragmas_on_both_engines(tmp_path: Path) -> None:
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
+        assert db.read_engine is not db.engine
+        for engine in (db.engine, db.read_engine):
+            async with engine.connect() as conn:
+                got = [
+                    (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar_one()
+                    for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                ]
+            assert got == ["wal", 2, 1, 10000]
+
+
+async def _add_mailbox(db: Database, address: str, kind: str) -> None:
+    async with db.write() as s:
+        s.add(Mailbox(address=address, kind=kind, search_text=address, created_at=T0, updated_at=T0))
+
+
+async def test_mailbox_address_and_type_are_immutable(db_url: str) -> None:
+    async with Database(db_url) as db:
+        await db.migrate()
+        await _add_mailbox(db, "a@ch-test.mssante.fr", "PER")
+        for sql in (
+            "UPDATE mailboxes SET address = 'b@ch-test.mssante.fr'",
+            "UPDATE mailboxes SET kind = 'ORG'",
+            "UPDATE mailboxes SET kind = 'APP', service = 'x'",
+        ):
+            with pytest.raises(DBAPIError) as exc:
+                async with db.write() as s:
+                    await s.execute(text(sql))
+            assert db_error(exc.value) == "mailbox address and type are immutable", sql
+        # Other columns change freely, and rewriting the same address/type is not a change.
+        async with db.write() as s:
+            await s.execute(text("UPDATE mailboxes SET service = 'Cardiologie', kind = 'PER'"))
+        async with db.read() as s:
+            rows = (await s.execute(select(Mailbox.address, Mailbox.kind, Mailbox.service))).all()
+        assert [tuple(r) for r in rows] == [("a@ch-test.mssante.fr", "PER", "Cardiologie")]
+
+
+async def test_audit_records_are_append_only(db_url: str, make_db_url: Callable[[str], str]) -> None:
+    async with Database(make_db_url("audit"), AUDIT_MIGRATIONS, AUDIT_HEAD) as db:
+        await db.migrate()
+        log = AuditLog(db, "node-t", None)
+        assert await log.record(AuditEvent.NODE_STARTED, author="tester@ci") == 1
+        refused = ["UPDATE audit_records SET author = 'forger'", "DELETE FROM audit_records"]
+        if not db.is_sqlite:
+            refused.append("TRUNCATE audit_records")
+        for sql in refused:
+            with pytest.raises(DBAPIError) as exc:
+                async with db.write() as s:
+                    await s.execute(text(sql))
+            assert db_error(exc.value) == "audit records are append-only", sql
+        # Appending still works, and nothing was changed by the refused statements.
+        assert await log.record(AuditEvent.NODE_STOPPED, author="tester@ci") == 2
+        async with db.read() as s:
+            rows = (await s.execute(select(AuditRecord.seq, AuditRecord.author, AuditRecord.action))).all()
+            size = (await s.execute(select(AuditHead.size))).scalar_one()
+        assert sorted(tuple(r) for r in rows) == [(1, "tester@ci", "node.started"), (2, "tester@ci", "node.stopped")]
+        assert size == 2
+
+
+async def test_two_databases_write_the_same_sqlite_file(tmp_path: Path) -> None:
+    """Two processes' worth of writers: read-modify-write transactions interleave without "database is locked"."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    rounds = 100
+    async with Database(url) as first, Database(url) as second:
+        await first.migrate()
+        await second.migrate()
+        await _add_mailbox(first, "counter@ch-test.mssante.fr", "ORG")
+
+        async def writer(db: Database, name: str) -> None:
+            for i in range(rounds):
+                async with db.write() as s:
+                    mb = await s.get(Mailbox, "counter@ch-test.mssante.fr")
+                    assert mb is not None
+                    seen = mb.ordinal or 0
+                    await asyncio.sleep(0)  # let the other writer run while this one holds its snapshot
+                    mb.ordinal = seen + 1
+                    s.add(TrustDomain(domain=f"{name}-{i}.mssante.fr", source="manual", added_at=T0))
+
+        await asyncio.wait_for(asyncio.gather(writer(first, "a"), writer(second, "b")), timeout=60)
+        async with first.read() as s:
+            counter = (await s.execute(select(Mailbox.ordinal))).scalar_one()
+            domains = (await s.execute(select(func.count()).select_from(TrustDomain))).scalar_one()
+        assert (counter, domains) == (2 * rounds, 2 * rounds)
+
+
+async def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    async with Database(url) as writer_db, Database(url) as reader_db:
+        await writer_db.migrate()
+        async with writer_db.write() as s:
+            s.add(TrustDomain(domain="pending.mssante.fr", source="manual", added_at=T0))
+            await s.flush()  # the write lock is held, the row not committed
+
+            async def read() -> list[str]:
+                async with reader_db.read() as r:
+                    return list((await r.execute(select(TrustDomain.domain))).scalars())
+
+            assert await asyncio.wait_for(read(), timeout=5) == []
+        assert await read() == ["pending.mssante.fr"]

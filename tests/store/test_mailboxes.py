@@ -1,0 +1,367 @@
+"""MailboxRepository: local mailboxes, adoption of directory entries, delegations, secrets, certificates."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select, text
+
+from gateway.errors import Conflict, NotFound, UsageError
+from gateway.store.crypto import DecryptionError, KeyEncryptionKey
+from gateway.store.db import Database
+from gateway.store.mailboxes import MailboxRepository, Owner
+from gateway.store.models import Account, Mailbox, MailboxCertificate, MailboxDelegation, Professional
+
+DOMAIN = "ch-test.mssante.fr"
+PER = f"camille.andre@{DOMAIN}"
+PER2 = f"hugo.martin@{DOMAIN}"
+ORG = f"secretariat.cardio@{DOMAIN}"
+APP = f"dpi@{DOMAIN}"
+OWNER = Owner(
+    id_nat_ps="810000000421",
+    id_type="8",
+    id_pp="10000000421",
+    last_name="ANDRÉ",
+    first_name="Camille",
+    civility="MME",
+    profession_code="10",
+    profession_label="Médecin",
+)
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
+@pytest.fixture
+def repo(store_db: Database, kek: KeyEncryptionKey) -> MailboxRepository:
+    return MailboxRepository(store_db, kek)
+
+
+def _created(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` without its creation time, after checking that time is a recent UTC timestamp."""
+    d = dict(d)
+    created = datetime.fromisoformat(d.pop("created_at"))
+    assert created.utcoffset() == timedelta(0)
+    assert timedelta(0) <= datetime.now(UTC) - created < timedelta(minutes=5)
+    return d
+
+
+def _described(address: str, kind: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "address": address,
+        "type": kind,
+        "owner": None,
+        "service": "",
+        "active": True,
+        "list_rouge": False,
+        "has_password": False,
+        "totp_enrolled": False,
+        "delegates": [],
+        "certificates": [],
+        "last_login_at": None,
+        **changes,
+    }
+
+
+def _certificate(cn: str, days: int = 365) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x1234ABCD)
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+
+
+async def test_create_per_with_owner(repo: MailboxRepository) -> None:
+    described = await repo.create(PER.upper(), "PER", owner=OWNER, service="Cardiologie", password_hash="$argon2id$x")
+    assert _created(described) == _described(PER, "PER", owner="810000000421", service="Cardiologie", has_password=True)
+    async with repo.db.read() as s:
+        pro = await s.get(Professional, "810000000421")
+        assert pro is not None
+        assert (pro.id_nat_ps, pro.id_type, pro.id_pp, pro.civility, pro.last_name, pro.first_name) == (
+            "810000000421",
+            "8",
+            "10000000421",
+            "MME",
+            "ANDRÉ",
+            "Camille",
+        )
+        assert (pro.profession_code, pro.profession_label, pro.active) == ("10", "Médecin", True)
+        mb = await s.get(Mailbox, PER)
+        assert mb is not None
+        assert (mb.kind, mb.origin, mb.professional_key, mb.structure_key, mb.ordinal) == (
+            "PER",
+            "local",
+            "810000000421",
+            None,
+            None,
+        )
+        assert mb.search_text == f"{PER} 810000000421 andre camille medecin cardiologie"
+        acct = await s.get(Account, PER)
+        assert acct is not None
+        assert acct.kek_id == repo.kek.key_id
+        assert acct.password_hash == "$argon2id$x"
+        assert acct.password_changed_at == acct.created_at
+        assert len(acct.data_key) == 1 + 12 + 32 + 16
+        wrapped = acct.data_key
+    # The data key is wrapped for this address only.
+    assert repr(await repo.data_key(PER)) == "DataKey(<hidden>)"
+    with pytest.raises(DecryptionError):
+        repo.kek.unwrap(wrapped, PER2)
+
+    # A second mailbox of the same person reuses the professional as it is.
+    await repo.create(f"camille.andre.2@{DOMAIN}", "PER", owner=Owner("810000000421", "8", "10000000421", "X"))
+    async with repo.db.read() as s:
+        pros = (await s.execute(select(Professional.key, Professional.last_name))).all()
+    assert [tuple(p) for p in pros] == [("810000000421", "ANDRÉ")]
+
+
+async def test_create_org_and_app(repo: MailboxRepository) -> None:
+    org = await repo.create(ORG, "ORG", service="Secrétariat cardiologie", list_rouge=True)
+    assert _created(org) == _described(ORG, "ORG", service="Secrétariat cardiologie", list_rouge=True)
+    app = await repo.create(APP, "APP")
+    assert _created(app) == _described(APP, "APP")
+    async with repo.db.read() as s:
+        rows = (await s.execute(select(Mailbox.address, Mailbox.kind, Mailbox.search_text))).all()
+        pros = (await s.execute(select(Professional.key))).scalars().all()
+        acct = await s.get(Account, APP)
+    assert sorted(tuple(r) for r in rows) == [
+        (APP, "APP", APP),
+        (ORG, "ORG", f"{ORG} secretariat cardiologie"),
+    ]
+    assert pros == []
+    assert acct is not None
+    assert (acct.password_hash, acct.password_changed_at, acct.totp_secret) == (None, None, None)
+
+
+async def test_duplicate_create_is_a_conflict(repo: MailboxRepository) -> None:
+    await repo.create(PER, "PER", owner=OWNER)
+    for address, kind in ((PER, "PER"), (PER.upper(), "PER"), (PER, "ORG")):
+        with pytest.raises(Conflict) as exc:
+            await repo.create(address, kind)
+        assert str(exc.value) == f"mailbox {PER} already exists"
+    assert [m["address"] for m in await repo.list()] == [PER]
+
+
+async def _national(db: Database, address: str, kind: str, service: str = "") -> None:
+    async with db.write() as s:
+        s.add(
+            Mailbox(
+                address=address,
+                kind=kind,
+                origin="national",
+                service=service,
+                ordinal=7,
+                search_text=address,
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+
+
+async def test_adopting_a_national_entry_of_the_same_type(repo: MailboxRepository) -> None:
+    await _national(repo.db, ORG, "ORG", service="Cardiologie")
+    described = await repo.create(ORG.upper(), "ORG")
+    assert _created(described) == _described(ORG, "ORG", service="Cardiologie")
+    async with repo.db.read() as s:
+        mb = await s.get(Mailbox, ORG)
+        assert mb is not None
+        assert (mb.origin, mb.ordinal, mb.created_at) == ("local", 7, T0)
+        assert mb.updated_at > T0
+
+
+async def test_adopting_a_national_entry_of_another_type_is_refused(repo: MailboxRepository) -> None:
+    await _national(repo.db, ORG, "ORG")
+    with pytest.raises(Conflict) as exc:
+        await repo.create(ORG, "PER", owner=OWNER)
+    assert str(exc.value) == (f"{ORG} is already in the directory as a ORG mailbox; a mailbox's type cannot change")
+    async with repo.db.read() as s:
+        mb = await s.get(Mailbox, ORG)
+        assert mb is not None
+        assert (mb.kind, mb.origin) == ("ORG", "national")
+        assert await s.get(Account, ORG) is None
+        assert await s.get(Professional, OWNER.id_nat_ps) is None  # the refused transaction left nothing
+    with pytest.raises(NotFound) as missing:
+        await repo.describe(ORG)
+    assert str(missing.value) == f"no local mailbox {ORG}"
+
+
+async def test_delegations(repo: MailboxRepository) -> None:
+    await repo.create(ORG, "ORG")
+    await repo.create(PER, "PER", owner=OWNER)
+    await repo.create(PER2, "PER")
+    await repo.create(APP, "APP")
+
+    assert await repo.delegate(ORG.upper(), PER.upper()) is True
+    assert await repo.delegate(ORG, PER) is False
+    assert await repo.delegate(ORG, PER2) is True
+    assert (await repo.describe(ORG))["delegates"] == sorted([PER, PER2])
+
+    refusals = [
+        ((PER, PER2), f"{PER} is a PER mailbox; only ORG mailboxes have delegates"),
+        ((APP, PER), f"{APP} is a APP mailbox; only ORG mailboxes have delegates"),
+        ((ORG, APP), f"{APP} is a APP mailbox; delegates are PER mailboxes"),
+        ((ORG, ORG), f"{ORG} is a ORG mailbox; delegates are PER mailboxes"),
+    ]
+    for (mailbox, user), message in refusals:
+        with pytest.raises(UsageError) as exc:
+            await repo.delegate(mailbox, user)
+        assert type(exc.value) is UsageError
+        assert str(exc.value) == message
+    for mailbox, user, unknown in (
+        (f"nope@{DOMAIN}", PER, f"nope@{DOMAIN}"),
+        (ORG, f"nobody@{DOMAIN}", f"nobody@{DOMAIN}"),
+    ):
+        with pytest.raises(NotFound) as missing:
+            await repo.delegate(mailbox, user)
+        assert str(missing.value) == f"no local mailbox {unknown}"
+
+    assert await repo.delegate(ORG, PER, remove=True) is True
+    assert await repo.delegate(ORG, PER, remove=True) is False
+    assert (await repo.describe(ORG))["delegates"] == [PER2]
+    # Deleting a delegate removes its delegations, not the ORG mailbox.
+    await repo.delete(PER2)
+    assert (await repo.describe(ORG))["delegates"] == []
+    async with repo.db.read() as s:
+        assert (await s.execute(select(MailboxDelegation))).scalars().all() == []
+
+
+async def test_set_active(repo: MailboxRepository) -> None:
+    await repo.create(PER, "PER")
+    assert await repo.set_active(PER, False) is True
+    assert await repo.set_active(PER.upper(), False) is False
+    assert (await repo.describe(PER))["active"] is False
+    assert await repo.list() == [
+        {"address": PER, "type": "PER", "active": False, "has_password": False, "totp_enrolled": False}
+    ]
+    assert await repo.set_active(PER, True) is True
+    assert (await repo.describe(PER))["active"] is True
+    with pytest.raises(NotFound) as exc:
+        await repo.set_active(f"nobody@{DOMAIN}", True)
+    assert str(exc.value) == f"no local mailbox nobody@{DOMAIN}"
+
+
+async def test_delete(repo: MailboxRepository) -> None:
+    await repo.create(ORG, "ORG")
+    await repo.create(PER, "PER", owner=OWNER)
+    await repo.delegate(ORG, PER)
+    await repo.add_certificate(ORG, _certificate("org"), "smime")
+    await repo.delete(ORG.upper())
+    with pytest.raises(NotFound) as exc:
+        await repo.describe(ORG)
+    assert str(exc.value) == f"no local mailbox {ORG}"
+    with pytest.raises(NotFound) as exc:
+        await repo.delete(ORG)
+    assert str(exc.value) == f"no local mailbox {ORG}"
+    async with repo.db.read() as s:
+        assert (await s.execute(select(Mailbox.address))).scalars().all() == [PER]
+        assert (await s.execute(select(Account.address))).scalars().all() == [PER]
+        assert (await s.execute(select(MailboxDelegation))).scalars().all() == []
+        assert (await s.execute(select(MailboxCertificate))).scalars().all() == []
+        # The owner stays in the directory: other mailboxes (or the national file) may name them.
+        assert (await s.execute(select(Professional.key))).scalars().all() == ["810000000421"]
+    # The address can be created again, with a new data key.
+    assert _created(await repo.create(ORG, "ORG")) == _described(ORG, "ORG")
+
+
+async def test_totp_secret_is_sealed(repo: MailboxRepository) -> None:
+    await repo.create(PER, "PER")
+    await repo.create(PER2, "PER")
+    assert await repo.totp_secret(PER) is None
+    await repo.set_totp(PER.upper(), TOTP)
+    async with repo.db.read() as s:
+        stored = bytes(
+            (await s.execute(text("SELECT totp_secret FROM accounts WHERE address = :a"), {"a": PER})).scalar_one()
+        )
+    assert len(stored) == 1 + 12 + len(TOTP) + 16
+    for form in (TOTP.encode(), TOTP[:16].encode(), base64.b32decode(TOTP)):
+        assert form not in stored
+    assert await repo.totp_secret(PER.upper()) == TOTP
+    assert (await repo.describe(PER))["totp_enrolled"] is True
+    assert [m["totp_enrolled"] for m in await repo.list()] == [True, False]
+    # The sealed secret is bound to its account: copied to another one it does not open.
+    async with repo.db.write() as s:
+        await s.execute(text("UPDATE accounts SET totp_secret = :t WHERE address = :a"), {"t": stored, "a": PER2})
+    with pytest.raises(DecryptionError) as exc:
+        await repo.totp_secret(PER2)
+    assert str(exc.value) == "sealed data failed authentication (wrong key, owner or altered)"
+    # And another node's KEK cannot open it.
+    other = MailboxRepository(repo.db, KeyEncryptionKey(b"\x07" * 32))
+    with pytest.raises(DecryptionError):
+        await other.totp_secret(PER)
+
+
+async def test_add_certificate(repo: MailboxRepository) -> None:
+    await repo.create(APP, "APP")
+    cert = _certificate("dpi", days=730)
+    fingerprint = await repo.add_certificate(APP.upper(), cert, "tls")
+    assert fingerprint == cert.fingerprint(hashes.SHA256()).hex()
+    assert len(fingerprint) == 64
+    assert await repo.add_certificate(APP, cert, "tls") == fingerprint  # idempotent
+    described = await repo.describe(APP)
+    assert described["certificates"] == [
+        {"fingerprint": fingerprint, "usage": "tls", "not_after": "2027-01-01T00:00:00+00:00"}
+    ]
+    async with repo.db.read() as s:
+        rows = (await s.execute(select(MailboxCertificate))).scalars().all()
+        assert [(r.address, r.usage, r.serial, r.not_before) for r in rows] == [
+            (APP, "tls", "1234abcd", datetime(2025, 1, 1, tzinfo=UTC))
+        ]
+        assert x509.load_der_x509_certificate(rows[0].der) == cert
+    with pytest.raises(NotFound) as exc:
+        await repo.add_certificate(f"nobody@{DOMAIN}", cert, "smime")
+    assert str(exc.value) == f"no local mailbox nobody@{DOMAIN}"
+
+
+async def test_describe_and_list(repo: MailboxRepository) -> None:
+    await repo.create(ORG, "ORG", service="Cardiologie")
+    await repo.create(PER, "PER", owner=OWNER, password_hash="$argon2id$h")
+    await repo.create(APP, "APP")
+    await repo.create("secretariat@autre-ch.mssante.fr", "ORG")
+    await _national(repo.db, f"national@{DOMAIN}", "PER")
+    await repo.delegate(ORG, PER)
+    await repo.set_totp(PER, TOTP)
+
+    assert _created(await repo.describe(ORG)) == _described(ORG, "ORG", service="Cardiologie", delegates=[PER])
+    assert _created(await repo.describe(PER)) == _described(
+        PER, "PER", owner="810000000421", has_password=True, totp_enrolled=True
+    )
+    with pytest.raises(NotFound) as exc:
+        await repo.describe(f"national@{DOMAIN}")  # in the directory, but not hosted here
+    assert str(exc.value) == f"no local mailbox national@{DOMAIN}"
+
+    def row(address: str, kind: str, password: bool = False, totp: bool = False) -> dict[str, Any]:
+        return {"address": address, "type": kind, "active": True, "has_password": password, "totp_enrolled": totp}
+
+    assert await repo.list() == [
+        row(PER, "PER", True, True),
+        row(APP, "APP"),
+        row(ORG, "ORG"),
+        row("secretariat@autre-ch.mssante.fr", "ORG"),
+    ]
+    assert await repo.list(kind="ORG") == [row(ORG, "ORG"), row("secretariat@autre-ch.mssante.fr", "ORG")]
+    assert await repo.list(domain=DOMAIN.upper()) == [row(PER, "PER", True, True), row(APP, "APP"), row(ORG, "ORG")]
+    assert await repo.list(domain="mssante.fr") == []
+    assert await repo.list(domain=DOMAIN, kind="APP") == [row(APP, "APP")]
+
+
+async def test_repository_without_kek(store_db: Database) -> None:
+    repo = MailboxRepository(store_db)
+    with pytest.raises(RuntimeError) as exc:
+        await repo.create(PER, "PER")
+    assert str(exc.value) == "this repository was opened without the key-encryption key"
+    async with store_db.read() as s:
+        assert (await s.execute(select(Mailbox))).scalars().all() == []

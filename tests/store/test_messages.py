@@ -1,0 +1,147 @@
+"""Message bodies at rest: sealed with the mailbox's data key, bound to their row, deleted with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from gateway.errors import NotFound
+from gateway.store.crypto import DecryptionError, KeyEncryptionKey
+from gateway.store.db import Database
+from gateway.store.mailboxes import MailboxRepository
+from gateway.store.messages import MessageStore
+from gateway.store.models import Account, Mailbox, StoredMessage
+
+DOMAIN = "ch-test.mssante.fr"
+ALICE = f"alice.martin@{DOMAIN}"
+BOB = f"bob.durand@{DOMAIN}"
+FAILED = "sealed data failed authentication (wrong key, owner or altered)"
+
+
+def distinctive_body(size: int = 10 * 1024) -> bytes:
+    """A body no 32-byte window of which can occur by chance: numbered lines of a report."""
+    lines = [
+        f"CR-OPERATOIRE-7f3a ligne {i:05d} patient DUPONT-MSSGW créatinine {i * 7 % 1000} µmol/L\n" for i in range(400)
+    ]
+    body = "".join(lines).encode()
+    assert len(body) >= size
+    return body[:size]
+
+
+BODY = distinctive_body()
+
+
+def _windows(data: bytes, width: int = 32) -> list[bytes]:
+    return [data[i : i + width] for i in range(0, len(data) - width + 1, width)]
+
+
+def _file_bytes(*paths: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in paths if p.exists())
+
+
+def _leaks(haystack: bytes) -> list[bytes]:
+    return [w for w in _windows(BODY) if w in haystack]
+
+
+@pytest.fixture
+async def messages(store_db: Database, kek: KeyEncryptionKey) -> MessageStore:
+    repo = MailboxRepository(store_db, kek)
+    await repo.create(ALICE, "PER")
+    await repo.create(BOB, "PER")
+    return MessageStore(repo)
+
+
+async def _row_body(db: Database, message_id: str) -> bytes:
+    async with db.read() as s:
+        body = (await s.execute(text("SELECT body FROM messages WHERE id = :id"), {"id": message_id})).scalar_one()
+    return bytes(body)
+
+
+async def test_bodies_are_encrypted_at_rest_and_read_back(messages: MessageStore, db_url: str) -> None:
+    db = messages.db
+    mid = await messages.put(ALICE.upper(), BODY)
+    assert len(mid) == 32
+    int(mid, 16)
+    stored = await _row_body(db, mid)
+    assert len(stored) == 1 + 12 + len(BODY) + 16
+    assert stored[:1] == b"\x01"
+    assert _leaks(stored) == []
+    async with db.read() as s:
+        row = (await s.execute(select(StoredMessage.address, StoredMessage.size))).one()
+    assert tuple(row) == (ALICE, len(BODY))
+    assert await messages.get(ALICE, mid) == BODY
+    assert await messages.get(ALICE.upper(), mid) == BODY
+
+    if db.is_sqlite:
+        path = Path(str(make_url(db_url).database))
+        raw = _file_bytes(path, path.with_name(path.name + "-wal"))
+        # The control proves these bytes hold the committed row: its id and address are in clear.
+        assert mid.encode() in raw
+        assert ALICE.encode() in raw
+        assert _leaks(raw) == []
+        await db.close()  # checkpoints the WAL into the main file
+        raw = _file_bytes(path)
+        assert mid.encode() in raw
+        assert _leaks(raw) == []
+
+
+async def test_a_body_moved_to_another_mailbox_does_not_open(messages: MessageStore) -> None:
+    db = messages.db
+    mid = await messages.put(ALICE, BODY)
+    other = await messages.put(BOB, b"for bob")
+    async with db.write() as s:
+        await s.execute(text("UPDATE messages SET address = :bob WHERE id = :id"), {"bob": BOB, "id": mid})
+    with pytest.raises(NotFound) as missing:
+        await messages.get(ALICE, mid)
+    assert str(missing.value) == f"no message {mid} in {ALICE}"
+    with pytest.raises(DecryptionError) as exc:
+        await messages.get(BOB, mid)
+    assert str(exc.value) == FAILED
+    assert await messages.get(BOB, other) == b"for bob"
+
+    # A sealed body copied into another row of the same mailbox does not open either (the id is bound).
+    async with db.write() as s:
+        await s.execute(
+            text(
+                "INSERT INTO messages (id, address, size, body, created_at) "
+                "SELECT :new, address, size, body, created_at FROM messages WHERE id = :id"
+            ),
+            {"new": "0" * 32, "id": other},
+        )
+    with pytest.raises(DecryptionError) as exc:
+        await messages.get(BOB, "0" * 32)
+    assert str(exc.value) == FAILED
+
+
+async def test_unknown_mailbox_and_message(messages: MessageStore) -> None:
+    with pytest.raises(NotFound) as exc:
+        await messages.put(f"nobody@{DOMAIN}", b"x")
+    assert str(exc.value) == f"no local mailbox nobody@{DOMAIN}"
+    with pytest.raises(NotFound) as exc:
+        await messages.get(ALICE, "f" * 32)
+    assert str(exc.value) == f"no message {'f' * 32} in {ALICE}"
+
+
+async def test_deleting_a_mailbox_deletes_its_messages(messages: MessageStore) -> None:
+    db = messages.db
+    for i in range(3):
+        await messages.put(ALICE, BODY + str(i).encode())
+    kept = await messages.put(BOB, b"bob's")
+    await messages.mailboxes.delete(ALICE)
+
+    async with db.read() as s:
+        by_address = dict(
+            (await s.execute(select(StoredMessage.address, func.count()).group_by(StoredMessage.address))).all()
+        )
+        accounts = (await s.execute(select(Account.address))).scalars().all()
+        mailboxes = (await s.execute(select(Mailbox.address))).scalars().all()
+    assert by_address == {BOB: 1}
+    assert accounts == [BOB]
+    assert mailboxes == [BOB]
+    assert await messages.get(BOB, kept) == b"bob's"
+    with pytest.raises(NotFound) as exc:
+        await messages.put(ALICE, b"after")
+    assert str(exc.value) == f"no local mailbox {ALICE}"
