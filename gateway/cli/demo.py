@@ -124,7 +124,8 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
         f"demo operator {DOMAIN_A} created in {op_dir}",
         "credentials (shown once; kept in " + str(creds_path) + "):",
     ]
-    lines += [f"  {m['type']:3} {m['address']:42} password {m['password']}" for m in op["mailboxes"]]
+    width = max(len(m["address"]) for m in op["mailboxes"])
+    lines += [f"  {m['type']:3} {m['address']:{width}}  password {m['password']}" for m in op["mailboxes"]]
     lines.append(f"directory sample: {summary.read} rows imported; trust list: {PEER_DOMAIN}")
     return Outcome(out, "\n".join(lines))
 
