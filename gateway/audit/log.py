@@ -209,6 +209,11 @@ class AuditLog:
             head = (await s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one()
             tree = merkle.CompactRange(head.size, split_frontier(head.frontier))
             first = head.size + 1
+            if head.size and not self._last_ts:
+                # Another process (an admin command, another node) may have appended last: continue
+                # from its timestamp so the log's time never goes backwards, even if clocks differ.
+                last = await s.execute(select(AuditRecord.ts).where(AuditRecord.seq == head.size))
+                self._last_ts = last.scalar_one_or_none() or ""
             rows = []
             for p in batch:
                 seq = tree.size + 1
