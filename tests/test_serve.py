@@ -8,9 +8,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from certs.pki import TrustSpacePKI
+from gateway.tls import client_context
 from tests.conftest import DOMAIN, NodeDir
 
 
@@ -115,3 +119,24 @@ def test_sigterm_stops_cleanly_and_is_audited(served: Running) -> None:
     assert [e["action"] for e in events] == ["node.started", "node.stopped"]  # type: ignore[union-attr]
     assert events[0]["author"] == "node:node1"  # type: ignore[index]
     assert served.node.cli("audit", "verify").code == 0
+
+
+def test_outbound_context_trusts_only_the_pinned_root(served: Running, tmp_path: Path) -> None:
+    import socket
+    import ssl
+
+    pinned = client_context(served.node.data / "pki-root.pem")
+    with (
+        socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw,
+        pinned.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    other = TrustSpacePKI.create(tmp_path / "other", label="other.test", crl_base_url="http://crl.other.test")
+    foreign = tmp_path / "foreign-root.pem"
+    foreign.write_bytes(other.root.public_bytes(serialization.Encoding.PEM))
+    with (
+        socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError) as exc,
+    ):
+        client_context(foreign).wrap_socket(raw, server_hostname="localhost")
+    assert exc.value.verify_message == "unable to get local issuer certificate"
