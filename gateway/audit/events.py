@@ -49,6 +49,28 @@ class AuditEvent(StrEnum):
     PKI_ROOT_EXPORTED = "admin.pki.root_exported"
     PKI_LISTED = "admin.pki.listed"
 
+    # SMTP sessions (submission and relay from peer operators)
+    SMTP_AUTH_SUCCEEDED = "smtp.auth.succeeded"
+    SMTP_AUTH_FAILED = "smtp.auth.failed"
+    SMTP_AUTH_LOCKED = "smtp.auth.locked"
+    SMTP_TLS_REFUSED = "smtp.tls.refused"
+    SMTP_PEER_REFUSED = "smtp.peer.refused"
+    SMTP_SENDER_REFUSED = "smtp.sender.refused"
+    SMTP_RECIPIENT_REFUSED = "smtp.recipient.refused"
+    SMTP_CONTENT_REFUSED = "smtp.content.refused"
+    SMTP_MESSAGE_ACCEPTED = "smtp.message.accepted"
+
+    # The durable queue and its workers
+    QUEUE_DELIVERED = "queue.delivered"
+    QUEUE_RELAYED = "queue.relayed"
+    QUEUE_DEFERRED = "queue.deferred"
+    QUEUE_FAILED = "queue.failed"
+    QUEUE_DSN_SENT = "queue.dsn.sent"
+    QUEUE_LISTED = "admin.queue.listed"
+    QUEUE_SHOWN = "admin.queue.shown"
+    QUEUE_RETRIED = "admin.queue.retried"
+    QUEUE_DELETED = "admin.queue.deleted"
+
     # The audit log itself
     AUDIT_CHECKPOINT_WRITTEN = "audit.checkpoint.written"
     AUDIT_VERIFIED = "admin.audit.verified"
