@@ -23,6 +23,7 @@ from directory import national
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import DataKey, KeyEncryptionKey
 from gateway.store.db import Database
+from gateway.store.folders import standard_folders
 from gateway.store.models import (
     Account,
     Mailbox,
@@ -131,6 +132,8 @@ class MailboxRepository:
                     password_changed_at=now if password_hash else None,
                 )
             )
+            await s.flush()
+            s.add_all(standard_folders(address))
         return await self.describe(address)
 
     async def _local(self, s: Any, address: str) -> tuple[Mailbox, Account]:

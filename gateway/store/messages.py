@@ -1,16 +1,20 @@
-"""Message bodies at rest, sealed with their mailbox's data key (AES-256-GCM).
+"""Message bodies at rest in a mailbox's folders, sealed with the mailbox's data key (AES-256-GCM).
 
 The associated data is "<address>\\0<message id>", so a body copied to another row or mailbox does not
-open. Folders, flags and UIDs come with the IMAP mailbox model; this is the storage they build on.
+open. Delivery takes the folder's next UID and modseq in the same transaction as the insert, so a
+message is either fully delivered (visible with its UID) or not at all.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
 from gateway.errors import NotFound
+from gateway.store.folders import allocate_uid
 from gateway.store.mailboxes import MailboxRepository
 from gateway.store.models import StoredMessage, utcnow
 
@@ -19,19 +23,56 @@ def _aad(address: str, message_id: str) -> bytes:
     return f"{address}\0{message_id}".encode()
 
 
+@dataclass(frozen=True)
+class Delivered:
+    id: str
+    folder: str
+    uid: int
+    modseq: int
+
+
 class MessageStore:
     def __init__(self, mailboxes: MailboxRepository) -> None:
         self.mailboxes = mailboxes
         self.db = mailboxes.db
 
-    async def put(self, address: str, body: bytes) -> str:
+    async def deliver(
+        self,
+        address: str,
+        body: bytes,
+        *,
+        folder: str = "INBOX",
+        flags: str = "",
+        internal_date: datetime | None = None,
+        header_message_id: str | None = None,
+    ) -> Delivered:
         address = address.lower()
         key = await self.mailboxes.data_key(address)
         message_id = secrets.token_hex(16)
         sealed = key.seal(body, _aad(address, message_id))
+        now = utcnow()
         async with self.db.write() as s:
-            s.add(StoredMessage(id=message_id, address=address, size=len(body), body=sealed, created_at=utcnow()))
-        return message_id
+            target, uid, modseq = await allocate_uid(s, address, folder)
+            s.add(
+                StoredMessage(
+                    id=message_id,
+                    address=address,
+                    folder_id=target.id,
+                    uid=uid,
+                    modseq=modseq,
+                    flags=flags,
+                    internal_date=internal_date or now,
+                    header_message_id=header_message_id,
+                    size=len(body),
+                    body=sealed,
+                    created_at=now,
+                )
+            )
+        return Delivered(message_id, folder, uid, modseq)
+
+    async def put(self, address: str, body: bytes) -> str:
+        """Deliver to INBOX; returns the stored message's id."""
+        return (await self.deliver(address, body)).id
 
     async def get(self, address: str, message_id: str) -> bytes:
         address = address.lower()

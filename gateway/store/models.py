@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -180,15 +182,74 @@ class Account(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class Folder(Base):
+    """A folder of a local mailbox (the IMAP mailbox model: RFC 9051 §2.3.1.1 UIDs, RFC 7162 modseqs)."""
+
+    __tablename__ = "folders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    special_use: Mapped[str | None] = mapped_column(String(16), nullable=True)  # RFC 6154: \Sent, \Trash...
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
+    highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (UniqueConstraint("address", "name", name="uq_folders_address_name"),)
+
+
 class StoredMessage(Base):
-    """A message body held for a local mailbox, sealed with the mailbox's data key."""
+    """A message held in a folder of a local mailbox, its body sealed with the mailbox's data key."""
 
     __tablename__ = "messages"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex, part of the AAD
     address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), index=True)
+    folder_id: Mapped[int | None] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"), nullable=True)
+    uid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    modseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    flags: Mapped[str] = mapped_column(Text, default="")  # space-separated system flags and keywords
+    internal_date: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    header_message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)  # for audit, not content
     size: Mapped[int] = mapped_column(Integer)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("folder_id", "uid", name="uq_messages_folder_uid"),)
+
+
+class QueuedMessage(Base):
+    """A message accepted (250) and not yet delivered to every recipient; its body sealed by the KEK."""
+
+    __tablename__ = "queue_messages"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # submission | relay | dsn
+    sender: Mapped[str] = mapped_column(String(320))  # envelope reverse-path, "" for the null sender
+    principal: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    peer: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    header_message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    size: Mapped[int] = mapped_column(Integer)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class QueuedRecipient(Base):
+    """One recipient of a queued message and its delivery state."""
+
+    __tablename__ = "queue_recipients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("queue_messages.id", ondelete="CASCADE"), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(253))
+    local: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | relayed | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_queue_recipients_due", "status", "next_attempt_at"),)
 
 
 class TrustDomain(Base):

@@ -24,11 +24,14 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 STORE_TABLES = {
     "accounts",
     "alembic_version",
+    "folders",
     "mailbox_certificates",
     "mailbox_delegations",
     "mailboxes",
     "messages",
     "professionals",
+    "queue_messages",
+    "queue_recipients",
     "structures",
     "trust_domains",
 }
@@ -44,7 +47,7 @@ async def _tables(db: Database) -> set[str]:
 
 
 def test_head_constants_are_alembic_heads() -> None:
-    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0001"
+    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0002"
     assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
 
 
