@@ -1,9 +1,9 @@
 """`mssgw serve`: run an operator node's listeners and background tasks in one event loop.
 
 Implementation notes
-- One process, one asyncio loop. Listeners bind to the configured address; port 0 picks a free port
-  and the actual address is printed (`listening https://HOST:PORT`) once the node is ready, which the
-  tests and the quickstart read.
+- One process, one asyncio loop: HTTPS, SMTP submission (587, 465), the queue worker, periodic audit
+  checkpoints. Listeners bind to the configured address; port 0 picks a free port. Each listener's
+  address is printed (`listening NAME HOST:PORT`), then `ready`: the tests and the quickstart read them.
 - The node, not uvicorn, owns SIGINT/SIGTERM: the first stops listeners, writes a final audit record
   and checkpoint, and closes the databases.
 - Periodic signed audit checkpoints run while serving.
@@ -20,8 +20,12 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from gateway.audit.events import AuditEvent
+from gateway.auth.lockout import Lockout
 from gateway.config import Config
 from gateway.node import Node
+from gateway.queue.store import Queue
+from gateway.queue.worker import DeliveryWorker
+from gateway.smtp.server import Listener, start_submission
 from gateway.tls import server_context
 from gateway.web.health import health_app
 
@@ -68,19 +72,54 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             await asyncio.sleep(0.01)
         if web_task.done():
             await web_task  # raises what stopped it
-        checkpoints = asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval))
-        url = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
-        await node.audit.record(AuditEvent.NODE_STARTED, author=author, request={"https": url})
+        queue = Queue(node.db, node.kek)
+        worker = DeliveryWorker(node, queue)
+        lockout = Lockout(
+            threshold=cfg.auth.lockout_threshold,
+            base_delay=cfg.auth.lockout_base_delay,
+            max_delay=cfg.auth.lockout_max_delay,
+        )
+        listeners: list[Listener] = []
+        for port_, implicit in ((cfg.listen.submission_port, False), (cfg.listen.submissions_port, True)):
+            if port_ is not None:
+                listeners.append(
+                    await start_submission(
+                        node,
+                        queue,
+                        tls,
+                        host=cfg.listen.host,
+                        port=port_,
+                        implicit_tls=implicit,
+                        lockout=lockout,
+                        wake=worker.wake,
+                    )
+                )
+        tasks = [
+            asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval)),
+            asyncio.create_task(worker.run()),
+        ]
+        shown = f"[{host}]" if ":" in host else host
+        endpoints = {"https": f"{shown}:{port}", **{ln.name: f"{shown}:{ln.port}" for ln in listeners}}
+        await node.audit.record(AuditEvent.NODE_STARTED, author=author, request=endpoints)
         await node.audit.checkpoint()
-        announce(f"listening {url}")
+        for name, where in endpoints.items():
+            announce(f"listening {name} {where}")
+        announce("ready")
         try:
             await stop.wait()
         finally:
-            checkpoints.cancel()
+            for ln in listeners:
+                ln.server.close()
+            for t in tasks:
+                t.cancel()
             web.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await web_task
-                await checkpoints
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            for ln in listeners:
+                await ln.server.wait_closed()
             await node.audit.record(AuditEvent.NODE_STOPPED, author=author)
             await node.audit.checkpoint()
             announce("stopped")

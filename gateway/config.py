@@ -82,6 +82,41 @@ class PkiSection(_Section):
 class ListenSection(_Section):
     host: str = "127.0.0.1"
     https_port: int = Field(8443, ge=0, le=65535)
+    submission_port: int | None = Field(587, ge=0, le=65535)
+    """SMTP submission with STARTTLS (RFC 6409); None disables the listener."""
+    submissions_port: int | None = Field(465, ge=0, le=65535)
+    """SMTP submission over implicit TLS (RFC 8314)."""
+    relay_port: int | None = Field(25, ge=0, le=65535)
+    """SMTP from peer operators: STARTTLS and a trust-space client certificate required."""
+
+
+class SmtpSection(_Section):
+    hostname: str = ""
+    """Name in the greeting and Received: fields; empty means mail.<domain>."""
+    max_message_size: int = Field(25 * 1024 * 1024, gt=0)
+    max_recipients: int = Field(100, gt=0)
+    timeout: float = Field(300.0, gt=0)
+    """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
+
+
+class AuthSection(_Section):
+    lockout_threshold: int = Field(5, ge=1)
+    """Failed logins (per account, and per client address) before delays start."""
+    lockout_base_delay: float = Field(2.0, gt=0)
+    lockout_max_delay: float = Field(900.0, gt=0)
+
+
+class QueueSection(_Section):
+    retry_schedule: str = "1m,5m,15m,1h,4h"
+    max_age: str = "5d"
+    lease: float = Field(300.0, gt=0)
+    """Seconds a worker holds a claimed recipient before another may take it."""
+    poll_interval: float = Field(1.0, gt=0)
+    domain_concurrency: int = Field(4, ge=1)
+    routes: dict[str, str] = Field(default_factory=dict)
+    """Static routes, domain -> "host:port", tried before DNS (development, tests, private links)."""
+    resolver: str = ""
+    """DNS resolver address for MX lookups; empty means the system's."""
 
 
 class AuditSection(_Section):
@@ -107,6 +142,9 @@ class Config(BaseSettings):
     store: StoreSection = Field(default_factory=StoreSection)
     pki: PkiSection = Field(default_factory=PkiSection)
     listen: ListenSection = Field(default_factory=ListenSection)
+    smtp: SmtpSection = Field(default_factory=SmtpSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
+    queue: QueueSection = Field(default_factory=QueueSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     base_dir: Path = Path(".")
     """Directory relative paths are resolved against (the config file's directory)."""
@@ -136,6 +174,10 @@ class Config(BaseSettings):
         if url.startswith(prefix) and not url[len(prefix) :].startswith("/") and ":memory:" not in url:
             return prefix + str(self.path(Path(url[len(prefix) :])))
         return url
+
+    @property
+    def smtp_hostname(self) -> str:
+        return self.smtp.hostname or f"mail.{self.node.domain}"
 
     @property
     def pki_dir(self) -> Path | None:
@@ -186,6 +228,9 @@ def render_config(
     host: str,
     https_port: int,
     crl_base_url: str,
+    submission_port: int = 587,
+    submissions_port: int = 465,
+    relay_port: int = 25,
 ) -> str:
     """The commented configuration file written by `mssgw init`."""
     pki_line = f"dir = {_toml_str(str(pki_dir))}" if pki_dir is not None else '# dir = "pki"'
@@ -230,6 +275,40 @@ crl_base_url = {_toml_str(crl_base_url)}
 host = {_toml_str(host)}
 # HTTPS (health, later the patient inbox and the directory API).
 https_port = {https_port}
+# SMTP submission with STARTTLS (587), over implicit TLS (465), and from peer operators (25, mutual TLS).
+# 0 picks a free port (printed at start).
+submission_port = {submission_port}
+submissions_port = {submissions_port}
+relay_port = {relay_port}
+
+[smtp]
+# Name in the SMTP greeting and Received: fields; empty means mail.<domain>.
+hostname = ""
+# Largest message accepted (bytes; advertised with SIZE) and most recipients per message.
+max_message_size = 26214400
+max_recipients = 100
+# Seconds of client silence before a session is dropped.
+timeout = 300
+
+[auth]
+# Failed logins per account and per client address before growing delays (base, doubling, capped).
+lockout_threshold = 5
+lockout_base_delay = 2.0
+lockout_max_delay = 900.0
+
+[queue]
+# Retry intervals after temporary failures; the last repeats until max_age, then a DSN goes back.
+retry_schedule = "1m,5m,15m,1h,4h"
+max_age = "5d"
+# Seconds a worker holds a claimed recipient before another worker may take it over.
+lease = 300
+poll_interval = 1.0
+# Parallel deliveries per destination domain.
+domain_concurrency = 4
+# DNS resolver for MX lookups ("" = the system's) and static routes tried first, e.g.
+# routes = {{ "clinique-b.mssante.fr" = "10.0.0.5:25" }}
+resolver = ""
+routes = {{}}
 
 [audit]
 # Ed25519 key signing audit checkpoints (tree size + root hash). Kept outside the data directory.

@@ -67,16 +67,36 @@ class NodeDir:
 def template_node(tmp_path_factory: pytest.TempPathFactory) -> NodeDir:
     base = tmp_path_factory.mktemp("template")
     data, keys = base / "node", base / "keys"
-    result = run_cli("init", "--domain", DOMAIN, "--data", data, "--secrets", keys, "--https-port", "0")
+    result = run_cli(
+        "init",
+        "--domain",
+        DOMAIN,
+        "--data",
+        data,
+        "--secrets",
+        keys,
+        "--https-port",
+        "0",
+        "--submission-port",
+        "0",
+        "--submissions-port",
+        "0",
+        "--relay-port",
+        "0",
+    )
     assert result.code == 0, result.err
     return NodeDir(data, keys)
 
 
+def copy_node(template: NodeDir, data: Path) -> NodeDir:
+    """A private copy of a node's data directory (databases, PKI, TLS material); keys are shared."""
+    shutil.copytree(template.data, data, symlinks=True)
+    cfg_text = (data / "mssgw.toml").read_text().replace(str(template.data), str(data))
+    (data / "mssgw.toml").write_text(cfg_text)
+    return NodeDir(data, template.keys)
+
+
 @pytest.fixture
 def node(template_node: NodeDir, tmp_path: Path) -> NodeDir:
-    """A private copy of the template node (databases, PKI, TLS material)."""
-    data = tmp_path / "node"
-    shutil.copytree(template_node.data, data, symlinks=True)
-    cfg_text = (data / "mssgw.toml").read_text().replace(str(template_node.data), str(data))
-    (data / "mssgw.toml").write_text(cfg_text)
-    return NodeDir(data, template_node.keys)
+    """A private copy of the template node."""
+    return copy_node(template_node, tmp_path / "node")

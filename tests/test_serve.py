@@ -21,12 +21,16 @@ from tests.conftest import DOMAIN, NodeDir
 @dataclass
 class Running:
     proc: subprocess.Popen[str]
-    port: int
+    ports: dict[str, int]
     node: NodeDir
 
+    @property
+    def port(self) -> int:
+        return self.ports["https"]
 
-@pytest.fixture
-def served(node: NodeDir) -> Iterator[Running]:
+
+def start_node(node: NodeDir) -> Running:
+    """Run `mssgw serve` and read the listeners it announces, up to `ready`."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
         stdout=subprocess.PIPE,
@@ -34,13 +38,26 @@ def served(node: NodeDir) -> Iterator[Running]:
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    assert line.startswith("listening https://127.0.0.1:"), line + (proc.stderr.read() if proc.stderr else "")
-    port = int(line.rsplit(":", 1)[1])
-    yield Running(proc, port, node)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    ports: dict[str, int] = {}
+    for line in proc.stdout:
+        line = line.strip()
+        if line == "ready":
+            return Running(proc, ports, node)
+        kind, name, where = line.split(" ")
+        assert kind == "listening", line
+        host, port = where.rsplit(":", 1)
+        assert host == "127.0.0.1"
+        ports[name] = int(port)
+    raise AssertionError("the node stopped before it was ready: " + (proc.stderr.read() if proc.stderr else ""))
+
+
+@pytest.fixture
+def served(node: NodeDir) -> Iterator[Running]:
+    running = start_node(node)
+    yield running
+    if running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.wait()
 
 
 def curl(r: Running, path: str, *extra: str, host: str = "127.0.0.1") -> tuple[int, str]:
@@ -140,3 +157,10 @@ def test_outbound_context_trusts_only_the_pinned_root(served: Running, tmp_path:
     ):
         client_context(foreign).wrap_socket(raw, server_hostname="localhost")
     assert exc.value.verify_message == "unable to get local issuer certificate"
+
+
+def test_every_listener_is_announced(served: Running) -> None:
+    assert sorted(served.ports) == ["https", "submission", "submissions"]
+    assert len(set(served.ports.values())) == 3
+    started = served.node.cli("audit", "search", "--event", "node.started", "--json").json()[0]  # type: ignore[index]
+    assert started["request"] == {name: f"127.0.0.1:{port}" for name, port in served.ports.items()}

@@ -41,6 +41,7 @@ async def init_node(
     host: str = "127.0.0.1",
     https_port: int = 8443,
     pki_dir: Path | None = None,
+    smtp_ports: tuple[int, int, int] = (587, 465, 25),
 ) -> InitResult:
     """Create a node's data directory: config, keys, databases, development PKI and TLS certificate."""
     domain = domain.strip().lower().rstrip(".")
@@ -92,6 +93,9 @@ async def init_node(
             host=host,
             https_port=https_port,
             crl_base_url=crl_base,
+            submission_port=smtp_ports[0],
+            submissions_port=smtp_ports[1],
+            relay_port=smtp_ports[2],
         )
     )
     cfg = load_config(cfg_path)
@@ -138,6 +142,7 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
         host=args.host,
         https_port=args.https_port,
         pki_dir=Path(args.pki_dir) if args.pki_dir else None,
+        smtp_ports=(args.submission_port, args.submissions_port, args.relay_port),
     )
     d = result.data
     text = (
@@ -167,6 +172,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--name", default="node1", help="node name")
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--https-port", type=int, default=8443)
+    p.add_argument("--submission-port", type=int, default=587, help="SMTP submission, STARTTLS (0: any free port)")
+    p.add_argument("--submissions-port", type=int, default=465, help="SMTP submission, implicit TLS")
+    p.add_argument("--relay-port", type=int, default=25, help="SMTP from peer operators, mutual TLS")
     p.add_argument("--pki-dir", help="use this existing trust-space PKI instead of creating one")
     p.set_defaults(_standalone=init)
     p = sub.add_parser("serve", parents=[common], help="run the node")

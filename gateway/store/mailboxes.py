@@ -48,6 +48,26 @@ class Owner:
     profession_label: str = ""
 
 
+@dataclass(frozen=True)
+class Credentials:
+    address: str
+    kind: str
+    password_hash: str | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    """What the directory and the store say of one address, for sender and recipient policies."""
+
+    address: str
+    kind: str
+    active: bool
+    owner_active: bool | None
+    delegates: frozenset[str]
+    local: bool
+
+
 class MailboxRepository:
     def __init__(self, db: Database, kek: KeyEncryptionKey | None = None) -> None:
         self.db = db
@@ -268,6 +288,46 @@ class MailboxRepository:
                     )
                 )
         return fingerprint
+
+    async def credentials(self, address: str) -> Credentials | None:
+        """A local account's login facts; None for an unknown or non-local address."""
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(Mailbox.address, Mailbox.kind, Mailbox.active, Account.password_hash)
+                    .join(Account, Account.address == Mailbox.address)
+                    .where(Mailbox.address == address.lower())
+                )
+            ).first()
+        if row is None:
+            return None
+        return Credentials(row.address, row.kind, row.password_hash, row.active)
+
+    async def state(self, address: str) -> MailboxState | None:
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(Mailbox, Professional.active, Account.address)
+                    .outerjoin(Professional, Professional.key == Mailbox.professional_key)
+                    .outerjoin(Account, Account.address == Mailbox.address)
+                    .where(Mailbox.address == address.lower())
+                )
+            ).first()
+            if row is None:
+                return None
+            mb, owner_active, account = row
+            delegates = frozenset(
+                (
+                    await s.execute(select(MailboxDelegation.user).where(MailboxDelegation.mailbox == mb.address))
+                ).scalars()
+            )
+        return MailboxState(mb.address, mb.kind, mb.active, owner_active, delegates, account is not None)
+
+    async def touch_login(self, address: str) -> None:
+        async with self.db.write() as s:
+            acct = await s.get(Account, address.lower())
+            if acct is not None:
+                acct.last_login_at = utcnow()
 
     async def data_key(self, address: str) -> DataKey:
         async with self.db.read() as s:

@@ -7,11 +7,13 @@ message is either fully delivered (visible with its UID) or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import NotFound
 from gateway.store.folders import allocate_uid
@@ -45,13 +47,16 @@ class MessageStore:
         flags: str = "",
         internal_date: datetime | None = None,
         header_message_id: str | None = None,
+        session: AsyncSession | None = None,
     ) -> Delivered:
+        """Store `body` in `folder`; inside `session` when given (it commits with the caller's changes)."""
         address = address.lower()
         key = await self.mailboxes.data_key(address)
         message_id = secrets.token_hex(16)
         sealed = key.seal(body, _aad(address, message_id))
         now = utcnow()
-        async with self.db.write() as s:
+        async with contextlib.AsyncExitStack() as stack:
+            s = session if session is not None else await stack.enter_async_context(self.db.write())
             target, uid, modseq = await allocate_uid(s, address, folder)
             s.add(
                 StoredMessage(

@@ -51,6 +51,10 @@ class TrustRepository:
             rows = (await s.execute(select(TrustDomain).order_by(TrustDomain.domain))).scalars()
             return [{"domain": r.domain, "source": r.source, "added_at": r.added_at.isoformat()} for r in rows]
 
+    async def domains(self) -> set[str]:
+        async with self.db.read() as s:
+            return set((await s.execute(select(TrustDomain.domain))).scalars())
+
     async def is_trusted(self, domain: str) -> bool:
         async with self.db.read() as s:
             return await s.get(TrustDomain, domain.lower()) is not None

@@ -23,7 +23,13 @@ def test_init_writes_config_keys_pki_and_databases(template_node: NodeDir) -> No
     assert cfg["store"]["kek_file"] == str(keys / "kek.key")
     assert cfg["audit"]["checkpoint_key"] == str(keys / "audit-checkpoint.pem")
     assert cfg["pki"]["dir"] == "pki"
-    assert cfg["listen"] == {"host": "127.0.0.1", "https_port": 0}
+    assert cfg["listen"] == {
+        "host": "127.0.0.1",
+        "https_port": 0,
+        "submission_port": 0,
+        "submissions_port": 0,
+        "relay_port": 0,
+    }
     # Commented: every section explains itself.
     assert "# Every setting can be overridden by an environment variable" in template_node.config.read_text()
     assert mode(data) == 0o700

@@ -1,0 +1,284 @@
+"""The durable queue: accepted messages and their recipients until each is delivered or given up.
+
+Implementation notes
+- `enqueue` writes the message and all its recipients in one transaction; it returns only after the
+  commit (SQLite synchronous=FULL, PostgreSQL's default synchronous_commit), so a `250` sent after it
+  never loses a message, and a crash before it leaves nothing (no partial message is ever visible).
+- Bodies are sealed with the KEK (AES-256-GCM, AAD = "queue\\0" + id): the queue holds health data too.
+- Work is claimed per recipient with a lease (`lease_owner`, `lease_until`): a claim takes due, pending
+  recipients whose lease is free or expired (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's write
+  transactions are serialised). A worker that dies mid-delivery loses its lease, and the recipient
+  becomes due again for any worker: delivery is at least once, and the local delivery path makes it
+  exactly once by recording delivery and mailbox insert in one transaction.
+- A message row leaves the queue when its last recipient reaches a final state (delivered, relayed,
+  failed) or by an operator's audited `mssgw queue delete`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from directory.addresses import domain_of
+from gateway.errors import NotFound
+from gateway.store.crypto import KeyEncryptionKey
+from gateway.store.db import Database
+from gateway.store.models import QueuedMessage, QueuedRecipient, utcnow
+
+FINAL = ("delivered", "relayed", "failed")
+
+
+def _aad(queue_id: str) -> bytes:
+    return b"queue\0" + queue_id.encode()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    queue_id: str
+    source: str
+    sender: str
+    principal: str | None
+    peer: str | None
+    header_message_id: str | None
+    size: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed recipient of a queued message."""
+
+    recipient_id: int
+    recipient: str
+    domain: str
+    local: bool
+    attempts: int
+    envelope: Envelope
+
+
+@dataclass
+class Claim:
+    """The recipients a worker holds, grouped by message."""
+
+    jobs: list[Job] = field(default_factory=list)
+
+    def by_message(self) -> dict[str, list[Job]]:
+        out: dict[str, list[Job]] = {}
+        for job in self.jobs:
+            out.setdefault(job.envelope.queue_id, []).append(job)
+        return out
+
+
+def _envelope(m: QueuedMessage) -> Envelope:
+    return Envelope(m.id, m.source, m.sender, m.principal, m.peer, m.header_message_id, m.size, m.created_at)
+
+
+class Queue:
+    def __init__(self, db: Database, kek: KeyEncryptionKey) -> None:
+        self.db = db
+        self.kek = kek
+
+    async def enqueue(
+        self,
+        *,
+        source: str,
+        sender: str,
+        recipients: Sequence[str],
+        body: bytes,
+        local_domains: Iterable[str],
+        principal: str | None = None,
+        peer: str | None = None,
+        header_message_id: str | None = None,
+    ) -> str:
+        """Commit a message and its recipients durably; returns the queue id."""
+        if not recipients:
+            raise ValueError("a queued message needs at least one recipient")
+        local = {d.lower() for d in local_domains}
+        queue_id = secrets.token_hex(16)
+        now = utcnow()
+        async with self.db.write() as s:
+            s.add(
+                QueuedMessage(
+                    id=queue_id,
+                    source=source,
+                    sender=sender,
+                    principal=principal,
+                    peer=peer,
+                    header_message_id=header_message_id,
+                    size=len(body),
+                    body=self.kek.seal(body, _aad(queue_id)),
+                    created_at=now,
+                )
+            )
+            await s.flush()
+            s.add_all(
+                QueuedRecipient(
+                    message_id=queue_id,
+                    recipient=r,
+                    domain=domain_of(r),
+                    local=domain_of(r) in local,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+                for r in dict.fromkeys(r.lower() for r in recipients)
+            )
+        return queue_id
+
+    async def claim(self, *, owner: str, lease: timedelta, limit: int = 100, now: datetime | None = None) -> Claim:
+        """Take up to `limit` due recipients for `lease`."""
+        now = now or utcnow()
+        async with self.db.write() as s:
+            free = (QueuedRecipient.lease_until.is_(None)) | (QueuedRecipient.lease_until < now)
+            stmt = (
+                select(QueuedRecipient.id)
+                .where(QueuedRecipient.status == "pending", QueuedRecipient.next_attempt_at <= now, free)
+                .order_by(QueuedRecipient.next_attempt_at, QueuedRecipient.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list((await s.execute(stmt)).scalars())
+            if not ids:
+                return Claim()
+            await s.execute(
+                update(QueuedRecipient)
+                .where(QueuedRecipient.id.in_(ids))
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+            rows = (
+                await s.execute(
+                    select(QueuedRecipient, QueuedMessage)
+                    .join(QueuedMessage, QueuedMessage.id == QueuedRecipient.message_id)
+                    .where(QueuedRecipient.id.in_(ids))
+                    .order_by(QueuedRecipient.id)
+                )
+            ).all()
+            return Claim([Job(r.id, r.recipient, r.domain, r.local, r.attempts, _envelope(m)) for r, m in rows])
+
+    async def body(self, queue_id: str) -> bytes:
+        async with self.db.read() as s:
+            sealed = (await s.execute(select(QueuedMessage.body).where(QueuedMessage.id == queue_id))).scalar()
+        if sealed is None:
+            raise NotFound(f"no queued message {queue_id}")
+        return self.kek.open(sealed, _aad(queue_id))
+
+    @staticmethod
+    async def settle(
+        s: AsyncSession,
+        job: Job,
+        status: str,
+        *,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """Record a recipient's outcome inside the caller's transaction (so it commits with the delivery)."""
+        values: dict[str, Any] = {
+            "status": status,
+            "attempts": job.attempts + 1,
+            "lease_owner": None,
+            "lease_until": None,
+            "updated_at": utcnow(),
+        }
+        if error is not None:
+            values["last_error"] = error[:1000]
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
+        await s.execute(update(QueuedRecipient).where(QueuedRecipient.id == job.recipient_id).values(**values))
+
+    async def mark(self, job: Job, status: str, *, error: str | None = None, retry_at: datetime | None = None) -> None:
+        async with self.db.write() as s:
+            await self.settle(s, job, status, error=error, retry_at=retry_at)
+
+    async def retire_if_done(self, queue_id: str) -> bool:
+        """Drop the message once every recipient is final; returns whether it was dropped."""
+        async with self.db.write() as s:
+            open_ = (
+                await s.execute(
+                    select(func.count())
+                    .select_from(QueuedRecipient)
+                    .where(QueuedRecipient.message_id == queue_id, QueuedRecipient.status.not_in(FINAL))
+                )
+            ).scalar_one()
+            if open_:
+                return False
+            await s.execute(delete(QueuedMessage).where(QueuedMessage.id == queue_id))
+            return True
+
+    async def recipients(self, queue_id: str) -> list[QueuedRecipient]:
+        async with self.db.read() as s:
+            return list(
+                (
+                    await s.execute(
+                        select(QueuedRecipient)
+                        .where(QueuedRecipient.message_id == queue_id)
+                        .order_by(QueuedRecipient.id)
+                    )
+                ).scalars()
+            )
+
+    async def list(self) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            rows = (
+                await s.execute(
+                    select(QueuedMessage, QueuedRecipient)
+                    .join(QueuedRecipient, QueuedRecipient.message_id == QueuedMessage.id)
+                    .order_by(QueuedMessage.created_at, QueuedRecipient.id)
+                )
+            ).all()
+        out: dict[str, dict[str, Any]] = {}
+        for m, r in rows:
+            entry = out.setdefault(
+                m.id,
+                {
+                    "id": m.id,
+                    "source": m.source,
+                    "sender": m.sender,
+                    "size": m.size,
+                    "created_at": m.created_at.isoformat(),
+                    "recipients": [],
+                },
+            )
+            entry["recipients"].append(
+                {
+                    "recipient": r.recipient,
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "next_attempt_at": r.next_attempt_at.isoformat(),
+                    "last_error": r.last_error,
+                }
+            )
+        return list(out.values())
+
+    async def retry_now(self, queue_id: str) -> int:
+        """Make a message's pending recipients due now; returns how many."""
+        async with self.db.write() as s:
+            if await s.get(QueuedMessage, queue_id) is None:
+                raise NotFound(f"no queued message {queue_id}")
+            result = await s.execute(
+                update(QueuedRecipient)
+                .where(QueuedRecipient.message_id == queue_id, QueuedRecipient.status == "pending")
+                .values(next_attempt_at=utcnow(), lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def delete(self, queue_id: str) -> int:
+        """Remove a message from the queue; returns how many recipients were still pending."""
+        async with self.db.write() as s:
+            if await s.get(QueuedMessage, queue_id) is None:
+                raise NotFound(f"no queued message {queue_id}")
+            pending = (
+                await s.execute(
+                    select(func.count())
+                    .select_from(QueuedRecipient)
+                    .where(QueuedRecipient.message_id == queue_id, QueuedRecipient.status == "pending")
+                )
+            ).scalar_one()
+            await s.execute(delete(QueuedMessage).where(QueuedMessage.id == queue_id))
+            return int(pending)

@@ -1,0 +1,188 @@
+"""Queue workers: deliver local recipients to their mailbox, relay the others, retry, bounce with a DSN.
+
+Implementation notes
+- A worker claims due recipients with a lease (see gateway.queue.store), handles each message's
+  recipients, and records every outcome; each step is audited (delivered, relayed, deferred, failed,
+  DSN sent), never with content.
+- Local delivery is exactly once: the mailbox insert (with its UID) and the recipient's "delivered"
+  state commit in one transaction. If the worker dies before that commit, nothing was delivered and
+  the recipient becomes due again when its lease expires.
+- A temporary failure is retried on the configured schedule; when the next attempt would fall past
+  the maximum age, or on a permanent failure, the recipient is failed and the sender gets one RFC 3464
+  DSN per message covering every recipient that failed in that pass (never for a null sender).
+- Workers wake when a message is queued on this node, and poll otherwise (other nodes' messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.audit.events import AuditEvent
+from gateway.node import Node
+from gateway.queue.dsn import RecipientStatus, build_dsn, header_block, needs_dsn
+from gateway.queue.retry import RetrySchedule, parse_duration
+from gateway.queue.store import Envelope, Job, Queue
+from gateway.store.messages import MessageStore
+from gateway.store.models import utcnow
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one recipient in one attempt."""
+
+    recipient: str
+    ok: bool
+    permanent: bool = False
+    status: str = "2.0.0"  # RFC 3463
+    diagnostic: str | None = None  # e.g. "smtp; 550 5.1.1 no such mailbox"
+    remote_mta: str | None = None
+
+
+Relay = Callable[[str, Envelope, Sequence[Job], bytes], Awaitable[list[Result]]]
+"""Sends one message to the recipients of one remote domain; one Result per job, in order."""
+
+
+class DeliveryWorker:
+    def __init__(self, node: Node, queue: Queue, *, relay: Relay | None = None, owner: str | None = None) -> None:
+        self.node = node
+        self.queue = queue
+        self.relay = relay
+        self.cfg = node.cfg
+        self.owner = owner or node.cfg.node.name
+        self.store = MessageStore(node.mailboxes)
+        q = node.cfg.queue
+        self.schedule = RetrySchedule.parse(q.retry_schedule, max_age=parse_duration(q.max_age), jitter=0.1)
+        self.lease = timedelta(seconds=q.lease)
+        self._wake = asyncio.Event()
+        self._domain_limits: dict[str, asyncio.Semaphore] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not await self.run_once():
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.cfg.queue.poll_interval)
+
+    async def run_once(self, now: datetime | None = None) -> int:
+        """Claim and handle one batch; returns how many recipients were handled."""
+        claim = await self.queue.claim(owner=self.owner, lease=self.lease, limit=100, now=now)
+        groups = claim.by_message()
+        await asyncio.gather(*(self._message(qid, jobs) for qid, jobs in groups.items()))
+        return len(claim.jobs)
+
+    async def _audit(self, event: AuditEvent, env: Envelope, **response: object) -> None:
+        await self.node.audit.record(
+            event,
+            author=f"queue:{self.owner}",
+            principal=env.principal,
+            peer=env.peer,
+            cid=env.queue_id,
+            response=response,
+        )
+
+    async def _message(self, queue_id: str, jobs: list[Job]) -> None:
+        env = jobs[0].envelope
+        body = await self.queue.body(queue_id)
+        results: list[tuple[Job, Result]] = []
+        for job in (j for j in jobs if j.local):
+            results.append((job, await self._deliver_local(job, body)))
+        remote: dict[str, list[Job]] = {}
+        for job in (j for j in jobs if not j.local):
+            remote.setdefault(job.domain, []).append(job)
+        for domain, group in remote.items():
+            outcome = await self._relay(domain, env, group, body)
+            results.extend(zip(group, outcome, strict=True))
+        failed: list[RecipientStatus] = []
+        now = utcnow()
+        for job, res in results:
+            if res.ok:
+                continue  # recorded with the delivery itself
+            retry = None if res.permanent else self.schedule.next_delay(job.attempts + 1, age=now - env.created_at)
+            if retry is not None:
+                await self.queue.mark(job, "pending", error=res.diagnostic, retry_at=now + retry)
+                await self._audit(
+                    AuditEvent.QUEUE_DEFERRED, env, rcpt=job.recipient, reason=res.diagnostic, retry_in=retry.seconds
+                )
+                continue
+            status = res.status if res.permanent else "4.4.7"  # RFC 3463: delivery time expired
+            await self.queue.mark(job, "failed", error=res.diagnostic)
+            await self._audit(AuditEvent.QUEUE_FAILED, env, rcpt=job.recipient, status=status, reason=res.diagnostic)
+            failed.append(
+                RecipientStatus(
+                    recipient=job.recipient,
+                    action="failed",
+                    status=status,
+                    diagnostic=res.diagnostic,
+                    remote_mta=res.remote_mta,
+                    last_attempt=now,
+                )
+            )
+        if failed:
+            await self._bounce(env, body, failed)
+        await self.queue.retire_if_done(queue_id)
+
+    async def _deliver_local(self, job: Job, body: bytes) -> Result:
+        state = await self.node.mailboxes.state(job.recipient)
+        if state is None or not state.local:
+            return Result(job.recipient, False, True, "5.1.1", "smtp; 550 5.1.1 no such mailbox")
+        if not state.active:
+            return Result(job.recipient, False, True, "5.2.1", "smtp; 550 5.2.1 mailbox disabled")
+        env = job.envelope
+        async with self.node.db.write() as s:
+            delivered = await self.store.deliver(
+                job.recipient, body, header_message_id=env.header_message_id, session=s
+            )
+            await Queue.settle(s, job, "delivered")
+        await self._audit(
+            AuditEvent.QUEUE_DELIVERED,
+            env,
+            rcpt=job.recipient,
+            folder=delivered.folder,
+            uid=delivered.uid,
+            message_id=env.header_message_id,
+        )
+        return Result(job.recipient, True)
+
+    async def _relay(self, domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        if self.relay is None:
+            return [Result(j.recipient, False, False, "4.4.1", "smtp; 451 4.4.1 no relay configured") for j in jobs]
+        limit = self._domain_limits.setdefault(domain, asyncio.Semaphore(self.cfg.queue.domain_concurrency))
+        async with limit:
+            results = await self.relay(domain, env, jobs, body)
+        for job, res in zip(jobs, results, strict=True):
+            if res.ok:
+                await self.queue.mark(job, "relayed")
+                await self._audit(AuditEvent.QUEUE_RELAYED, env, rcpt=job.recipient, remote_mta=res.remote_mta)
+        return results
+
+    async def _bounce(self, env: Envelope, body: bytes, failed: list[RecipientStatus]) -> None:
+        if not needs_dsn(env.sender):
+            return
+        dsn = build_dsn(
+            reporting_mta=self.cfg.smtp_hostname,
+            original_envelope_id=None,
+            sender=env.sender,
+            recipients=failed,
+            original_headers=header_block(body),
+            arrival=env.created_at,
+            message_id_domain=self.cfg.node.domain,
+        )
+        queue_id = await self.queue.enqueue(
+            source="dsn",
+            sender="",
+            recipients=[env.sender],
+            body=dsn,
+            local_domains=self.cfg.node.local_domains,
+            peer=env.queue_id,
+        )
+        await self._audit(
+            AuditEvent.QUEUE_DSN_SENT, env, to=env.sender, dsn_queue_id=queue_id, rcpts=[f.recipient for f in failed]
+        )
+        self.wake()

@@ -1,0 +1,373 @@
+"""SMTP listeners of an operator node: submission (587 STARTTLS, 465 implicit TLS) on aiosmtpd.
+
+Implementation notes
+- aiosmtpd runs inside the node's loop (`loop.create_server`, not `Controller`). Three quirks are
+  handled here, in one place:
+  * on an implicit-TLS listener aiosmtpd neither offers nor accepts AUTH (it only knows STARTTLS):
+    `connection_made` marks the session as protected by TLS (aiosmtpd issues #274/#281);
+  * its built-in replies carry no enhanced status codes: `push` rewrites them (RFC 2034, RFC 3463);
+  * its built-in AUTH verifies credentials synchronously: the handler's `auth_PLAIN`/`auth_LOGIN`
+    replace them and run argon2 in a thread.
+- Order of checks (RFC 6409 §4): STARTTLS before anything but EHLO/HELO/NOOP/QUIT (530 5.7.0), AUTH
+  only under TLS, MAIL only when authenticated (530 5.7.0), then identity policy on MAIL FROM,
+  recipient policy on each RCPT TO, content and header identity on DATA.
+- `250` after DATA is sent only once the message and its envelope are committed to the queue.
+- Every refusal is audited with the verdict's event, the session id (`cid`), the principal and the
+  client address; message content is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from directory.addresses import domain_of
+from gateway.audit.events import AuditEvent
+from gateway.auth.lockout import Lockout
+from gateway.auth.passwords import verify_async
+from gateway.node import Node
+from gateway.policy import identity, recipients
+from gateway.policy.verdict import Refusal
+from gateway.queue.store import Queue
+from gateway.smtp import content
+
+# aiosmtpd's fixed replies, with the enhanced status codes RFC 3463 gives them.
+_REWRITES: dict[str, str] = {
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "530 5.7.0 Authentication required": "530 5.7.0 Authentication required",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
+    "503 Already authenticated": "503 5.5.1 Already authenticated",
+    "501 Syntax: STARTTLS": "501 5.5.4 Syntax: STARTTLS",
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    ),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
+    "500 Command line too long": "500 5.5.2 Command line too long",
+    "500 Error: strict ASCII mode": "500 5.6.7 Error: strict ASCII mode",
+    "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
+    "421 Too many connections": "421 4.7.0 Too many connections",
+}
+
+
+class _ImplicitTLS:
+    """Stands in for aiosmtpd's STARTTLS protocol object on a connection that began with TLS."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._extra = {"ssl_object": transport.get_extra_info("ssl_object")}
+
+
+class GatewaySMTP(SMTP):
+    def __init__(self, handler: Any, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._implicit_tls = implicit_tls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._implicit_tls and self._tls_protocol is None:
+            marker = _ImplicitTLS(transport)
+            self._tls_protocol = marker  # type: ignore[assignment]
+            assert self.session is not None
+            self.session.ssl = marker._extra
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = _REWRITES.get(status, status)
+            if status.startswith("501 Syntax: "):
+                status = "501 5.5.4 " + status[4:]
+            elif status.startswith("500 Error: command ") and status.endswith(" not recognized"):
+                status = "500 5.5.1 " + status[4:]
+            # Replies are ASCII (RFC 5321 §4.2); aiosmtpd would fail on anything else.
+            status = status.replace("§", "section ").encode("ascii", "replace").decode()
+        await super().push(status)
+
+
+@dataclass
+class SessionInfo:
+    """What the gateway knows of one SMTP connection."""
+
+    cid: str = field(default_factory=lambda: secrets.token_hex(8))
+    client_ip: str = ""
+    principal: identity.Principal | None = None
+    tls_version: str | None = None
+    cipher: str | None = None
+    accepted: int = 0
+
+
+def _tls_facts(session: Session) -> tuple[str | None, str | None]:
+    ssl_object = (session.ssl or {}).get("ssl_object") if isinstance(session.ssl, dict) else None
+    if ssl_object is None:
+        return None, None
+    cipher = ssl_object.cipher()
+    return ssl_object.version(), cipher[0] if cipher else None
+
+
+def _unquote(path: str) -> str:
+    return path[1:-1] if path.startswith("<") and path.endswith(">") else path
+
+
+class SubmissionHandler:
+    """aiosmtpd handler for mail submitted by professionals' clients (RFC 6409)."""
+
+    def __init__(self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None]) -> None:
+        self.node = node
+        self.queue = queue
+        self.lockout = lockout
+        self.wake = wake
+        self.cfg = node.cfg
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def info(session: Session) -> SessionInfo:
+        found = getattr(session, "mssgw", None)
+        if found is None:
+            found = SessionInfo(client_ip=str((session.peer or ("",))[0]))
+            session.mssgw = found  # type: ignore[attr-defined]
+        assert isinstance(found, SessionInfo)
+        return found
+
+    async def audit(self, event: AuditEvent, session: Session, **response: Any) -> None:
+        info = self.info(session)
+        await self.node.audit.record(
+            event,
+            author=f"smtp:{self.cfg.node.name}",
+            principal=info.principal.address if info.principal else None,
+            peer=info.client_ip,
+            cid=info.cid,
+            response=response,
+        )
+
+    async def refuse(self, verdict: Refusal, session: Session, **facts: Any) -> str:
+        await self.audit(verdict.event, session, result="refused", reply=verdict.smtp, **facts)
+        return verdict.smtp
+
+    # -- RFC 4954 AUTH ----------------------------------------------------------------------------
+
+    async def _login(self, server: SMTP, username: str, password: str) -> AuthResult:
+        session = server.session
+        assert session is not None
+        info = self.info(session)
+        address = username.strip().lower()
+        keys = (Lockout.account_key(address), Lockout.client_key(info.client_ip))
+        wait = self.lockout.locked_for(*keys)
+        if wait:
+            await self.audit(AuditEvent.SMTP_AUTH_LOCKED, session, result="refused", login=address, seconds=round(wait))
+            return AuthResult(
+                success=False,
+                handled=False,
+                message=f"454 4.7.0 Too many failed logins, try again in {int(wait) + 1} s",
+            )
+        account = await self.node.mailboxes.credentials(address)
+        ok = account is not None and account.password_hash is not None and account.active
+        if ok:
+            assert account is not None
+            assert account.password_hash is not None
+            ok = await verify_async(account.password_hash, password)
+        if not ok or account is None:  # refused: count it, audit it, say nothing more
+            locked = self.lockout.failure(*keys)
+            await self.audit(
+                AuditEvent.SMTP_AUTH_FAILED, session, result="refused", login=address, locked_for=round(locked)
+            )
+            return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+        self.lockout.success(*keys)
+        info.principal = identity.Principal(account.address, account.kind, "password")
+        await self.audit(AuditEvent.SMTP_AUTH_SUCCEEDED, session, result="done", mechanism="password")
+        await self.node.mailboxes.touch_login(account.address)
+        return AuthResult(success=True, auth_data=LoginPassword(account.address.encode(), b""))
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        # RFC 4616: [authzid] NUL authcid NUL passwd, base64, initial response allowed (RFC 4954 §4).
+        if len(args) > 1:
+            blob = b"" if args[1] == "=" else args[1].encode()
+            try:
+                raw = base64.b64decode(blob, validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+        else:
+            got = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(got, bytes):
+                return AuthResult(success=False, handled=True)
+            raw = got
+        parts = raw.split(b"\0")
+        if len(parts) != 3:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Malformed PLAIN response")
+        authzid, user, password = (p.decode("utf-8", "replace") for p in parts)
+        if authzid and authzid.lower() != user.lower():
+            return AuthResult(success=False, handled=False, message="535 5.7.8 Authorization identity not allowed")
+        return await self._login(server, user, password)
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            try:
+                user = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+        else:
+            got = await server.challenge_auth("Username:")
+            if not isinstance(got, bytes):
+                return AuthResult(success=False, handled=True)
+            user = got
+        password = await server.challenge_auth("Password:")
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._login(server, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+
+    # -- RFC 5321 transaction -----------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        info = self.info(session)
+        info.tls_version, info.cipher = _tls_facts(session)
+        if info.principal is None:
+            return "530 5.7.0 Authentication required"
+        sender = _unquote(address)
+        state = await self.node.mailboxes.state(sender) if "@" in sender else None
+        facts = identity.SenderFacts(**vars(state)) if state is not None else None
+        verdict = identity.check_mail_from(info.principal, sender, facts)
+        if isinstance(verdict, Refusal):
+            return await self.refuse(verdict, session, mail_from=sender)
+        envelope.mail_from = sender.lower()
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        rcpt = _unquote(address)
+        local_domains = self.cfg.node.local_domains
+        if "@" in rcpt and domain_of(rcpt) in local_domains:
+            # A local recipient must exist here and be active, as for mail from peers.
+            state = await self.node.mailboxes.state(rcpt)
+            facts = (
+                recipients.RecipientFacts(state.address, state.kind, state.active) if state and state.local else None
+            )
+            verdict = recipients.check_relay_recipient(
+                rcpt,
+                local_domains=local_domains,
+                mailbox=facts,
+                count=len(envelope.rcpt_tos),
+                max_recipients=self.cfg.smtp.max_recipients,
+            )
+        else:
+            verdict = recipients.check_submission_recipient(
+                rcpt,
+                local_domains=local_domains,
+                trusted_domains=await self.node.trust.domains(),
+                count=len(envelope.rcpt_tos),
+                max_recipients=self.cfg.smtp.max_recipients,
+            )
+        if isinstance(verdict, Refusal):
+            return await self.refuse(verdict, session, rcpt=rcpt)
+        envelope.rcpt_tos.append(rcpt.lower())
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        info = self.info(session)
+        assert info.principal is not None
+        assert envelope.mail_from is not None
+        raw = envelope.original_content or b""
+        now = datetime.now(UTC)
+        received = content.received_header(
+            from_helo=session.host_name or "unknown",
+            from_ip=info.client_ip,
+            by=self.cfg.smtp_hostname,
+            protocol="ESMTPSA",
+            tls_version=info.tls_version,
+            cipher=info.cipher,
+            queue_id=info.cid,
+            for_rcpt=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
+            now=now,
+        )
+        prepared = content.prepare_submission(raw, received=received, message_id_domain=self.cfg.node.domain, now=now)
+        if isinstance(prepared, Refusal):
+            return await self.refuse(prepared, session, size=len(raw))
+        body, headers = prepared
+        verdict = identity.check_header_identity(info.principal, envelope.mail_from, headers.from_, headers.sender)
+        if isinstance(verdict, Refusal):
+            return await self.refuse(verdict, session, size=len(raw))
+        queue_id = await self.queue.enqueue(
+            source="submission",
+            sender=envelope.mail_from,
+            recipients=envelope.rcpt_tos,
+            body=body,
+            local_domains=self.cfg.node.local_domains,
+            principal=info.principal.address,
+            peer=info.client_ip,
+            header_message_id=headers.message_id,
+        )
+        info.accepted += 1
+        await self.audit(
+            AuditEvent.SMTP_MESSAGE_ACCEPTED,
+            session,
+            result="done",
+            queue_id=queue_id,
+            mail_from=envelope.mail_from,
+            rcpt=list(envelope.rcpt_tos),
+            size=len(body),
+            message_id=headers.message_id,
+            tls=info.tls_version,
+        )
+        self.wake()
+        return f"250 2.0.0 OK queued as {queue_id}"
+
+
+@dataclass
+class Listener:
+    name: str
+    server: asyncio.base_events.Server
+
+    @property
+    def port(self) -> int:
+        sock = self.server.sockets[0]
+        return int(sock.getsockname()[1])
+
+
+async def start_submission(
+    node: Node,
+    queue: Queue,
+    tls: ssl.SSLContext,
+    *,
+    host: str,
+    port: int,
+    implicit_tls: bool,
+    lockout: Lockout,
+    wake: Callable[[], None],
+) -> Listener:
+    handler = SubmissionHandler(node, queue, lockout, wake)
+    cfg = node.cfg
+
+    def factory() -> GatewaySMTP:
+        return GatewaySMTP(
+            handler,
+            implicit_tls=implicit_tls,
+            hostname=cfg.smtp_hostname,
+            ident="mssgw ESMTP",
+            data_size_limit=cfg.smtp.max_message_size,
+            tls_context=None if implicit_tls else tls,
+            require_starttls=not implicit_tls,
+            auth_required=True,
+            auth_require_tls=True,
+            auth_exclude_mechanism=["CRAM-MD5"],
+            timeout=cfg.smtp.timeout,
+            decode_data=False,
+            enable_SMTPUTF8=False,
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host=host, port=port, ssl=tls if implicit_tls else None)
+    return Listener("submissions" if implicit_tls else "submission", server)

@@ -1,0 +1,329 @@
+"""Submission on 587 (STARTTLS) and 465 (implicit TLS), driven by smtplib, a raw client and swaks."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import subprocess
+from email.message import EmailMessage
+
+import pytest
+
+from tests.conftest import DOMAIN
+from tests.smtp.conftest import (
+    APP,
+    DISABLED,
+    DOCTOR,
+    NURSE,
+    PASSWORD,
+    PEER,
+    SECRETARIAT,
+    Gateway,
+    RawSMTP,
+    wait_for_message,
+)
+
+
+def message(sender: str, to: str, subject: str, body: str = "Bonjour,\r\nrésultats joints.\r\n", **extra: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    for k, v in extra.items():
+        msg[k.replace("_", "-")] = v
+    msg.set_content(body)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+# -- TLS and AUTH ordering (domain brief §9) -----------------------------------------------------------
+
+
+def test_before_starttls_only_starttls_is_offered_and_auth_is_refused(gateway: Gateway) -> None:
+    client = smtplib.SMTP("127.0.0.1", gateway.port("submission"), timeout=30)
+    code, features = client.ehlo("client.example")
+    assert code == 250
+    assert b"STARTTLS" in features
+    assert b"AUTH" not in features
+    assert client.docmd("AUTH", "PLAIN AGNsYWlyZQB4") == (530, b"5.7.0 Must issue a STARTTLS command first")
+    assert client.docmd("MAIL", f"FROM:<{DOCTOR}>") == (530, b"5.7.0 Must issue a STARTTLS command first")
+    assert client.docmd("STARTTLS", "abcd") == (501, b"5.5.4 Syntax: STARTTLS")
+    client.close()
+
+
+def test_after_starttls_auth_is_offered_and_mail_needs_it(gateway: Gateway) -> None:
+    client = gateway.submission(login=None)
+    assert client.has_extn("auth")
+    assert client.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
+    assert client.esmtp_features["size"] == str(25 * 1024 * 1024)
+    assert client.docmd("MAIL", f"FROM:<{DOCTOR}>") == (530, b"5.7.0 Authentication required")
+    assert client.docmd("RCPT", f"TO:<{NURSE}>") == (530, b"5.7.0 Authentication required")
+    client.login(DOCTOR, PASSWORD)
+    assert client.docmd("RCPT", f"TO:<{NURSE}>") == (503, b"5.5.1 Error: need MAIL command")
+    assert client.docmd("DATA") == (503, b"5.5.1 Error: need RCPT command")
+    client.quit()
+
+
+def test_bad_credentials_get_535_and_are_audited(gateway: Gateway) -> None:
+    client = gateway.submission(login=None)
+    with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
+        client.login(NURSE, "wrong password!!")
+    assert (exc.value.smtp_code, exc.value.smtp_error) == (535, b"5.7.8 Authentication credentials invalid")
+    client.close()
+    events = gateway.node.cli("audit", "search", "--event", "smtp.auth.failed", "--json").json()
+    assert events[-1]["response"]["login"] == NURSE  # type: ignore[index]
+    assert events[-1]["peer"] == "127.0.0.1"  # type: ignore[index]
+    assert "wrong password" not in str(events)
+
+
+def test_implicit_tls_offers_auth_and_submits(gateway: Gateway) -> None:
+    client = gateway.submissions(login=None)
+    assert client.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
+    assert "starttls" not in client.esmtp_features
+    client.login(DOCTOR, PASSWORD)
+    refused = client.sendmail(DOCTOR, [NURSE], message(DOCTOR, NURSE, "via 465"))
+    assert refused == {}
+    client.quit()
+    wait_for_message(gateway.node, NURSE, b"Subject: via 465")
+
+
+# -- a message end to end ----------------------------------------------------------------------------
+
+
+def test_submitted_message_reaches_the_inbox_with_received_and_message_id(gateway: Gateway) -> None:
+    client = gateway.submission()
+    raw = message(DOCTOR, DOCTOR, "Compte rendu", Bcc="cache@" + DOMAIN)
+    assert b"Message-ID" not in raw  # EmailMessage adds none: the gateway must
+    code, reply = client.mail(DOCTOR)
+    assert (code, reply) == (250, b"2.1.0 OK")
+    assert client.rcpt(DOCTOR) == (250, b"2.1.5 OK")
+    code, reply = client.data(raw)
+    assert code == 250
+    assert reply.startswith(b"2.0.0 OK queued as ")
+    client.quit()
+    got = wait_for_message(gateway.node, DOCTOR, b"Subject: Compte rendu")
+    head = got.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("Received: from client.example ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher ")
+    assert re.search(r"\r\n\tby mail\.ch-test\.mssante\.fr with ESMTPSA id [0-9a-f]{16}\r\n\tfor <", head)
+    assert re.search(rf"\r\nMessage-ID: <[0-9a-f]{{32}}@{re.escape(DOMAIN)}>", head)
+    assert "Bcc:" not in head
+    assert "cache@" not in head
+    assert got.endswith(b"\r\n\r\nBonjour,\r\nr\xc3\xa9sultats joints.\r\n")
+
+
+# -- identity policy -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("login", "mail_from", "reply"),
+    [
+        (DOCTOR, NURSE, f"5.7.1 {DOCTOR} may not send as {NURSE}"),
+        (NURSE, SECRETARIAT, f"5.7.1 {NURSE} may not send as {SECRETARIAT}"),
+        (DOCTOR, DISABLED, f"5.7.1 mailbox {DISABLED} is disabled"),
+        (DOCTOR, f"someone@{PEER}", f"5.7.1 someone@{PEER} is not in the directory"),
+        (DOCTOR, "", "5.7.1 null sender not accepted from clients"),
+    ],
+)
+def test_mail_from_must_be_an_identity_of_the_principal(
+    gateway: Gateway, login: str, mail_from: str, reply: str
+) -> None:
+    client = gateway.submission(login=login)
+    assert client.docmd("MAIL", f"FROM:<{mail_from}>") == (550, reply.encode())
+    client.quit()
+
+
+def test_delegated_user_sends_as_the_org_mailbox(gateway: Gateway) -> None:
+    client = gateway.submission(login=DOCTOR)
+    raw = message(SECRETARIAT, NURSE, "Convocation", Sender=DOCTOR)
+    assert client.sendmail(SECRETARIAT, [NURSE], raw) == {}
+    client.quit()
+
+
+def test_from_header_must_match_the_envelope(gateway: Gateway) -> None:
+    client = gateway.submission(login=DOCTOR)
+    with pytest.raises(smtplib.SMTPDataError) as exc:
+        client.sendmail(DOCTOR, [NURSE], message(NURSE, DOCTOR, "usurpation"))
+    assert (exc.value.smtp_code, exc.value.smtp_error) == (
+        550,
+        f"5.7.1 From: {NURSE} does not match the envelope sender {DOCTOR}".encode(),
+    )
+    client.quit()
+
+
+# -- recipients and relaying ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "code", "reply"),
+    [
+        ("someone@gmail.com", 550, "5.7.1 someone@gmail.com: recipient outside the trust space"),
+        (f"nobody@{DOMAIN}", 550, f"5.1.1 nobody@{DOMAIN}: no such mailbox"),
+        (DISABLED, 550, f"5.2.1 {DISABLED}: mailbox disabled"),
+        (
+            f"a%b@{DOMAIN}",
+            553,
+            f"5.1.3 invalid recipient address a%b@{DOMAIN}: "
+            "'%' in the local part is not accepted (percent-hack routing)",
+        ),
+        (
+            f"a!b@{DOMAIN}",
+            553,
+            f"5.1.3 invalid recipient address a!b@{DOMAIN}: '!' in the local part is not accepted (bang-path routing)",
+        ),
+        # aiosmtpd's own path parser refuses source routes before the policy sees them.
+        (f"@{DOMAIN}:x@gmail.com", 553, "5.1.3 Error: malformed address"),
+        ("x@[127.0.0.1]", 553, "5.1.3 invalid recipient address x@[127.0.0.1]: address literals are not accepted"),
+        ("a" * 75 + f"@{DOMAIN}", 553, None),
+        ("x@" + ".".join(["d" * 63] * 4) + ".fr", 553, None),
+    ],
+)
+def test_recipient_refusals(gateway: Gateway, rcpt: str, code: int, reply: str | None) -> None:
+    client = gateway.submission(login=DOCTOR)
+    client.mail(DOCTOR)
+    got_code, got = client.rcpt(rcpt)
+    assert got_code == code
+    if reply is not None:
+        assert got.decode() == reply
+    else:
+        assert got.startswith(b"5.1.3 invalid recipient address ")
+    client.quit()
+
+
+def test_recipient_in_a_peer_domain_is_accepted(gateway: Gateway) -> None:
+    client = gateway.submission(login=DOCTOR)
+    client.mail(DOCTOR)
+    assert client.rcpt(f"dr.x@{PEER}") == (250, b"2.1.5 OK")
+    client.quit()
+
+
+# -- content (SMTP smuggling, line length, size) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [b"\n.\r\n", b"\n.\n", b"\r\n.\n", b"\r.\r", b"\n.\r"],
+    ids=["LF.CRLF", "LF.LF", "CRLF.LF", "CR.CR", "LF.CR"],
+)
+def test_smuggling_variants_are_refused(gateway: Gateway, ending: bytes) -> None:
+    raw = RawSMTP(gateway)
+    raw.command("AUTH PLAIN " + __import__("base64").b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
+    assert raw.command(f"MAIL FROM:<{DOCTOR}>")[0] == 250
+    assert raw.command(f"RCPT TO:<{NURSE}>")[0] == 250
+    assert raw.command("DATA")[0] == 354
+    smuggled = f"MAIL FROM:<{DOCTOR}>\r\nRCPT TO:<{NURSE}>\r\nDATA\r\nFrom: {DOCTOR}\r\n\r\nsmuggled\r\n".encode()
+    raw.send(f"From: {DOCTOR}\r\nTo: {NURSE}\r\nSubject: s\r\n\r\nhello".encode() + ending + smuggled + b".\r\n")
+    code, text = raw.reply()
+    assert code == 554, text
+    assert text.startswith("5.6.0 ")
+    raw.close()
+
+
+@pytest.mark.parametrize(
+    ("length", "code", "reply"),
+    [
+        # aiosmtpd's reader stops a line past 1001 octets with CRLF; our content check takes 999 to 1001.
+        (1004, 500, "5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"),
+        (999, 554, None),
+    ],
+)
+def test_overlong_line_is_refused(gateway: Gateway, length: int, code: int, reply: str | None) -> None:
+    client = gateway.submission(login=DOCTOR)
+    raw = message(DOCTOR, NURSE, "long") + b"x" * length + b"\r\n"
+    with pytest.raises(smtplib.SMTPDataError) as exc:
+        client.sendmail(DOCTOR, [NURSE], raw)
+    assert exc.value.smtp_code == code
+    if reply is not None:
+        assert exc.value.smtp_error.decode() == reply
+    else:
+        assert b"longer than 998 octets" in exc.value.smtp_error
+    client.quit()
+
+
+def test_a_998_octet_line_is_accepted(gateway: Gateway) -> None:
+    client = gateway.submission(login=DOCTOR)
+    assert client.sendmail(DOCTOR, [NURSE], message(DOCTOR, NURSE, "limit") + b"y" * 998 + b"\r\n") == {}
+    client.quit()
+
+
+def test_size_is_advertised_and_enforced(gateway: Gateway) -> None:
+    client = gateway.submission(login=DOCTOR)
+    assert client.docmd("MAIL", f"FROM:<{DOCTOR}> SIZE=30000000") == (
+        552,
+        b"5.3.4 Message size exceeds fixed maximum message size",
+    )
+    client.quit()
+
+
+def test_swaks_submits_with_starttls_and_auth(gateway: Gateway) -> None:
+    out = subprocess.run(
+        [
+            "swaks",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(gateway.port("submission")),
+            "--tls",
+            "--tls-ca-path",
+            str(gateway.root),
+            "--tls-verify",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            NURSE,
+            "--auth-password",
+            PASSWORD,
+            "--from",
+            NURSE,
+            "--to",
+            DOCTOR,
+            "--header",
+            "Subject: swaks",
+            "--helo",
+            "swaks.example",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "<~  250 2.0.0 OK queued as " in out.stdout
+    wait_for_message(gateway.node, DOCTOR, b"Subject: swaks")
+
+
+def test_openssl_sees_only_the_allowed_suites_on_587(gateway: Gateway) -> None:
+    base = [
+        "openssl",
+        "s_client",
+        "-starttls",
+        "smtp",
+        "-connect",
+        f"127.0.0.1:{gateway.port('submission')}",
+        "-CAfile",
+        str(gateway.root),
+    ]
+    ok = subprocess.run(
+        [*base, "-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"],
+        input="QUIT\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "Cipher is ECDHE-RSA-AES256-GCM-SHA384" in ok.stdout
+    refused = subprocess.run(
+        [*base, "-tls1_2", "-cipher", "AES256-SHA256"],
+        input="QUIT\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode != 0
+    old = subprocess.run([*base, "-tls1_1"], input="QUIT\n", capture_output=True, text=True, timeout=30, check=False)
+    assert old.returncode != 0
+
+
+def test_app_mailbox_sends_as_itself(gateway: Gateway) -> None:
+    client = gateway.submission(login=APP)
+    assert client.sendmail(APP, [DOCTOR], message(APP, DOCTOR, "résultat automatique")) == {}
+    client.quit()
