@@ -25,8 +25,8 @@ from gateway.config import Config
 from gateway.node import Node
 from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
-from gateway.smtp.server import Listener, start_submission
-from gateway.tls import server_context
+from gateway.smtp.server import Listener, start_relay, start_submission
+from gateway.tls import RelayContexts, server_context
 from gateway.web.health import health_app
 
 
@@ -94,6 +94,16 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                         wake=worker.wake,
                     )
                 )
+        if cfg.listen.relay_port is not None:
+            crl_dir = cfg.pki_dir / "crl" if cfg.pki_dir is not None else None
+            contexts = RelayContexts(
+                cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), crl_dir
+            )
+            listeners.append(
+                await start_relay(
+                    node, queue, contexts, host=cfg.listen.host, port=cfg.listen.relay_port, wake=worker.wake
+                )
+            )
         tasks = [
             asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval)),
             asyncio.create_task(worker.run()),

@@ -50,6 +50,36 @@ def server_context(
     return ctx
 
 
+class RelayContexts:
+    """TLS contexts for the operator relay listener, rebuilt whenever a CRL file changes.
+
+    The client certificate is requested and, when sent, verified against the pinned root with the
+    CRLs of every CA in its chain (VERIFY_CRL_CHECK_CHAIN: a missing CRL fails closed). An untrusted or
+    revoked certificate ends the handshake with the matching TLS alert; a missing one is left to the
+    SMTP layer, which refuses the transaction with a precise reply.
+    """
+
+    def __init__(self, cert_chain: Path, key: Path, trust_anchor: Path, crl_dir: Path | None) -> None:
+        self.cert_chain, self.key, self.trust_anchor, self.crl_dir = cert_chain, key, trust_anchor, crl_dir
+        self._stamp: tuple[tuple[str, float], ...] | None = None
+        self._ctx: ssl.SSLContext | None = None
+
+    def _crls(self) -> list[Path]:
+        return sorted(self.crl_dir.glob("*.pem")) if self.crl_dir is not None and self.crl_dir.is_dir() else []
+
+    def get(self) -> ssl.SSLContext:
+        crls = self._crls()
+        stamp = tuple((str(p), p.stat().st_mtime) for p in crls)
+        if self._ctx is None or stamp != self._stamp:
+            ctx = server_context(self.cert_chain, self.key, client_ca=self.trust_anchor, require_client_cert=False)
+            for crl in crls:
+                ctx.load_verify_locations(cafile=crl)
+            if crls:
+                ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+            self._ctx, self._stamp = ctx, stamp
+        return self._ctx
+
+
 def client_context(trust_anchor: Path, *, cert_chain: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
     """An outbound context pinned to the trust-space root, presenting our certificate when given."""
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from directory.addresses import domain_of
 from gateway.errors import NotFound
@@ -169,6 +170,18 @@ class Queue:
             raise NotFound(f"no queued message {queue_id}")
         return self.kek.open(sealed, _aad(queue_id))
 
+    async def envelope(self, queue_id: str) -> Envelope:
+        """A queued message's envelope, without reading its body."""
+        async with self.db.read() as s:
+            m = (
+                await s.execute(
+                    select(QueuedMessage).options(defer(QueuedMessage.body)).where(QueuedMessage.id == queue_id)
+                )
+            ).scalar()
+        if m is None:
+            raise NotFound(f"no queued message {queue_id}")
+        return _envelope(m)
+
     @staticmethod
     async def settle(
         s: AsyncSession,
@@ -228,6 +241,7 @@ class Queue:
             rows = (
                 await s.execute(
                     select(QueuedMessage, QueuedRecipient)
+                    .options(defer(QueuedMessage.body))  # listing never needs the sealed bodies
                     .join(QueuedRecipient, QueuedRecipient.message_id == QueuedMessage.id)
                     .order_by(QueuedMessage.created_at, QueuedRecipient.id)
                 )

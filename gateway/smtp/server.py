@@ -1,4 +1,5 @@
-"""SMTP listeners of an operator node: submission (587 STARTTLS, 465 implicit TLS) on aiosmtpd.
+"""SMTP listeners of an operator node on aiosmtpd: submission (587 STARTTLS, 465 implicit TLS) and relay
+from peer operators (25, STARTTLS + trust-space client certificate).
 
 Implementation notes
 - aiosmtpd runs inside the node's loop (`loop.create_server`, not `Controller`). Three quirks are
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
@@ -36,9 +37,10 @@ from gateway.auth.lockout import Lockout
 from gateway.auth.passwords import verify_async
 from gateway.node import Node
 from gateway.policy import identity, recipients
-from gateway.policy.verdict import Refusal
+from gateway.policy.verdict import Refusal, Reject, Verdict
 from gateway.queue.store import Queue
 from gateway.smtp import content
+from gateway.tls import RelayContexts
 
 # aiosmtpd's fixed replies, with the enhanced status codes RFC 3463 gives them.
 _REWRITES: dict[str, str] = {
@@ -82,6 +84,18 @@ class GatewaySMTP(SMTP):
             assert self.session is not None
             self.session.ssl = marker._extra
 
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # RFC 3207: a refused handshake (an untrusted or revoked client certificate...) ends the session;
+        # audit why before aiosmtpd closes it.
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as exc:
+            hook = getattr(self.event_handler, "tls_refused", None)
+            cause = exc.__cause__
+            if hook is not None and self.session is not None and isinstance(cause, ssl.SSLError):
+                await hook(self.session, cause)
+            raise
+
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _REWRITES.get(status, status)
@@ -103,11 +117,19 @@ class SessionInfo:
     principal: identity.Principal | None = None
     tls_version: str | None = None
     cipher: str | None = None
+    peer_name: str | None = None  # relay: the peer operator's first trust-list domain
+    peer_domains: tuple[str, ...] = ()  # relay: its certificate's dNSNames that are on the trust list
     accepted: int = 0
 
 
+def _ssl_object(session: Session) -> ssl.SSLObject | None:
+    extra = session.ssl if isinstance(session.ssl, dict) else None
+    found = (extra or {}).get("ssl_object")
+    return found if isinstance(found, ssl.SSLObject | ssl.SSLSocket) else None  # type: ignore[return-value]
+
+
 def _tls_facts(session: Session) -> tuple[str | None, str | None]:
-    ssl_object = (session.ssl or {}).get("ssl_object") if isinstance(session.ssl, dict) else None
+    ssl_object = _ssl_object(session)
     if ssl_object is None:
         return None, None
     cipher = ssl_object.cipher()
@@ -118,17 +140,16 @@ def _unquote(path: str) -> str:
     return path[1:-1] if path.startswith("<") and path.endswith(">") else path
 
 
-class SubmissionHandler:
-    """aiosmtpd handler for mail submitted by professionals' clients (RFC 6409)."""
+class _Handler:
+    """What both listeners share: session facts, auditing, refusals, local recipients, acceptance."""
 
-    def __init__(self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None]) -> None:
+    author_prefix = "smtp"
+
+    def __init__(self, node: Node, queue: Queue, wake: Callable[[], None]) -> None:
         self.node = node
         self.queue = queue
-        self.lockout = lockout
         self.wake = wake
         self.cfg = node.cfg
-
-    # -- helpers ----------------------------------------------------------------------------------
 
     @staticmethod
     def info(session: Session) -> SessionInfo:
@@ -143,16 +164,83 @@ class SubmissionHandler:
         info = self.info(session)
         await self.node.audit.record(
             event,
-            author=f"smtp:{self.cfg.node.name}",
-            principal=info.principal.address if info.principal else None,
+            author=f"{self.author_prefix}:{self.cfg.node.name}",
+            principal=info.principal.address if info.principal else info.peer_name,
             peer=info.client_ip,
             cid=info.cid,
             response=response,
         )
 
+    async def tls_refused(self, session: Session, error: ssl.SSLError) -> None:
+        reason = getattr(error, "verify_message", None) or error.reason or str(error)
+        await self.audit(AuditEvent.SMTP_TLS_REFUSED, session, result="refused", reason=reason)
+
     async def refuse(self, verdict: Refusal, session: Session, **facts: Any) -> str:
         await self.audit(verdict.event, session, result="refused", reply=verdict.smtp, **facts)
         return verdict.smtp
+
+    async def local_recipient(self, rcpt: str, count: int) -> Verdict:
+        """A recipient in one of our domains must exist here and be active (550 5.1.1 / 550 5.2.1)."""
+        state = await self.node.mailboxes.state(rcpt)
+        facts = recipients.RecipientFacts(state.address, state.kind, state.active) if state and state.local else None
+        return recipients.check_relay_recipient(
+            rcpt,
+            local_domains=self.cfg.node.local_domains,
+            mailbox=facts,
+            count=count,
+            max_recipients=self.cfg.smtp.max_recipients,
+        )
+
+    def received(self, session: Session, envelope: Envelope, protocol: str, now: datetime) -> str:
+        info = self.info(session)
+        return content.received_header(
+            from_helo=session.host_name or "unknown",
+            from_ip=info.client_ip,
+            by=self.cfg.smtp_hostname,
+            protocol=protocol,
+            tls_version=info.tls_version,
+            cipher=info.cipher,
+            queue_id=info.cid,
+            for_rcpt=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
+            now=now,
+        )
+
+    async def accept(self, session: Session, envelope: Envelope, source: str, body: bytes, headers: Any) -> str:
+        """Commit the message durably, audit it, wake the worker, and only then answer 250."""
+        info = self.info(session)
+        assert envelope.mail_from is not None
+        queue_id = await self.queue.enqueue(
+            source=source,
+            sender=envelope.mail_from,
+            recipients=envelope.rcpt_tos,
+            body=body,
+            local_domains=self.cfg.node.local_domains,
+            principal=info.principal.address if info.principal else None,
+            peer=info.peer_name or info.client_ip,
+            header_message_id=headers.message_id,
+        )
+        info.accepted += 1
+        await self.audit(
+            AuditEvent.SMTP_MESSAGE_ACCEPTED,
+            session,
+            result="done",
+            queue_id=queue_id,
+            mail_from=envelope.mail_from,
+            rcpt=list(envelope.rcpt_tos),
+            size=len(body),
+            message_id=headers.message_id,
+            tls=info.tls_version,
+        )
+        self.wake()
+        return f"250 2.0.0 OK queued as {queue_id}"
+
+
+class SubmissionHandler(_Handler):
+    """aiosmtpd handler for mail submitted by professionals' clients (RFC 6409)."""
+
+    def __init__(self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None]) -> None:
+        super().__init__(node, queue, wake)
+        self.lockout = lockout
 
     # -- RFC 4954 AUTH ----------------------------------------------------------------------------
 
@@ -248,24 +336,12 @@ class SubmissionHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         rcpt = _unquote(address)
-        local_domains = self.cfg.node.local_domains
-        if "@" in rcpt and domain_of(rcpt) in local_domains:
-            # A local recipient must exist here and be active, as for mail from peers.
-            state = await self.node.mailboxes.state(rcpt)
-            facts = (
-                recipients.RecipientFacts(state.address, state.kind, state.active) if state and state.local else None
-            )
-            verdict = recipients.check_relay_recipient(
-                rcpt,
-                local_domains=local_domains,
-                mailbox=facts,
-                count=len(envelope.rcpt_tos),
-                max_recipients=self.cfg.smtp.max_recipients,
-            )
+        if "@" in rcpt and domain_of(rcpt) in self.cfg.node.local_domains:
+            verdict = await self.local_recipient(rcpt, len(envelope.rcpt_tos))
         else:
             verdict = recipients.check_submission_recipient(
                 rcpt,
-                local_domains=local_domains,
+                local_domains=self.cfg.node.local_domains,
                 trusted_domains=await self.node.trust.domains(),
                 count=len(envelope.rcpt_tos),
                 max_recipients=self.cfg.smtp.max_recipients,
@@ -282,17 +358,7 @@ class SubmissionHandler:
         assert envelope.mail_from is not None
         raw = envelope.original_content or b""
         now = datetime.now(UTC)
-        received = content.received_header(
-            from_helo=session.host_name or "unknown",
-            from_ip=info.client_ip,
-            by=self.cfg.smtp_hostname,
-            protocol="ESMTPSA",
-            tls_version=info.tls_version,
-            cipher=info.cipher,
-            queue_id=info.cid,
-            for_rcpt=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
-            now=now,
-        )
+        received = self.received(session, envelope, "ESMTPSA", now)
         prepared = content.prepare_submission(raw, received=received, message_id_domain=self.cfg.node.domain, now=now)
         if isinstance(prepared, Refusal):
             return await self.refuse(prepared, session, size=len(raw))
@@ -300,30 +366,85 @@ class SubmissionHandler:
         verdict = identity.check_header_identity(info.principal, envelope.mail_from, headers.from_, headers.sender)
         if isinstance(verdict, Refusal):
             return await self.refuse(verdict, session, size=len(raw))
-        queue_id = await self.queue.enqueue(
-            source="submission",
-            sender=envelope.mail_from,
-            recipients=envelope.rcpt_tos,
-            body=body,
-            local_domains=self.cfg.node.local_domains,
-            principal=info.principal.address,
-            peer=info.client_ip,
-            header_message_id=headers.message_id,
-        )
-        info.accepted += 1
-        await self.audit(
-            AuditEvent.SMTP_MESSAGE_ACCEPTED,
-            session,
-            result="done",
-            queue_id=queue_id,
-            mail_from=envelope.mail_from,
-            rcpt=list(envelope.rcpt_tos),
-            size=len(body),
-            message_id=headers.message_id,
-            tls=info.tls_version,
-        )
-        self.wake()
-        return f"250 2.0.0 OK queued as {queue_id}"
+        return await self.accept(session, envelope, "submission", body, headers)
+
+
+class RelayHandler(_Handler):
+    """aiosmtpd handler for mail from peer operators (port 25, mutual TLS; RFC 5321, RFC 3207).
+
+    The peer is identified by its TLS client certificate, verified in the handshake against the pinned
+    root and the CRLs (see gateway.tls.RelayContexts); here its dNSNames must include a trust-list
+    domain, the envelope sender must be in one of those domains, and every recipient must be an active
+    local mailbox. No AUTH is offered: certificates are the only credential between operators.
+    """
+
+    author_prefix = "relay"
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [r for r in responses if not r[4:].startswith("AUTH")]
+
+    async def _identify(self, session: Session) -> Refusal | None:
+        info = self.info(session)
+        info.tls_version, info.cipher = _tls_facts(session)
+        if info.peer_domains:
+            return None
+        ssl_object = _ssl_object(session)
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        if not cert:
+            return Reject(
+                530, "5.7.0", "a trust-space client certificate is required (mutual TLS)", AuditEvent.SMTP_PEER_REFUSED
+            )
+        sans: Any = cert.get("subjectAltName", ())
+        names = [str(v).lower() for k, v in sans if k == "DNS"]
+        trusted = await self.node.trust.domains()
+        on_list = tuple(n for n in names if n in trusted)
+        if not on_list:
+            shown = ", ".join(names[:5]) or "none"
+            return Reject(
+                550,
+                "5.7.1",
+                f"the client certificate names no domain of the trust list ({shown})",
+                AuditEvent.SMTP_PEER_REFUSED,
+            )
+        info.peer_domains, info.peer_name = on_list, on_list[0]
+        return None
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refusal = await self._identify(session)
+        if refusal is not None:
+            return await self.refuse(refusal, session)
+        sender = _unquote(address)
+        verdict = recipients.check_relay_sender(sender, peer_domains=self.info(session).peer_domains)
+        if isinstance(verdict, Refusal):
+            return await self.refuse(verdict, session, mail_from=sender)
+        envelope.mail_from = sender.lower()
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        rcpt = _unquote(address)
+        verdict = await self.local_recipient(rcpt, len(envelope.rcpt_tos))
+        if isinstance(verdict, Refusal):
+            return await self.refuse(verdict, session, rcpt=rcpt)
+        envelope.rcpt_tos.append(rcpt.lower())
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        received = self.received(session, envelope, "ESMTPS", datetime.now(UTC))
+        prepared = content.prepare_relay(raw, received=received)
+        if isinstance(prepared, Refusal):
+            return await self.refuse(prepared, session, size=len(raw))
+        body, headers = prepared
+        return await self.accept(session, envelope, "relay", body, headers)
 
 
 @dataclass
@@ -371,3 +492,31 @@ async def start_submission(
     loop = asyncio.get_running_loop()
     server = await loop.create_server(factory, host=host, port=port, ssl=tls if implicit_tls else None)
     return Listener("submissions" if implicit_tls else "submission", server)
+
+
+async def start_relay(
+    node: Node, queue: Queue, contexts: RelayContexts, *, host: str, port: int, wake: Callable[[], None]
+) -> Listener:
+    """The listener for peer operators: STARTTLS required, then a trust-space client certificate."""
+    handler = RelayHandler(node, queue, wake)
+    cfg = node.cfg
+
+    def factory() -> GatewaySMTP:
+        return GatewaySMTP(
+            handler,
+            hostname=cfg.smtp_hostname,
+            ident="mssgw ESMTP",
+            data_size_limit=cfg.smtp.max_message_size,
+            tls_context=contexts.get(),  # per connection: picks up freshly published CRLs
+            require_starttls=True,
+            auth_required=False,
+            auth_require_tls=True,
+            auth_exclude_mechanism=["PLAIN", "LOGIN", "CRAM-MD5"],
+            timeout=cfg.smtp.timeout,
+            decode_data=False,
+            enable_SMTPUTF8=False,
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host=host, port=port)
+    return Listener("relay", server)

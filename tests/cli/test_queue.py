@@ -1,0 +1,313 @@
+"""`mssgw queue list|show|retry|delete` as a subprocess, on messages queued for a peer that is not running."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import update
+
+from gateway.node import Node
+from gateway.queue.store import Queue
+from gateway.store.models import QueuedMessage, QueuedRecipient
+from tests.conftest import DOMAIN, CLIResult, NodeDir
+
+T = TypeVar("T")
+
+SENDER = f"claire.martin@{DOMAIN}"
+REMOTE = ["bob@clinique-b.mssante.fr", "carol@clinique-b.mssante.fr"]
+MESSAGE_ID = f"<20250602.abc@{DOMAIN}>"
+MARKER = "CORPS-CONFIDENTIEL-7f3a9c"
+BODY = (
+    f"From: {SENDER}\r\nTo: bob@clinique-b.mssante.fr\r\nMessage-ID: {MESSAGE_ID}\r\n"
+    f"Subject: compte rendu\r\n\r\nPatient DUPONT : {MARKER}\r\n"
+).encode()
+ERROR = "421 4.4.2 mx.clinique-b.mssante.fr: connection timed out"
+UNKNOWN = "0123456789abcdef0123456789abcdef"
+
+
+def on_node(node: NodeDir, fn: Callable[[Node], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with Node(node.cfg()) as n:
+            return await fn(n)
+
+    return asyncio.run(run())
+
+
+def enqueue(node: NodeDir, recipients: list[str] = REMOTE) -> str:
+    async def go(n: Node) -> str:
+        return await Queue(n.db, n.kek).enqueue(
+            source="submission",
+            sender=SENDER,
+            recipients=recipients,
+            body=BODY,
+            local_domains=n.cfg.node.local_domains,
+            principal=SENDER,
+            header_message_id=MESSAGE_ID,
+        )
+
+    return on_node(node, go)
+
+
+def set_message(node: NodeDir, queue_id: str, **values: Any) -> None:
+    async def go(n: Node) -> None:
+        async with n.db.write() as s:
+            await s.execute(update(QueuedMessage).where(QueuedMessage.id == queue_id).values(**values))
+
+    on_node(node, go)
+
+
+def set_recipient(node: NodeDir, recipient: str, **values: Any) -> None:
+    async def go(n: Node) -> None:
+        async with n.db.write() as s:
+            await s.execute(update(QueuedRecipient).where(QueuedRecipient.recipient == recipient).values(**values))
+
+    on_node(node, go)
+
+
+def db_rows(node: NodeDir, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(node.data / "mssgw.db") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def next_attempts(node: NodeDir, queue_id: str) -> dict[str, datetime]:
+    async def go(n: Node) -> dict[str, datetime]:
+        return {r.recipient: r.next_attempt_at for r in await Queue(n.db, n.kek).recipients(queue_id)}
+
+    return on_node(node, go)
+
+
+def queue_audit(node: NodeDir) -> list[tuple[str, str, str]]:
+    rows = node.cli("audit", "search", "--event", "admin.queue.", "--json").json()
+    assert isinstance(rows, list)
+    return [(r["action"], r["request"].get("id", ""), r["response"]["result"]) for r in rows]
+
+
+def assert_no_body(*results: CLIResult) -> None:
+    for r in results:
+        assert MARKER not in r.out
+        assert MARKER not in r.err
+        assert "DUPONT" not in r.out + r.err
+
+
+def test_empty_queue(node: NodeDir) -> None:
+    r = node.cli("queue", "list")
+    assert (r.code, r.out, r.err) == (0, "(none)\n", "")
+    assert node.cli("queue", "list", "--json").json() == []
+    assert queue_audit(node) == [("admin.queue.listed", "", "done")] * 2
+
+
+def test_a_queued_message_is_listed_and_shown_without_its_body(node: NodeDir) -> None:
+    queue_id = enqueue(node)
+    assert len(BODY) == 187
+    now = datetime.now(UTC).replace(microsecond=0)
+    created = now - timedelta(hours=3, seconds=30)
+    later = now + timedelta(hours=2, minutes=1)
+    updated = now - timedelta(minutes=5)
+    set_message(node, queue_id, created_at=created)
+    set_recipient(node, REMOTE[0], attempts=2, last_error=ERROR, next_attempt_at=later, updated_at=updated)
+    set_recipient(node, REMOTE[1], next_attempt_at=created, updated_at=created)
+
+    listed = node.cli("queue", "list")
+    assert listed.code == 0, listed.err
+    assert listed.out.splitlines() == [
+        f"{'id':32}  age  sender                            size  recipient                    status   attempts"
+        "  next_attempt  last_error",
+        f"{queue_id}  3h   {SENDER}  187   {REMOTE[0]}    pending  2         in 2h         {ERROR}",
+        f"{'':32}                                               {REMOTE[1]}  pending  0         due",
+    ]
+    as_json = node.cli("queue", "list", "--json")
+    assert as_json.json() == [
+        {
+            "id": queue_id,
+            "source": "submission",
+            "sender": SENDER,
+            "size": len(BODY),
+            "created_at": created.isoformat(),
+            "recipients": [
+                {
+                    "recipient": REMOTE[0],
+                    "status": "pending",
+                    "attempts": 2,
+                    "next_attempt_at": later.isoformat(),
+                    "last_error": ERROR,
+                },
+                {
+                    "recipient": REMOTE[1],
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": created.isoformat(),
+                    "last_error": None,
+                },
+            ],
+        }
+    ]
+
+    shown = node.cli("queue", "show", queue_id.upper(), "--json")
+    assert shown.code == 0, shown.err
+    assert shown.json() == {
+        "id": queue_id,
+        "source": "submission",
+        "sender": SENDER,
+        "principal": SENDER,
+        "peer": None,
+        "header_message_id": MESSAGE_ID,
+        "size": len(BODY),
+        "created_at": created.isoformat(),
+        "recipients": [
+            {
+                "recipient": REMOTE[0],
+                "domain": "clinique-b.mssante.fr",
+                "local": False,
+                "status": "pending",
+                "attempts": 2,
+                "next_attempt_at": later.isoformat(),
+                "last_error": ERROR,
+                "lease_owner": None,
+                "lease_until": None,
+                "updated_at": updated.isoformat(),
+            },
+            {
+                "recipient": REMOTE[1],
+                "domain": "clinique-b.mssante.fr",
+                "local": False,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": created.isoformat(),
+                "last_error": None,
+                "lease_owner": None,
+                "lease_until": None,
+                "updated_at": created.isoformat(),
+            },
+        ],
+    }
+    text = node.cli("queue", "show", queue_id)
+    assert text.out.splitlines() == [
+        f"id: {queue_id}",
+        "source: submission",
+        f"sender: {SENDER}",
+        f"principal: {SENDER}",
+        "peer: ",
+        f"message-id: {MESSAGE_ID}",
+        f"size: {len(BODY)}",
+        f"created: {created.isoformat()} (3h ago)",
+        "recipients:",
+        "recipient                    local  status   attempts  next_attempt  leased_by  last_error",
+        f"{REMOTE[0]}    no     pending  2         in 2h                    {ERROR}",
+        f"{REMOTE[1]}  no     pending  0         due",
+    ]
+    assert_no_body(listed, as_json, shown, text)
+    assert queue_audit(node) == [
+        ("admin.queue.listed", "", "done"),
+        ("admin.queue.listed", "", "done"),
+        ("admin.queue.shown", queue_id.upper(), "done"),
+        ("admin.queue.shown", queue_id, "done"),
+    ]
+
+
+def test_a_long_error_is_cut_in_the_table_and_whole_in_json(node: NodeDir) -> None:
+    queue_id = enqueue(node, REMOTE[:1])
+    long_error = "451 4.7.0 " + "x" * 200
+    set_recipient(node, REMOTE[0], last_error=long_error + "\r\n")
+    r = node.cli("queue", "list")
+    assert r.out.splitlines()[1].endswith("  451 4.7.0 " + "x" * 49 + "…")
+    assert node.cli("queue", "show", queue_id, "--json").json()["recipients"][0]["last_error"] == (  # type: ignore[index]
+        long_error + "\r\n"
+    )
+
+
+def test_retry_makes_pending_recipients_due_now(node: NodeDir) -> None:
+    queue_id = enqueue(node, [*REMOTE, f"dave@{DOMAIN}"])
+    later = datetime.now(UTC) + timedelta(hours=1)
+    set_recipient(node, REMOTE[0], next_attempt_at=later, attempts=1, last_error=ERROR)
+    set_recipient(node, REMOTE[1], next_attempt_at=later, attempts=1, lease_owner="w1", lease_until=later)
+    set_recipient(node, f"dave@{DOMAIN}", status="delivered", next_attempt_at=later)
+
+    before = datetime.now(UTC)
+    r = node.cli("queue", "retry", queue_id)
+    after = datetime.now(UTC)
+    assert (r.code, r.out, r.err) == (0, f"{queue_id}: 2 pending recipients due now\n", "")
+    due = next_attempts(node, queue_id)
+    assert before <= due[REMOTE[0]] <= after
+    assert before <= due[REMOTE[1]] <= after
+    assert due[f"dave@{DOMAIN}"] == later  # a final recipient is left alone
+    assert db_rows(node, "SELECT lease_owner, lease_until FROM queue_recipients WHERE lease_owner IS NOT NULL") == []
+    assert db_rows(node, "SELECT recipient, attempts FROM queue_recipients ORDER BY id") == [
+        (REMOTE[0], 1),
+        (REMOTE[1], 1),
+        (f"dave@{DOMAIN}", 0),
+    ]
+    assert node.cli("queue", "retry", queue_id, "--json").json() == {"id": queue_id, "due_now": 2}
+    set_recipient(node, REMOTE[0], status="relayed")
+    set_recipient(node, REMOTE[1], status="failed")
+    r = node.cli("queue", "retry", queue_id)
+    assert r.out == f"{queue_id}: no pending recipient\n"
+    assert_no_body(r)
+    assert queue_audit(node) == [("admin.queue.retried", queue_id, "done")] * 3
+
+
+def test_delete_needs_yes_then_removes_the_message_and_its_recipients(node: NodeDir) -> None:
+    queue_id = enqueue(node)
+    kept = enqueue(node, ["erin@clinique-b.mssante.fr"])
+    r = node.cli("queue", "delete", queue_id)
+    assert (r.code, r.out) == (2, "")
+    assert r.err == (
+        f"mssgw: deleting queued message {queue_id} abandons its pending recipients without a DSN:"
+        " add --yes to confirm\n"
+    )
+    assert db_rows(node, "SELECT count(*) FROM queue_recipients") == [(3,)]
+    set_recipient(node, REMOTE[1], status="relayed")
+    r = node.cli("queue", "delete", queue_id, "--yes")
+    assert (r.code, r.out, r.err) == (
+        0,
+        f"{queue_id} deleted from the queue (1 pending recipient abandoned, no DSN sent)\n",
+        "",
+    )
+    assert db_rows(node, "SELECT id FROM queue_messages") == [(kept,)]
+    assert db_rows(node, "SELECT message_id FROM queue_recipients") == [(kept,)]
+    r = node.cli("queue", "delete", kept, "--yes", "--json")
+    assert r.json() == {"id": kept, "deleted": True, "pending_abandoned": 1}
+    assert db_rows(node, "SELECT count(*) FROM queue_messages") == [(0,)]
+    assert db_rows(node, "SELECT count(*) FROM queue_recipients") == [(0,)]
+    assert node.cli("queue", "list").out == "(none)\n"
+    audit = node.cli("audit", "search", "--event", "admin.queue.deleted", "--json")
+    assert_no_body(r, audit)
+    rows = audit.json()
+    assert isinstance(rows, list)
+    assert [(row["request"], row["response"]) for row in rows] == [
+        (
+            {"id": queue_id, "yes": False},
+            {
+                "result": "refused",
+                "reason": f"deleting queued message {queue_id} abandons its pending recipients without a DSN:"
+                " add --yes to confirm",
+            },
+        ),
+        ({"id": queue_id, "yes": True}, {"result": "done", "id": queue_id, "pending_abandoned": 1}),
+        ({"id": kept, "yes": True}, {"result": "done", "id": kept, "pending_abandoned": 1}),
+    ]
+
+
+def test_unknown_ids_are_refused_and_audited(node: NodeDir) -> None:
+    enqueue(node)
+    for argv in (["show", UNKNOWN], ["retry", UNKNOWN], ["delete", UNKNOWN, "--yes"], ["show", "nope", "--json"]):
+        r = node.cli("queue", *argv)
+        assert (r.code, r.out) == (2, ""), argv
+        assert r.err == f"mssgw: no queued message {argv[1]}\n", argv
+    assert db_rows(node, "SELECT count(*) FROM queue_messages") == [(1,)]
+    assert queue_audit(node) == [
+        ("admin.queue.shown", UNKNOWN, "refused"),
+        ("admin.queue.retried", UNKNOWN, "refused"),
+        ("admin.queue.deleted", UNKNOWN, "refused"),
+        ("admin.queue.shown", "nope", "refused"),
+    ]
+    text = node.cli("audit", "search", "--event", "admin.queue.")
+    assert [(line.split()[2], line.split()[-1]) for line in text.out.splitlines()[1:]] == [
+        ("admin.queue.shown", "refused"),
+        ("admin.queue.retried", "refused"),
+        ("admin.queue.deleted", "refused"),
+        ("admin.queue.shown", "refused"),
+    ]
