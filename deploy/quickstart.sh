@@ -1,5 +1,6 @@
 #!/bin/sh
-# Quickstart: set up and run a demo operator node on loopback (SQLite, development PKI, demo mailboxes).
+# Quickstart: set up and run a demo trust space on loopback: one development PKI, two operators (SQLite),
+# demo mailboxes, free loopback ports.
 # Run it from anywhere in the checkout, as root on a fresh Debian 12 (it installs python3-venv if missing).
 # The first run prints the demo credentials once (then they are in demo/credentials.json, mode 0600).
 set -eu
@@ -12,5 +13,5 @@ if [ ! -x .venv/bin/mssgw ]; then
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e .
 fi
-[ -f demo/credentials.json ] || .venv/bin/mssgw demo init --data demo
-exec .venv/bin/mssgw demo serve --data demo
+[ -f demo/credentials.json ] || .venv/bin/mssgw demo init demo
+exec .venv/bin/mssgw demo run demo

@@ -231,9 +231,11 @@ def render_config(
     submission_port: int = 587,
     submissions_port: int = 465,
     relay_port: int = 25,
+    routes: dict[str, str] | None = None,
 ) -> str:
     """The commented configuration file written by `mssgw init`."""
     pki_line = f"dir = {_toml_str(str(pki_dir))}" if pki_dir is not None else '# dir = "pki"'
+    routes_line = "{ " + ", ".join(f"{_toml_str(d)} = {_toml_str(t)}" for d, t in (routes or {}).items()) + " }"
     return f"""\
 # mssgw operator node configuration.
 # Every setting can be overridden by an environment variable named MSSGW_<SECTION>__<KEY>,
@@ -308,7 +310,7 @@ domain_concurrency = 4
 # DNS resolver for MX lookups ("" = the system's) and static routes tried first, e.g.
 # routes = {{ "clinique-b.mssante.fr" = "10.0.0.5:25" }}
 resolver = ""
-routes = {{}}
+routes = {routes_line}
 
 [audit]
 # Ed25519 key signing audit checkpoints (tree size + root hash). Kept outside the data directory.

@@ -1,9 +1,12 @@
-"""`mssgw demo init|serve`: a ready-to-try operator on loopback with demo mailboxes.
+"""`mssgw demo init DIR` / `mssgw demo run DIR`: a whole trust space on one machine, on loopback.
 
-`demo init --data DIR` creates DIR/operator-a (domain hopital-a.mssante.test, `.test` being reserved
-for testing), mailboxes of each type with generated passwords, an APP client certificate and S/MIME
-certificates, a synthetic national directory sample, and DIR/credentials.json (mode 0600). The
-credentials are printed once; afterwards they are only in that file.
+`demo init DIR` lays out one trust-space PKI (DIR/pki) and two operators, each a data directory with
+its own keys and database: DIR/operator-a (hopital-a.mssante.test) and DIR/operator-b
+(clinique-b.mssante.test; `.test` is reserved for testing). Each has the other on its trust list and a
+static route to the other's relay port; every listener gets a free loopback port chosen at init.
+Demo mailboxes of each type get generated passwords, certificates, and a synthetic directory sample.
+DIR/credentials.json (mode 0600) holds the addresses, passwords, operators and ports; the passwords
+are printed once. `demo run DIR` serves every operator in DIR until interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,131 +34,172 @@ from gateway.node import Node
 from gateway.store.crypto import write_secret_file
 from gateway.store.mailboxes import Owner
 
-DOMAIN_A = "hopital-a.mssante.test"
-PEER_DOMAIN = "clinique-b.mssante.test"
 SAMPLE_ROWS = 2000
+PORTS = ("https", "submission", "submissions", "relay")
 
 
-def _mailboxes(domain: str) -> list[dict[str, Any]]:
-    rpps = synthetic.rpps(900_001)
-    adeli = synthetic.adeli(900_002)
-    return [
-        {
-            "address": f"claire.martin@{domain}",
-            "type": "PER",
-            "owner": Owner(idnatps_from("8", rpps), "8", rpps, "MARTIN", "Claire", "MME", "10", "Médecin"),
-        },
-        {
-            "address": f"lucas.bernard@{domain}",
-            "type": "PER",
-            "owner": Owner(idnatps_from("0", adeli), "0", adeli, "BERNARD", "Lucas", "M", "60", "Infirmier"),
-        },
-        {"address": f"secretariat.cardiologie@{domain}", "type": "ORG", "service": "Cardiologie"},
-        {"address": f"dpi@{domain}", "type": "APP"},
-    ]
+def _owner(idtype: str, n: int, last: str, first: str, civility: str, code: str, label: str) -> Owner:
+    ident = synthetic.rpps(n) if idtype == "8" else synthetic.adeli(n)
+    return Owner(idnatps_from(idtype, ident), idtype, ident, last, first, civility, code, label)
 
 
-async def init(args: argparse.Namespace, author: str) -> Outcome:
-    root = Path(args.data).expanduser().resolve()
-    creds_path = root / "credentials.json"
-    if creds_path.exists():
-        raise Conflict(f"{root} already holds a demo (see {creds_path}); remove the directory to start over")
-    op_dir = root / "operator-a"
-    result = await init_node(
-        domain=DOMAIN_A,
-        data_dir=op_dir,
-        author=author,
-        secrets_dir=root / "secrets" / "operator-a",
-        https_port=args.https_port,
-    )
-    cfg = load_config(result.config)
-    pki = TrustSpacePKI(cfg.pki_dir or op_dir / "pki")
-    out: dict[str, Any] = {
-        "operators": [
-            {
-                "domain": DOMAIN_A,
-                "config": str(result.config),
-                "https": f"https://127.0.0.1:{args.https_port}/healthz",
-                "trust_anchor": str(op_dir / "pki-root.pem"),
-                "mailboxes": [],
-            }
-        ]
-    }
-    op = out["operators"][0]
+OPERATORS: list[dict[str, Any]] = [
+    {
+        "dir": "operator-a",
+        "domain": "hopital-a.mssante.test",
+        "mailboxes": [
+            ("claire.martin", "PER", _owner("8", 900_001, "MARTIN", "Claire", "MME", "10", "Médecin"), ""),
+            ("lucas.bernard", "PER", _owner("0", 900_002, "BERNARD", "Lucas", "M", "60", "Infirmier"), ""),
+            ("secretariat.cardiologie", "ORG", None, "Cardiologie"),
+            ("dpi", "APP", None, ""),
+        ],
+        "delegations": [("secretariat.cardiologie", "claire.martin")],
+    },
+    {
+        "dir": "operator-b",
+        "domain": "clinique-b.mssante.test",
+        "mailboxes": [
+            ("paul.durand", "PER", _owner("8", 900_003, "DURAND", "Paul", "M", "10", "Médecin"), ""),
+            ("accueil", "ORG", None, "Accueil"),
+        ],
+        "delegations": [("accueil", "paul.durand")],
+    },
+]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together so they differ, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def _populate(
+    cfg_path: Path, op: dict[str, Any], pki: TrustSpacePKI, peer: str, author: str
+) -> list[dict[str, Any]]:
+    cfg = load_config(cfg_path)
+    domain = op["domain"]
+    created: list[dict[str, Any]] = []
     async with Node(cfg) as node:
         repo = node.mailboxes
-        for spec in _mailboxes(DOMAIN_A):
+        for local, kind, owner, service in op["mailboxes"]:
+            address = f"{local}@{domain}"
             password = generate_password()
-            await repo.create(
-                spec["address"],
-                spec["type"],
-                owner=spec.get("owner"),
-                service=spec.get("service", ""),
-                password_hash=await hash_async(password),
+            await repo.create(address, kind, owner=owner, service=service, password_hash=await hash_async(password))
+            issued = pki.issue_app(address) if kind == "APP" else pki.issue_address(address)
+            bundle = cfg.base_dir / ("apps" if kind == "APP" else "smime") / address
+            files = write_bundle(issued, bundle, name=local, root=pki.root)
+            await repo.add_certificate(address, issued.certificate, "tls" if kind == "APP" else "smime")
+            created.append(
+                {
+                    "address": address,
+                    "type": kind,
+                    "password": password,
+                    "certificate": str(files["cert"]),
+                    "key": str(files["key"]),
+                }
             )
-            entry: dict[str, Any] = {"address": spec["address"], "type": spec["type"], "password": password}
-            kind = spec["type"]
-            issued = pki.issue_app(spec["address"]) if kind == "APP" else pki.issue_address(spec["address"])
-            bundle = op_dir / ("apps" if kind == "APP" else "smime") / spec["address"]
-            files = write_bundle(issued, bundle, name=spec["address"].split("@")[0], root=pki.root)
-            await repo.add_certificate(spec["address"], issued.certificate, "tls" if kind == "APP" else "smime")
-            entry["certificate"] = str(files["cert"])
-            entry["key"] = str(files["key"])
-            op["mailboxes"].append(entry)
             await node.audit.record(
                 AuditEvent.MAILBOX_CREATED,
                 author=author,
-                request={"address": spec["address"], "type": kind},
+                request={"address": address, "type": kind},
                 response={"result": "done", "certificate_serial": issued.serial},
             )
-        await repo.delegate(f"secretariat.cardiologie@{DOMAIN_A}", f"claire.martin@{DOMAIN_A}")
-        await node.trust.add(PEER_DOMAIN)
-        sample = op_dir / "directory-sample.txt"
+        for org, user in op["delegations"]:
+            await repo.delegate(f"{org}@{domain}", f"{user}@{domain}")
+        await node.trust.add(peer)
+        sample = cfg.base_dir / "directory-sample.txt"
         synthetic.write_extraction(sample, synthetic.generate_rows(SAMPLE_ROWS, seed=7))
         summary = await import_extraction(node.directory, sample)
         await node.audit.record(
             AuditEvent.DEMO_INITIALISED,
             author=author,
-            request={"data": str(root)},
-            response={"result": "done", "mailboxes": len(op["mailboxes"]), "directory_rows": summary.read},
+            request={"data": str(cfg.base_dir), "peer": peer},
+            response={"result": "done", "mailboxes": len(created), "directory_rows": summary.read},
         )
         await node.audit.checkpoint()
+    return created
+
+
+async def init(args: argparse.Namespace, author: str) -> Outcome:
+    root = Path(args.dir).expanduser().resolve()
+    creds_path = root / "credentials.json"
+    if creds_path.exists():
+        raise Conflict(f"{root} already holds a demo (see {creds_path}); remove the directory to start over")
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pki = TrustSpacePKI.create(
+        root / "pki", label="espace-de-confiance.test", crl_base_url="http://crl.mssante.test/pki"
+    )
+    ports = {op["dir"]: dict(zip(PORTS, free_ports(len(PORTS)), strict=True)) for op in OPERATORS}
+    out: dict[str, Any] = {"trust_anchor": str(root / "pki" / "root" / "cert.pem"), "operators": []}
+    for i, op in enumerate(OPERATORS):
+        other = OPERATORS[1 - i]
+        mine = ports[op["dir"]]
+        result = await init_node(
+            domain=op["domain"],
+            data_dir=root / op["dir"],
+            author=author,
+            secrets_dir=root / "secrets" / op["dir"],
+            https_port=mine["https"],
+            pki_dir=root / "pki",
+            smtp_ports=(mine["submission"], mine["submissions"], mine["relay"]),
+            routes={other["domain"]: f"127.0.0.1:{ports[other['dir']]['relay']}"},
+        )
+        mailboxes = await _populate(result.config, op, pki, other["domain"], author)
+        out["operators"].append(
+            {
+                "name": op["dir"],
+                "domain": op["domain"],
+                "config": str(result.config),
+                "ports": mine,
+                "mailboxes": mailboxes,
+            }
+        )
     write_secret_file(creds_path, json.dumps(out, indent=2, ensure_ascii=False).encode() + b"\n")
-    lines = [
-        f"demo operator {DOMAIN_A} created in {op_dir}",
-        "credentials (shown once; kept in " + str(creds_path) + "):",
-    ]
-    width = max(len(m["address"]) for m in op["mailboxes"])
-    lines += [f"  {m['type']:3} {m['address']:{width}}  password {m['password']}" for m in op["mailboxes"]]
-    lines.append(f"directory sample: {summary.read} rows imported; trust list: {PEER_DOMAIN}")
+    lines = [f"demo trust space created in {root} (credentials kept in {creds_path}, shown once here):"]
+    for op in out["operators"]:
+        p = op["ports"]
+        lines.append(
+            f"  {op['domain']}: submission 127.0.0.1:{p['submission']} (STARTTLS), {p['submissions']} (TLS), "
+            f"relay {p['relay']}, https {p['https']}"
+        )
+        width = max(len(m["address"]) for m in op["mailboxes"])
+        lines += [f"    {m['type']:3} {m['address']:{width}}  password {m['password']}" for m in op["mailboxes"]]
+    lines.append(f"run it: mssgw demo run {root}")
     return Outcome(out, "\n".join(lines))
 
 
-async def serve(args: argparse.Namespace, author: str) -> Outcome:
-    from gateway.app import serve as run
+async def run(args: argparse.Namespace, author: str) -> Outcome:
+    from gateway.app import serve
     from gateway.audit import oplog
 
-    root = Path(args.data).expanduser().resolve()
+    root = Path(args.dir).expanduser().resolve()
     configs = sorted(root.glob(f"*/{CONFIG_FILENAME}"))
     if not configs:
-        raise UsageError(f"no demo operator in {root}: run `mssgw demo init --data {root}`")
+        raise UsageError(f"no demo operator in {root}: run `mssgw demo init {root}`")
     oplog.configure(root / "log" / "mssgw.jsonl", logging.INFO)
-    print(f"demo credentials: {root / 'credentials.json'}; operational log: {root / 'log' / 'mssgw.jsonl'}")
+    print(f"demo credentials: {root / 'credentials.json'}; operational log: {root / 'log' / 'mssgw.jsonl'}", flush=True)
     stop = asyncio.Event()
 
     def announcer(name: str) -> Callable[[str], None]:
         return lambda line: print(f"{name}: {line}", flush=True)
 
-    await asyncio.gather(*(run(load_config(c), announce=announcer(c.parent.name), stop=stop) for c in configs))
+    await asyncio.gather(*(serve(load_config(c), announce=announcer(c.parent.name), stop=stop) for c in configs))
     return Outcome(None, "")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    grp = sub.add_parser("demo", help="a demo operator on loopback").add_subparsers(required=True, metavar="ACTION")
-    p = grp.add_parser("init", parents=[common], help="create demo operators, mailboxes and credentials")
-    p.add_argument("--data", required=True)
-    p.add_argument("--https-port", type=int, default=8443)
+    grp = sub.add_parser("demo", help="a demo trust space on loopback").add_subparsers(required=True, metavar="ACTION")
+    p = grp.add_parser("init", parents=[common], help="create a PKI, two operators, mailboxes and credentials")
+    p.add_argument("dir", help="directory to create")
     p.set_defaults(_standalone=init)
-    p = grp.add_parser("serve", parents=[common], help="run every demo operator")
-    p.add_argument("--data", required=True)
-    p.set_defaults(_standalone=serve)
+    p = grp.add_parser("run", parents=[common], help="serve every operator of a demo until interrupted")
+    p.add_argument("dir")
+    p.set_defaults(_standalone=run)

@@ -42,6 +42,7 @@ async def init_node(
     https_port: int = 8443,
     pki_dir: Path | None = None,
     smtp_ports: tuple[int, int, int] = (587, 465, 25),
+    routes: dict[str, str] | None = None,
 ) -> InitResult:
     """Create a node's data directory: config, keys, databases, development PKI and TLS certificate."""
     domain = domain.strip().lower().rstrip(".")
@@ -96,6 +97,7 @@ async def init_node(
             submission_port=smtp_ports[0],
             submissions_port=smtp_ports[1],
             relay_port=smtp_ports[2],
+            routes=routes,
         )
     )
     cfg = load_config(cfg_path)

@@ -1,42 +1,73 @@
-"""`mssgw demo init`: what the quickstart's first command creates."""
+"""`mssgw demo init DIR`: what the quickstart's first command creates (a trust space on loopback)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import stat
+import subprocess
+import tomllib
 from pathlib import Path
 
 from argon2 import PasswordHasher
 
 from tests.conftest import NodeDir, run_cli
 
+A, B = "hopital-a.mssante.test", "clinique-b.mssante.test"
 
-def test_demo_init_creates_a_usable_operator_and_prints_credentials_once(tmp_path: Path) -> None:
+
+def test_demo_init_lays_out_two_federated_operators(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    r = run_cli("demo", "init", "--data", root, "--https-port", "0")
+    r = run_cli("demo", "init", root)
     assert r.code == 0, r.err
     creds_file = root / "credentials.json"
     assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600
     creds = json.loads(creds_file.read_text())
-    (op,) = creds["operators"]
-    assert op["domain"] == "hopital-a.mssante.test"
-    boxes = {m["address"]: m for m in op["mailboxes"]}
-    assert {m["type"] for m in boxes.values()} == {"PER", "ORG", "APP"}
-    # Printed once: every generated password is in the output of init, and each one opens its account.
-    with sqlite3.connect(root / "operator-a" / "mssgw.db") as conn:
-        hashes = dict(conn.execute("SELECT address, password_hash FROM accounts").fetchall())
-    for address, m in boxes.items():
-        assert m["password"] in r.out
-        assert PasswordHasher().verify(hashes[address], m["password"])
-        assert Path(m["certificate"]).is_file()
-    node = NodeDir(root / "operator-a", root / "secrets" / "operator-a")
-    org = node.cli("mailbox", "show", "secretariat.cardiologie@hopital-a.mssante.test", "--json").json()
-    assert org["delegates"] == ["claire.martin@hopital-a.mssante.test"]  # type: ignore[index]
-    assert len(node.cli("directory", "search", "medecin", "--json", "--limit", "500").json()) == 500  # type: ignore[arg-type]
-    assert node.cli("audit", "verify").code == 0
-    again = run_cli("demo", "init", "--data", root)
+    a, b = creds["operators"]
+    assert (a["domain"], b["domain"]) == (A, B)
+    ports = [*a["ports"].values(), *b["ports"].values()]
+    assert len(set(ports)) == 8  # every listener its own free port
+    for op, other in ((a, b), (b, a)):
+        cfg = tomllib.loads(Path(op["config"]).read_text())
+        assert cfg["listen"]["submission_port"] == op["ports"]["submission"]
+        assert cfg["queue"]["routes"] == {other["domain"]: f"127.0.0.1:{other['ports']['relay']}"}
+        assert cfg["pki"]["dir"] == str(root / "pki")  # one trust-space PKI for both
+        node = NodeDir(Path(op["config"]).parent, root / "secrets" / op["name"])
+        trusted = [t["domain"] for t in node.cli("trust", "list", "--json").json()]  # type: ignore[union-attr]
+        assert other["domain"] in trusted
+        # Printed once: every generated password is in init's output and opens its account.
+        with sqlite3.connect(node.data / "mssgw.db") as conn:
+            hashes = dict(conn.execute("SELECT address, password_hash FROM accounts").fetchall())
+        for m in op["mailboxes"]:
+            assert m["password"] in r.out
+            assert PasswordHasher().verify(hashes[m["address"]], m["password"])
+        assert node.cli("audit", "verify").code == 0
+        # Both nodes' TLS certificates chain to the shared root.
+        tls = node.data / "tls"
+        ok = subprocess.run(
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(root / "pki" / "root" / "cert.pem"),
+                "-untrusted",
+                str(tls / "chain.pem"),
+                str(tls / "cert.pem"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ok.returncode == 0, ok.stderr
+    org = (
+        NodeDir(root / "operator-a", root / "secrets" / "operator-a")
+        .cli("mailbox", "show", f"secretariat.cardiologie@{A}", "--json")
+        .json()
+    )
+    assert org["delegates"] == [f"claire.martin@{A}"]  # type: ignore[index]
+    again = run_cli("demo", "init", root)
     assert again.code == 2
-    assert again.err.strip() == (
-        f"mssgw: {root} already holds a demo (see {creds_file}); remove the directory to start over"
+    assert (
+        again.err.strip()
+        == f"mssgw: {root} already holds a demo (see {creds_file}); remove the directory to start over"
     )
