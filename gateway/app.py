@@ -25,6 +25,7 @@ from gateway.config import Config
 from gateway.node import Node
 from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
+from gateway.smtp.client import Relayer
 from gateway.smtp.server import Listener, start_relay, start_submission
 from gateway.tls import RelayContexts, server_context
 from gateway.web.health import health_app
@@ -73,7 +74,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         if web_task.done():
             await web_task  # raises what stopped it
         queue = Queue(node.db, node.kek)
-        worker = DeliveryWorker(node, queue)
+        worker = DeliveryWorker(node, queue, relay=Relayer(cfg))
         lockout = Lockout(
             threshold=cfg.auth.lockout_threshold,
             base_delay=cfg.auth.lockout_base_delay,

@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=""
-    for pkg in openssl curl postgresql swaks; do
+    for pkg in openssl curl postgresql swaks dnsmasq-base; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
     done
     python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"

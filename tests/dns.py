@@ -1,0 +1,211 @@
+"""DNS servers for tests, on loopback only.
+
+`Dnsmasq` runs Debian's dnsmasq (package dnsmasq-base, installed by tests/run.sh) as a subprocess on
+127.0.0.1 and an unprivileged port, serving exactly the records a test declares in a `Zone`:
+MX records with preferences (`--mx-host`), addresses (`--host-record`), TXT records, a null MX as a raw
+RR (`--dns-rr=NAME,15,000000`: preference 0, exchange the root name, RFC 7505), NXDOMAIN for any other
+name under the `local` domains (`--local`), REFUSED for names elsewhere (no upstream server), and
+forwarding of chosen domains to another server (`--server=/domain/ip#port`).
+
+dnsmasq cannot be told to answer SERVFAIL nor to stay silent, so `servfail_server` (answers every query
+with SERVFAIL, built on dnspython's message codec) and `silent_server` (receives and never answers)
+stand in for a broken and an unreachable DNS server.
+
+When dnsmasq is missing the tests using it are skipped, unless CI or MSSGW_REQUIRE_POSTGRES (set by
+tests/run.sh once it has installed the Debian packages) is set: then it is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+APT_PACKAGE = "dnsmasq-base"
+
+
+def dnsmasq_binary() -> str:
+    """Path of dnsmasq; skips the test (or fails it where it is required) when it is not installed."""
+    found = shutil.which("dnsmasq") or next(
+        (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if os.access(p, os.X_OK)), None
+    )
+    if found:
+        return found
+    reason = f"dnsmasq not found: install it with `apt-get install -y {APT_PACKAGE}`"
+    if os.environ.get("CI") or os.environ.get("MSSGW_REQUIRE_POSTGRES"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass(frozen=True)
+class Zone:
+    """What the server answers."""
+
+    mx: Sequence[tuple[str, str, int]] = ()
+    """(domain, exchange, preference)."""
+    hosts: Sequence[tuple[str, str]] = ()
+    """(name, IPv4 or IPv6 address)."""
+    null_mx: Sequence[str] = ()
+    txt: Sequence[tuple[str, str]] = ()
+    local: Sequence[str] = ("test",)
+    """Domains answered from this data only: any other name under them is NXDOMAIN."""
+    forward: Sequence[tuple[str, str, int]] = ()
+    """(domain, server address, port): queries for the domain are forwarded there."""
+
+    def arguments(self) -> list[str]:
+        args = [f"--local=/{d}/" for d in self.local]
+        args += [f"--mx-host={domain},{exchange},{pref}" for domain, exchange, pref in self.mx]
+        args += [f"--host-record={name},{address}" for name, address in self.hosts]
+        args += [f"--dns-rr={name},15,000000" for name in self.null_mx]
+        args += [f"--txt-record={name},{text}" for name, text in self.txt]
+        args += [f"--server=/{domain}/{ip}#{port}" for domain, ip, port in self.forward]
+        return args
+
+
+def _free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free loopback port for the DNS server")
+
+
+@dataclass
+class Dnsmasq:
+    """A running dnsmasq; `address` is what `[queue].resolver` takes."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    host: str = field(default="127.0.0.1")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    @classmethod
+    def start(cls, zone: Zone, workdir: Path) -> Dnsmasq:
+        binary = dnsmasq_binary()
+        workdir.mkdir(parents=True, exist_ok=True)
+        last_log = ""
+        for _ in range(5):
+            port = _free_port()
+            log = workdir / f"dnsmasq-{port}.log"
+            argv = [
+                binary,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                f"--port={port}",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--cache-size=0",
+                "--pid-file=",
+                "--log-queries",
+                "--log-facility=-",
+                *zone.arguments(),
+            ]
+            with log.open("wb") as out:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            server = cls(proc, port, log)
+            if server._wait_ready():
+                return server
+            server.stop()
+            last_log = log.read_text(errors="replace")
+            if "Address already in use" not in last_log:
+                break
+        raise RuntimeError(f"dnsmasq did not start:\n{last_log}")
+
+    def _wait_ready(self, timeout: float = 10.0) -> bool:
+        """True once the server answers a query (any answer), False if it exited first."""
+        probe = dns.message.make_query("ready.invalid.", "A")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                dns.query.udp(probe, self.host, port=self.port, timeout=0.2)
+            except (dns.exception.Timeout, OSError):
+                continue
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def dnsmasq(zone: Zone, workdir: Path) -> Iterator[Dnsmasq]:
+    server = Dnsmasq.start(zone, workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _Responder(asyncio.DatagramProtocol):
+    def __init__(self, rcode: dns.rcode.Rcode | None) -> None:
+        self.rcode = rcode
+        self.queries = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.queries += 1
+        if self.rcode is None or self.transport is None:
+            return  # silent: the client times out
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        response.set_rcode(self.rcode)
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@contextlib.asynccontextmanager
+async def _udp_responder(rcode: dns.rcode.Rcode | None) -> AsyncIterator[tuple[str, _Responder]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(lambda: _Responder(rcode), local_addr=("127.0.0.1", 0))
+    try:
+        yield f"127.0.0.1:{transport.get_extra_info('sockname')[1]}", protocol
+    finally:
+        transport.close()
+
+
+def servfail_server() -> contextlib.AbstractAsyncContextManager[tuple[str, _Responder]]:
+    """A UDP DNS server on loopback answering SERVFAIL to everything: (address, responder)."""
+    return _udp_responder(dns.rcode.SERVFAIL)
+
+
+def silent_server() -> contextlib.AbstractAsyncContextManager[tuple[str, _Responder]]:
+    """A UDP socket on loopback that receives queries and never answers: (address, responder)."""
+    return _udp_responder(None)

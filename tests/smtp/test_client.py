@@ -1,0 +1,534 @@
+"""The relay client against real SMTP servers on loopback.
+
+Peers are aiosmtpd servers run in the test's event loop with TLS contexts from a test trust-space PKI
+(`gateway.tls.server_context`, client certificates required and checked against the test root); the
+relay finds them through a real DNS server (dnsmasq, tests.dns): `peer.test` has MX records
+mx1.peer.test (preference 10, 127.0.0.2) and mx2.peer.test (20, 127.0.0.3), both on one port chosen per
+test, so failing over from one MX to the next is the production path. Every Result is compared whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as ServerEnvelope
+
+from certs.pki import TrustSpacePKI, write_bundle
+from gateway.config import Config
+from gateway.queue.store import Envelope, Job
+from gateway.queue.worker import Result
+from gateway.smtp.client import Relayer
+from gateway.tls import server_context
+from tests.dns import Dnsmasq, Zone, dnsmasq
+
+OUR_HOST = "mail.ch-a.test"
+MX1, MX1_IP = "mx1.peer.test", "127.0.0.2"
+MX2, MX2_IP = "mx2.peer.test", "127.0.0.3"
+SENDER = "claire.martin@ch-a.test"
+ALICE, BOB, CAROL = "alice@peer.test", "bob@peer.test", "carol@peer.test"
+QUEUED = "250 2.0.0 OK queued"
+
+
+def make_body(size: int = 10 * 1024, *, eight_bit: bool = True) -> bytes:
+    """A CRLF message of exactly `size` octets, with a line starting with a dot (dot-stuffing)."""
+    text = "Compte rendu d'échographie" if eight_bit else "Compte rendu"
+    head = (
+        f"From: <{SENDER}>\r\nTo: <{ALICE}>, <{BOB}>\r\nSubject: {text}\r\nMessage-ID: <1@ch-a.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        f"{text}\r\n.a line starting with a dot\r\n"
+    ).encode()
+    lines = [head]
+    n = 0
+    while sum(map(len, lines)) + 80 < size:
+        lines.append(f"ligne {n:05d} {'x' * 64}\r\n".encode())
+        n += 1
+    rest = size - sum(map(len, lines))
+    lines.append(b"z" * (rest - 2) + b"\r\n")
+    body = b"".join(lines)
+    assert len(body) == size
+    return body
+
+
+BODY = make_body()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    fullchain: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Material:
+    root: Path
+    foreign_root: Path
+    ours: Bundle
+    mx1: Bundle
+    mx2: Bundle
+    wrong_name: Bundle
+    foreign_mx1: Bundle
+    mx1_ip: Bundle
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Material:
+    base = tmp_path_factory.mktemp("pki")
+    trust = TrustSpacePKI.create(base / "trust", label="TEST TRUST", crl_base_url="http://crl.trust.test")
+    foreign = TrustSpacePKI.create(base / "foreign", label="FOREIGN", crl_base_url="http://crl.foreign.test")
+
+    def bundle(pki: TrustSpacePKI, host: str, name: str) -> Bundle:
+        paths = write_bundle(pki.issue_server([host]), base / name, root=pki.root)
+        return Bundle(paths["fullchain"], paths["key"])
+
+    ours = bundle(trust, OUR_HOST, "ours")
+    foreign_mx1 = bundle(foreign, MX1, "foreign-mx1")
+    return Material(
+        root=ours.fullchain.parent / "root.pem",
+        foreign_root=foreign_mx1.fullchain.parent / "root.pem",
+        ours=ours,
+        mx1=bundle(trust, MX1, "mx1"),
+        mx2=bundle(trust, MX2, "mx2"),
+        wrong_name=bundle(trust, "other.peer.test", "wrong"),
+        foreign_mx1=foreign_mx1,
+        mx1_ip=bundle(trust, MX1_IP, "mx1-ip"),
+    )
+
+
+ZONE = Zone(
+    mx=[("peer.test", MX1, 10), ("peer.test", MX2, 20), ("dangling.test", "ghost.dangling.test", 10)],
+    hosts=[(MX1, MX1_IP), (MX2, MX2_IP)],
+    null_mx=["nullmx.test"],
+)
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dnsmasq]:
+    with dnsmasq(ZONE, tmp_path_factory.mktemp("dns")) as server:
+        yield server
+
+
+@pytest.fixture
+def port() -> int:
+    """A TCP port free on both MX addresses (MX records carry no port: both servers share it)."""
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind((MX1_IP, 0))
+            p = int(a.getsockname()[1])
+            try:
+                b.bind((MX2_IP, p))
+            except OSError:
+                continue
+            return p
+    raise RuntimeError("no common free port on 127.0.0.2 and 127.0.0.3")
+
+
+# ----------------------------------------------------------------------------- peer servers
+
+
+@dataclass
+class Received:
+    helo: str | None
+    mail_from: str | None
+    mail_options: list[str]
+    rcpt_tos: list[str]
+    content: bytes | None
+    peer_dns_names: tuple[str, ...]
+    tls_version: str | None
+
+
+def _peer_names(session: Session) -> tuple[str, ...]:
+    cert: Any = (session.ssl or {}).get("peercert") or {}
+    return tuple(value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS")
+
+
+@dataclass
+class Peer:
+    """An aiosmtpd handler recording what it is sent, answering as told."""
+
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    mail_reply: str | None = None
+    data_reply: str = QUEUED
+    mail_lines: list[str] = field(default_factory=list)
+    rcpts_seen: list[str] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: ServerEnvelope, address: str, mail_options: list[str]
+    ) -> str:
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: ServerEnvelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        self.rcpts_seen.append(address)
+        reply = self.rcpt_replies.get(address, "250 2.1.5 OK")
+        if reply.startswith("2"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: ServerEnvelope) -> str:
+        cipher = (session.ssl or {}).get("cipher")
+        self.received.append(
+            Received(
+                helo=session.host_name,
+                mail_from=envelope.mail_from,
+                mail_options=list(envelope.mail_options),
+                rcpt_tos=list(envelope.rcpt_tos),
+                content=envelope.original_content,
+                peer_dns_names=_peer_names(session),
+                tls_version=cipher[1] if cipher else None,
+            )
+        )
+        return self.data_reply
+
+
+class RecordingSMTP(SMTP):
+    """aiosmtpd's SMTP, keeping the MAIL command lines as received."""
+
+    def __init__(self, handler: Peer, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.peer = handler
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.peer.mail_lines.append(f"MAIL {arg}")
+        await super().smtp_MAIL(arg)
+
+
+def tls_for(bundle: Bundle, client_root: Path) -> ssl.SSLContext:
+    """A peer operator's listener context: its certificate, client certificates required from `client_root`."""
+    ctx = server_context(bundle.fullchain, bundle.key, client_ca=client_root, require_client_cert=True)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    ip: str, port: int, handler: Peer, tls: ssl.SSLContext | None, *, name: str, **kwargs: Any
+) -> AsyncIterator[Peer]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: RecordingSMTP(handler, hostname=name, tls_context=tls, require_starttls=tls is not None, **kwargs),
+        ip,
+        port,
+    )
+    try:
+        yield handler
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def silent(ip: str, port: int) -> AsyncIterator[None]:
+    """Accepts connections and never says a word."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hold, ip, port)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# ----------------------------------------------------------------------------- the relay side
+
+
+def relayer(pki: Material, dns: Dnsmasq, port: int, **kwargs: Any) -> Relayer:
+    settings: dict[str, Any] = {
+        "trust_anchor": pki.root,
+        "cert_chain": pki.ours.fullchain,
+        "key": pki.ours.key,
+        "helo_name": OUR_HOST,
+        "resolver": dns.address,
+        "port": port,
+        "connect_timeout": 5.0,
+        "command_timeout": 5.0,
+        "data_timeout": 5.0,
+        "dns_lifetime": 3.0,
+    }
+    settings.update(kwargs)
+    return Relayer(**settings)
+
+
+def envelope(sender: str = SENDER) -> Envelope:
+    return Envelope("q0123", "submission", sender, SENDER, None, "<1@ch-a.test>", len(BODY), datetime.now(UTC))
+
+
+def jobs(env: Envelope, *recipients: str) -> list[Job]:
+    return [Job(i + 1, r, r.rsplit("@", 1)[1], False, 0, env) for i, r in enumerate(recipients)]
+
+
+async def relay(
+    r: Relayer, *recipients: str, sender: str = SENDER, body: bytes = BODY, domain: str = "peer.test"
+) -> list[Result]:
+    env = envelope(sender)
+    return await r(domain, env, jobs(env, *recipients), body)
+
+
+def delivered(rcpt: str, host: str = MX1) -> Result:
+    return Result(rcpt, True, False, "2.0.0", f"smtp; {QUEUED}", host)
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+async def test_relays_a_10kb_message_to_two_recipients(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE, BOB)
+    assert results == [delivered(ALICE), delivered(BOB)]
+    assert peer.received == [
+        Received(
+            helo=OUR_HOST,
+            mail_from=SENDER,
+            mail_options=["SIZE=10240", "BODY=8BITMIME"],
+            rcpt_tos=[ALICE, BOB],
+            content=BODY,
+            peer_dns_names=(OUR_HOST,),
+            tls_version="TLSv1.3",
+        )
+    ]
+    assert peer.mail_lines == [f"MAIL FROM:<{SENDER}> SIZE=10240 BODY=8BITMIME"]
+
+
+async def test_mixed_recipient_replies(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    replies = {BOB: "450 mailbox busy", CAROL: "550 5.1.1 no such mailbox"}
+    async with serve(MX1_IP, port, Peer(rcpt_replies=replies), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE, BOB, CAROL)
+    assert results == [
+        delivered(ALICE),
+        Result(BOB, False, False, "4.0.0", "smtp; 450 mailbox busy", MX1),
+        Result(CAROL, False, True, "5.1.1", "smtp; 550 5.1.1 no such mailbox", MX1),
+    ]
+    assert peer.rcpts_seen == [ALICE, BOB, CAROL]
+    assert [(r.rcpt_tos, r.content) for r in peer.received] == [([ALICE], BODY)]
+
+
+async def test_no_recipient_accepted_sends_no_data(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    replies = {ALICE: "550 5.1.1 no such mailbox", BOB: "452 4.2.2 mailbox full"}
+    async with serve(MX1_IP, port, Peer(rcpt_replies=replies), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE, BOB)
+    assert results == [
+        Result(ALICE, False, True, "5.1.1", "smtp; 550 5.1.1 no such mailbox", MX1),
+        Result(BOB, False, False, "4.2.2", "smtp; 452 4.2.2 mailbox full", MX1),
+    ]
+    assert peer.received == []
+
+
+async def test_data_refused_applies_to_accepted_recipients(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    handler = Peer(rcpt_replies={BOB: "550 5.1.1 no such mailbox"}, data_reply="554 5.6.0 content refused")
+    async with serve(MX1_IP, port, handler, tls_for(pki.mx1, pki.root), name=MX1):
+        results = await relay(relayer(pki, dns_server, port), ALICE, BOB)
+    assert results == [
+        Result(ALICE, False, True, "5.6.0", "smtp; 554 5.6.0 content refused", MX1),
+        Result(BOB, False, True, "5.1.1", "smtp; 550 5.1.1 no such mailbox", MX1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reply", "permanent", "status"),
+    [("550 5.7.1 sender not allowed", True, "5.7.1"), ("451 4.3.0 try again later", False, "4.3.0")],
+)
+async def test_mail_from_refused_applies_to_all(
+    pki: Material, dns_server: Dnsmasq, port: int, reply: str, permanent: bool, status: str
+) -> None:
+    async with serve(MX1_IP, port, Peer(mail_reply=reply), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE, BOB)
+    assert results == [Result(r, False, permanent, status, f"smtp; {reply}", MX1) for r in (ALICE, BOB)]
+    assert peer.rcpts_seen == []
+    assert peer.received == []
+
+
+async def test_null_sender_is_relayed_as_empty_reverse_path(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    body = make_body(4000, eight_bit=False)
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE, sender="", body=body)
+    assert results == [delivered(ALICE)]
+    assert peer.mail_lines == ["MAIL FROM:<> SIZE=4000"]
+    # aiosmtpd hands the null reverse-path to its handler as "<>".
+    assert [(r.mail_from, r.rcpt_tos, r.content) for r in peer.received] == [("<>", [ALICE], body)]
+
+
+async def test_message_over_the_peer_size_limit_fails_without_data(
+    pki: Material, dns_server: Dnsmasq, port: int
+) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1, data_size_limit=5000) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE)
+    diag = "smtp; 552 5.3.4 message of 10240 octets exceeds the 5000-octet limit of mx1.peer.test"
+    assert results == [Result(ALICE, False, True, "5.3.4", diag, MX1)]
+    assert peer.mail_lines == []
+
+
+async def test_untrusted_certificate_then_next_mx(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with (
+        serve(MX1_IP, port, Peer(), tls_for(pki.foreign_mx1, pki.root), name=MX1) as first,
+        serve(MX2_IP, port, Peer(), tls_for(pki.mx2, pki.root), name=MX2) as second,
+    ):
+        results = await relay(relayer(pki, dns_server, port), ALICE, BOB)
+    assert results == [delivered(ALICE, MX2), delivered(BOB, MX2)]
+    assert first.mail_lines == []
+    assert [(r.rcpt_tos, r.content) for r in second.received] == [([ALICE, BOB], BODY)]
+
+
+UNTRUSTED = "smtp; 451 4.7.5 TLS certificate of mx1.peer.test not trusted: unable to get local issuer certificate"
+
+
+async def test_untrusted_certificate_everywhere_is_a_temporary_failure(
+    pki: Material, dns_server: Dnsmasq, port: int
+) -> None:
+    # mx1 presents a certificate of another CA, mx2 refuses connections: the TLS failure, which got
+    # further, is the one reported.
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.foreign_mx1, pki.root), name=MX1) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE, BOB)
+    assert results == [Result(r, False, False, "4.7.5", UNTRUSTED, MX1) for r in (ALICE, BOB)]
+    assert peer.mail_lines == []
+
+
+async def test_the_furthest_failure_is_reported_even_from_a_backup(
+    pki: Material, dns_server: Dnsmasq, port: int
+) -> None:
+    async with serve(MX2_IP, port, Peer(), tls_for(pki.wrong_name, pki.root), name=MX2) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE)
+    diag = (
+        "smtp; 451 4.7.5 TLS certificate of mx2.peer.test does not name it: "
+        "Hostname mismatch, certificate is not valid for 'mx2.peer.test'."
+    )
+    assert results == [Result(ALICE, False, False, "4.7.5", diag, MX2)]
+    assert peer.mail_lines == []
+
+
+async def test_certificate_not_naming_the_host_is_refused(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    # A static route to mx1.peer.test, whose certificate names other.peer.test (from the right CA).
+    r = relayer(pki, dns_server, port, routes={"peer.test": f"{MX1}:{port}"})
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.wrong_name, pki.root), name=MX1) as peer:
+        results = await relay(r, ALICE)
+    diag = (
+        "smtp; 451 4.7.5 TLS certificate of mx1.peer.test does not name it: "
+        "Hostname mismatch, certificate is not valid for 'mx1.peer.test'."
+    )
+    assert results == [Result(ALICE, False, False, "4.7.5", diag, MX1)]
+    assert peer.mail_lines == []
+
+
+async def test_route_to_an_ip_address_checks_the_ip_san(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    # `mssgw demo` routes to 127.0.0.1:port, and node certificates carry the listen address as iPAddress.
+    r = relayer(pki, dns_server, port, routes={"peer.test": f"{MX1_IP}:{port}"})
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1_ip, pki.root), name=MX1) as peer:
+        results = await relay(r, ALICE)
+    assert results == [delivered(ALICE, MX1_IP)]
+    assert [x.rcpt_tos for x in peer.received] == [[ALICE]]
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(r, ALICE)
+    diag = (
+        "smtp; 451 4.7.5 TLS certificate of 127.0.0.2 does not name it: "
+        "IP address mismatch, certificate is not valid for '127.0.0.2'."
+    )
+    assert results == [Result(ALICE, False, False, "4.7.5", diag, MX1_IP)]
+    assert peer.mail_lines == []
+
+
+async def test_server_without_starttls_is_refused(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    r = relayer(pki, dns_server, port, routes={"peer.test": f"{MX1}:{port}"})
+    async with serve(MX1_IP, port, Peer(), None, name=MX1) as peer:
+        results = await relay(r, ALICE, BOB)
+    diag = "smtp; 451 4.7.4 mx1.peer.test does not offer STARTTLS"
+    assert results == [Result(rcpt, False, False, "4.7.4", diag, MX1) for rcpt in (ALICE, BOB)]
+    assert peer.mail_lines == []
+    assert peer.received == []
+
+
+async def test_connection_refused_then_next_mx(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with serve(MX2_IP, port, Peer(), tls_for(pki.mx2, pki.root), name=MX2) as peer:
+        results = await relay(relayer(pki, dns_server, port), ALICE)
+    assert results == [delivered(ALICE, MX2)]
+    assert [r.rcpt_tos for r in peer.received] == [[ALICE]]
+
+
+async def test_every_connection_refused(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    results = await relay(relayer(pki, dns_server, port), ALICE)
+    diag = f"smtp; 451 4.4.1 connection to mx1.peer.test[127.0.0.2]:{port} refused"
+    assert results == [Result(ALICE, False, False, "4.4.1", diag, MX1)]
+
+
+async def test_silent_server_times_out(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    r = relayer(pki, dns_server, port, routes={"peer.test": f"{MX1}:{port}"}, command_timeout=0.5)
+    async with silent(MX1_IP, port):
+        results = await relay(r, ALICE)
+    diag = f"smtp; 451 4.4.1 no greeting from mx1.peer.test[127.0.0.2]:{port} within 0.5 s"
+    assert results == [Result(ALICE, False, False, "4.4.1", diag, MX1)]
+
+
+async def test_peer_refusing_our_certificate(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    # The peer only accepts client certificates of another trust space: ours is refused.
+    r = relayer(pki, dns_server, port, routes={"peer.test": f"{MX1}:{port}"})
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.foreign_root), name=MX1) as peer:
+        results = await relay(r, ALICE)
+    # The server's alert arrives before EHLO is sent (no detail left) or while its reply is awaited.
+    lost = "smtp; 451 4.4.2 connection to mx1.peer.test lost after STARTTLS"
+    assert results in (
+        [Result(ALICE, False, False, "4.4.2", f"{lost} (the peer may have refused our client certificate)", MX1)],
+        [Result(ALICE, False, False, "4.4.2", f"{lost}: TLSV1_ALERT_UNKNOWN_CA", MX1)],
+    )
+    assert peer.mail_lines == []
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        (
+            "nowhere.test",
+            (True, "5.1.2", "smtp; 550 5.1.2 bad destination system: domain nowhere.test does not exist"),
+        ),
+        ("nullmx.test", (True, "5.1.10", "smtp; 556 5.1.10 domain nullmx.test accepts no mail (null MX)")),
+    ],
+)
+async def test_routing_failures_become_results(
+    pki: Material, dns_server: Dnsmasq, port: int, domain: str, expected: tuple[bool, str, str]
+) -> None:
+    permanent, status, diag = expected
+    results = await relay(relayer(pki, dns_server, port), f"alice@{domain}", f"bob@{domain}", domain=domain)
+    assert results == [Result(f"{r}@{domain}", False, permanent, status, diag, None) for r in ("alice", "bob")]
+
+
+async def test_built_from_the_node_config(pki: Material, dns_server: Dnsmasq, port: int, tmp_path: Path) -> None:
+    cfg = Config(
+        node={"domain": "ch-a.test"},
+        pki={"trust_anchor": pki.root, "cert": pki.ours.fullchain, "key": pki.ours.key},
+        queue={"routes": {"peer.test": f"{MX1}:{port}"}, "resolver": dns_server.address},
+        base_dir=tmp_path,
+    )
+    r = Relayer(cfg)
+    assert (r.helo_name, r.routes, r.resolver, r.port) == (
+        OUR_HOST,
+        {"peer.test": f"{MX1}:{port}"},
+        dns_server.address,
+        25,
+    )
+    assert (r.connect_timeout, r.command_timeout, r.data_timeout) == (30.0, 300.0, 600.0)
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(r, ALICE)
+    assert results == [delivered(ALICE)]
+    assert [(x.helo, x.peer_dns_names) for x in peer.received] == [(OUR_HOST, (OUR_HOST,))]
+
+
+async def test_mx_host_without_address_is_a_temporary_failure(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    results = await relay(relayer(pki, dns_server, port), "alice@dangling.test", domain="dangling.test")
+    diag = "smtp; 451 4.4.4 unable to route: host ghost.dangling.test does not exist"
+    assert results == [Result("alice@dangling.test", False, False, "4.4.4", diag, "ghost.dangling.test")]

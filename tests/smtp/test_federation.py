@@ -1,0 +1,123 @@
+"""Two operators, separate data directories, federating over mutual TLS: the demo trust space, run."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import NodeDir, run_cli
+from tests.smtp.conftest import inbox
+
+A, B = "hopital-a.mssante.test", "clinique-b.mssante.test"
+
+
+@dataclass
+class TrustSpace:
+    root: Path
+    creds: dict[str, Any]
+    proc: subprocess.Popen[str]
+
+    def operator(self, name: str) -> dict[str, Any]:
+        return next(op for op in self.creds["operators"] if op["name"] == name)
+
+    def node(self, name: str) -> NodeDir:
+        return NodeDir(self.root / name, self.root / "secrets" / name)
+
+    def password(self, address: str) -> str:
+        for op in self.creds["operators"]:
+            for m in op["mailboxes"]:
+                if m["address"] == address:
+                    return str(m["password"])
+        raise KeyError(address)
+
+    def submit(self, name: str, sender: str, rcpts: list[str], subject: str) -> None:
+        op = self.operator(name)
+        ctx = ssl.create_default_context(cafile=self.creds["trust_anchor"])
+        ctx.check_hostname = False
+        with smtplib.SMTP("127.0.0.1", op["ports"]["submission"], timeout=30) as client:
+            client.starttls(context=ctx)
+            client.login(sender, self.password(sender))
+            body = (
+                f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + "Compte rendu.\r\n" * 700
+            )
+            assert client.sendmail(sender, rcpts, body.encode()) == {}
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSpace]:
+    root = tmp_path_factory.mktemp("space") / "demo"
+    r = run_cli("demo", "init", root)
+    assert r.code == 0, r.err
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli.main", "demo", "run", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ready = 0
+    for line in proc.stdout:
+        if line.strip().endswith(": ready"):
+            ready += 1
+            if ready == 2:
+                break
+    assert ready == 2, proc.stderr.read() if proc.stderr else ""
+    yield TrustSpace(root, json.loads((root / "credentials.json").read_text()), proc)
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def wait(node: NodeDir, address: str, marker: bytes, timeout: float = 30) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for body in inbox(node, address):
+            if marker in body:
+                return body
+        time.sleep(0.2)
+    raise AssertionError(f"{marker!r} never reached {address}")
+
+
+def test_a_message_crosses_operators_over_mutual_tls(space: TrustSpace) -> None:
+    sender, rcpt = f"claire.martin@{A}", f"paul.durand@{B}"
+    space.submit("operator-a", sender, [rcpt], "Lettre de liaison")
+    got = wait(space.node("operator-b"), rcpt, b"Subject: Lettre de liaison")
+    head = got.split(b"\r\n\r\n", 1)[0].decode()
+    # B's Received (relay, TLS) above A's (submission, TLS): both hops encrypted.
+    assert head.count("Received: ") == 2
+    first, second = head.split("Received: ")[1:3]
+    assert " with ESMTPS id " in first
+    assert " with ESMTPSA id " in second
+    assert "(using TLSv1.3 with cipher " in first
+    assert got.endswith(b"Compte rendu.\r\n" * 700)
+    # A audited the relay; B audited the peer by its certificate's trust-list domain.
+    relayed = space.node("operator-a").cli("audit", "search", "--event", "queue.relayed", "--json").json()
+    assert relayed[-1]["response"]["rcpt"] == rcpt  # type: ignore[index]
+    accepted = space.node("operator-b").cli("audit", "search", "--event", "smtp.message.accepted", "--json").json()
+    assert accepted[-1]["principal"] == A  # type: ignore[index]
+    assert accepted[-1]["author"] == "relay:node1"  # type: ignore[index]
+
+
+def test_replies_travel_back_and_local_copies_stay_local(space: TrustSpace) -> None:
+    space.submit("operator-b", f"paul.durand@{B}", [f"claire.martin@{A}", f"accueil@{B}"], "Réponse")
+    wait(space.node("operator-a"), f"claire.martin@{A}", b"Subject: R")
+    wait(space.node("operator-b"), f"accueil@{B}", b"Subject: R")
+
+
+def test_unknown_remote_mailbox_bounces_with_a_dsn(space: TrustSpace) -> None:
+    sender = f"lucas.bernard@{A}"
+    space.submit("operator-a", sender, [f"nobody@{B}"], "perdu")
+    dsn = wait(space.node("operator-a"), sender, b"report-type=delivery-status")
+    assert b"Final-Recipient: rfc822; nobody@clinique-b.mssante.test" in dsn
+    assert b"Status: 5.1.1" in dsn
+    assert b"Compte rendu." not in dsn  # headers only, never the content
