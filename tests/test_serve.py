@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,13 +30,14 @@ class Running:
         return self.ports["https"]
 
 
-def start_node(node: NodeDir) -> Running:
-    """Run `mssgw serve` and read the listeners it announces, up to `ready`."""
+def start_node(node: NodeDir, env: dict[str, str] | None = None) -> Running:
+    """Run `mssgw serve` (settings overridable through MSSGW_* variables) up to `ready`."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None
     ports: dict[str, int] = {}

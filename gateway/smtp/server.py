@@ -75,6 +75,21 @@ class GatewaySMTP(SMTP):
     def __init__(self, handler: Any, *, implicit_tls: bool = False, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._implicit_tls = implicit_tls
+        self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self._command = (AuditEvent.SMTP_SENDER_REFUSED, arg or "")
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._command = None
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._command = (AuditEvent.SMTP_RECIPIENT_REFUSED, arg or "")
+        try:
+            await super().smtp_RCPT(arg)
+        finally:
+            self._command = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -83,6 +98,13 @@ class GatewaySMTP(SMTP):
             self._tls_protocol = marker  # type: ignore[assignment]
             assert self.session is not None
             self.session.ssl = marker._extra
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2 lets a server drop an idle client; §3.8 asks it to say so with a 421 first.
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         # RFC 3207: a refused handshake (an untrusted or revoked client certificate...) ends the session;
@@ -105,6 +127,14 @@ class GatewaySMTP(SMTP):
                 status = "500 5.5.1 " + status[4:]
             # Replies are ASCII (RFC 5321 §4.2); aiosmtpd would fail on anything else.
             status = status.replace("§", "section ").encode("ascii", "replace").decode()
+            # aiosmtpd's own syntax refusals of MAIL/RCPT (source routes, bad paths) are audited too;
+            # the handler audits its policy refusals itself.
+            audit = getattr(self.event_handler, "audit", None)
+            info = getattr(self.session, "mssgw", None)
+            already = isinstance(info, SessionInfo) and info.audited_reply == status
+            if self._command is not None and status[:3] in ("501", "553") and audit is not None and not already:
+                event, arg = self._command
+                await audit(event, self.session, result="refused", reply=status, command=arg[:300])
         await super().push(status)
 
 
@@ -120,6 +150,7 @@ class SessionInfo:
     peer_name: str | None = None  # relay: the peer operator's first trust-list domain
     peer_domains: tuple[str, ...] = ()  # relay: its certificate's dNSNames that are on the trust list
     accepted: int = 0
+    audited_reply: str | None = None  # the last refusal the handler audited itself
 
 
 def _ssl_object(session: Session) -> ssl.SSLObject | None:
@@ -177,6 +208,7 @@ class _Handler:
 
     async def refuse(self, verdict: Refusal, session: Session, **facts: Any) -> str:
         await self.audit(verdict.event, session, result="refused", reply=verdict.smtp, **facts)
+        self.info(session).audited_reply = verdict.smtp  # GatewaySMTP.push must not audit it again
         return verdict.smtp
 
     async def local_recipient(self, rcpt: str, count: int) -> Verdict:

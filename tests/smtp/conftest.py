@@ -79,8 +79,8 @@ class Gateway:
         return client
 
 
-def serve(node: NodeDir) -> Iterator[Gateway]:
-    running = start_node(node)
+def serve(node: NodeDir, env: dict[str, str] | None = None) -> Iterator[Gateway]:
+    running = start_node(node, env)
     try:
         yield Gateway(running, node)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import smtplib
 import subprocess
@@ -169,8 +170,8 @@ def test_from_header_must_match_the_envelope(gateway: Gateway) -> None:
             553,
             f"5.1.3 invalid recipient address a!b@{DOMAIN}: '!' in the local part is not accepted (bang-path routing)",
         ),
-        # aiosmtpd's own path parser refuses source routes before the policy sees them.
-        (f"@{DOMAIN}:x@gmail.com", 553, "5.1.3 Error: malformed address"),
+        # A source route is dropped by the SMTP parser (RFC 5321 §3.6.1); what remains is judged on its own.
+        (f"@{DOMAIN}:x@gmail.com", 550, "5.7.1 x@gmail.com: recipient outside the trust space"),
         ("x@[127.0.0.1]", 553, "5.1.3 invalid recipient address x@[127.0.0.1]: address literals are not accepted"),
         ("a" * 75 + f"@{DOMAIN}", 553, None),
         ("x@" + ".".join(["d" * 63] * 4) + ".fr", 553, None),
@@ -179,13 +180,31 @@ def test_from_header_must_match_the_envelope(gateway: Gateway) -> None:
 def test_recipient_refusals(gateway: Gateway, rcpt: str, code: int, reply: str | None) -> None:
     client = gateway.submission(login=DOCTOR)
     client.mail(DOCTOR)
-    got_code, got = client.rcpt(rcpt)
+    got_code, got = client.docmd("RCPT", f"TO:<{rcpt}>")  # exactly as given: smtplib.rcpt() rewrites some
     assert got_code == code
     if reply is not None:
         assert got.decode() == reply
     else:
         assert got.startswith(b"5.1.3 invalid recipient address ")
     client.quit()
+
+
+def test_refusals_by_the_smtp_parser_are_audited_once(gateway: Gateway) -> None:
+    client = gateway.submission(login=DOCTOR)
+    client.mail(DOCTOR)
+    # smtplib's rcpt() would rewrite a source route: send the exact command.
+    assert client.docmd("RCPT", f"TO:<@{DOMAIN}>") == (553, b"5.1.3 Error: malformed address")
+    assert client.docmd("RCPT", f"TO:<a%b@{DOMAIN}>")[0] == 553
+    client.quit()
+    refused = gateway.node.cli("audit", "search", "--event", "smtp.recipient.refused", "--json").json()
+    last = [r["response"] for r in refused[-2:]]  # type: ignore[index]
+    assert last[0] == {
+        "command": f"TO:<@{DOMAIN}>",
+        "reply": "553 5.1.3 Error: malformed address",
+        "result": "refused",
+    }
+    assert last[1]["reply"].startswith(f"553 5.1.3 invalid recipient address a%b@{DOMAIN}")
+    assert "command" not in last[1]  # the policy's refusal, audited once by the handler
 
 
 def test_recipient_in_a_peer_domain_is_accepted(gateway: Gateway) -> None:
@@ -205,7 +224,7 @@ def test_recipient_in_a_peer_domain_is_accepted(gateway: Gateway) -> None:
 )
 def test_smuggling_variants_are_refused(gateway: Gateway, ending: bytes) -> None:
     raw = RawSMTP(gateway)
-    raw.command("AUTH PLAIN " + __import__("base64").b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
+    raw.command("AUTH PLAIN " + base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
     assert raw.command(f"MAIL FROM:<{DOCTOR}>")[0] == 250
     assert raw.command(f"RCPT TO:<{NURSE}>")[0] == 250
     assert raw.command("DATA")[0] == 354
