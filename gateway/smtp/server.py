@@ -211,6 +211,26 @@ class _Handler:
         self.info(session).audited_reply = verdict.smtp  # GatewaySMTP.push must not audit it again
         return verdict.smtp
 
+    async def take_sender(
+        self, verdict: Verdict, session: Session, envelope: Envelope, sender: str, options: list[str]
+    ) -> str:
+        """MAIL FROM: the refusal's reply, or the sender recorded and 250 (RFC 5321 §4.1.1.2)."""
+        if isinstance(verdict, Refusal):
+            return await self.refuse(verdict, session, mail_from=sender)
+        envelope.mail_from = sender.lower()
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def take_recipient(
+        self, verdict: Verdict, session: Session, envelope: Envelope, rcpt: str, options: list[str]
+    ) -> str:
+        """RCPT TO: the refusal's reply, or the recipient recorded and 250 (RFC 5321 §4.1.1.3)."""
+        if isinstance(verdict, Refusal):
+            return await self.refuse(verdict, session, rcpt=rcpt)
+        envelope.rcpt_tos.append(rcpt.lower())
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
     async def local_recipient(self, rcpt: str, count: int) -> Verdict:
         """A recipient in one of our domains must exist here and be active (550 5.1.1 / 550 5.2.1)."""
         state = await self.node.mailboxes.state(rcpt)
@@ -358,11 +378,7 @@ class SubmissionHandler(_Handler):
         state = await self.node.mailboxes.state(sender) if "@" in sender else None
         facts = identity.SenderFacts(**vars(state)) if state is not None else None
         verdict = identity.check_mail_from(info.principal, sender, facts)
-        if isinstance(verdict, Refusal):
-            return await self.refuse(verdict, session, mail_from=sender)
-        envelope.mail_from = sender.lower()
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
+        return await self.take_sender(verdict, session, envelope, sender, options)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -378,11 +394,7 @@ class SubmissionHandler(_Handler):
                 count=len(envelope.rcpt_tos),
                 max_recipients=self.cfg.smtp.max_recipients,
             )
-        if isinstance(verdict, Refusal):
-            return await self.refuse(verdict, session, rcpt=rcpt)
-        envelope.rcpt_tos.append(rcpt.lower())
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 OK"
+        return await self.take_recipient(verdict, session, envelope, rcpt, options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         info = self.info(session)
@@ -452,22 +464,14 @@ class RelayHandler(_Handler):
             return await self.refuse(refusal, session)
         sender = _unquote(address)
         verdict = recipients.check_relay_sender(sender, peer_domains=self.info(session).peer_domains)
-        if isinstance(verdict, Refusal):
-            return await self.refuse(verdict, session, mail_from=sender)
-        envelope.mail_from = sender.lower()
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
+        return await self.take_sender(verdict, session, envelope, sender, options)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         rcpt = _unquote(address)
         verdict = await self.local_recipient(rcpt, len(envelope.rcpt_tos))
-        if isinstance(verdict, Refusal):
-            return await self.refuse(verdict, session, rcpt=rcpt)
-        envelope.rcpt_tos.append(rcpt.lower())
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 OK"
+        return await self.take_recipient(verdict, session, envelope, rcpt, options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
