@@ -11,11 +11,14 @@ Implementation notes
   becomes due again for any worker: delivery is at least once, and the local delivery path makes it
   exactly once by recording delivery and mailbox insert in one transaction.
 - A message row leaves the queue when its last recipient reaches a final state (delivered, relayed,
-  failed) or by an operator's audited `mssgw queue delete`.
+  failed), in the transaction that records that state (`settle`): were it a later step, a crash in
+  between would leave a finished message and its sealed body in the queue for good. Or by an
+  operator's audited `mssgw queue delete`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,10 @@ from gateway.store.db import Database
 from gateway.store.models import QueuedMessage, QueuedRecipient, utcnow
 
 FINAL = ("delivered", "relayed", "failed")
+
+
+class LeaseLost(Exception):
+    """The recipient's lease went to another worker: this worker's outcome must not be recorded."""
 
 
 def _aad(queue_id: str) -> bytes:
@@ -61,6 +68,7 @@ class Job:
     local: bool
     attempts: int
     envelope: Envelope
+    owner: str  # the lease holder that claimed it
 
 
 @dataclass
@@ -96,14 +104,16 @@ class Queue:
         principal: str | None = None,
         peer: str | None = None,
         header_message_id: str | None = None,
+        session: AsyncSession | None = None,
     ) -> str:
-        """Commit a message and its recipients durably; returns the queue id."""
+        """Commit a message and its recipients durably (or add them to `session`); returns the queue id."""
         if not recipients:
             raise ValueError("a queued message needs at least one recipient")
         local = {d.lower() for d in local_domains}
         queue_id = secrets.token_hex(16)
         now = utcnow()
-        async with self.db.write() as s:
+        async with contextlib.AsyncExitStack() as stack:
+            s = session if session is not None else await stack.enter_async_context(self.db.write())
             s.add(
                 QueuedMessage(
                     id=queue_id,
@@ -161,7 +171,17 @@ class Queue:
                     .order_by(QueuedRecipient.id)
                 )
             ).all()
-            return Claim([Job(r.id, r.recipient, r.domain, r.local, r.attempts, _envelope(m)) for r, m in rows])
+            return Claim([Job(r.id, r.recipient, r.domain, r.local, r.attempts, _envelope(m), owner) for r, m in rows])
+
+    async def release(self, owner: str) -> int:
+        """Free the leases `owner` held before a restart (its deliveries died with it); returns how many."""
+        async with self.db.write() as s:
+            result = await s.execute(
+                update(QueuedRecipient)
+                .where(QueuedRecipient.lease_owner == owner, QueuedRecipient.status == "pending")
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def body(self, queue_id: str) -> bytes:
         async with self.db.read() as s:
@@ -191,7 +211,8 @@ class Queue:
         error: str | None = None,
         retry_at: datetime | None = None,
     ) -> None:
-        """Record a recipient's outcome inside the caller's transaction (so it commits with the delivery)."""
+        """Record a recipient's outcome inside the caller's transaction (so it commits with the delivery),
+        provided the caller still holds its lease; LeaseLost otherwise."""
         values: dict[str, Any] = {
             "status": status,
             "attempts": job.attempts + 1,
@@ -203,7 +224,37 @@ class Queue:
             values["last_error"] = error[:1000]
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
-        await s.execute(update(QueuedRecipient).where(QueuedRecipient.id == job.recipient_id).values(**values))
+        result = await s.execute(
+            update(QueuedRecipient)
+            .where(
+                QueuedRecipient.id == job.recipient_id,
+                QueuedRecipient.status == "pending",
+                QueuedRecipient.lease_owner == job.owner,
+            )
+            .values(**values)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            # Our lease expired and another worker took the recipient over: raising rolls back whatever
+            # this transaction did with it (a mailbox insert), so it is delivered once, by the other.
+            raise LeaseLost(
+                f"recipient {job.recipient_id} of {job.envelope.queue_id} is no longer leased to {job.owner}"
+            )
+        if status in FINAL:
+            await Queue._retire(s, job.envelope.queue_id)
+
+    @staticmethod
+    async def _retire(s: AsyncSession, queue_id: str) -> bool:
+        open_ = (
+            await s.execute(
+                select(func.count())
+                .select_from(QueuedRecipient)
+                .where(QueuedRecipient.message_id == queue_id, QueuedRecipient.status.not_in(FINAL))
+            )
+        ).scalar_one()
+        if open_:
+            return False
+        await s.execute(delete(QueuedMessage).where(QueuedMessage.id == queue_id))
+        return True
 
     async def mark(self, job: Job, status: str, *, error: str | None = None, retry_at: datetime | None = None) -> None:
         async with self.db.write() as s:
@@ -212,17 +263,7 @@ class Queue:
     async def retire_if_done(self, queue_id: str) -> bool:
         """Drop the message once every recipient is final; returns whether it was dropped."""
         async with self.db.write() as s:
-            open_ = (
-                await s.execute(
-                    select(func.count())
-                    .select_from(QueuedRecipient)
-                    .where(QueuedRecipient.message_id == queue_id, QueuedRecipient.status.not_in(FINAL))
-                )
-            ).scalar_one()
-            if open_:
-                return False
-            await s.execute(delete(QueuedMessage).where(QueuedMessage.id == queue_id))
-            return True
+            return await self._retire(s, queue_id)
 
     async def recipients(self, queue_id: str) -> list[QueuedRecipient]:
         async with self.db.read() as s:

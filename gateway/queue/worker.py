@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gateway.audit.events import AuditEvent
+from gateway.audit.oplog import get_logger
 from gateway.node import Node
 from gateway.queue.dsn import RecipientStatus, build_dsn, header_block, needs_dsn
 from gateway.queue.retry import RetrySchedule, parse_duration
-from gateway.queue.store import Envelope, Job, Queue
+from gateway.queue.store import Envelope, Job, LeaseLost, Queue
 from gateway.store.messages import MessageStore
 from gateway.store.models import utcnow
 
@@ -58,12 +59,16 @@ class DeliveryWorker:
         self.schedule = RetrySchedule.parse(q.retry_schedule, max_age=parse_duration(q.max_age), jitter=0.1)
         self.lease = timedelta(seconds=q.lease)
         self._wake = asyncio.Event()
+        self._log = get_logger(component="queue", node=self.owner)
         self._domain_limits: dict[str, asyncio.Semaphore] = {}
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
+        # Leases this node held when it last stopped died with that process: take them back now rather
+        # than after they expire.
+        await self.queue.release(self.owner)
         while True:
             if not await self.run_once():
                 self._wake.clear()
@@ -74,7 +79,14 @@ class DeliveryWorker:
         """Claim and handle one batch; returns how many recipients were handled."""
         claim = await self.queue.claim(owner=self.owner, lease=self.lease, limit=100, now=now)
         groups = claim.by_message()
-        await asyncio.gather(*(self._message(qid, jobs) for qid, jobs in groups.items()))
+        outcomes = await asyncio.gather(
+            *(self._message(qid, jobs) for qid, jobs in groups.items()), return_exceptions=True
+        )
+        for qid, outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                # One message's trouble (deleted meanwhile, a bug) must not stop the others: its leases
+                # expire and it is retried; the error is logged without content.
+                self._log.error("queue message failed", queue_id=qid, error=f"{type(outcome).__name__}: {outcome}")
         return len(claim.jobs)
 
     async def _audit(self, event: AuditEvent, env: Envelope, **response: object) -> None:
@@ -99,34 +111,83 @@ class DeliveryWorker:
         for domain, group in remote.items():
             outcome = await self._relay(domain, env, group, body)
             results.extend(zip(group, outcome, strict=True))
-        failed: list[RecipientStatus] = []
+        failed: list[tuple[Job, RecipientStatus]] = []
         now = utcnow()
         for job, res in results:
             if res.ok:
                 continue  # recorded with the delivery itself
             retry = None if res.permanent else self.schedule.next_delay(job.attempts + 1, age=now - env.created_at)
             if retry is not None:
-                await self.queue.mark(job, "pending", error=res.diagnostic, retry_at=now + retry)
-                await self._audit(
-                    AuditEvent.QUEUE_DEFERRED, env, rcpt=job.recipient, reason=res.diagnostic, retry_in=retry.seconds
-                )
+                with contextlib.suppress(LeaseLost):
+                    await self.queue.mark(job, "pending", error=res.diagnostic, retry_at=now + retry)
+                    await self._audit(
+                        AuditEvent.QUEUE_DEFERRED,
+                        env,
+                        rcpt=job.recipient,
+                        reason=res.diagnostic,
+                        retry_in=retry.seconds,
+                    )
                 continue
             status = res.status if res.permanent else "4.4.7"  # RFC 3463: delivery time expired
-            await self.queue.mark(job, "failed", error=res.diagnostic)
-            await self._audit(AuditEvent.QUEUE_FAILED, env, rcpt=job.recipient, status=status, reason=res.diagnostic)
             failed.append(
-                RecipientStatus(
-                    recipient=job.recipient,
-                    action="failed",
-                    status=status,
-                    diagnostic=res.diagnostic,
-                    remote_mta=res.remote_mta,
-                    last_attempt=now,
+                (
+                    job,
+                    RecipientStatus(
+                        recipient=job.recipient,
+                        action="failed",
+                        status=status,
+                        diagnostic=res.diagnostic,
+                        remote_mta=res.remote_mta,
+                        last_attempt=now,
+                    ),
                 )
             )
         if failed:
-            await self._bounce(env, body, failed)
-        await self.queue.retire_if_done(queue_id)
+            await self._fail(env, body, failed)
+
+    async def _fail(self, env: Envelope, body: bytes, failed: list[tuple[Job, RecipientStatus]]) -> None:
+        """Fail the recipients and queue the sender's DSN in one transaction: never one without the other."""
+        dsn = None
+        if needs_dsn(env.sender):
+            dsn = build_dsn(
+                reporting_mta=self.cfg.smtp_hostname,
+                original_envelope_id=None,
+                sender=env.sender,
+                recipients=[st for _, st in failed],
+                original_headers=header_block(body),
+                arrival=env.created_at,
+                message_id_domain=self.cfg.node.domain,
+            )
+        try:
+            async with self.node.db.write() as s:
+                for job, st in failed:
+                    await Queue.settle(s, job, "failed", error=st.diagnostic)
+                dsn_id = (
+                    await self.queue.enqueue(
+                        source="dsn",
+                        sender="",
+                        recipients=[env.sender],
+                        body=dsn,
+                        local_domains=self.cfg.node.local_domains,
+                        peer=env.queue_id,
+                        session=s,
+                    )
+                    if dsn is not None
+                    else None
+                )
+        except LeaseLost:
+            return  # another worker holds these recipients now and will conclude
+        for job, st in failed:
+            await self._audit(AuditEvent.QUEUE_FAILED, env, rcpt=job.recipient, status=st.status, reason=st.diagnostic)
+        if dsn_id is not None:
+            await self._audit(
+                AuditEvent.QUEUE_DSN_SENT,
+                env,
+                to=env.sender,
+                dsn_queue_id=dsn_id,
+                rcpts=[j.recipient for j, _ in failed],
+            )
+            self.wake()
 
     async def _deliver_local(self, job: Job, body: bytes) -> Result:
         state = await self.node.mailboxes.state(job.recipient)
@@ -135,11 +196,14 @@ class DeliveryWorker:
         if not state.active:
             return Result(job.recipient, False, True, "5.2.1", "smtp; 550 5.2.1 mailbox disabled")
         env = job.envelope
-        async with self.node.db.write() as s:
-            delivered = await self.store.deliver(
-                job.recipient, body, header_message_id=env.header_message_id, session=s
-            )
-            await Queue.settle(s, job, "delivered")
+        try:
+            async with self.node.db.write() as s:
+                delivered = await self.store.deliver(
+                    job.recipient, body, header_message_id=env.header_message_id, session=s
+                )
+                await Queue.settle(s, job, "delivered")
+        except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
+            return Result(job.recipient, True)
         await self._audit(
             AuditEvent.QUEUE_DELIVERED,
             env,
@@ -158,31 +222,7 @@ class DeliveryWorker:
             results = await self.relay(domain, env, jobs, body)
         for job, res in zip(jobs, results, strict=True):
             if res.ok:
-                await self.queue.mark(job, "relayed")
+                with contextlib.suppress(LeaseLost):  # already relayed: the other worker's retry is the duplicate
+                    await self.queue.mark(job, "relayed")
                 await self._audit(AuditEvent.QUEUE_RELAYED, env, rcpt=job.recipient, remote_mta=res.remote_mta)
         return results
-
-    async def _bounce(self, env: Envelope, body: bytes, failed: list[RecipientStatus]) -> None:
-        if not needs_dsn(env.sender):
-            return
-        dsn = build_dsn(
-            reporting_mta=self.cfg.smtp_hostname,
-            original_envelope_id=None,
-            sender=env.sender,
-            recipients=failed,
-            original_headers=header_block(body),
-            arrival=env.created_at,
-            message_id_domain=self.cfg.node.domain,
-        )
-        queue_id = await self.queue.enqueue(
-            source="dsn",
-            sender="",
-            recipients=[env.sender],
-            body=dsn,
-            local_domains=self.cfg.node.local_domains,
-            peer=env.queue_id,
-        )
-        await self._audit(
-            AuditEvent.QUEUE_DSN_SENT, env, to=env.sender, dsn_queue_id=queue_id, rcpts=[f.recipient for f in failed]
-        )
-        self.wake()

@@ -273,7 +273,7 @@ def envelope(sender: str = SENDER) -> Envelope:
 
 
 def jobs(env: Envelope, *recipients: str) -> list[Job]:
-    return [Job(i + 1, r, r.rsplit("@", 1)[1], False, 0, env) for i, r in enumerate(recipients)]
+    return [Job(i + 1, r, r.rsplit("@", 1)[1], False, 0, env, "test") for i, r in enumerate(recipients)]
 
 
 async def relay(
