@@ -5,11 +5,14 @@ set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=""
-    for pkg in openssl curl postgresql swaks dnsmasq-base; do
+    for pkg in openssl curl postgresql swaks dnsmasq-base postfix; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
     done
     python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
     if [ -n "$need" ]; then
+        # Postfix is there for its smtp-source/smtp-sink and a private reference instance in the
+        # relay benchmark: installed unconfigured, so no system mailer starts.
+        echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
     fi

@@ -5,6 +5,11 @@ Implementation notes
   rely on it), foreign keys on, a busy timeout. Write transactions start with BEGIN IMMEDIATE so two
   processes (the node and an admin command) never deadlock upgrading a read lock to a write lock; reads
   use a separate engine with deferred transactions so they never wait for the write lock.
+- SQLite has one writer at a time. Writers of this process queue on an asyncio lock rather than in
+  SQLite's busy handler, which sleeps (up to 100 ms a round) instead of waking when the lock frees:
+  under load that sleeping, not the work, bounded the SMTP rate. The busy timeout remains for the
+  other processes (admin commands). A write transaction opened inside another in the same task would
+  wait for itself: it raises instead.
 - PostgreSQL: one engine; `read()` and `write()` are both plain transactions.
 - Schema changes only through alembic migrations (`migrate()`), run on the engine's own connection so the
   async driver is used end to end. Two migration trees: application data and the audit log.
@@ -12,6 +17,9 @@ Implementation notes
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -77,12 +85,27 @@ class Database:
         self.read_engine = _engine(url, immediate=False) if self.is_sqlite else self.engine
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # One lock per event loop (tests and admin commands may run several loops in turn).
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._writing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"writing:{id(self)}", default=False)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction, committed when the block exits normally, rolled back otherwise."""
-        async with self._write() as session, session.begin():
-            yield session
+        if not self.is_sqlite:
+            async with self._write() as session, session.begin():
+                yield session
+            return
+        if self._writing.get():
+            raise RuntimeError("a write transaction is already open in this task: pass its session instead")
+        lock = self._writers.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            token = self._writing.set(True)
+            try:
+                async with self._write() as session, session.begin():
+                    yield session
+            finally:
+                self._writing.reset(token)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -1,0 +1,897 @@
+"""Benchmark of the SMTP path: submission at operator A, relay to B over mutual TLS, delivery into B's mailboxes.
+
+    python bench/smtp_relay.py [--messages 2000] [--concurrency 8] [--size 10240] [--per-connection 0]
+                               [--no-postfix] [--py-spy FILE] [--keep DIR] [--json FILE]
+
+Lays out the demo trust space (`mssgw demo init`), serves it (`mssgw demo run`: both operators in one
+process, one event loop), then measures, in this order and in this one run:
+
+  (a) reference, when Postfix's tools are installed and this runs as root: `smtp-source` submitting the
+      same number of messages of the same size with the same concurrency (one connection per session,
+      `-d`) to a private Postfix instance on loopback, which relays them to `smtp-sink`
+      (`relayhost = [127.0.0.1]:port`). The instance lives in a temporary directory of its own (config,
+      queue, data, log), is started with `postfix -c DIR start` and stopped afterwards: the system's
+      Postfix, if any, is never touched. Postfix queues each message durably (fsync before 250) but
+      here speaks plain SMTP (smtp-source has no TLS nor AUTH) and hands messages to a sink, not to
+      encrypted mailboxes: the reference is an MTA's relay machinery on the same machine.
+  (b) mssgw: `--concurrency` clients (aiosmtplib) each open one submission connection to operator A
+      (STARTTLS, AUTH PLAIN) and send their share of the messages over it (`--per-connection` caps the
+      messages per connection; 0: no cap, like smtp-source -d), addressed to operator B's mailboxes;
+      A queues each message durably, relays it to B over mutual TLS, B queues it durably and delivers
+      it into the mailbox, encrypted at rest.
+
+For each it prints the messages delivered, the wall time from the first connection to the last
+delivery, the end-to-end rate (delivered messages per second), the submission rate (250 replies per
+second until the last one), p50/p99 of the latency from submission to delivery (mssgw: from the
+client's MAIL FROM to the row in B's `messages` table; Postfix: the `delay=` of its log, from queue
+arrival to the sink's reply), the whole machine's CPU use over the run (in CPUs; other work on the
+machine counts too: the machine line gives the load average at the start), and the ratio to Postfix.
+Delivery at B is counted in B's database (`messages` rows carrying the benchmark's Message-IDs); the
+mssgw server's own CPU time per message is printed too. `--py-spy FILE` samples the mssgw process
+during its run (needs py-spy: `pip install py-spy`). The exit status is 1 when a message was not
+delivered. The issue's target for later is mssgw >= 1.0x Postfix; today the script only measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import pty
+import pwd
+import re
+import secrets
+import select
+import shutil
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import aiosmtplib
+
+ROOT = Path(__file__).resolve().parents[1]
+A, B = "hopital-a.mssante.test", "clinique-b.mssante.test"
+SENDERS = (f"claire.martin@{A}", f"lucas.bernard@{A}")
+RECIPIENTS = (f"paul.durand@{B}", f"accueil@{B}")
+STALL_SECONDS = 120.0  # give up waiting for deliveries after this long without a new one
+TARGET_RATIO = 1.0  # the issue's later target: mssgw at least as fast as Postfix, end to end
+SBIN = ("/usr/sbin", "/usr/lib/postfix/sbin", "/sbin")
+POSTFIX_LABEL = "(a) smtp-source -> Postfix -> smtp-sink (reference)"
+MSSGW_LABEL = "(b) mssgw: submission A -> relay -> mailbox B"
+
+
+@dataclass
+class Phase:
+    label: str
+    messages: int
+    delivered: int
+    seconds: float  # first connection to last delivery
+    submit_seconds: float  # first connection to last 250
+    latencies_ms: list[float] = field(default_factory=list)
+    cpu_busy: float | None = None  # the whole machine's CPU use over the run, in cores
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def submit_rate(self) -> float:
+        return self.messages / self.submit_seconds if self.submit_seconds > 0 else 0.0
+
+    def percentile(self, p: float) -> float | None:
+        """Nearest-rank percentile of the latencies, in ms."""
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+        return ordered[rank - 1]
+
+
+# -- machine -------------------------------------------------------------------------------------
+
+
+def cpu_times() -> tuple[float, float] | None:
+    """(busy, total) CPU ticks of the whole machine so far (Linux), for the CPU use of a phase."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return float(total - idle), float(total)
+
+
+def cores_busy(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def tool(name: str) -> str | None:
+    """A Postfix tool: on PATH, or in the sbin directories a non-root PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN))
+
+
+def machine() -> dict[str, Any]:
+    postconf = tool("postconf")
+    postfix_version = None
+    if postconf is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [postconf, "-d", "-h", "mail_version"], capture_output=True, text=True, timeout=30, check=False
+            )
+            postfix_version = out.stdout.strip() or None
+    return {
+        "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "openssl": ssl.OPENSSL_VERSION.split()[1],
+        "postfix": postfix_version,
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together so they differ, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+FILLER = b"Compte rendu de consultation: examen clinique, conclusions et conduite a tenir. " * 2
+
+
+def message(i: int, sender: str, rcpt: str, tag: str, size: int) -> tuple[str, bytes]:
+    """Message i: its Message-ID and exactly `size` octets of RFC 5322 text (CRLF lines of at most 78 octets)."""
+    message_id = f"<bench-{tag}-{i:07d}@{A}>"
+    head = (
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: Compte rendu {i}\r\nMessage-ID: {message_id}\r\n"
+        f"Date: {datetime.now(UTC).strftime('%a, %d %b %Y %H:%M:%S +0000')}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ).encode()
+    body = bytearray()
+    room = max(size - len(head), 2)
+    while len(body) < room:
+        left = room - len(body)
+        n = min(78, left)
+        if left - n == 1:  # never leave one octet: it cannot make a line
+            n -= 1
+        body += FILLER[: n - 2] + b"\r\n"
+    return message_id, head + bytes(body)
+
+
+Batch = list[tuple[str, str, bytes]]  # (recipient, Message-ID, message), all of one sender
+
+
+def shares(n: int, size: int, tag: str, concurrency: int) -> list[tuple[str, Batch]]:
+    """Message i goes to client i mod C, which authenticates as one sender; recipients alternate."""
+    out: list[tuple[str, Batch]] = [(SENDERS[c % len(SENDERS)], []) for c in range(min(concurrency, n))]
+    for i in range(n):
+        sender, batch = out[i % len(out)]
+        rcpt = RECIPIENTS[i % len(RECIPIENTS)]
+        message_id, data = message(i, sender, rcpt, tag, size)
+        batch.append((rcpt, message_id, data))
+    return out
+
+
+# -- (b) mssgw -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrustSpace:
+    root: Path
+    creds: dict[str, Any]
+    proc: subprocess.Popen[bytes]
+    stderr_path: Path
+
+    def operator(self, name: str) -> dict[str, Any]:
+        return next(op for op in self.creds["operators"] if op["name"] == name)
+
+    def password(self, address: str) -> str:
+        for op in self.creds["operators"]:
+            for m in op["mailboxes"]:
+                if m["address"] == address:
+                    return str(m["password"])
+        raise KeyError(address)
+
+    def database(self, name: str) -> Path:
+        return self.root / name / "mssgw.db"
+
+
+def last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else ""
+    return ""
+
+
+def cli_env() -> dict[str, str]:
+    """Run this checkout's mssgw, whatever the environment's installed copy points at."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def trust_space(workdir: Path) -> Iterator[TrustSpace]:
+    root = workdir / "trust-space"
+    if (root / "credentials.json").exists():
+        shutil.rmtree(root)  # a previous run's demo, kept with --keep
+    init = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "demo", "init", str(root)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    if init.returncode != 0:
+        raise SystemExit(f"mssgw demo init failed ({init.returncode}):\n{init.stderr}")
+    creds = json.loads((root / "credentials.json").read_text(encoding="utf-8"))
+    stderr = (workdir / "mssgw-demo-run.stderr").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli.main", "demo", "run", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=cli_env(),
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = 0
+        for raw in proc.stdout:
+            if raw.decode(errors="replace").strip().endswith(": ready"):
+                ready += 1
+                if ready == len(creds["operators"]):
+                    break
+        if ready != len(creds["operators"]):
+            proc.wait(timeout=30)
+            stderr.flush()
+            tail = (workdir / "mssgw-demo-run.stderr").read_text(encoding="utf-8", errors="replace")[-3000:]
+            raise SystemExit(f"mssgw demo run stopped before it was ready ({proc.returncode}):\n{tail}")
+        # Keep reading its standard output so that it never blocks on a full pipe.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield TrustSpace(root, creds, proc, workdir / "mssgw-demo-run.stderr")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+        stderr.close()
+
+
+async def submit_all(
+    space: TrustSpace, work: list[tuple[str, Batch]], per_connection: int
+) -> tuple[dict[str, float], float, float]:
+    """Send each client's batch to operator A's submission port, the clients concurrently.
+
+    Returns the time of each message's MAIL FROM by Message-ID, the start, and the time of the last 250.
+    """
+    port = space.operator("operator-a")["ports"]["submission"]
+    tls = ssl.create_default_context(cafile=space.creds["trust_anchor"])
+    tls.check_hostname = False  # connecting to 127.0.0.1; the chain is still verified
+    started: dict[str, float] = {}
+    last_ack = 0.0
+
+    async def client(sender: str, batch: Batch) -> None:
+        nonlocal last_ack
+        cap = per_connection or len(batch)
+        for first in range(0, len(batch), cap):
+            smtp = aiosmtplib.SMTP(
+                hostname="127.0.0.1", port=port, tls_context=tls, start_tls=True, local_hostname="bench.client.test"
+            )
+            await smtp.connect()
+            await smtp.login(sender, space.password(sender))
+            for rcpt, message_id, data in batch[first : first + cap]:
+                started[message_id] = time.time()
+                refused, _reply = await smtp.sendmail(sender, [rcpt], data)
+                if refused:
+                    raise RuntimeError(f"{message_id} refused: {refused}")
+                last_ack = max(last_ack, time.time())
+            await smtp.quit()
+
+    t0 = time.time()
+    await asyncio.gather(*(client(sender, batch) for sender, batch in work))
+    return started, t0, last_ack
+
+
+def delivered_at(db: Path, tag: str) -> dict[str, float]:
+    """Message-ID -> delivery time (the `created_at` of its row in B's messages table) of this run's messages."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        rows = conn.execute(
+            "SELECT header_message_id, created_at FROM messages WHERE header_message_id LIKE ?",
+            (f"<bench-{tag}-%",),
+        ).fetchall()
+    return {mid: datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp() for mid, at in rows}
+
+
+def count_delivered(db: Path, tag: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        got = conn.execute(
+            "SELECT count(*) FROM messages WHERE header_message_id LIKE ?", (f"<bench-{tag}-%",)
+        ).fetchone()
+    return int(got[0])
+
+
+def queue_left(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        return int(conn.execute("SELECT count(*) FROM queue_recipients").fetchone()[0])
+
+
+def wait_for(count: Any, target: int, stall: float = STALL_SECONDS, alive: Any = None) -> int:
+    """Poll count() until it reaches target, until it has not moved for `stall` seconds, or until alive() is false."""
+    got, last_change, last = 0, time.monotonic(), -1
+    while True:
+        got = int(count())
+        if got >= target or (alive is not None and not alive()):
+            return got
+        now = time.monotonic()
+        if got != last:
+            last, last_change = got, now
+        elif now - last_change > stall:
+            return got
+        time.sleep(0.1)
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
+@contextlib.contextmanager
+def profiled(pid: int, output: Path | None) -> Iterator[None]:
+    """Sample the mssgw process with py-spy while the block runs (GIL holder only: where Python spends CPU)."""
+    if output is None:
+        yield
+        return
+    exe = py_spy()
+    assert exe is not None
+    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(output.suffix, "raw")
+    argv = [exe, "record", "--pid", str(pid), "--rate", "100", "--gil", "--nonblocking"]
+    proc = subprocess.Popen([*argv, "--format", fmt, "--output", str(output)], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def run_mssgw(
+    workdir: Path, n: int, size: int, concurrency: int, per_connection: int, profile: Path | None = None
+) -> Phase:
+    tag = secrets.token_hex(4)
+    work = shares(n, size, tag, concurrency)
+    with trust_space(workdir) as space, profiled(space.proc.pid, profile):
+        db_b = space.database("operator-b")
+        cpu0, server0, self0 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
+        started, t0, last_ack = asyncio.run(submit_all(space, work, per_connection))
+        got = wait_for(lambda: count_delivered(db_b, tag), n, alive=lambda: space.proc.poll() is None)
+        cpu1, server1, self1 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
+        exited = space.proc.poll()
+        times = delivered_at(db_b, tag)
+        left_a, left_b = queue_left(space.database("operator-a")), queue_left(db_b)
+    end = max(times.values(), default=last_ack)
+    server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
+    return Phase(
+        label=MSSGW_LABEL,
+        messages=n,
+        delivered=got,
+        seconds=end - t0,
+        submit_seconds=last_ack - t0,
+        latencies_ms=[(at - started[mid]) * 1000 for mid, at in times.items() if mid in started],
+        cpu_busy=cores_busy(cpu0, cpu1),
+        notes={
+            "server_cpu_seconds": round(server_cpu, 2) if server_cpu is not None else None,
+            "server_cpu_ms_per_message": round(server_cpu * 1000 / got, 2) if server_cpu and got else None,
+            "client_cpu_seconds": round(self1 - self0, 2),
+            "queue_left": {"operator-a": left_a, "operator-b": left_b},
+            "server_exited": None if exited is None else {"status": exited, "error": last_line(space.stderr_path)},
+        },
+    )
+
+
+# -- (a) Postfix ---------------------------------------------------------------------------------
+
+
+def run_tty(argv: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Run a Postfix command with a terminal on stderr: only then does it print its errors (else: syslog)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer has gone
+                    data = b""
+                if data:
+                    chunks.append(data)
+                    continue
+                break
+            if proc.poll() is not None:  # a daemon it started may hold the terminal: do not wait for EOF
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                break
+    finally:
+        os.close(master)
+    code = proc.wait(timeout=30)
+    return code, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n").strip()
+
+
+class SinkCounter:
+    """Reads smtp-sink's running counter (`-c`: "sess=N quit=N mesg=N" per event, CR-separated)."""
+
+    def __init__(self, stream: IO[bytes], target: int) -> None:
+        self.count = 0
+        self.reached_at: float | None = None
+        self.target = target
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        pending = b""
+        while True:
+            data = self._stream.read1(65536)  # type: ignore[attr-defined]
+            if not data:
+                return
+            now = time.time()
+            pending += data
+            *done, pending = re.split(rb"[\r\n]", pending)
+            for item in done:
+                m = re.search(rb"mesg=(\d+)", item)
+                if m:
+                    self.count = max(self.count, int(m.group(1)))
+                    if self.reached_at is None and self.count >= self.target:
+                        self.reached_at = now
+
+
+def postfix_unavailable() -> str | None:
+    missing = [name for name in ("postfix", "smtp-source", "smtp-sink") if tool(name) is None]
+    if missing:
+        return (
+            f"{', '.join(missing)} not installed (Debian: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix, "
+            "with postfix/main_mailer_type preseeded to 'No configuration')"
+        )
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "starting a private Postfix instance needs root (its master process runs as root)"
+    try:
+        pwd.getpwnam("postfix")
+    except KeyError:
+        return "no 'postfix' user on this system (mail_owner of the private instance)"
+    return None
+
+
+def postfix_config(base: Path, smtpd_port: int, sink_port: int, concurrency: int) -> Path:
+    """A private instance's main.cf and master.cf in base/etc; queue, data and log under base."""
+    etc, queue, data = base / "etc", base / "queue", base / "data"
+    for d in (etc, queue, data):
+        d.mkdir(parents=True, exist_ok=True)
+    shutil.chown(data, user="postfix")  # the master's lock file and the caches live there
+    main = f"""\
+# Private Postfix instance of bench/smtp_relay.py: loopback only, relays everything to smtp-sink.
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = postfix-reference.bench.test
+mydomain = bench.test
+myorigin = $mydomain
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+relay_domains = {B}
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{sink_port}
+default_transport = error:the benchmark relays only to {B}
+smtp_dns_support_level = disabled
+default_process_limit = {max(20, 2 * concurrency + 4)}
+maillog_file = {base / "maillog"}
+maillog_file_prefixes = {base}
+biff = no
+"""
+    master = f"""\
+127.0.0.1:{smtpd_port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+    (etc / "main.cf").write_text(main, encoding="ascii")
+    (etc / "master.cf").write_text(master, encoding="ascii")
+    return etc
+
+
+@dataclass
+class PostfixInstance:
+    smtpd_port: int
+    sink: SinkCounter
+    maillog: Path
+    master_pid: int | None
+
+
+def _fatal_lines(maillog: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = maillog.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "; ".join(line.split(": ", 1)[-1] for line in lines if "fatal:" in line or "error:" in line)
+    return ""
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+@contextlib.contextmanager
+def postfix_instance(keep: Path, concurrency: int, target: int) -> Iterator[PostfixInstance]:
+    """A private Postfix on loopback relaying to smtp-sink; stopped (and the sink too) on the way out.
+
+    It runs from a directory of its own under the system's temporary directory (Postfix's unprivileged
+    processes must be able to reach their queue and data directories, which a private work directory
+    may not allow); its configuration and log are copied to `keep` afterwards, then it is removed.
+    """
+    postfix, sink = tool("postfix"), tool("smtp-sink")
+    assert postfix is not None
+    assert sink is not None
+    base = Path(tempfile.mkdtemp(prefix="mssgw-bench-postfix-"))
+    base.chmod(0o755)  # the postfix user must traverse it (it holds no secret)
+    smtpd_port, sink_port = free_ports(2)
+    etc = postfix_config(base, smtpd_port, sink_port, concurrency)
+    maillog = base / "maillog"
+    sink_proc = subprocess.Popen(
+        [sink, "-c", "-u", "postfix", f"127.0.0.1:{sink_port}", "256"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    started = False
+    master_pid: int | None = None
+    try:
+        assert sink_proc.stdout is not None
+        counter = SinkCounter(sink_proc.stdout, target)
+        if not wait_for_port(sink_port, 10):
+            raise PostfixError(f"smtp-sink did not listen on 127.0.0.1:{sink_port}")
+        code, out = run_tty([postfix, "-c", str(etc), "check"])
+        if code != 0:
+            raise PostfixError(f"postfix check failed: {_one_line(out) or code}")
+        code, out = run_tty([postfix, "-c", str(etc), "start"])
+        started = True
+        master_pid = _read_pid(base / "queue" / "pid" / "master.pid")
+        if code != 0 or not wait_for_port(smtpd_port, 20):
+            why = _one_line(out) or f"exit status {code}"
+            raise PostfixError(f"postfix start failed: {why}; {_fatal_lines(maillog)}".rstrip("; "))
+        yield PostfixInstance(smtpd_port, counter, maillog, master_pid)
+    finally:
+        if started:
+            master_pid = master_pid or _read_pid(base / "queue" / "pid" / "master.pid")
+            run_tty([postfix, "-c", str(etc), "stop"], timeout=60)
+            if master_pid is not None and not _gone(master_pid, 20):
+                run_tty([postfix, "-c", str(etc), "abort"], timeout=60)
+                if not _gone(master_pid, 10):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(master_pid, signal.SIGKILL)
+        sink_proc.terminate()
+        try:
+            sink_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sink_proc.kill()
+            sink_proc.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            shutil.copytree(etc, keep / "etc", dirs_exist_ok=True)
+            if maillog.exists():
+                shutil.copy2(maillog, keep / "maillog")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class PostfixError(Exception):
+    pass
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+_DELAY = re.compile(r" delay=([\d.]+), .* status=sent ")
+
+
+def postfix_delays(maillog: Path, target: int, timeout: float = 15) -> list[float]:
+    """The `delay=` (seconds) of each message Postfix delivered, from its log (written asynchronously)."""
+    deadline = time.monotonic() + timeout
+    delays: list[float] = []
+    while True:
+        with contextlib.suppress(OSError):
+            delays = [
+                float(m.group(1)) for m in map(_DELAY.search, maillog.read_text(errors="replace").splitlines()) if m
+            ]
+        if len(delays) >= target or time.monotonic() > deadline:
+            return delays
+        time.sleep(0.2)
+
+
+def run_postfix(keep: Path, n: int, size: int, concurrency: int) -> Phase:
+    source = tool("smtp-source")
+    assert source is not None
+    keep.mkdir(parents=True, exist_ok=True)
+    with postfix_instance(keep, concurrency, n) as instance:
+        argv = [
+            source,
+            "-s", str(concurrency),
+            "-m", str(n),
+            "-l", str(size),
+            "-d",  # one connection per session for all its messages
+            "-M", "bench.client.test",
+            "-f", SENDERS[0],
+            "-t", RECIPIENTS[0],
+            f"127.0.0.1:{instance.smtpd_port}",
+        ]  # fmt: skip
+        cpu0 = cpu_times()
+        t0 = time.time()
+        sent = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
+        last_ack = time.time()
+        if sent.returncode != 0:
+            raise PostfixError(f"smtp-source failed ({sent.returncode}): {_one_line(sent.stderr or sent.stdout)}")
+        got = wait_for(lambda: instance.sink.count, n)
+        end = instance.sink.reached_at or time.time()
+        cpu1 = cpu_times()
+        delays = postfix_delays(instance.maillog, n)
+    return Phase(
+        label=POSTFIX_LABEL,
+        messages=n,
+        delivered=got,
+        seconds=end - t0,
+        submit_seconds=last_ack - t0,
+        latencies_ms=[d * 1000 for d in delays],
+        cpu_busy=cores_busy(cpu0, cpu1),
+        notes={"logged_sent": len(delays), "master_pid": instance.master_pid},
+    )
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def phase_dict(p: Phase, reference: Phase | None) -> dict[str, Any]:
+    p50, p99 = p.percentile(50), p.percentile(99)
+    return {
+        "label": p.label,
+        "messages": p.messages,
+        "delivered": p.delivered,
+        "seconds": round(p.seconds, 3),
+        "messages_per_second": round(p.rate, 1),
+        "submit_seconds": round(p.submit_seconds, 3),
+        "submitted_per_second": round(p.submit_rate, 1),
+        "latency_p50_ms": round(p50, 1) if p50 is not None else None,
+        "latency_p99_ms": round(p99, 1) if p99 is not None else None,
+        "cpu_busy_cores": round(p.cpu_busy, 2) if p.cpu_busy is not None else None,
+        "ratio": round(p.rate / reference.rate, 3) if reference is not None and reference.rate else None,
+        **p.notes,
+    }
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    host = machine()
+    reference: Phase | None = None
+    why_not = "skipped (--no-postfix)" if args.no_postfix else postfix_unavailable()
+    if why_not is None:
+        try:
+            reference = run_postfix(workdir / "postfix", args.messages, args.size, args.concurrency)
+        except (PostfixError, OSError, subprocess.SubprocessError) as exc:
+            why_not = f"could not run: {exc}"
+    mssgw = run_mssgw(workdir, args.messages, args.size, args.concurrency, args.per_connection, args.py_spy)
+    phases = [p for p in (reference, mssgw) if p is not None]
+    ratio = mssgw.rate / reference.rate if reference is not None and reference.rate else None
+    submit_ratio = (
+        mssgw.submit_rate / reference.submit_rate if reference is not None and reference.submit_rate else None
+    )
+    return {
+        "messages": args.messages,
+        "size": args.size,
+        "concurrency": args.concurrency,
+        "per_connection": args.per_connection,
+        "machine": host,
+        "postfix": {"ran": reference is not None, "reason": why_not},
+        "phases": [phase_dict(p, reference) for p in phases],
+        "mssgw": phase_dict(mssgw, reference),
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "submit_ratio": round(submit_ratio, 3) if submit_ratio is not None else None,
+        "all_delivered": all(p.delivered == p.messages for p in phases),
+    }
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.0f}" if value is not None else "-"
+
+
+def report(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    per = result["per_connection"]
+    out = [
+        f"smtp relay benchmark: {result['messages']:,} messages of {result['size']:,} bytes, "
+        f"{result['concurrency']} concurrent clients, "
+        + (f"up to {per:,} messages per connection" if per else "one connection each"),
+        f"machine: {m['usable_cpus']} usable CPUs ({m['cpus']} in all), {m['platform']}, Python {m['python']}, "
+        f"SQLite {m['sqlite']}, OpenSSL {m['openssl']}, Postfix {m['postfix'] or 'not installed'}, "
+        f"load average {m['load_average']} at start",
+        f"{'path':<52}{'delivered':>10}{'seconds':>9}{'msg/s':>8}{'submit/s':>10}{'x Postfix':>11}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'CPUs busy':>11}",
+    ]
+    for p in result["phases"]:
+        ratio = f"{p['ratio']:.2f}" if p["ratio"] is not None else "-"
+        cpu = f"{p['cpu_busy_cores']:.1f}" if p["cpu_busy_cores"] is not None else "-"
+        out.append(
+            f"{p['label']:<52}{p['delivered']:>10,}{p['seconds']:>9.2f}{p['messages_per_second']:>8,.1f}"
+            f"{p['submitted_per_second']:>10,.1f}{ratio:>11}{_ms(p['latency_p50_ms']):>9}"
+            f"{_ms(p['latency_p99_ms']):>9}{cpu:>11}"
+        )
+    if not result["postfix"]["ran"]:
+        out.append(f"Postfix reference: {result['postfix']['reason']}")
+    s = result["mssgw"]
+    out.append(
+        f"mssgw: server process (both operators, one event loop) {s['server_cpu_seconds']} s CPU "
+        f"({s['server_cpu_ms_per_message']} ms per message), load generator {s['client_cpu_seconds']} s CPU; "
+        f"left in queues: A {s['queue_left']['operator-a']}, B {s['queue_left']['operator-b']}"
+    )
+    if s["server_exited"] is not None:
+        out.append(
+            f"mssgw server stopped early (exit status {s['server_exited']['status']}): {s['server_exited']['error']}"
+        )
+    if result["ratio"] is not None:
+        met = "met" if result["ratio"] >= TARGET_RATIO else "not met"
+        out.append(
+            f"ratio mssgw/Postfix: {result['ratio']:.2f} end to end, {result['submit_ratio']:.2f} submission "
+            f"(later target >= {TARGET_RATIO:.1f}: {met})"
+        )
+    out.append("delivered: " + ("all" if result["all_delivered"] else "INCOMPLETE"))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages to send (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=10240, help="message size in bytes (default: %(default)s)")
+    parser.add_argument(
+        "--per-connection",
+        type=int,
+        default=0,
+        metavar="N",
+        help="mssgw clients reconnect after N messages (default: 0, one connection for all, like smtp-source -d)",
+    )
+    parser.add_argument("--no-postfix", action="store_true", help="skip the Postfix reference")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="profile the mssgw process with py-spy during its run: FILE.svg (flame graph), FILE.json "
+        "(speedscope) or another name (collapsed stacks)",
+    )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="work in DIR and keep the files (default: a temporary one)"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
+    args = parser.parse_args(argv)
+    if args.messages < 1:
+        parser.error("--messages must be positive")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be positive")
+    if args.size < 1024:
+        parser.error("--size must be at least 1024")
+    if args.per_connection < 0:
+        parser.error("--per-connection must be 0 or positive")
+    if args.py_spy is not None:
+        if py_spy() is None:
+            parser.error("--py-spy needs py-spy (pip install py-spy)")
+        args.py_spy = args.py_spy.resolve()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = run(args, args.keep.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="mssgw-bench-") as tmp:
+            result = run(args, Path(tmp))
+    print(report(result), flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0 if result["all_delivered"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
