@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from gateway.audit.events import AuditEvent
@@ -200,3 +201,42 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
 
             assert await asyncio.wait_for(read(), timeout=5) == []
         assert await read() == ["pending.mssante.fr"]
+
+
+async def test_sqlite_writers_of_one_process_take_turns_without_the_busy_handler(tmp_path: Path) -> None:
+    """Twenty writers of one node contend for SQLite's write lock. They must queue in-process, never in
+    SQLite's busy handler (which sleeps up to 100 ms a round): with the busy timeout at 0, one writer
+    meeting another's lock would fail at once with "database is locked"."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    async with Database(url) as db:
+        await db.migrate()
+        await _add_mailbox(db, "counter@ch-test.mssante.fr", "ORG")
+        await db.engine.dispose()  # new connections get the pragma below
+
+        @event.listens_for(db.engine.sync_engine, "connect")
+        def no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+        async def writer() -> None:
+            for _ in range(10):
+                async with db.write() as s:
+                    mb = await s.get(Mailbox, "counter@ch-test.mssante.fr")
+                    assert mb is not None
+                    await asyncio.sleep(0)  # let the other writers try while this one holds the lock
+                    mb.ordinal = (mb.ordinal or 0) + 1
+
+        await asyncio.wait_for(asyncio.gather(*(writer() for _ in range(20))), timeout=60)
+        async with db.read() as s:
+            assert (await s.execute(select(Mailbox.ordinal))).scalar_one() == 200
+
+
+async def test_a_write_inside_a_write_of_the_same_task_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    async with Database(url) as db:
+        await db.migrate()
+        async with db.write():
+            with pytest.raises(RuntimeError, match="already open in this task: pass its session instead"):
+                async with db.write():
+                    pass
+        async with db.write() as s:  # the refusal left nothing held
+            s.add(TrustDomain(domain="after.mssante.fr", source="manual", added_at=T0))
