@@ -34,7 +34,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TL
 from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
-from gateway.auth.passwords import verify_async
+from gateway.auth.service import PasswordLogin
 from gateway.node import Node
 from gateway.policy import identity, recipients
 from gateway.policy.verdict import Refusal, Reject, Verdict
@@ -292,7 +292,7 @@ class SubmissionHandler(_Handler):
 
     def __init__(self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None]) -> None:
         super().__init__(node, queue, wake)
-        self.lockout = lockout
+        self.login = PasswordLogin(node.mailboxes, lockout)
 
     # -- RFC 4954 AUTH ----------------------------------------------------------------------------
 
@@ -300,32 +300,33 @@ class SubmissionHandler(_Handler):
         session = server.session
         assert session is not None
         info = self.info(session)
-        address = username.strip().lower()
-        keys = (Lockout.account_key(address), Lockout.client_key(info.client_ip))
-        wait = self.lockout.locked_for(*keys)
-        if wait:
-            await self.audit(AuditEvent.SMTP_AUTH_LOCKED, session, result="refused", login=address, seconds=round(wait))
+        outcome = await self.login.check(username, password, info.client_ip)
+        if outcome.result == "locked":
+            await self.audit(
+                AuditEvent.SMTP_AUTH_LOCKED,
+                session,
+                result="refused",
+                login=outcome.address,
+                seconds=round(outcome.wait),
+            )
             return AuthResult(
                 success=False,
                 handled=False,
-                message=f"454 4.7.0 Too many failed logins, try again in {int(wait) + 1} s",
+                message=f"454 4.7.0 Too many failed logins, try again in {int(outcome.wait) + 1} s",
             )
-        account = await self.node.mailboxes.credentials(address)
-        ok = account is not None and account.password_hash is not None and account.active
-        if ok:
-            assert account is not None
-            assert account.password_hash is not None
-            ok = await verify_async(account.password_hash, password)
-        if not ok or account is None:  # refused: count it, audit it, say nothing more
-            locked = self.lockout.failure(*keys)
+        account = outcome.account
+        if account is None:  # refused: audited, the client learns nothing more
             await self.audit(
-                AuditEvent.SMTP_AUTH_FAILED, session, result="refused", login=address, locked_for=round(locked)
+                AuditEvent.SMTP_AUTH_FAILED,
+                session,
+                result="refused",
+                login=outcome.address,
+                reason=outcome.reason,
+                locked_for=round(outcome.locked_for),
             )
             return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
-        self.lockout.success(*keys)
         info.principal = identity.Principal(account.address, account.kind, "password")
         await self.audit(AuditEvent.SMTP_AUTH_SUCCEEDED, session, result="done", mechanism="password")
-        await self.node.mailboxes.touch_login(account.address)
         return AuthResult(success=True, auth_data=LoginPassword(account.address.encode(), b""))
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:

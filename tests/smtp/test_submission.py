@@ -72,6 +72,7 @@ def test_bad_credentials_get_535_and_are_audited(gateway: Gateway) -> None:
     client.close()
     events = gateway.node.cli("audit", "search", "--event", "smtp.auth.failed", "--json").json()
     assert events[-1]["response"]["login"] == NURSE  # type: ignore[index]
+    assert events[-1]["response"]["reason"] == "bad-password"  # type: ignore[index]
     assert events[-1]["peer"] == "127.0.0.1"  # type: ignore[index]
     assert "wrong password" not in str(events)
 

@@ -1,0 +1,83 @@
+"""PasswordLogin: the one password check behind SMTP AUTH and IMAP LOGIN, with the shared lock-out."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.lockout import Lockout
+from gateway.auth.passwords import hash_password
+from gateway.auth.service import LoginOutcome, PasswordLogin
+from gateway.store.crypto import KeyEncryptionKey
+from gateway.store.db import Database
+from gateway.store.mailboxes import MailboxRepository
+
+DOMAIN = "ch-test.mssante.fr"
+ORG = f"secretariat@{DOMAIN}"
+PASSWORD = "correct horse battery staple"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def mailboxes(tmp_path: Path) -> AsyncIterator[MailboxRepository]:
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
+        await db.migrate()
+        repo = MailboxRepository(db, KeyEncryptionKey(secrets.token_bytes(32)))
+        await repo.create(ORG, "ORG", service="Secrétariat", password_hash=hash_password(PASSWORD))
+        await repo.create(f"nopass@{DOMAIN}", "ORG", service="Sans mot de passe")
+        yield repo
+
+
+def login(mailboxes: MailboxRepository, clock: Clock | None = None) -> PasswordLogin:
+    return PasswordLogin(mailboxes, Lockout(threshold=3, base_delay=10, clock=clock or Clock()))
+
+
+async def test_a_good_password_logs_in_and_records_the_login(mailboxes: MailboxRepository) -> None:
+    outcome = await login(mailboxes).check("  Secretariat@CH-test.mssante.fr ", PASSWORD, "192.0.2.1")
+    assert (outcome.result, outcome.address) == ("ok", ORG)
+    assert outcome.account is not None
+    assert outcome.account.kind == "ORG"
+    assert (await mailboxes.describe(ORG))["last_login_at"] is not None
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "reason"),
+    [
+        (ORG, "not the password", "bad-password"),
+        (f"nobody@{DOMAIN}", PASSWORD, "unknown-account"),
+        (f"nopass@{DOMAIN}", "", "no-password"),
+    ],
+)
+async def test_each_refusal_is_one_outcome_with_its_reason(
+    mailboxes: MailboxRepository, username: str, password: str, reason: str
+) -> None:
+    outcome = await login(mailboxes).check(username, password, "192.0.2.1")
+    assert outcome == LoginOutcome("refused", username.lower(), reason=reason)
+
+
+async def test_a_disabled_mailbox_is_refused_even_with_its_password(mailboxes: MailboxRepository) -> None:
+    await mailboxes.set_active(ORG, False)
+    outcome = await login(mailboxes).check(ORG, PASSWORD, "192.0.2.1")
+    assert (outcome.result, outcome.reason) == ("refused", "mailbox-disabled")
+
+
+async def test_lock_out_after_the_threshold_then_free_again(mailboxes: MailboxRepository) -> None:
+    clock = Clock()
+    service = login(mailboxes, clock)
+    outcomes = [await service.check(ORG, "guess", "192.0.2.1") for _ in range(3)]
+    assert [o.locked_for for o in outcomes] == [0.0, 0.0, 10.0]
+    locked = await service.check(ORG, PASSWORD, "198.51.100.7")  # even the right password, from elsewhere
+    assert (locked.result, locked.wait) == ("locked", 10.0)
+    clock.now += 10.0
+    assert (await service.check(ORG, PASSWORD, "198.51.100.7")).result == "ok"
+    assert (await service.check(ORG, PASSWORD, "192.0.2.1")).result == "ok"  # its lock has run out too
