@@ -21,7 +21,7 @@ from gateway.store.mailboxes import MailboxRepository
 from gateway.store.models import StoredMessage, utcnow
 
 
-def _aad(address: str, message_id: str) -> bytes:
+def body_aad(address: str, message_id: str) -> bytes:
     return f"{address}\0{message_id}".encode()
 
 
@@ -53,7 +53,7 @@ class MessageStore:
         address = address.lower()
         key = await self.mailboxes.data_key(address)
         message_id = secrets.token_hex(16)
-        sealed = key.seal(body, _aad(address, message_id))
+        sealed = key.seal(body, body_aad(address, message_id))
         now = utcnow()
         async with contextlib.AsyncExitStack() as stack:
             s = session if session is not None else await stack.enter_async_context(self.db.write())
@@ -90,4 +90,4 @@ class MessageStore:
         if row is None:
             raise NotFound(f"no message {message_id} in {address}")
         key = await self.mailboxes.data_key(address)
-        return key.open(row.body, _aad(address, message_id))
+        return key.open(row.body, body_aad(address, message_id))

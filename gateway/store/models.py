@@ -180,6 +180,7 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: the node's default
 
 
 class Folder(Base):
@@ -194,6 +195,7 @@ class Folder(Base):
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    recent_uid: Mapped[int] = mapped_column(BigInteger, default=0)  # UIDs above it: \Recent for the next SELECT
 
     __table_args__ = (UniqueConstraint("address", "name", name="uq_folders_address_name"),)
 
@@ -214,7 +216,10 @@ class StoredMessage(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    __table_args__ = (UniqueConstraint("folder_id", "uid", name="uq_messages_folder_uid"),)
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uid", name="uq_messages_folder_uid"),
+        Index("ix_messages_folder_modseq", "folder_id", "modseq"),
+    )
 
 
 class QueuedMessage(Base):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import DateTime, TextClause, bindparam, text
 
 from gateway.store.crypto import DataKey, KeyEncryptionKey
-from gateway.store.db import Database, _upgrade
+from gateway.store.db import STORE_HEAD, Database, _upgrade
 from gateway.store.folders import STANDARD_FOLDERS
 
 JAN1 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -42,7 +42,7 @@ async def test_upgrade_from_0001_keeps_messages_and_gives_them_uids(db_url: str,
                 )
     async with Database(db_url) as db:
         await db.migrate()
-        assert await db.current_revision() == "0002"
+        assert await db.current_revision() == STORE_HEAD
         async with db.engine.connect() as conn:
             folders = (
                 await conn.execute(

@@ -1,0 +1,438 @@
+"""The IMAP view of a local mailbox: folders, message metadata, flags, expunge, copy, move, append, quota.
+
+Implementation notes
+- Protocol code never sees SQL: the IMAP server (and later the web inbox) call these methods; sequence
+  numbers are the session's business, the store speaks UIDs (RFC 3501 §2.3.1.1).
+- Every change bumps the folder's HIGHESTMODSEQ and stamps the changed messages with it (RFC 7162 §3),
+  under the folder row's lock, in one transaction. Expunges leave no tombstone: a session learns of them
+  by comparing its UID list with `uids()` (QRESYNC, which would need them, is not offered).
+- \\Recent (RFC 3501 §2.3.2): the folder keeps the highest UID already announced as recent; the session
+  that selects it read-write takes every UID above it as \\Recent and moves the mark, so one session sees
+  each message as recent. EXAMINE does not move it.
+- COPY gives each copy a new message id, so its body is opened and sealed again (the AAD binds the id);
+  MOVE keeps the row (and the sealed body) and only changes its folder, UID and modseq (RFC 6851).
+- Folder names use "/" as hierarchy delimiter; INBOX is case-insensitive and cannot be deleted; renaming
+  INBOX moves its messages to the new folder and leaves it empty (RFC 3501 §6.3.5).
+- Quota: the mailbox's `quota_bytes`, or the node default; APPEND and local delivery past it are refused
+  (`QuotaExceeded`), COPY too. Usage is the sum of message sizes, as the client sees them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.errors import Conflict, MssgwError, NotFound, UsageError
+from gateway.store.messages import MessageStore, body_aad
+from gateway.store.models import Account, Folder, StoredMessage, utcnow
+
+DELIMITER = "/"
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+
+
+class QuotaExceeded(MssgwError):
+    """The mailbox would go over its storage quota (RFC 9208 OVERQUOTA, SMTP 4.2.2)."""
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    id: int
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    id: str
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    internal_date: datetime
+    size: int
+
+
+@dataclass(frozen=True)
+class Selected:
+    folder: FolderInfo
+    messages: list[MessageMeta]  # by UID
+    recent: frozenset[int]  # UIDs that are \Recent for this session
+
+
+@dataclass(frozen=True)
+class Status:
+    messages: int
+    recent: int
+    unseen: int
+    uidnext: int
+    uidvalidity: int
+    highestmodseq: int
+    size: int
+
+
+def canonical(name: str) -> str:
+    """INBOX in any case is INBOX (RFC 3501 §5.1); other names are case-sensitive."""
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if name.upper().startswith("INBOX" + DELIMITER):
+        return "INBOX" + name[5:]
+    return name
+
+
+def check_name(name: str) -> str:
+    name = canonical(name)
+    parts = name.split(DELIMITER)
+    if not name or len(name.encode()) > 255:
+        raise UsageError("folder names are 1 to 255 octets")
+    if any(not p for p in parts):
+        raise UsageError(f"empty hierarchy level in {name!r}")
+    if any(c in name for c in "*%\r\n\0") or not name.isprintable():
+        raise UsageError(f"folder names cannot contain wildcards or control characters: {name!r}")
+    return name
+
+
+def _flags(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _meta(m: StoredMessage) -> MessageMeta:
+    assert m.uid is not None
+    return MessageMeta(m.id, m.uid, m.modseq, _flags(m.flags), m.internal_date or m.created_at, m.size)
+
+
+def _info(f: Folder) -> FolderInfo:
+    return FolderInfo(f.id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq, f.subscribed)
+
+
+class Mailstore:
+    def __init__(self, messages: MessageStore, *, default_quota: int | None = None) -> None:
+        self.store = messages
+        self.db = messages.db
+        self.default_quota = default_quota
+
+    # -- folders ---------------------------------------------------------------------------------
+
+    async def folders(self, address: str) -> list[FolderInfo]:
+        async with self.db.read() as s:
+            rows = (await s.execute(select(Folder).where(Folder.address == address).order_by(Folder.name))).scalars()
+            return [_info(f) for f in rows]
+
+    async def folder(self, address: str, name: str) -> FolderInfo:
+        async with self.db.read() as s:
+            return _info(await self._folder(s, address, name))
+
+    @staticmethod
+    async def _folder(s: AsyncSession, address: str, name: str, *, lock: bool = False) -> Folder:
+        q = select(Folder).where(Folder.address == address, Folder.name == canonical(name))
+        folder = (await s.execute(q.with_for_update() if lock else q)).scalar_one_or_none()
+        if folder is None:
+            raise NotFound(f"no folder {canonical(name)}")
+        return folder
+
+    async def create_folder(self, address: str, name: str) -> FolderInfo:
+        name = check_name(name.rstrip(DELIMITER))  # RFC 3501 §6.3.3: a trailing delimiter is a hint
+        async with self.db.write() as s:
+            existing = (
+                await s.execute(select(Folder.id).where(Folder.address == address, Folder.name == name))
+            ).first()
+            if existing is not None:
+                raise Conflict(f"folder {name} already exists")
+            folder = Folder(
+                address=address,
+                name=name,
+                uidvalidity=await self._uidvalidity(s, address),
+                uidnext=1,
+                highestmodseq=1,
+                subscribed=True,
+                recent_uid=0,
+            )
+            s.add(folder)
+            await s.flush()
+            return _info(folder)
+
+    @staticmethod
+    async def _uidvalidity(s: AsyncSession, address: str) -> int:
+        # RFC 3501 §2.3.1.1: a name reused after DELETE or RENAME must get a greater UIDVALIDITY.
+        highest = (await s.execute(select(func.max(Folder.uidvalidity)).where(Folder.address == address))).scalar()
+        return max(int(time.time()), (highest or 0) + 1)
+
+    async def delete_folder(self, address: str, name: str) -> None:
+        name = canonical(name)
+        if name == "INBOX":
+            raise UsageError("INBOX cannot be deleted")
+        async with self.db.write() as s:
+            folder = await self._folder(s, address, name, lock=True)
+            await s.execute(delete(StoredMessage).where(StoredMessage.folder_id == folder.id))
+            await s.delete(folder)
+
+    async def rename_folder(self, address: str, old: str, new: str) -> None:
+        old, new = canonical(old), check_name(new)
+        async with self.db.write() as s:
+            source = await self._folder(s, address, old, lock=True)
+            taken = (await s.execute(select(Folder.id).where(Folder.address == address, Folder.name == new))).first()
+            if taken is not None:
+                raise Conflict(f"folder {new} already exists")
+            if new.startswith(old + DELIMITER):
+                raise UsageError(f"cannot rename {old} into itself")
+            if old == "INBOX":
+                # RFC 3501 §6.3.5: the messages move to a new folder; INBOX stays, empty.
+                target = Folder(
+                    address=address,
+                    name=new,
+                    uidvalidity=await self._uidvalidity(s, address),
+                    uidnext=1,
+                    highestmodseq=1,
+                    subscribed=True,
+                    recent_uid=0,
+                )
+                s.add(target)
+                await s.flush()
+                rows = (
+                    await s.execute(
+                        select(StoredMessage).where(StoredMessage.folder_id == source.id).order_by(StoredMessage.uid)
+                    )
+                ).scalars()
+                for m in list(rows):
+                    m.folder_id, m.uid, m.modseq = target.id, target.uidnext, target.highestmodseq + 1
+                    target.uidnext += 1
+                    target.highestmodseq += 1
+                source.highestmodseq += 1
+                return
+            children = (
+                await s.execute(select(Folder).where(Folder.address == address, Folder.name.startswith(old + "/")))
+            ).scalars()
+            uidvalidity = await self._uidvalidity(s, address)
+            for f in [source, *children]:
+                f.name = new + f.name[len(old) :]
+                f.uidvalidity = uidvalidity  # the UIDs under the new name belong to a "new" folder for clients
+
+    async def subscribe(self, address: str, name: str, subscribed: bool) -> None:
+        async with self.db.write() as s:
+            folder = await self._folder(s, address, name)
+            folder.subscribed = subscribed
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def select(self, address: str, name: str, *, read_write: bool) -> Selected:
+        """The folder and its messages; a read-write select takes the \\Recent ones for this session."""
+        if read_write:
+            async with self.db.write() as s:
+                folder = await self._folder(s, address, name, lock=True)
+                messages = await self._messages(s, folder.id)
+                recent = frozenset(m.uid for m in messages if m.uid > folder.recent_uid)
+                folder.recent_uid = folder.uidnext - 1
+                return Selected(_info(folder), messages, recent)
+        async with self.db.read() as s:
+            folder = await self._folder(s, address, name)
+            messages = await self._messages(s, folder.id)
+            return Selected(_info(folder), messages, frozenset())
+
+    @staticmethod
+    async def _messages(s: AsyncSession, folder_id: int, since_modseq: int | None = None) -> list[MessageMeta]:
+        q = select(StoredMessage).where(StoredMessage.folder_id == folder_id)
+        if since_modseq is not None:
+            q = q.where(StoredMessage.modseq > since_modseq)
+        return [_meta(m) for m in (await s.execute(q.order_by(StoredMessage.uid))).scalars()]
+
+    async def changes(self, address: str, folder_id: int, since_modseq: int) -> tuple[FolderInfo, list[MessageMeta]]:
+        """The folder now and the messages changed or added after `since_modseq` (for NOOP, IDLE)."""
+        async with self.db.read() as s:
+            folder = (
+                await s.execute(select(Folder).where(Folder.id == folder_id, Folder.address == address))
+            ).scalar_one_or_none()
+            if folder is None:
+                raise NotFound("the selected folder no longer exists")
+            return _info(folder), await self._messages(s, folder_id, since_modseq)
+
+    async def uids(self, folder_id: int) -> list[int]:
+        async with self.db.read() as s:
+            q = select(StoredMessage.uid).where(StoredMessage.folder_id == folder_id).order_by(StoredMessage.uid)
+            return [int(u) for u in (await s.execute(q)).scalars() if u is not None]
+
+    async def status(self, address: str, name: str) -> Status:
+        async with self.db.read() as s:
+            folder = await self._folder(s, address, name)
+            rows = (
+                await s.execute(
+                    select(StoredMessage.uid, StoredMessage.flags, StoredMessage.size).where(
+                        StoredMessage.folder_id == folder.id
+                    )
+                )
+            ).all()
+        return Status(
+            messages=len(rows),
+            recent=sum(1 for r in rows if r.uid > folder.recent_uid),
+            unseen=sum(1 for r in rows if "\\Seen" not in _flags(r.flags)),
+            uidnext=folder.uidnext,
+            uidvalidity=folder.uidvalidity,
+            highestmodseq=folder.highestmodseq,
+            size=sum(r.size for r in rows),
+        )
+
+    async def body(self, address: str, message_id: str) -> bytes:
+        return await self.store.get(address, message_id)
+
+    # -- changing --------------------------------------------------------------------------------
+
+    async def store_flags(
+        self,
+        address: str,
+        folder_id: int,
+        uids: Sequence[int],
+        mode: Literal["add", "remove", "replace"],
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> tuple[list[MessageMeta], list[int]]:
+        """Change flags; returns (messages whose flags changed, UIDs refused by UNCHANGEDSINCE, RFC 7162 §3.2)."""
+        wanted = frozenset(flags)
+        async with self.db.write() as s:
+            folder = await self._locked(s, address, folder_id)
+            rows = (
+                await s.execute(
+                    select(StoredMessage)
+                    .where(StoredMessage.folder_id == folder_id, StoredMessage.uid.in_(list(uids)))
+                    .order_by(StoredMessage.uid)
+                )
+            ).scalars()
+            changed: list[MessageMeta] = []
+            refused: list[int] = []
+            for m in list(rows):
+                assert m.uid is not None
+                if unchanged_since is not None and m.modseq > unchanged_since:
+                    refused.append(m.uid)
+                    continue
+                current = _flags(m.flags)
+                new = current | wanted if mode == "add" else current - wanted if mode == "remove" else wanted
+                if new == current:
+                    continue
+                folder.highestmodseq += 1
+                m.flags, m.modseq = _text(new), folder.highestmodseq
+                changed.append(_meta(m))
+            return changed, refused
+
+    @staticmethod
+    async def _locked(s: AsyncSession, address: str, folder_id: int) -> Folder:
+        folder = (
+            await s.execute(select(Folder).where(Folder.id == folder_id, Folder.address == address).with_for_update())
+        ).scalar_one_or_none()
+        if folder is None:
+            raise NotFound("the selected folder no longer exists")
+        return folder
+
+    async def expunge(self, address: str, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove the \\Deleted messages (only those among `uids` when given: UID EXPUNGE); their UIDs."""
+        async with self.db.write() as s:
+            folder = await self._locked(s, address, folder_id)
+            q = select(StoredMessage.id, StoredMessage.uid, StoredMessage.flags).where(
+                StoredMessage.folder_id == folder_id
+            )
+            if uids is not None:
+                q = q.where(StoredMessage.uid.in_(list(uids)))
+            gone = [(r.id, int(r.uid)) for r in (await s.execute(q)).all() if "\\Deleted" in _flags(r.flags)]
+            if gone:
+                await s.execute(delete(StoredMessage).where(StoredMessage.id.in_([i for i, _ in gone])))
+                folder.highestmodseq += 1
+            return sorted(u for _, u in gone)
+
+    async def copy(
+        self, address: str, folder_id: int, uids: Sequence[int], target: str, *, move: bool = False
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Copy (or move) messages to `target`; returns its UIDVALIDITY and (source UID, new UID) pairs."""
+        key = None if move else await self.store.mailboxes.data_key(address)
+        async with self.db.write() as s:
+            source = await self._locked(s, address, folder_id)
+            dest = await self._folder(s, address, target, lock=True)
+            rows = list(
+                (
+                    await s.execute(
+                        select(StoredMessage)
+                        .where(StoredMessage.folder_id == folder_id, StoredMessage.uid.in_(list(uids)))
+                        .order_by(StoredMessage.uid)
+                    )
+                ).scalars()
+            )
+            if not move:
+                await self._check_quota(s, address, sum(m.size for m in rows))
+            pairs: list[tuple[int, int]] = []
+            for m in rows:
+                assert m.uid is not None
+                source_uid, uid = int(m.uid), dest.uidnext
+                dest.uidnext += 1
+                dest.highestmodseq += 1
+                if move:
+                    m.folder_id, m.uid, m.modseq = dest.id, uid, dest.highestmodseq
+                else:
+                    assert key is not None
+                    copy_id = secrets.token_hex(16)
+                    body = key.open(m.body, body_aad(address, m.id))
+                    s.add(
+                        StoredMessage(
+                            id=copy_id,
+                            address=address,
+                            folder_id=dest.id,
+                            uid=uid,
+                            modseq=dest.highestmodseq,
+                            flags=m.flags,
+                            internal_date=m.internal_date,
+                            header_message_id=m.header_message_id,
+                            size=m.size,
+                            body=key.seal(body, body_aad(address, copy_id)),
+                            created_at=utcnow(),
+                        )
+                    )
+                pairs.append((source_uid, uid))
+            if move and rows:
+                source.highestmodseq += 1
+            return dest.uidvalidity, pairs
+
+    async def append(
+        self, address: str, name: str, body: bytes, *, flags: Iterable[str] = (), internal_date: datetime | None = None
+    ) -> tuple[int, int]:
+        """Store a message a client appends; returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315)."""
+        async with self.db.write() as s:
+            folder = await self._folder(s, address, name)
+            await self._check_quota(s, address, len(body))
+            delivered = await self.store.deliver(
+                address, body, folder=folder.name, flags=_text(flags), internal_date=internal_date, session=s
+            )
+            return folder.uidvalidity, delivered.uid
+
+    # -- quota -----------------------------------------------------------------------------------
+
+    async def usage(self, address: str) -> tuple[int, int | None]:
+        """(bytes used, quota in bytes or None for no limit)."""
+        async with self.db.read() as s:
+            return await self._usage(s, address)
+
+    async def _usage(self, s: AsyncSession, address: str) -> tuple[int, int | None]:
+        used = (
+            await s.execute(
+                select(func.coalesce(func.sum(StoredMessage.size), 0)).where(StoredMessage.address == address)
+            )
+        ).scalar_one()
+        quota = (await s.execute(select(Account.quota_bytes).where(Account.address == address))).scalar_one_or_none()
+        return int(used), quota if quota is not None else self.default_quota
+
+    async def _check_quota(self, s: AsyncSession, address: str, adding: int) -> None:
+        used, quota = await self._usage(s, address)
+        if quota is not None and used + adding > quota:
+            raise QuotaExceeded(f"mailbox {address} is over its quota ({used + adding} > {quota} octets)")
+
+    async def set_quota(self, address: str, quota: int | None) -> None:
+        async with self.db.write() as s:
+            await s.execute(update(Account).where(Account.address == address).values(quota_bytes=quota))

@@ -1,0 +1,185 @@
+"""Mailstore: the IMAP view of a mailbox (folders, UIDs, modseqs, flags, \\Recent, expunge, copy, move, quota)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.errors import Conflict, NotFound, UsageError
+from gateway.store.crypto import KeyEncryptionKey
+from gateway.store.db import Database
+from gateway.store.mailboxes import MailboxRepository
+from gateway.store.mailstore import Mailstore, QuotaExceeded, canonical, check_name
+from gateway.store.messages import MessageStore
+
+DOMAIN = "ch-test.mssante.fr"
+ALICE = f"alice.martin@{DOMAIN}"
+BOB = f"bob.durand@{DOMAIN}"
+T0 = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+
+
+def body(n: int) -> bytes:
+    return f"From: {ALICE}\r\nSubject: message {n}\r\n\r\nCompte rendu {n}\r\n".encode()
+
+
+@pytest.fixture
+async def box(store_db: Database, kek: KeyEncryptionKey) -> Mailstore:
+    repo = MailboxRepository(store_db, kek)
+    await repo.create(ALICE, "PER")
+    await repo.create(BOB, "PER")
+    return Mailstore(MessageStore(repo))
+
+
+async def fill(box: Mailstore, n: int, folder: str = "INBOX") -> list[int]:
+    return [(await box.append(ALICE, folder, body(i), internal_date=T0))[1] for i in range(1, n + 1)]
+
+
+def test_names() -> None:
+    assert [canonical(n) for n in ("inbox", "InBoX/Sub", "Inboxes", "Archive")] == [
+        "INBOX",
+        "INBOX/Sub",
+        "Inboxes",
+        "Archive",
+    ]
+    assert check_name("Patients/Dupont Jean") == "Patients/Dupont Jean"
+    for bad, text in [
+        ("", "folder names are 1 to 255 octets"),
+        ("a//b", "empty hierarchy level in 'a//b'"),
+        ("x" * 256, "folder names are 1 to 255 octets"),
+        ("Pat*", "folder names cannot contain wildcards or control characters: 'Pat*'"),
+        ("Pat\r\n", "folder names cannot contain wildcards or control characters: 'Pat\\r\\n'"),
+    ]:
+        with pytest.raises(UsageError) as exc:
+            check_name(bad)
+        assert str(exc.value) == text
+
+
+async def test_standard_folders_and_create_delete_rename(box: Mailstore) -> None:
+    names = [f.name for f in await box.folders(ALICE)]
+    assert names == ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
+    created = await box.create_folder(ALICE, "Patients/")
+    assert (created.name, created.uidnext, created.highestmodseq) == ("Patients", 1, 1)
+    assert created.uidvalidity > max(f.uidvalidity for f in await box.folders(ALICE) if f.name != "Patients") - 1
+    with pytest.raises(Conflict, match="folder Patients already exists"):
+        await box.create_folder(ALICE, "Patients")
+    await box.create_folder(ALICE, "Patients/Dupont")
+    await fill(box, 2, "Patients/Dupont")
+    before = await box.folder(ALICE, "Patients/Dupont")
+    await box.rename_folder(ALICE, "Patients", "Dossiers")
+    assert [f.name for f in await box.folders(ALICE) if f.name.startswith("Dossiers")] == [
+        "Dossiers",
+        "Dossiers/Dupont",
+    ]
+    after = await box.folder(ALICE, "Dossiers/Dupont")
+    assert after.uidvalidity > before.uidvalidity  # RFC 3501 §2.3.1.1: a new name, new UIDs for clients
+    assert (await box.status(ALICE, "Dossiers/Dupont")).messages == 2
+    with pytest.raises(UsageError, match="INBOX cannot be deleted"):
+        await box.delete_folder(ALICE, "inbox")
+    with pytest.raises(UsageError, match="cannot rename Dossiers into itself"):
+        await box.rename_folder(ALICE, "Dossiers", "Dossiers/Sub")
+    await box.delete_folder(ALICE, "Dossiers/Dupont")
+    with pytest.raises(NotFound, match="no folder Dossiers/Dupont"):
+        await box.status(ALICE, "Dossiers/Dupont")
+    assert (await box.usage(ALICE))[0] == 0  # its messages went with it
+
+
+async def test_renaming_inbox_moves_its_messages_and_keeps_it(box: Mailstore) -> None:
+    await fill(box, 3)
+    await box.rename_folder(ALICE, "INBOX", "Old")
+    assert (await box.status(ALICE, "INBOX")).messages == 0
+    old = await box.select(ALICE, "Old", read_write=False)
+    assert [m.uid for m in old.messages] == [1, 2, 3]
+
+
+async def test_recent_goes_to_one_read_write_session(box: Mailstore) -> None:
+    await fill(box, 2)
+    assert (await box.select(ALICE, "INBOX", read_write=False)).recent == frozenset()
+    first = await box.select(ALICE, "INBOX", read_write=True)
+    assert first.recent == {1, 2}
+    assert (await box.status(ALICE, "INBOX")).recent == 0
+    await fill(box, 1)
+    assert (await box.status(ALICE, "INBOX")).recent == 1
+    second = await box.select(ALICE, "INBOX", read_write=True)
+    assert (second.recent, [m.uid for m in second.messages]) == ({3}, [1, 2, 3])
+
+
+async def test_flags_modseqs_and_unchanged_since(box: Mailstore) -> None:
+    await fill(box, 3)
+    sel = await box.select(ALICE, "INBOX", read_write=True)
+    fid, start = sel.folder.id, sel.folder.highestmodseq
+    changed, refused = await box.store_flags(ALICE, fid, [1, 2], "add", ["\\Seen", "$Label1"])
+    assert ([(m.uid, sorted(m.flags)) for m in changed], refused) == (
+        [(1, ["$Label1", "\\Seen"]), (2, ["$Label1", "\\Seen"])],
+        [],
+    )
+    assert [m.modseq for m in changed] == [start + 1, start + 2]
+    again, _ = await box.store_flags(ALICE, fid, [1], "add", ["\\Seen"])
+    assert again == []  # nothing changed: no modseq spent
+    changed, refused = await box.store_flags(ALICE, fid, [1, 3], "replace", ["\\Flagged"], unchanged_since=start)
+    assert ([m.uid for m in changed], refused) == ([3], [1])  # RFC 7162 §3.2: 1 changed after `start`
+    folder, since = await box.changes(ALICE, fid, start + 2)
+    assert (folder.highestmodseq, [m.uid for m in since]) == (start + 3, [3])
+    status = await box.status(ALICE, "INBOX")
+    assert (status.unseen, status.highestmodseq) == (1, start + 3)
+
+
+async def test_expunge_removes_only_deleted_and_uid_expunge_only_listed(box: Mailstore) -> None:
+    await fill(box, 4)
+    fid = (await box.folder(ALICE, "INBOX")).id
+    await box.store_flags(ALICE, fid, [1, 2, 4], "add", ["\\Deleted"])
+    assert await box.expunge(ALICE, fid, [2, 3]) == [2]
+    assert await box.uids(fid) == [1, 3, 4]
+    assert await box.expunge(ALICE, fid) == [1, 4]
+    assert await box.uids(fid) == [3]
+    assert await box.expunge(ALICE, fid) == []
+
+
+async def test_copy_reseals_and_move_keeps_the_row(box: Mailstore) -> None:
+    await fill(box, 3)
+    inbox = await box.folder(ALICE, "INBOX")
+    archive = await box.folder(ALICE, "Archive")
+    await box.store_flags(ALICE, inbox.id, [2], "add", ["\\Flagged"])
+    validity, pairs = await box.copy(ALICE, inbox.id, [2, 3, 99], "Archive")
+    assert (validity, pairs) == (archive.uidvalidity, [(2, 1), (3, 2)])
+    copied = await box.select(ALICE, "Archive", read_write=False)
+    assert [sorted(m.flags) for m in copied.messages] == [["\\Flagged"], []]
+    assert [await box.body(ALICE, m.id) for m in copied.messages] == [body(2), body(3)]
+    originals = {m.uid: m.id for m in (await box.select(ALICE, "INBOX", read_write=False)).messages}
+    assert {m.id for m in copied.messages}.isdisjoint(originals.values())
+
+    validity, pairs = await box.copy(ALICE, inbox.id, [1], "Trash", move=True)
+    assert pairs == [(1, 1)]
+    trash = await box.select(ALICE, "Trash", read_write=False)
+    assert [m.id for m in trash.messages] == [originals[1]]  # the same row, the same sealed body
+    assert await box.body(ALICE, originals[1]) == body(1)
+    assert await box.uids(inbox.id) == [2, 3]
+    with pytest.raises(NotFound, match="no folder Nowhere"):
+        await box.copy(ALICE, inbox.id, [2], "Nowhere")
+
+
+async def test_a_folder_of_another_mailbox_is_not_found(box: Mailstore) -> None:
+    await fill(box, 1)
+    alices = (await box.folder(ALICE, "INBOX")).id
+    with pytest.raises(NotFound, match="the selected folder no longer exists"):
+        await box.store_flags(BOB, alices, [1], "add", ["\\Seen"])
+    with pytest.raises(NotFound, match="the selected folder no longer exists"):
+        await box.expunge(BOB, alices)
+
+
+async def test_quota_refuses_append_and_copy_past_it(box: Mailstore) -> None:
+    size = len(body(1))
+    await box.set_quota(ALICE, 2 * size)
+    await fill(box, 2)
+    assert await box.usage(ALICE) == (2 * size, 2 * size)
+    with pytest.raises(QuotaExceeded, match=f"over its quota \\({3 * size} > {2 * size} octets\\)"):
+        await box.append(ALICE, "INBOX", body(3))
+    inbox = await box.folder(ALICE, "INBOX")
+    with pytest.raises(QuotaExceeded):
+        await box.copy(ALICE, inbox.id, [1], "Archive")
+    await box.copy(ALICE, inbox.id, [1], "Archive", move=True)  # a move adds nothing
+    assert (await box.status(ALICE, "INBOX")).messages == 1
+    unlimited = Mailstore(box.store)
+    await unlimited.set_quota(ALICE, None)
+    assert (await unlimited.usage(ALICE))[1] is None
+    assert (await Mailstore(box.store, default_quota=size).usage(ALICE))[1] == size
