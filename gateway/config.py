@@ -67,6 +67,8 @@ class StoreSection(_Section):
     kek: SecretStr | None = None
     """Key-encryption key, base64 of 32 bytes (normally from MSSGW_STORE__KEK, not the file)."""
     kek_file: Path | None = None
+    default_quota: int = Field(5 * 1024**3, ge=0)
+    """Storage quota of a mailbox without its own, in bytes (sum of its messages' sizes); 0: no limit."""
 
 
 class PkiSection(_Section):
@@ -260,6 +262,9 @@ audit_url = "sqlite+aiosqlite:///audit.db"
 # Key-encryption key wrapping every mailbox data key (AES-256-GCM). Kept outside the data
 # directory, mode 0600. Or set MSSGW_STORE__KEK to its base64 value and remove this line.
 kek_file = {_toml_str(str(kek_file))}
+# Storage quota of each mailbox (bytes, the sum of its messages) unless set per mailbox; 0 = no limit.
+# Delivery past it is deferred (4.2.2 mailbox full), IMAP APPEND and COPY refused (OVERQUOTA).
+default_quota = 5368709120
 
 [pki]
 # Development trust-space PKI managed by `mssgw pki`. Comment out when the national PKI is used.

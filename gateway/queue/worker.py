@@ -27,6 +27,7 @@ from gateway.node import Node
 from gateway.queue.dsn import RecipientStatus, build_dsn, header_block, needs_dsn
 from gateway.queue.retry import RetrySchedule, parse_duration
 from gateway.queue.store import Envelope, Job, LeaseLost, Queue
+from gateway.store.mailstore import Mailstore, QuotaExceeded
 from gateway.store.messages import MessageStore
 from gateway.store.models import utcnow
 
@@ -55,6 +56,7 @@ class DeliveryWorker:
         self.cfg = node.cfg
         self.owner = owner or node.cfg.node.name
         self.store = MessageStore(node.mailboxes)
+        self.mailstore = Mailstore(self.store, default_quota=node.cfg.store.default_quota or None)
         q = node.cfg.queue
         self.schedule = RetrySchedule.parse(q.retry_schedule, max_age=parse_duration(q.max_age), jitter=0.1)
         self.lease = timedelta(seconds=q.lease)
@@ -198,12 +200,15 @@ class DeliveryWorker:
         env = job.envelope
         try:
             async with self.node.db.write() as s:
+                await self.mailstore.check_quota(s, job.recipient, len(body))
                 delivered = await self.store.deliver(
                     job.recipient, body, header_message_id=env.header_message_id, session=s
                 )
                 await Queue.settle(s, job, "delivered")
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
             return Result(job.recipient, True)
+        except QuotaExceeded:  # RFC 3463 X.2.2: temporary, the owner may make room before the message expires
+            return Result(job.recipient, False, False, "4.2.2", "smtp; 452 4.2.2 mailbox full")
         await self._audit(
             AuditEvent.QUEUE_DELIVERED,
             env,

@@ -367,7 +367,7 @@ class Mailstore:
                 ).scalars()
             )
             if not move:
-                await self._check_quota(s, address, sum(m.size for m in rows))
+                await self.check_quota(s, address, sum(m.size for m in rows))
             pairs: list[tuple[int, int]] = []
             for m in rows:
                 assert m.uid is not None
@@ -406,7 +406,7 @@ class Mailstore:
         """Store a message a client appends; returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315)."""
         async with self.db.write() as s:
             folder = await self._folder(s, address, name)
-            await self._check_quota(s, address, len(body))
+            await self.check_quota(s, address, len(body))
             delivered = await self.store.deliver(
                 address, body, folder=folder.name, flags=_text(flags), internal_date=internal_date, session=s
             )
@@ -428,7 +428,8 @@ class Mailstore:
         quota = (await s.execute(select(Account.quota_bytes).where(Account.address == address))).scalar_one_or_none()
         return int(used), quota if quota is not None else self.default_quota
 
-    async def _check_quota(self, s: AsyncSession, address: str, adding: int) -> None:
+    async def check_quota(self, s: AsyncSession, address: str, adding: int) -> None:
+        """Raise QuotaExceeded if `adding` more bytes would take the mailbox past its quota."""
         used, quota = await self._usage(s, address)
         if quota is not None and used + adding > quota:
             raise QuotaExceeded(f"mailbox {address} is over its quota ({used + adding} > {quota} octets)")

@@ -12,6 +12,8 @@ from sqlalchemy import func, select
 from gateway.node import Node
 from gateway.queue.store import LeaseLost, Queue
 from gateway.queue.worker import DeliveryWorker
+from gateway.store.mailstore import Mailstore
+from gateway.store.messages import MessageStore
 from gateway.store.models import QueuedMessage, QueuedRecipient, StoredMessage, utcnow
 from tests.conftest import DOMAIN, NodeDir, copy_node
 
@@ -74,3 +76,20 @@ async def test_a_restarted_node_takes_back_its_leases_at_once(node: Node) -> Non
         leased = (await s.execute(select(QueuedRecipient.lease_owner))).scalars().all()
     assert leased == [None, None]
     assert len((await queue.claim(owner="node1", lease=timedelta(minutes=5))).jobs) == 2
+
+
+async def test_a_full_mailbox_defers_delivery_with_4_2_2(node: Node) -> None:
+    body = b"Subject: gros\r\n\r\n" + b"x" * 1000 + b"\r\n"
+    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body) - 1)
+    queue = Queue(node.db, node.kek)
+    queue_id = await queue.enqueue(
+        source="submission", sender=RCPT, recipients=[RCPT], body=body, local_domains=node.cfg.node.local_domains
+    )
+    assert await DeliveryWorker(node, queue).run_once() == 1
+    assert await stored(node) == 0
+    [rcpt] = await queue.recipients(queue_id)
+    assert (rcpt.status, rcpt.attempts, rcpt.last_error) == ("pending", 1, "smtp; 452 4.2.2 mailbox full")
+    assert rcpt.next_attempt_at > utcnow() + timedelta(seconds=50)  # the schedule's first step: 1 minute
+    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body))  # room made: delivered on retry
+    assert await DeliveryWorker(node, queue).run_once(now=utcnow() + timedelta(minutes=2)) == 1
+    assert await stored(node) == 1
