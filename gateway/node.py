@@ -15,6 +15,7 @@ from gateway.store.crypto import KeyEncryptionKey, load_kek
 from gateway.store.db import Database
 from gateway.store.directory import DirectoryRepository
 from gateway.store.mailboxes import MailboxRepository
+from gateway.store.notify import MailboxNotices
 from gateway.store.trust import TrustRepository
 
 
@@ -26,6 +27,7 @@ class Node:
         self._kek: KeyEncryptionKey | None = None
         self._signer: CheckpointSigner | None = None
         self.audit = AuditLog(self.audit_db, cfg.node.name, None)
+        self.notices = MailboxNotices()  # mailbox changed: wakes this node's IMAP IDLE sessions
 
     async def open(self) -> Node:
         await self.db.migrate()

@@ -209,6 +209,7 @@ class DeliveryWorker:
             return Result(job.recipient, True)
         except QuotaExceeded:  # RFC 3463 X.2.2: temporary, the owner may make room before the message expires
             return Result(job.recipient, False, False, "4.2.2", "smtp; 452 4.2.2 mailbox full")
+        self.node.notices.publish(job.recipient)
         await self._audit(
             AuditEvent.QUEUE_DELIVERED,
             env,

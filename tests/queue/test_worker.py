@@ -93,3 +93,18 @@ async def test_a_full_mailbox_defers_delivery_with_4_2_2(node: Node) -> None:
     await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body))  # room made: delivered on retry
     assert await DeliveryWorker(node, queue).run_once(now=utcnow() + timedelta(minutes=2)) == 1
     assert await stored(node) == 1
+
+
+async def test_a_local_delivery_wakes_the_mailbox_listeners(node: Node) -> None:
+    queue = Queue(node.db, node.kek)
+    with node.notices.listen(RCPT) as changed:
+        await queue.enqueue(
+            source="submission",
+            sender=RCPT,
+            recipients=[RCPT],
+            body=b"Subject: x\r\n\r\nx\r\n",
+            local_domains=node.cfg.node.local_domains,
+        )
+        assert not changed.is_set()
+        assert await DeliveryWorker(node, queue).run_once() == 1
+        assert changed.is_set()
