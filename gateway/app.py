@@ -22,6 +22,7 @@ import uvicorn
 from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
 from gateway.config import Config
+from gateway.imap.server import ImapService, start_imap
 from gateway.node import Node
 from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
@@ -105,6 +106,10 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                     node, queue, contexts, host=cfg.listen.host, port=cfg.listen.relay_port, wake=worker.wake
                 )
             )
+        imap = ImapService(node, tls, lockout)
+        for port_, implicit in ((cfg.listen.imap_port, False), (cfg.listen.imaps_port, True)):
+            if port_ is not None:
+                listeners.append(await start_imap(imap, host=cfg.listen.host, port=port_, implicit_tls=implicit))
         tasks = [
             asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval)),
             asyncio.create_task(worker.run()),

@@ -90,6 +90,10 @@ class ListenSection(_Section):
     """SMTP submission over implicit TLS (RFC 8314)."""
     relay_port: int | None = Field(25, ge=0, le=65535)
     """SMTP from peer operators: STARTTLS and a trust-space client certificate required."""
+    imap_port: int | None = None
+    """IMAP with STARTTLS (RFC 3501; 143); None (absent) disables the listener."""
+    imaps_port: int | None = None
+    """IMAP over implicit TLS (RFC 8314; 993); None (absent) disables the listener."""
 
 
 class SmtpSection(_Section):
@@ -99,6 +103,15 @@ class SmtpSection(_Section):
     max_recipients: int = Field(100, gt=0)
     timeout: float = Field(300.0, gt=0)
     """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
+
+
+class ImapSection(_Section):
+    autologout: float = Field(1800.0, ge=60)
+    """Seconds of silence before an authenticated session is logged out (RFC 3501 §5.4: at least 30 min)."""
+    login_timeout: float = Field(60.0, gt=0)
+    """Seconds of silence allowed before login."""
+    max_connections_per_user: int = Field(20, ge=1)
+    max_connections_per_address: int = Field(50, ge=1)
 
 
 class AuthSection(_Section):
@@ -145,6 +158,7 @@ class Config(BaseSettings):
     pki: PkiSection = Field(default_factory=PkiSection)
     listen: ListenSection = Field(default_factory=ListenSection)
     smtp: SmtpSection = Field(default_factory=SmtpSection)
+    imap: ImapSection = Field(default_factory=ImapSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     queue: QueueSection = Field(default_factory=QueueSection)
     audit: AuditSection = Field(default_factory=AuditSection)
@@ -233,6 +247,8 @@ def render_config(
     submission_port: int = 587,
     submissions_port: int = 465,
     relay_port: int = 25,
+    imap_port: int = 143,
+    imaps_port: int = 993,
     routes: dict[str, str] | None = None,
 ) -> str:
     """The commented configuration file written by `mssgw init`."""
@@ -287,6 +303,9 @@ https_port = {https_port}
 submission_port = {submission_port}
 submissions_port = {submissions_port}
 relay_port = {relay_port}
+# IMAP for professionals' mail clients: STARTTLS (143) and implicit TLS (993).
+imap_port = {imap_port}
+imaps_port = {imaps_port}
 
 [smtp]
 # Name in the SMTP greeting and Received: fields; empty means mail.<domain>.
@@ -296,6 +315,14 @@ max_message_size = 26214400
 max_recipients = 100
 # Seconds of client silence before a session is dropped.
 timeout = 300
+
+[imap]
+# Seconds of silence before logging a session out: after login (RFC 3501: 30 min or more), before login.
+autologout = 1800
+login_timeout = 60
+# Concurrent IMAP connections per mailbox and per client address.
+max_connections_per_user = 20
+max_connections_per_address = 50
 
 [auth]
 # Failed logins per account and per client address before growing delays (base, doubling, capped).

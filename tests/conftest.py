@@ -83,6 +83,10 @@ def template_node(tmp_path_factory: pytest.TempPathFactory) -> NodeDir:
         "0",
         "--relay-port",
         "0",
+        "--imap-port",
+        "0",
+        "--imaps-port",
+        "0",
     )
     assert result.code == 0, result.err
     return NodeDir(data, keys)

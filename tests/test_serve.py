@@ -162,7 +162,7 @@ def test_outbound_context_trusts_only_the_pinned_root(served: Running, tmp_path:
 
 
 def test_every_listener_is_announced(served: Running) -> None:
-    assert sorted(served.ports) == ["https", "relay", "submission", "submissions"]
-    assert len(set(served.ports.values())) == 4
+    assert sorted(served.ports) == ["https", "imap", "imaps", "relay", "submission", "submissions"]
+    assert len(set(served.ports.values())) == 6
     started = served.node.cli("audit", "search", "--event", "node.started", "--json").json()[0]  # type: ignore[index]
     assert started["request"] == {name: f"127.0.0.1:{port}" for name, port in served.ports.items()}

@@ -60,6 +60,22 @@ class AuditEvent(StrEnum):
     SMTP_CONTENT_REFUSED = "smtp.content.refused"
     SMTP_MESSAGE_ACCEPTED = "smtp.message.accepted"
 
+    # IMAP sessions of professionals' clients
+    IMAP_LOGIN_SUCCEEDED = "imap.login.succeeded"
+    IMAP_LOGIN_FAILED = "imap.login.failed"
+    IMAP_LOGIN_LOCKED = "imap.login.locked"
+    IMAP_TLS_REFUSED = "imap.tls.refused"
+    IMAP_COMMAND_REFUSED = "imap.command.refused"  # BAD or NO for a malformed or forbidden command
+    IMAP_FETCH_BODY = "imap.fetch.body"  # content returned: folder, UIDs, Message-IDs (never the content)
+    IMAP_APPEND = "imap.append"
+    IMAP_EXPUNGE = "imap.expunge"
+    IMAP_COPY = "imap.copy"
+    IMAP_MOVE = "imap.move"
+    IMAP_FOLDER_CREATED = "imap.folder.created"
+    IMAP_FOLDER_DELETED = "imap.folder.deleted"
+    IMAP_FOLDER_RENAMED = "imap.folder.renamed"
+    IMAP_LOGOUT = "imap.logout"
+
     # The durable queue and its workers
     QUEUE_DELIVERED = "queue.delivered"
     QUEUE_RELAYED = "queue.relayed"

@@ -35,7 +35,7 @@ from gateway.store.crypto import write_secret_file
 from gateway.store.mailboxes import Owner
 
 SAMPLE_ROWS = 2000
-PORTS = ("https", "submission", "submissions", "relay")
+PORTS = ("https", "submission", "submissions", "relay", "imap", "imaps")
 
 
 def _owner(idtype: str, n: int, last: str, first: str, civility: str, code: str, label: str) -> Owner:
@@ -150,6 +150,7 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
             https_port=mine["https"],
             pki_dir=root / "pki",
             smtp_ports=(mine["submission"], mine["submissions"], mine["relay"]),
+            imap_ports=(mine["imap"], mine["imaps"]),
             routes={other["domain"]: f"127.0.0.1:{ports[other['dir']]['relay']}"},
         )
         mailboxes = await _populate(result.config, op, pki, other["domain"], author)
@@ -168,7 +169,7 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
         p = op["ports"]
         lines.append(
             f"  {op['domain']}: submission 127.0.0.1:{p['submission']} (STARTTLS), {p['submissions']} (TLS), "
-            f"relay {p['relay']}, https {p['https']}"
+            f"relay {p['relay']}, IMAP {p['imap']} (STARTTLS), {p['imaps']} (TLS), https {p['https']}"
         )
         width = max(len(m["address"]) for m in op["mailboxes"])
         lines += [f"    {m['type']:3} {m['address']:{width}}  password {m['password']}" for m in op["mailboxes"]]

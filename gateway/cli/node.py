@@ -42,6 +42,7 @@ async def init_node(
     https_port: int = 8443,
     pki_dir: Path | None = None,
     smtp_ports: tuple[int, int, int] = (587, 465, 25),
+    imap_ports: tuple[int, int] = (143, 993),
     routes: dict[str, str] | None = None,
 ) -> InitResult:
     """Create a node's data directory: config, keys, databases, development PKI and TLS certificate."""
@@ -97,6 +98,8 @@ async def init_node(
             submission_port=smtp_ports[0],
             submissions_port=smtp_ports[1],
             relay_port=smtp_ports[2],
+            imap_port=imap_ports[0],
+            imaps_port=imap_ports[1],
             routes=routes,
         )
     )
@@ -145,6 +148,7 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
         https_port=args.https_port,
         pki_dir=Path(args.pki_dir) if args.pki_dir else None,
         smtp_ports=(args.submission_port, args.submissions_port, args.relay_port),
+        imap_ports=(args.imap_port, args.imaps_port),
     )
     d = result.data
     text = (
@@ -177,6 +181,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--submission-port", type=int, default=587, help="SMTP submission, STARTTLS (0: any free port)")
     p.add_argument("--submissions-port", type=int, default=465, help="SMTP submission, implicit TLS")
     p.add_argument("--relay-port", type=int, default=25, help="SMTP from peer operators, mutual TLS")
+    p.add_argument("--imap-port", type=int, default=143, help="IMAP, STARTTLS (0: any free port)")
+    p.add_argument("--imaps-port", type=int, default=993, help="IMAP over implicit TLS")
     p.add_argument("--pki-dir", help="use this existing trust-space PKI instead of creating one")
     p.set_defaults(_standalone=init)
     p = sub.add_parser("serve", parents=[common], help="run the node")

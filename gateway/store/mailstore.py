@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Literal
 
 from sqlalchemy import delete, func, select, update
@@ -60,6 +62,7 @@ class MessageMeta:
     flags: frozenset[str]
     internal_date: datetime
     size: int
+    message_id: str | None = None  # the Message-ID header, for audit records
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def _message_id(body: bytes) -> str | None:
+    """The Message-ID header of a message, unfolded, for audit records (None when absent or unreadable)."""
+    value = BytesHeaderParser(policy=compat32).parsebytes(body).get("Message-ID")
+    if not isinstance(value, str):
+        return None
+    value = " ".join(value.split())[:250]
+    return value if value.isprintable() and value else None
+
+
 def _flags(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
@@ -111,7 +123,9 @@ def _text(flags: Iterable[str]) -> str:
 
 def _meta(m: StoredMessage) -> MessageMeta:
     assert m.uid is not None
-    return MessageMeta(m.id, m.uid, m.modseq, _flags(m.flags), m.internal_date or m.created_at, m.size)
+    return MessageMeta(
+        m.id, m.uid, m.modseq, _flags(m.flags), m.internal_date or m.created_at, m.size, m.header_message_id
+    )
 
 
 def _info(f: Folder) -> FolderInfo:
@@ -151,17 +165,32 @@ class Mailstore:
             ).first()
             if existing is not None:
                 raise Conflict(f"folder {name} already exists")
-            folder = Folder(
-                address=address,
-                name=name,
-                uidvalidity=await self._uidvalidity(s, address),
-                uidnext=1,
-                highestmodseq=1,
-                subscribed=True,
-                recent_uid=0,
+            # RFC 3501 §6.3.3: create the superior names the new one needs ("a/b/c" makes "a" and "a/b").
+            parts = name.split(DELIMITER)
+            wanted = [DELIMITER.join(parts[:i]) for i in range(1, len(parts) + 1)]
+            have = set(
+                (
+                    await s.execute(select(Folder.name).where(Folder.address == address, Folder.name.in_(wanted)))
+                ).scalars()
             )
-            s.add(folder)
+            uidvalidity = await self._uidvalidity(s, address)
+            folder = None
+            for each in wanted:
+                if each in have:
+                    continue
+                folder = Folder(
+                    address=address,
+                    name=each,
+                    uidvalidity=uidvalidity,
+                    uidnext=1,
+                    highestmodseq=1,
+                    subscribed=True,
+                    recent_uid=0,
+                )
+                s.add(folder)
             await s.flush()
+            assert folder is not None
+            assert folder.name == name
             return _info(folder)
 
     @staticmethod
@@ -240,6 +269,18 @@ class Mailstore:
             folder = await self._folder(s, address, name)
             messages = await self._messages(s, folder.id)
             return Selected(_info(folder), messages, frozenset())
+
+    async def claim_recent(self, address: str, folder_id: int) -> frozenset[int]:
+        """For a read-write session that learns of new messages: the UIDs that are \\Recent for it (and for
+        no other session from now on, RFC 3501 §2.3.2)."""
+        async with self.db.write() as s:
+            folder = await self._locked(s, address, folder_id)
+            q = select(StoredMessage.uid).where(
+                StoredMessage.folder_id == folder_id, StoredMessage.uid > folder.recent_uid
+            )
+            recent = frozenset(int(u) for u in (await s.execute(q)).scalars() if u is not None)
+            folder.recent_uid = folder.uidnext - 1
+            return recent
 
     @staticmethod
     async def _messages(s: AsyncSession, folder_id: int, since_modseq: int | None = None) -> list[MessageMeta]:
@@ -404,11 +445,18 @@ class Mailstore:
         self, address: str, name: str, body: bytes, *, flags: Iterable[str] = (), internal_date: datetime | None = None
     ) -> tuple[int, int]:
         """Store a message a client appends; returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315)."""
+        message_id = _message_id(body)
         async with self.db.write() as s:
             folder = await self._folder(s, address, name)
             await self.check_quota(s, address, len(body))
             delivered = await self.store.deliver(
-                address, body, folder=folder.name, flags=_text(flags), internal_date=internal_date, session=s
+                address,
+                body,
+                folder=folder.name,
+                flags=_text(flags),
+                internal_date=internal_date,
+                header_message_id=message_id,
+                session=s,
             )
             return folder.uidvalidity, delivered.uid
 

@@ -26,10 +26,11 @@ def test_demo_init_lays_out_two_federated_operators(tmp_path: Path) -> None:
     a, b = creds["operators"]
     assert (a["domain"], b["domain"]) == (A, B)
     ports = [*a["ports"].values(), *b["ports"].values()]
-    assert len(set(ports)) == 8  # every listener its own free port
+    assert len(set(ports)) == 12  # every listener (https, 3 SMTP, 2 IMAP) of each its own free port
     for op, other in ((a, b), (b, a)):
         cfg = tomllib.loads(Path(op["config"]).read_text())
         assert cfg["listen"]["submission_port"] == op["ports"]["submission"]
+        assert (cfg["listen"]["imap_port"], cfg["listen"]["imaps_port"]) == (op["ports"]["imap"], op["ports"]["imaps"])
         assert cfg["queue"]["routes"] == {other["domain"]: f"127.0.0.1:{other['ports']['relay']}"}
         assert cfg["pki"]["dir"] == str(root / "pki")  # one trust-space PKI for both
         node = NodeDir(Path(op["config"]).parent, root / "secrets" / op["name"])

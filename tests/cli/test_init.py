@@ -29,6 +29,8 @@ def test_init_writes_config_keys_pki_and_databases(template_node: NodeDir) -> No
         "submission_port": 0,
         "submissions_port": 0,
         "relay_port": 0,
+        "imap_port": 0,
+        "imaps_port": 0,
     }
     # Commented: every section explains itself.
     assert "# Every setting can be overridden by an environment variable" in template_node.config.read_text()

@@ -64,6 +64,12 @@ async def test_standard_folders_and_create_delete_rename(box: Mailstore) -> None
     with pytest.raises(Conflict, match="folder Patients already exists"):
         await box.create_folder(ALICE, "Patients")
     await box.create_folder(ALICE, "Patients/Dupont")
+    made = await box.create_folder(ALICE, "Dossiers/2026/Mars")  # RFC 3501 §6.3.3: superiors made too
+    assert made.name == "Dossiers/2026/Mars"
+    assert {"Dossiers", "Dossiers/2026"} <= {f.name for f in await box.folders(ALICE)}
+    await box.delete_folder(ALICE, "Dossiers/2026/Mars")
+    await box.delete_folder(ALICE, "Dossiers/2026")
+    await box.delete_folder(ALICE, "Dossiers")
     await fill(box, 2, "Patients/Dupont")
     before = await box.folder(ALICE, "Patients/Dupont")
     await box.rename_folder(ALICE, "Patients", "Dossiers")

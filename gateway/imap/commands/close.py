@@ -1,0 +1,25 @@
+"""CLOSE (RFC 3501 §6.4.2: expunge silently when read-write) and UNSELECT (RFC 3691: never expunge)."""
+
+from __future__ import annotations
+
+from gateway.audit.events import AuditEvent
+from gateway.imap.commands import Reply
+from gateway.imap.proto.command import Command
+from gateway.imap.session import AUTH, Session
+
+
+async def close(s: Session, cmd: Command) -> Reply:
+    sel = s.selection
+    assert sel is not None
+    assert s.user is not None
+    if not sel.read_only:
+        gone = await s.service.mailstore.expunge(s.user, sel.folder.id)
+        if gone:
+            await s.audit(AuditEvent.IMAP_EXPUNGE, result="done", folder=sel.folder.name, uids=gone)
+    s.selection, s.state = None, AUTH
+    return None
+
+
+async def unselect(s: Session, cmd: Command) -> Reply:
+    s.selection, s.state = None, AUTH
+    return None

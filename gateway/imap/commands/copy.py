@@ -1,0 +1,45 @@
+"""COPY / UID COPY (RFC 3501 §6.4.7) and MOVE / UID MOVE (RFC 6851), answering COPYUID (RFC 4315 §3)."""
+
+from __future__ import annotations
+
+from gateway.audit.events import AuditEvent
+from gateway.errors import NotFound
+from gateway.imap.commands import Reply
+from gateway.imap.commands.folders import name_of
+from gateway.imap.proto import serialize as ser
+from gateway.imap.proto.command import Command, CopyArgs
+from gateway.imap.session import No, Session
+from gateway.store.mailstore import QuotaExceeded
+
+
+async def run(s: Session, cmd: Command) -> Reply:
+    sel = s.selection
+    assert isinstance(cmd.args, CopyArgs)
+    assert sel is not None
+    assert s.user is not None
+    move = cmd.name == "MOVE"
+    if move and sel.read_only:
+        raise No("the folder is read-only (EXAMINE)", "READ-ONLY")
+    target = name_of(cmd.args.mailbox)
+    uids = sel.resolve(cmd.args.sequence_set, uid=cmd.uid)
+    try:
+        validity, pairs = await s.service.mailstore.copy(s.user, sel.folder.id, uids, target, move=move)
+    except NotFound:
+        raise No(f"no folder {target}", "TRYCREATE") from None
+    except QuotaExceeded:
+        raise No("the mailbox is over its quota", "OVERQUOTA") from None
+    if not pairs:
+        return None
+    await s.audit(
+        AuditEvent.IMAP_MOVE if move else AuditEvent.IMAP_COPY,
+        result="done",
+        folder=sel.folder.name,
+        to=target,
+        uids=[a for a, _ in pairs],
+    )
+    code = f"COPYUID {validity} {ser.sequence_set(a for a, _ in pairs)} {ser.sequence_set(b for _, b in pairs)}"
+    if move:
+        # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs (the sync sends those).
+        s.untagged(f"OK [{code}] Moved")
+        return None
+    return (code, f"{'UID ' if cmd.uid else ''}COPY completed")

@@ -1,0 +1,43 @@
+"""LOGIN (RFC 3501 §6.2.3): refused before TLS (LOGINDISABLED), then the node's password check and lock-out."""
+
+from __future__ import annotations
+
+from gateway.audit.events import AuditEvent
+from gateway.imap.commands import Reply
+from gateway.imap.proto.command import Command, LoginArgs
+from gateway.imap.session import AUTH, No, Session
+
+
+async def authenticated(s: Session, username: str, password: str, mechanism: str) -> Reply:
+    """The check shared by LOGIN and AUTHENTICATE PLAIN: moves the session to the authenticated state."""
+    outcome = await s.service.login.check(username, password, s.client_ip)
+    if outcome.result == "locked":
+        await s.audit(
+            AuditEvent.IMAP_LOGIN_LOCKED, result="refused", login=outcome.address, seconds=round(outcome.wait)
+        )
+        raise No(f"Too many failed logins, try again in {int(outcome.wait) + 1} s", "UNAVAILABLE")
+    if outcome.account is None:
+        await s.audit(
+            AuditEvent.IMAP_LOGIN_FAILED,
+            result="refused",
+            login=outcome.address,
+            reason=outcome.reason,
+            locked_for=round(outcome.locked_for),
+        )
+        raise No("Authentication failed", "AUTHENTICATIONFAILED")  # RFC 5530: the same for every cause
+    service = s.service
+    if service.per_user[outcome.account.address] >= service.cfg.imap.max_connections_per_user:
+        await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", login=outcome.address, reason="too-many-sessions")
+        raise No("Too many sessions for this mailbox", "LIMIT")
+    service.per_user[outcome.account.address] += 1
+    s.user, s.user_kind, s.state = outcome.account.address, outcome.account.kind, AUTH
+    await s.audit(AuditEvent.IMAP_LOGIN_SUCCEEDED, result="done", mechanism=mechanism)
+    return ("CAPABILITY " + " ".join(service.capabilities(s)), "Logged in")
+
+
+async def run(s: Session, cmd: Command) -> Reply:
+    assert isinstance(cmd.args, LoginArgs)
+    if not s.tls:
+        await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", login=cmd.args.userid.lower(), reason="no-tls")
+        raise No("LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
+    return await authenticated(s, cmd.args.userid, cmd.args.password, "LOGIN")

@@ -1,0 +1,198 @@
+"""SEARCH / UID SEARCH (RFC 3501 §6.4.4) with every RFC 3501 key, MODSEQ (RFC 7162 §3.1.5) and ESEARCH
+results (RFC 4731). Text keys match case-insensitively on decoded text (CHARSET UTF-8 or US-ASCII).
+
+Message bodies are opened only when a key needs them (header, text and sent-date keys); such a search
+reads content and is audited like a FETCH of it (`imap.fetch.body`, with `search: true`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from gateway.audit.events import AuditEvent
+from gateway.imap.commands import Reply
+from gateway.imap.message import ParsedMessage, header_fields, parse, text_for_search
+from gateway.imap.message.search import SearchHeaders
+from gateway.imap.proto import serialize as ser
+from gateway.imap.proto.command import (
+    AndKey,
+    Command,
+    DateKey,
+    HeaderKey,
+    KeywordKey,
+    ModSeqKey,
+    NotKey,
+    OrKey,
+    SearchArgs,
+    SearchKey,
+    SeqKey,
+    SimpleKey,
+    SizeKey,
+    TextKey,
+)
+from gateway.imap.session import Selection, Session
+from gateway.store.mailstore import MessageMeta
+
+FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+
+
+def needs_content(key: SearchKey) -> bool:
+    if isinstance(key, TextKey | HeaderKey):
+        return True
+    if isinstance(key, DateKey):
+        return key.name.startswith("SENT")
+    if isinstance(key, NotKey):
+        return needs_content(key.key)
+    if isinstance(key, OrKey):
+        return needs_content(key.left) or needs_content(key.right)
+    if isinstance(key, AndKey):
+        return any(needs_content(k) for k in key.keys)
+    return False
+
+
+@dataclass
+class Candidate:
+    meta: MessageMeta
+    number: int
+    recent: bool
+    parsed: ParsedMessage | None = None
+    _headers: SearchHeaders | None = field(default=None, repr=False)
+    _text: str | None = field(default=None, repr=False)
+
+    @property
+    def headers(self) -> SearchHeaders:
+        assert self.parsed is not None
+        if self._headers is None:
+            self._headers = header_fields(self.parsed)
+        return self._headers
+
+    @property
+    def body_text(self) -> str:
+        assert self.parsed is not None
+        if self._text is None:
+            self._text = text_for_search(self.parsed).casefold()
+        return self._text
+
+
+def _date_matches(name: str, when: dt.date, day: dt.date) -> bool:
+    if name.endswith("BEFORE"):
+        return when < day
+    if name.endswith("ON"):
+        return when == day
+    return when >= day  # SINCE
+
+
+def matches(key: SearchKey, c: Candidate, sel: Selection) -> bool:
+    if isinstance(key, SimpleKey):
+        name = key.name
+        if name == "ALL":
+            return True
+        if name in FLAG_KEYS:
+            flag, present = FLAG_KEYS[name]
+            return (flag in c.meta.flags) == present
+        if name == "RECENT":
+            return c.recent
+        if name == "OLD":
+            return not c.recent
+        if name == "NEW":
+            return c.recent and "\\Seen" not in c.meta.flags
+        return False
+    if isinstance(key, KeywordKey):
+        return (key.keyword in c.meta.flags) == key.present
+    if isinstance(key, SizeKey):
+        return c.meta.size > key.size if key.name == "LARGER" else c.meta.size < key.size
+    if isinstance(key, SeqKey):
+        if key.uid:
+            return key.set.contains(c.meta.uid, sel.uids[-1] if sel.uids else 0)
+        return key.set.contains(c.number, len(sel.uids))
+    if isinstance(key, ModSeqKey):
+        return c.meta.modseq >= key.modseq
+    if isinstance(key, DateKey):
+        if key.name.startswith("SENT"):
+            sent = c.headers.date
+            return sent is not None and _date_matches(key.name, sent.date(), key.date)
+        # RFC 3501 §6.4.4: the internal date, ignoring time and timezone
+        return _date_matches(key.name, c.meta.internal_date.date(), key.date)
+    if isinstance(key, TextKey):
+        needle = key.value.casefold()
+        if key.name == "BODY":
+            return needle in c.body_text
+        if key.name == "TEXT":
+            return needle in c.headers.text.casefold() or needle in c.body_text
+        value = {"FROM": c.headers.from_, "TO": c.headers.to, "CC": c.headers.cc, "BCC": c.headers.bcc}.get(
+            key.name, c.headers.subject
+        )
+        return needle in value.casefold()
+    if isinstance(key, HeaderKey):
+        needle = key.value.casefold()
+        return any(needle in v.casefold() for v in c.headers.get(key.field))
+    if isinstance(key, NotKey):
+        return not matches(key.key, c, sel)
+    if isinstance(key, OrKey):
+        return matches(key.left, c, sel) or matches(key.right, c, sel)
+    return all(matches(k, c, sel) for k in key.keys)
+
+
+async def run(s: Session, cmd: Command) -> Reply:
+    sel = s.selection
+    assert isinstance(cmd.args, SearchArgs)
+    assert sel is not None
+    assert s.user is not None
+    args = cmd.args
+    content = needs_content(args.key)
+    found: list[Candidate] = []
+    for number, uid in enumerate(sel.uids, 1):
+        meta = sel.meta[uid]
+        c = Candidate(meta, number, uid in sel.recent)
+        if content:
+            c.parsed = parse(await s.service.mailstore.body(s.user, meta.id))
+        if matches(args.key, c, sel):
+            found.append(c)
+    if content and sel.uids:
+        await s.audit(
+            AuditEvent.IMAP_FETCH_BODY, result="done", folder=sel.folder.name, uids=list(sel.uids), search=True
+        )
+    values = [c.meta.uid if cmd.uid else c.number for c in found]
+    modseq = max((c.meta.modseq for c in found), default=0) if _has_modseq(args.key) else None
+    if args.return_options is None:
+        tail = f" (MODSEQ {modseq})" if modseq else ""
+        s.untagged(("SEARCH " + " ".join(map(str, values))).rstrip() + tail)
+        return None
+    parts = [f'(TAG "{cmd.tag}")'] + (["UID"] if cmd.uid else [])
+    opts = args.return_options
+    if values and "MIN" in opts:
+        parts.append(f"MIN {min(values)}")
+    if values and "MAX" in opts:
+        parts.append(f"MAX {max(values)}")
+    if values and "ALL" in opts:
+        parts.append(f"ALL {ser.sequence_set(values)}")
+    if "COUNT" in opts:
+        parts.append(f"COUNT {len(values)}")
+    if modseq:
+        parts.append(f"MODSEQ {modseq}")
+    s.untagged("ESEARCH " + " ".join(parts))
+    return None
+
+
+def _has_modseq(key: SearchKey) -> bool:
+    if isinstance(key, ModSeqKey):
+        return True
+    if isinstance(key, NotKey):
+        return _has_modseq(key.key)
+    if isinstance(key, OrKey):
+        return _has_modseq(key.left) or _has_modseq(key.right)
+    if isinstance(key, AndKey):
+        return any(_has_modseq(k) for k in key.keys)
+    return False

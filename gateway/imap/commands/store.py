@@ -1,0 +1,40 @@
+"""STORE and UID STORE (RFC 3501 §6.4.6), with UNCHANGEDSINCE (RFC 7162 §3.1.3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from gateway.imap.commands import Reply
+from gateway.imap.proto import serialize as ser
+from gateway.imap.proto.command import Command, StoreArgs, StoreMode
+from gateway.imap.session import No, Session
+
+MODES: dict[StoreMode, Literal["add", "remove", "replace"]] = {
+    StoreMode.ADD: "add",
+    StoreMode.REMOVE: "remove",
+    StoreMode.REPLACE: "replace",
+}
+
+
+async def run(s: Session, cmd: Command) -> Reply:
+    sel = s.selection
+    assert isinstance(cmd.args, StoreArgs)
+    assert sel is not None
+    assert s.user is not None
+    if sel.read_only:
+        raise No("the folder is read-only (EXAMINE)", "READ-ONLY")
+    args = cmd.args
+    uids = sel.resolve(args.sequence_set, uid=cmd.uid)
+    if args.unchanged_since is not None:
+        sel.condstore = True  # RFC 7162 §3.1: the first CONDSTORE-enabling command
+    changed, refused = await s.service.mailstore.store_flags(
+        s.user, sel.folder.id, uids, MODES[args.mode], args.flags, unchanged_since=args.unchanged_since
+    )
+    for m in changed:
+        sel.meta[m.uid] = m
+        if not args.silent or sel.condstore:  # RFC 7162 §3.2: MODSEQ is sent even with .SILENT
+            s.untagged(s.flags_response(m, with_uid=cmd.uid))
+    if refused:
+        numbers = sorted(refused) if cmd.uid else sorted(sel.seq(u) for u in refused)
+        return (f"MODIFIED {ser.sequence_set(numbers)}", "Conditional STORE failed for some messages")
+    return None

@@ -1,0 +1,102 @@
+"""IMAP listeners (143 STARTTLS, 993 implicit TLS) inside the node's event loop, and what sessions share.
+
+Implementation notes
+- asyncio streams; STARTTLS upgrades the stream in place (`StreamWriter.start_tls`, RFC 3501 §6.2.1),
+  and anything the client pipelined after STARTTLS is discarded with the plaintext buffer (the
+  command-injection attack of RFC 3207 §6 / CVE-2011-0411 class).
+- Capabilities are announced in the greeting and after login (RFC 3501 §7.1, design rule): before TLS
+  on 143, LOGINDISABLED and no AUTH= mechanism (RFC 3501 §6.2.3, RFC 8314).
+- Connection limits per client address (at accept) and per mailbox (at login) keep one client from
+  taking every slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import Counter
+
+from gateway.auth.lockout import Lockout
+from gateway.auth.service import PasswordLogin
+from gateway.config import Config
+from gateway.imap.proto import serialize as ser
+from gateway.imap.session import AUTH, NOT_AUTH, SELECTED, Session
+from gateway.node import Node
+from gateway.smtp.server import Listener
+from gateway.store.mailstore import Mailstore
+from gateway.store.messages import MessageStore
+
+# Offered once authenticated, each implemented in gateway/imap/commands/ (docs/rfc-status.md).
+AUTHENTICATED_CAPABILITIES = (
+    "IMAP4rev1",
+    "LITERAL+",
+    "SASL-IR",
+    "ID",
+    "ENABLE",
+    "IDLE",
+    "NAMESPACE",
+    "UNSELECT",
+    "UIDPLUS",
+    "MOVE",
+    "CHILDREN",
+    "SPECIAL-USE",
+    "CONDSTORE",
+    "ESEARCH",
+)
+
+
+class ImapService:
+    """What every IMAP session of this node shares: the node, the store, the login check, the limits."""
+
+    def __init__(self, node: Node, tls: ssl.SSLContext, lockout: Lockout) -> None:
+        self.node = node
+        self.cfg: Config = node.cfg
+        self.tls = tls
+        self.login = PasswordLogin(node.mailboxes, lockout)
+        self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
+        self.per_user: Counter[str] = Counter()
+        self.per_address: Counter[str] = Counter()
+        self.sessions: set[Session] = set()
+
+    def capabilities(self, session: Session) -> list[str]:
+        if session.state in (AUTH, SELECTED):
+            return [*AUTHENTICATED_CAPABILITIES, f"APPENDLIMIT={self.cfg.smtp.max_message_size}"]
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE"]
+        if session.tls:
+            caps.append("AUTH=PLAIN")
+        else:
+            caps += ["STARTTLS", "LOGINDISABLED"]
+        return caps
+
+    def greeting(self, session: Session) -> bytes:
+        caps = " ".join(self.capabilities(session))
+        return ser.untagged_status("OK", f"{self.cfg.smtp_hostname} mssgw IMAP4rev1 ready", f"CAPABILITY {caps}")
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
+        session = Session(self, reader, writer, tls=tls)
+        if self.per_address[session.client_ip] >= self.cfg.imap.max_connections_per_address:
+            writer.write(ser.untagged_status("BYE", "Too many connections from your address"))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            return
+        self.per_address[session.client_ip] += 1
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            self.per_address[session.client_ip] -= 1
+            if session.user is not None and session.state != NOT_AUTH:
+                self.per_user[session.user] -= 1
+
+
+async def start_imap(service: ImapService, *, host: str, port: int, implicit_tls: bool) -> Listener:
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await service.serve(reader, writer, tls=implicit_tls)
+
+    server = await asyncio.start_server(
+        connected, host=host, port=port, ssl=service.tls if implicit_tls else None, limit=2**20
+    )
+    return Listener("imaps" if implicit_tls else "imap", server)

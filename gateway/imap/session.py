@@ -1,0 +1,311 @@
+"""One IMAP connection: the state machine of RFC 3501 §3, command dispatch, and mailbox updates.
+
+Implementation notes
+- States: not authenticated → authenticated → selected → logout (RFC 3501 §3). Each command module
+  declares the states it runs in; anything else is `BAD` (a command the state does not allow).
+- One error boundary per command: a handler raises `No` / `Bad` (typed replies) or a store error; any
+  other exception becomes `NO [SERVERBUG]`, is logged without content and audited, and the session goes
+  on. Malformed input is the parser's `ParseError` → `BAD` with its text.
+- The selected folder is mirrored in `Selection` (UIDs in order, flags, modseqs): sequence numbers are
+  positions in it (RFC 3501 §2.3.1.2). `sync()` brings it up to date with the store and sends what
+  changed: `EXPUNGE` (only where allowed: never during FETCH, STORE, SEARCH — RFC 3501 §7.4.1), `EXISTS`,
+  `RECENT`, and `FETCH (FLAGS)` for flags changed by other sessions.
+- Message bodies are audited as `imap.fetch.body` (folder, UIDs, Message-IDs), never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from gateway.audit.events import AuditEvent
+from gateway.audit.oplog import get_logger
+from gateway.imap.proto import serialize as ser
+from gateway.imap.proto.framing import CommandLine, CommandReader, Continuation, FramingError, RawLine
+from gateway.imap.proto.lexer import BadCharsetError, ParseError
+from gateway.imap.proto.parser import parse_command
+from gateway.imap.proto.sequence import SequenceSet
+from gateway.store.mailstore import FolderInfo, MessageMeta
+
+if TYPE_CHECKING:
+    from gateway.imap.server import ImapService
+
+NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
+
+
+class No(Exception):
+    """A refused command: `<tag> NO [code] text` (RFC 3501 §7.1.2)."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text, self.code = text, code
+
+
+class Bad(Exception):
+    """A protocol error: `<tag> BAD [code] text` (RFC 3501 §7.1.3)."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text, self.code = text, code
+
+
+class Closed(Exception):
+    """The client went away or the session must end."""
+
+
+class _Sent:
+    """A handler's result meaning: the tagged reply is already sent (STARTTLS, AUTHENTICATE)."""
+
+
+SENT = _Sent()
+
+
+@dataclass
+class Selection:
+    folder: FolderInfo
+    read_only: bool
+    uids: list[int] = field(default_factory=list)
+    meta: dict[int, MessageMeta] = field(default_factory=dict)
+    recent: set[int] = field(default_factory=set)
+    highestmodseq: int = 0
+    condstore: bool = False
+
+    def load(self, messages: Iterable[MessageMeta]) -> None:
+        self.meta = {m.uid: m for m in messages}
+        self.uids = sorted(self.meta)
+
+    def seq(self, uid: int) -> int:
+        """The sequence number of a UID in the session's view (1-based)."""
+        return bisect.bisect_left(self.uids, uid) + 1
+
+    def resolve(self, seqset: SequenceSet, *, uid: bool) -> list[int]:
+        """UIDs addressed by a set (RFC 3501 §6.4.8: a UID set may name UIDs that do not exist; a sequence
+        number past the last message is an error, §9 `seq-number`)."""
+        if uid:
+            return seqset.select(self.uids)
+        count = len(self.uids)
+        if count == 0 or seqset.highest_explicit > count:
+            raise Bad(f"invalid message sequence number: the folder has {count} messages")
+        return [self.uids[n - 1] for n in seqset.select(range(1, count + 1))]
+
+
+class Session:
+    def __init__(
+        self,
+        service: ImapService,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        tls: bool,
+    ) -> None:
+        self.service = service
+        self.node = service.node
+        self.reader = reader
+        self.writer = writer
+        self.tls = tls
+        self.state = NOT_AUTH
+        self.user: str | None = None
+        self.user_kind: str | None = None
+        self.selection: Selection | None = None
+        self.enabled: set[str] = set()
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.client_ip = str(peer[0])
+        self.frames = CommandReader(max_literal=service.cfg.smtp.max_message_size)
+        self.log = get_logger(component="imap", node=service.cfg.node.name)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    async def send(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self.writer.write(chunk)
+        await self.writer.drain()
+
+    def untagged(self, data: bytes | str) -> None:
+        self.writer.write(ser.untagged(data))
+
+    # -- input -----------------------------------------------------------------------------------
+
+    async def _fill(self, seconds: float) -> None:
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), seconds)
+        except TimeoutError:
+            await self.send(ser.untagged_status("BYE", "Autologout; idle for too long"))
+            raise Closed from None
+        except (ConnectionError, ssl.SSLError):
+            raise Closed from None
+        if not data:
+            raise Closed
+        self.frames.feed(data)
+
+    @property
+    def timeout(self) -> float:
+        # RFC 3501 §5.4: at least 30 minutes once authenticated; less before (a login takes seconds).
+        return self.service.cfg.imap.autologout if self.state != NOT_AUTH else self.service.cfg.imap.login_timeout
+
+    async def read_line(self) -> bytes:
+        """The next line, raw (AUTHENTICATE responses, IDLE's DONE)."""
+        self.frames.expect_line()
+        while True:
+            event = self.frames.next_event()
+            if event is None:
+                await self._fill(self.timeout)
+                continue
+            if isinstance(event, RawLine):
+                return event.data
+            if isinstance(event, FramingError):
+                await self.send(ser.untagged_status("BYE", event.text))
+                raise Closed
+
+    async def run(self) -> None:
+        await self.send(self.service.greeting(self))
+        try:
+            while self.state != LOGOUT:
+                event = self.frames.next_event()
+                if event is None:
+                    await self._fill(self.timeout)
+                elif isinstance(event, Continuation):
+                    await self.send(ser.continuation("Ready for literal data"))
+                elif isinstance(event, FramingError):
+                    await self._framing_error(event)
+                elif isinstance(event, CommandLine):
+                    await self.command(event)
+        except Closed:
+            pass
+        finally:
+            if self.state == LOGOUT and self.user is not None:
+                await self.audit(AuditEvent.IMAP_LOGOUT, result="done")
+            self.writer.close()
+
+    async def _framing_error(self, event: FramingError) -> None:
+        await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", reason=event.text)
+        if event.fatal:
+            await self.send(ser.untagged_status("BYE", event.text))
+            raise Closed
+        if event.tag is None:
+            await self.send(ser.untagged_status("BAD", event.text, event.code))
+        else:
+            await self.send(ser.tagged(event.tag, "BAD", event.text, event.code))
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    async def command(self, line: CommandLine) -> None:
+        from gateway.imap.commands import HANDLERS
+
+        try:
+            cmd = parse_command(line)
+        except BadCharsetError as exc:
+            tag = exc.tag or "*"
+            await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="no", reason=exc.text)
+            await self.send(ser.tagged(tag, "NO", exc.text, "BADCHARSET (UTF-8 US-ASCII)"))
+            return
+        except ParseError as exc:
+            await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", reason=exc.text)
+            if exc.tag is None:
+                await self.send(ser.untagged_status("BAD", exc.text))
+            else:
+                await self.send(ser.tagged(exc.tag, "BAD", exc.text))
+            return
+        name = f"UID {cmd.name}" if cmd.uid else cmd.name
+        handler = HANDLERS.get(cmd.name)
+        try:
+            if handler is None:
+                raise Bad(f"{name} is not supported")
+            if self.state not in handler.states:
+                raise Bad(f"{name} is not allowed in the {self.state} state")
+            text = await handler.run(self, cmd)
+        except (No, Bad) as exc:
+            status: Literal["NO", "BAD"] = "NO" if isinstance(exc, No) else "BAD"
+            await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result=status.lower(), command=name, reason=exc.text)
+            await self.send(ser.tagged(cmd.tag, status, exc.text, exc.code))
+            return
+        except ParseError as exc:  # raised by a handler reading more input (an AUTHENTICATE response)
+            await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", command=name, reason=exc.text)
+            await self.send(ser.tagged(cmd.tag, "BAD", exc.text))
+            return
+        except Closed:
+            raise
+        except Exception as exc:  # the one boundary: a bug must not end other sessions or this one
+            self.log.exception("imap command failed", command=name, error=type(exc).__name__)
+            await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="no", command=name, reason="internal error")
+            await self.send(ser.tagged(cmd.tag, "NO", f"{name} failed: internal server error", "SERVERBUG"))
+            return
+        if isinstance(text, _Sent):
+            return
+        if self.state == LOGOUT:
+            await self.send(ser.tagged(cmd.tag, "OK", f"{name} completed"))
+            return
+        if handler.sync is not None and self.selection is not None:
+            await self.sync(expunges=handler.sync)
+        code = None
+        if isinstance(text, tuple):
+            code, text = text
+        await self.send(ser.tagged(cmd.tag, "OK", text or f"{name} completed", code))
+
+    # -- the selected folder ---------------------------------------------------------------------
+
+    async def sync(self, *, expunges: bool) -> None:
+        """Tell the client what changed in the selected folder since it last heard (RFC 3501 §7.3, §7.4)."""
+        sel = self.selection
+        if sel is None or self.user is None:
+            return
+        box = self.service.mailstore
+        folder, changed = await box.changes(self.user, sel.folder.id, sel.highestmodseq)
+        if folder.highestmodseq == sel.highestmodseq:
+            return  # every change (delivery, flags, expunge) moves the folder's HIGHESTMODSEQ
+        present = set(await box.uids(sel.folder.id))
+        gone = sorted(set(sel.uids) - present)
+        if expunges:
+            for uid in reversed(gone):  # highest first: each number stays right for the next (RFC 3501 §7.4.1)
+                self.untagged(f"{sel.seq(uid)} EXPUNGE")
+                sel.uids.remove(uid)
+                sel.meta.pop(uid, None)
+                sel.recent.discard(uid)
+        known = set(sel.uids)
+        new = [m for m in changed if m.uid not in known and m.uid in present]
+        if new:
+            for m in new:
+                sel.meta[m.uid] = m
+            if not sel.read_only:
+                sel.recent |= await box.claim_recent(self.user, sel.folder.id)
+            sel.uids = sorted(known | {m.uid for m in new})
+            self.untagged(f"{len(sel.uids)} EXISTS")
+            self.untagged(f"{len(sel.recent)} RECENT")
+        for m in changed:
+            if m.uid in known and m.uid in present and sel.meta[m.uid] != m:
+                sel.meta[m.uid] = m
+                self.untagged(self.flags_response(m))
+        if expunges or not gone:  # otherwise the expunges are still owed: look again next time
+            sel.highestmodseq = folder.highestmodseq
+        await self.writer.drain()
+
+    def flags_response(self, m: MessageMeta, *, with_uid: bool = False) -> bytes:
+        sel = self.selection
+        assert sel is not None
+        items = [b"FLAGS " + ser.flag_list(self.flags_of(m))]
+        if with_uid:
+            items.append(b"UID %d" % m.uid)
+        if sel.condstore:
+            items.append(b"MODSEQ (%d)" % m.modseq)
+        return b"%d FETCH (%s)" % (sel.seq(m.uid), b" ".join(items))
+
+    def flags_of(self, m: MessageMeta) -> list[str]:
+        sel = self.selection
+        flags = sorted(m.flags)
+        if sel is not None and m.uid in sel.recent:
+            flags.append("\\Recent")
+        return flags
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    async def audit(self, event: AuditEvent, **response: Any) -> None:
+        await self.node.audit.record(
+            event,
+            author=f"imap:{self.user}" if self.user else "imap",
+            principal=self.user,
+            peer=self.client_ip,
+            response=response,
+        )
