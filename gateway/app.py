@@ -82,13 +82,18 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             max_delay=cfg.auth.lockout_max_delay,
         )
         listeners: list[Listener] = []
+        crl_dir = cfg.pki_dir / "crl" if cfg.pki_dir is not None else None
+        contexts = RelayContexts(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), crl_dir)
+        # Mail clients may present a certificate (APP mailboxes, SASL EXTERNAL): requested, never required,
+        # checked in the handshake against the root and the CRLs as they were at start.
+        clients_tls = contexts.get()
         for port_, implicit in ((cfg.listen.submission_port, False), (cfg.listen.submissions_port, True)):
             if port_ is not None:
                 listeners.append(
                     await start_submission(
                         node,
                         queue,
-                        tls,
+                        clients_tls,
                         host=cfg.listen.host,
                         port=port_,
                         implicit_tls=implicit,
@@ -97,16 +102,12 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                     )
                 )
         if cfg.listen.relay_port is not None:
-            crl_dir = cfg.pki_dir / "crl" if cfg.pki_dir is not None else None
-            contexts = RelayContexts(
-                cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), crl_dir
-            )
             listeners.append(
                 await start_relay(
                     node, queue, contexts, host=cfg.listen.host, port=cfg.listen.relay_port, wake=worker.wake
                 )
             )
-        imap = ImapService(node, tls, lockout)
+        imap = ImapService(node, clients_tls, lockout)
         for port_, implicit in ((cfg.listen.imap_port, False), (cfg.listen.imaps_port, True)):
             if port_ is not None:
                 listeners.append(await start_imap(imap, host=cfg.listen.host, port=port_, implicit_tls=implicit))

@@ -7,10 +7,15 @@ Implementation notes
   (`refused`): the protocol replies the same for all of them; only the audit record says which.
 - argon2 runs in a thread (`verify_async`): the event loop keeps serving other sessions.
 - Auditing is the caller's: each protocol has its own events and session facts.
+- Certificate logins (SASL EXTERNAL, RFC 4422 App. A) are for APP mailboxes: the TLS handshake has
+  already checked the chain against the pinned root and the CRLs; here the certificate must be one
+  registered to the mailbox for TLS (`mssgw pki issue-app` registers it), and the mailbox active.
+  A failed certificate login counts against the client address in the lock-out.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,3 +59,32 @@ class PasswordLogin:
             await self.mailboxes.touch_login(account.address)
             return LoginOutcome("ok", address, account=account)
         return LoginOutcome("refused", address, locked_for=self.lockout.failure(*keys), reason=reason)
+
+
+class CertificateLogin:
+    def __init__(self, mailboxes: MailboxRepository, lockout: Lockout) -> None:
+        self.mailboxes = mailboxes
+        self.lockout = lockout
+
+    async def check(self, der: bytes | None, client_ip: str, authzid: str = "") -> LoginOutcome:
+        key = Lockout.client_key(client_ip)
+        wait = self.lockout.locked_for(key)
+        if wait:
+            return LoginOutcome("locked", authzid.lower(), wait=wait)
+        if der is None:
+            return LoginOutcome("refused", authzid.lower(), reason="no-certificate")
+        found = await self.mailboxes.certificate_holder(hashlib.sha256(der).hexdigest())
+        address = found[0].address if found is not None else authzid.lower()
+        if found is None or found[1] != "tls":
+            reason = "unregistered-certificate"
+        elif found[0].kind != "APP":
+            reason = "not-an-app-mailbox"
+        elif authzid and authzid.lower() != found[0].address:
+            reason = "authzid"
+        elif not found[0].active:
+            reason = "mailbox-disabled"
+        else:
+            self.lockout.success(key)
+            await self.mailboxes.touch_login(found[0].address)
+            return LoginOutcome("ok", found[0].address, account=found[0])
+        return LoginOutcome("refused", address, locked_for=self.lockout.failure(key), reason=reason)

@@ -18,7 +18,7 @@ import ssl
 from collections import Counter
 
 from gateway.auth.lockout import Lockout
-from gateway.auth.service import PasswordLogin
+from gateway.auth.service import CertificateLogin, PasswordLogin
 from gateway.config import Config
 from gateway.imap.proto import serialize as ser
 from gateway.imap.session import AUTH, NOT_AUTH, SELECTED, Session
@@ -54,6 +54,7 @@ class ImapService:
         self.cfg: Config = node.cfg
         self.tls = tls
         self.login = PasswordLogin(node.mailboxes, lockout)
+        self.certificates = CertificateLogin(node.mailboxes, lockout)
         self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
         self.per_user: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
@@ -64,7 +65,7 @@ class ImapService:
             return [*AUTHENTICATED_CAPABILITIES, f"APPENDLIMIT={self.cfg.smtp.max_message_size}"]
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE"]
         if session.tls:
-            caps.append("AUTH=PLAIN")
+            caps += ["AUTH=PLAIN", "AUTH=EXTERNAL"]
         else:
             caps += ["STARTTLS", "LOGINDISABLED"]
         return caps

@@ -34,7 +34,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TL
 from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
-from gateway.auth.service import PasswordLogin
+from gateway.auth.service import CertificateLogin, PasswordLogin
 from gateway.node import Node
 from gateway.policy import identity, recipients
 from gateway.policy.verdict import Refusal, Reject, Verdict
@@ -293,6 +293,7 @@ class SubmissionHandler(_Handler):
     def __init__(self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None]) -> None:
         super().__init__(node, queue, wake)
         self.login = PasswordLogin(node.mailboxes, lockout)
+        self.certificates = CertificateLogin(node.mailboxes, lockout)
 
     # -- RFC 4954 AUTH ----------------------------------------------------------------------------
 
@@ -365,6 +366,43 @@ class SubmissionHandler(_Handler):
         if not isinstance(password, bytes):
             return AuthResult(success=False, handled=True)
         return await self._login(server, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
+        # RFC 4422 App. A: the identity is the TLS client certificate (APP mailboxes); the optional
+        # response is an authorization identity, which must then be the certificate's mailbox.
+        session = server.session
+        assert session is not None
+        info = self.info(session)
+        if len(args) > 1:
+            try:
+                authzid = base64.b64decode(b"" if args[1] == "=" else args[1].encode(), validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+        else:
+            got = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(got, bytes):
+                return AuthResult(success=False, handled=True)
+            authzid = got
+        ssl_object = _ssl_object(session)
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        outcome = await self.certificates.check(der, info.client_ip, authzid.decode("utf-8", "replace"))
+        if outcome.result == "locked":
+            await self.audit(AuditEvent.SMTP_AUTH_LOCKED, session, result="refused", mechanism="EXTERNAL")
+            return AuthResult(success=False, handled=False, message="454 4.7.0 Too many failed logins, try later")
+        account = outcome.account
+        if account is None:
+            await self.audit(
+                AuditEvent.SMTP_AUTH_FAILED,
+                session,
+                result="refused",
+                mechanism="EXTERNAL",
+                login=outcome.address or None,
+                reason=outcome.reason,
+            )
+            return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+        info.principal = identity.Principal(account.address, account.kind, "certificate")
+        await self.audit(AuditEvent.SMTP_AUTH_SUCCEEDED, session, result="done", mechanism="certificate")
+        return AuthResult(success=True, auth_data=LoginPassword(account.address.encode(), b""))
 
     # -- RFC 5321 transaction -----------------------------------------------------------------------
 

@@ -303,6 +303,23 @@ class MailboxRepository:
             return None
         return Credentials(row.address, row.kind, row.password_hash, row.active)
 
+    async def certificate_holder(self, fingerprint: str) -> tuple[Credentials, str] | None:
+        """The local mailbox a certificate (SHA-256 of its DER, hex) is registered to, with its usage."""
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(
+                        Mailbox.address, Mailbox.kind, Mailbox.active, Account.password_hash, MailboxCertificate.usage
+                    )
+                    .join(Account, Account.address == Mailbox.address)
+                    .join(MailboxCertificate, MailboxCertificate.address == Mailbox.address)
+                    .where(MailboxCertificate.fingerprint == fingerprint.lower())
+                )
+            ).first()
+        if row is None:
+            return None
+        return Credentials(row.address, row.kind, row.password_hash, row.active), row.usage
+
     async def state(self, address: str) -> MailboxState | None:
         async with self.db.read() as s:
             row = (

@@ -1,10 +1,11 @@
-"""AUTHENTICATE PLAIN (RFC 3501 §6.2.2, RFC 4616), with an initial response (SASL-IR, RFC 4959)."""
+"""AUTHENTICATE PLAIN (RFC 3501 §6.2.2, RFC 4616) and EXTERNAL (RFC 4422 App. A: the TLS client
+certificate of an APP mailbox), with an initial response (SASL-IR, RFC 4959)."""
 
 from __future__ import annotations
 
 from gateway.audit.events import AuditEvent
 from gateway.imap.commands import Reply
-from gateway.imap.commands.login import authenticated
+from gateway.imap.commands.login import authenticated, open_session
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import AuthenticateArgs, Command
 from gateway.imap.proto.parser import parse_sasl_response
@@ -13,7 +14,7 @@ from gateway.imap.session import Bad, No, Session
 
 async def run(s: Session, cmd: Command) -> Reply:
     assert isinstance(cmd.args, AuthenticateArgs)
-    if cmd.args.mechanism != "PLAIN":
+    if cmd.args.mechanism not in ("PLAIN", "EXTERNAL"):
         raise No(f"mechanism {cmd.args.mechanism} is not supported", "CANNOT")
     if not s.tls:
         await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", reason="no-tls")
@@ -24,6 +25,8 @@ async def run(s: Session, cmd: Command) -> Reply:
         response = parse_sasl_response(await s.read_line())
         if response is None:
             raise Bad("authentication cancelled")
+    if cmd.args.mechanism == "EXTERNAL":
+        return await external(s, response.decode("utf-8", "replace"))
     parts = response.split(b"\0")
     if len(parts) != 3:
         raise Bad("PLAIN expects authzid NUL authcid NUL password")
@@ -32,3 +35,22 @@ async def run(s: Session, cmd: Command) -> Reply:
         await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", login=authcid.lower(), reason="authzid")
         raise No("cannot act as another user", "AUTHORIZATIONFAILED")
     return await authenticated(s, authcid, password, "PLAIN")
+
+
+async def external(s: Session, authzid: str) -> Reply:
+    ssl_object = s.writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    outcome = await s.service.certificates.check(der, s.client_ip, authzid)
+    if outcome.result == "locked":
+        await s.audit(AuditEvent.IMAP_LOGIN_LOCKED, result="refused", mechanism="EXTERNAL")
+        raise No(f"Too many failed logins, try again in {int(outcome.wait) + 1} s", "UNAVAILABLE")
+    if outcome.account is None:
+        await s.audit(
+            AuditEvent.IMAP_LOGIN_FAILED,
+            result="refused",
+            mechanism="EXTERNAL",
+            login=outcome.address or None,
+            reason=outcome.reason,
+        )
+        raise No("Authentication failed", "AUTHENTICATIONFAILED")
+    return await open_session(s, outcome.account, "EXTERNAL")

@@ -6,6 +6,7 @@ from gateway.audit.events import AuditEvent
 from gateway.imap.commands import Reply
 from gateway.imap.proto.command import Command, LoginArgs
 from gateway.imap.session import AUTH, No, Session
+from gateway.store.mailboxes import Credentials
 
 
 async def authenticated(s: Session, username: str, password: str, mechanism: str) -> Reply:
@@ -25,12 +26,17 @@ async def authenticated(s: Session, username: str, password: str, mechanism: str
             locked_for=round(outcome.locked_for),
         )
         raise No("Authentication failed", "AUTHENTICATIONFAILED")  # RFC 5530: the same for every cause
+    return await open_session(s, outcome.account, mechanism)
+
+
+async def open_session(s: Session, account: Credentials, mechanism: str) -> Reply:
+    """An authenticated account: check the per-mailbox session limit, then enter the authenticated state."""
     service = s.service
-    if service.per_user[outcome.account.address] >= service.cfg.imap.max_connections_per_user:
-        await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", login=outcome.address, reason="too-many-sessions")
+    if service.per_user[account.address] >= service.cfg.imap.max_connections_per_user:
+        await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", login=account.address, reason="too-many-sessions")
         raise No("Too many sessions for this mailbox", "LIMIT")
-    service.per_user[outcome.account.address] += 1
-    s.user, s.user_kind, s.state = outcome.account.address, outcome.account.kind, AUTH
+    service.per_user[account.address] += 1
+    s.user, s.user_kind, s.state = account.address, account.kind, AUTH
     await s.audit(AuditEvent.IMAP_LOGIN_SUCCEEDED, result="done", mechanism=mechanism)
     return ("CAPABILITY " + " ".join(service.capabilities(s)), "Logged in")
 
