@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from tests.imap.conftest import Box, Raw, message
+from gateway.node import Node
+from gateway.store.mailstore import Mailstore
+from gateway.store.messages import MessageStore
+from tests.imap.conftest import Box, Raw, message, run
 from tests.smtp.conftest import PASSWORD
 
 
@@ -49,4 +52,22 @@ def test_append_refusals(box: Box) -> None:
     raw.send(b"a3 APPEND INBOX {26214401}\r\n")  # one octet over APPENDLIMIT: no "+", refused at once
     assert raw.line() == b"a3 BAD [TOOBIG] literal too big (max 26214400 octets)"
     assert raw.command("a4", "NOOP") == [b"a4 OK NOOP completed"]
+    raw.close()
+
+
+def test_append_past_the_quota_is_refused(box: Box) -> None:
+    body = message(1)
+
+    async def job(n: Node) -> None:
+        await Mailstore(MessageStore(n.mailboxes)).set_quota(box.address, len(body) + 10)
+
+    run(box.gw.node, job)
+    raw = login(box)
+    raw.send(b"a1 APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n")
+    assert re.fullmatch(rb"a1 OK \[APPENDUID \d+ 1\] APPEND completed", raw.until(b"a1")[-1])
+    raw.send(b"a2 APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n")
+    assert raw.until(b"a2") == [b"a2 NO [OVERQUOTA] the mailbox is over its quota"]
+    raw.command("a3", "SELECT INBOX")
+    assert raw.command("a4", "COPY 1 Archive") == [b"a4 NO [OVERQUOTA] the mailbox is over its quota"]
+    assert raw.command("a5", "MOVE 1 Archive")[-1] == b"a5 OK MOVE completed"  # a move adds nothing
     raw.close()
