@@ -5,7 +5,8 @@ set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=""
-    for pkg in openssl curl postgresql swaks dnsmasq-base postfix; do
+    # isync (mbsync) and neomutt: real IMAP clients for tests/imap/test_interop.py.
+    for pkg in openssl curl postgresql swaks dnsmasq-base postfix isync neomutt; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
     done
     python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"

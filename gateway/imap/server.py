@@ -65,7 +65,9 @@ class ImapService:
             return [*AUTHENTICATED_CAPABILITIES, f"APPENDLIMIT={self.cfg.smtp.max_message_size}"]
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE"]
         if session.tls:
-            caps += ["AUTH=PLAIN", "AUTH=EXTERNAL"]
+            caps.append("AUTH=PLAIN")
+            if session.client_certificate() is not None:  # else clients like mbsync try it and give up
+                caps.append("AUTH=EXTERNAL")
         else:
             caps += ["STARTTLS", "LOGINDISABLED"]
         return caps

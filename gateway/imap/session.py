@@ -117,6 +117,12 @@ class Session:
         self.frames = CommandReader(max_literal=service.cfg.smtp.max_message_size)
         self.log = get_logger(component="imap", node=service.cfg.node.name)
 
+    def client_certificate(self) -> bytes | None:
+        """The DER of the TLS client certificate, when the client sent one (verified in the handshake)."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return der or None
+
     # -- output ----------------------------------------------------------------------------------
 
     async def send(self, *chunks: bytes) -> None:

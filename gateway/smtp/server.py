@@ -367,6 +367,17 @@ class SubmissionHandler(_Handler):
             return AuthResult(success=False, handled=True)
         return await self._login(server, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # EXTERNAL only to a client that sent a certificate: clients that pick the first mechanism they
+        # know (mbsync's default) would otherwise try it without one and give up.
+        session.host_name = hostname
+        ssl_object = _ssl_object(session)
+        if ssl_object is not None and ssl_object.getpeercert(binary_form=True):
+            return responses
+        return [r.replace(" EXTERNAL", "") if r[4:].startswith("AUTH ") else r for r in responses]
+
     async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
         # RFC 4422 App. A: the identity is the TLS client certificate (APP mailboxes); the optional
         # response is an authorization identity, which must then be the certificate's mailbox.

@@ -65,7 +65,8 @@ def test_auth_external_with_the_app_certificate_submits_as_the_app(certs: tuple[
 
 def test_auth_external_refusals(certs: tuple[Gateway, Path]) -> None:
     gw, base = certs
-    client = smtp(gw, None)  # no certificate
+    client = smtp(gw, None)  # no certificate: EXTERNAL is not offered, and refused when tried
+    assert client.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
     assert client.docmd("AUTH", "EXTERNAL =") == (535, b"5.7.8 Authentication credentials invalid")
     client.quit()
     client = smtp(gw, base / "unregistered")  # from the trust space, but registered to no mailbox here
@@ -98,7 +99,8 @@ def test_imap_authenticate_external(certs: tuple[Gateway, Path]) -> None:
     assert reply[-1].startswith(b"a2 OK [CAPABILITY IMAP4rev1")
     assert reply[-1].endswith(b"] Logged in")
     raw.close()
-    raw = Raw(gw)  # no certificate
+    raw = Raw(gw)  # no certificate: not offered, and refused when tried
+    assert raw.command("b0", "CAPABILITY")[0].endswith(b"ENABLE AUTH=PLAIN")
     assert raw.command("b1", "AUTHENTICATE EXTERNAL =") == [b"b1 NO [AUTHENTICATIONFAILED] Authentication failed"]
     assert raw.command("b2", f'LOGIN {APP} "{PASSWORD}"')[-1].endswith(b"Logged in")  # its password still works
     raw.close()

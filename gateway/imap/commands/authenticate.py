@@ -38,9 +38,7 @@ async def run(s: Session, cmd: Command) -> Reply:
 
 
 async def external(s: Session, authzid: str) -> Reply:
-    ssl_object = s.writer.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    outcome = await s.service.certificates.check(der, s.client_ip, authzid)
+    outcome = await s.service.certificates.check(s.client_certificate(), s.client_ip, authzid)
     if outcome.result == "locked":
         await s.audit(AuditEvent.IMAP_LOGIN_LOCKED, result="refused", mechanism="EXTERNAL")
         raise No(f"Too many failed logins, try again in {int(outcome.wait) + 1} s", "UNAVAILABLE")
