@@ -15,13 +15,21 @@ Implementation notes
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
 from gateway.auth.lockout import Lockout
-from gateway.auth.passwords import verify_async
+from gateway.auth.passwords import hash_password, verify_async
 from gateway.store.mailboxes import Credentials, MailboxRepository
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """An argon2 hash of a random password, to spend the same time on refusals that match no account."""
+    return hash_password(secrets.token_urlsafe(24))
 
 
 @dataclass(frozen=True)
@@ -45,20 +53,28 @@ class PasswordLogin:
         wait = self.lockout.locked_for(*keys)
         if wait:
             return LoginOutcome("locked", address, wait=wait)
+        # Counted as a failure before the (slow) check and forgiven on success: parallel guesses cannot
+        # all slip in before the first one is counted.
+        locked_for = self.lockout.failure(*keys)
         account = await self.mailboxes.credentials(address)
+        usable = account is not None and account.password_hash is not None and account.active
+        # argon2 runs on every path, so a refusal takes as long for an unknown account as for a known one.
+        hashed = account.password_hash if account is not None and account.password_hash else _dummy_hash()
+        matches = await verify_async(hashed, password)
         if account is None:
             reason = "unknown-account"
         elif account.password_hash is None:
             reason = "no-password"
         elif not account.active:
             reason = "mailbox-disabled"
-        elif not await verify_async(account.password_hash, password):
+        elif not matches:
             reason = "bad-password"
         else:
+            assert usable
             self.lockout.success(*keys)
             await self.mailboxes.touch_login(account.address)
             return LoginOutcome("ok", address, account=account)
-        return LoginOutcome("refused", address, locked_for=self.lockout.failure(*keys), reason=reason)
+        return LoginOutcome("refused", address, locked_for=locked_for, reason=reason)
 
 
 class CertificateLogin:

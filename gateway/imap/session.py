@@ -29,12 +29,13 @@ from gateway.imap.proto.framing import CommandLine, CommandReader, Continuation,
 from gateway.imap.proto.lexer import BadCharsetError, ParseError
 from gateway.imap.proto.parser import parse_command
 from gateway.imap.proto.sequence import SequenceSet
-from gateway.store.mailstore import FolderInfo, MessageMeta
+from gateway.store.mailstore import FolderGone, FolderInfo, MessageMeta
 
 if TYPE_CHECKING:
     from gateway.imap.server import ImapService
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
+PRE_LOGIN_LITERAL = 8192
 
 
 class No(Exception):
@@ -114,8 +115,20 @@ class Session:
         self.enabled: set[str] = set()
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.client_ip = str(peer[0])
-        self.frames = CommandReader(max_literal=service.cfg.smtp.max_message_size)
+        self.frames = self.new_reader()
         self.log = get_logger(component="imap", node=service.cfg.node.name)
+
+    def new_reader(self) -> CommandReader:
+        # Before login a literal can only be a user name or a password: a client that has not logged in
+        # cannot make the server hold megabytes (APPEND's limit applies once authenticated).
+        if self.state == NOT_AUTH:
+            return CommandReader(max_literal=PRE_LOGIN_LITERAL, max_command=PRE_LOGIN_LITERAL * 4)
+        return CommandReader(max_literal=self.service.cfg.smtp.max_message_size)
+
+    def buffered(self) -> bool:
+        """Whether octets the framing has not seen yet wait in the stream (STARTTLS must find none)."""
+        # asyncio's StreamReader has no public way to ask; its buffer is a bytearray.
+        return bool(getattr(self.reader, "_buffer", b""))
 
     def client_certificate(self) -> bytes | None:
         """The DER of the TLS client certificate, when the client sent one (verified in the handshake)."""
@@ -223,6 +236,12 @@ class Session:
             if self.state not in handler.states:
                 raise Bad(f"{name} is not allowed in the {self.state} state")
             text = await handler.run(self, cmd)
+            if handler.sync is not None and self.selection is not None and self.state == SELECTED:
+                await self.sync(expunges=handler.sync)
+        except FolderGone:
+            # RFC 3501 §7.1.5: the selected folder was deleted or renamed away by another session
+            await self.send(ser.untagged_status("BYE", "The selected folder no longer exists"))
+            raise Closed from None
         except (No, Bad) as exc:
             status: Literal["NO", "BAD"] = "NO" if isinstance(exc, No) else "BAD"
             await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result=status.lower(), command=name, reason=exc.text)
@@ -244,8 +263,6 @@ class Session:
         if self.state == LOGOUT:
             await self.send(ser.tagged(cmd.tag, "OK", f"{name} completed"))
             return
-        if handler.sync is not None and self.selection is not None:
-            await self.sync(expunges=handler.sync)
         code = None
         if isinstance(text, tuple):
             code, text = text
@@ -292,11 +309,17 @@ class Session:
         sel = self.selection
         assert sel is not None
         items = [b"FLAGS " + ser.flag_list(self.flags_of(m))]
-        if with_uid:
+        if with_uid or sel.condstore:  # RFC 7162 §3.1: UID and MODSEQ in every FETCH once enabled
             items.append(b"UID %d" % m.uid)
         if sel.condstore:
             items.append(b"MODSEQ (%d)" % m.modseq)
         return b"%d FETCH (%s)" % (sel.seq(m.uid), b" ".join(items))
+
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command was seen (RFC 7162 §3.1): for the rest of the connection."""
+        self.enabled.add("CONDSTORE")
+        if self.selection is not None:
+            self.selection.condstore = True
 
     def flags_of(self, m: MessageMeta) -> list[str]:
         sel = self.selection

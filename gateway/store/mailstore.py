@@ -39,6 +39,10 @@ DELIMITER = "/"
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
 
 
+class FolderGone(NotFound):
+    """The folder a session has selected was deleted or renamed away by someone else."""
+
+
 class QuotaExceeded(MssgwError):
     """The mailbox would go over its storage quota (RFC 9208 OVERQUOTA, SMTP 4.2.2)."""
 
@@ -241,9 +245,13 @@ class Mailstore:
                     target.highestmodseq += 1
                 source.highestmodseq += 1
                 return
-            children = (
-                await s.execute(select(Folder).where(Folder.address == address, Folder.name.startswith(old + "/")))
-            ).scalars()
+            # Children compared in Python: SQL LIKE would read "_" and "%" as wildcards and ignore case.
+            everyone = (await s.execute(select(Folder).where(Folder.address == address))).scalars().all()
+            children = [f for f in everyone if f.name.startswith(old + DELIMITER)]
+            names = {f.name for f in everyone}
+            clash = [new + c.name[len(old) :] for c in children if new + c.name[len(old) :] in names]
+            if clash:
+                raise Conflict(f"folder {clash[0]} already exists")
             uidvalidity = await self._uidvalidity(s, address)
             for f in [source, *children]:
                 f.name = new + f.name[len(old) :]
@@ -265,10 +273,10 @@ class Mailstore:
                 recent = frozenset(m.uid for m in messages if m.uid > folder.recent_uid)
                 folder.recent_uid = folder.uidnext - 1
                 return Selected(_info(folder), messages, recent)
-        async with self.db.read() as s:
+        async with self.db.read() as s:  # EXAMINE: the same \\Recent, without taking it (RFC 3501 §6.3.2)
             folder = await self._folder(s, address, name)
             messages = await self._messages(s, folder.id)
-            return Selected(_info(folder), messages, frozenset())
+            return Selected(_info(folder), messages, frozenset(m.uid for m in messages if m.uid > folder.recent_uid))
 
     async def claim_recent(self, address: str, folder_id: int) -> frozenset[int]:
         """For a read-write session that learns of new messages: the UIDs that are \\Recent for it (and for
@@ -296,7 +304,7 @@ class Mailstore:
                 await s.execute(select(Folder).where(Folder.id == folder_id, Folder.address == address))
             ).scalar_one_or_none()
             if folder is None:
-                raise NotFound("the selected folder no longer exists")
+                raise FolderGone("the selected folder no longer exists")
             return _info(folder), await self._messages(s, folder_id, since_modseq)
 
     async def uids(self, folder_id: int) -> list[int]:
@@ -372,7 +380,7 @@ class Mailstore:
             await s.execute(select(Folder).where(Folder.id == folder_id, Folder.address == address).with_for_update())
         ).scalar_one_or_none()
         if folder is None:
-            raise NotFound("the selected folder no longer exists")
+            raise FolderGone("the selected folder no longer exists")
         return folder
 
     async def expunge(self, address: str, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:

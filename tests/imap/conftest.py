@@ -117,9 +117,13 @@ class Raw:
         """Lines up to and including the tagged one."""
         out = []
         while True:
-            line = self.line()
+            raw = self.file.readline()
+            if not raw:  # closed (an empty line inside a literal is b"\r\n", not this)
+                out.append(b"")
+                return out
+            line = raw.rstrip(b"\r\n")
             out.append(line)
-            if line.startswith(tag + b" ") or not line:
+            if line.startswith(tag + b" "):
                 return out
 
     def command(self, tag: str, text: str) -> list[bytes]:

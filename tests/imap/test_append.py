@@ -28,7 +28,8 @@ def test_append_with_flags_and_date_answers_appenduid(box: Box) -> None:
     assert found is not None, reply
     raw.command("a2", "EXAMINE Drafts")
     assert raw.command("a3", "FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE)") == [
-        b'* 1 FETCH (FLAGS (\\Draft \\Seen) INTERNALDATE " 5-Mar-2026 13:00:00 +0000" RFC822.SIZE %d)' % len(body),
+        b'* 1 FETCH (FLAGS (\\Draft \\Seen \\Recent) INTERNALDATE " 5-Mar-2026 13:00:00 +0000" RFC822.SIZE %d)'
+        % len(body),  # EXAMINE shows \\Recent without taking it (RFC 3501 §6.3.2)
         b"a3 OK FETCH completed",
     ]
     raw.close()

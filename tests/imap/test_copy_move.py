@@ -34,10 +34,10 @@ def test_copy_answers_copyuid_and_keeps_flags(box: Box) -> None:
     assert raw.command("a3", "COPY 1 Nulle") == [b"a3 NO [TRYCREATE] no folder Nulle"]
     raw.command("a4", "EXAMINE Archive")
     assert raw.command("a5", "FETCH 1:* (UID FLAGS)") == [
-        b"* 1 FETCH (UID 1 FLAGS (\\Flagged))",
-        b"* 2 FETCH (UID 2 FLAGS ())",
-        b"* 3 FETCH (UID 3 FLAGS ())",
-        b"* 4 FETCH (UID 4 FLAGS ())",
+        b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))",  # EXAMINE shows \\Recent (RFC 3501 §6.3.2)
+        b"* 2 FETCH (UID 2 FLAGS (\\Recent))",
+        b"* 3 FETCH (UID 3 FLAGS (\\Recent))",
+        b"* 4 FETCH (UID 4 FLAGS (\\Recent))",
         b"a5 OK FETCH completed",
     ]
     raw.close()

@@ -90,8 +90,8 @@ def test_changedsince_and_modseq(box: Box) -> None:
     raw.command("a1", "STORE 2 +FLAGS.SILENT (\\Seen)")
     # appends gave modseqs 2, 3, 4; the STORE gave message 2 modseq 5
     assert raw.command("a2", "FETCH 1:* (FLAGS) (CHANGEDSINCE 3)") == [
-        b"* 2 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (5))",
-        b"* 3 FETCH (FLAGS (\\Recent) MODSEQ (4))",
+        b"* 2 FETCH (FLAGS (\\Seen \\Recent) UID 2 MODSEQ (5))",  # RFC 7162 §3.1: UID too, once enabled
+        b"* 3 FETCH (FLAGS (\\Recent) UID 3 MODSEQ (4))",
         b"a2 OK FETCH completed",
     ]
     raw.close()

@@ -164,7 +164,7 @@ def seen_by(client: imaplib.IMAP4) -> list[tuple[int, set[str]]]:
 
 
 def server_view(client: imaplib.IMAP4, folder: str) -> dict[bytes, set[str]]:
-    """Exact message bytes -> flags, read over IMAP."""
+    """Exact message bytes -> flags, read over IMAP (\\Recent left out: EXAMINE shows it, RFC 3501 §6.3.2)."""
     typ, _ = client.select(f'"{folder}"', readonly=True)
     assert typ == "OK", folder
     typ, data = client.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
@@ -174,7 +174,7 @@ def server_view(client: imaplib.IMAP4, folder: str) -> dict[bytes, set[str]]:
         if isinstance(item, tuple):
             flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
             assert flags is not None, item[0]
-            out[item[1]] = set(flags.group(1).decode().split())
+            out[item[1]] = set(flags.group(1).decode().split()) - {"\\Recent"}
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ LIMITS = {
     "MSSGW_IMAP__LOGIN_TIMEOUT": "1",
     "MSSGW_IMAP__MAX_CONNECTIONS_PER_USER": "2",
     "MSSGW_IMAP__MAX_CONNECTIONS_PER_ADDRESS": "4",
+    "MSSGW_AUTH__LOCKOUT_THRESHOLD": "2",
 }
 
 
@@ -72,3 +74,25 @@ def test_an_overlong_line_ends_the_session(limited: Gateway) -> None:
     assert raw.line().startswith(b"* BYE ")
     assert raw.line() == b""
     raw.close()
+
+
+def test_parallel_guesses_cannot_outrun_the_lock_out(limited: Gateway) -> None:
+    """Last in this module: it leaves 127.0.0.1 locked out for a while."""
+    time.sleep(0.5)  # the previous tests' connections are counted out
+    address = mailbox(limited)
+    answers: list[bytes] = []
+
+    def guess() -> None:
+        raw = Raw(limited)
+        answers.append(raw.command("g", f'LOGIN {address} "wrong password"')[-1])
+        raw.close()
+
+    threads = [threading.Thread(target=guess) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    checked = [a for a in answers if a == b"g NO [AUTHENTICATIONFAILED] Authentication failed"]
+    assert len(answers) == 4
+    assert len(checked) <= 2  # MSSGW_AUTH__LOCKOUT_THRESHOLD: the others were refused before any password check
+    assert all(a.startswith(b"g NO [UNAVAILABLE] Too many failed logins") for a in answers if a not in checked)

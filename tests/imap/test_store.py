@@ -47,7 +47,7 @@ def test_unchangedsince_refuses_messages_changed_since(box: Box) -> None:
     raw.command("a1", "STORE 1 +FLAGS.SILENT (\\Seen)")
     reply = raw.command("a2", "STORE 1:2 (UNCHANGEDSINCE 3) +FLAGS (\\Flagged)")
     assert reply == [
-        b"* 2 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (5))",
+        b"* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2 MODSEQ (5))",
         b"a2 OK [MODIFIED 1] Conditional STORE failed for some messages",
     ]
     raw.close()

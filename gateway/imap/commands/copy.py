@@ -9,7 +9,7 @@ from gateway.imap.commands.folders import name_of
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import Command, CopyArgs
 from gateway.imap.session import No, Session
-from gateway.store.mailstore import QuotaExceeded
+from gateway.store.mailstore import FolderGone, QuotaExceeded
 
 
 async def run(s: Session, cmd: Command) -> Reply:
@@ -24,6 +24,8 @@ async def run(s: Session, cmd: Command) -> Reply:
     uids = sel.resolve(cmd.args.sequence_set, uid=cmd.uid)
     try:
         validity, pairs = await s.service.mailstore.copy(s.user, sel.folder.id, uids, target, move=move)
+    except FolderGone:
+        raise  # the selected folder itself: the session ends (gateway.imap.session)
     except NotFound:
         raise No(f"no folder {target}", "TRYCREATE") from None
     except QuotaExceeded:

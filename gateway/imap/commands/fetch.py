@@ -35,7 +35,10 @@ async def run(s: Session, cmd: Command) -> Reply:
     if cmd.uid and FetchAtt.UID not in items:
         items.insert(0, FetchAtt.UID)  # RFC 3501 §6.4.8
     if args.changed_since is not None or FetchAtt.MODSEQ in items:
-        sel.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
+        s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    if sel.condstore:  # RFC 7162 §3.1: every FETCH response carries UID and MODSEQ from then on
+        if FetchAtt.UID not in items:
+            items.append(FetchAtt.UID)
         if FetchAtt.MODSEQ not in items:
             items.append(FetchAtt.MODSEQ)
     if args.changed_since is not None:
@@ -51,6 +54,15 @@ async def run(s: Session, cmd: Command) -> Reply:
                 sel.meta[m.uid] = m
             if FetchAtt.FLAGS not in items:
                 items.append(FetchAtt.FLAGS)  # RFC 3501 §6.4.5: the \Seen change is reported
+    if content and uids:
+        # Recorded before any content leaves: a client that disconnects half-way is still on record.
+        await s.audit(
+            AuditEvent.IMAP_FETCH_BODY,
+            result="done",
+            folder=sel.folder.name,
+            uids=uids,
+            message_ids=[sel.meta[u].message_id for u in uids],
+        )
     for uid in uids:
         meta = sel.meta[uid]
         parsed = parse(await box.body(s.user, meta.id)) if content else None
@@ -88,12 +100,4 @@ async def run(s: Session, cmd: Command) -> Reply:
                     out.append(("RFC822.TEXT", _literal(section(parsed, SectionSpec(text="TEXT")))))
         s.writer.write(ser.fetch_response(sel.seq(uid), out))
         await s.writer.drain()
-    if content and uids:
-        await s.audit(
-            AuditEvent.IMAP_FETCH_BODY,
-            result="done",
-            folder=sel.folder.name,
-            uids=uids,
-            message_ids=[sel.meta[u].message_id for u in uids],
-        )
     return None

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import re
-
 from gateway.audit.events import AuditEvent
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.imap.commands import Reply
@@ -13,6 +11,8 @@ from gateway.imap.proto import utf7
 from gateway.imap.proto.command import Command, ListArgs, MailboxArgs, RenameArgs
 from gateway.imap.session import Bad, No, Session
 from gateway.store.mailstore import DELIMITER
+
+MAX_PATTERN = 1024
 
 
 def name_of(wire: str) -> str:
@@ -45,8 +45,13 @@ async def delete(s: Session, cmd: Command) -> Reply:
     assert isinstance(cmd.args, MailboxArgs)
     assert s.user is not None
     name = name_of(cmd.args.mailbox)
-    if s.selection is not None and s.selection.folder.name == name:
-        raise No("cannot delete the selected folder", "INUSE")
+    if s.selection is not None:
+        try:
+            target = await s.service.mailstore.folder(s.user, name)
+        except NotFound:
+            raise No(f"no folder {name}", "NONEXISTENT") from None
+        if target.id == s.selection.folder.id:  # by id: the folder may have been renamed since SELECT
+            raise No("cannot delete the selected folder", "INUSE")
     try:
         await s.service.mailstore.delete_folder(s.user, name)
     except NotFound:
@@ -84,16 +89,36 @@ async def subscribe(s: Session, cmd: Command) -> Reply:
     return None
 
 
-def pattern(reference: str, mailbox: str) -> re.Pattern[str]:
-    """RFC 3501 §6.3.8: `*` matches anything, `%` anything but the delimiter; INBOX is case-insensitive."""
+def matches(pattern: str, name: str) -> bool:
+    """RFC 3501 §6.3.8: `*` matches anything, `%` anything but the hierarchy delimiter.
+
+    A table over (pattern, name) positions, linear in each: a regular expression built from the pattern
+    backtracks exponentially in the number of wildcards ("*a*a*a*ab" froze the node for seconds).
+    """
+    row = [True] + [False] * len(name)
+    for c in pattern:
+        nxt = [False] * (len(name) + 1)
+        if c == "*":
+            seen = False
+            for j in range(len(name) + 1):
+                seen = seen or row[j]
+                nxt[j] = seen
+        elif c == "%":
+            for j in range(len(name) + 1):
+                nxt[j] = row[j] or (j > 0 and nxt[j - 1] and name[j - 1] != DELIMITER)
+        else:
+            for j in range(1, len(name) + 1):
+                nxt[j] = row[j - 1] and name[j - 1] == c
+        row = nxt
+    return row[-1]
+
+
+def pattern(reference: str, mailbox: str) -> str:
+    """The full pattern, INBOX spelled as stored (it is case-insensitive, RFC 3501 §5.1)."""
     full = reference + mailbox
-
-    def rx(text: str) -> str:
-        return "".join(".*" if c == "*" else f"[^{DELIMITER}]*" if c == "%" else re.escape(c) for c in text)
-
-    if full[:5].upper() == "INBOX":
-        return re.compile("(?i:INBOX)" + rx(full[5:]) + r"\Z")
-    return re.compile(rx(full) + r"\Z")
+    if len(full) > MAX_PATTERN:
+        raise Bad(f"LIST pattern longer than {MAX_PATTERN} characters")
+    return "INBOX" + full[5:] if full[:5].upper() == "INBOX" else full
 
 
 async def list_(s: Session, cmd: Command) -> Reply:
@@ -108,17 +133,18 @@ async def list_(s: Session, cmd: Command) -> Reply:
     names = {f.name for f in folders}
     reference = name_of(args.reference)
     patterns = [pattern(reference, name_of(p)) for p in args.patterns]
+    parents = {n.rsplit(DELIMITER, 1)[0] for n in names if DELIMITER in n}
     subscribed_only = lsub or "SUBSCRIBED" in args.select_options
     special_only = "SPECIAL-USE" in args.select_options
     show_special = special_only or "SPECIAL-USE" in args.return_options or not args.extended
     for f in folders:
-        if not any(p.match(f.name) for p in patterns):
+        if not any(matches(p, f.name) for p in patterns):
             continue
         if (subscribed_only and not f.subscribed) or (special_only and not f.special_use):
             continue
         attrs: list[str] = []
         if not lsub:
-            children = any(n.startswith(f.name + DELIMITER) for n in names)
+            children = f.name in parents
             attrs.append("\\HasChildren" if children else "\\HasNoChildren")
             if show_special and f.special_use:
                 attrs.append(f.special_use)

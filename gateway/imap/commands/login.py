@@ -37,6 +37,8 @@ async def open_session(s: Session, account: Credentials, mechanism: str) -> Repl
         raise No("Too many sessions for this mailbox", "LIMIT")
     service.per_user[account.address] += 1
     s.user, s.user_kind, s.state = account.address, account.kind, AUTH
+    s.frames.max_literal = service.cfg.smtp.max_message_size  # APPEND's limit from now on
+    s.frames.max_command = max(s.frames.max_command, service.cfg.smtp.max_message_size + 65536)
     await s.audit(AuditEvent.IMAP_LOGIN_SUCCEEDED, result="done", mechanism=mechanism)
     return ("CAPABILITY " + " ".join(service.capabilities(s)), "Logged in")
 

@@ -166,6 +166,8 @@ async def run(s: Session, cmd: Command) -> Reply:
         )
     values = [c.meta.uid if cmd.uid else c.number for c in found]
     modseq = max((c.meta.modseq for c in found), default=0) if _has_modseq(args.key) else None
+    if modseq is not None:
+        s.enable_condstore()  # RFC 7162 §3.1: SEARCH MODSEQ enables CONDSTORE
     if args.return_options is None:
         tail = f" (MODSEQ {modseq})" if modseq else ""
         s.untagged(("SEARCH " + " ".join(map(str, values))).rstrip() + tail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.errors import NotFound
 from gateway.imap.commands import Reply
+from gateway.imap.commands.folders import name_of
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import Command, SelectArgs
 from gateway.imap.session import AUTH, SELECTED, No, Selection, Session
@@ -17,13 +18,14 @@ async def run(s: Session, cmd: Command) -> Reply:
     if s.selection is not None:  # RFC 3501 §6.3.1: deselect first, without expunging; RFC 7162 §3.2.11
         s.selection, s.state = None, AUTH
         s.untagged("OK [CLOSED] Previous mailbox closed")
+    name = name_of(cmd.args.mailbox)
     try:
-        selected = await s.service.mailstore.select(s.user, cmd.args.mailbox, read_write=read_write)
+        selected = await s.service.mailstore.select(s.user, name, read_write=read_write)
     except NotFound:
         raise No(f"no folder {cmd.args.mailbox}", "NONEXISTENT") from None
-    condstore = cmd.args.condstore or "CONDSTORE" in s.enabled
     if cmd.args.condstore:
-        s.enabled.add("CONDSTORE")  # RFC 7162 §3.1: a CONDSTORE parameter enables it for the session
+        s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE parameter enables it for the connection
+    condstore = "CONDSTORE" in s.enabled
     sel = Selection(
         folder=selected.folder,
         read_only=not read_write,

@@ -25,6 +25,8 @@ async def run(s: Session, cmd: Command) -> Reply:
         StatusItem.UNSEEN: st.unseen,
         StatusItem.HIGHESTMODSEQ: st.highestmodseq,
     }
+    if StatusItem.HIGHESTMODSEQ in cmd.args.items:
+        s.enable_condstore()  # RFC 7162 §3.1
     items = " ".join(f"{item.value} {values[item]}" for item in cmd.args.items)
     s.untagged(b"STATUS " + wire(name) + b" (" + items.encode() + b")")
     return None

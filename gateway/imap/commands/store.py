@@ -26,7 +26,7 @@ async def run(s: Session, cmd: Command) -> Reply:
     args = cmd.args
     uids = sel.resolve(args.sequence_set, uid=cmd.uid)
     if args.unchanged_since is not None:
-        sel.condstore = True  # RFC 7162 §3.1: the first CONDSTORE-enabling command
+        s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     changed, refused = await s.service.mailstore.store_flags(
         s.user, sel.folder.id, uids, MODES[args.mode], args.flags, unchanged_since=args.unchanged_since
     )
