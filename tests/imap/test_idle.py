@@ -43,7 +43,10 @@ def test_idle_sees_changes_from_another_process_and_other_sessions(box: Box) -> 
     assert idler.line() == b"* 2 RECENT"  # 1 (since SELECT) and the new 2
     other.command("b1", "STORE 1 +FLAGS.SILENT (\\Deleted)")
     other.command("b2", "EXPUNGE")
-    assert idler.line() == b"* 1 EXPUNGE"  # IDLE may report expunges (RFC 2177 §3)
+    seen = [idler.line()]
+    if seen[0] != b"* 1 EXPUNGE":  # the STORE may be reported first, if the idler woke between the two
+        seen.append(idler.line())
+    assert seen in ([b"* 1 EXPUNGE"], [b"* 1 FETCH (FLAGS (\\Deleted \\Recent))", b"* 1 EXPUNGE"])
     idler.send(b"done\r\n")
     assert idler.line() == b"a1 OK IDLE completed"
     idler.send(b"a2 IDLE\r\n")

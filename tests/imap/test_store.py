@@ -93,3 +93,20 @@ def test_two_sessions_see_each_others_changes(box: Box) -> None:
     ]
     one.close()
     two.close()
+
+
+def test_store_reports_unchanged_flags_and_silent_condstore_reports_modseq(box: Box) -> None:
+    box.put(message(1), flags=["\\Seen"])
+    raw = login(box)
+    # RFC 3501 §6.4.6: the new value of the flags, as a FETCH would give it, even when nothing changed
+    assert raw.command("a1", "STORE 1 +FLAGS (\\Seen)") == [
+        b"* 1 FETCH (FLAGS (\\Seen \\Recent))",
+        b"a1 OK STORE completed",
+    ]
+    raw.command("a2", "ENABLE CONDSTORE")
+    # RFC 7162 §3.2: .SILENT under CONDSTORE still reports UID and MODSEQ, not the flags
+    assert raw.command("a3", "STORE 1 +FLAGS.SILENT (\\Flagged)") == [
+        b"* 1 FETCH (UID 1 MODSEQ (3))",
+        b"a3 OK STORE completed",
+    ]
+    raw.close()

@@ -32,6 +32,7 @@ async def run(s: Session, cmd: Command) -> Reply:
         raise No("the mailbox is over its quota", "OVERQUOTA") from None
     if not pairs:
         return None
+    s.node.notices.publish(s.user)  # other sessions' IDLE learns at once
     await s.audit(
         AuditEvent.IMAP_MOVE if move else AuditEvent.IMAP_COPY,
         result="done",

@@ -17,5 +17,6 @@ async def run(s: Session, cmd: Command) -> Reply:
     uids = sel.resolve(cmd.args.sequence_set, uid=True) if isinstance(cmd.args, ExpungeArgs) else None
     gone = await s.service.mailstore.expunge(s.user, sel.folder.id, uids)
     if gone:
+        s.node.notices.publish(s.user)
         await s.audit(AuditEvent.IMAP_EXPUNGE, result="done", folder=sel.folder.name, uids=gone)
     return None

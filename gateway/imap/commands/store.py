@@ -32,8 +32,18 @@ async def run(s: Session, cmd: Command) -> Reply:
     )
     for m in changed:
         sel.meta[m.uid] = m
-        if not args.silent or sel.condstore:  # RFC 7162 §3.2: MODSEQ is sent even with .SILENT
-            s.untagged(s.flags_response(m, with_uid=cmd.uid))
+    if changed:
+        s.node.notices.publish(s.user)  # other sessions' IDLE learns at once
+    changed_uids = {m.uid for m in changed}
+    for uid in uids:
+        if uid in refused or uid not in sel.meta:
+            continue
+        if not args.silent:
+            # RFC 3501 §6.4.6: the new flags, as a FETCH would give them, changed or not
+            s.untagged(s.flags_response(sel.meta[uid], with_uid=cmd.uid))
+        elif sel.condstore and uid in changed_uids:
+            # RFC 7162 §3.2: .SILENT still reports the new MODSEQ (with the UID), not the flags
+            s.untagged(b"%d FETCH (UID %d MODSEQ (%d))" % (sel.seq(uid), uid, sel.meta[uid].modseq))
     if refused:
         numbers = sorted(refused) if cmd.uid else sorted(sel.seq(u) for u in refused)
         return (f"MODIFIED {ser.sequence_set(numbers)}", "Conditional STORE failed for some messages")
