@@ -15,6 +15,7 @@ Implementation notes
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import secrets
@@ -46,18 +47,30 @@ class PasswordLogin:
     def __init__(self, mailboxes: MailboxRepository, lockout: Lockout) -> None:
         self.mailboxes = mailboxes
         self.lockout = lockout
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # account -> (its lock, attempts holding it)
 
     async def check(self, username: str, password: str, client_ip: str) -> LoginOutcome:
         address = username.strip().lower()
         keys = (Lockout.account_key(address), Lockout.client_key(client_ip))
+        # Attempts on one account take turns: parallel guesses cannot all pass the lock-out check before
+        # the first failure is counted. Different accounts (many users behind one address) stay parallel.
+        lock, users = self._turns.get(address, (asyncio.Lock(), 0))
+        self._turns[address] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._check(address, password, keys)
+        finally:
+            lock, users = self._turns[address]
+            if users == 1:
+                del self._turns[address]
+            else:
+                self._turns[address] = (lock, users - 1)
+
+    async def _check(self, address: str, password: str, keys: tuple[str, str]) -> LoginOutcome:
         wait = self.lockout.locked_for(*keys)
         if wait:
             return LoginOutcome("locked", address, wait=wait)
-        # Counted as a failure before the (slow) check and forgiven on success: parallel guesses cannot
-        # all slip in before the first one is counted.
-        locked_for = self.lockout.failure(*keys)
         account = await self.mailboxes.credentials(address)
-        usable = account is not None and account.password_hash is not None and account.active
         # argon2 runs on every path, so a refusal takes as long for an unknown account as for a known one.
         hashed = account.password_hash if account is not None and account.password_hash else _dummy_hash()
         matches = await verify_async(hashed, password)
@@ -70,11 +83,10 @@ class PasswordLogin:
         elif not matches:
             reason = "bad-password"
         else:
-            assert usable
             self.lockout.success(*keys)
             await self.mailboxes.touch_login(account.address)
             return LoginOutcome("ok", address, account=account)
-        return LoginOutcome("refused", address, locked_for=locked_for, reason=reason)
+        return LoginOutcome("refused", address, locked_for=self.lockout.failure(*keys), reason=reason)
 
 
 class CertificateLogin:

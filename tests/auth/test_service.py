@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -81,3 +82,16 @@ async def test_lock_out_after_the_threshold_then_free_again(mailboxes: MailboxRe
     clock.now += 10.0
     assert (await service.check(ORG, PASSWORD, "198.51.100.7")).result == "ok"
     assert (await service.check(ORG, PASSWORD, "192.0.2.1")).result == "ok"  # its lock has run out too
+
+
+async def test_many_users_behind_one_address_log_in_together(mailboxes: MailboxRepository) -> None:
+    """Found by the IMAP benchmark: counting attempts before the check locked out parallel good logins."""
+    service = login(mailboxes)
+    outcomes = await asyncio.gather(*(service.check(ORG, PASSWORD, "192.0.2.9") for _ in range(8)))
+    assert [o.result for o in outcomes] == ["ok"] * 8
+
+
+async def test_parallel_guesses_on_one_account_take_turns(mailboxes: MailboxRepository) -> None:
+    service = login(mailboxes)  # threshold 3
+    outcomes = await asyncio.gather(*(service.check(ORG, "guess", f"192.0.2.{n}") for n in range(8)))
+    assert [o.result for o in outcomes] == ["refused"] * 3 + ["locked"] * 5
