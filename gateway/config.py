@@ -112,11 +112,16 @@ class ImapSection(_Section):
     """Seconds of silence allowed before login."""
     max_connections_per_user: int = Field(20, ge=1)
     max_connections_per_address: int = Field(50, ge=1)
+    account_check: float = Field(10.0, gt=0)
+    """Seconds between checks that logged-in mailboxes are still active (a disabled one's sessions end)."""
 
 
 class AuthSection(_Section):
     lockout_threshold: int = Field(5, ge=1)
-    """Failed logins (per account, and per client address) before delays start."""
+    """Failed logins on one account from one client address before delays start."""
+    lockout_wide_threshold: int = Field(20, ge=1)
+    """Failed logins from one address (any account), or on one account from addresses it never logged in
+    from, before delays start there."""
     lockout_base_delay: float = Field(2.0, gt=0)
     lockout_max_delay: float = Field(900.0, gt=0)
 
@@ -323,10 +328,15 @@ login_timeout = 60
 # Concurrent IMAP connections per mailbox and per client address.
 max_connections_per_user = 20
 max_connections_per_address = 50
+# Seconds between checks that logged-in mailboxes are still active: a disabled mailbox's sessions end.
+account_check = 10
 
 [auth]
-# Failed logins per account and per client address before growing delays (base, doubling, capped).
+# Failed logins before growing delays (base, doubling, capped): `lockout_threshold` for one account from
+# one address; `lockout_wide_threshold` for one address over all accounts, and for one account over all
+# addresses (that one never applies to an address the account logged in from in the last 30 days).
 lockout_threshold = 5
+lockout_wide_threshold = 20
 lockout_base_delay = 2.0
 lockout_max_delay = 900.0
 

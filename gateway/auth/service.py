@@ -2,7 +2,8 @@
 
 Implementation notes
 - The lock-out is consulted before anything else, so a locked-out guesser costs no argon2 and learns
-  nothing; SMTP and IMAP share the node's one `Lockout`, so switching protocol does not reset it.
+  nothing; SMTP and IMAP share the node's one `Lockout`, so switching protocol does not reset it. It is
+  keyed so that a stranger's guesses cannot lock a user out of their usual addresses (see lockout.py).
 - Unknown account, account without a password, disabled mailbox and wrong password are one outcome
   (`refused`): the protocol replies the same for all of them; only the audit record says which.
 - argon2 runs in a thread (`verify_async`): the event loop keeps serving other sessions.
@@ -51,14 +52,13 @@ class PasswordLogin:
 
     async def check(self, username: str, password: str, client_ip: str) -> LoginOutcome:
         address = username.strip().lower()
-        keys = (Lockout.account_key(address), Lockout.client_key(client_ip))
         # Attempts on one account take turns: parallel guesses cannot all pass the lock-out check before
         # the first failure is counted. Different accounts (many users behind one address) stay parallel.
         lock, users = self._turns.get(address, (asyncio.Lock(), 0))
         self._turns[address] = (lock, users + 1)
         try:
             async with lock:
-                return await self._check(address, password, keys)
+                return await self._check(address, password, client_ip)
         finally:
             lock, users = self._turns[address]
             if users == 1:
@@ -66,8 +66,8 @@ class PasswordLogin:
             else:
                 self._turns[address] = (lock, users - 1)
 
-    async def _check(self, address: str, password: str, keys: tuple[str, str]) -> LoginOutcome:
-        wait = self.lockout.locked_for(*keys)
+    async def _check(self, address: str, password: str, client_ip: str) -> LoginOutcome:
+        wait = self.lockout.locked_for(address, client_ip)
         if wait:
             return LoginOutcome("locked", address, wait=wait)
         account = await self.mailboxes.credentials(address)
@@ -83,10 +83,10 @@ class PasswordLogin:
         elif not matches:
             reason = "bad-password"
         else:
-            self.lockout.success(*keys)
+            self.lockout.success(address, client_ip)
             await self.mailboxes.touch_login(account.address)
             return LoginOutcome("ok", address, account=account)
-        return LoginOutcome("refused", address, locked_for=self.lockout.failure(*keys), reason=reason)
+        return LoginOutcome("refused", address, locked_for=self.lockout.failure(address, client_ip), reason=reason)
 
 
 class CertificateLogin:
@@ -95,8 +95,7 @@ class CertificateLogin:
         self.lockout = lockout
 
     async def check(self, der: bytes | None, client_ip: str, authzid: str = "") -> LoginOutcome:
-        key = Lockout.client_key(client_ip)
-        wait = self.lockout.locked_for(key)
+        wait = self.lockout.locked_for(None, client_ip)
         if wait:
             return LoginOutcome("locked", authzid.lower(), wait=wait)
         if der is None:
@@ -112,7 +111,6 @@ class CertificateLogin:
         elif not found[0].active:
             reason = "mailbox-disabled"
         else:
-            self.lockout.success(key)
             await self.mailboxes.touch_login(found[0].address)
             return LoginOutcome("ok", found[0].address, account=found[0])
-        return LoginOutcome("refused", address, locked_for=self.lockout.failure(key), reason=reason)
+        return LoginOutcome("refused", address, locked_for=self.lockout.failure(None, client_ip), reason=reason)

@@ -77,11 +77,27 @@ async def test_lock_out_after_the_threshold_then_free_again(mailboxes: MailboxRe
     service = login(mailboxes, clock)
     outcomes = [await service.check(ORG, "guess", "192.0.2.1") for _ in range(3)]
     assert [o.locked_for for o in outcomes] == [0.0, 0.0, 10.0]
-    locked = await service.check(ORG, PASSWORD, "198.51.100.7")  # even the right password, from elsewhere
+    locked = await service.check(ORG, PASSWORD, "192.0.2.1")  # even the right password
     assert (locked.result, locked.wait) == ("locked", 10.0)
     clock.now += 10.0
+    assert (await service.check(ORG, PASSWORD, "192.0.2.1")).result == "ok"
+
+
+async def test_a_strangers_guesses_do_not_lock_the_owner_out(mailboxes: MailboxRepository) -> None:
+    """The lock-out DoS: anyone who knows an address could keep its owner out. Not any more."""
+    clock = Clock()
+    service = login(mailboxes, clock)  # threshold 3, wide threshold 20 (the default)
+    assert (await service.check(ORG, PASSWORD, "192.0.2.1")).result == "ok"  # the owner's usual address
+    guesses = [await service.check(ORG, "guess", f"203.0.113.{n // 2}") for n in range(24)]  # 2 per address
+    assert [g.result for g in guesses] == ["refused"] * 20 + ["locked"] * 4  # the wide threshold, 20
+    assert guesses[19].locked_for == 10.0
+    stranger = await service.check(ORG, PASSWORD, "198.51.100.7")  # the account is locked for strangers
+    assert (stranger.result, stranger.wait) == ("locked", 10.0)
+    owner = await service.check(ORG, PASSWORD, "192.0.2.1")
+    assert owner.result == "ok"
+    assert (await service.check(ORG, PASSWORD, "198.51.100.7")).result == "locked"  # the owner's success frees
+    clock.now += 10.0  # the lock runs out
     assert (await service.check(ORG, PASSWORD, "198.51.100.7")).result == "ok"
-    assert (await service.check(ORG, PASSWORD, "192.0.2.1")).result == "ok"  # its lock has run out too
 
 
 async def test_many_users_behind_one_address_log_in_together(mailboxes: MailboxRepository) -> None:
@@ -93,5 +109,5 @@ async def test_many_users_behind_one_address_log_in_together(mailboxes: MailboxR
 
 async def test_parallel_guesses_on_one_account_take_turns(mailboxes: MailboxRepository) -> None:
     service = login(mailboxes)  # threshold 3
-    outcomes = await asyncio.gather(*(service.check(ORG, "guess", f"192.0.2.{n}") for n in range(8)))
+    outcomes = await asyncio.gather(*(service.check(ORG, "guess", "192.0.2.1") for _ in range(8)))
     assert [o.result for o in outcomes] == ["refused"] * 3 + ["locked"] * 5
