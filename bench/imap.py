@@ -30,7 +30,10 @@ For each server, four phases, each timed from its first command to its last repl
   (3) FETCH: the same sessions SELECT INBOX (not timed) and `UID FETCH uid BODY.PEEK[]` each message
       they appended, one at a time; every answer is compared with the octets appended;
   (4) idle: `--idle` sessions opened `--clients` at a time (connect, TLS, LOGIN, SELECT INBOX, IDLE)
-      and held; the server's memory is read before and once every session is idling (mssgw: VmRSS of
+      and held (by default, `--idle-logins cheap`, the users' hashes are first swapped on both servers
+      for argon2id ones of the smallest cost: an idle session's memory does not depend on its login's,
+      and 10,000 logins at full cost take an hour on 2 cores); the server's memory is read before and
+      once every session is idling (mssgw: VmRSS of
       its process; Dovecot: the sum over its processes of VmRSS, which counts shared pages once per
       process, and of Pss, which splits them), and the server's CPU use over `--idle-seconds` seconds
       of idleness; then each session ends IDLE (DONE) and must get its OK.
@@ -424,6 +427,7 @@ class Target:
     cpu: Callable[[], float | None]  # the server's CPU seconds so far
     memory: Callable[[], dict[str, Any]]  # the server's memory now
     alive: Callable[[], bool]
+    cheapen_logins: Callable[[], None] | None = None  # swap the users' hashes for cheap ones (idle phase)
 
     def user(self, i: int) -> tuple[str, str]:
         return self.users[i % len(self.users)]
@@ -711,6 +715,8 @@ async def drive(target: Target, tls: ssl.SSLContext, args: argparse.Namespace, p
     with profile if profile is not None else contextlib.nullcontext():
         login = await login_phase(target, tls, args.logins, args.clients)
         append, fetch = await mail_phases(target, tls, args.messages, args.size, args.clients, tag)
+    if args.idle and args.idle_logins == "cheap" and target.cheapen_logins is not None:
+        target.cheapen_logins()
     idle = await idle_phase(target, tls, args.idle, args.clients, args.idle_seconds, args.idle_ramp)
     return {"phases": [login, append, fetch], "idle": idle, "alive": target.alive()}
 
@@ -762,6 +768,14 @@ def demo_init(workdir: Path) -> tuple[Path, dict[str, Any]]:
     if init.returncode != 0:
         raise SystemExit(f"mssgw demo init failed ({init.returncode}):\n{init.stderr}")
     return root, json.loads((root / "credentials.json").read_text(encoding="utf-8"))
+
+
+def cheap_hash(password: str) -> str:
+    """An argon2id hash with the smallest parameters (t=1, 1 MiB, p=1): for the idle phase only, whose
+    sessions' memory does not depend on what their login cost."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(password)
 
 
 def connection_limit(args: argparse.Namespace) -> int:
@@ -858,6 +872,13 @@ def run_mssgw(
             rss, pss = mem if mem is not None else (0, 0)
             return {"processes": 1 if mem else 0, "rss_kb": rss, "pss_kb": pss, "by_name": {"mssgw": 1}}
 
+        def cheapen() -> None:
+            db = node.root / OPERATOR / "mssgw.db"
+            with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn, conn:
+                for user, password in node.users():
+                    update = "UPDATE accounts SET password_hash = ? WHERE address = ?"
+                    conn.execute(update, (cheap_hash(password), user))
+
         target = Target(
             MSSGW,
             node.port,
@@ -865,6 +886,7 @@ def run_mssgw(
             cpu=lambda: process_cpu_seconds(pid),
             memory=memory,
             alive=lambda: node.proc.poll() is None,
+            cheapen_logins=cheapen,
         )
         out = asyncio.run(drive(target, tls, args, profiled(pid, args.py_spy)))
         exited = node.proc.poll()
@@ -965,6 +987,7 @@ class DovecotInstance:
     port: int
     master_pid: int
     log: Path
+    passwd: Path
 
 
 @contextlib.contextmanager
@@ -1013,7 +1036,7 @@ def dovecot_instance(
         if start.returncode != 0 or master_pid is None or not wait_for_port(port, 30):
             why = _one_line(start_errors) or f"exit status {start.returncode}"
             raise DovecotError(f"dovecot did not start: {why}; {_fatal_lines(log)}".rstrip("; "))
-        yield DovecotInstance(port, master_pid, log)
+        yield DovecotInstance(port, master_pid, log, passwd)
     finally:
         if started:
             master_pid = master_pid or _read_pid(base / "run" / "master.pid", 1)
@@ -1067,6 +1090,10 @@ def run_dovecot(
         if o["name"] == OPERATOR
     )
     with dovecot_instance(keep, tls_dir / "fullchain.pem", tls_dir / "key.pem", users, connection_limit(args)) as d:
+
+        def cheapen() -> None:  # passwd-file is read again when it changes (no auth cache here)
+            d.passwd.write_text("".join(f"{u}:{{ARGON2ID}}{cheap_hash(p)}\n" for u, p in users), encoding="utf-8")
+
         target = Target(
             DOVECOT,
             d.port,
@@ -1074,6 +1101,7 @@ def run_dovecot(
             cpu=lambda: tree_cpu_seconds(d.master_pid),
             memory=lambda: tree_memory(d.master_pid),
             alive=lambda: _alive(d.master_pid),
+            cheapen_logins=cheapen,
         )
         out = asyncio.run(drive(target, tls, args))
         out["master_pid"] = d.master_pid
@@ -1327,6 +1355,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1800.0,
         metavar="S",
         help="seconds allowed for opening the idle sessions, per server (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-logins",
+        choices=("cheap", "same"),
+        default="cheap",
+        help="before the idle phase, give the users argon2id hashes of the smallest cost on both servers "
+        "(cheap: 10,000 sessions open in minutes, not an hour) or keep them (default: %(default)s)",
     )
     parser.add_argument("--size", type=int, default=10240, help="message size in bytes (default: %(default)s)")
     parser.add_argument("--no-dovecot", action="store_true", help="skip the Dovecot reference")

@@ -28,7 +28,7 @@ from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
 from gateway.smtp.client import Relayer
 from gateway.smtp.server import Listener, start_relay, start_submission
-from gateway.tls import RelayContexts, server_context
+from gateway.tls import RelayContexts, server_context, shrink_asyncio_tls_buffers
 from gateway.web.health import health_app
 
 
@@ -50,6 +50,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
+    shrink_asyncio_tls_buffers()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -78,6 +79,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         worker = DeliveryWorker(node, queue, relay=Relayer(cfg))
         lockout = Lockout(
             threshold=cfg.auth.lockout_threshold,
+            wide_threshold=cfg.auth.lockout_wide_threshold,
             base_delay=cfg.auth.lockout_base_delay,
             max_delay=cfg.auth.lockout_max_delay,
         )
@@ -114,6 +116,8 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         tasks = [
             asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval)),
             asyncio.create_task(worker.run()),
+            asyncio.create_task(imap.watch_accounts()),
+            asyncio.create_task(imap.watch_idle()),
         ]
         shown = f"[{host}]" if ":" in host else host
         endpoints = {"https": f"{shown}:{port}", **{ln.name: f"{shown}:{ln.port}" for ln in listeners}}

@@ -69,6 +69,8 @@ class StoreSection(_Section):
     kek_file: Path | None = None
     default_quota: int = Field(5 * 1024**3, ge=0)
     """Storage quota of a mailbox without its own, in bytes (sum of its messages' sizes); 0: no limit."""
+    max_folders: int = Field(1000, ge=10)
+    """Folders one mailbox may hold (IMAP CREATE past it: NO [LIMIT])."""
 
 
 class PkiSection(_Section):
@@ -286,6 +288,8 @@ kek_file = {_toml_str(str(kek_file))}
 # Storage quota of each mailbox (bytes, the sum of its messages) unless set per mailbox; 0 = no limit.
 # Delivery past it is deferred (4.2.2 mailbox full), IMAP APPEND and COPY refused (OVERQUOTA).
 default_quota = 5368709120
+# Folders one mailbox may hold: CREATE past it is refused (IMAP NO [LIMIT]).
+max_folders = 1000
 
 [pki]
 # Development trust-space PKI managed by `mssgw pki`. Comment out when the national PKI is used.

@@ -2,7 +2,8 @@
 
 Implementation notes
 - argon2-cffi's RFC 9106 "low memory" profile (t=3, m=64 MiB, p=4) is the default; the hash string
-  carries its parameters, so raising them later re-hashes on next login (`needs_rehash`).
+  carries its parameters, so hashes made before the parameters change keep verifying (`needs_rehash`
+  tells which ones are older; they are replaced when their owner sets a new password).
 - Hashing and verification cost tens of milliseconds of CPU: async callers use `hash_async` /
   `verify_async`, which run in a worker thread (argon2 releases the GIL), never on the loop.
 - Passwords are never logged and never stored in clear; there are no default passwords: a mailbox

@@ -8,6 +8,9 @@ Implementation notes
   on 143, LOGINDISABLED and no AUTH= mechanism (RFC 3501 §6.2.3, RFC 8314).
 - Connection limits per client address (at accept) and per mailbox (at login) keep one client from
   taking every slot.
+- A mailbox disabled (or deleted) by an admin command, possibly in another process, loses its sessions:
+  one query every `[imap] account_check` seconds for every logged-in mailbox of the node, rather than a
+  query per session, so 10,000 idle sessions cost one small query, not 10,000.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import ssl
 from collections import Counter
 
+from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import Lockout
 from gateway.auth.service import CertificateLogin, PasswordLogin
 from gateway.config import Config
@@ -26,6 +30,10 @@ from gateway.node import Node
 from gateway.smtp.server import Listener
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
+
+# RFC 2177 / the issue: IDLE sessions learn of changes within a second. This node's own changes wake
+# them at once (gateway.store.notify); others are found by watch_idle's look every IDLE_POLL seconds.
+IDLE_POLL = 1.0
 
 # Offered once authenticated, each implemented in gateway/imap/commands/ (docs/rfc-status.md).
 AUTHENTICATED_CAPABILITIES = (
@@ -55,10 +63,51 @@ class ImapService:
         self.tls = tls
         self.login = PasswordLogin(node.mailboxes, lockout)
         self.certificates = CertificateLogin(node.mailboxes, lockout)
-        self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
+        self.mailstore = Mailstore(
+            MessageStore(node.mailboxes),
+            default_quota=node.cfg.store.default_quota or None,
+            max_folders=node.cfg.store.max_folders,
+        )
         self.per_user: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
         self.sessions: set[Session] = set()
+        self.idling: set[Session] = set()  # in IDLE: woken by watch_idle when another process changes a folder
+
+    async def watch_accounts(self) -> None:
+        """End the sessions of mailboxes that are no longer active (runs for the node's lifetime)."""
+        while True:
+            await asyncio.sleep(self.cfg.imap.account_check)
+            try:
+                await self.check_accounts()
+            except Exception as exc:  # a database hiccup must not stop the watch
+                get_logger(component="imap").warning("account check failed", error=type(exc).__name__)
+
+    async def check_accounts(self) -> None:
+        users = {s.user for s in self.sessions if s.user is not None and s.state in (AUTH, SELECTED)}
+        if not users:
+            return
+        gone = users - await self.node.mailboxes.active_among(users)
+        for session in [s for s in self.sessions if s.user in gone]:
+            await session.revoke("mailbox-disabled")
+
+    async def watch_idle(self) -> None:
+        """Wake IDLE sessions whose folder changed outside this node's notices (admin commands, other
+        processes): one query every IDLE_POLL seconds for all of them, not one per session."""
+        while True:
+            await asyncio.sleep(IDLE_POLL)
+            try:
+                await self.check_idle()
+            except Exception as exc:  # a database hiccup must not stop the watch
+                get_logger(component="imap").warning("idle check failed", error=type(exc).__name__)
+
+    async def check_idle(self) -> None:
+        watched = [(s, s.selection) for s in self.idling if s.selection is not None]
+        if not watched:
+            return
+        current = await self.mailstore.modseqs({sel.folder.id for _, sel in watched})
+        for session, sel in watched:
+            if current.get(sel.folder.id) != sel.highestmodseq:  # changed, or deleted (the sync says BYE)
+                session.wake.set()
 
     def capabilities(self, session: Session) -> list[str]:
         if session.state in (AUTH, SELECTED):

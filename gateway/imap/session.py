@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -113,6 +114,9 @@ class Session:
         self.user_kind: str | None = None
         self.selection: Selection | None = None
         self.enabled: set[str] = set()
+        self.busy = False  # a command is running: a revocation waits for its end (or IDLE's next look)
+        self.revoked: str | None = None  # why the session must end (an admin disabled the mailbox)
+        self.wake = asyncio.Event()  # set for an IDLE session: its folder changed elsewhere, or it is revoked
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.client_ip = str(peer[0])
         self.frames = self.new_reader()
@@ -176,6 +180,8 @@ class Session:
             if isinstance(event, RawLine):
                 return event.data
             if isinstance(event, FramingError):
+                if not event.fatal:  # the command that asked for the line is refused, the session goes on
+                    raise ParseError(None, event.text)
                 await self.send(ser.untagged_status("BYE", event.text))
                 raise Closed
 
@@ -191,13 +197,36 @@ class Session:
                 elif isinstance(event, FramingError):
                     await self._framing_error(event)
                 elif isinstance(event, CommandLine):
-                    await self.command(event)
+                    self.busy = True
+                    try:
+                        await self.command(event)
+                    finally:
+                        self.busy = False
+                    if self.revoked is not None:
+                        await self.end_revoked()
+                        raise Closed
         except Closed:
             pass
         finally:
             if self.state == LOGOUT and self.user is not None:
                 await self.audit(AuditEvent.IMAP_LOGOUT, result="done")
             self.writer.close()
+
+    async def revoke(self, reason: str) -> None:
+        """End the session because its mailbox may no longer be used; between commands at once, else
+        when the running command ends (IDLE looks every second)."""
+        if self.revoked is not None:
+            return
+        self.revoked = reason
+        self.wake.set()
+        if not self.busy:
+            await self.end_revoked()
+            self.writer.close()  # the read waiting for the next command sees the end
+
+    async def end_revoked(self) -> None:
+        await self.audit(AuditEvent.IMAP_LOGOUT, result="revoked", reason=self.revoked)
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await self.send(ser.untagged_status("BYE", "This mailbox has been disabled"))
 
     async def _framing_error(self, event: FramingError) -> None:
         await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", reason=event.text)
@@ -277,6 +306,10 @@ class Session:
             return
         box = self.service.mailstore
         folder, changed = await box.changes(self.user, sel.folder.id, sel.highestmodseq)
+        if folder.highestmodseq < sel.highestmodseq:
+            # A folder's HIGHESTMODSEQ never goes down (RFC 7162 §3.1.2; a RENAME keeps it): this is a new
+            # folder that took the deleted one's id (SQLite reuses the highest rowid).
+            raise FolderGone(f"no folder {sel.folder.name}")
         if folder.highestmodseq == sel.highestmodseq:
             return  # every change (delivery, flags, expunge) moves the folder's HIGHESTMODSEQ
         present = set(await box.uids(sel.folder.id))
@@ -293,7 +326,7 @@ class Session:
             for m in new:
                 sel.meta[m.uid] = m
             if not sel.read_only:
-                sel.recent |= await box.claim_recent(self.user, sel.folder.id)
+                sel.recent |= await box.claim_recent(self.user, sel.folder.id, max(m.uid for m in new))
             sel.uids = sorted(known | {m.uid for m in new})
             self.untagged(f"{len(sel.uids)} EXISTS")
             self.untagged(f"{len(sel.recent)} RECENT")

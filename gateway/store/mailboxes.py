@@ -11,6 +11,7 @@ Implementation notes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -288,6 +289,15 @@ class MailboxRepository:
                     )
                 )
         return fingerprint
+
+    async def active_among(self, addresses: Iterable[str]) -> set[str]:
+        """Those of `addresses` (lower-case) that are local mailboxes and active."""
+        wanted, found = sorted(set(addresses)), set[str]()
+        async with self.db.read() as s:
+            for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                q = select(Mailbox.address).where(Mailbox.address.in_(wanted[i : i + 500]), Mailbox.active.is_(True))
+                found.update((await s.execute(q)).scalars())
+        return found
 
     async def credentials(self, address: str) -> Credentials | None:
         """A local account's login facts; None for an unknown or non-local address."""

@@ -19,28 +19,44 @@ Implementation notes
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, MssgwError, NotFound, UsageError
+from gateway.store.crypto import DataKey
 from gateway.store.messages import MessageStore, body_aad
 from gateway.store.models import Account, Folder, StoredMessage, utcnow
 
 DELIMITER = "/"
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+COPY_BATCH = 256  # messages resealed and staged per transaction by COPY
+COPY_BATCH_BYTES = 16 * 1024 * 1024  # octets of bodies per COPY batch (a larger message goes alone)
+STAGED_STALE = timedelta(hours=1)  # staged copies older than this were left by an interrupted COPY
+_IN_LIST = 500  # values per SQL IN list
+_T = TypeVar("_T")
+_MESSAGES = cast(Table, StoredMessage.__table__)
 
 
 class FolderGone(NotFound):
     """The folder a session has selected was deleted or renamed away by someone else."""
+
+
+class FolderLimit(UsageError):
+    """CREATE past the number of folders a mailbox may hold."""
+
+
+class HasInferiors(UsageError):
+    """DELETE of a name that is only a level of the hierarchy (\\Noselect) above other folders (RFC 3501 §6.3.4)."""
 
 
 class QuotaExceeded(MssgwError):
@@ -136,11 +152,60 @@ def _info(f: Folder) -> FolderInfo:
     return FolderInfo(f.id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq, f.subscribed)
 
 
+@dataclass(frozen=True)
+class _ToCopy:
+    id: str
+    uid: int
+    size: int
+    flags: str
+    internal_date: datetime | None
+    header_message_id: str | None
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterable[list[_T]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _batches(rows: Sequence[_ToCopy], count: int, octets: int) -> Iterable[list[_ToCopy]]:
+    """Consecutive runs of at most `count` messages and `octets` octets (a larger message alone)."""
+    part: list[_ToCopy] = []
+    size = 0
+    for r in rows:
+        if part and (len(part) >= count or size + r.size > octets):
+            yield part
+            part, size = [], 0
+        part.append(r)
+        size += r.size
+    if part:
+        yield part
+
+
+def _reseal(key: DataKey, address: str, bodies: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """(new id, body sealed for it) for each (source id, sealed body): the AAD names the row's id."""
+    out = []
+    for source_id, blob in bodies:
+        copy_id = secrets.token_hex(16)
+        out.append((copy_id, key.seal(key.open(blob, body_aad(address, source_id)), body_aad(address, copy_id))))
+    return out
+
+
+def _int_octets(value: int) -> int:
+    """Octets SQLite takes for an integer in a row (file format 4: 0 and 1 take none)."""
+    if value in (0, 1):
+        return 0
+    for octets, bound in ((1, 1 << 7), (2, 1 << 15), (3, 1 << 23), (4, 1 << 31), (6, 1 << 47)):
+        if -bound <= value < bound:
+            return octets
+    return 8
+
+
 class Mailstore:
-    def __init__(self, messages: MessageStore, *, default_quota: int | None = None) -> None:
+    def __init__(self, messages: MessageStore, *, default_quota: int | None = None, max_folders: int = 1000) -> None:
         self.store = messages
         self.db = messages.db
         self.default_quota = default_quota
+        self.max_folders = max_folders  # a client looping on CREATE must not grow LIST and the store without end
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -177,6 +242,9 @@ class Mailstore:
                     await s.execute(select(Folder.name).where(Folder.address == address, Folder.name.in_(wanted)))
                 ).scalars()
             )
+            count = (await s.execute(select(func.count(Folder.id)).where(Folder.address == address))).scalar() or 0
+            if count + len(set(wanted) - have) > self.max_folders:
+                raise FolderLimit(f"a mailbox holds at most {self.max_folders} folders")
             uidvalidity = await self._uidvalidity(s, address)
             folder = None
             for each in wanted:
@@ -204,24 +272,51 @@ class Mailstore:
         return max(int(time.time()), (highest or 0) + 1)
 
     async def delete_folder(self, address: str, name: str) -> None:
+        """Delete a folder and its messages. Its inferiors stay: the name lives on as a level of the
+        hierarchy (\\Noselect, computed from their names) until they go too (RFC 3501 §6.3.4)."""
         name = canonical(name)
         if name == "INBOX":
             raise UsageError("INBOX cannot be deleted")
         async with self.db.write() as s:
-            folder = await self._folder(s, address, name, lock=True)
+            q = select(Folder).where(Folder.address == address, Folder.name == name).with_for_update()
+            folder = (await s.execute(q)).scalar_one_or_none()
+            if folder is None:
+                if any(n.startswith(name + DELIMITER) for n in await self._names(s, address)):
+                    raise HasInferiors(f'Name "{name}" has inferior hierarchical names')
+                raise NotFound(f"no folder {name}")
+            uidvalidity = folder.uidvalidity
             await s.execute(delete(StoredMessage).where(StoredMessage.folder_id == folder.id))
             await s.delete(folder)
+            await s.flush()
+            left = (await s.execute(select(func.max(Folder.uidvalidity)).where(Folder.address == address))).scalar()
+        # RFC 3501 §2.3.1.1: a folder made again under this name must get a greater UIDVALIDITY. `_uidvalidity`
+        # takes the clock or the highest value left; when the deleted folder held the highest one, the clock
+        # must first pass it (at most a second, unless many folders were created within the last seconds).
+        if (left or 0) < uidvalidity:
+            wait = uidvalidity + 1 - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    @staticmethod
+    async def _names(s: AsyncSession, address: str) -> list[str]:
+        return list((await s.execute(select(Folder.name).where(Folder.address == address))).scalars())
 
     async def rename_folder(self, address: str, old: str, new: str) -> None:
+        """Rename a folder and its inferiors; a name that is only a level of the hierarchy (\\Noselect) above
+        other folders renames them (RFC 3501 §6.3.5). INBOX is special: its messages move, it stays."""
         old, new = canonical(old), check_name(new)
         async with self.db.write() as s:
-            source = await self._folder(s, address, old, lock=True)
+            q = select(Folder).where(Folder.address == address, Folder.name == old).with_for_update()
+            source = (await s.execute(q)).scalar_one_or_none()
+            if source is None and not any(n.startswith(old + DELIMITER) for n in await self._names(s, address)):
+                raise NotFound(f"no folder {old}")
             taken = (await s.execute(select(Folder.id).where(Folder.address == address, Folder.name == new))).first()
             if taken is not None:
                 raise Conflict(f"folder {new} already exists")
-            if new.startswith(old + DELIMITER):
+            # INBOX's inferiors do not move with it (RFC 3501 §6.3.5), so "INBOX/Old" is a fine new name
+            if old != "INBOX" and new.startswith(old + DELIMITER):
                 raise UsageError(f"cannot rename {old} into itself")
-            if old == "INBOX":
+            if source is not None and old == "INBOX":
                 # RFC 3501 §6.3.5: the messages move to a new folder; INBOX stays, empty.
                 target = Folder(
                     address=address,
@@ -253,13 +348,20 @@ class Mailstore:
             if clash:
                 raise Conflict(f"folder {clash[0]} already exists")
             uidvalidity = await self._uidvalidity(s, address)
-            for f in [source, *children]:
+            for f in [source, *children] if source is not None else children:
                 f.name = new + f.name[len(old) :]
                 f.uidvalidity = uidvalidity  # the UIDs under the new name belong to a "new" folder for clients
 
     async def subscribe(self, address: str, name: str, subscribed: bool) -> None:
+        """SUBSCRIBE needs an existing folder (RFC 3501 §6.3.6 lets the server check; Dovecot does); UNSUBSCRIBE
+        of a name that is not a folder (any more) succeeds: the name is not in the list, as asked."""
         async with self.db.write() as s:
-            folder = await self._folder(s, address, name)
+            q = select(Folder).where(Folder.address == address, Folder.name == canonical(name))
+            folder = (await s.execute(q)).scalar_one_or_none()
+            if folder is None:
+                if subscribed:
+                    raise NotFound(f"no folder {canonical(name)}")
+                return
             folder.subscribed = subscribed
 
     # -- reading ---------------------------------------------------------------------------------
@@ -278,16 +380,19 @@ class Mailstore:
             messages = await self._messages(s, folder.id)
             return Selected(_info(folder), messages, frozenset(m.uid for m in messages if m.uid > folder.recent_uid))
 
-    async def claim_recent(self, address: str, folder_id: int) -> frozenset[int]:
-        """For a read-write session that learns of new messages: the UIDs that are \\Recent for it (and for
-        no other session from now on, RFC 3501 §2.3.2)."""
+    async def claim_recent(self, address: str, folder_id: int, upto: int) -> frozenset[int]:
+        """For a read-write session that learns of new messages up to UID `upto`: those that are \\Recent for
+        it (and for no other session from now on, RFC 3501 §2.3.2). Only up to `upto`: a message delivered
+        since the session's snapshot stays \\Recent for whichever session announces it first."""
         async with self.db.write() as s:
             folder = await self._locked(s, address, folder_id)
             q = select(StoredMessage.uid).where(
-                StoredMessage.folder_id == folder_id, StoredMessage.uid > folder.recent_uid
+                StoredMessage.folder_id == folder_id,
+                StoredMessage.uid > folder.recent_uid,
+                StoredMessage.uid <= upto,
             )
             recent = frozenset(int(u) for u in (await s.execute(q)).scalars() if u is not None)
-            folder.recent_uid = folder.uidnext - 1
+            folder.recent_uid = max(folder.recent_uid, upto)
             return recent
 
     @staticmethod
@@ -306,6 +411,15 @@ class Mailstore:
             if folder is None:
                 raise FolderGone("the selected folder no longer exists")
             return _info(folder), await self._messages(s, folder_id, since_modseq)
+
+    async def modseqs(self, folder_ids: Iterable[int]) -> dict[int, int]:
+        """HIGHESTMODSEQ of each of these folders that still exists (one look for every IDLE session)."""
+        wanted, found = sorted(set(folder_ids)), {}
+        async with self.db.read() as s:
+            for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                q = select(Folder.id, Folder.highestmodseq).where(Folder.id.in_(wanted[i : i + 500]))
+                found.update({int(r.id): int(r.highestmodseq) for r in (await s.execute(q)).all()})
+        return found
 
     async def uids(self, folder_id: int) -> list[int]:
         async with self.db.read() as s:
@@ -399,53 +513,197 @@ class Mailstore:
             return sorted(u for _, u in gone)
 
     async def copy(
-        self, address: str, folder_id: int, uids: Sequence[int], target: str, *, move: bool = False
+        self,
+        address: str,
+        folder_id: int,
+        uids: Sequence[int],
+        target: str,
+        *,
+        move: bool = False,
+        batch: int = COPY_BATCH,
+        batch_bytes: int = COPY_BATCH_BYTES,
     ) -> tuple[int, list[tuple[int, int]]]:
-        """Copy (or move) messages to `target`; returns its UIDVALIDITY and (source UID, new UID) pairs."""
-        key = None if move else await self.store.mailboxes.data_key(address)
+        """Copy (or move) messages to `target`; returns its UIDVALIDITY and (source UID, new UID) pairs.
+
+        A copy is all or nothing (RFC 3501 §6.4.7) without holding the writer lock, or every body in memory,
+        for the whole of it. The copies are resealed (their AAD names their new id) in batches of at most
+        `batch` messages and `batch_bytes` octets, outside the writer lock, and inserted one batch per short
+        write transaction *staged*: no folder (`folder_id` NULL), so no session, STATUS or SELECT sees them,
+        while the quota, which counts every row of the mailbox, does: each batch is checked against the usage
+        of that moment, staged copies included, so two copies or an APPEND cannot together overrun it. One
+        last short transaction gives the staged rows their folder, UIDs and modseqs at once: other sessions
+        see the whole set or nothing, and the UIDs are taken then, above anything appended meanwhile
+        (strictly ascending, RFC 3501 §2.3.1.1). Any failure (quota, the destination or the source folder
+        gone, a cancelled task) deletes the staged rows; rows a crash leaves staged are swept by a later copy
+        of the mailbox once `STAGED_STALE` old. A source message expunged (or moved away) while the copy runs
+        and before its batch is read is not copied and has no COPYUID pair.
+
+        Why staging rather than inserting visible rows and deleting them on failure: sessions would see the
+        first batches appear and vanish (EXISTS then EXPUNGE), and UIDs taken batch by batch could interleave
+        with an APPEND's. Why the padded flags: SQLite rewrites a whole row, body included, when an UPDATE
+        changes its length, but writes only the changed pages when the length stays the same; the staged row
+        carries its predicted UID and modseq and flags padded by the octets its folder id will take, so the
+        final UPDATE leaves every body page as it is (measured in tests/store/test_mailstore_copy.py; a wrong
+        prediction only costs that rewrite). PostgreSQL keeps large bodies out of line (TOAST) anyway.
+        """
+        if move:
+            return await self._move(address, folder_id, uids, target)
+        wanted = sorted(set(uids))
+        async with self.db.read() as s:  # what to copy: metadata only, no bodies
+            if await self._source(s, address, folder_id) is None:
+                raise FolderGone("the selected folder no longer exists")
+            dest = await self._folder(s, address, target)
+            dest_id, uidvalidity = dest.id, dest.uidvalidity
+            rows: list[_ToCopy] = []
+            for some in _chunks(wanted, _IN_LIST):
+                meta = (
+                    select(
+                        StoredMessage.id,
+                        StoredMessage.uid,
+                        StoredMessage.size,
+                        StoredMessage.flags,
+                        StoredMessage.internal_date,
+                        StoredMessage.header_message_id,
+                    )
+                    .where(StoredMessage.folder_id == folder_id, StoredMessage.uid.in_(some))
+                    .order_by(StoredMessage.uid)
+                )
+                rows += [
+                    _ToCopy(r.id, int(r.uid), r.size, r.flags, r.internal_date, r.header_message_id)
+                    for r in await s.execute(meta)
+                ]
+            await self.check_quota(s, address, sum(r.size for r in rows))  # fail early; each batch checks again
+            next_uid, next_modseq = dest.uidnext, dest.highestmodseq + 1
+        if not rows:
+            return uidvalidity, []
+        key = await self.store.mailboxes.data_key(address)
+        staged: list[tuple[str, _ToCopy]] = []  # (copy id, source), in source UID order
+        try:
+            for part in _batches(rows, batch, batch_bytes):
+                async with self.db.read() as s:  # the bodies of one batch; a message gone since is skipped
+                    read = select(StoredMessage.id, StoredMessage.body).where(
+                        StoredMessage.id.in_([r.id for r in part]), StoredMessage.folder_id == folder_id
+                    )
+                    bodies = {b.id: b.body for b in await s.execute(read)}
+                found = [r for r in part if r.id in bodies]
+                sealed = await asyncio.to_thread(_reseal, key, address, [(r.id, bodies.pop(r.id)) for r in found])
+                now = utcnow()
+                values: list[dict[str, object]] = []
+                for r, (copy_id, blob) in zip(found, sealed, strict=True):
+                    n = len(staged) + len(values)
+                    values.append(
+                        {
+                            "id": copy_id,
+                            "address": address,
+                            "folder_id": None,
+                            "uid": next_uid + n,  # predictions (see above): the final UPDATE sets the real ones
+                            "modseq": next_modseq + n,
+                            "flags": r.flags + " " * _int_octets(dest_id),
+                            "internal_date": r.internal_date,
+                            "header_message_id": r.header_message_id,
+                            "size": r.size,
+                            "body": blob,
+                            "created_at": now,
+                        }
+                    )
+                first = not staged
+                staged += [(copy_id, r) for (copy_id, _), r in zip(sealed, found, strict=True)]  # before: see except
+                async with self.db.write() as s:
+                    if first:  # rows an interrupted copy left staged long ago
+                        await s.execute(
+                            delete(StoredMessage).where(
+                                StoredMessage.address == address,
+                                StoredMessage.folder_id.is_(None),
+                                StoredMessage.created_at < now - STAGED_STALE,
+                            )
+                        )
+                    await self.check_quota(s, address, sum(r.size for r in found))
+                    if values:
+                        await s.execute(insert(_MESSAGES), values)
+                del values, sealed
+            if not staged:
+                return uidvalidity, []
+            async with self.db.write() as s:  # the copies appear, all at once
+                await self._locked(s, address, folder_id)  # a source deleted meanwhile ends the session: no copy
+                dest = await self._folder(s, address, target, lock=True)
+                if (dest.id, dest.uidvalidity) != (dest_id, uidvalidity):  # SQLite may reuse a deleted folder's id
+                    raise NotFound(f"no folder {canonical(target)}")
+                pairs: list[tuple[int, int]] = []
+                params = []
+                for copy_id, source in staged:
+                    uid = dest.uidnext
+                    dest.uidnext += 1
+                    dest.highestmodseq += 1
+                    params.append(
+                        {"b_id": copy_id, "b_uid": uid, "b_modseq": dest.highestmodseq, "b_flags": source.flags}
+                    )
+                    pairs.append((source.uid, uid))
+                table = _MESSAGES
+                await s.execute(
+                    update(table)
+                    .where(table.c.id == bindparam("b_id"), table.c.folder_id.is_(None))
+                    .values(
+                        folder_id=dest_id,
+                        uid=bindparam("b_uid"),
+                        modseq=bindparam("b_modseq"),
+                        flags=bindparam("b_flags"),
+                    ),
+                    params,
+                )
+                return dest.uidvalidity, pairs
+        except BaseException:  # including cancellation: the rows staged (or perhaps staged) go
+            if staged:
+                await asyncio.shield(self._unstage(address, [i for i, _ in staged]))
+            raise
+
+    async def _unstage(self, address: str, ids: list[str]) -> None:
+        """Delete the staged rows of a copy that failed."""
+        async with self.db.write() as s:
+            for part in _chunks(ids, _IN_LIST):
+                await s.execute(
+                    delete(StoredMessage).where(
+                        StoredMessage.address == address, StoredMessage.id.in_(part), StoredMessage.folder_id.is_(None)
+                    )
+                )
+
+    @staticmethod
+    async def _source(s: AsyncSession, address: str, folder_id: int) -> int | None:
+        q = select(Folder.id).where(Folder.id == folder_id, Folder.address == address)
+        return (await s.execute(q)).scalar_one_or_none()
+
+    async def _move(
+        self, address: str, folder_id: int, uids: Sequence[int], target: str
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """MOVE keeps each row (and its sealed body) and changes its folder, UID and modseq (RFC 6851): one
+        transaction, the bodies never loaded."""
+        wanted = sorted(set(uids))
         async with self.db.write() as s:
             source = await self._locked(s, address, folder_id)
             dest = await self._folder(s, address, target, lock=True)
-            rows = list(
-                (
-                    await s.execute(
-                        select(StoredMessage)
-                        .where(StoredMessage.folder_id == folder_id, StoredMessage.uid.in_(list(uids)))
-                        .order_by(StoredMessage.uid)
-                    )
-                ).scalars()
-            )
-            if not move:
-                await self.check_quota(s, address, sum(m.size for m in rows))
+            rows: list[tuple[str, int]] = []
+            for part in _chunks(wanted, _IN_LIST):
+                q = (
+                    select(StoredMessage.id, StoredMessage.uid)
+                    .where(StoredMessage.folder_id == folder_id, StoredMessage.uid.in_(part))
+                    .order_by(StoredMessage.uid)
+                )
+                rows += [(r.id, int(r.uid)) for r in await s.execute(q)]
             pairs: list[tuple[int, int]] = []
-            for m in rows:
-                assert m.uid is not None
-                source_uid, uid = int(m.uid), dest.uidnext
+            params = []
+            for row_id, source_uid in rows:
+                uid = dest.uidnext
                 dest.uidnext += 1
                 dest.highestmodseq += 1
-                if move:
-                    m.folder_id, m.uid, m.modseq = dest.id, uid, dest.highestmodseq
-                else:
-                    assert key is not None
-                    copy_id = secrets.token_hex(16)
-                    body = key.open(m.body, body_aad(address, m.id))
-                    s.add(
-                        StoredMessage(
-                            id=copy_id,
-                            address=address,
-                            folder_id=dest.id,
-                            uid=uid,
-                            modseq=dest.highestmodseq,
-                            flags=m.flags,
-                            internal_date=m.internal_date,
-                            header_message_id=m.header_message_id,
-                            size=m.size,
-                            body=key.seal(body, body_aad(address, copy_id)),
-                            created_at=utcnow(),
-                        )
-                    )
+                params.append({"b_id": row_id, "b_uid": uid, "b_modseq": dest.highestmodseq})
                 pairs.append((source_uid, uid))
-            if move and rows:
+            if rows:
+                table = _MESSAGES
+                await s.execute(
+                    update(table)
+                    .where(table.c.id == bindparam("b_id"))
+                    .values(folder_id=dest.id, uid=bindparam("b_uid"), modseq=bindparam("b_modseq")),
+                    params,
+                )
                 source.highestmodseq += 1
             return dest.uidvalidity, pairs
 

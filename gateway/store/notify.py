@@ -2,8 +2,9 @@
 
 Implementation notes
 - In-process only: the delivery worker and IMAP sessions of this node publish, sessions of this node
-  listen. A session also re-reads its folder at a short interval, which covers changes made by other
-  processes (admin commands, other nodes) until notices cross nodes (PostgreSQL LISTEN/NOTIFY, scale-out).
+  listen. Changes made by other processes (admin commands, other nodes) are found by the IMAP service's
+  one look a second at every idling folder (ImapService.watch_idle), until notices cross nodes
+  (PostgreSQL LISTEN/NOTIFY, scale-out).
 - A notice carries no content, only which mailbox changed; listeners re-read the store.
 - Each listener has its own `asyncio.Event`: a burst of notices wakes it once.
 """

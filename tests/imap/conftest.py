@@ -56,6 +56,13 @@ class Box:
         client.login(self.address, PASSWORD)
         return client
 
+    def raw(self) -> Raw:
+        """A byte-exact client, after STARTTLS, logged in as this mailbox."""
+        raw = Raw(self.gw)
+        reply = raw.command("l", f'LOGIN {self.address} "{PASSWORD}"')
+        assert reply[-1].startswith(b"l OK"), reply
+        return raw
+
 
 @pytest.fixture
 def box(imap_gw: Gateway) -> Box:

@@ -20,6 +20,8 @@ LIMITS = {
     "MSSGW_IMAP__MAX_CONNECTIONS_PER_USER": "2",
     "MSSGW_IMAP__MAX_CONNECTIONS_PER_ADDRESS": "4",
     "MSSGW_AUTH__LOCKOUT_THRESHOLD": "2",
+    "MSSGW_IMAP__ACCOUNT_CHECK": "0.5",
+    "MSSGW_STORE__MAX_FOLDERS": "10",
 }
 
 
@@ -74,6 +76,48 @@ def test_an_overlong_line_ends_the_session(limited: Gateway) -> None:
     assert raw.line().startswith(b"* BYE ")
     assert raw.line() == b""
     raw.close()
+
+
+def test_folders_per_mailbox(limited: Gateway) -> None:
+    time.sleep(0.5)  # the previous tests' connections are counted out
+    address = mailbox(limited)
+    raw = Raw(limited)
+    raw.command("l", f'LOGIN {address} "{PASSWORD}"')
+    for n in range(4):  # INBOX and the five special-use folders, then four more: ten
+        assert raw.command(f"c{n}", f"CREATE Dossier{n}") == [f"c{n} OK CREATE completed".encode()]
+    assert raw.command("c9", "CREATE Encore") == [b"c9 NO [LIMIT] a mailbox holds at most 10 folders"]
+    assert raw.command("d", "DELETE Dossier0") == [b"d OK DELETE completed"]
+    assert raw.command("c10", "CREATE Encore") == [b"c10 OK CREATE completed"]
+    raw.close()
+
+
+def test_disabling_a_mailbox_ends_its_sessions(limited: Gateway) -> None:
+    """Between commands, in IDLE, and the next login: an admin's `mailbox disable` takes effect within
+    `[imap] account_check` seconds even for sessions opened before it (here 0.5 s)."""
+    time.sleep(0.5)  # the previous tests' connections are counted out
+    address = mailbox(limited)
+    waiting, idling = Raw(limited), Raw(limited)
+    for raw in (waiting, idling):
+        assert raw.command("l", f'LOGIN {address} "{PASSWORD}"')[-1].endswith(b"Logged in")
+    idling.command("s", "SELECT INBOX")
+    idling.send(b"i IDLE\r\n")
+    assert idling.line() == b"+ idling"
+    assert limited.node.cli("mailbox", "disable", address).code == 0
+    started = time.monotonic()
+    assert waiting.line() == b"* BYE This mailbox has been disabled"
+    assert waiting.line() == b""  # closed
+    assert idling.line() == b"* BYE This mailbox has been disabled"  # no tagged reply to IDLE
+    assert idling.line() == b""
+    assert time.monotonic() - started < 5
+    again = Raw(limited)
+    assert again.command("l", f'LOGIN {address} "{PASSWORD}"') == [b"l NO [AUTHENTICATIONFAILED] Authentication failed"]
+    again.close()
+    ended = limited.node.cli("audit", "search", "--event", "imap.logout", "--json").json()
+    revoked = [e for e in ended if e["response"].get("result") == "revoked"]  # type: ignore[union-attr,index]
+    assert len(revoked) == 2
+    assert {e["response"]["reason"] for e in revoked} == {"mailbox-disabled"}  # type: ignore[index]
+    for raw in (waiting, idling):
+        raw.close()
 
 
 def test_parallel_guesses_cannot_outrun_the_lock_out(limited: Gateway) -> None:

@@ -110,6 +110,17 @@ async def test_recent_goes_to_one_read_write_session(box: Mailstore) -> None:
     assert (second.recent, [m.uid for m in second.messages]) == ({3}, [1, 2, 3])
 
 
+async def test_claim_recent_stops_at_what_the_session_announces(box: Mailstore) -> None:
+    await fill(box, 1)
+    sel = await box.select(ALICE, "INBOX", read_write=True)
+    await fill(box, 3)  # UIDs 2, 3, 4: the session's snapshot saw up to 3 before 4 arrived
+    assert await box.claim_recent(ALICE, sel.folder.id, 3) == {2, 3}
+    assert (await box.status(ALICE, "INBOX")).recent == 1  # 4 is still \\Recent for whoever announces it
+    assert await box.claim_recent(ALICE, sel.folder.id, 4) == {4}
+    assert await box.claim_recent(ALICE, sel.folder.id, 3) == frozenset()  # never moves back
+    assert (await box.status(ALICE, "INBOX")).recent == 0
+
+
 async def test_flags_modseqs_and_unchanged_since(box: Mailstore) -> None:
     await fill(box, 3)
     sel = await box.select(ALICE, "INBOX", read_write=True)

@@ -6,6 +6,7 @@ from gateway.audit.events import AuditEvent
 from gateway.imap.commands import Reply
 from gateway.imap.proto.command import Command
 from gateway.imap.session import AUTH, Session
+from gateway.store.mailstore import FolderGone
 
 
 async def close(s: Session, cmd: Command) -> Reply:
@@ -13,7 +14,10 @@ async def close(s: Session, cmd: Command) -> Reply:
     assert sel is not None
     assert s.user is not None
     if not sel.read_only:
-        gone = await s.service.mailstore.expunge(s.user, sel.folder.id)
+        try:
+            gone = await s.service.mailstore.expunge(s.user, sel.folder.id)
+        except FolderGone:
+            gone = []  # deleted by another session meanwhile: nothing left to expunge, and the client leaves it
         if gone:
             await s.audit(AuditEvent.IMAP_EXPUNGE, result="done", folder=sel.folder.name, uids=gone)
     s.selection, s.state = None, AUTH

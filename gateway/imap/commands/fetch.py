@@ -7,11 +7,12 @@ Bodies are opened only when an item needs them; each message whose content is re
 from __future__ import annotations
 
 from gateway.audit.events import AuditEvent
+from gateway.errors import NotFound
 from gateway.imap.commands import Reply
 from gateway.imap.message.fetch import SectionSpec, bodystructure, envelope, parse, partial, section
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import BodySection, Command, FetchArgs, FetchAtt
-from gateway.imap.session import Session
+from gateway.imap.session import No, Session
 
 NEEDS_BODY = {FetchAtt.ENVELOPE, FetchAtt.BODY, FetchAtt.BODYSTRUCTURE, FetchAtt.RFC822, FetchAtt.RFC822_HEADER}
 NEEDS_BODY |= {FetchAtt.RFC822_TEXT}
@@ -46,6 +47,13 @@ async def run(s: Session, cmd: Command) -> Reply:
     content = any(isinstance(i, BodySection) or i in NEEDS_BODY for i in items)
     seen = not sel.read_only and any((isinstance(i, BodySection) and not i.peek) or i in SETS_SEEN for i in items)
     box = s.service.mailstore
+    gone: set[int] = set()
+    if content and uids:
+        # RFC 2180 §4.1.3, RFC 5530 §3: a message another session expunged (its EXPUNGE not yet sent here,
+        # RFC 3501 §7.4.1) has no content left: the others are returned, then NO [EXPUNGEISSUED].
+        present = set(await box.uids(sel.folder.id))
+        gone = {u for u in uids if u not in present}
+        uids = [u for u in uids if u in present]
     if seen:
         unseen = [u for u in uids if "\\Seen" not in sel.meta[u].flags]
         if unseen:
@@ -65,7 +73,11 @@ async def run(s: Session, cmd: Command) -> Reply:
         )
     for uid in uids:
         meta = sel.meta[uid]
-        parsed = parse(await box.body(s.user, meta.id)) if content else None
+        try:
+            parsed = parse(await box.body(s.user, meta.id)) if content else None
+        except NotFound:  # expunged by another session since the check above
+            gone.add(uid)
+            continue
         out: list[tuple[bytes | str, bytes]] = []
         for item in items:
             if isinstance(item, BodySection):
@@ -100,4 +112,6 @@ async def run(s: Session, cmd: Command) -> Reply:
                     out.append(("RFC822.TEXT", _literal(section(parsed, SectionSpec(text="TEXT")))))
         s.writer.write(ser.fetch_response(sel.seq(uid), out))
         await s.writer.drain()
+    if gone:
+        raise No("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return None

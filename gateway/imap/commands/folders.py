@@ -10,7 +10,7 @@ from gateway.imap.proto import serialize as ser
 from gateway.imap.proto import utf7
 from gateway.imap.proto.command import Command, ListArgs, MailboxArgs, RenameArgs
 from gateway.imap.session import Bad, No, Session
-from gateway.store.mailstore import DELIMITER
+from gateway.store.mailstore import DELIMITER, FolderLimit, HasInferiors
 
 MAX_PATTERN = 1024
 
@@ -27,6 +27,22 @@ def wire(name: str) -> bytes:
     return ser.mailbox(utf7.encode(name))
 
 
+def shown(name: str) -> str:
+    """A folder name inside a response text: its wire form, quoted when it must be. Response texts are 7-bit
+    (RFC 3501 §9 `TEXT-CHAR`): "Résultats" is shown "R&AOk-sultats", as the client named it."""
+    text = wire(name)
+    return text.decode("ascii") if b"\r" not in text else ascii(name)
+
+
+def said(exc: Exception) -> str:
+    """The store's message for a response text, its folder names (and any other non-ASCII) in modified UTF-7."""
+    return utf7.encode(str(exc))
+
+
+def no_folder(name: str) -> No:
+    return No(f"no folder {shown(name)}", "NONEXISTENT")
+
+
 async def create(s: Session, cmd: Command) -> Reply:
     assert isinstance(cmd.args, MailboxArgs)
     assert s.user is not None
@@ -34,9 +50,11 @@ async def create(s: Session, cmd: Command) -> Reply:
     try:
         folder = await s.service.mailstore.create_folder(s.user, name)
     except Conflict as exc:
-        raise No(str(exc), "ALREADYEXISTS") from None
+        raise No(said(exc), "ALREADYEXISTS") from None
+    except FolderLimit as exc:  # RFC 5530 §3: LIMIT, "a server-imposed limit"
+        raise No(said(exc), "LIMIT") from None
     except UsageError as exc:
-        raise No(str(exc), "CANNOT") from None
+        raise No(said(exc), "CANNOT") from None
     await s.audit(AuditEvent.IMAP_FOLDER_CREATED, result="done", folder=folder.name)
     return None
 
@@ -49,15 +67,17 @@ async def delete(s: Session, cmd: Command) -> Reply:
         try:
             target = await s.service.mailstore.folder(s.user, name)
         except NotFound:
-            raise No(f"no folder {name}", "NONEXISTENT") from None
-        if target.id == s.selection.folder.id:  # by id: the folder may have been renamed since SELECT
+            target = None  # let the store say why (no such name, or only a level above other folders)
+        if target is not None and target.id == s.selection.folder.id:  # by id: it may have been renamed
             raise No("cannot delete the selected folder", "INUSE")
     try:
         await s.service.mailstore.delete_folder(s.user, name)
     except NotFound:
-        raise No(f"no folder {name}", "NONEXISTENT") from None
+        raise no_folder(name) from None
+    except HasInferiors as exc:  # RFC 3501 §6.3.4; the code is RFC 9051's (§7.1)
+        raise No(said(exc), "HASCHILDREN") from None
     except UsageError as exc:
-        raise No(str(exc), "CANNOT") from None
+        raise No(said(exc), "CANNOT") from None
     await s.audit(AuditEvent.IMAP_FOLDER_DELETED, result="done", folder=name)
     return None
 
@@ -69,11 +89,11 @@ async def rename(s: Session, cmd: Command) -> Reply:
     try:
         await s.service.mailstore.rename_folder(s.user, old, new)
     except NotFound:
-        raise No(f"no folder {old}", "NONEXISTENT") from None
+        raise no_folder(old) from None
     except Conflict as exc:
-        raise No(str(exc), "ALREADYEXISTS") from None
+        raise No(said(exc), "ALREADYEXISTS") from None
     except UsageError as exc:
-        raise No(str(exc), "CANNOT") from None
+        raise No(said(exc), "CANNOT") from None
     await s.audit(AuditEvent.IMAP_FOLDER_RENAMED, result="done", folder=old, to=new)
     return None
 
@@ -85,7 +105,7 @@ async def subscribe(s: Session, cmd: Command) -> Reply:
     try:
         await s.service.mailstore.subscribe(s.user, name, cmd.name == "SUBSCRIBE")
     except NotFound:
-        raise No(f"no folder {name}", "NONEXISTENT") from None
+        raise no_folder(name) from None
     return None
 
 
@@ -121,7 +141,19 @@ def pattern(reference: str, mailbox: str) -> str:
     return "INBOX" + full[5:] if full[:5].upper() == "INBOX" else full
 
 
+def levels(name: str) -> list[str]:
+    """The names above a folder in the hierarchy: "a/b/c" → "a", "a/b"."""
+    parts = name.split(DELIMITER)
+    return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
+
+
 async def list_(s: Session, cmd: Command) -> Reply:
+    """LIST and LSUB. Besides the folders, the levels of the hierarchy above them that are not folders (a
+    deleted parent, a parent never created) are names too: they answer a pattern ending in "%" with
+    \\Noselect, as RFC 3501 §6.3.8 asks, so every folder stays reachable level by level; "*" lists only the
+    folders (RFC 3501 §6.3.4, the second example: after DELETE foo, `LIST "" *` gives foo.bar alone and
+    `LIST "" %` gives foo \\Noselect). LSUB (§6.3.9) answers "%" with a level that is not subscribed but has
+    a subscribed folder below it, as \\Noselect."""
     assert isinstance(cmd.args, ListArgs)
     assert s.user is not None
     args = cmd.args
@@ -129,29 +161,40 @@ async def list_(s: Session, cmd: Command) -> Reply:
     if not lsub and len(args.patterns) == 1 and args.patterns[0] == "" and not args.extended:
         s.untagged(b'LIST (\\Noselect) "/" ""')  # RFC 3501 §6.3.8: the hierarchy delimiter
         return None
-    folders = await s.service.mailstore.folders(s.user)
-    names = {f.name for f in folders}
     reference = name_of(args.reference)
     patterns = [pattern(reference, name_of(p)) for p in args.patterns]
-    parents = {n.rsplit(DELIMITER, 1)[0] for n in names if DELIMITER in n}
+    folders = {f.name: f for f in await s.service.mailstore.folders(s.user)}
+    above = {level for name in folders for level in levels(name)}  # names with inferiors
+    subscribed_above = {level for f in folders.values() if f.subscribed for level in levels(f.name)}
     subscribed_only = lsub or "SUBSCRIBED" in args.select_options
     special_only = "SPECIAL-USE" in args.select_options
     show_special = special_only or "SPECIAL-USE" in args.return_options or not args.extended
-    for f in folders:
-        if not any(matches(p, f.name) for p in patterns):
+    asked_subscribed = "SUBSCRIBED" in args.select_options or "SUBSCRIBED" in args.return_options
+    for name in sorted(folders.keys() | above):
+        matching = [p for p in patterns if matches(p, name)]
+        if not matching:
             continue
-        if (subscribed_only and not f.subscribed) or (special_only and not f.special_use):
-            continue
+        f = folders.get(name)
+        level_only = any(p.endswith("%") for p in matching)  # a level of hierarchy answers "%" only
         attrs: list[str] = []
-        if not lsub:
-            children = f.name in parents
-            attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+        if lsub:
+            if f is not None and f.subscribed:
+                pass
+            elif level_only and name in subscribed_above:
+                attrs.append("\\Noselect")
+            else:
+                continue
+        elif f is None:
+            if not level_only or subscribed_only or special_only:
+                continue
+            attrs += ["\\Noselect", "\\HasChildren"]
+        else:
+            if (subscribed_only and not f.subscribed) or (special_only and not f.special_use):
+                continue
+            attrs.append("\\HasChildren" if name in above else "\\HasNoChildren")
             if show_special and f.special_use:
                 attrs.append(f.special_use)
-            asked = "SUBSCRIBED" in args.select_options or "SUBSCRIBED" in args.return_options
-            if asked and f.subscribed:
+            if asked_subscribed and f.subscribed:
                 attrs.append("\\Subscribed")
-        s.untagged(
-            (b"LSUB " if lsub else b"LIST ") + ser.paren_list(a.encode() for a in attrs) + b' "/" ' + wire(f.name)
-        )
+        s.untagged((b"LSUB " if lsub else b"LIST ") + ser.paren_list(a.encode() for a in attrs) + b' "/" ' + wire(name))
     return None

@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from gateway.audit.events import AuditEvent
+from gateway.errors import NotFound
 from gateway.imap.commands import Reply
 from gateway.imap.message import ParsedMessage, header_fields, parse, text_for_search
 from gateway.imap.message.search import SearchHeaders
@@ -153,17 +154,22 @@ async def run(s: Session, cmd: Command) -> Reply:
     args = cmd.args
     content = needs_content(args.key)
     found: list[Candidate] = []
+    read: list[int] = []
     for number, uid in enumerate(sel.uids, 1):
         meta = sel.meta[uid]
         c = Candidate(meta, number, uid in sel.recent)
         if content:
-            c.parsed = parse(await s.service.mailstore.body(s.user, meta.id))
+            try:
+                c.parsed = parse(await s.service.mailstore.body(s.user, meta.id))
+            except NotFound:
+                # Expunged by another session, its EXPUNGE not yet sent here (RFC 3501 §7.4.1): no content
+                # left to match (RFC 2180 §4.1), so it is not found.
+                continue
+            read.append(uid)
         if matches(args.key, c, sel):
             found.append(c)
-    if content and sel.uids:
-        await s.audit(
-            AuditEvent.IMAP_FETCH_BODY, result="done", folder=sel.folder.name, uids=list(sel.uids), search=True
-        )
+    if read:
+        await s.audit(AuditEvent.IMAP_FETCH_BODY, result="done", folder=sel.folder.name, uids=read, search=True)
     values = [c.meta.uid if cmd.uid else c.number for c in found]
     modseq = max((c.meta.modseq for c in found), default=0) if _has_modseq(args.key) else None
     if modseq is not None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from gateway.errors import NotFound
 from gateway.imap.commands import Reply
-from gateway.imap.commands.folders import name_of
+from gateway.imap.commands.folders import name_of, no_folder
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import Command, SelectArgs
-from gateway.imap.session import AUTH, SELECTED, No, Selection, Session
+from gateway.imap.session import AUTH, SELECTED, Selection, Session
 from gateway.store.mailstore import SYSTEM_FLAGS
 
 
@@ -15,14 +15,14 @@ async def run(s: Session, cmd: Command) -> Reply:
     assert isinstance(cmd.args, SelectArgs)
     assert s.user is not None
     read_write = cmd.name == "SELECT"
+    name = name_of(cmd.args.mailbox)  # a BAD name is a syntax error: the selection stays, as for any BAD
     if s.selection is not None:  # RFC 3501 §6.3.1: deselect first, without expunging; RFC 7162 §3.2.11
         s.selection, s.state = None, AUTH
         s.untagged("OK [CLOSED] Previous mailbox closed")
-    name = name_of(cmd.args.mailbox)
     try:
         selected = await s.service.mailstore.select(s.user, name, read_write=read_write)
     except NotFound:
-        raise No(f"no folder {cmd.args.mailbox}", "NONEXISTENT") from None
+        raise no_folder(name) from None
     if cmd.args.condstore:
         s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE parameter enables it for the connection
     condstore = "CONDSTORE" in s.enabled

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from gateway.errors import NotFound
 from gateway.imap.commands import Reply
-from gateway.imap.commands.folders import name_of, wire
+from gateway.imap.commands.folders import name_of, no_folder, wire
 from gateway.imap.proto.command import Command, StatusArgs, StatusItem
-from gateway.imap.session import No, Session
+from gateway.imap.session import Session
 
 
 async def run(s: Session, cmd: Command) -> Reply:
@@ -16,7 +16,7 @@ async def run(s: Session, cmd: Command) -> Reply:
     try:
         st = await s.service.mailstore.status(s.user, name)
     except NotFound:
-        raise No(f"no folder {name}", "NONEXISTENT") from None
+        raise no_folder(name) from None
     values = {
         StatusItem.MESSAGES: st.messages,
         StatusItem.RECENT: st.recent,

@@ -1,4 +1,6 @@
-"""IDLE (RFC 2177): a delivery through SMTP reaches an idling client within a second; DONE ends it."""
+"""IDLE against the real server (RFC 2177): `+ idling`, a delivery over SMTP pushed within a second,
+another session's STORE and EXPUNGE pushed, DONE ending it, a line other than DONE, the wrong state.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +10,14 @@ from tests.imap.conftest import Box, Raw, message
 from tests.smtp.conftest import PASSWORD
 
 
-def login(box: Box) -> Raw:
-    raw = Raw(box.gw)
-    assert raw.command("l", f'LOGIN {box.address} "{PASSWORD}"')[-1].startswith(b"l OK")
+def selected(box: Box) -> Raw:
+    raw = box.raw()
     assert raw.command("s", "SELECT INBOX")[-1] == b"s OK [READ-WRITE] SELECT completed"
     return raw
 
 
 def test_idle_reports_a_delivery_and_ends_on_done(box: Box) -> None:
-    raw = login(box)
+    raw = selected(box)
     raw.send(b"a1 IDLE\r\n")
     assert raw.line() == b"+ idling"
     client = box.gw.submission(login=None)
@@ -35,7 +36,7 @@ def test_idle_reports_a_delivery_and_ends_on_done(box: Box) -> None:
 
 def test_idle_sees_changes_from_another_process_and_other_sessions(box: Box) -> None:
     box.put(message(1))
-    idler, other = login(box), login(box)
+    idler, other = selected(box), selected(box)
     idler.send(b"a1 IDLE\r\n")
     assert idler.line() == b"+ idling"
     box.put(message(2))  # written by another process: found by the session's periodic look
@@ -55,3 +56,34 @@ def test_idle_sees_changes_from_another_process_and_other_sessions(box: Box) -> 
     assert idler.line() == b"a2 BAD expected DONE to end IDLE"
     idler.close()
     other.close()
+
+
+def test_another_sessions_store_is_pushed_at_once(box: Box) -> None:
+    box.put(message(1))
+    idler, other = selected(box), selected(box)
+    idler.send(b"c1 IDLE\r\n")
+    assert idler.line() == b"+ idling"
+    started = time.monotonic()
+    assert other.command("c2", "STORE 1 +FLAGS.SILENT (\\Flagged)") == [b"c2 OK STORE completed"]
+    assert idler.line() == b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"
+    assert time.monotonic() - started < 1
+    other.send(b"c3 MOVE 1 Archive\r\n")
+    assert idler.line() == b"* 1 EXPUNGE"
+    assert other.until(b"c3")[-1] == b"c3 OK MOVE completed"
+    idler.send(b"DONE\r\n")
+    assert idler.line() == b"c1 OK IDLE completed"
+    idler.close()
+    other.close()
+
+
+def test_idle_without_a_selected_folder_and_in_the_wrong_state(box: Box) -> None:
+    raw = box.raw()  # authenticated, nothing selected: IDLE is allowed (RFC 2177 §3), and ends on DONE
+    raw.send(b"d1 IDLE\r\n")
+    assert raw.line() == b"+ idling"
+    raw.send(b"DONE\r\n")
+    assert raw.line() == b"d1 OK IDLE completed"
+    assert raw.command("d2", "IDLE now") == [b"d2 BAD unexpected extra arguments"]
+    raw.close()
+    unauthenticated = Raw(box.gw)
+    assert unauthenticated.command("d3", "IDLE") == [b"d3 BAD IDLE is not allowed in the not authenticated state"]
+    unauthenticated.close()
