@@ -253,9 +253,9 @@ class Session:
         except ParseError as exc:
             await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", reason=exc.text)
             if exc.tag is None:
-                await self.send(ser.untagged_status("BAD", exc.text))
+                await self.send(ser.untagged_status("BAD", ser.printable_text(exc.text)))
             else:
-                await self.send(ser.tagged(exc.tag, "BAD", exc.text))
+                await self.send(ser.tagged(exc.tag, "BAD", ser.printable_text(exc.text)))
             return
         name = f"UID {cmd.name}" if cmd.uid else cmd.name
         handler = HANDLERS.get(cmd.name)
@@ -274,11 +274,11 @@ class Session:
         except (No, Bad) as exc:
             status: Literal["NO", "BAD"] = "NO" if isinstance(exc, No) else "BAD"
             await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result=status.lower(), command=name, reason=exc.text)
-            await self.send(ser.tagged(cmd.tag, status, exc.text, exc.code))
+            await self.send(ser.tagged(cmd.tag, status, ser.printable_text(exc.text), exc.code))
             return
         except ParseError as exc:  # raised by a handler reading more input (an AUTHENTICATE response)
             await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", command=name, reason=exc.text)
-            await self.send(ser.tagged(cmd.tag, "BAD", exc.text))
+            await self.send(ser.tagged(cmd.tag, "BAD", ser.printable_text(exc.text)))
             return
         except Closed:
             raise

@@ -186,6 +186,13 @@ def _text(text: str) -> bytes:
     return data
 
 
+def printable_text(text: str) -> str:
+    """`text` made a valid response text: each octet outside printable US-ASCII becomes "?", a leading "["
+    is dropped. For refusals that may quote what a client sent: the reply must go out, not the session."""
+    out = "".join(c if " " <= c <= "~" else "?" for c in text).lstrip("[")
+    return out or "?"
+
+
 def _code(code: str | None) -> bytes:
     """RFC 3501 §9 `"[" resp-text-code "]" SP`."""
     if code is None:

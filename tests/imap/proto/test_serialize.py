@@ -169,3 +169,18 @@ def test_body_section_label(item: BodySection, label: bytes) -> None:
 def test_fetch_response() -> None:
     wire = s.fetch_response(12, [("FLAGS", s.flag_list(["\\Seen"])), ("UID", b"4"), (b"BODY[]", s.literal(b"hi"))])
     assert wire == b"* 12 FETCH (FLAGS (\\Seen) UID 4 BODY[] {2}\r\nhi)\r\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "made"),
+    [
+        ("no folder Résultats", "no folder R?sultats"),
+        ("[ALERT] pretend code", "ALERT] pretend code"),
+        ("line\r\n* BYE smuggled", "line??* BYE smuggled"),
+        ("", "?"),
+        ("plain text", "plain text"),
+    ],
+)
+def test_printable_text_makes_any_refusal_sendable(text: str, made: str) -> None:
+    assert s.printable_text(text) == made
+    assert s.tagged("a1", "NO", s.printable_text(text)) == b"a1 NO " + made.encode() + b"\r\n"
