@@ -1,0 +1,145 @@
+"""gateway/smime/trust.py: the receive matrix of the domain brief §9 for the signer's certificate, with
+certificates of a real trust-space PKI (certs.pki) and its published CRLs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from certs.pki import TrustSpacePKI
+from gateway.smime.trust import REASONS, SignerVerdict, TrustStore, binding
+
+NOW = dt.datetime.now(dt.UTC)
+ALICE = "alice.martin@ch-a.mssante.fr"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TrustSpacePKI:
+    # made four years ago: room for a certificate that has since expired
+    return TrustSpacePKI.create(
+        tmp_path_factory.mktemp("trust") / "pki",
+        label="Trust Test",
+        crl_base_url="http://crl.test/",
+        now=NOW - dt.timedelta(days=4 * 365),
+    )
+
+
+def store(pki: TrustSpacePKI, *, crls: bool = True) -> TrustStore:
+    published = pki.publish_crls(now=NOW - dt.timedelta(minutes=5)) if crls else {}
+    return TrustStore([pki.root], [p.read_bytes() for p in published.values()])
+
+
+async def verdict(trust: TrustStore, issued: object, *addresses: str) -> tuple[bool, str, str]:
+    cert, chain = issued.certificate, issued.chain  # type: ignore[attr-defined]
+    v = await trust.check(cert, list(chain), addresses or (ALICE, ALICE))
+    return v.ok, v.reason, v.binding
+
+
+async def test_a_valid_address_bound_signer(pki: TrustSpacePKI) -> None:
+    alice = pki.issue_address(ALICE)
+    assert await verdict(store(pki), alice) == (True, "", "address")
+
+
+async def test_a_mixed_case_sender_still_matches(pki: TrustSpacePKI) -> None:
+    alice = pki.issue_address(ALICE)
+    assert await verdict(store(pki), alice, "Alice.Martin@CH-A.mssante.fr", ALICE) == (True, "", "address")
+
+
+async def test_a_revoked_signer(pki: TrustSpacePKI) -> None:
+    alice = pki.issue_address(ALICE)
+    pki.revoke(alice.serial, x509.ReasonFlags.key_compromise, now=NOW - dt.timedelta(hours=1))
+    assert await verdict(store(pki), alice) == (False, "revoked", "")
+
+
+async def test_an_expired_signer(pki: TrustSpacePKI) -> None:
+    old = pki.issue_address(ALICE, now=NOW - dt.timedelta(days=4 * 365 - 2))  # three years: over a year ago
+    assert old.certificate.not_valid_after_utc < NOW
+    assert await verdict(store(pki), old) == (False, "expired", "")
+
+
+async def test_a_signer_of_another_trust_space(pki: TrustSpacePKI, tmp_path: Path) -> None:
+    other = TrustSpacePKI.create(tmp_path / "other", label="Elsewhere", crl_base_url="http://crl.elsewhere/")
+    stranger = other.issue_address(ALICE)
+    assert await verdict(store(pki), stranger) == (False, "untrusted", "")
+
+
+async def test_without_a_revocation_list(pki: TrustSpacePKI) -> None:
+    alice = pki.issue_address(ALICE)
+    assert await verdict(store(pki, crls=False), alice) == (False, "no-revocation-info", "")
+
+
+async def test_a_certificate_not_for_email(pki: TrustSpacePKI) -> None:
+    server = pki.issue_server(["ch-a.mssante.fr"])  # domain-bound by its dNSName, but serverAuth/clientAuth
+    assert await verdict(store(pki), server) == (False, "no-email-protection", "")
+
+
+async def test_sender_mismatch_envelope_or_from(pki: TrustSpacePKI) -> None:
+    alice = pki.issue_address(ALICE)
+    trust = store(pki)
+    assert await verdict(trust, alice, "bob.durand@ch-a.mssante.fr", ALICE) == (False, "sender-mismatch", "")
+    assert await verdict(trust, alice, ALICE, "bob.durand@ch-a.mssante.fr") == (False, "sender-mismatch", "")
+
+
+def handmade(bits: int, digest: hashes.HashAlgorithm, san: list[x509.GeneralName]) -> x509.Certificate:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "handmade")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .sign(key, digest)
+    )
+
+
+@pytest.fixture
+def sha1_cert(tmp_path: Path) -> x509.Certificate:
+    """cryptography refuses to sign with SHA-1; openssl still does."""
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-sha1", "-nodes", "-subj", "/CN=sha1", "-days", "30"),
+            *("-addext", f"subjectAltName=email:{ALICE}", "-keyout", tmp_path / "k.pem", "-out", tmp_path / "c.pem"),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
+
+
+async def test_a_1024_bit_key_and_a_sha1_certificate(pki: TrustSpacePKI, sha1_cert: x509.Certificate) -> None:
+    trust = store(pki)
+    weak = handmade(1024, hashes.SHA256(), [x509.RFC822Name(ALICE)])
+    v = await trust.check(weak, [], [ALICE])
+    assert (v.ok, v.reason, v.text) == (False, "weak-key", REASONS["weak-key"])
+    assert await trust.check(sha1_cert, [], [ALICE]) == SignerVerdict(sha1_cert, False, "weak-algorithm")
+
+
+def test_binding_address_domain_and_neither() -> None:
+    cert = handmade(2048, hashes.SHA256(), [x509.RFC822Name("Alice@CH-A.mssante.fr"), x509.DNSName("ch-b.mssante.fr")])
+    assert binding(cert, [ALICE.replace(".martin", "")]) == "address"
+    assert binding(cert, ["secretariat@ch-b.mssante.fr", "accueil@CH-B.mssante.fr"]) == "domain"
+    assert binding(cert, ["alice@ch-a.mssante.fr", "secretariat@ch-b.mssante.fr"]) == "domain"  # the weaker
+    assert binding(cert, ["bob@ch-a.mssante.fr"]) is None
+    assert binding(cert, ["no-at-sign"]) is None
+    nosan = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.subject)
+        .serial_number(1)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + dt.timedelta(days=1))
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert binding(nosan.public_key(key.public_key()).sign(key, hashes.SHA256()), [ALICE]) is None
