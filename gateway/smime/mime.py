@@ -1,0 +1,214 @@
+"""S/MIME message forms as Direct builds them (RFC 8551, domain brief §7): wrap, sign, encrypt; and back.
+
+Outbound, `protect`: the original message becomes a `message/rfc822` entity (so its Subject and every
+header are protected), that entity is signed detached (`multipart/signed`, SHA-256), and the signed
+entity is encrypted for every recipient and the sender; the outer message keeps only From, To, Cc, Date,
+Message-ID and MIME-Version. Inbound, `unprotect`: decrypt, find the signature (multipart/signed, or an
+opaque signed-data), verify it over the exact octets received, and unwrap the `message/rfc822`.
+
+Implementation notes
+- Byte-exact: the signed part is cut out of the multipart by its boundary lines (the CRLF before a
+  boundary belongs to the boundary, RFC 2046 §5.1.1), never re-serialised by a MIME library, because a
+  single changed octet breaks the signature. Header fields are only read (email.parser), never written back.
+- Pure functions on bytes (process-pool friendly); the certificates' validity is trust.py's business.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from cryptography import x509
+
+from gateway.smime import cms
+
+OUTER_FIELDS = ("from", "to", "cc", "date", "message-id", "mime-version")  # Direct's outer header, plus Cc
+CRLF = b"\r\n"
+
+
+def split(message: bytes) -> tuple[bytes, bytes]:
+    """(header block with its final CRLF, body) of a CRLF message; a message without a body has b""."""
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        return (message if message.endswith(CRLF) else message + CRLF), b""
+    return message[: end + 2], message[end + 4 :]
+
+
+def fields(header: bytes) -> list[tuple[str, bytes]]:
+    """(lower-case name, the field's raw octets with its folded lines and final CRLF), in order."""
+    out: list[tuple[str, bytes]] = []
+    for line in header.split(CRLF)[:-1] if header.endswith(CRLF) else header.split(CRLF):
+        if line[:1] in (b" ", b"\t") and out:
+            name, raw = out[-1]
+            out[-1] = (name, raw + line + CRLF)
+        elif b":" in line:
+            out.append((line.split(b":", 1)[0].strip().lower().decode("ascii", "replace"), line + CRLF))
+    return out
+
+
+def _headers(entity: bytes) -> Message:
+    return BytesHeaderParser(policy=compat32).parsebytes(split(entity)[0])
+
+
+def _b64(data: bytes) -> bytes:
+    text = base64.b64encode(data)
+    return CRLF.join(text[i : i + 76] for i in range(0, len(text), 76)) + CRLF
+
+
+def _boundary() -> str:
+    return "----=_mssgw_" + secrets.token_hex(12)
+
+
+# -- outbound ------------------------------------------------------------------------------------
+
+
+def wrap(message: bytes) -> bytes:
+    """The original message as a `message/rfc822` entity (RFC 8551 §3.1: protects Subject and the rest)."""
+    return b"Content-Type: message/rfc822\r\n\r\n" + message
+
+
+def signed_entity(entity: bytes, signature: bytes, boundary: str) -> bytes:
+    """`multipart/signed` (RFC 8551 §3.5.3, RFC 1847) around `entity` and its detached signature."""
+    b = boundary.encode()
+    head = (
+        b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256;\r\n'
+        b' boundary="' + b + b'"\r\n\r\n'
+        b"This is a cryptographically signed message in MIME format.\r\n\r\n"
+    )
+    signature_part = (
+        b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n" + _b64(signature)
+    )
+    return head + b"--" + b + CRLF + entity + b"\r\n--" + b + CRLF + signature_part + b"--" + b + b"--\r\n"
+
+
+def enveloped_message(outer: bytes, der: bytes) -> bytes:
+    return (
+        outer + b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=smime.p7m\r\n\r\n" + _b64(der)
+    )
+
+
+def protect(
+    message: bytes,
+    *,
+    signer: x509.Certificate,
+    key: cms.PrivateKey,
+    chain: Sequence[x509.Certificate] = (),
+    recipients: Sequence[cms.Recipient],
+    gcm: bool = False,
+) -> bytes:
+    """Wrap, sign (detached, SHA-256) then encrypt `message` (CRLF); the result is ready to relay."""
+    header, _ = split(message)
+    outer = b"".join(raw for name, raw in fields(header) if name in OUTER_FIELDS and name != "mime-version")
+    inner = wrap(message)
+    signed = signed_entity(inner, cms.sign_detached(inner, signer, key, chain), _boundary())
+    return enveloped_message(outer + b"MIME-Version: 1.0\r\n", cms.encrypt(signed, recipients, gcm=gcm))
+
+
+# -- inbound -------------------------------------------------------------------------------------
+
+
+class MimeError(cms.CmsError):
+    """The message is not in a form we accept; `reason` names why (plaintext, unsigned, malformed...)."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    message: bytes  # what to store: the inner message (unwrapped), or the signed entity under the outer header
+    signed: cms.Signed
+    wrapped: bool  # the signed content was a message/rfc822 (Direct's form)
+
+
+def is_enveloped(message: bytes) -> bool:
+    h = _headers(message)
+    kind = h.get_content_type()
+    smime_type = str(h.get_param("smime-type", "", header="content-type") or "").lower()
+    return kind in ("application/pkcs7-mime", "application/x-pkcs7-mime") and smime_type in ("", "enveloped-data")
+
+
+def envelope_der(message: bytes) -> bytes:
+    """The CMS octets of an `application/pkcs7-mime` message (base64 body, RFC 8551 §3.2)."""
+    if not is_enveloped(message):
+        raise MimeError("plaintext", "the message is not encrypted (S/MIME enveloped-data required)")
+    h = _headers(message)
+    _, body = split(message)
+    encoding = str(h.get("content-transfer-encoding", "base64")).strip().lower()
+    if encoding in ("7bit", "8bit", "binary"):
+        return body
+    if encoding != "base64":
+        raise MimeError("malformed", f"unsupported Content-Transfer-Encoding {encoding}")
+    try:
+        return base64.b64decode(re.sub(rb"\s+", b"", body), validate=True)
+    except ValueError:
+        raise MimeError("malformed", "the encrypted part is not valid base64") from None
+
+
+def _parts(body: bytes, boundary: bytes) -> list[bytes]:
+    """The body parts of a multipart body, byte-exact (RFC 2046 §5.1.1: the CRLF before a delimiter
+    belongs to it; a delimiter line may carry trailing whitespace; the last one ends with "--")."""
+    text = CRLF + body  # so that a delimiter opening the body is preceded by CRLF like the others
+    line = re.compile(re.escape(CRLF + b"--" + boundary) + rb"(--)?[ \t]*(?:\r\n|$)")
+    parts: list[bytes] = []
+    previous = None
+    for m in line.finditer(text):
+        if previous is not None:
+            parts.append(text[previous.end() : m.start()])
+        if m.group(1):  # the close delimiter
+            return parts
+        previous = m
+    raise MimeError("malformed", "multipart body without its closing delimiter")
+
+
+def verify_entity(entity: bytes) -> tuple[bytes, cms.Signed]:
+    """(signed content, signature checks) of a signed entity: multipart/signed or opaque signed-data."""
+    h = _headers(entity)
+    kind = h.get_content_type()
+    _, body = split(entity)
+    if kind == "multipart/signed":
+        protocol = str(h.get_param("protocol", "", header="content-type") or "").lower()
+        boundary = h.get_param("boundary", None, header="content-type")
+        if protocol not in ("application/pkcs7-signature", "application/x-pkcs7-signature") or not boundary:
+            raise MimeError("unsigned", "multipart/signed without a CMS signature")
+        parts = _parts(body, str(boundary).encode())
+        if len(parts) != 2:
+            raise MimeError("malformed", f"multipart/signed with {len(parts)} parts instead of 2")
+        content, signature_part = parts
+        return content, cms.verify(envelope_der_any(signature_part), content)
+    if kind in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
+        smime_type = str(h.get_param("smime-type", "", header="content-type") or "").lower()
+        if smime_type == "signed-data":
+            signed = cms.verify(envelope_der_any(entity))
+            return signed.content, signed
+    raise MimeError("unsigned", "the message is not signed")
+
+
+def envelope_der_any(part: bytes) -> bytes:
+    h = _headers(part)
+    _, body = split(part)
+    encoding = str(h.get("content-transfer-encoding", "base64")).strip().lower()
+    if encoding in ("7bit", "8bit", "binary"):
+        return body
+    try:
+        return base64.b64decode(re.sub(rb"\s+", b"", body), validate=True)
+    except ValueError:
+        raise MimeError("malformed", "the signature is not valid base64") from None
+
+
+def unprotect(message: bytes, certificate: x509.Certificate, key: cms.PrivateKey) -> Opened:
+    """Decrypt `message` for (`certificate`, `key`) and check its signatures (not yet the signers' trust)."""
+    entity = cms.decrypt(envelope_der(message), certificate, key)
+    content, signed = verify_entity(entity)
+    if _headers(content).get_content_type() == "message/rfc822":
+        return Opened(split(content)[1], signed, True)
+    outer, _ = split(message)
+    kept = b"".join(raw for name, raw in fields(outer) if not name.startswith("content-") and name != "mime-version")
+    return Opened(kept + b"MIME-Version: 1.0\r\n" + content, signed, False)
