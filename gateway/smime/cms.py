@@ -59,6 +59,9 @@ class CmsError(MssgwError):
         super().__init__(text)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[CmsError], tuple[str, str]]:  # crosses the process pool intact
+        return type(self), (self.reason, str(self))
+
 
 class GCMParameters(core.Sequence):  # type: ignore[misc]
     """RFC 5084 §3.2: `GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING, aes-ICVlen INTEGER DEFAULT 12 }`

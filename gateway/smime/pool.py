@@ -1,0 +1,115 @@
+"""S/MIME work off the event loop: a pool of processes that protect and open messages.
+
+Implementation notes
+- Signing, key transport and AES over a 10 KB message cost milliseconds of CPU and hold the GIL in
+  asn1crypto's Python code: threads would stall the loop's other sessions, so processes do it
+  (domain brief §10, design: "CPU-heavy work runs in a process pool").
+- Only DER and PKCS#8 octets cross the process boundary (picklable, no live key objects): a private key
+  is loaded in the worker that uses it and dropped with the call ("private keys are loaded only where
+  they are used"). The parent holds it unsealed only between reading it and handing it over.
+- `workers=0` runs the same functions in a thread (tests, tiny deployments): same results, loop still free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.smime import cms, mime
+
+
+@dataclass(frozen=True)
+class OpenedDer:
+    """`mime.Opened` with the signers' certificates as DER (what comes back from a worker process)."""
+
+    message: bytes
+    wrapped: bool
+    signers: list[tuple[bytes | None, bool, str]]  # (certificate DER, signature ok, reason)
+    certificates: list[bytes]
+
+
+def _key(pkcs8: bytes) -> cms.PrivateKey:
+    key = serialization.load_der_private_key(pkcs8, password=None)
+    if not isinstance(key, cms.PrivateKey):
+        raise cms.CmsError("weak-algorithm", "the signing key is neither RSA nor EC")
+    return key
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def protect_der(
+    message: bytes,
+    signer: bytes,
+    key: bytes,
+    chain: Sequence[bytes],
+    recipients: Sequence[tuple[bytes, bool]],
+    gcm: bool,
+) -> bytes:
+    """mime.protect with DER/PKCS#8 inputs (runs in a worker process)."""
+    return mime.protect(
+        message,
+        signer=x509.load_der_x509_certificate(signer),
+        key=_key(key),
+        chain=[x509.load_der_x509_certificate(c) for c in chain],
+        recipients=[cms.Recipient(x509.load_der_x509_certificate(c), oaep) for c, oaep in recipients],
+        gcm=gcm,
+    )
+
+
+def unprotect_der(message: bytes, certificate: bytes, key: bytes) -> OpenedDer:
+    """mime.unprotect with DER/PKCS#8 inputs (runs in a worker process)."""
+    opened = mime.unprotect(message, x509.load_der_x509_certificate(certificate), _key(key))
+    return OpenedDer(
+        opened.message,
+        opened.wrapped,
+        [(_der(s.certificate) if s.certificate else None, s.ok, s.reason) for s in opened.signed.signers],
+        [_der(c) for c in opened.signed.certificates],
+    )
+
+
+class CryptoPool:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: concurrent.futures.Executor | None = None
+
+    def _pool(self) -> concurrent.futures.Executor:
+        if self._executor is None:
+            if self.workers > 0:
+                # "spawn": a fork of a process running an event loop and threads is unsafe (and would copy
+                # the parent's memory, keys included, into every worker)
+                context = multiprocessing.get_context("spawn")
+                self._executor = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+            else:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smime")
+        return self._executor
+
+    async def protect(
+        self,
+        message: bytes,
+        *,
+        signer: bytes,
+        key: bytes,
+        chain: Sequence[bytes] = (),
+        recipients: Sequence[tuple[bytes, bool]],
+        gcm: bool = False,
+    ) -> bytes:
+        call = partial(protect_der, message, signer, key, list(chain), list(recipients), gcm)
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+
+    async def unprotect(self, message: bytes, *, certificate: bytes, key: bytes) -> OpenedDer:
+        call = partial(unprotect_der, message, certificate, key)
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
