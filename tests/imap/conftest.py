@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import re
 import secrets
 import socket
 import ssl
@@ -63,6 +64,12 @@ class Box:
         assert reply[-1].startswith(b"l OK"), reply
         return raw
 
+    def selected(self, folder: str = "INBOX") -> Raw:
+        """`raw()` with `folder` selected read-write."""
+        raw = self.raw()
+        assert raw.command("s", f"SELECT {folder}")[-1] == b"s OK [READ-WRITE] SELECT completed"
+        return raw
+
 
 @pytest.fixture
 def box(imap_gw: Gateway) -> Box:
@@ -73,6 +80,14 @@ def box(imap_gw: Gateway) -> Box:
 
     run(imap_gw.node, job)
     return Box(imap_gw, address)
+
+
+def uidvalidity(raw: Raw, name: str) -> int:
+    """The UIDVALIDITY of folder `name`, by STATUS."""
+    reply = raw.command("uv", f"STATUS {name} (UIDVALIDITY)")
+    found = re.fullmatch(rb"\* STATUS \S+ \(UIDVALIDITY (\d+)\)", reply[0])
+    assert found is not None, reply
+    return int(found[1])
 
 
 def tls_context(gw: Gateway) -> ssl.SSLContext:

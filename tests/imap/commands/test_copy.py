@@ -17,20 +17,7 @@ import time
 from gateway.node import Node
 from gateway.store.mailstore import COPY_BATCH_BYTES, Mailstore
 from gateway.store.messages import MessageStore
-from tests.imap.conftest import Box, Raw, message, run
-
-
-def selected(box: Box, folder: str = "INBOX") -> Raw:
-    raw = box.raw()
-    assert raw.command("s", f"SELECT {folder}")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
-
-
-def validity(raw: Raw, folder: str) -> int:
-    reply = raw.command("v", f"STATUS {folder} (UIDVALIDITY)")
-    found = re.fullmatch(rb"\* STATUS \S+ \(UIDVALIDITY (\d+)\)", reply[0])
-    assert found is not None
-    return int(found.group(1))
+from tests.imap.conftest import Box, Raw, message, run, uidvalidity
 
 
 def append(raw: Raw, tag: str, body: bytes, folder: str = "INBOX") -> list[bytes]:
@@ -56,8 +43,8 @@ def set_quota(box: Box, octets: int | None) -> None:
 def test_copy_answers_copyuid_and_keeps_flags(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n), flags=["\\Flagged"] if n == 2 else [])
-    raw = selected(box)
-    archive = validity(raw, "Archive")
+    raw = box.selected()
+    archive = uidvalidity(raw, "Archive")
     assert raw.command("a1", "COPY 2:3 Archive") == [f"a1 OK [COPYUID {archive} 2:3 1:2] COPY completed".encode()]
     assert raw.command("a2", "UID COPY 1,3 Archive") == [
         f"a2 OK [COPYUID {archive} 1,3 3:4] UID COPY completed".encode()
@@ -76,15 +63,15 @@ def test_copy_answers_copyuid_and_keeps_flags(box: Box) -> None:
 
 def test_copy_to_the_selected_folder_and_from_an_examined_one(box: Box) -> None:
     box.put(message(1))
-    raw = selected(box)
-    inbox = validity(raw, "INBOX")
+    raw = box.selected()
+    inbox = uidvalidity(raw, "INBOX")
     assert raw.command("b1", "COPY 1 INBOX") == [  # the copy is a new message of this folder
         b"* 2 EXISTS",
         b"* 2 RECENT",
         f"b1 OK [COPYUID {inbox} 1 2] COPY completed".encode(),
     ]
     raw.command("b2", "EXAMINE INBOX")
-    archive = validity(raw, "Archive")
+    archive = uidvalidity(raw, "Archive")
     assert raw.command("b3", "COPY 1:2 Archive") == [  # COPY reads only: allowed read-only
         f"b3 OK [COPYUID {archive} 1:2 1:2] COPY completed".encode()
     ]
@@ -119,7 +106,7 @@ def test_copy_past_the_quota_is_refused(box: Box) -> None:
     body = message(1)
     box.put(body)
     set_quota(box, len(body) + 10)
-    raw = selected(box)
+    raw = box.selected()
     assert raw.command("d1", "COPY 1 Archive") == [b"d1 NO [OVERQUOTA] the mailbox is over its quota"]
     assert raw.command("d2", "STATUS Archive (MESSAGES)")[0] == b"* STATUS Archive (MESSAGES 0)"
     raw.close()
@@ -128,7 +115,7 @@ def test_copy_past_the_quota_is_refused(box: Box) -> None:
 def test_another_session_on_the_destination_sees_the_copies(box: Box) -> None:
     for n in (1, 2):
         box.put(message(n))
-    watcher, copier = selected(box, "Archive"), selected(box)
+    watcher, copier = box.selected("Archive"), box.selected()
     assert copier.command("e1", "COPY 1:2 Archive")[-1].endswith(b"COPY completed")
     assert watcher.command("e2", "NOOP") == [b"* 2 EXISTS", b"* 2 RECENT", b"e2 OK NOOP completed"]
     assert watcher.command("e3", "FETCH 1:2 (UID RFC822.SIZE)") == [
@@ -147,10 +134,10 @@ def big(n: int, octets: int) -> bytes:
 
 def test_a_copy_larger_than_one_batch(box: Box) -> None:
     bodies = [big(n, COPY_BATCH_BYTES // 2 - 100_000) for n in (1, 2, 3)]  # batches of two, then one
-    raw = selected(box)
+    raw = box.selected()
     for n, body in enumerate(bodies, 1):
         assert append(raw, f"f{n}", body)[-1].endswith(b"APPEND completed")
-    archive = validity(raw, "Archive")
+    archive = uidvalidity(raw, "Archive")
     assert raw.command("f4", "COPY 1:3 Archive") == [f"f4 OK [COPYUID {archive} 1:3 1:3] COPY completed".encode()]
     raw.command("f5", "EXAMINE Archive")
     for n, body in enumerate(bodies, 1):
@@ -164,10 +151,10 @@ def test_a_copy_failing_half_way_leaves_the_destination_as_it_was(box: Box) -> N
     """Another session copies a large message while this one's copy is between two batches: the quota, which
     counts what a copy has staged, is reached, and the COPY is refused with nothing of it left behind."""
     size = COPY_BATCH_BYTES // 2 - 100_000
-    copier = selected(box)
+    copier = box.selected()
     for n in range(1, 9):
         assert append(copier, f"h{n}", big(n, size))[-1].endswith(b"APPEND completed")
-    other = selected(box)
+    other = box.selected()
     reply = copier.command("h10", "STATUS INBOX (SIZE)")  # RFC 8438 STATUS=SIZE, if offered
     used = int(m[1]) if (m := re.match(rb"\* STATUS INBOX \(SIZE (\d+)\)", reply[0])) else 8 * size
     set_quota(box, 2 * used + size // 2)  # the copy alone fits

@@ -12,16 +12,7 @@
 
 from __future__ import annotations
 
-import re
-
-from tests.imap.conftest import Box, Raw
-
-
-def uidvalidity(raw: Raw, name: str) -> int:
-    reply = raw.command("uv", f"STATUS {name} (UIDVALIDITY)")
-    found = re.fullmatch(rb"\* STATUS \S+ \(UIDVALIDITY (\d+)\)", reply[0])
-    assert found is not None, reply
-    return int(found[1])
+from tests.imap.conftest import Box, Raw, uidvalidity
 
 
 def test_create_hierarchy_rename_delete_and_utf7_names(box: Box) -> None:

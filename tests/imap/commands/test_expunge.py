@@ -9,16 +9,7 @@ RFC 5530 §3). UID EXPUNGE ranges are in test_uid.py too.
 
 from __future__ import annotations
 
-from tests.imap.conftest import Box, Raw, message
-from tests.smtp.conftest import PASSWORD
-
-
-def login(box: Box, folder: str = "INBOX") -> Raw:
-    raw = Raw(box.gw)
-    assert raw.command("l", f'LOGIN {box.address} "{PASSWORD}"')[-1].startswith(b"l OK")
-    assert raw.command("s", f"SELECT {folder}")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
-
+from tests.imap.conftest import Box, message
 
 # -- moved from tests/imap/test_store.py ---------------------------------------------------------------
 
@@ -26,7 +17,7 @@ def login(box: Box, folder: str = "INBOX") -> Raw:
 def test_expunge_and_uid_expunge(box: Box) -> None:
     for n in (1, 2, 3, 4):
         box.put(message(n), flags=["\\Deleted"] if n != 3 else [])
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "UID EXPUNGE 2:3") == [b"* 2 EXPUNGE", b"a1 OK UID EXPUNGE completed"]
     assert raw.command("a2", "EXPUNGE") == [b"* 3 EXPUNGE", b"* 1 EXPUNGE", b"a2 OK EXPUNGE completed"]
     assert raw.command("a3", "FETCH 1 (UID)") == [b"* 1 FETCH (UID 3)", b"a3 OK FETCH completed"]
@@ -38,7 +29,7 @@ def test_expunge_and_uid_expunge(box: Box) -> None:
 def test_two_sessions_see_each_others_changes(box: Box) -> None:
     box.put(message(1))
     box.put(message(2))
-    one, two = login(box), login(box)
+    one, two = box.selected(), box.selected()
     one.command("a1", "STORE 1 +FLAGS.SILENT (\\Deleted \\Seen)")
     assert two.command("b1", "NOOP") == [b"* 1 FETCH (FLAGS (\\Deleted \\Seen))", b"b1 OK NOOP completed"]
     box.put(message(3))  # delivered meanwhile
@@ -71,7 +62,7 @@ def test_two_sessions_see_each_others_changes(box: Box) -> None:
 def test_expunge_numbers_stay_valid_and_nothing_deleted_is_a_plain_ok(box: Box) -> None:
     for n in range(1, 7):
         box.put(message(n), flags=["\\Deleted"] if n in (2, 3, 5) else [])
-    raw = login(box)
+    raw = box.selected()
     # RFC 3501 §7.4.1: each EXPUNGE renumbers the messages after it; highest first keeps each number right
     assert raw.command("a1", "EXPUNGE") == [
         b"* 5 EXPUNGE",
@@ -101,7 +92,7 @@ def test_expunge_numbers_stay_valid_and_nothing_deleted_is_a_plain_ok(box: Box) 
 def test_other_sessions_get_expunge_only_where_allowed(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n), flags=["\\Deleted"] if n == 2 else [])
-    one, two = login(box), login(box)
+    one, two = box.selected(), box.selected()
     assert one.command("a1", "EXPUNGE") == [b"* 2 EXPUNGE", b"a1 OK EXPUNGE completed"]
     # RFC 3501 §7.4.1: not during FETCH, STORE or SEARCH; message 2 keeps its number meanwhile
     assert two.command("b1", "STORE 3 +FLAGS (\\Seen)") == [b"* 3 FETCH (FLAGS (\\Seen))", b"b1 OK STORE completed"]
@@ -129,7 +120,7 @@ def test_other_sessions_get_expunge_only_where_allowed(box: Box) -> None:
 def test_expunge_by_another_session_is_told_by_this_sessions_expunge(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n), flags=["\\Deleted"] if n != 2 else [])
-    one, two = login(box), login(box)
+    one, two = box.selected(), box.selected()
     assert one.command("a1", "UID EXPUNGE 3") == [b"* 3 EXPUNGE", b"a1 OK UID EXPUNGE completed"]
     # two's own EXPUNGE removes message 1, and reports both (its view still numbered 1, 2, 3)
     assert two.command("b1", "EXPUNGE") == [b"* 3 EXPUNGE", b"* 1 EXPUNGE", b"b1 OK EXPUNGE completed"]
@@ -143,7 +134,7 @@ def test_content_of_a_message_another_session_expunged(box: Box) -> None:
     first, second = message(1), message(2)
     box.put(first, flags=["\\Deleted"])
     box.put(second)
-    one, two = login(box), login(box)
+    one, two = box.selected(), box.selected()
     one.command("a1", "EXPUNGE")
     # RFC 2180 §4.1.3 / RFC 5530 §3: the content is gone; what remains is returned, then NO [EXPUNGEISSUED]
     assert two.command("b1", "FETCH 1:2 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])") == [

@@ -14,8 +14,7 @@ import imaplib
 
 import pytest
 
-from tests.imap.conftest import Box, Raw, message
-from tests.smtp.conftest import PASSWORD
+from tests.imap.conftest import Box, message
 
 DOMAIN = b"ch-test.mssante.fr"
 
@@ -86,13 +85,6 @@ ENVELOPED = (
 )
 
 
-def login(box: Box) -> Raw:
-    raw = Raw(box.gw)
-    assert raw.command("l", f'LOGIN {box.address} "{PASSWORD}"')[-1].startswith(b"l OK")
-    assert raw.command("s", "SELECT INBOX")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
-
-
 def lines(data: bytes) -> list[bytes]:
     """Octets as `Raw` returns them: one entry per CRLF-ended line."""
     return data.split(b"\r\n")
@@ -113,7 +105,7 @@ def body_audits(box: Box) -> list[dict[str, object]]:
 def test_metadata_items(box: Box) -> None:
     raw_msg = message(1)
     box.put(raw_msg, flags=["\\Answered"])
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE UID)") == [
         b'* 1 FETCH (FLAGS (\\Answered \\Recent) INTERNALDATE " 2-Mar-2026 09:15:30 +0000" RFC822.SIZE '
         + str(len(raw_msg)).encode()
@@ -150,7 +142,7 @@ def test_envelope_and_bodystructure(box: Box) -> None:
     raw_msg = message(1, subject="Bilan")
     message_id = raw_msg.split(b"Message-ID: ")[1].split(b"\r\n")[0]
     box.put(raw_msg)
-    raw = login(box)
+    raw = box.selected()
     author = b'(("Dr Claire Martin" NIL "claire.martin" "ch-test.mssante.fr"))'
     envelope = (
         b'("Mon, 02 Mar 2026 10:15:30 +0100" "Bilan" '
@@ -178,7 +170,7 @@ def test_envelope_and_bodystructure(box: Box) -> None:
 def test_changedsince_and_modseq(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n))
-    raw = login(box)
+    raw = box.selected()
     raw.command("a1", "STORE 2 +FLAGS.SILENT (\\Seen)")
     # appends gave modseqs 2, 3, 4; the STORE gave message 2 modseq 5
     assert raw.command("a2", "FETCH 1:* (FLAGS) (CHANGEDSINCE 3)") == [
@@ -191,7 +183,7 @@ def test_changedsince_and_modseq(box: Box) -> None:
 
 def test_bad_fetches(box: Box) -> None:
     box.put(message(1))
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "FETCH 2 FLAGS") == [b"a1 BAD invalid message sequence number: the folder has 1 messages"]
     assert raw.command("a2", "UID FETCH 5:9 FLAGS") == [b"a2 OK UID FETCH completed"]
     assert raw.command("a3", "FETCH 1 (BODY[1.x])")[0].startswith(b"a3 BAD")
@@ -209,7 +201,7 @@ def test_macros_and_sequence_sets(box: Box) -> None:
     first, second = message(1, subject="Bilan"), message(2)
     box.put(first, flags=["\\Flagged"])
     box.put(second)
-    raw = login(box)
+    raw = box.selected()
     date = b'INTERNALDATE " 2-Mar-2026 09:15:30 +0000"'
     fast1 = b"FLAGS (\\Flagged \\Recent) " + date + b" RFC822.SIZE %d" % len(first)
     fast2 = b"FLAGS (\\Recent) " + date + b" RFC822.SIZE %d" % len(second)
@@ -248,7 +240,7 @@ def test_body_fetch_sets_seen_but_peek_does_not(box: Box) -> None:
     raw_msg = message(1, subject="Bilan")
     box.put(raw_msg)
     box.put(message(2), flags=["\\Seen"])
-    raw = login(box)
+    raw = box.selected()
     header = raw_msg.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
     assert raw.command("a1", "FETCH 1 (BODY.PEEK[HEADER])") == [
         b"* 1 FETCH (BODY[HEADER] {%d}" % len(header),
@@ -292,7 +284,7 @@ def test_body_fetch_sets_seen_but_peek_does_not(box: Box) -> None:
 def test_rfc822_is_the_whole_message_and_sets_seen(box: Box) -> None:
     raw_msg = message(1)
     box.put(raw_msg)
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "FETCH 1 RFC822") == [
         b"* 1 FETCH (RFC822 {%d}" % len(raw_msg),
         *lines(raw_msg)[:-1],
@@ -305,7 +297,7 @@ def test_rfc822_is_the_whole_message_and_sets_seen(box: Box) -> None:
 def test_examine_never_sets_seen(box: Box) -> None:
     raw_msg = message(1)
     box.put(raw_msg)
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("e", "EXAMINE INBOX")[-1] == b"e OK [READ-ONLY] EXAMINE completed"
     # RFC 3501 §6.3.2: the folder is read-only, so a body fetch leaves \Seen alone (no FLAGS either)
     assert raw.command("a1", "FETCH 1 BODY[]") == [
@@ -320,7 +312,7 @@ def test_examine_never_sets_seen(box: Box) -> None:
 
 def test_sections_of_nested_multiparts_and_message_rfc822(box: Box) -> None:
     box.put(NESTED)
-    raw = login(box)
+    raw = box.selected()
 
     def peek(section: str) -> list[bytes]:
         return raw.command("p", f"FETCH 1 (BODY.PEEK[{section}])")
@@ -401,7 +393,7 @@ def test_sections_of_nested_multiparts_and_message_rfc822(box: Box) -> None:
 
 def test_bodystructure_of_nested_multiparts_and_message_rfc822(box: Box) -> None:
     box.put(NESTED)
-    raw = login(box)
+    raw = box.selected()
     addr = b'((NIL NIL "b" "ch-test.mssante.fr"))'
     inner_envelope = b'(NIL "inner" ' + b" ".join([addr] * 3) + b" NIL NIL NIL NIL NIL)"
     # RFC 3501 §7.4.2: a multipart lists its parts (no space between them) then its subtype; BODYSTRUCTURE
@@ -437,7 +429,7 @@ def test_bodystructure_of_nested_multiparts_and_message_rfc822(box: Box) -> None
 def test_bodystructure_and_sections_of_smime_parts(box: Box) -> None:
     box.put(SIGNED)
     box.put(ENVELOPED)
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "FETCH 1:2 BODYSTRUCTURE") == [
         b"* 1 FETCH (BODYSTRUCTURE ("
         b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 0 NIL NIL NIL NIL)'
@@ -474,7 +466,7 @@ def test_bodystructure_and_sections_of_smime_parts(box: Box) -> None:
 
 def test_envelope_of_a_message_without_header_fields(box: Box) -> None:
     box.put(b"Subject: seul\r\n\r\nx\r\n")
-    raw = login(box)
+    raw = box.selected()
     # RFC 3501 §7.4.2: absent fields are NIL, Sender and Reply-To default to From (NIL here)
     assert raw.command("a1", "FETCH 1 ENVELOPE") == [
         b'* 1 FETCH (ENVELOPE (NIL "seul" NIL NIL NIL NIL NIL NIL NIL NIL))',
@@ -485,7 +477,7 @@ def test_envelope_of_a_message_without_header_fields(box: Box) -> None:
 
 def test_modseq_item_enables_condstore(box: Box) -> None:
     box.put(message(1))
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "FETCH 1 (FLAGS)") == [b"* 1 FETCH (FLAGS (\\Recent))", b"a1 OK FETCH completed"]
     # RFC 7162 §3.1.4.2: FETCH MODSEQ is a CONDSTORE-enabling command; from then on every FETCH response
     # carries UID and MODSEQ (§3.1.2)
@@ -511,7 +503,7 @@ def test_content_reads_are_audited_without_content(box: Box) -> None:
     box.put(first)
     box.put(second)
     box.put(NESTED)
-    raw = login(box)
+    raw = box.selected()
     # metadata only: no body opened, nothing audited
     raw.command("a1", "FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE UID)")
     assert body_audits(box) == []
@@ -574,7 +566,7 @@ FAILURES = [
 def test_failures(box: Box) -> None:
     box.put(message(1))
     box.put(message(2))
-    raw = login(box)
+    raw = box.selected()
     for command, reply in FAILURES:
         assert raw.command("t", command) == [reply], command
         assert raw.command("n", "NOOP") == [b"n OK NOOP completed"], command  # the session goes on

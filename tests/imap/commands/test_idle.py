@@ -10,14 +10,8 @@ from tests.imap.conftest import Box, Raw, message
 from tests.smtp.conftest import PASSWORD
 
 
-def selected(box: Box) -> Raw:
-    raw = box.raw()
-    assert raw.command("s", "SELECT INBOX")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
-
-
 def test_idle_reports_a_delivery_and_ends_on_done(box: Box) -> None:
-    raw = selected(box)
+    raw = box.selected()
     raw.send(b"a1 IDLE\r\n")
     assert raw.line() == b"+ idling"
     client = box.gw.submission(login=None)
@@ -36,7 +30,7 @@ def test_idle_reports_a_delivery_and_ends_on_done(box: Box) -> None:
 
 def test_idle_sees_changes_from_another_process_and_other_sessions(box: Box) -> None:
     box.put(message(1))
-    idler, other = selected(box), selected(box)
+    idler, other = box.selected(), box.selected()
     idler.send(b"a1 IDLE\r\n")
     assert idler.line() == b"+ idling"
     box.put(message(2))  # written by another process: found by the session's periodic look
@@ -60,7 +54,7 @@ def test_idle_sees_changes_from_another_process_and_other_sessions(box: Box) -> 
 
 def test_another_sessions_store_is_pushed_at_once(box: Box) -> None:
     box.put(message(1))
-    idler, other = selected(box), selected(box)
+    idler, other = box.selected(), box.selected()
     idler.send(b"c1 IDLE\r\n")
     assert idler.line() == b"+ idling"
     started = time.monotonic()

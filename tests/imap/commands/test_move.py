@@ -7,29 +7,14 @@ sequence sets, the wrong state), a move to the selected folder itself, and a sec
 
 from __future__ import annotations
 
-import re
-
-from tests.imap.conftest import Box, Raw, message
-
-
-def selected(box: Box, folder: str = "INBOX") -> Raw:
-    raw = box.raw()
-    assert raw.command("s", f"SELECT {folder}")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
-
-
-def validity(raw: Raw, folder: str) -> int:
-    reply = raw.command("v", f"STATUS {folder} (UIDVALIDITY)")
-    found = re.fullmatch(rb"\* STATUS \S+ \(UIDVALIDITY (\d+)\)", reply[0])
-    assert found is not None
-    return int(found.group(1))
+from tests.imap.conftest import Box, message, uidvalidity
 
 
 def test_move_expunges_from_the_source(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n))
-    raw = selected(box)
-    trash = validity(raw, "Trash")
+    raw = box.selected()
+    trash = uidvalidity(raw, "Trash")
     assert raw.command("a1", "MOVE 1,3 Trash") == [
         f"* OK [COPYUID {trash} 1,3 1:2] Moved".encode(),
         b"* 3 EXPUNGE",
@@ -49,8 +34,8 @@ def test_move_expunges_from_the_source(box: Box) -> None:
 def test_uid_move_answers_the_untagged_copyuid_first(box: Box) -> None:
     for n in (1, 2):
         box.put(message(n))
-    raw = selected(box)
-    archive = validity(raw, "Archive")
+    raw = box.selected()
+    archive = uidvalidity(raw, "Archive")
     assert raw.command("b1", "UID MOVE 2 Archive") == [
         f"* OK [COPYUID {archive} 2 1] Moved".encode(),
         b"* 2 EXPUNGE",
@@ -61,8 +46,8 @@ def test_uid_move_answers_the_untagged_copyuid_first(box: Box) -> None:
 
 def test_move_to_the_selected_folder_renumbers_the_message(box: Box) -> None:
     box.put(message(1))
-    raw = selected(box)
-    inbox = validity(raw, "INBOX")
+    raw = box.selected()
+    inbox = uidvalidity(raw, "INBOX")
     assert raw.command("c1", "MOVE 1 INBOX") == [
         f"* OK [COPYUID {inbox} 1 2] Moved".encode(),
         b"* 1 EXPUNGE",
@@ -97,7 +82,7 @@ def test_move_refusals(box: Box) -> None:
 def test_another_session_on_the_source_and_the_destination(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n))
-    mover, source, dest = selected(box), selected(box), selected(box, "Trash")
+    mover, source, dest = box.selected(), box.selected(), box.selected("Trash")
     assert mover.command("e1", "MOVE 2 Trash")[-1] == b"e1 OK MOVE completed"
     assert source.command("e2", "NOOP") == [b"* 2 EXPUNGE", b"e2 OK NOOP completed"]
     assert source.command("e3", "FETCH 2 (UID)") == [b"* 2 FETCH (UID 3)", b"e3 OK FETCH completed"]

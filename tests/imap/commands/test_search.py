@@ -12,14 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tests.imap.conftest import Box, Raw, message
-from tests.smtp.conftest import PASSWORD
-
-
-def login(box: Box) -> Raw:
-    raw = Raw(box.gw)
-    assert raw.command("l", f'LOGIN {box.address} "{PASSWORD}"')[-1].startswith(b"l OK")
-    assert raw.command("s", "SELECT INBOX")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
 
 
 def fill(box: Box) -> None:
@@ -37,7 +29,7 @@ def fill(box: Box) -> None:
 
 def test_flag_size_date_and_set_keys(box: Box) -> None:
     fill(box)
-    raw = login(box)
+    raw = box.selected()
     for query, expected in [
         ("ALL", b"* SEARCH 1 2 3"),
         ("SEEN", b"* SEARCH 1"),
@@ -60,7 +52,7 @@ def test_flag_size_date_and_set_keys(box: Box) -> None:
 
 def test_text_keys_decode_and_ignore_case(box: Box) -> None:
     fill(box)
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", 'SEARCH SUBJECT "compte RENDU"')[0] == b"* SEARCH 2"
     assert raw.command("a2", "SEARCH CHARSET UTF-8 BODY {11+}\r\ncréatinine")[0] == b"* SEARCH 1"
     assert raw.command("a3", 'SEARCH FROM "claire.martin"')[0] == b"* SEARCH 1 2 3"
@@ -74,7 +66,7 @@ def test_text_keys_decode_and_ignore_case(box: Box) -> None:
 
 def test_esearch_and_modseq(box: Box) -> None:
     fill(box)
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "SEARCH RETURN (MIN MAX COUNT) ALL") == [
         b'* ESEARCH (TAG "a1") MIN 1 MAX 3 COUNT 3',
         b"a1 OK SEARCH completed",
@@ -136,10 +128,10 @@ def fill_all(box: Box) -> Raw:
     box.put(LETTER, flags=["\\Flagged", "$Urgent"], when=datetime(2026, 3, 1, 23, 0, tzinfo=UTC))
     box.put(ATTACHED, flags=["\\Draft"], when=datetime(2026, 3, 4, 7, 0, tzinfo=UTC))
     box.put(message(4, body="y" * 3000), flags=["\\Deleted", "\\Seen"], when=datetime(2026, 3, 10, tzinfo=UTC))
-    first = login(box)
+    first = box.selected()
     first.close()
     box.put(message(5, subject="Nouveau"), when=datetime(2026, 3, 10, tzinfo=UTC))
-    return login(box)
+    return box.selected()
 
 
 def lit(text: str) -> str:
@@ -291,7 +283,7 @@ def test_esearch_results_and_empty_results(box: Box) -> None:
 
 def test_content_searches_are_audited_without_the_words(box: Box) -> None:
     fill(box)
-    raw = login(box)
+    raw = box.selected()
     raw.command("a1", "SEARCH SEEN LARGER 10 UID 1:* SINCE 1-Jan-2026")  # no content read
     events = box.gw.node.cli("audit", "search", "--event", "imap.fetch.body", "--principal", box.address, "--json")
     assert events.json() == []
@@ -314,7 +306,7 @@ def test_content_searches_are_audited_without_the_words(box: Box) -> None:
 
 
 def test_an_empty_folder(box: Box) -> None:
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "SEARCH ALL") == [b"* SEARCH", b"a1 OK SEARCH completed"]
     assert raw.command("a2", "SEARCH 1:*") == [b"* SEARCH", b"a2 OK SEARCH completed"]
     assert raw.command("a3", "SEARCH BODY x") == [b"* SEARCH", b"a3 OK SEARCH completed"]
@@ -370,7 +362,7 @@ FAILURES = [
 
 def test_failures(box: Box) -> None:
     fill(box)
-    raw = login(box)
+    raw = box.selected()
     for command, reply in FAILURES:
         assert raw.command("t", command) == [reply], command
     # values a client might get wrong but the grammar allows

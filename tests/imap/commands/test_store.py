@@ -8,16 +8,7 @@ and [MODIFIED] (RFC 7162 §3.1.3) and .SILENT with MODSEQ (§3.2). UID STORE spe
 
 from __future__ import annotations
 
-from tests.imap.conftest import Box, Raw, message
-from tests.smtp.conftest import PASSWORD
-
-
-def login(box: Box, folder: str = "INBOX") -> Raw:
-    raw = Raw(box.gw)
-    assert raw.command("l", f'LOGIN {box.address} "{PASSWORD}"')[-1].startswith(b"l OK")
-    assert raw.command("s", f"SELECT {folder}")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
-
+from tests.imap.conftest import Box, message
 
 # -- moved from tests/imap/test_store.py ---------------------------------------------------------------
 
@@ -25,7 +16,7 @@ def login(box: Box, folder: str = "INBOX") -> Raw:
 def test_store_add_remove_replace_and_silent(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n))
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("a1", "STORE 1:2 +FLAGS (\\Seen $Label1)") == [
         b"* 1 FETCH (FLAGS ($Label1 \\Seen \\Recent))",
         b"* 2 FETCH (FLAGS ($Label1 \\Seen \\Recent))",
@@ -51,7 +42,7 @@ def test_store_add_remove_replace_and_silent(box: Box) -> None:
 def test_unchangedsince_refuses_messages_changed_since(box: Box) -> None:
     box.put(message(1))
     box.put(message(2))
-    raw = login(box)
+    raw = box.selected()
     raw.command("a1", "STORE 1 +FLAGS.SILENT (\\Seen)")
     reply = raw.command("a2", "STORE 1:2 (UNCHANGEDSINCE 3) +FLAGS (\\Flagged)")
     assert reply == [
@@ -63,7 +54,7 @@ def test_unchangedsince_refuses_messages_changed_since(box: Box) -> None:
 
 def test_store_reports_unchanged_flags_and_silent_condstore_reports_modseq(box: Box) -> None:
     box.put(message(1), flags=["\\Seen"])
-    raw = login(box)
+    raw = box.selected()
     # RFC 3501 §6.4.6: the new value of the flags, as a FETCH would give it, even when nothing changed
     assert raw.command("a1", "STORE 1 +FLAGS (\\Seen)") == [
         b"* 1 FETCH (FLAGS (\\Seen \\Recent))",
@@ -83,7 +74,7 @@ def test_store_reports_unchanged_flags_and_silent_condstore_reports_modseq(box: 
 
 def test_every_settable_flag_and_keywords(box: Box) -> None:
     box.put(message(1))
-    raw = login(box)
+    raw = box.selected()
     # RFC 3501 §2.3.2: the five settable system flags, and keywords (atoms); flags without parentheses too
     assert raw.command("a1", "STORE 1 FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)") == [
         b"* 1 FETCH (FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen \\Recent))",
@@ -110,10 +101,10 @@ def test_every_settable_flag_and_keywords(box: Box) -> None:
 
 def test_flags_persist_across_sessions(box: Box) -> None:
     box.put(message(1))
-    one = login(box)
+    one = box.selected()
     one.command("a1", "STORE 1 +FLAGS.SILENT (\\Answered $Urgent)")
     one.close()
-    two = login(box)
+    two = box.selected()
     # \Recent went with the first session (RFC 3501 §2.3.2); the stored flags stay
     assert two.command("b1", "FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ($Urgent \\Answered))", b"b1 OK FETCH completed"]
     two.close()
@@ -122,7 +113,7 @@ def test_flags_persist_across_sessions(box: Box) -> None:
 def test_other_sessions_get_fetch_flags_at_their_next_command(box: Box) -> None:
     for n in (1, 2):
         box.put(message(n))
-    one, two = login(box), login(box)
+    one, two = box.selected(), box.selected()
     assert one.command("a1", "STORE 1 +FLAGS (\\Flagged)") == [
         b"* 1 FETCH (FLAGS (\\Flagged \\Recent))",
         b"a1 OK STORE completed",
@@ -154,7 +145,7 @@ def test_other_sessions_get_fetch_flags_at_their_next_command(box: Box) -> None:
 
 def test_condstore_sessions_get_uid_and_modseq_in_unsolicited_fetch(box: Box) -> None:
     box.put(message(1))
-    one, two = login(box), login(box)
+    one, two = box.selected(), box.selected()
     assert two.command("b1", "ENABLE CONDSTORE") == [b"* ENABLED CONDSTORE", b"b1 OK ENABLE completed"]
     one.command("a1", "STORE 1 +FLAGS.SILENT (\\Seen)")
     # RFC 7162 §3.2: once CONDSTORE is enabled, every FETCH response carries UID and MODSEQ
@@ -166,7 +157,7 @@ def test_condstore_sessions_get_uid_and_modseq_in_unsolicited_fetch(box: Box) ->
 def test_unchangedsince_zero_and_uid_store_modified_set(box: Box) -> None:
     for n in (1, 2, 3):
         box.put(message(n))
-    raw = login(box)
+    raw = box.selected()
     # RFC 7162 §3.1.3: UNCHANGEDSINCE 0 fails for every message (all have a modseq above 0)
     assert raw.command("a1", "STORE 1:3 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)") == [
         b"a1 OK [MODIFIED 1:3] Conditional STORE failed for some messages",
@@ -188,7 +179,7 @@ def test_unchangedsince_zero_and_uid_store_modified_set(box: Box) -> None:
 def test_store_of_a_message_another_session_expunged(box: Box) -> None:
     box.put(message(1), flags=["\\Deleted"])
     box.put(message(2))
-    one, two = login(box), login(box)
+    one, two = box.selected(), box.selected()
     one.command("a1", "EXPUNGE")
     # RFC 3501 §7.4.1: no EXPUNGE during STORE, so message 1 is still there for this session; it cannot be
     # changed any more (RFC 2180 §4.2): the STORE is ignored for it and its last known flags are reported
@@ -236,7 +227,7 @@ FAILURES = [
 def test_failures(box: Box) -> None:
     box.put(message(1))
     box.put(message(2))
-    raw = login(box)
+    raw = box.selected()
     for command, reply in FAILURES:
         assert raw.command("t", command) == [reply], command
     # nothing was stored

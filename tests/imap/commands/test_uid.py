@@ -9,21 +9,13 @@ UID SEARCH answers UIDs. The UIDs here are made to differ from sequence numbers 
 from __future__ import annotations
 
 from tests.imap.conftest import Box, Raw, message
-from tests.smtp.conftest import PASSWORD
-
-
-def login(box: Box) -> Raw:
-    raw = Raw(box.gw)
-    assert raw.command("l", f'LOGIN {box.address} "{PASSWORD}"')[-1].startswith(b"l OK")
-    assert raw.command("s", "SELECT INBOX")[-1] == b"s OK [READ-WRITE] SELECT completed"
-    return raw
 
 
 def gapped(box: Box) -> Raw:
     """UIDs 2, 4, 5, 7 as messages 1 to 4 (UIDs 1, 3, 6 expunged)."""
     for n in range(1, 8):
         box.put(message(n), flags=["\\Deleted"] if n in (1, 3, 6) else [])
-    raw = login(box)
+    raw = box.selected()
     assert raw.command("x", "EXPUNGE") == [b"* 6 EXPUNGE", b"* 3 EXPUNGE", b"* 1 EXPUNGE", b"x OK EXPUNGE completed"]
     return raw
 
@@ -154,7 +146,7 @@ def test_uid_expunge(box: Box) -> None:
 
 
 def test_an_empty_folder(box: Box) -> None:
-    raw = login(box)
+    raw = box.selected()
     # UID sets are lenient; message numbers are not (RFC 3501 §9 seq-number: there is no message 1)
     assert raw.command("a1", "UID FETCH 1:* (FLAGS)") == [b"a1 OK UID FETCH completed"]
     assert raw.command("a2", "UID FETCH * (FLAGS)") == [b"a2 OK UID FETCH completed"]
@@ -172,7 +164,7 @@ def test_an_empty_folder(box: Box) -> None:
 
 def test_failures(box: Box) -> None:
     box.put(message(1))
-    raw = login(box)
+    raw = box.selected()
     for command, reply in [
         ("UID", b"t BAD missing UID command"),
         ("UID FOO 1", b"t BAD invalid UID command FOO: expected COPY, MOVE, FETCH, SEARCH, STORE or EXPUNGE"),
