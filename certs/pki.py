@@ -7,7 +7,7 @@ Hierarchy (RSA, SHA-256; RFC 5280 §4.2.1.9 basicConstraints, §4.2.1.3 keyUsage
 * ``root``: "AC RACINE <label>", self-signed, CA with pathLenConstraint 1, keyCertSign + cRLSign,
   20 years;
 * ``organisations``: "AC ORGANISATIONS <label>", CA with pathLenConstraint 0, 10 years (capped by the
-  root), issues the ``server`` and ``app`` profiles;
+  root), issues the ``server``, ``app`` and ``domain`` profiles;
 * ``personnes``: "AC PERSONNES <label>", same constraints, issues the ``address`` profile.
 
 End-entity profiles (:mod:`certs.profiles`), 3 years capped by the issuer's notAfter, basicConstraints
@@ -18,7 +18,9 @@ CA:FALSE, keyUsage digitalSignature + keyEncipherment (§4.2.1.3):
   mutual TLS between operators;
 * ``app``: applicative mailbox, CN = SAN rfc822Name = the mailbox address, clientAuth;
 * ``address``: address-bound S/MIME, CN = SAN rfc822Name = the address (domain lower-cased),
-  emailProtection, no emailAddress attribute in the subject DN (§4.1.2.6 deprecates it).
+  emailProtection, no emailAddress attribute in the subject DN (§4.1.2.6 deprecates it);
+* ``domain``: domain-bound S/MIME (an operator's seal for every address of a mail domain, as Direct
+  allows), CN = SAN dNSName = the domain, emailProtection.
 
 Every certificate has subject and authority key identifiers (§4.2.1.2, §4.2.1.1); every certificate
 but the root has a CRL distribution point (§4.2.1.13) ``{crl_base_url}/{issuing ca}.crl``.
@@ -672,6 +674,13 @@ class TrustSpacePKI:
         """Address-bound S/MIME certificate (emailProtection) of ``address``."""
         normalized = normalize_address(address)
         return self._issue(Profile.ADDRESS, normalized, [x509.RFC822Name(normalized)], now)
+
+    def issue_domain(self, domain: str, *, now: datetime | None = None) -> Issued:
+        """Domain-bound S/MIME certificate (emailProtection, SAN dNSName) of the mail domain ``domain``."""
+        name = normalize_hosts([domain.rstrip(".")])[0]  # lower-cased, checked, fits the common name
+        if not isinstance(name, str):
+            raise ValueError(f"invalid mail domain {domain!r}: an IP address")
+        return self._issue(Profile.DOMAIN, name, [x509.DNSName(name)], now)
 
     def _issue(self, profile: Profile, common_name: str, sans: list[x509.GeneralName], now: datetime | None) -> Issued:
         moment = _utc(now)

@@ -67,6 +67,7 @@ class Profile(StrEnum):
     SERVER = "server"
     APP = "app"
     ADDRESS = "address"
+    DOMAIN = "domain"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ END_ENTITY_PROFILES: Final = {
     Profile.APP: EndEntityProfile(Profile.APP, "organisations", "BAL APPLICATIVES", (ExtendedKeyUsageOID.CLIENT_AUTH,)),
     Profile.ADDRESS: EndEntityProfile(
         Profile.ADDRESS, "personnes", "ADRESSES", (ExtendedKeyUsageOID.EMAIL_PROTECTION,)
+    ),
+    Profile.DOMAIN: EndEntityProfile(
+        Profile.DOMAIN, "organisations", "DOMAINES", (ExtendedKeyUsageOID.EMAIL_PROTECTION,)
     ),
 }
 

@@ -11,6 +11,7 @@ Implementation notes
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -141,6 +142,21 @@ class QueueSection(_Section):
     """DNS resolver address for MX lookups; empty means the system's."""
 
 
+class SmimeSection(_Section):
+    dns_servers: list[str] = Field(default_factory=list)
+    """DNS servers (IP addresses) asked for recipients' CERT records; empty means the system's."""
+    dns_port: int = Field(53, ge=1, le=65535)
+    discovery_ttl: float = Field(3600.0, gt=0)
+    """Seconds a discovered certificate (or its absence, for less) is reused before asking again."""
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for server in v:
+            ipaddress.ip_address(server)  # ValueError: "... does not appear to be an IPv4 or IPv6 address"
+        return v
+
+
 class AuditSection(_Section):
     checkpoint_key: Path = Path("keys/audit-checkpoint.pem")
     checkpoint_interval: float = Field(300.0, gt=0)
@@ -168,6 +184,7 @@ class Config(BaseSettings):
     imap: ImapSection = Field(default_factory=ImapSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     queue: QueueSection = Field(default_factory=QueueSection)
+    smime: SmimeSection = Field(default_factory=SmimeSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     base_dir: Path = Path(".")
     """Directory relative paths are resolved against (the config file's directory)."""
@@ -357,6 +374,14 @@ domain_concurrency = 4
 # routes = {{ "clinique-b.mssante.fr" = "10.0.0.5:25" }}
 resolver = ""
 routes = {routes_line}
+
+[smime]
+# Recipients' certificates: this node's mailboxes first, then DNS CERT records (RFC 4398) at
+# <local part>.<domain> and then <domain>, asked of these servers ([] = the system's) on this port.
+dns_servers = []
+dns_port = 53
+# Seconds a discovery result is reused (an absent certificate: at most 5 minutes).
+discovery_ttl = 3600
 
 [audit]
 # Ed25519 key signing audit checkpoints (tree size + root hash). Kept outside the data directory.

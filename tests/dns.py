@@ -5,7 +5,10 @@
 MX records with preferences (`--mx-host`), addresses (`--host-record`), TXT records, a null MX as a raw
 RR (`--dns-rr=NAME,15,000000`: preference 0, exchange the root name, RFC 7505), NXDOMAIN for any other
 name under the `local` domains (`--local`), REFUSED for names elsewhere (no upstream server), and
-forwarding of chosen domains to another server (`--server=/domain/ip#port`).
+forwarding of chosen domains to another server (`--server=/domain/ip#port`), and any other record as
+raw RDATA (`rr`: `--dns-rr=NAME,RRTYPE,HEX`, e.g. CERT records, type 37). `Dnsmasq.queries()` reads
+the queries back from its log, with the transport: dnsmasq answers TCP in a forked child, whose
+process id in the log line is not the server's.
 
 dnsmasq cannot be told to answer SERVFAIL nor to stay silent, so `servfail_server` (answers every query
 with SERVFAIL, built on dnspython's message codec) and `silent_server` (receives and never answers)
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -65,6 +69,8 @@ class Zone:
     """Domains answered from this data only: any other name under them is NXDOMAIN."""
     forward: Sequence[tuple[str, str, int]] = ()
     """(domain, server address, port): queries for the domain are forwarded there."""
+    rr: Sequence[tuple[str, int, bytes]] = ()
+    """(name, RR type number, RDATA in wire form): served as is."""
 
     def arguments(self) -> list[str]:
         args = [f"--local=/{d}/" for d in self.local]
@@ -73,6 +79,7 @@ class Zone:
         args += [f"--dns-rr={name},15,000000" for name in self.null_mx]
         args += [f"--txt-record={name},{text}" for name, text in self.txt]
         args += [f"--server=/{domain}/{ip}#{port}" for domain, ip, port in self.forward]
+        args += [f"--dns-rr={name},{rrtype},{rdata.hex()}" for name, rrtype, rdata in self.rr]
         return args
 
 
@@ -91,6 +98,18 @@ def _free_port() -> int:
     raise RuntimeError("no free loopback port for the DNS server")
 
 
+_QUERY_LINE = re.compile(r"dnsmasq\[(?P<pid>\d+)\]: query\[(?P<type>[A-Z0-9]+)\] (?P<name>\S+) from ")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query in dnsmasq's log: type ("CERT", "MX" ...), name (no final dot), whether over TCP."""
+
+    type: str
+    name: str
+    tcp: bool
+
+
 @dataclass
 class Dnsmasq:
     """A running dnsmasq; `address` is what `[queue].resolver` takes."""
@@ -103,6 +122,15 @@ class Dnsmasq:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def queries(self) -> list[Query]:
+        """The queries received so far, in order."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            match = _QUERY_LINE.match(line)
+            if match:
+                found.append(Query(match["type"], match["name"], int(match["pid"]) != self.proc.pid))
+        return found
 
     def stop(self) -> None:
         if self.proc.poll() is None:

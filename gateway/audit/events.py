@@ -48,6 +48,7 @@ class AuditEvent(StrEnum):
     PKI_CRL_PUBLISHED = "admin.pki.crl_published"
     PKI_ROOT_EXPORTED = "admin.pki.root_exported"
     PKI_LISTED = "admin.pki.listed"
+    PKI_DNS_PUBLISHED = "admin.pki.dns_published"
 
     # SMTP sessions (submission and relay from peer operators)
     SMTP_AUTH_SUCCEEDED = "smtp.auth.succeeded"

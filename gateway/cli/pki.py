@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs.pki import Issued, PKIError, TrustSpacePKI, parse_reason, write_bundle
 from gateway.audit.events import AuditEvent
 from gateway.auth.passwords import generate_password
 from gateway.cli.base import Command, Context, Outcome, read_secret_stdin, table
 from gateway.errors import ConfigError, NotFound, UsageError
+from gateway.smime.discovery import cert_names
 
 PASSPHRASE_ENV = "MSSGW_PKI_PASSPHRASE"  # noqa: S105 (a variable name)
 
@@ -162,6 +167,83 @@ async def list_(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(rows, text, audit={"results": len(rows)})
 
 
+def _cert_line(name: str, cert: x509.Certificate) -> str:
+    """A zone-file CERT record (RFC 4398 §2.2): type PKIX, key tag 0 and algorithm 0 (§2.1: no key)."""
+    return f"{name} IN CERT PKIX 0 0 {base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()}"
+
+
+def _record(name: str, cert: x509.Certificate, bound: str, owner: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "binding": bound,
+        "owner": owner,
+        "fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "line": _cert_line(name, cert),
+    }
+
+
+def _domain_certificates(ctx: Context, files: list[str]) -> list[dict[str, Any]]:
+    """Domain-bound certificates from PEM files: each must be for e-mail protection and name (dNSName)
+    a mail domain of this node; one record at each such domain."""
+    records: list[dict[str, Any]] = []
+    for file in files:
+        path = Path(file)
+        try:
+            certs = x509.load_pem_x509_certificates(path.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except ValueError:
+            raise UsageError(f"{path} holds no PEM certificate") from None
+        for cert in certs:
+            subject = cert.subject.rfc4514_string()
+            try:
+                purposes = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            except x509.ExtensionNotFound:
+                purposes = x509.ExtendedKeyUsage([])
+            if ExtendedKeyUsageOID.EMAIL_PROTECTION not in purposes:
+                raise UsageError(f"{path}: {subject} is not an e-mail protection certificate")
+            try:
+                san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            except x509.ExtensionNotFound:
+                san = x509.SubjectAlternativeName([])
+            names = [d.lower().rstrip(".") for d in san.get_values_for_type(x509.DNSName)]
+            domains = [d for d in names if ctx.node.is_local_domain(d)]
+            if not domains:
+                raise UsageError(f"{path}: {subject} names no mail domain of this node (dNSName)")
+            records += [_record(f"{d}.", cert, "domain", d) for d in domains]
+    return records
+
+
+async def publish_dns(ctx: Context, args: argparse.Namespace) -> Outcome:
+    """Zone-file CERT records for recipient certificate discovery (RFC 4398 §2.3, DCDT): each active local
+    mailbox's unexpired S/MIME certificates at <local part>.<domain>, domain-bound ones at the domain."""
+    now = datetime.now(UTC)
+    records: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for mailbox in await ctx.node.mailboxes.list():
+        if not mailbox["active"]:
+            continue
+        address = mailbox["address"]
+        names = cert_names(address)
+        for cert in await ctx.node.mailboxes.smime_certificates(address):
+            if names is None or names[0] is None:
+                skipped.append({"address": address, "reason": "the local part cannot be a DNS name"})
+            elif cert.not_valid_after_utc <= now:
+                skipped.append({"address": address, "reason": f"expired {cert.not_valid_after_utc.isoformat()}"})
+            else:
+                records.append(_record(names[0].to_text(), cert, "address", address))
+    records += _domain_certificates(ctx, args.domain_cert or [])
+    lines = [r["line"] for r in records] + [f"; skipped {s['address']}: {s['reason']}" for s in skipped]
+    data = {"records": records, "skipped": skipped}
+    audit = {
+        "records": len(records),
+        "skipped": len(skipped),
+        "domains": sorted({r["owner"] for r in records if r["binding"] == "domain"}),
+    }
+    return Outcome(data, "\n".join(lines) if lines else "; no certificate to publish", audit=audit)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     pki_common = argparse.ArgumentParser(add_help=False, parents=[common])
     pki_common.add_argument("--pki-dir", help="PKI directory (default: the node's pki.dir)")
@@ -200,3 +282,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(_command=Command(AuditEvent.PKI_ROOT_EXPORTED, export_root))
     p = grp.add_parser("list", parents=[pki_common], help="issued certificates")
     p.set_defaults(_command=Command(AuditEvent.PKI_LISTED, list_))
+    p = grp.add_parser("publish-dns", parents=[common], help="zone-file CERT records of this node's certificates")
+    p.add_argument(
+        "--domain-cert",
+        action="append",
+        metavar="PEM",
+        help="a domain-bound S/MIME certificate to publish at its domain (repeatable)",
+    )
+    p.set_defaults(_command=Command(AuditEvent.PKI_DNS_PUBLISHED, publish_dns))

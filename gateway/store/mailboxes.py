@@ -290,6 +290,19 @@ class MailboxRepository:
                 )
         return fingerprint
 
+    async def smime_certificates(self, address: str) -> tuple[x509.Certificate, ...]:
+        """The S/MIME certificates registered to a local mailbox, oldest first; none when it has none or
+        is not local (read-only: recipient certificate discovery asks this first)."""
+        async with self.db.read() as s:
+            ders = (
+                await s.execute(
+                    select(MailboxCertificate.der)
+                    .where(MailboxCertificate.address == address.lower(), MailboxCertificate.usage == "smime")
+                    .order_by(MailboxCertificate.not_before, MailboxCertificate.fingerprint)
+                )
+            ).scalars()
+            return tuple(x509.load_der_x509_certificate(der) for der in ders)
+
     async def active_among(self, addresses: Iterable[str]) -> set[str]:
         """Those of `addresses` (lower-case) that are local mailboxes and active."""
         wanted, found = sorted(set(addresses)), set[str]()

@@ -248,6 +248,20 @@ def test_address_profile(world: World) -> None:
     assert list(ext(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.EMAIL_PROTECTION]
 
 
+def test_domain_profile(world: World) -> None:
+    issued = world.pki.issue_domain("Hopital.TEST.", now=world.now)
+    cert = issued.certificate
+    check_end_entity_common(world, issued, "organisations")
+    assert cert.subject.rfc4514_string() == "CN=hopital.test,OU=DOMAINES,O=MSSGW TEST,C=FR"
+    assert list(ext(cert, x509.SubjectAlternativeName).value) == [x509.DNSName("hopital.test")]
+    assert list(ext(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.EMAIL_PROTECTION]
+    assert world.pki.find(issued.serial).profile is Profile.DOMAIN
+    with raises(ValueError, "invalid mail domain '192.0.2.1': an IP address"):
+        world.pki.issue_domain("192.0.2.1", now=world.now)
+    with raises(ValueError, "invalid hostname 'bad..test': empty label"):
+        world.pki.issue_domain("bad..test", now=world.now)
+
+
 def test_validity_capped_by_issuer_and_expired_ca(world: World) -> None:
     ca = world.pki.ca("personnes")
     late = ca.not_valid_after_utc - timedelta(days=365)

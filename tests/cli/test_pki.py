@@ -5,6 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import dns.rdatatype
+import dns.zonefile
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certs.pki import TrustSpacePKI
 from tests.conftest import DOMAIN, NodeDir
 
 
@@ -103,3 +109,68 @@ def test_pki_refusals(node: NodeDir, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
     r = node.cli("pki", "init")
     assert (r.code, r.err.strip()) == (2, f"mssgw: PKI already exists at {node.data / 'pki'}")
+
+
+def test_publish_dns_prints_cert_records_a_zone_reader_reads_back(node: NodeDir, tmp_path: Path) -> None:
+    claire, gone, plain = f"claire.martin@{DOMAIN}", f"ancien@{DOMAIN}", f"secretariat@{DOMAIN}"
+    node.cli("mailbox", "add", claire, "--type", "PER", "--idnat", "810000000009")
+    node.cli("mailbox", "add", gone, "--type", "ORG", "--service", "Ancien")
+    node.cli("mailbox", "add", plain, "--type", "ORG", "--service", "Secrétariat")
+    node.cli("pki", "issue-address", claire, "--out", tmp_path / "claire")
+    node.cli("pki", "issue-address", gone, "--out", tmp_path / "gone")
+    node.cli("mailbox", "disable", gone)
+    node.cli("pki", "issue-app", plain, "--out", tmp_path / "app")  # TLS, not S/MIME: not published
+    domain = TrustSpacePKI(node.data / "pki").issue_domain(DOMAIN).certificate
+    (tmp_path / "domain.pem").write_bytes(domain.public_bytes(serialization.Encoding.PEM))
+    address_cert = x509.load_pem_x509_certificate((tmp_path / "claire" / "cert.pem").read_bytes())
+
+    r = node.cli("pki", "publish-dns", "--domain-cert", tmp_path / "domain.pem")
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert [line.split(" ", 5)[:5] for line in lines] == [
+        [f"claire.martin.{DOMAIN}.", "IN", "CERT", "PKIX", "0"],
+        [f"{DOMAIN}.", "IN", "CERT", "PKIX", "0"],
+    ]
+    rrsets = dns.zonefile.read_rrsets(r.out, default_ttl=3600, rdclass=None)
+    assert [(rs.name.to_text(), rs.rdtype, len(rs)) for rs in rrsets] == [
+        (f"claire.martin.{DOMAIN}.", dns.rdatatype.CERT, 1),
+        (f"{DOMAIN}.", dns.rdatatype.CERT, 1),
+    ]
+    for rrset, cert in zip(rrsets, [address_cert, domain], strict=True):
+        rd = rrset[0]
+        assert (rd.certificate_type, rd.key_tag, rd.algorithm) == (1, 0, 0)
+        assert rd.certificate == cert.public_bytes(serialization.Encoding.DER)
+
+    data = node.cli("pki", "publish-dns", "--domain-cert", tmp_path / "domain.pem", "--json").json()
+    assert [(rec["name"], rec["binding"], rec["owner"]) for rec in data["records"]] == [  # type: ignore[index]
+        (f"claire.martin.{DOMAIN}.", "address", claire),
+        (f"{DOMAIN}.", "domain", DOMAIN),
+    ]
+    assert [rec["line"] for rec in data["records"]] == lines  # type: ignore[index]
+    assert data["skipped"] == []  # type: ignore[index]
+    audit = node.cli("audit", "search", "--event", "admin.pki.dns_published", "--json").json()
+    assert [rec["response"] for rec in audit] == [  # type: ignore[union-attr,index]
+        {"result": "done", "records": 2, "skipped": 0, "domains": [DOMAIN]}
+    ] * 2
+
+
+def test_publish_dns_refusals(node: NodeDir, tmp_path: Path) -> None:
+    r = node.cli("pki", "publish-dns")
+    assert (r.code, r.out.strip()) == (0, "; no certificate to publish")
+    pki = TrustSpacePKI(node.data / "pki")
+    foreign = "names no mail domain of this node (dNSName)"
+    cases = {
+        "server.pem": (pki.issue_server([f"mx.{DOMAIN}"]).certificate, "is not an e-mail protection certificate"),
+        "other.pem": (pki.issue_domain("ch-autre.mssante.fr").certificate, foreign),
+        "address.pem": (pki.issue_address(f"x@{DOMAIN}").certificate, foreign),
+    }
+    for name, (cert, reason) in cases.items():
+        (tmp_path / name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        r = node.cli("pki", "publish-dns", "--domain-cert", tmp_path / name)
+        subject = cert.subject.rfc4514_string()
+        assert (r.code, r.out, r.err.strip()) == (2, "", f"mssgw: {tmp_path / name}: {subject} {reason}")
+    r = node.cli("pki", "publish-dns", "--domain-cert", tmp_path / "missing.pem")
+    assert (r.code, r.err.strip()) == (2, f"mssgw: cannot read {tmp_path / 'missing.pem'}: No such file or directory")
+    (tmp_path / "junk.pem").write_text("junk")
+    r = node.cli("pki", "publish-dns", "--domain-cert", tmp_path / "junk.pem")
+    assert (r.code, r.err.strip()) == (2, f"mssgw: {tmp_path / 'junk.pem'} holds no PEM certificate")

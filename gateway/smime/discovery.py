@@ -1,0 +1,377 @@
+"""Recipient certificate discovery (domain brief §7 "Certificate discovery", DCDT order; issue 5).
+
+Implementation notes
+- Steps, in order; the first one that finds any certificate ends the search:
+  1. `local`: the S/MIME certificates registered to one of this operator's mailboxes
+     (`MailboxRepository.smime_certificates`), without any DNS query;
+  2. the national directory: *not a step here*. Neither the published extraction (31 columns, domain
+     brief §3) nor our directory model carries a certificate, so there is nothing to look up;
+  3. DNS CERT records (RFC 4398, RR type 37) at the address name, `@` replaced by `.` (RFC 4398 §2.3,
+     DCDT: `alice.martin@ch-a.example` -> `alice.martin.ch-a.example.`, the local part's dots making
+     labels), `dns-address`; then at the domain name, `dns-domain`.
+  A local part that cannot be a DNS name (an empty label, a label over 63 octets, a name over 255)
+  skips the address name; the domain is still asked.
+- Record types: PKIX (1) holds a DER certificate; IPKIX (4) a URL, fetched here (http and https only,
+  a few seconds, a size cap; DER or PEM). Other types (SPKI, PGP, URI ...) are not certificates for
+  S/MIME and count as nothing found.
+- A found certificate counts when `TrustStore.check(cert, others, [address])` accepts it: trusted path
+  (the step's other certificates and the configured intermediates may complete it), unrevoked,
+  emailProtection, strong key, and bound to the recipient (rfc822Name = address, or dNSName = domain).
+  Found-but-invalid drops the recipient: no fallback to a later step (DCDT "found but not used").
+  Every invalid certificate is reported with one reason from `REASONS`.
+- DNS never raises out of `find`: NXDOMAIN and an empty answer are "nothing here"; SERVFAIL, REFUSED,
+  a timeout or an unreachable server are `unavailable` (the caller defers: 4.x), distinct from
+  `no-certificate` and `invalid` (5.x). An IPKIX URL that times out or answers 5xx is `unavailable`
+  too when no other certificate of the step is valid (the certificate behind it may be the good one).
+- Answers over 512 octets: the resolver sends no EDNS (dnspython's default with explicit servers), the
+  server sets TC, and dnspython's resolver asks again over TCP by itself (resolver.py `query_result`:
+  `Truncated` -> `retry_with_tcp`); tests/smime/test_discovery.py checks it against dnsmasq.
+- Results are cached per address (lower-cased): usable certificates for `ttl` seconds (never past the
+  earliest notAfter among them), `no-certificate`, `invalid` and `bad-address` for at most
+  `NEGATIVE_TTL`; `unavailable` is never cached. The resolver keeps no cache of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+from cryptography import x509
+
+from gateway.config import SmimeSection
+from gateway.smime.trust import REASONS as TRUST_REASONS
+from gateway.smime.trust import TrustStore
+
+CERT_PKIX = 1  # RFC 4398 §2.1: an X.509 certificate, DER
+CERT_IPKIX = 4  # RFC 4398 §2.1: the URL of an X.509 data object
+NEGATIVE_TTL = 300.0
+FETCH_TIMEOUT = 5.0
+FETCH_LIMIT = 64 * 1024
+CACHE_SIZE = 10_000
+
+REASONS = {
+    **{k: v.replace("signer's ", "") for k, v in TRUST_REASONS.items() if k != "sender-mismatch"},
+    "address-mismatch": "the certificate is not bound to the recipient address",
+    "unparsable": "the record does not hold an X.509 certificate",
+    "url-refused": "the IPKIX URL is not an http or https URL",
+    "url-failed": "the IPKIX URL answered with an error",
+    "url-too-large": "the object at the IPKIX URL is too large",
+}
+
+
+class Outcome(StrEnum):
+    FOUND = "found"  # usable certificates
+    NO_CERTIFICATE = "no-certificate"  # no step found any: 5.x
+    INVALID = "invalid"  # the answering step found only unusable ones: the recipient is dropped, 5.x
+    UNAVAILABLE = "unavailable"  # DNS (or an IPKIX URL) failed for now: defer, 4.x
+    BAD_ADDRESS = "bad-address"  # not local@domain with a valid domain name: 5.x
+
+
+class Step(StrEnum):
+    LOCAL = "local"
+    DNS_ADDRESS = "dns-address"
+    DNS_DOMAIN = "dns-domain"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One found certificate (or record) that cannot be used, and why."""
+
+    source: str  # "local", the DNS name, or the IPKIX URL
+    reason: str  # a key of REASONS
+    certificate: x509.Certificate | None = None
+
+    @property
+    def text(self) -> str:
+        return REASONS.get(self.reason, "")
+
+
+@dataclass(frozen=True)
+class Found:
+    """What discovery concluded for one recipient."""
+
+    address: str
+    outcome: Outcome
+    step: Step | None = None  # the step that answered (FOUND, INVALID, and UNAVAILABLE from a URL)
+    certificates: tuple[x509.Certificate, ...] = ()  # usable ones, in record order
+    rejected: tuple[Rejected, ...] = ()
+    detail: str = ""  # UNAVAILABLE / BAD_ADDRESS: what failed
+
+    @property
+    def temporary(self) -> bool:
+        return self.outcome is Outcome.UNAVAILABLE
+
+
+class FetchError(Exception):
+    """An IPKIX URL gave nothing usable: `reason` is a REASONS key, or "" when it may work later."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+LocalCertificates = Callable[[str], Awaitable[Sequence[x509.Certificate]]]
+Fetcher = Callable[[str], Awaitable[bytes]]
+
+
+async def fetch_ipkix(url: str, *, seconds: float = FETCH_TIMEOUT, limit: int = FETCH_LIMIT) -> bytes:
+    """The object at an IPKIX URL: http(s) only, `seconds` in all, at most `limit` octets."""
+    import aiohttp  # a dependency of pyhanko-certvalidator
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise FetchError("url-refused", url)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
+            session.get(url, max_redirects=3) as response,
+        ):
+            if response.status >= 500 or response.status == 429:
+                raise FetchError("", f"{url}: HTTP {response.status}")
+            if response.status != 200:
+                raise FetchError("url-failed", f"{url}: HTTP {response.status}")
+            if response.content_length is not None and response.content_length > limit:
+                raise FetchError("url-too-large", f"{url}: {response.content_length} octets")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(16384):
+                body += chunk
+                if len(body) > limit:
+                    raise FetchError("url-too-large", f"{url}: over {limit} octets")
+    except (aiohttp.NonHttpUrlClientError, aiohttp.InvalidURL) as exc:
+        raise FetchError("url-refused", f"{url}: {exc}") from None
+    except aiohttp.TooManyRedirects:
+        raise FetchError("url-failed", f"{url}: too many redirections") from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise FetchError("", f"{url}: {type(exc).__name__} {exc}".rstrip()) from None
+    return bytes(body)
+
+
+def _load(data: bytes) -> x509.Certificate | None:
+    with contextlib.suppress(ValueError):
+        return x509.load_der_x509_certificate(data)
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        with contextlib.suppress(ValueError):
+            return x509.load_pem_x509_certificate(data)
+    return None
+
+
+def cert_names(address: str) -> tuple[dns.name.Name | None, dns.name.Name] | None:
+    """(address name or None when the local part cannot be one, domain name); None for a bad address."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain:
+        return None
+    try:
+        domain_name = dns.name.from_text(domain.lower().rstrip(".") + ".")
+    except (dns.exception.DNSException, UnicodeError, ValueError):
+        return None
+    if len(domain_name.labels) < 2:  # the root alone
+        return None
+    try:
+        address_name: dns.name.Name | None = dns.name.Name([label.encode() for label in local.split(".")]).concatenate(
+            domain_name
+        )
+    except (dns.exception.DNSException, UnicodeError, ValueError):
+        address_name = None
+    return address_name, domain_name
+
+
+class Discovery:
+    """Finds the certificates to encrypt to for a recipient address."""
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        *,
+        local: LocalCertificates | None = None,
+        nameservers: Sequence[str] = (),
+        port: int = 53,
+        ttl: float = 3600.0,
+        negative_ttl: float = NEGATIVE_TTL,
+        timeout: float = 5.0,
+        intermediates: Sequence[x509.Certificate] = (),
+        fetch: Fetcher = fetch_ipkix,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.trust = trust
+        self.local = local
+        self.ttl = ttl
+        self.negative_ttl = min(negative_ttl, ttl)
+        self.intermediates = list(intermediates)
+        self.fetch = fetch
+        self.clock = clock
+        self.resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        if nameservers:
+            self.resolver.nameservers = list(nameservers)
+        self.resolver.port = port
+        self.resolver.lifetime = timeout
+        self.resolver.timeout = min(timeout, 2.0)
+        self._cache: dict[str, tuple[float, Found]] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        section: SmimeSection,
+        trust: TrustStore,
+        *,
+        local: LocalCertificates | None = None,
+        intermediates: Sequence[x509.Certificate] = (),
+    ) -> Discovery:
+        return cls(
+            trust,
+            local=local,
+            nameservers=section.dns_servers,
+            port=section.dns_port,
+            ttl=section.discovery_ttl,
+            intermediates=intermediates,
+        )
+
+    async def find(self, address: str) -> Found:
+        key = address.strip().lower()
+        now = self.clock()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await self._discover(address.strip())
+        ttl = self._ttl(found)
+        if ttl > 0:
+            if len(self._cache) >= CACHE_SIZE:
+                self._evict(now)
+            self._cache[key] = (now + ttl, found)
+        return found
+
+    def forget(self, address: str | None = None) -> None:
+        """Drop the cached result of one address, or all of them."""
+        if address is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(address.strip().lower(), None)
+
+    def _ttl(self, found: Found) -> float:
+        if found.outcome is Outcome.UNAVAILABLE:
+            return 0.0
+        if found.outcome is not Outcome.FOUND:
+            return self.negative_ttl
+        now = dt.datetime.now(dt.UTC)
+        left = min((c.not_valid_after_utc - now).total_seconds() for c in found.certificates)
+        return max(0.0, min(self.ttl, left))
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, (expires, _) in self._cache.items() if expires <= now]:
+            del self._cache[key]
+        while len(self._cache) >= CACHE_SIZE:
+            del self._cache[next(iter(self._cache))]  # the oldest entry
+
+    async def _discover(self, address: str) -> Found:
+        names = cert_names(address)
+        if names is None:
+            return Found(address, Outcome.BAD_ADDRESS, detail="not local-part@domain with a valid domain name")
+        if self.local is not None:
+            certs = list(await self.local(address))
+            if certs:
+                return await self._judge(address, Step.LOCAL, [("local", c) for c in certs], [])
+        address_name, domain_name = names
+        steps = [(Step.DNS_ADDRESS, address_name), (Step.DNS_DOMAIN, domain_name)]
+        for step, name in steps:
+            if name is None:
+                continue
+            try:
+                records = await self._cert_records(name)
+            except _Unavailable as exc:
+                return Found(address, Outcome.UNAVAILABLE, detail=str(exc))
+            if records:
+                return await self._records(address, step, name, records)
+        return Found(address, Outcome.NO_CERTIFICATE)
+
+    async def _cert_records(self, name: dns.name.Name) -> list[tuple[int, bytes]]:
+        """(certificate type, certificate field) of the PKIX and IPKIX records at `name`, in answer order."""
+        try:
+            answer = await self.resolver.resolve(name, dns.rdatatype.CERT, raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN:
+            return []
+        except dns.resolver.NoNameservers as exc:  # SERVFAIL, REFUSED, unreachable from every server
+            raise _Unavailable(f"{name}: no server answered ({exc})") from None
+        except dns.exception.Timeout:
+            raise _Unavailable(f"{name}: DNS timeout") from None
+        except (dns.exception.DNSException, OSError) as exc:
+            raise _Unavailable(f"{name}: {type(exc).__name__} {exc}".rstrip()) from None
+        if answer.rrset is None:
+            return []
+        return [
+            (rd.certificate_type, rd.certificate)
+            for rd in answer.rrset
+            if rd.certificate_type in (CERT_PKIX, CERT_IPKIX)
+        ]
+
+    async def _records(self, address: str, step: Step, name: dns.name.Name, records: list[tuple[int, bytes]]) -> Found:
+        source = name.to_text()
+        certs: list[tuple[str, x509.Certificate]] = []
+        rejected: list[Rejected] = []
+        pending: list[str] = []  # IPKIX URLs that failed for now
+        for kind, data in records:
+            if kind == CERT_PKIX:
+                cert = _load(data)
+                if cert is None:
+                    rejected.append(Rejected(source, "unparsable"))
+                else:
+                    certs.append((source, cert))
+                continue
+            url = data.decode("utf-8", "replace").strip()
+            try:
+                cert = _load(await self.fetch(url))
+            except FetchError as exc:
+                if exc.reason:
+                    rejected.append(Rejected(url, exc.reason))
+                else:
+                    pending.append(str(exc))
+                continue
+            if cert is None:
+                rejected.append(Rejected(url, "unparsable"))
+            else:
+                certs.append((url, cert))
+        found = await self._judge(address, step, certs, rejected)
+        if found.outcome is Outcome.INVALID and pending:
+            return Found(address, Outcome.UNAVAILABLE, step, rejected=found.rejected, detail="; ".join(pending))
+        return found
+
+    async def _judge(
+        self, address: str, step: Step, certs: list[tuple[str, x509.Certificate]], rejected: list[Rejected]
+    ) -> Found:
+        usable: list[x509.Certificate] = []
+        found = [c for _, c in certs]
+        for source, cert in certs:
+            others = [c for c in found if c is not cert] + self.intermediates
+            verdict = await self.trust.check(cert, others, [address])
+            if verdict.ok:
+                usable.append(cert)
+            else:
+                reason = "address-mismatch" if verdict.reason == "sender-mismatch" else verdict.reason
+                rejected.append(Rejected(source, reason, cert))
+        outcome = Outcome.FOUND if usable else Outcome.INVALID
+        return Found(address, outcome, step, tuple(usable), tuple(rejected))
+
+
+class _Unavailable(Exception):
+    pass
+
+
+__all__ = [
+    "CERT_IPKIX",
+    "CERT_PKIX",
+    "REASONS",
+    "Discovery",
+    "FetchError",
+    "Found",
+    "Outcome",
+    "Rejected",
+    "Step",
+    "cert_names",
+    "fetch_ipkix",
+]
