@@ -2,7 +2,7 @@
 
 Implementation notes
 - Every account is created with INBOX and the RFC 6154 special-use folders (\\Sent, \\Drafts, \\Trash,
-  \\Junk, \\Archive), so clients find them without configuration.
+  \\Junk, \\Archive), all subscribed, so clients find them without configuration.
 - UIDVALIDITY is the folder's creation time in seconds (RFC 9051 §2.3.1.1: unique per folder name over
   time); UIDs come from UIDNEXT and HIGHESTMODSEQ grows with every change (RFC 7162), both bumped in the
   same transaction that inserts the message, under the folder row's lock.
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import NotFound
-from gateway.store.models import Folder
+from gateway.store.models import Folder, Subscription
 
 STANDARD_FOLDERS: list[tuple[str, str | None]] = [
     ("INBOX", None),
@@ -34,6 +34,10 @@ def standard_folders(address: str) -> list[Folder]:
         Folder(address=address, name=name, special_use=use, uidvalidity=uidvalidity, uidnext=1, highestmodseq=1)
         for name, use in STANDARD_FOLDERS
     ]
+
+
+def standard_subscriptions(address: str) -> list[Subscription]:
+    return [Subscription(address=address, name=name) for name, _ in STANDARD_FOLDERS]
 
 
 async def allocate_uid(session: AsyncSession, address: str, name: str) -> tuple[Folder, int, int]:

@@ -24,7 +24,7 @@ from directory import national
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import DataKey, KeyEncryptionKey
 from gateway.store.db import Database
-from gateway.store.folders import standard_folders
+from gateway.store.folders import standard_folders, standard_subscriptions
 from gateway.store.models import (
     Account,
     Mailbox,
@@ -154,7 +154,7 @@ class MailboxRepository:
                 )
             )
             await s.flush()
-            s.add_all(standard_folders(address))
+            s.add_all([*standard_folders(address), *standard_subscriptions(address)])
         return await self.describe(address)
 
     async def _local(self, s: Any, address: str) -> tuple[Mailbox, Account]:

@@ -13,6 +13,9 @@ Implementation notes
   MOVE keeps the row (and the sealed body) and only changes its folder, UID and modseq (RFC 6851).
 - Folder names use "/" as hierarchy delimiter; INBOX is case-insensitive and cannot be deleted; renaming
   INBOX moves its messages to the new folder and leaves it empty (RFC 3501 §6.3.5).
+- Subscriptions are names, not folders (RFC 3501 §6.3.6): a folder is subscribed when made (CREATE, and
+  every level CREATE makes), DELETE leaves its name subscribed, RENAME moves the subscriptions of the name
+  and of its inferiors to the new names (RFC 3501 says nothing; Dovecot does so). SUBSCRIBE needs a folder.
 - Quota: the mailbox's `quota_bytes`, or the node default; APPEND and local delivery past it are refused
   (`QuotaExceeded`), COPY too. Usage is the sum of message sizes, as the client sees them.
 """
@@ -35,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.errors import Conflict, MssgwError, NotFound, UsageError
 from gateway.store.crypto import DataKey
 from gateway.store.messages import MessageStore, body_aad
-from gateway.store.models import Account, Folder, StoredMessage, utcnow
+from gateway.store.models import Account, Folder, StoredMessage, Subscription, utcnow
 
 DELIMITER = "/"
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
@@ -71,7 +74,6 @@ class FolderInfo:
     uidvalidity: int
     uidnext: int
     highestmodseq: int
-    subscribed: bool
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def _meta(m: StoredMessage) -> MessageMeta:
 
 
 def _info(f: Folder) -> FolderInfo:
-    return FolderInfo(f.id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq, f.subscribed)
+    return FolderInfo(f.id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,8 @@ class Mailstore:
         self.db = messages.db
         self.default_quota = default_quota
         self.max_folders = max_folders  # a client looping on CREATE must not grow LIST and the store without end
+        # nor on CREATE and DELETE: a deleted folder's name stays subscribed until UNSUBSCRIBE
+        self.max_subscriptions = 2 * max_folders
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -245,6 +249,7 @@ class Mailstore:
             count = (await s.execute(select(func.count(Folder.id)).where(Folder.address == address))).scalar() or 0
             if count + len(set(wanted) - have) > self.max_folders:
                 raise FolderLimit(f"a mailbox holds at most {self.max_folders} folders")
+            await self._check_subscriptions(s, address, [each for each in wanted if each not in have])
             uidvalidity = await self._uidvalidity(s, address)
             folder = None
             for each in wanted:
@@ -256,10 +261,10 @@ class Mailstore:
                     uidvalidity=uidvalidity,
                     uidnext=1,
                     highestmodseq=1,
-                    subscribed=True,
                     recent_uid=0,
                 )
                 s.add(folder)
+            await self._subscribe(s, address, [each for each in wanted if each not in have])
             await s.flush()
             assert folder is not None
             assert folder.name == name
@@ -324,10 +329,10 @@ class Mailstore:
                     uidvalidity=await self._uidvalidity(s, address),
                     uidnext=1,
                     highestmodseq=1,
-                    subscribed=True,
                     recent_uid=0,
                 )
                 s.add(target)
+                await self._subscribe(s, address, [new])
                 await s.flush()
                 rows = (
                     await s.execute(
@@ -351,18 +356,58 @@ class Mailstore:
             for f in [source, *children] if source is not None else children:
                 f.name = new + f.name[len(old) :]
                 f.uidvalidity = uidvalidity  # the UIDs under the new name belong to a "new" folder for clients
+            # The subscriptions of the name and of every name below it (folder or not) move along; a new name
+            # already subscribed (a folder deleted there, its subscription kept) stays so.
+            subs = await self._subscriptions(s, address)
+            moved = [n for n in subs if n == old or n.startswith(old + DELIMITER)]
+            if moved:
+                for part in _chunks(moved, _IN_LIST):
+                    await s.execute(
+                        delete(Subscription).where(Subscription.address == address, Subscription.name.in_(part))
+                    )
+                s.add_all(
+                    Subscription(address=address, name=name)
+                    for name in {new + n[len(old) :] for n in moved} - (subs - set(moved))
+                )
 
     async def subscribe(self, address: str, name: str, subscribed: bool) -> None:
         """SUBSCRIBE needs an existing folder (RFC 3501 §6.3.6 lets the server check; Dovecot does); UNSUBSCRIBE
-        of a name that is not a folder (any more) succeeds: the name is not in the list, as asked."""
+        of any name succeeds, a folder's or not (deleted since, never made): the name is not in the list, as
+        asked."""
+        name = canonical(name)
         async with self.db.write() as s:
-            q = select(Folder).where(Folder.address == address, Folder.name == canonical(name))
-            folder = (await s.execute(q)).scalar_one_or_none()
-            if folder is None:
-                if subscribed:
-                    raise NotFound(f"no folder {canonical(name)}")
-                return
-            folder.subscribed = subscribed
+            if subscribed:
+                await self._folder(s, address, name)
+                await self._check_subscriptions(s, address, [name])
+                await self._subscribe(s, address, [name])
+            else:
+                await s.execute(delete(Subscription).where(Subscription.address == address, Subscription.name == name))
+
+    async def subscriptions(self, address: str) -> set[str]:
+        """The subscribed names, folders or not (RFC 3501 §6.3.6)."""
+        async with self.db.read() as s:
+            return await self._subscriptions(s, address)
+
+    @staticmethod
+    async def _subscriptions(s: AsyncSession, address: str) -> set[str]:
+        return set((await s.execute(select(Subscription.name).where(Subscription.address == address))).scalars())
+
+    async def _check_subscriptions(self, s: AsyncSession, address: str, names: list[str]) -> None:
+        """Raise FolderLimit if subscribing these names would take the list past `max_subscriptions`."""
+        subs = await self._subscriptions(s, address)
+        if len(subs | set(names)) > self.max_subscriptions:
+            raise FolderLimit(
+                f"a mailbox keeps at most {self.max_subscriptions} subscriptions: unsubscribe deleted folders"
+            )
+
+    @staticmethod
+    async def _subscribe(s: AsyncSession, address: str, names: list[str]) -> None:
+        """Subscribe these names, those not subscribed yet."""
+        if not names:
+            return
+        q = select(Subscription.name).where(Subscription.address == address, Subscription.name.in_(names))
+        have = set((await s.execute(q)).scalars())
+        s.add_all(Subscription(address=address, name=name) for name in dict.fromkeys(names) if name not in have)
 
     # -- reading ---------------------------------------------------------------------------------
 

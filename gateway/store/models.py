@@ -194,10 +194,18 @@ class Folder(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
-    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     recent_uid: Mapped[int] = mapped_column(BigInteger, default=0)  # UIDs above it: \Recent for the next SELECT
 
     __table_args__ = (UniqueConstraint("address", "name", name="uq_folders_address_name"),)
+
+
+class Subscription(Base):
+    """A name in a mailbox's IMAP subscription list (RFC 3501 §6.3.6). Not tied to a folder: the name stays
+    subscribed when its folder is deleted, until UNSUBSCRIBE; RENAME moves it (as Dovecot does)."""
+
+    __tablename__ = "subscriptions"
+    address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
 
 
 class StoredMessage(Base):

@@ -106,6 +106,8 @@ async def subscribe(s: Session, cmd: Command) -> Reply:
         await s.service.mailstore.subscribe(s.user, name, cmd.name == "SUBSCRIBE")
     except NotFound:
         raise no_folder(name) from None
+    except FolderLimit as exc:
+        raise No(said(exc), "LIMIT") from None
     return None
 
 
@@ -152,8 +154,13 @@ async def list_(s: Session, cmd: Command) -> Reply:
     deleted parent, a parent never created) are names too: they answer a pattern ending in "%" with
     \\Noselect, as RFC 3501 §6.3.8 asks, so every folder stays reachable level by level; "*" lists only the
     folders (RFC 3501 §6.3.4, the second example: after DELETE foo, `LIST "" *` gives foo.bar alone and
-    `LIST "" %` gives foo \\Noselect). LSUB (§6.3.9) answers "%" with a level that is not subscribed but has
-    a subscribed folder below it, as \\Noselect."""
+    `LIST "" %` gives foo \\Noselect).
+
+    Subscriptions are names, with or without a folder (RFC 3501 §6.3.6: DELETE leaves the name subscribed).
+    LSUB (§6.3.9) returns every subscribed name that matches, one without a folder as \\Noselect (as Dovecot
+    does), and answers "%" with a level that is not subscribed but has a subscribed name below it, as
+    \\Noselect. LIST (SUBSCRIBED) returns a subscribed name without a folder as \\NonExistent (RFC 5258 §3.4),
+    with \\HasChildren when folders lie below it."""
     assert isinstance(cmd.args, ListArgs)
     assert s.user is not None
     args = cmd.args
@@ -164,13 +171,17 @@ async def list_(s: Session, cmd: Command) -> Reply:
     reference = name_of(args.reference)
     patterns = [pattern(reference, name_of(p)) for p in args.patterns]
     folders = {f.name: f for f in await s.service.mailstore.folders(s.user)}
+    subscribed = await s.service.mailstore.subscriptions(s.user)
     above = {level for name in folders for level in levels(name)}  # names with inferiors
-    subscribed_above = {level for f in folders.values() if f.subscribed for level in levels(f.name)}
+    subscribed_above = {level for name in subscribed for level in levels(name)}
     subscribed_only = lsub or "SUBSCRIBED" in args.select_options
     special_only = "SPECIAL-USE" in args.select_options
     show_special = special_only or "SPECIAL-USE" in args.return_options or not args.extended
     asked_subscribed = "SUBSCRIBED" in args.select_options or "SUBSCRIBED" in args.return_options
-    for name in sorted(folders.keys() | above):
+    names = folders.keys() | above
+    if subscribed_only:  # subscribed names without a folder; for LSUB "%", the levels above subscribed names
+        names |= subscribed | subscribed_above if lsub else subscribed
+    for name in sorted(names):
         matching = [p for p in patterns if matches(p, name)]
         if not matching:
             continue
@@ -178,23 +189,31 @@ async def list_(s: Session, cmd: Command) -> Reply:
         level_only = any(p.endswith("%") for p in matching)  # a level of hierarchy answers "%" only
         attrs: list[str] = []
         if lsub:
-            if f is not None and f.subscribed:
-                pass
+            if name in subscribed:
+                if f is None:
+                    attrs.append("\\Noselect")
             elif level_only and name in subscribed_above:
                 attrs.append("\\Noselect")
             else:
                 continue
         elif f is None:
-            if not level_only or subscribed_only or special_only:
+            if subscribed_only and name in subscribed and not special_only:
+                attrs.append("\\NonExistent")
+                if name in above:
+                    attrs.append("\\HasChildren")
+            elif not level_only or subscribed_only or special_only:
                 continue
-            attrs += ["\\Noselect", "\\HasChildren"]
+            else:
+                attrs += ["\\Noselect", "\\HasChildren"]
+            if asked_subscribed and name in subscribed:
+                attrs.append("\\Subscribed")
         else:
-            if (subscribed_only and not f.subscribed) or (special_only and not f.special_use):
+            if (subscribed_only and name not in subscribed) or (special_only and not f.special_use):
                 continue
             attrs.append("\\HasChildren" if name in above else "\\HasNoChildren")
             if show_special and f.special_use:
                 attrs.append(f.special_use)
-            if asked_subscribed and f.subscribed:
+            if asked_subscribed and name in subscribed:
                 attrs.append("\\Subscribed")
         s.untagged((b"LSUB " if lsub else b"LIST ") + ser.paren_list(a.encode() for a in attrs) + b' "/" ' + wire(name))
     return None

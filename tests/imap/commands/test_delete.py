@@ -7,6 +7,9 @@ Hierarchy, following RFC 3501 §6.3.4's examples:
 - DELETE of a name that is only such a level: `NO [HASCHILDREN] Name "foo" has inferior hierarchical names`
   (the first example's A684 text, RFC 9051's code); once the inferiors are gone, the name is gone too.
 - CREATE makes it a folder again (empty, new UIDVALIDITY).
+- The name stays subscribed (RFC 3501 §6.3.6: "The server MUST NOT unilaterally remove an existing mailbox
+  name from the subscription list even if a mailbox by that name no longer exists"): LSUB shows it
+  `(\\Noselect)` until UNSUBSCRIBE, or until CREATE makes it a folder again.
 
 Also: INBOX cannot be deleted (`NO [CANNOT]`), nor the folder this session has selected (`NO [INUSE]`, RFC 2180
 §3 leaves it to the server); another session that has it selected gets `* BYE` at its next command (§7.1.5),
@@ -41,6 +44,30 @@ def test_delete_a_folder_and_its_messages(box: Box) -> None:
         b"* STATUS Archive (MESSAGES 0 UIDNEXT 1)",
         b"a6 OK STATUS completed",
     ]
+    raw.close()
+
+
+def test_the_subscription_stays(box: Box) -> None:
+    raw = box.raw()
+    raw.command("a1", "CREATE Courrier")
+    raw.command("a2", "CREATE Dossiers/2026")
+    assert raw.command("a3", "DELETE Courrier") == [b"a3 OK DELETE completed"]
+    assert raw.command("a4", "DELETE Dossiers") == [b"a4 OK DELETE completed"]
+    assert raw.command("a5", 'LIST "" C*') == [b"a5 OK LIST completed"]
+    assert raw.command("a6", 'LSUB "" C*') == [b'* LSUB (\\Noselect) "/" Courrier', b"a6 OK LSUB completed"]
+    assert raw.command("a7", 'LSUB "" Do*') == [
+        b'* LSUB (\\Noselect) "/" Dossiers',
+        b'* LSUB () "/" Dossiers/2026',
+        b"a7 OK LSUB completed",
+    ]
+    assert raw.command("a8", "SELECT Courrier") == [b"a8 NO [NONEXISTENT] no folder Courrier"]
+    assert raw.command("a9", "CREATE Courrier") == [b"a9 OK CREATE completed"]  # selectable again
+    assert raw.command("b1", 'LSUB "" C*') == [b'* LSUB () "/" Courrier', b"b1 OK LSUB completed"]
+    assert raw.command("b2", "DELETE Courrier") == [b"b2 OK DELETE completed"]
+    assert raw.command("b3", "UNSUBSCRIBE Courrier") == [b"b3 OK UNSUBSCRIBE completed"]
+    assert raw.command("b4", 'LSUB "" C*') == [b"b4 OK LSUB completed"]
+    assert raw.command("b5", "CREATE Courrier") == [b"b5 OK CREATE completed"]  # a new folder is subscribed
+    assert raw.command("b6", 'LSUB "" C*') == [b'* LSUB () "/" Courrier', b"b6 OK LSUB completed"]
     raw.close()
 
 

@@ -1,6 +1,7 @@
 """LSUB against the real server (RFC 3501 §6.3.9).
 
-- The subscribed names matching the pattern, with no attributes.
+- The subscribed names matching the pattern, with no attributes; a subscribed name that has no folder (its
+  folder deleted: DELETE leaves the subscription, §6.3.6) with `(\\Noselect)`, as Dovecot answers.
 - A pattern ending in "%": a level that is not subscribed (an unsubscribed folder, or a level that is no
   folder at all) but has a subscribed name below it is returned `(\\Noselect)`, as §6.3.9 requires ("foo/bar"
   subscribed, "foo" not: `LSUB "" %` returns foo, flagged \\Noselect); `*` returns only subscribed names.
@@ -63,12 +64,60 @@ def test_a_level_that_is_no_folder(box: Box) -> None:
     raw.command("a1", "CREATE Patients/Dupont/2026")
     raw.command("a2", "DELETE Patients/Dupont")
     raw.command("a3", "DELETE Patients")
-    assert raw.command("a4", 'LSUB "" P%') == [b'* LSUB (\\Noselect) "/" Patients', b"a4 OK LSUB completed"]
-    assert raw.command("a5", "LSUB Patients/ %") == [
+    raw.command("a4", "UNSUBSCRIBE Patients/Dupont")
+    raw.command("a5", "UNSUBSCRIBE Patients")  # neither a folder nor subscribed now: only a level
+    assert raw.command("a6", 'LSUB "" P%') == [b'* LSUB (\\Noselect) "/" Patients', b"a6 OK LSUB completed"]
+    assert raw.command("a7", "LSUB Patients/ %") == [
         b'* LSUB (\\Noselect) "/" Patients/Dupont',
-        b"a5 OK LSUB completed",
+        b"a7 OK LSUB completed",
     ]
-    assert raw.command("a6", 'LSUB "" P*') == [b'* LSUB () "/" Patients/Dupont/2026', b"a6 OK LSUB completed"]
+    assert raw.command("a8", 'LSUB "" P*') == [b'* LSUB () "/" Patients/Dupont/2026', b"a8 OK LSUB completed"]
+    raw.close()
+
+
+def test_deleted_folders_stay_subscribed(box: Box) -> None:
+    raw = box.raw()
+    raw.command("a1", "CREATE Patients/Dupont/2026")
+    raw.command("a2", "DELETE Patients/Dupont")
+    raw.command("a3", "DELETE Patients")
+    assert raw.command("a4", 'LSUB "" P*') == [
+        b'* LSUB (\\Noselect) "/" Patients',
+        b'* LSUB (\\Noselect) "/" Patients/Dupont',
+        b'* LSUB () "/" Patients/Dupont/2026',
+        b"a4 OK LSUB completed",
+    ]
+    assert raw.command("a5", 'LSUB "" P%') == [b'* LSUB (\\Noselect) "/" Patients', b"a5 OK LSUB completed"]
+    assert raw.command("a6", "DELETE Patients/Dupont/2026") == [b"a6 OK DELETE completed"]
+    assert raw.command("a7", 'LIST "" P*') == [b"a7 OK LIST completed"]  # no folder left, nor level
+    assert raw.command("a8", 'LSUB "" P*') == [  # the three names, until UNSUBSCRIBE
+        b'* LSUB (\\Noselect) "/" Patients',
+        b'* LSUB (\\Noselect) "/" Patients/Dupont',
+        b'* LSUB (\\Noselect) "/" Patients/Dupont/2026',
+        b"a8 OK LSUB completed",
+    ]
+    raw.command("a9", "UNSUBSCRIBE Patients")
+    raw.command("b1", "UNSUBSCRIBE Patients/Dupont")
+    assert (
+        raw.command("b2", 'LSUB "" %')
+        == [  # an unsubscribed level above a subscribed name: \Noselect
+            *STANDARD[:4],
+            b'* LSUB (\\Noselect) "/" Patients',
+            *STANDARD[4:],
+            b"b2 OK LSUB completed",
+        ]
+    )
+    assert raw.command("b3", 'LSUB "" Patients/%') == [
+        b'* LSUB (\\Noselect) "/" Patients/Dupont',
+        b"b3 OK LSUB completed",
+    ]
+    assert raw.command("b4", 'LSUB "" *') == [
+        *STANDARD[:4],
+        b'* LSUB (\\Noselect) "/" Patients/Dupont/2026',
+        *STANDARD[4:],
+        b"b4 OK LSUB completed",
+    ]
+    raw.command("b5", "UNSUBSCRIBE Patients/Dupont/2026")
+    assert raw.command("b6", 'LSUB "" *') == [*STANDARD, b"b6 OK LSUB completed"]
     raw.close()
 
 

@@ -10,6 +10,9 @@
   they show as \\Noselect levels, as after DELETE.
 - The renamed folder gets a new UIDVALIDITY (the UIDs belong to the new name); a session that has it
   selected keeps it selected.
+- Subscriptions move with the names (RFC 3501 says nothing; Dovecot does this): those of the name and of every
+  name below it, folders or not (a deleted folder's name stays subscribed, §6.3.6). A new name subscribed
+  already stays so. RENAME INBOX: INBOX stays subscribed, the new folder is subscribed.
 """
 
 from __future__ import annotations
@@ -167,3 +170,72 @@ def test_a_session_that_has_the_folder_selected_keeps_it(box: Box) -> None:
     assert second.command("b6", "FETCH 1 (UID)") == [b"* 1 FETCH (UID 1)", b"b6 OK FETCH completed"]
     first.close()
     second.close()
+
+
+def test_subscriptions_move_with_the_names(box: Box) -> None:
+    raw = box.raw()
+    raw.command("a1", "CREATE Patients/Dupont/2026")
+    raw.command("a2", "CREATE Patients/Martin")
+    raw.command("a3", "CREATE Patients/Ancien")
+    raw.command("a4", "DELETE Patients/Ancien")  # no folder, still subscribed: moves too
+    raw.command("a5", "UNSUBSCRIBE Patients/Martin")  # not subscribed: stays so
+    raw.command("a6", "CREATE PatientsX")  # not an inferior: stays
+    assert raw.command("a7", "RENAME Patients Dossiers") == [b"a7 OK RENAME completed"]
+    assert raw.command("a8", 'LSUB "" P*') == [b'* LSUB () "/" PatientsX', b"a8 OK LSUB completed"]
+    assert raw.command("a9", 'LSUB "" Do*') == [
+        b'* LSUB () "/" Dossiers',
+        b'* LSUB (\\Noselect) "/" Dossiers/Ancien',
+        b'* LSUB () "/" Dossiers/Dupont',
+        b'* LSUB () "/" Dossiers/Dupont/2026',
+        b"a9 OK LSUB completed",
+    ]
+    assert raw.command("b1", 'LIST "" Dossiers/*') == [
+        b'* LIST (\\HasChildren) "/" Dossiers/Dupont',
+        b'* LIST (\\HasNoChildren) "/" Dossiers/Dupont/2026',
+        b'* LIST (\\HasNoChildren) "/" Dossiers/Martin',
+        b"b1 OK LIST completed",
+    ]
+    raw.command("b2", "DELETE Dossiers")  # a level now, still subscribed: renaming it moves that too
+    assert raw.command("b3", "RENAME Dossiers Classement") == [b"b3 OK RENAME completed"]
+    assert raw.command("b4", 'LSUB "" %') == [
+        b'* LSUB () "/" Archive',
+        b'* LSUB (\\Noselect) "/" Classement',
+        b'* LSUB () "/" Drafts',
+        b'* LSUB () "/" INBOX',
+        b'* LSUB () "/" Junk',
+        b'* LSUB () "/" PatientsX',
+        b'* LSUB () "/" Sent',
+        b'* LSUB () "/" Trash',
+        b"b4 OK LSUB completed",
+    ]
+    raw.close()
+
+
+def test_a_new_name_subscribed_already_stays_so(box: Box) -> None:
+    raw = box.raw()
+    raw.command("a1", "CREATE Courrier")
+    raw.command("a2", "DELETE Courrier")  # "Courrier" stays subscribed
+    raw.command("a3", "CREATE Brouillon")
+    raw.command("a4", "UNSUBSCRIBE Brouillon")
+    assert raw.command("a5", "RENAME Brouillon Courrier") == [b"a5 OK RENAME completed"]
+    assert raw.command("a6", 'LSUB "" Courrier') == [b'* LSUB () "/" Courrier', b"a6 OK LSUB completed"]
+    assert raw.command("a7", 'LSUB "" B*') == [b"a7 OK LSUB completed"]
+    raw.close()
+
+
+def test_rename_inbox_subscribes_the_new_folder(box: Box) -> None:
+    raw = box.raw()
+    raw.command("a1", "CREATE INBOX/Suivi")
+    raw.command("a2", "UNSUBSCRIBE INBOX/Suivi")
+    assert raw.command("a3", "RENAME INBOX Ancien") == [b"a3 OK RENAME completed"]
+    assert raw.command("a4", 'LSUB "" *') == [
+        b'* LSUB () "/" Ancien',
+        b'* LSUB () "/" Archive',
+        b'* LSUB () "/" Drafts',
+        b'* LSUB () "/" INBOX',  # INBOX stays, and its inferiors stay unsubscribed
+        b'* LSUB () "/" Junk',
+        b'* LSUB () "/" Sent',
+        b'* LSUB () "/" Trash',
+        b"a4 OK LSUB completed",
+    ]
+    raw.close()

@@ -2,9 +2,13 @@
 
 Chosen behaviour: SUBSCRIBE needs an existing folder, `NO [NONEXISTENT]` otherwise, also for a name that is
 only a level of the hierarchy (\\Noselect). RFC 3501 §6.3.6: "A server MAY validate the mailbox argument to
-SUBSCRIBE to verify that it exists"; Dovecot does the same (cmd-subscribe.c, `NO [NONEXISTENT]`). Subscriptions
-live on the folders here, so a subscription to a name with no folder could not be kept anyway.
+SUBSCRIBE to verify that it exists"; Dovecot does the same (cmd-subscribe.c, `NO [NONEXISTENT]`), also for a
+name still subscribed after its folder was deleted (DELETE leaves the subscription, §6.3.6).
 Every folder is subscribed when created. SUBSCRIBE twice is no error.
+
+LIST (SUBSCRIBED) (RFC 5258 selection option) lists the subscribed names, those without a folder
+`\\NonExistent` (§3.4), with `\\HasChildren` when folders lie below them; RETURN (SUBSCRIBED) marks the
+subscribed names among those LIST returns anyway.
 """
 
 from __future__ import annotations
@@ -79,3 +83,62 @@ def test_another_session_sees_the_subscription(box: Box) -> None:
     assert second.command("b3", 'LSUB "" T*') == [b'* LSUB () "/" Trash', b"b3 OK LSUB completed"]
     first.close()
     second.close()
+
+
+def test_a_deleted_folder_stays_subscribed_but_cannot_be_subscribed_again(box: Box) -> None:
+    raw = box.raw()
+    raw.command("a1", "CREATE Courrier")
+    raw.command("a2", "DELETE Courrier")
+    assert raw.command("a3", 'LSUB "" C*') == [b'* LSUB (\\Noselect) "/" Courrier', b"a3 OK LSUB completed"]
+    assert raw.command("a4", "SUBSCRIBE Courrier") == [b"a4 NO [NONEXISTENT] no folder Courrier"]
+    assert raw.command("a5", 'LSUB "" C*') == [b'* LSUB (\\Noselect) "/" Courrier', b"a5 OK LSUB completed"]
+    raw.close()
+
+
+def test_list_subscribed(box: Box) -> None:
+    raw = box.raw()
+    raw.command("a1", "CREATE Courrier")
+    raw.command("a2", "CREATE Dossiers/2026")
+    raw.command("a3", "DELETE Courrier")
+    raw.command("a4", "DELETE Dossiers")
+    raw.command("a5", "UNSUBSCRIBE Junk")
+    assert raw.command("a6", 'LIST (SUBSCRIBED) "" *') == [  # special uses only when asked (RFC 6154 §3)
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Archive',
+        b'* LIST (\\NonExistent \\Subscribed) "/" Courrier',
+        b'* LIST (\\NonExistent \\HasChildren \\Subscribed) "/" Dossiers',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Dossiers/2026',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Drafts',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" INBOX',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Sent',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Trash',
+        b"a6 OK LIST completed",
+    ]
+    assert raw.command("a7", 'LIST (SUBSCRIBED SPECIAL-USE) "" *') == [  # both: no special use without a folder
+        b'* LIST (\\HasNoChildren \\Archive \\Subscribed) "/" Archive',
+        b'* LIST (\\HasNoChildren \\Drafts \\Subscribed) "/" Drafts',
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "/" Sent',
+        b'* LIST (\\HasNoChildren \\Trash \\Subscribed) "/" Trash',
+        b"a7 OK LIST completed",
+    ]
+    assert raw.command("a8", 'LIST "" * RETURN (SUBSCRIBED)') == [  # the folders, subscribed or not
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Archive',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Dossiers/2026',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Drafts',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" INBOX',
+        b'* LIST (\\HasNoChildren) "/" Junk',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Sent',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Trash',
+        b"a8 OK LIST completed",
+    ]
+    assert raw.command("a9", 'LIST "" D% RETURN (SUBSCRIBED)') == [  # the level left by DELETE: subscribed
+        b'* LIST (\\Noselect \\HasChildren \\Subscribed) "/" Dossiers',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Drafts',
+        b"a9 OK LIST completed",
+    ]
+    raw.command("b1", "UNSUBSCRIBE Dossiers")
+    assert raw.command("b2", 'LIST (SUBSCRIBED) "" D*') == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Dossiers/2026',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Drafts',
+        b"b2 OK LIST completed",
+    ]
+    raw.close()

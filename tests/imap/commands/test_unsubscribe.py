@@ -2,8 +2,8 @@
 
 Chosen behaviour: UNSUBSCRIBE of a name that has no folder (never had, or deleted since) succeeds: the name is
 not in the subscription list, which is what was asked; a client cleaning up after a DELETE made elsewhere must
-not be stuck (Dovecot does not check either). A deleted folder's subscription goes with it (subscriptions live
-on the folders), so LSUB no longer shows it.
+not be stuck (Dovecot does not check either). A deleted folder's name stays subscribed (RFC 3501 §6.3.6), LSUB
+showing it \\Noselect, until UNSUBSCRIBE removes it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_a_name_without_folder(box: Box) -> None:
     assert raw.command("a1", "UNSUBSCRIBE Nulle") == [b"a1 OK UNSUBSCRIBE completed"]
     raw.command("a2", "CREATE Patients/Dupont")
     assert raw.command("a3", "DELETE Patients/Dupont") == [b"a3 OK DELETE completed"]
-    assert raw.command("a4", "UNSUBSCRIBE Patients/Dupont") == [b"a4 OK UNSUBSCRIBE completed"]
+    assert raw.command("a4", "UNSUBSCRIBE Patients/Dupont") == [b"a4 OK UNSUBSCRIBE completed"]  # kept by DELETE
     assert raw.command("a5", 'LSUB "" Patients*') == [b'* LSUB () "/" Patients', b"a5 OK LSUB completed"]
     raw.command("a6", "DELETE Patients")
     assert raw.command("a7", "UNSUBSCRIBE Patients") == [b"a7 OK UNSUBSCRIBE completed"]
@@ -53,8 +53,10 @@ def test_a_folder_deleted_by_another_session(box: Box) -> None:
     first.command("a1", "CREATE R&AOk-sultats")  # "Résultats"
     assert second.command("b1", 'LSUB "" R*') == [b'* LSUB () "/" R&AOk-sultats', b"b1 OK LSUB completed"]
     first.command("a2", "DELETE R&AOk-sultats")
-    assert second.command("b2", "UNSUBSCRIBE R&AOk-sultats") == [b"b2 OK UNSUBSCRIBE completed"]
-    assert second.command("b3", 'LSUB "" R*') == [b"b3 OK LSUB completed"]
+    assert second.command("b2", 'LSUB "" R*') == [b'* LSUB (\\Noselect) "/" R&AOk-sultats', b"b2 OK LSUB completed"]
+    assert second.command("b3", "UNSUBSCRIBE R&AOk-sultats") == [b"b3 OK UNSUBSCRIBE completed"]
+    assert second.command("b4", 'LSUB "" R*') == [b"b4 OK LSUB completed"]
+    assert first.command("a3", 'LSUB "" R*') == [b"a3 OK LSUB completed"]
     first.close()
     second.close()
 
