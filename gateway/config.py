@@ -71,7 +71,7 @@ class StoreSection(_Section):
     default_quota: int = Field(5 * 1024**3, ge=0)
     """Storage quota of a mailbox without its own, in bytes (sum of its messages' sizes); 0: no limit."""
     max_folders: int = Field(1000, ge=10)
-    """Folders one mailbox may hold (IMAP CREATE past it: NO [LIMIT])."""
+    """Folders one mailbox may hold (IMAP CREATE past it: NO [LIMIT]); subscribed names: twice as many."""
 
 
 class PkiSection(_Section):

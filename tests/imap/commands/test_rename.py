@@ -17,16 +17,7 @@
 
 from __future__ import annotations
 
-import re
-
-from tests.imap.conftest import Box, Raw, message
-
-
-def uidvalidity(raw: Raw, name: str) -> int:
-    reply = raw.command("uv", f"STATUS {name} (UIDVALIDITY)")
-    found = re.fullmatch(rb"\* STATUS \S+ \(UIDVALIDITY (\d+)\)", reply[0])
-    assert found is not None, reply
-    return int(found[1])
+from tests.imap.conftest import Box, Raw, message, uidvalidity
 
 
 def test_rename_and_delete(box: Box) -> None:
