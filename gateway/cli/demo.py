@@ -96,7 +96,10 @@ async def _populate(
             issued = pki.issue_app(address) if kind == "APP" else pki.issue_address(address)
             bundle = cfg.base_dir / ("apps" if kind == "APP" else "smime") / address
             files = write_bundle(issued, bundle, name=local, root=pki.root)
-            await repo.add_certificate(address, issued.certificate, "tls" if kind == "APP" else "smime")
+            if kind == "APP":
+                await repo.add_certificate(address, issued.certificate, "tls")
+            else:  # the node signs as the address (Direct model): it keeps the key, sealed
+                await repo.add_certificate(address, issued.certificate, "smime", key=issued.key, chain=issued.chain)
             created.append(
                 {
                     "address": address,

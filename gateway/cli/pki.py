@@ -100,7 +100,12 @@ async def _issue(
         address, usage = attach
         try:
             data["attached_to"] = address
-            await ctx.node.mailboxes.add_certificate(address, issued.certificate, usage)
+            repo = ctx.node.mailboxes
+            if usage == "smime":  # the node signs as the address (Direct model): it keeps the key, sealed
+                await repo.add_certificate(address, issued.certificate, usage, key=issued.key, chain=issued.chain)
+                data["signing_key_held"] = True
+            else:
+                await repo.add_certificate(address, issued.certificate, usage)
         except NotFound:
             data.pop("attached_to")
     text = f"issued {data['subject']} serial {issued.serial}, valid until {data['not_after']}\n" + "\n".join(

@@ -11,13 +11,15 @@ Implementation notes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import delete, select
 
 from directory import national
@@ -67,6 +69,33 @@ class MailboxState:
     owner_active: bool | None
     delegates: frozenset[str]
     local: bool
+
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    """What the crypto pool needs to sign as an address: DER certificate, PKCS#8 key, DER chain."""
+
+    certificate: bytes
+    key: bytes = field(repr=False)
+    chain: list[bytes]
+
+
+def _key_aad(address: str, fingerprint: str) -> bytes:
+    return b"smime-key\0" + address.lower().encode() + b"\0" + fingerprint.encode()
+
+
+def _der_sequence(data: bytes) -> list[asn1_x509.Certificate]:
+    """Certificates stored back to back as DER."""
+    out = []
+    while data:
+        cert = asn1_x509.Certificate.load(data)
+        size = len(cert.dump())
+        out.append(cert)
+        data = data[size:]
+    return out
 
 
 class MailboxRepository:
@@ -271,24 +300,69 @@ class MailboxRepository:
             s.add(MailboxDelegation(mailbox=org.address, user=person.address))
             return True
 
-    async def add_certificate(self, address: str, cert: x509.Certificate, usage: str) -> str:
+    async def add_certificate(
+        self,
+        address: str,
+        cert: x509.Certificate,
+        usage: str,
+        *,
+        key: PrivateKey | None = None,
+        chain: Sequence[x509.Certificate] = (),
+    ) -> str:
+        """Register `cert` for `address`; with `key`, the node may sign as that address (S/MIME usage):
+        the key is kept sealed with the mailbox's data key, never in clear."""
         der = cert.public_bytes(serialization.Encoding.DER)
         fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+        sealed = None
+        if key is not None:
+            if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+                raise UsageError("the private key does not match the certificate")
+            pkcs8 = key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            sealed = (await self.data_key(address)).seal(pkcs8, _key_aad(address, fingerprint))
         async with self.db.write() as s:
             await self._local(s, address)
-            if await s.get(MailboxCertificate, fingerprint) is None:
-                s.add(
-                    MailboxCertificate(
-                        fingerprint=fingerprint,
-                        address=address.lower(),
-                        usage=usage,
-                        serial=format(cert.serial_number, "x"),
-                        der=der,
-                        not_before=cert.not_valid_before_utc.astimezone(UTC),
-                        not_after=cert.not_valid_after_utc.astimezone(UTC),
-                    )
+            row = await s.get(MailboxCertificate, fingerprint)
+            if row is None:
+                row = MailboxCertificate(
+                    fingerprint=fingerprint,
+                    address=address.lower(),
+                    usage=usage,
+                    serial=format(cert.serial_number, "x"),
+                    der=der,
+                    not_before=cert.not_valid_before_utc.astimezone(UTC),
+                    not_after=cert.not_valid_after_utc.astimezone(UTC),
                 )
+                s.add(row)
+            if sealed is not None:
+                row.sealed_key = sealed
+                row.chain = b"".join(c.public_bytes(serialization.Encoding.DER) for c in chain) or None
         return fingerprint
+
+    async def signing_identity(self, address: str, at: datetime | None = None) -> SigningIdentity | None:
+        """The certificate, key (PKCS#8) and chain the node signs with for `address`: the S/MIME certificate
+        with a key that is valid at `at` and expires last; None when there is none."""
+        moment = at or utcnow()
+        async with self.db.read() as s:
+            q = (
+                select(MailboxCertificate)
+                .where(
+                    MailboxCertificate.address == address.lower(),
+                    MailboxCertificate.usage == "smime",
+                    MailboxCertificate.sealed_key.is_not(None),
+                    MailboxCertificate.not_before <= moment,
+                    MailboxCertificate.not_after > moment,
+                )
+                .order_by(MailboxCertificate.not_after.desc())
+                .limit(1)
+            )
+            row = (await s.execute(q)).scalar_one_or_none()
+        if row is None or row.sealed_key is None:
+            return None
+        key = (await self.data_key(address)).open(row.sealed_key, _key_aad(address, row.fingerprint))
+        chain = [c.dump() for c in _der_sequence(row.chain or b"")]
+        return SigningIdentity(row.der, key, chain)
 
     async def smime_certificates(self, address: str) -> tuple[x509.Certificate, ...]:
         """The S/MIME certificates registered to a local mailbox, oldest first; none when it has none or

@@ -166,6 +166,10 @@ class MailboxCertificate(Base):
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # S/MIME signing by the operator (Direct model): the PKCS#8 key sealed with the mailbox's data key
+    # (AAD: address and fingerprint), and the issuing chain as concatenated DER, both None otherwise.
+    sealed_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    chain: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class Account(Base):

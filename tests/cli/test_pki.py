@@ -70,8 +70,11 @@ def test_address_certificate_attached_to_a_local_mailbox(node: NodeDir, tmp_path
     node.cli("mailbox", "add", address, "--type", "PER", "--idnat", "810000000009")
     r = node.cli("pki", "issue-address", address, "--out", tmp_path / "c", "--json")
     assert r.json()["attached_to"] == address  # type: ignore[index]
+    assert r.json()["signing_key_held"] is True  # type: ignore[index]  (the node signs as the address)
     certs = node.cli("mailbox", "show", address, "--json").json()["certificates"]  # type: ignore[index]
     assert [c["usage"] for c in certs] == ["smime"]
+    audit = node.cli("audit", "search", "--event", "admin.pki.issued", "--json").json()
+    assert "PRIVATE KEY" not in str(audit)
 
 
 def test_revocation_reaches_the_crl_and_openssl_rejects_the_certificate(node: NodeDir, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select, text
@@ -324,6 +324,55 @@ async def test_add_certificate(repo: MailboxRepository) -> None:
     with pytest.raises(NotFound) as exc:
         await repo.add_certificate(f"nobody@{DOMAIN}", cert, "smime")
     assert str(exc.value) == f"no local mailbox nobody@{DOMAIN}"
+
+
+def _keyed(cn: str, start: datetime, days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+async def test_the_node_keeps_a_signing_key_sealed(repo: MailboxRepository) -> None:
+    await repo.create(PER, "PER", owner=OWNER)
+    assert await repo.signing_identity(PER) is None
+    old, old_key = _keyed("old", datetime(2024, 1, 1, tzinfo=UTC), 400)
+    new, new_key = _keyed("new", datetime(2025, 1, 1, tzinfo=UTC), 800)
+    ca, _ = _keyed("ca", datetime(2024, 1, 1, tzinfo=UTC), 3000)
+    await repo.add_certificate(PER, old, "smime", key=old_key, chain=[ca])
+    await repo.add_certificate(PER, new, "smime", key=new_key, chain=[ca, old])
+    await repo.add_certificate(PER, _certificate("no key", days=3000), "smime")  # not one the node can use
+    pkcs8 = new_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der = [c.public_bytes(serialization.Encoding.DER) for c in (new, ca, old)]
+    moment = datetime(2025, 6, 1, tzinfo=UTC)
+    identity = await repo.signing_identity(PER.upper(), at=moment)  # both valid: the one expiring last
+    assert identity is not None
+    assert (identity.certificate, identity.key, identity.chain) == (der[0], pkcs8, der[1:])
+    assert "key" not in repr(identity).replace("SigningIdentity", "")  # never printed
+    assert await repo.signing_identity(PER, at=datetime(2030, 1, 1, tzinfo=UTC)) is None  # all expired
+    async with repo.db.read() as s:
+        row = await s.get(MailboxCertificate, new.fingerprint(hashes.SHA256()).hex())
+        assert row is not None
+        assert row.sealed_key is not None
+        assert pkcs8 not in row.sealed_key  # sealed, not stored in clear
+        row_sealed = row.sealed_key
+    with pytest.raises(DecryptionError):  # bound to its address and certificate (AAD)
+        (await repo.data_key(PER)).open(row_sealed, b"smime-key\0" + PER.encode() + b"\0" + b"0" * 64)
+    wrong, _ = _keyed("wrong", datetime(2025, 1, 1, tzinfo=UTC), 10)
+    with pytest.raises(UsageError) as exc:
+        await repo.add_certificate(PER, wrong, "smime", key=new_key)
+    assert str(exc.value) == "the private key does not match the certificate"
 
 
 async def test_describe_and_list(repo: MailboxRepository) -> None:
