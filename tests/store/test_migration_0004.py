@@ -87,7 +87,7 @@ async def test_subscriptions_move_to_their_table_and_back(db_url: str, kek: KeyE
 
     async with Database(db_url) as db:
         await db.migrate()
-        assert await db.current_revision() == STORE_HEAD == "0004"
+        assert await db.current_revision() == STORE_HEAD  # 0004 and every later one
         async with db.engine.connect() as conn:
             subscriptions = (await conn.execute(text("SELECT address, name FROM subscriptions"))).all()
             assert "subscribed" not in await conn.run_sync(_columns, "folders")
