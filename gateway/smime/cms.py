@@ -155,7 +155,8 @@ def load_signed(der: bytes) -> cms.SignedData:
         if info["content_type"].native != "signed_data":
             raise CmsError("unsigned", f"not signed data but {info['content_type'].native}")
         signed = info["content"]
-        signed.native  # noqa: B018 (parses every field now: a malformed structure fails here, not midway)
+        signed["signer_infos"]
+        signed["encap_content_info"]
     except CmsError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
@@ -167,30 +168,32 @@ def load_signed(der: bytes) -> cms.SignedData:
 def verify(der: bytes, content: bytes | None = None) -> Signed:
     """Check every signature of a DER SignedData over `content` (detached) or its encapsulated content."""
     signed = load_signed(der)
-    encapsulated = signed["encap_content_info"]["content"]
-    if content is None:
-        if encapsulated.native is None:
-            raise CmsError("malformed", "detached signature without its content")
-        content = bytes(encapsulated.native)
-    certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"] if c.name == "certificate"]
-    e_type = signed["encap_content_info"]["content_type"].native
-    return Signed([_check_signer(si, certs, content, e_type) for si in signed["signer_infos"]], certs, content)
+    try:
+        encapsulated = signed["encap_content_info"]["content"]
+        if content is None:
+            if encapsulated.native is None:
+                raise CmsError("malformed", "detached signature without its content")
+            content = bytes(encapsulated.native)
+        carried = [c.chosen for c in signed["certificates"] if c.name == "certificate"]
+        certs = [x509.load_der_x509_certificate(c.dump()) for c in carried]
+        e_type = signed["encap_content_info"]["content_type"].native
+        infos = list(signed["signer_infos"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CmsError("malformed", f"malformed CMS signed data: {exc}") from None
+    checks = [_check_signer(si, carried, certs, content, e_type) for si in infos]
+    return Signed(checks, certs, content)
 
 
-def _find(sid: cms.SignerIdentifier, certs: list[x509.Certificate]) -> x509.Certificate | None:
-    for cert in certs:
+def _find(
+    sid: cms.SignerIdentifier, carried: list[asn1_x509.Certificate], certs: list[x509.Certificate]
+) -> x509.Certificate | None:
+    for raw, cert in zip(carried, certs, strict=True):
         if sid.name == "issuer_and_serial_number":
             wanted = sid.chosen
-            got = _asn1_cert(cert)
-            if got.serial_number == wanted["serial_number"].native and got.issuer == wanted["issuer"]:
+            if raw.serial_number == wanted["serial_number"].native and raw.issuer == wanted["issuer"]:
                 return cert
-        else:
-            try:
-                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-            except x509.ExtensionNotFound:
-                continue
-            if ski == sid.chosen.native:
-                return cert
+        elif raw.key_identifier is not None and raw.key_identifier == sid.chosen.native:
+            return cert
     return None
 
 
@@ -202,9 +205,15 @@ def _signing_time(attrs: cms.CMSAttributes) -> dt.datetime | None:
     return None
 
 
-def _check_signer(si: cms.SignerInfo, certs: list[x509.Certificate], content: bytes, e_type: str) -> SignerCheck:
+def _check_signer(
+    si: cms.SignerInfo,
+    carried: list[asn1_x509.Certificate],
+    certs: list[x509.Certificate],
+    content: bytes,
+    e_type: str,
+) -> SignerCheck:
     try:
-        cert = _find(si["sid"], certs)
+        cert = _find(si["sid"], carried, certs)
         if cert is None:
             return SignerCheck(None, False, "no-certificate")
         digest_name = si["digest_algorithm"]["algorithm"].native
@@ -267,32 +276,69 @@ class Recipient:
     oaep: bool = True  # RSA-OAEP with SHA-256; False: PKCS#1 v1.5 (older peers)
 
 
-def _key_transport(recipient: Recipient, cek: bytes) -> cms.RecipientInfo:
-    cert = _asn1_cert(recipient.certificate)
-    public = recipient.certificate.public_key()
-    if not isinstance(public, rsa.RSAPublicKey):
-        raise CmsError("weak-algorithm", "key transport needs an RSA recipient certificate")
-    if recipient.oaep:
-        encrypted = public.encrypt(cek, asym.OAEP(asym.MGF1(hashes.SHA256()), hashes.SHA256(), None))
-        algorithm = {
+# The envelope is written as DER directly: building it through asn1crypto's dict constructors cost
+# ~6 ms per recipient entry (deep copies and re-tagging, bench/smime.py --profile) for a structure of
+# fixed shape. Only constants and the certificates' own issuer octets go in; decrypt() and openssl read
+# it back in the tests.
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + content
+
+
+def _seq(*parts: bytes) -> bytes:
+    return _tlv(0x30, b"".join(parts))
+
+
+def _integer(n: int) -> bytes:
+    return _tlv(0x02, n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True))
+
+
+def _octets(data: bytes) -> bytes:
+    return _tlv(0x04, data)
+
+
+def _oid(dotted: str) -> bytes:
+    return bytes(core.ObjectIdentifier(dotted).dump())
+
+
+OID_DATA = _oid("1.2.840.113549.1.7.1")
+OID_ENVELOPED = _oid("1.2.840.113549.1.7.3")
+OID_AUTH_ENVELOPED = _oid("1.2.840.113549.1.9.16.1.23")
+OID_AES256_CBC = _oid("2.16.840.1.101.3.4.1.42")
+OID_AES256_GCM = _oid("2.16.840.1.101.3.4.1.46")
+OAEP_SHA256 = bytes(
+    cms.KeyEncryptionAlgorithm(
+        {
             "algorithm": "rsaes_oaep",
             "parameters": {
                 "hash_algorithm": {"algorithm": "sha256"},
                 "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}},
             },
         }
+    ).dump()
+)
+RSA_PKCS1 = bytes(cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"}).dump())
+
+
+def _key_transport(recipient: Recipient, cek: bytes) -> bytes:
+    """RFC 5652 §6.2.1 KeyTransRecipientInfo, version 0, rid = issuerAndSerialNumber."""
+    cert = _asn1_cert(recipient.certificate)
+    public = recipient.certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise CmsError("weak-algorithm", "key transport needs an RSA recipient certificate")
+    if recipient.oaep:
+        encrypted = public.encrypt(cek, asym.OAEP(asym.MGF1(hashes.SHA256()), hashes.SHA256(), None))
+        algorithm = OAEP_SHA256
     else:
         encrypted = public.encrypt(cek, asym.PKCS1v15())
-        algorithm = {"algorithm": "rsaes_pkcs1v15"}
-    return cms.RecipientInfo(
-        name="ktri",
-        value={
-            "version": "v0",
-            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": _issuer_serial(cert)}),
-            "key_encryption_algorithm": algorithm,
-            "encrypted_key": encrypted,
-        },
-    )
+        algorithm = RSA_PKCS1
+    rid = _seq(bytes(cert.issuer.dump()), _integer(cert.serial_number))  # the issuer's octets as issued
+    return _seq(_integer(0), rid, algorithm, _octets(encrypted))
 
 
 def encrypt(content: bytes, recipients: Sequence[Recipient], *, gcm: bool = False) -> bytes:
@@ -300,40 +346,20 @@ def encrypt(content: bytes, recipients: Sequence[Recipient], *, gcm: bool = Fals
     if not recipients:
         raise CmsError("no-recipient", "no recipient certificate to encrypt for")
     cek = os.urandom(32)
-    infos = [_key_transport(r, cek) for r in recipients]
+    infos = _tlv(0x31, b"".join(sorted(_key_transport(r, cek) for r in recipients)))  # DER SET OF: sorted
     if gcm:
         nonce = os.urandom(12)
         sealed = AESGCM(cek).encrypt(nonce, content, None)
-        params = GCMParameters({"aes_nonce": nonce, "aes_icvlen": 16})
-        auth = cms.AuthEnvelopedData(
-            {
-                "version": "v0",
-                "recipient_infos": infos,
-                "auth_encrypted_content_info": {
-                    "content_type": "data",
-                    "content_encryption_algorithm": {"algorithm": "aes256_gcm", "parameters": params},
-                    "encrypted_content": sealed[:-16],
-                },
-                "mac": sealed[-16:],
-            }
-        )
-        return bytes(cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": auth}).dump())
+        params = bytes(GCMParameters({"aes_nonce": nonce, "aes_icvlen": 16}).dump())
+        info = _seq(OID_DATA, _seq(OID_AES256_GCM, params), _tlv(0x80, sealed[:-16]))
+        auth = _seq(_integer(0), infos, info, _octets(sealed[-16:]))  # RFC 5083 §2.1
+        return _seq(OID_AUTH_ENVELOPED, _tlv(0xA0, auth))
     iv = os.urandom(16)
     padder = padding.PKCS7(128).padder()
     encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + encryptor.finalize()
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": infos,
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": "aes256_cbc", "parameters": iv},
-                "encrypted_content": ciphertext,
-            },
-        }
-    )
-    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump())
+    info = _seq(OID_DATA, _seq(OID_AES256_CBC, _octets(iv)), _tlv(0x80, ciphertext))
+    return _seq(OID_ENVELOPED, _tlv(0xA0, _seq(_integer(0), infos, info)))
 
 
 # -- decrypting ----------------------------------------------------------------------------------
@@ -355,7 +381,7 @@ def _load_enveloped(der: bytes) -> tuple[str, cms.EnvelopedData | cms.AuthEnvelo
         if kind not in ("enveloped_data", "authenticated_enveloped_data"):
             raise CmsError("not-encrypted", f"not enveloped data but {kind}")
         body = info["content"]
-        body.native  # noqa: B018 (parse it all now)
+        body["recipient_infos"]
     except CmsError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
@@ -415,6 +441,13 @@ def _unwrap_key(ktri: cms.KeyTransRecipientInfo, key: rsa.RSAPrivateKey, size: i
 
 def decrypt(der: bytes, certificate: x509.Certificate, key: PrivateKey) -> bytes:
     """The content of an enveloped (or auth-enveloped) message, for the holder of `certificate` and `key`."""
+    try:
+        return _decrypt(der, certificate, key)
+    except (ValueError, TypeError, KeyError) as exc:  # a field parsed lazily turned out malformed
+        raise CmsError("malformed", f"malformed CMS enveloped data: {exc}") from None
+
+
+def _decrypt(der: bytes, certificate: x509.Certificate, key: PrivateKey) -> bytes:
     kind, body = _load_enveloped(der)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise CmsError("weak-algorithm", "only RSA key transport is supported")

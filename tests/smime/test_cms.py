@@ -248,3 +248,17 @@ def test_signed_data_is_not_encrypted_and_the_other_way_round(space: Space) -> N
     with pytest.raises(cms.CmsError) as refused:
         cms.verify(enveloped, CONTENT)
     assert (refused.value.reason, str(refused.value)) == ("unsigned", "not signed data but enveloped_data")
+
+
+@pytest.mark.parametrize("gcm", [False, True])
+def test_the_hand_written_envelope_is_canonical_der(space: Space, gcm: bool) -> None:
+    from asn1crypto import cms as asn1_cms
+
+    recipients = [cms.Recipient(h.certificate, oaep=n % 2 == 0) for n, h in enumerate((space.bob, space.carol))]
+    der = cms.encrypt(CONTENT * 20, recipients, gcm=gcm)  # long enough for multi-octet lengths
+    parsed = asn1_cms.ContentInfo.load(der, strict=True)
+    assert parsed.dump(force=True) == der  # re-encoded by asn1crypto: the same octets
+    entries = [ri.dump() for ri in parsed["content"]["recipient_infos"]]
+    assert entries == sorted(entries)  # DER SET OF: in the order of their encodings (X.690 §11.6)
+    serials = {d[1] for d in cms.describe(der).recipients if isinstance(d, tuple)}
+    assert serials == {space.bob.certificate.serial_number, space.carol.certificate.serial_number}
