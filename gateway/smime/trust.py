@@ -91,9 +91,16 @@ def binding(cert: x509.Certificate, addresses: Iterable[str]) -> str | None:
 class TrustStore:
     """The trust anchors and the revocation lists a node validates signers against."""
 
-    def __init__(self, anchors: Sequence[x509.Certificate], crls: Sequence[bytes] = ()) -> None:
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate],
+        crls: Sequence[bytes] = (),
+        intermediates: Sequence[x509.Certificate] = (),
+    ) -> None:
         self.anchors = [_asn1(a) for a in anchors]
         self.crls = [asn1_crl.CertificateList.load(c) for c in crls]
+        # The trust space's CA certificates: a peer's signature need not carry its chain (openssl's does not)
+        self.intermediates = [_asn1(c) for c in intermediates]
 
     async def check(
         self,
@@ -114,6 +121,7 @@ class TrustStore:
             return SignerVerdict(cert, False, "sender-mismatch")
         context = ValidationContext(
             trust_roots=self.anchors,
+            other_certs=self.intermediates,
             crls=self.crls,
             moment=at or dt.datetime.now(dt.UTC),
             allow_fetching=False,
