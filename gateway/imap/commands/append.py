@@ -6,7 +6,7 @@ from __future__ import annotations
 from gateway.audit.events import AuditEvent
 from gateway.errors import NotFound
 from gateway.imap.commands import Reply
-from gateway.imap.commands.folders import name_of
+from gateway.imap.commands.names import name_of
 from gateway.imap.proto.command import AppendArgs, Command
 from gateway.imap.session import No, Session
 from gateway.store.mailstore import QuotaExceeded

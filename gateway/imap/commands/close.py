@@ -1,4 +1,4 @@
-"""CLOSE (RFC 3501 §6.4.2: expunge silently when read-write) and UNSELECT (RFC 3691: never expunge)."""
+"""CLOSE (RFC 3501 §6.4.2): expunge silently when read-write, then leave the folder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gateway.imap.session import AUTH, Session
 from gateway.store.mailstore import FolderGone
 
 
-async def close(s: Session, cmd: Command) -> Reply:
+async def run(s: Session, cmd: Command) -> Reply:
     sel = s.selection
     assert sel is not None
     assert s.user is not None
@@ -20,10 +20,5 @@ async def close(s: Session, cmd: Command) -> Reply:
             gone = []  # deleted by another session meanwhile: nothing left to expunge, and the client leaves it
         if gone:
             await s.audit(AuditEvent.IMAP_EXPUNGE, result="done", folder=sel.folder.name, uids=gone)
-    s.selection, s.state = None, AUTH
-    return None
-
-
-async def unselect(s: Session, cmd: Command) -> Reply:
     s.selection, s.state = None, AUTH
     return None

@@ -1,11 +1,11 @@
-"""COPY / UID COPY (RFC 3501 §6.4.7) and MOVE / UID MOVE (RFC 6851), answering COPYUID (RFC 4315 §3)."""
+"""COPY / UID COPY (RFC 3501 §6.4.7), answering COPYUID (RFC 4315 §3); `transfer` is shared with MOVE."""
 
 from __future__ import annotations
 
 from gateway.audit.events import AuditEvent
 from gateway.errors import NotFound
 from gateway.imap.commands import Reply
-from gateway.imap.commands.folders import name_of
+from gateway.imap.commands.names import name_of
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import Command, CopyArgs
 from gateway.imap.session import No, Session
@@ -13,13 +13,15 @@ from gateway.store.mailstore import FolderGone, QuotaExceeded
 
 
 async def run(s: Session, cmd: Command) -> Reply:
+    return await transfer(s, cmd, move=False)
+
+
+async def transfer(s: Session, cmd: Command, *, move: bool) -> Reply:
+    """Copy, or move, the messages named to the folder named; the COPYUID code, or None when nothing matched."""
     sel = s.selection
     assert isinstance(cmd.args, CopyArgs)
     assert sel is not None
     assert s.user is not None
-    move = cmd.name == "MOVE"
-    if move and sel.read_only:
-        raise No("the folder is read-only (EXAMINE)", "READ-ONLY")
     target = name_of(cmd.args.mailbox)
     uids = sel.resolve(cmd.args.sequence_set, uid=cmd.uid)
     try:
@@ -41,8 +43,4 @@ async def run(s: Session, cmd: Command) -> Reply:
         uids=[a for a, _ in pairs],
     )
     code = f"COPYUID {validity} {ser.sequence_set(a for a, _ in pairs)} {ser.sequence_set(b for _, b in pairs)}"
-    if move:
-        # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs (the sync sends those).
-        s.untagged(f"OK [{code}] Moved")
-        return None
-    return (code, f"{'UID ' if cmd.uid else ''}COPY completed")
+    return (code, f"{'UID ' if cmd.uid else ''}{cmd.name} completed")

@@ -2,7 +2,7 @@
 
 A change made on this node (a delivery, another session's STORE/EXPUNGE/COPY/APPEND) wakes the session
 at once (gateway.store.notify); changes made elsewhere (another node, an admin command) are found by the
-service's one look at every idling folder each `IDLE_POLL` second (ImapService.watch_idle): an idle
+service's one look at every idling folder each `IDLE_POLL` second (ImapService.check_idle): an idle
 session costs no query of its own, which is what lets one node hold 10,000 of them.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.errors import NotFound
 from gateway.imap.commands import Reply
-from gateway.imap.commands.folders import name_of, no_folder
+from gateway.imap.commands.names import name_of, no_folder
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import Command, SelectArgs
 from gateway.imap.session import AUTH, SELECTED, Selection, Session

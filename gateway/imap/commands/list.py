@@ -1,114 +1,16 @@
-"""CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB (RFC 3501 §6.3.3-9), with SPECIAL-USE
-(RFC 6154) and CHILDREN (RFC 3348) attributes. Names are modified UTF-7 on the wire (RFC 3501 §5.1.3)."""
+"""LIST and LSUB (RFC 3501 §6.3.8-9; RFC 5258 selection and return options; SPECIAL-USE RFC 6154;
+CHILDREN RFC 3348): one handler, the command name says which."""
 
 from __future__ import annotations
 
-from gateway.audit.events import AuditEvent
-from gateway.errors import Conflict, NotFound, UsageError
 from gateway.imap.commands import Reply
+from gateway.imap.commands.names import name_of, wire
 from gateway.imap.proto import serialize as ser
-from gateway.imap.proto import utf7
-from gateway.imap.proto.command import Command, ListArgs, MailboxArgs, RenameArgs
-from gateway.imap.session import Bad, No, Session
-from gateway.store.mailstore import DELIMITER, FolderLimit, HasInferiors
+from gateway.imap.proto.command import Command, ListArgs
+from gateway.imap.session import Bad, Session
+from gateway.store.mailstore import DELIMITER
 
 MAX_PATTERN = 1024
-
-
-def name_of(wire: str) -> str:
-    """A folder name as stored (Unicode) from its wire form."""
-    try:
-        return utf7.decode(wire)
-    except ValueError as exc:
-        raise Bad(f"invalid mailbox name: {exc}") from None
-
-
-def wire(name: str) -> bytes:
-    return ser.mailbox(utf7.encode(name))
-
-
-def shown(name: str) -> str:
-    """A folder name inside a response text: its wire form, quoted when it must be. Response texts are 7-bit
-    (RFC 3501 §9 `TEXT-CHAR`): "Résultats" is shown "R&AOk-sultats", as the client named it."""
-    text = wire(name)
-    return text.decode("ascii") if b"\r" not in text else ascii(name)
-
-
-def said(exc: Exception) -> str:
-    """The store's message for a response text, its folder names (and any other non-ASCII) in modified UTF-7."""
-    return utf7.encode(str(exc))
-
-
-def no_folder(name: str) -> No:
-    return No(f"no folder {shown(name)}", "NONEXISTENT")
-
-
-async def create(s: Session, cmd: Command) -> Reply:
-    assert isinstance(cmd.args, MailboxArgs)
-    assert s.user is not None
-    name = name_of(cmd.args.mailbox)
-    try:
-        folder = await s.service.mailstore.create_folder(s.user, name)
-    except Conflict as exc:
-        raise No(said(exc), "ALREADYEXISTS") from None
-    except FolderLimit as exc:  # RFC 5530 §3: LIMIT, "a server-imposed limit"
-        raise No(said(exc), "LIMIT") from None
-    except UsageError as exc:
-        raise No(said(exc), "CANNOT") from None
-    await s.audit(AuditEvent.IMAP_FOLDER_CREATED, result="done", folder=folder.name)
-    return None
-
-
-async def delete(s: Session, cmd: Command) -> Reply:
-    assert isinstance(cmd.args, MailboxArgs)
-    assert s.user is not None
-    name = name_of(cmd.args.mailbox)
-    if s.selection is not None:
-        try:
-            target = await s.service.mailstore.folder(s.user, name)
-        except NotFound:
-            target = None  # let the store say why (no such name, or only a level above other folders)
-        if target is not None and target.id == s.selection.folder.id:  # by id: it may have been renamed
-            raise No("cannot delete the selected folder", "INUSE")
-    try:
-        await s.service.mailstore.delete_folder(s.user, name)
-    except NotFound:
-        raise no_folder(name) from None
-    except HasInferiors as exc:  # RFC 3501 §6.3.4; the code is RFC 9051's (§7.1)
-        raise No(said(exc), "HASCHILDREN") from None
-    except UsageError as exc:
-        raise No(said(exc), "CANNOT") from None
-    await s.audit(AuditEvent.IMAP_FOLDER_DELETED, result="done", folder=name)
-    return None
-
-
-async def rename(s: Session, cmd: Command) -> Reply:
-    assert isinstance(cmd.args, RenameArgs)
-    assert s.user is not None
-    old, new = name_of(cmd.args.source), name_of(cmd.args.destination)
-    try:
-        await s.service.mailstore.rename_folder(s.user, old, new)
-    except NotFound:
-        raise no_folder(old) from None
-    except Conflict as exc:
-        raise No(said(exc), "ALREADYEXISTS") from None
-    except UsageError as exc:
-        raise No(said(exc), "CANNOT") from None
-    await s.audit(AuditEvent.IMAP_FOLDER_RENAMED, result="done", folder=old, to=new)
-    return None
-
-
-async def subscribe(s: Session, cmd: Command) -> Reply:
-    assert isinstance(cmd.args, MailboxArgs)
-    assert s.user is not None
-    name = name_of(cmd.args.mailbox)
-    try:
-        await s.service.mailstore.subscribe(s.user, name, cmd.name == "SUBSCRIBE")
-    except NotFound:
-        raise no_folder(name) from None
-    except FolderLimit as exc:
-        raise No(said(exc), "LIMIT") from None
-    return None
 
 
 def matches(pattern: str, name: str) -> bool:
@@ -149,7 +51,7 @@ def levels(name: str) -> list[str]:
     return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
 
 
-async def list_(s: Session, cmd: Command) -> Reply:
+async def run(s: Session, cmd: Command) -> Reply:
     """LIST and LSUB. Besides the folders, the levels of the hierarchy above them that are not folders (a
     deleted parent, a parent never created) are names too: they answer a pattern ending in "%" with
     \\Noselect, as RFC 3501 §6.3.8 asks, so every folder stays reachable level by level; "*" lists only the
