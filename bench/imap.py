@@ -64,7 +64,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import ssl
 import subprocess
@@ -77,6 +76,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from common import (  # bench/common.py
+    cli_env,
+    cores_busy,
+    cpu_times,
+    free_ports,
+    gone,
+    last_line,
+    one_line,
+    profiled,
+    py_spy,
+    self_cpu_seconds,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 A = "hopital-a.mssante.test"
@@ -91,24 +104,6 @@ MAX_ERRORS = 5  # error texts kept per phase (all are counted)
 
 
 # -- machine -------------------------------------------------------------------------------------
-
-
-def cpu_times() -> tuple[float, float] | None:
-    """(busy, total) CPU ticks of the whole machine so far (Linux), for the CPU use of a phase."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return float(total - idle), float(total)
-
-
-def cores_busy(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -151,11 +146,6 @@ def tree_cpu_seconds(root: int) -> float | None:
     """CPU seconds of a process tree so far: live processes, and the children each has reaped."""
     total = [process_cpu_seconds(pid, children=True) for pid in process_tree(root)]
     return sum(t for t in total if t is not None) if total else None
-
-
-def self_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def memory_kb(pid: int) -> tuple[int, int] | None:
@@ -231,29 +221,6 @@ def raise_open_files(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together so they differ, then released)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_for_port(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -262,19 +229,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        time.sleep(0.1)
-    return False
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -724,20 +678,6 @@ async def drive(target: Target, tls: ssl.SSLContext, args: argparse.Namespace, p
 # -- (b) mssgw -----------------------------------------------------------------------------------
 
 
-def cli_env() -> dict[str, str]:
-    """Run this checkout's mssgw, whatever the environment's installed copy points at."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def last_line(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else ""
-    return ""
-
-
 @dataclass
 class Node:
     root: Path  # the demo trust space
@@ -833,32 +773,6 @@ def audit_counts(db: Path) -> dict[str, int]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
         rows = conn.execute("SELECT action, count(*) FROM audit_records WHERE action LIKE 'imap.%' GROUP BY action")
         return {str(action): int(n) for action, n in rows}
-
-
-def py_spy() -> str | None:
-    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-
-
-@contextlib.contextmanager
-def profiled(pid: int, output: Path | None) -> Iterator[None]:
-    """Sample the mssgw process with py-spy while the block runs (GIL holder only: where Python spends CPU)."""
-    if output is None:
-        yield
-        return
-    exe = py_spy()
-    assert exe is not None
-    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(output.suffix, "raw")
-    argv = [exe, "record", "--pid", str(pid), "--rate", "100", "--gil", "--nonblocking"]
-    proc = subprocess.Popen([*argv, "--format", fmt, "--output", str(output)], stdout=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def run_mssgw(
@@ -1023,7 +937,7 @@ def dovecot_instance(
             [dovecot, "-c", str(conf), "-n"], capture_output=True, text=True, timeout=60, check=False
         )
         if check.returncode != 0:
-            raise DovecotError(f"dovecot -n refused the configuration: {_one_line(check.stderr)}")
+            raise DovecotError(f"dovecot -n refused the configuration: {one_line(check.stderr)}")
         with (base / "start.stderr").open("w+", encoding="utf-8") as err:
             # The master detaches: its standard output must not be a pipe this process waits on.
             start = subprocess.run(
@@ -1034,7 +948,7 @@ def dovecot_instance(
         started = True
         master_pid = _read_pid(base / "run" / "master.pid", 20)
         if start.returncode != 0 or master_pid is None or not wait_for_port(port, 30):
-            why = _one_line(start_errors) or f"exit status {start.returncode}"
+            why = one_line(start_errors) or f"exit status {start.returncode}"
             raise DovecotError(f"dovecot did not start: {why}; {_fatal_lines(log)}".rstrip("; "))
         yield DovecotInstance(port, master_pid, log, passwd)
     finally:
@@ -1048,7 +962,7 @@ def dovecot_instance(
                 timeout=120,
                 check=False,
             )
-            if master_pid is not None and not _gone(master_pid, 60):
+            if master_pid is not None and not gone(master_pid, 60):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(master_pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
@@ -1074,10 +988,6 @@ def _fatal_lines(log: Path) -> str:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         return "; ".join(line for line in lines if "Fatal:" in line or "Error:" in line)[:2000]
     return ""
-
-
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def run_dovecot(

@@ -68,6 +68,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: the checkout's packages (and again in spawned workers)
 
 import cryptography  # noqa: E402
+from common import cores_busy, cpu_times, self_cpu_seconds  # noqa: E402 (bench/common.py)
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.backends.openssl import backend as openssl_backend  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
@@ -248,24 +249,6 @@ def do_trusted(msg: bytes, certificate: bytes, key: bytes, sender: str) -> tuple
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def cpu_times() -> tuple[float, float] | None:
-    """(busy, total) CPU ticks of the whole machine so far (Linux), for the CPU use of a phase."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])
-    return float(total - idle), float(total)
-
-
-def cores_busy(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
-
-
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a running process (Linux; 0 where /proc is missing)."""
     try:
@@ -274,11 +257,6 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def self_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 @dataclass

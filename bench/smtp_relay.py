@@ -47,7 +47,6 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import ssl
 import subprocess
@@ -62,6 +61,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiosmtplib
+from common import (  # bench/common.py
+    cli_env,
+    cores_busy,
+    cpu_times,
+    free_ports,
+    gone,
+    last_line,
+    one_line,
+    profiled,
+    py_spy,
+    self_cpu_seconds,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 A, B = "hopital-a.mssante.test", "clinique-b.mssante.test"
@@ -105,24 +117,6 @@ class Phase:
 # -- machine -------------------------------------------------------------------------------------
 
 
-def cpu_times() -> tuple[float, float] | None:
-    """(busy, total) CPU ticks of the whole machine so far (Linux), for the CPU use of a phase."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return float(total - idle), float(total)
-
-
-def cores_busy(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
-
-
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a running process (Linux)."""
     try:
@@ -131,11 +125,6 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def self_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def tool(name: str) -> str | None:
@@ -162,29 +151,6 @@ def machine() -> dict[str, Any]:
         "postfix": postfix_version,
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together so they differ, then released)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_for_port(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -248,20 +214,6 @@ class TrustSpace:
 
     def database(self, name: str) -> Path:
         return self.root / name / "mssgw.db"
-
-
-def last_line(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else ""
-    return ""
-
-
-def cli_env() -> dict[str, str]:
-    """Run this checkout's mssgw, whatever the environment's installed copy points at."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 @contextlib.contextmanager
@@ -387,32 +339,6 @@ def wait_for(count: Any, target: int, stall: float = STALL_SECONDS, alive: Any =
         elif now - last_change > stall:
             return got
         time.sleep(0.1)
-
-
-def py_spy() -> str | None:
-    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-
-
-@contextlib.contextmanager
-def profiled(pid: int, output: Path | None) -> Iterator[None]:
-    """Sample the mssgw process with py-spy while the block runs (GIL holder only: where Python spends CPU)."""
-    if output is None:
-        yield
-        return
-    exe = py_spy()
-    assert exe is not None
-    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(output.suffix, "raw")
-    argv = [exe, "record", "--pid", str(pid), "--rate", "100", "--gil", "--nonblocking"]
-    proc = subprocess.Popen([*argv, "--format", fmt, "--output", str(output)], stdout=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def run_mssgw(
@@ -603,10 +529,6 @@ def _fatal_lines(maillog: Path) -> str:
     return ""
 
 
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
 @contextlib.contextmanager
 def postfix_instance(keep: Path, concurrency: int, target: int) -> Iterator[PostfixInstance]:
     """A private Postfix on loopback relaying to smtp-sink; stopped (and the sink too) on the way out.
@@ -637,21 +559,21 @@ def postfix_instance(keep: Path, concurrency: int, target: int) -> Iterator[Post
             raise PostfixError(f"smtp-sink did not listen on 127.0.0.1:{sink_port}")
         code, out = run_tty([postfix, "-c", str(etc), "check"])
         if code != 0:
-            raise PostfixError(f"postfix check failed: {_one_line(out) or code}")
+            raise PostfixError(f"postfix check failed: {one_line(out) or code}")
         code, out = run_tty([postfix, "-c", str(etc), "start"])
         started = True
         master_pid = _read_pid(base / "queue" / "pid" / "master.pid")
         if code != 0 or not wait_for_port(smtpd_port, 20):
-            why = _one_line(out) or f"exit status {code}"
+            why = one_line(out) or f"exit status {code}"
             raise PostfixError(f"postfix start failed: {why}; {_fatal_lines(maillog)}".rstrip("; "))
         yield PostfixInstance(smtpd_port, counter, maillog, master_pid)
     finally:
         if started:
             master_pid = master_pid or _read_pid(base / "queue" / "pid" / "master.pid")
             run_tty([postfix, "-c", str(etc), "stop"], timeout=60)
-            if master_pid is not None and not _gone(master_pid, 20):
+            if master_pid is not None and not gone(master_pid, 20):
                 run_tty([postfix, "-c", str(etc), "abort"], timeout=60)
-                if not _gone(master_pid, 10):
+                if not gone(master_pid, 10):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(master_pid, signal.SIGKILL)
         sink_proc.terminate()
@@ -676,19 +598,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text(encoding="ascii").split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        time.sleep(0.1)
-    return False
 
 
 _DELAY = re.compile(r" delay=([\d.]+), .* status=sent ")
@@ -729,7 +638,7 @@ def run_postfix(keep: Path, n: int, size: int, concurrency: int) -> Phase:
         sent = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
         last_ack = time.time()
         if sent.returncode != 0:
-            raise PostfixError(f"smtp-source failed ({sent.returncode}): {_one_line(sent.stderr or sent.stdout)}")
+            raise PostfixError(f"smtp-source failed ({sent.returncode}): {one_line(sent.stderr or sent.stdout)}")
         got = wait_for(lambda: instance.sink.count, n)
         end = instance.sink.reached_at or time.time()
         cpu1 = cpu_times()

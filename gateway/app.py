@@ -116,8 +116,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         tasks = [
             asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval)),
             asyncio.create_task(worker.run()),
-            asyncio.create_task(imap.watch_accounts()),
-            asyncio.create_task(imap.watch_idle()),
+            asyncio.create_task(imap.watch()),
         ]
         shown = f"[{host}]" if ":" in host else host
         endpoints = {"https": f"{shown}:{port}", **{ln.name: f"{shown}:{ln.port}" for ln in listeners}}

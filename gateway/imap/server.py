@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import Lockout
@@ -32,7 +33,7 @@ from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
 
 # RFC 2177 / the issue: IDLE sessions learn of changes within a second. This node's own changes wake
-# them at once (gateway.store.notify); others are found by watch_idle's look every IDLE_POLL seconds.
+# them at once (gateway.store.notify); others are found by check_idle's look every IDLE_POLL seconds.
 IDLE_POLL = 1.0
 
 # Offered once authenticated, each implemented in gateway/imap/commands/ (docs/rfc-status.md).
@@ -54,6 +55,15 @@ AUTHENTICATED_CAPABILITIES = (
 )
 
 
+async def _every(seconds: Callable[[], float], job: Callable[[], Awaitable[None]], what: str) -> None:
+    while True:
+        await asyncio.sleep(seconds())
+        try:
+            await job()
+        except Exception as exc:  # a database hiccup must not stop the watch
+            get_logger(component="imap").warning(f"{what} failed", error=type(exc).__name__)
+
+
 class ImapService:
     """What every IMAP session of this node shares: the node, the store, the login check, the limits."""
 
@@ -71,16 +81,16 @@ class ImapService:
         self.per_user: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
         self.sessions: set[Session] = set()
-        self.idling: set[Session] = set()  # in IDLE: woken by watch_idle when another process changes a folder
+        self.idling: set[Session] = set()  # in IDLE: woken by check_idle when another process changes a folder
 
-    async def watch_accounts(self) -> None:
-        """End the sessions of mailboxes that are no longer active (runs for the node's lifetime)."""
-        while True:
-            await asyncio.sleep(self.cfg.imap.account_check)
-            try:
-                await self.check_accounts()
-            except Exception as exc:  # a database hiccup must not stop the watch
-                get_logger(component="imap").warning("account check failed", error=type(exc).__name__)
+    async def watch(self) -> None:
+        """The service's background looks, for the node's lifetime: end the sessions of mailboxes that are
+        no longer active, and wake IDLE sessions whose folder changed outside this node's notices (admin
+        commands, other processes), with one query for all of them rather than one per session."""
+        await asyncio.gather(
+            _every(lambda: self.cfg.imap.account_check, self.check_accounts, "account check"),
+            _every(lambda: IDLE_POLL, self.check_idle, "idle check"),
+        )
 
     async def check_accounts(self) -> None:
         users = {s.user for s in self.sessions if s.user is not None and s.state in (AUTH, SELECTED)}
@@ -89,16 +99,6 @@ class ImapService:
         gone = users - await self.node.mailboxes.active_among(users)
         for session in [s for s in self.sessions if s.user in gone]:
             await session.revoke("mailbox-disabled")
-
-    async def watch_idle(self) -> None:
-        """Wake IDLE sessions whose folder changed outside this node's notices (admin commands, other
-        processes): one query every IDLE_POLL seconds for all of them, not one per session."""
-        while True:
-            await asyncio.sleep(IDLE_POLL)
-            try:
-                await self.check_idle()
-            except Exception as exc:  # a database hiccup must not stop the watch
-                get_logger(component="imap").warning("idle check failed", error=type(exc).__name__)
 
     async def check_idle(self) -> None:
         watched = [(s, s.selection) for s in self.idling if s.selection is not None]

@@ -139,17 +139,7 @@ def envelope_der(message: bytes) -> bytes:
     """The CMS octets of an `application/pkcs7-mime` message (base64 body, RFC 8551 §3.2)."""
     if not is_enveloped(message):
         raise MimeError("plaintext", "the message is not encrypted (S/MIME enveloped-data required)")
-    h = _headers(message)
-    _, body = split(message)
-    encoding = str(h.get("content-transfer-encoding", "base64")).strip().lower()
-    if encoding in ("7bit", "8bit", "binary"):
-        return body
-    if encoding != "base64":
-        raise MimeError("malformed", f"unsupported Content-Transfer-Encoding {encoding}")
-    try:
-        return base64.b64decode(re.sub(rb"\s+", b"", body), validate=True)
-    except ValueError:
-        raise MimeError("malformed", "the encrypted part is not valid base64") from None
+    return cms_octets(message, "the encrypted part")
 
 
 def _parts(body: bytes, boundary: bytes) -> list[bytes]:
@@ -182,25 +172,28 @@ def verify_entity(entity: bytes) -> tuple[bytes, cms.Signed]:
         if len(parts) != 2:
             raise MimeError("malformed", f"multipart/signed with {len(parts)} parts instead of 2")
         content, signature_part = parts
-        return content, cms.verify(envelope_der_any(signature_part), content)
+        return content, cms.verify(cms_octets(signature_part, "the signature"), content)
     if kind in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
         smime_type = str(h.get_param("smime-type", "", header="content-type") or "").lower()
         if smime_type == "signed-data":
-            signed = cms.verify(envelope_der_any(entity))
+            signed = cms.verify(cms_octets(entity, "the signed data"))
             return signed.content, signed
     raise MimeError("unsigned", "the message is not signed")
 
 
-def envelope_der_any(part: bytes) -> bytes:
-    h = _headers(part)
-    _, body = split(part)
+def cms_octets(entity: bytes, what: str) -> bytes:
+    """The DER a CMS-carrying entity holds, decoded from its Content-Transfer-Encoding."""
+    h = _headers(entity)
+    _, body = split(entity)
     encoding = str(h.get("content-transfer-encoding", "base64")).strip().lower()
     if encoding in ("7bit", "8bit", "binary"):
         return body
+    if encoding != "base64":
+        raise MimeError("malformed", f"unsupported Content-Transfer-Encoding {encoding}")
     try:
         return base64.b64decode(re.sub(rb"\s+", b"", body), validate=True)
     except ValueError:
-        raise MimeError("malformed", "the signature is not valid base64") from None
+        raise MimeError("malformed", f"{what} is not valid base64") from None
 
 
 def unprotect(message: bytes, certificate: x509.Certificate, key: cms.PrivateKey) -> Opened:

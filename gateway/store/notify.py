@@ -3,7 +3,7 @@
 Implementation notes
 - In-process only: the delivery worker and IMAP sessions of this node publish, sessions of this node
   listen. Changes made by other processes (admin commands, other nodes) are found by the IMAP service's
-  one look a second at every idling folder (ImapService.watch_idle), until notices cross nodes
+  one look a second at every idling folder (ImapService.check_idle), until notices cross nodes
   (PostgreSQL LISTEN/NOTIFY, scale-out).
 - A notice carries no content, only which mailbox changed; listeners re-read the store.
 - Each listener has its own `asyncio.Event`: a burst of notices wakes it once.
