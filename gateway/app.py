@@ -26,6 +26,7 @@ from gateway.imap.server import ImapService, start_imap
 from gateway.node import Node
 from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
+from gateway.smime.service import Smime
 from gateway.smtp.client import Relayer
 from gateway.smtp.server import Listener, start_relay, start_submission
 from gateway.tls import RelayContexts, server_context, shrink_asyncio_tls_buffers
@@ -76,7 +77,8 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         if web_task.done():
             await web_task  # raises what stopped it
         queue = Queue(node.db, node.kek)
-        worker = DeliveryWorker(node, queue, relay=Relayer(cfg))
+        smime = Smime(node)
+        worker = DeliveryWorker(node, queue, relay=Relayer(cfg), smime=smime)
         lockout = Lockout(
             threshold=cfg.auth.lockout_threshold,
             wide_threshold=cfg.auth.lockout_wide_threshold,
@@ -106,7 +108,13 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         if cfg.listen.relay_port is not None:
             listeners.append(
                 await start_relay(
-                    node, queue, contexts, host=cfg.listen.host, port=cfg.listen.relay_port, wake=worker.wake
+                    node,
+                    queue,
+                    contexts,
+                    host=cfg.listen.host,
+                    port=cfg.listen.relay_port,
+                    wake=worker.wake,
+                    smime=smime,
                 )
             )
         imap = ImapService(node, clients_tls, lockout)
@@ -140,6 +148,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                     await t
             for ln in listeners:
                 await ln.server.wait_closed()
+            smime.close()
             await node.audit.record(AuditEvent.NODE_STOPPED, author=author)
             await node.audit.checkpoint()
             announce("stopped")

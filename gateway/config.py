@@ -142,7 +142,41 @@ class QueueSection(_Section):
     """DNS resolver address for MX lookups; empty means the system's."""
 
 
+class SmimeIdentity(_Section):
+    """A domain-bound (organisation) S/MIME certificate and its key, for a `[[smime.organisation]]` entry."""
+
+    cert: Path
+    """The certificate (dNSName = the mail domain) followed by its intermediate CA certificates (PEM)."""
+    key: Path
+    """Its private key (PEM, PKCS#8, unencrypted; mode 0600)."""
+
+
+class SmimePeer(_Section):
+    """How to encrypt for one peer domain (`[smime.peers."<domain>"]`)."""
+
+    oaep: bool = True
+    """RSA-OAEP with SHA-256 key transport (RFC 8017); false: PKCS#1 v1.5, for peers that lack OAEP."""
+    gcm: bool = False
+    """AES-256-GCM (AuthEnvelopedData, RFC 5083/5084) instead of AES-256-CBC."""
+
+
 class SmimeSection(_Section):
+    workers: int = Field(2, ge=0, le=64)
+    """Processes signing, encrypting, decrypting and verifying (0: one thread, for tests)."""
+    crl_dir: Path | None = None
+    """Directory of the trust space's current CRLs (PEM or DER); empty: the development PKI's crl/."""
+    intermediates: list[Path] = Field(default_factory=list)
+    """PEM files of trust-space CA certificates (a signature need not carry its chain); the development
+    PKI's CAs are always added."""
+    published: list[Path] = Field(default_factory=list)
+    """Files or directories of certificates published with the national directory data (PEM or DER),
+    asked after this node's mailboxes and before DNS."""
+    organisation: list[SmimeIdentity] = Field(default_factory=list)
+    """Domain-bound certificates this node signs with when the sender has none of its own: bounces and
+    notifications (null sender) always, personal senders only with `organisation_fallback`; they also
+    decrypt messages peers encrypted to the domain's certificate."""
+    organisation_fallback: bool = False
+    peers: dict[str, SmimePeer] = Field(default_factory=dict)
     dns_servers: list[str] = Field(default_factory=list)
     """DNS servers (IP addresses) asked for recipients' CERT records; empty means the system's."""
     dns_port: int = Field(53, ge=1, le=65535)
@@ -274,8 +308,16 @@ def render_config(
     imap_port: int = 143,
     imaps_port: int = 993,
     routes: dict[str, str] | None = None,
+    published: list[str] | None = None,
+    organisation: tuple[str, str] | None = None,
 ) -> str:
     """The commented configuration file written by `mssgw init`."""
+    published_line = "[" + ", ".join(_toml_str(p) for p in published or []) + "]"
+    organisation_block = (
+        f"[[smime.organisation]]\ncert = {_toml_str(organisation[0])}\nkey = {_toml_str(organisation[1])}\n"
+        if organisation
+        else '# [[smime.organisation]]\n# cert = "smime/domain/fullchain.pem"\n# key = "smime/domain/key.pem"\n'
+    )
     pki_line = f"dir = {_toml_str(str(pki_dir))}" if pki_dir is not None else '# dir = "pki"'
     routes_line = "{ " + ", ".join(f"{_toml_str(d)} = {_toml_str(t)}" for d, t in (routes or {}).items()) + " }"
     return f"""\
@@ -376,13 +418,27 @@ resolver = ""
 routes = {routes_line}
 
 [smime]
-# Recipients' certificates: this node's mailboxes first, then DNS CERT records (RFC 4398) at
-# <local part>.<domain> and then <domain>, asked of these servers ([] = the system's) on this port.
+# Recipients' certificates: this node's mailboxes first, then the published ones below, then DNS CERT
+# records (RFC 4398) at <local part>.<domain> and then <domain>, asked of these servers ([] = the
+# system's) on this port.
 dns_servers = []
 dns_port = 53
 # Seconds a discovery result is reused (an absent certificate: at most 5 minutes).
 discovery_ttl = 3600
-
+# Certificates published with the national directory data (files or directories), asked before DNS.
+published = {published_line}
+# Processes doing the S/MIME cryptography (0 = a thread).
+workers = 2
+# The trust space's current CRLs (empty: the development PKI's crl/) and CA certificates.
+# crl_dir = "/var/lib/mssgw/crl"
+intermediates = []
+organisation_fallback = false
+# Per peer domain: PKCS#1 v1.5 key transport instead of RSA-OAEP, AES-GCM instead of AES-CBC.
+# [smime.peers."clinique-b.mssante.fr"]
+# oaep = false
+# gcm = true
+# Domain-bound certificate(s) signing bounces, and personal senders' mail when organisation_fallback:
+{organisation_block}
 [audit]
 # Ed25519 key signing audit checkpoints (tree size + root hash). Kept outside the data directory.
 checkpoint_key = {_toml_str(str(checkpoint_key))}

@@ -77,6 +77,12 @@ class AuditEvent(StrEnum):
     IMAP_FOLDER_RENAMED = "imap.folder.renamed"
     IMAP_LOGOUT = "imap.logout"
 
+    # S/MIME between operators (gateway.smime)
+    SMIME_PROTECTED = "smime.protected"  # outbound: signed (signer serial) and encrypted for these recipients
+    SMIME_RECIPIENT_REFUSED = "smime.recipient.refused"  # outbound: no usable certificate (discovery step, reason)
+    SMIME_VERIFIED = "smime.verified"  # inbound: decrypted, signer valid (serial, binding)
+    SMIME_REFUSED = "smime.refused"  # inbound: refused with the reason (5.7.x / 4.7.5)
+
     # The durable queue and its workers
     QUEUE_DELIVERED = "queue.delivered"
     QUEUE_RELAYED = "queue.relayed"

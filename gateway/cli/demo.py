@@ -5,6 +5,8 @@ its own keys and database: DIR/operator-a (hopital-a.mssante.test) and DIR/opera
 (clinique-b.mssante.test; `.test` is reserved for testing). Each has the other on its trust list and a
 static route to the other's relay port; every listener gets a free loopback port chosen at init.
 Demo mailboxes of each type get generated passwords, certificates, and a synthetic directory sample.
+DIR/published holds every operator's S/MIME certificates, as the national directory would publish them:
+each operator finds the other's recipients there (`[smime] published`) to sign and encrypt for them.
 DIR/credentials.json (mode 0600) holds the addresses, passwords, operators and ports; the passwords
 are printed once. `demo run DIR` serves every operator in DIR until interrupted.
 """
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +144,10 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
         root / "pki", label="espace-de-confiance.test", crl_base_url="http://crl.mssante.test/pki"
     )
     ports = {op["dir"]: dict(zip(PORTS, free_ports(len(PORTS)), strict=True)) for op in OPERATORS}
+    # What the national directory would publish beside its data: every operator's S/MIME certificates
+    # (address-bound and domain-bound), read by both operators' certificate discovery.
+    published = root / "published"
+    published.mkdir(mode=0o755)
     out: dict[str, Any] = {"trust_anchor": str(root / "pki" / "root" / "cert.pem"), "operators": []}
     for i, op in enumerate(OPERATORS):
         other = OPERATORS[1 - i]
@@ -155,8 +162,14 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
             smtp_ports=(mine["submission"], mine["submissions"], mine["relay"]),
             imap_ports=(mine["imap"], mine["imaps"]),
             routes={other["domain"]: f"127.0.0.1:{ports[other['dir']]['relay']}"},
+            published=[published],
         )
         mailboxes = await _populate(result.config, op, pki, other["domain"], author)
+        data_dir = result.config.parent
+        shutil.copyfile(data_dir / "smime" / "domain" / "cert.pem", published / f"{op['domain']}.pem")
+        for m in mailboxes:
+            if m["type"] != "APP":
+                shutil.copyfile(m["certificate"], published / f"{m['address']}.pem")
         out["operators"].append(
             {
                 "name": op["dir"],

@@ -44,6 +44,7 @@ async def init_node(
     smtp_ports: tuple[int, int, int] = (587, 465, 25),
     imap_ports: tuple[int, int] = (143, 993),
     routes: dict[str, str] | None = None,
+    published: list[Path] | None = None,
 ) -> InitResult:
     """Create a node's data directory: config, keys, databases, development PKI and TLS certificate."""
     domain = domain.strip().lower().rstrip(".")
@@ -79,6 +80,10 @@ async def init_node(
         hosts = [domain, f"mail.{domain}", "localhost", host] if host not in ("0.0.0.0", "::") else [domain]  # noqa: S104
         issued = pki.issue_server(list(dict.fromkeys(hosts)))
         write_bundle(issued, data_dir / "tls", name="node", root=pki.root)
+        # The domain-bound S/MIME certificate signing this node's bounces to peers (and decrypting what
+        # peers encrypt to the domain's certificate).
+        organisation = pki.issue_domain(domain)
+        write_bundle(organisation, data_dir / "smime" / "domain", name="domain", root=pki.root)
     except PKIError as exc:
         raise UsageError(str(exc)) from None
     anchor = data_dir / "pki-root.pem"
@@ -101,6 +106,8 @@ async def init_node(
             imap_port=imap_ports[0],
             imaps_port=imap_ports[1],
             routes=routes,
+            published=[str(p) for p in published or []],
+            organisation=("smime/domain/fullchain.pem", "smime/domain/key.pem"),
         )
     )
     cfg = load_config(cfg_path)
@@ -111,6 +118,7 @@ async def init_node(
         "keys_dir": str(secrets_dir),
         "pki_dir": str(pki_path),
         "tls_serial": issued.serial,
+        "smime_domain_serial": organisation.serial,
         "checkpoint_key_id": signer.key_id,
     }
     async with Node(cfg) as node:

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from gateway.audit.events import AuditEvent
 from gateway.audit.oplog import get_logger
@@ -27,9 +28,14 @@ from gateway.node import Node
 from gateway.queue.dsn import RecipientStatus, build_dsn, header_block, needs_dsn
 from gateway.queue.retry import RetrySchedule, parse_duration
 from gateway.queue.store import Envelope, Job, LeaseLost, Queue
+from gateway.smime.cms import CmsError
+from gateway.smime.outbound import Protected
 from gateway.store.mailstore import Mailstore, QuotaExceeded
 from gateway.store.messages import MessageStore
 from gateway.store.models import utcnow
+
+if TYPE_CHECKING:
+    from gateway.smime.service import Smime
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,19 @@ Relay = Callable[[str, Envelope, Sequence[Job], bytes], Awaitable[list[Result]]]
 
 
 class DeliveryWorker:
-    def __init__(self, node: Node, queue: Queue, *, relay: Relay | None = None, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        queue: Queue,
+        *,
+        relay: Relay | None = None,
+        smime: Smime | None = None,
+        owner: str | None = None,
+    ) -> None:
         self.node = node
         self.queue = queue
         self.relay = relay
+        self.smime = smime  # `serve` always gives one: nothing leaves for a peer unprotected
         self.cfg = node.cfg
         self.owner = owner or node.cfg.node.name
         self.store = MessageStore(node.mailboxes)
@@ -220,12 +235,64 @@ class DeliveryWorker:
         )
         return Result(job.recipient, True)
 
+    async def _protect(self, domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> Protected | list[Result]:
+        """Sign and encrypt for the peer (gateway.smime.outbound); every refusal audited with its reason."""
+        assert self.smime is not None
+        try:
+            protected = await self.smime.protect(
+                body, sender=env.sender, recipients=[j.recipient for j in jobs], domain=domain
+            )
+        except CmsError as exc:  # our own key or certificate cannot sign: nothing the sender can change
+            text = f"cannot sign or encrypt the message ({exc.reason}: {exc})"
+            await self._audit(AuditEvent.SMIME_REFUSED, env, result="refused", reason=exc.reason, domain=domain)
+            return [Result(j.recipient, False, True, "5.7.5", f"smtp; 550 5.7.5 {text}") for j in jobs]
+        for refused in protected.refused:
+            await self._audit(
+                AuditEvent.SMIME_RECIPIENT_REFUSED,
+                env,
+                result="refused",
+                rcpt=refused.recipient,
+                status=refused.status,
+                reason=refused.diagnostic,
+            )
+        if protected.message is not None:
+            await self._audit(
+                AuditEvent.SMIME_PROTECTED,
+                env,
+                result="done",
+                rcpts=protected.recipients,
+                signer_serial=protected.signer_serial,
+                size=len(protected.message),
+            )
+        return protected
+
     async def _relay(self, domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
         if self.relay is None:
             return [Result(j.recipient, False, False, "4.4.1", "smtp; 451 4.4.1 no relay configured") for j in jobs]
-        limit = self._domain_limits.setdefault(domain, asyncio.Semaphore(self.cfg.queue.domain_concurrency))
-        async with limit:
-            results = await self.relay(domain, env, jobs, body)
+        early: dict[str, Result] = {}  # recipients S/MIME could not protect for
+        going, message = list(jobs), body
+        if self.smime is not None:
+            protected = await self._protect(domain, env, jobs, body)
+            if isinstance(protected, list):
+                return protected
+            for refused in protected.refused:
+                code = 550 if refused.permanent else 451
+                early[refused.recipient] = Result(
+                    refused.recipient,
+                    False,
+                    refused.permanent,
+                    refused.status,
+                    f"smtp; {code} {refused.status} {refused.diagnostic}",
+                )
+            going = [j for j in jobs if j.recipient not in early]
+            message = protected.message or b""
+        results: list[Result] = []
+        if going:
+            limit = self._domain_limits.setdefault(domain, asyncio.Semaphore(self.cfg.queue.domain_concurrency))
+            async with limit:
+                results = await self.relay(domain, env, going, message)
+        relayed = {job.recipient: res for job, res in zip(going, results, strict=True)}
+        results = [early.get(j.recipient) or relayed[j.recipient] for j in jobs]
         for job, res in zip(jobs, results, strict=True):
             if res.ok:
                 with contextlib.suppress(LeaseLost):  # already relayed: the other worker's retry is the duplicate

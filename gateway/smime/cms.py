@@ -404,6 +404,14 @@ def describe(der: bytes) -> Envelope:
     return Envelope(kind, content_info["content_encryption_algorithm"]["algorithm"].native, out)
 
 
+def addressed_to(der: bytes, certificates: Sequence[x509.Certificate]) -> list[bool]:
+    """For each certificate, whether the enveloped data has a key-transport entry for it (no key needed:
+    the receiver picks its decryption key, and checks every local recipient has an entry)."""
+    _, body = _load_enveloped(der)
+    rids = [ri.chosen["rid"] for ri in body["recipient_infos"] if ri.name == "ktri"]
+    return [any(_is_for(rid, cert) for rid in rids) for cert in certificates]
+
+
 def _is_for(rid: cms.RecipientIdentifier, cert: x509.Certificate) -> bool:
     if rid.name == "issuer_and_serial_number":
         mine = _asn1_cert(cert)

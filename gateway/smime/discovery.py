@@ -4,8 +4,10 @@ Implementation notes
 - Steps, in order; the first one that finds any certificate ends the search:
   1. `local`: the S/MIME certificates registered to one of this operator's mailboxes
      (`MailboxRepository.smime_certificates`), without any DNS query;
-  2. the national directory: *not a step here*. Neither the published extraction (31 columns, domain
-     brief §3) nor our directory model carries a certificate, so there is nothing to look up;
+  2. `published`: certificates published with the national directory data. The 31-column extraction
+     (domain brief §3) carries none, so they come as files beside it (`[smime] published`: PEM/DER
+     files or directories, as the directory's LDAP publishes `userSMIMECertificate`), indexed by their
+     SAN: an rfc822Name equal to the address, else a dNSName equal to its domain;
   3. DNS CERT records (RFC 4398, RR type 37) at the address name, `@` replaced by `.` (RFC 4398 §2.3,
      DCDT: `alice.martin@ch-a.example` -> `alice.martin.ch-a.example.`, the local part's dots making
      labels), `dns-address`; then at the domain name, `dns-domain`.
@@ -39,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import dns.asyncresolver
 import dns.exception
@@ -78,6 +81,7 @@ class Outcome(StrEnum):
 
 class Step(StrEnum):
     LOCAL = "local"
+    PUBLISHED = "published"
     DNS_ADDRESS = "dns-address"
     DNS_DOMAIN = "dns-domain"
 
@@ -191,6 +195,7 @@ class Discovery:
         trust: TrustStore,
         *,
         local: LocalCertificates | None = None,
+        published: LocalCertificates | None = None,
         nameservers: Sequence[str] = (),
         port: int = 53,
         ttl: float = 3600.0,
@@ -202,6 +207,7 @@ class Discovery:
     ) -> None:
         self.trust = trust
         self.local = local
+        self.published = published
         self.ttl = ttl
         self.negative_ttl = min(negative_ttl, ttl)
         self.intermediates = list(intermediates)
@@ -222,11 +228,13 @@ class Discovery:
         trust: TrustStore,
         *,
         local: LocalCertificates | None = None,
+        published: LocalCertificates | None = None,
         intermediates: Sequence[x509.Certificate] = (),
     ) -> Discovery:
         return cls(
             trust,
             local=local,
+            published=published,
             nameservers=section.dns_servers,
             port=section.dns_port,
             ttl=section.discovery_ttl,
@@ -273,10 +281,11 @@ class Discovery:
         names = cert_names(address)
         if names is None:
             return Found(address, Outcome.BAD_ADDRESS, detail="not local-part@domain with a valid domain name")
-        if self.local is not None:
-            certs = list(await self.local(address))
-            if certs:
-                return await self._judge(address, Step.LOCAL, [("local", c) for c in certs], [])
+        for step, source in ((Step.LOCAL, self.local), (Step.PUBLISHED, self.published)):
+            if source is not None:
+                certs = list(await source(address))
+                if certs:
+                    return await self._judge(address, step, [(step.value, c) for c in certs], [])
         address_name, domain_name = names
         steps = [(Step.DNS_ADDRESS, address_name), (Step.DNS_DOMAIN, domain_name)]
         for step, name in steps:
@@ -362,6 +371,69 @@ class _Unavailable(Exception):
     pass
 
 
+class PublishedCertificates:
+    """Certificates published with the national directory data: PEM or DER files, or directories of
+    them, indexed by SAN and re-read when a file or directory changes (checked at most every `every` s)."""
+
+    def __init__(
+        self, paths: Sequence[Path], *, every: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.paths = list(paths)
+        self.every = every
+        self.clock = clock
+        self._stamp: tuple[tuple[str, float, int], ...] | None = None
+        self._checked = -every
+        self._by_address: dict[str, list[x509.Certificate]] = {}
+        self._by_domain: dict[str, list[x509.Certificate]] = {}
+
+    def _files(self) -> list[Path]:
+        out: list[Path] = []
+        for path in self.paths:
+            if path.is_dir():
+                out += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            elif path.is_file():
+                out.append(path)
+        return out
+
+    def _refresh(self) -> None:
+        now = self.clock()
+        if now - self._checked < self.every:
+            return
+        self._checked = now
+        files = self._files()
+        stamp = tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in files)
+        if stamp == self._stamp:
+            return
+        by_address: dict[str, list[x509.Certificate]] = {}
+        by_domain: dict[str, list[x509.Certificate]] = {}
+        for path in files:
+            for cert in _load_all(path.read_bytes()):
+                try:
+                    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                except x509.ExtensionNotFound:
+                    continue
+                for email in {e.lower() for e in san.get_values_for_type(x509.RFC822Name)}:
+                    by_address.setdefault(email, []).append(cert)
+                for domain in {d.lower().rstrip(".") for d in san.get_values_for_type(x509.DNSName)}:
+                    by_domain.setdefault(domain, []).append(cert)
+        self._by_address, self._by_domain, self._stamp = by_address, by_domain, stamp
+
+    async def __call__(self, address: str) -> Sequence[x509.Certificate]:
+        """The address-bound certificates published for `address`, else the domain-bound ones."""
+        self._refresh()
+        address = address.strip().lower()
+        return self._by_address.get(address) or self._by_domain.get(address.rpartition("@")[2], [])
+
+
+def _load_all(data: bytes) -> list[x509.Certificate]:
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        with contextlib.suppress(ValueError):
+            return x509.load_pem_x509_certificates(data)
+        return []
+    cert = _load(data)
+    return [cert] if cert is not None else []
+
+
 __all__ = [
     "CERT_IPKIX",
     "CERT_PKIX",
@@ -370,6 +442,7 @@ __all__ = [
     "FetchError",
     "Found",
     "Outcome",
+    "PublishedCertificates",
     "Rejected",
     "Step",
     "cert_names",

@@ -76,11 +76,12 @@ class Inbound:
     message: bytes = b""  # accepted: what to store
     signer: x509.Certificate | None = None
     binding: str = ""
+    detail: str = ""  # refused: what it concerns (the recipient without an entry)
 
     @property
     def reply(self) -> tuple[int, str]:
         code, status, text = REFUSALS[self.reason]
-        return code, f"{status} {text}"
+        return code, f"{status} {text}" + (f" ({self.detail})" if self.detail else "")
 
 
 def _from_addresses(message: bytes) -> list[str]:
@@ -107,6 +108,24 @@ def authentication_results(host: str, verdict: SignerVerdict, at: dt.datetime) -
     ).encode()
 
 
+def strip_results(message: bytes, host: str) -> bytes:
+    """`message` without the Authentication-Results fields claiming to be ours (RFC 8601 §5: a sender
+    could otherwise forge our verdict inside the signed content)."""
+    header, body = mime.split(message)
+    kept = []
+    dropped = False
+    for name, raw in mime.fields(header):
+        if name == "authentication-results":
+            authserv = raw.split(b":", 1)[1].split(b";", 1)[0].strip().split()
+            if authserv and authserv[0].decode("ascii", "replace").lower() == host.lower():
+                dropped = True
+                continue
+        kept.append(raw)
+    if not dropped:
+        return message
+    return b"".join(kept) + b"\r\n" + body
+
+
 async def check(
     raw: bytes,
     *,
@@ -125,7 +144,8 @@ async def check(
     except cms.CmsError as exc:
         return Inbound(False, exc.reason if exc.reason in REFUSALS else "malformed")
     carried = [x509.load_der_x509_certificate(c) for c in opened.certificates]
-    addresses = [sender, *_from_addresses(opened.message)]
+    # A null sender (a bounce, a notification) binds by its From: alone.
+    addresses = [a for a in (sender,) if a] + _from_addresses(opened.message)
     failures: list[str] = []
     for cert_der, signature_ok, reason in opened.signers:
         if not signature_ok:
@@ -136,7 +156,8 @@ async def check(
         verdict = await trust.check(cert, [c for c in carried if c != cert], addresses, at=moment)
         if verdict.ok:
             header = authentication_results(host, verdict, moment)
-            return Inbound(True, message=header + opened.message, signer=cert, binding=verdict.binding)
+            inner = strip_results(opened.message, host)
+            return Inbound(True, message=header + inner, signer=cert, binding=verdict.binding)
         failures.append(verdict.reason)
     if not failures:
         return Inbound(False, "unsigned")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.smime.discovery import Found, Outcome
@@ -40,6 +41,7 @@ class Protected:
     message: bytes | None  # None when no recipient can receive it
     recipients: list[str] = field(default_factory=list)  # those it is encrypted for
     refused: list[Refused] = field(default_factory=list)
+    signer_serial: str = ""  # hex, of the certificate that signed it
 
 
 def _refusal(found: Found) -> Refused:
@@ -89,4 +91,5 @@ async def protect(
         recipients=certificates,
         gcm=gcm,
     )
-    return Protected(protected, going, refused)
+    serial = f"{x509.load_der_x509_certificate(identity.certificate).serial_number:X}"
+    return Protected(protected, going, refused, serial)

@@ -102,6 +102,10 @@ class TrustStore:
         # The trust space's CA certificates: a peer's signature need not carry its chain (openssl's does not)
         self.intermediates = [_asn1(c) for c in intermediates]
 
+    def set_crls(self, crls: Sequence[bytes]) -> None:
+        """Replace the revocation lists (DER): checks started after this use them."""
+        self.crls = [asn1_crl.CertificateList.load(c) for c in crls]
+
     async def check(
         self,
         cert: x509.Certificate,

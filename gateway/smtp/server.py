@@ -37,8 +37,9 @@ from gateway.auth.lockout import Lockout
 from gateway.auth.service import CertificateLogin, PasswordLogin
 from gateway.node import Node
 from gateway.policy import identity, recipients
-from gateway.policy.verdict import Refusal, Reject, Verdict
+from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
 from gateway.queue.store import Queue
+from gateway.smime.service import Smime
 from gateway.smtp import content
 from gateway.tls import RelayContexts
 
@@ -474,6 +475,10 @@ class RelayHandler(_Handler):
 
     author_prefix = "relay"
 
+    def __init__(self, node: Node, queue: Queue, wake: Callable[[], None], smime: Smime | None = None) -> None:
+        super().__init__(node, queue, wake)
+        self.smime = smime  # `serve` always gives one: nothing from a peer is accepted unprotected
+
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
@@ -529,6 +534,29 @@ class RelayHandler(_Handler):
         prepared = content.prepare_relay(raw, received=received)
         if isinstance(prepared, Refusal):
             return await self.refuse(prepared, session, size=len(raw))
+        if self.smime is not None:
+            # Domain brief §7 "Receive": decrypt, verify, judge the signer, or refuse naming why (no receipt).
+            assert envelope.mail_from is not None
+            opened = await self.smime.open(raw, sender=envelope.mail_from, recipients=envelope.rcpt_tos)
+            if not opened.ok:
+                code, text = opened.reply
+                status, _, words = text.partition(" ")
+                kind = Reject if code >= 500 else TempFail
+                refusal = kind(code, status, words, AuditEvent.SMIME_REFUSED)
+                return await self.refuse(refusal, session, reason=opened.reason, size=len(raw))
+            assert opened.signer is not None
+            await self.audit(
+                AuditEvent.SMIME_VERIFIED,
+                session,
+                result="done",
+                signer_serial=f"{opened.signer.serial_number:X}",
+                binding=opened.binding,
+                mail_from=envelope.mail_from,
+            )
+            # The inner message is what is stored: it passes the same content checks as a clear one.
+            prepared = content.prepare_relay(opened.message, received=received)
+            if isinstance(prepared, Refusal):
+                return await self.refuse(prepared, session, size=len(opened.message))
         body, headers = prepared
         return await self.accept(session, envelope, "relay", body, headers)
 
@@ -581,10 +609,17 @@ async def start_submission(
 
 
 async def start_relay(
-    node: Node, queue: Queue, contexts: RelayContexts, *, host: str, port: int, wake: Callable[[], None]
+    node: Node,
+    queue: Queue,
+    contexts: RelayContexts,
+    *,
+    host: str,
+    port: int,
+    wake: Callable[[], None],
+    smime: Smime | None,
 ) -> Listener:
     """The listener for peer operators: STARTTLS required, then a trust-space client certificate."""
-    handler = RelayHandler(node, queue, wake)
+    handler = RelayHandler(node, queue, wake, smime)
     cfg = node.cfg
 
     def factory() -> GatewaySMTP:

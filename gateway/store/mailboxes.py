@@ -364,6 +364,32 @@ class MailboxRepository:
         chain = [c.dump() for c in _der_sequence(row.chain or b"")]
         return SigningIdentity(row.der, key, chain)
 
+    async def decryption_identities(self, address: str) -> tuple[SigningIdentity, ...]:
+        """Every S/MIME certificate of `address` whose key the node holds, newest first: an expired one
+        still opens what was encrypted to it."""
+        async with self.db.read() as s:
+            q = (
+                select(MailboxCertificate)
+                .where(
+                    MailboxCertificate.address == address.lower(),
+                    MailboxCertificate.usage == "smime",
+                    MailboxCertificate.sealed_key.is_not(None),
+                )
+                .order_by(MailboxCertificate.not_after.desc())
+            )
+            rows = (await s.execute(q)).scalars().all()
+        if not rows:
+            return ()
+        data_key = await self.data_key(address)
+        return tuple(
+            SigningIdentity(
+                row.der,
+                data_key.open(row.sealed_key or b"", _key_aad(address, row.fingerprint)),
+                [c.dump() for c in _der_sequence(row.chain or b"")],
+            )
+            for row in rows
+        )
+
     async def smime_certificates(self, address: str) -> tuple[x509.Certificate, ...]:
         """The S/MIME certificates registered to a local mailbox, oldest first; none when it has none or
         is not local (read-only: recipient certificate discovery asks this first)."""

@@ -1,0 +1,234 @@
+"""A node's S/MIME: the crypto pool, the trust store (anchors, CA certificates, current CRLs), recipient
+certificate discovery and the organisation identities, built from the configuration; what the queue
+worker calls before a relay and the relay listener calls before it accepts (issue 5).
+
+Implementation notes
+- CRLs come from `[smime] crl_dir` (default: the development PKI's `crl/`): PEM or DER files, re-read
+  when one changes (looked at no more than every `CRL_CHECK` seconds). A change also empties the
+  discovery cache, so a recipient certificate revoked since it was found is judged again.
+- Signing identity: the sender's own (address-bound, key sealed in the store); for a null sender (a
+  bounce) the organisation certificate of its From: domain, else of the node's domain; for a personal
+  sender without one, the organisation certificate only when `organisation_fallback` is on.
+- Decryption: a message from a peer must carry a key-transport entry for every local recipient, for the
+  recipient's own certificate or its domain's organisation certificate (matched on issuer and serial or
+  subject key identifier, no key used); the first recipient's matching key decrypts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.audit.oplog import get_logger
+from gateway.config import SmimePeer
+from gateway.node import Node
+from gateway.smime import cms, inbound, mime, outbound
+from gateway.smime.discovery import Discovery, PublishedCertificates
+from gateway.smime.pool import CryptoPool
+from gateway.smime.trust import TrustStore
+from gateway.store.mailboxes import SigningIdentity
+
+CRL_CHECK = 5.0
+
+
+def _certificates(path: Path) -> list[x509.Certificate]:
+    data = path.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return x509.load_pem_x509_certificates(data)
+    return [x509.load_der_x509_certificate(data)]
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """A domain-bound certificate with its key: signs bounces, decrypts what peers encrypt to the domain."""
+
+    domains: frozenset[str]
+    certificate: x509.Certificate
+    identity: SigningIdentity
+
+
+def load_organisation(cert: Path, key: Path) -> Organisation:
+    chain = _certificates(cert)
+    if not chain:
+        raise ValueError(f"{cert}: no certificate")
+    loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    pkcs8 = loaded.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    leaf = chain[0]
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        domains = frozenset(d.lower().rstrip(".") for d in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        domains = frozenset()
+    if not domains:
+        raise ValueError(f"{cert}: an organisation certificate names its domain in a dNSName")
+    return Organisation(domains, leaf, SigningIdentity(_der(leaf), pkcs8, [_der(c) for c in chain[1:]]))
+
+
+def _from_address(message: bytes) -> str | None:
+    header = BytesHeaderParser(policy=compat32).parsebytes(mime.split(message)[0])
+    found = [a for _, a in getaddresses([str(v) for v in header.get_all("from", [])]) if "@" in a]
+    return found[0].lower() if found else None
+
+
+class Smime:
+    """The S/MIME side of one node; `close()` stops its worker processes."""
+
+    def __init__(self, node: Node) -> None:
+        cfg, section = node.cfg, node.cfg.smime
+        self.node = node
+        self.host = cfg.smtp_hostname
+        self.section = section
+        self.pool = CryptoPool(section.workers)
+        anchors = _certificates(cfg.path(cfg.pki.trust_anchor))
+        intermediates: list[x509.Certificate] = []
+        for path in section.intermediates:
+            intermediates += _certificates(cfg.path(path))
+        pki_dir = cfg.pki_dir
+        if pki_dir is not None and (pki_dir / "state.json").is_file():
+            from certs.pki import TrustSpacePKI
+
+            pki = TrustSpacePKI(pki_dir)
+            intermediates += [pki.ca(name) for name in ("organisations", "personnes")]
+        self.crl_dir = cfg.path(section.crl_dir) if section.crl_dir else (pki_dir / "crl" if pki_dir else None)
+        self._crl_stamp: tuple[tuple[str, float, int], ...] = ()
+        self._crl_checked = -CRL_CHECK
+        self.trust = TrustStore(anchors, [], intermediates)
+        self._refresh_crls()
+        published = PublishedCertificates([cfg.path(p) for p in section.published]) if section.published else None
+        self.discovery = Discovery.from_config(
+            section, self.trust, local=node.mailboxes.smime_certificates, published=published
+        )
+        self.organisations = [load_organisation(cfg.path(o.cert), cfg.path(o.key)) for o in section.organisation]
+        self._log = get_logger(component="smime", node=cfg.node.name)
+
+    # -- trust ------------------------------------------------------------------------------------
+
+    def _crl_files(self) -> list[Path]:
+        if self.crl_dir is None or not self.crl_dir.is_dir():
+            return []
+        return sorted(p for p in self.crl_dir.iterdir() if p.suffix.lower() in (".pem", ".crl", ".der"))
+
+    def _refresh_crls(self) -> None:
+        now = time.monotonic()
+        if now - self._crl_checked < CRL_CHECK:
+            return
+        self._crl_checked = now
+        files = self._crl_files()
+        stamp = tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in files)
+        if stamp == self._crl_stamp:
+            return
+        ders: list[bytes] = []
+        for path in files:
+            try:
+                data = path.read_bytes()
+                crl = (
+                    x509.load_pem_x509_crl(data)
+                    if b"-----BEGIN X509 CRL-----" in data
+                    else x509.load_der_x509_crl(data)
+                )
+            except (OSError, ValueError) as exc:
+                get_logger(component="smime").warning("unreadable CRL", path=str(path), error=str(exc))
+                continue
+            der = crl.public_bytes(serialization.Encoding.DER)
+            if der not in ders:
+                ders.append(der)
+        self.trust.set_crls(ders)
+        if self._crl_stamp:
+            self.discovery.forget()  # a recipient certificate found earlier may be revoked now
+        self._crl_stamp = stamp
+
+    # -- outbound ---------------------------------------------------------------------------------
+
+    def organisation_for(self, domain: str) -> Organisation | None:
+        domain = domain.lower()
+        return next((o for o in self.organisations if domain in o.domains), None)
+
+    async def identity_for(self, sender: str, message: bytes) -> SigningIdentity | None:
+        """Who signs a message from `sender` (see the module notes)."""
+        if sender:
+            own = await self.node.mailboxes.signing_identity(sender)
+            if own is not None or not self.section.organisation_fallback:
+                return own
+            org = self.organisation_for(sender.rpartition("@")[2])
+            return org.identity if org else None
+        author = _from_address(message)
+        org = self.organisation_for(author.rpartition("@")[2]) if author else None
+        org = org or self.organisation_for(self.node.cfg.node.domain)
+        return org.identity if org else None
+
+    async def protect(
+        self, message: bytes, *, sender: str, recipients: Sequence[str], domain: str
+    ) -> outbound.Protected:
+        """Sign and encrypt `message` for the recipients of one peer `domain` (and the sender)."""
+        self._refresh_crls()
+        identity = await self.identity_for(sender, message)
+        peer = self.section.peers.get(domain.lower(), SmimePeer())
+        return await outbound.protect(
+            message,
+            sender=sender or "<>",
+            recipients=recipients,
+            identity=identity,
+            finder=self.discovery,
+            pool=self.pool,
+            oaep=peer.oaep,
+            gcm=peer.gcm,
+        )
+
+    # -- inbound ----------------------------------------------------------------------------------
+
+    async def _candidates(self, recipient: str) -> list[SigningIdentity]:
+        own = await self.node.mailboxes.decryption_identities(recipient)
+        org = self.organisation_for(recipient.rpartition("@")[2])
+        return [*own, *([org.identity] if org else [])]
+
+    async def open(
+        self, raw: bytes, *, sender: str, recipients: Sequence[str], at: dt.datetime | None = None
+    ) -> inbound.Inbound:
+        """The inbound decision on `raw` from a peer for local `recipients` (see gateway.smime.inbound)."""
+        self._refresh_crls()
+        try:
+            der = mime.envelope_der(raw)
+        except cms.CmsError as exc:
+            return inbound.Inbound(False, exc.reason if exc.reason in inbound.REFUSALS else "malformed")
+        chosen: SigningIdentity | None = None
+        for recipient in recipients:
+            candidates = await self._candidates(recipient)
+            certs = [x509.load_der_x509_certificate(c.certificate) for c in candidates]
+            try:
+                matches = cms.addressed_to(der, certs)
+            except cms.CmsError as exc:
+                return inbound.Inbound(False, exc.reason if exc.reason in inbound.REFUSALS else "malformed")
+            mine = [c for c, hit in zip(candidates, matches, strict=True) if hit]
+            if not mine:
+                return inbound.Inbound(False, "not-for-us", detail=recipient)
+            chosen = chosen or mine[0]
+        if chosen is None:
+            return inbound.Inbound(False, "not-for-us")
+        return await inbound.check(
+            raw,
+            sender=sender,
+            certificate=chosen.certificate,
+            key=chosen.key,
+            pool=self.pool,
+            trust=self.trust,
+            host=self.host,
+            at=at,
+        )
+
+    def close(self) -> None:
+        self.pool.close()
