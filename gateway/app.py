@@ -103,6 +103,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                         implicit_tls=implicit,
                         lockout=lockout,
                         wake=worker.wake,
+                        smime=smime,
                     )
                 )
         if cfg.listen.relay_port is not None:

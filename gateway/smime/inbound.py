@@ -26,7 +26,7 @@ from email.utils import getaddresses
 from cryptography import x509
 
 from gateway.smime import cms, mime
-from gateway.smime.pool import CryptoPool
+from gateway.smime.pool import CryptoPool, OpenedDer
 from gateway.smime.trust import REASONS, SignerVerdict, TrustStore
 
 # reason -> (SMTP code, enhanced status, text)
@@ -50,6 +50,10 @@ REFUSALS: dict[str, tuple[int, str, str]] = {
     "no-email-protection": (550, "5.7.5", "message refused: the signer's certificate is not for e-mail"),
     "sender-mismatch": (550, "5.7.1", "message refused: the signer is not the sender"),
     "no-revocation-info": (451, "4.7.5", "no current revocation list for the signer, try again later"),
+    # End-to-end submissions (a message the author already protected):
+    "missing-recipient": (550, "5.7.1", "message refused: not encrypted for the recipient's certificate"),
+    "recipient-no-certificate": (550, "5.7.1", "message refused: no certificate to encrypt for the recipient"),
+    "recipient-unavailable": (451, "4.7.5", "the recipient's certificate cannot be looked up now, try again later"),
 }
 # When no signer is valid, the failure named: integrity first, then the rest in this order.
 PRIORITY = [
@@ -143,9 +147,19 @@ async def check(
         opened = await pool.unprotect(raw, certificate=certificate, key=key)
     except cms.CmsError as exc:
         return Inbound(False, exc.reason if exc.reason in REFUSALS else "malformed")
-    carried = [x509.load_der_x509_certificate(c) for c in opened.certificates]
     # A null sender (a bounce, a notification) binds by its From: alone.
     addresses = [a for a in (sender,) if a] + _from_addresses(opened.message)
+    judged = await judge(opened, addresses, trust, moment)
+    if isinstance(judged, str):
+        return Inbound(False, judged)
+    header = authentication_results(host, judged, moment)
+    inner = strip_results(opened.message, host)
+    return Inbound(True, message=header + inner, signer=judged.certificate, binding=judged.binding)
+
+
+async def judge(opened: OpenedDer, addresses: list[str], trust: TrustStore, at: dt.datetime) -> SignerVerdict | str:
+    """The first valid signer's verdict, or the most telling reason none is (see PRIORITY)."""
+    carried = [x509.load_der_x509_certificate(c) for c in opened.certificates]
     failures: list[str] = []
     for cert_der, signature_ok, reason in opened.signers:
         if not signature_ok:
@@ -153,15 +167,13 @@ async def check(
             continue
         assert cert_der is not None
         cert = x509.load_der_x509_certificate(cert_der)
-        verdict = await trust.check(cert, [c for c in carried if c != cert], addresses, at=moment)
+        verdict = await trust.check(cert, [c for c in carried if c != cert], addresses, at=at)
         if verdict.ok:
-            header = authentication_results(host, verdict, moment)
-            inner = strip_results(opened.message, host)
-            return Inbound(True, message=header + inner, signer=cert, binding=verdict.binding)
+            return verdict
         failures.append(verdict.reason)
     if not failures:
-        return Inbound(False, "unsigned")
-    return Inbound(False, min(failures, key=lambda r: PRIORITY.index(r) if r in PRIORITY else len(PRIORITY)))
+        return "unsigned"
+    return min(failures, key=lambda r: PRIORITY.index(r) if r in PRIORITY else len(PRIORITY))
 
 
 def describe_reason(reason: str) -> str:

@@ -114,6 +114,34 @@ def protect(
     return enveloped_message(outer + b"MIME-Version: 1.0\r\n", cms.encrypt(signed, recipients, gcm=gcm))
 
 
+def form(message: bytes) -> str:
+    """What a submitted message already is (end-to-end mode): "enveloped" (encrypted by the client),
+    "signed" (multipart/signed with a CMS signature, or opaque signed-data), or "plain"."""
+    if is_enveloped(message):
+        return "enveloped"
+    h = _headers(message)
+    kind = h.get_content_type()
+    protocol = str(h.get_param("protocol", "", header="content-type") or "").lower()
+    smime_type = str(h.get_param("smime-type", "", header="content-type") or "").lower()
+    if kind == "multipart/signed" and protocol in ("application/pkcs7-signature", "application/x-pkcs7-signature"):
+        return "signed"
+    if kind in ("application/pkcs7-mime", "application/x-pkcs7-mime") and smime_type == "signed-data":
+        return "signed"
+    return "plain"
+
+
+def encrypt_signed(message: bytes, recipients: Sequence[cms.Recipient], *, gcm: bool = False) -> bytes:
+    """A message its author signed, encrypted as it is (RFC 8551 §3.4: the signed entity enveloped).
+
+    The signed entity is the message's Content-* fields and body; every other field stays in the outer
+    header (the author's signature does not cover them, and the receiver restores them from there)."""
+    header, body = split(message)
+    parts = fields(header)
+    entity = b"".join(raw for name, raw in parts if name.startswith("content-")) + CRLF + body
+    outer = b"".join(raw for name, raw in parts if not name.startswith("content-") and name != "mime-version")
+    return enveloped_message(outer + b"MIME-Version: 1.0\r\n", cms.encrypt(entity, recipients, gcm=gcm))
+
+
 # -- inbound -------------------------------------------------------------------------------------
 
 
@@ -202,6 +230,15 @@ def unprotect(message: bytes, certificate: x509.Certificate, key: cms.PrivateKey
     content, signed = verify_entity(entity)
     if _headers(content).get_content_type() == "message/rfc822":
         return Opened(split(content)[1], signed, True)
+    # A signed entity that is not message/rfc822: its Content-* fields under the outer header. When it
+    # carries message fields of its own (openssl signing a whole message, RFC 9788 header protection),
+    # those were signed and win over the outer, unsigned ones of the same name.
+    inner = {name for name, _ in fields(split(content)[0])}
     outer, _ = split(message)
-    kept = b"".join(raw for name, raw in fields(outer) if not name.startswith("content-") and name != "mime-version")
-    return Opened(kept + b"MIME-Version: 1.0\r\n" + content, signed, False)
+    kept = b"".join(
+        raw
+        for name, raw in fields(outer)
+        if not name.startswith("content-") and name != "mime-version" and name not in inner
+    )
+    version = b"" if "mime-version" in inner else b"MIME-Version: 1.0\r\n"
+    return Opened(kept + version + content, signed, False)

@@ -19,6 +19,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.smime import mime
 from gateway.smime.discovery import Found, Outcome
 from gateway.smime.pool import CryptoPool
 from gateway.store.mailboxes import SigningIdentity
@@ -67,11 +68,17 @@ async def protect(
     gcm: bool = False,
 ) -> Protected:
     """Sign as `sender` with `identity` and encrypt `message` for each of `recipients` that has a
-    usable certificate (plus the sender's own, to read its sent copy)."""
-    if identity is None:
+    usable certificate (plus the sender's own, to read its sent copy).
+
+    End-to-end mode (the submission listener checked these): a message its author encrypted goes as it
+    is; one its author signed is encrypted without a second signature."""
+    kind = mime.form(message)
+    if kind == "enveloped":
+        return Protected(message, list(recipients), [], "")
+    if identity is None and kind == "plain":
         text = f"the sender {sender} has no S/MIME signing certificate at this operator"
         return Protected(None, [], [Refused(r, True, "5.7.1", text) for r in recipients])
-    certificates: list[tuple[bytes, bool]] = [(identity.certificate, oaep)]
+    certificates: list[tuple[bytes, bool]] = [(identity.certificate, oaep)] if identity else []
     going: list[str] = []
     refused: list[Refused] = []
     for recipient in recipients:
@@ -83,6 +90,10 @@ async def protect(
         certificates += [(c.public_bytes(serialization.Encoding.DER), oaep) for c in found.certificates]
     if not going:
         return Protected(None, [], refused)
+    if kind == "signed":
+        encrypted = await pool.encrypt_signed(message, recipients=certificates, gcm=gcm)
+        return Protected(encrypted, going, refused, "")
+    assert identity is not None
     protected = await pool.protect(
         message,
         signer=identity.certificate,

@@ -68,6 +68,24 @@ def protect_der(
     )
 
 
+def encrypt_signed_der(message: bytes, recipients: Sequence[tuple[bytes, bool]], gcm: bool) -> bytes:
+    """mime.encrypt_signed with DER inputs (runs in a worker process)."""
+    return mime.encrypt_signed(
+        message, [cms.Recipient(x509.load_der_x509_certificate(c), oaep) for c, oaep in recipients], gcm=gcm
+    )
+
+
+def verify_der(message: bytes) -> OpenedDer:
+    """The signature checks of a message its author signed (runs in a worker process)."""
+    content, signed = mime.verify_entity(message)
+    return OpenedDer(
+        content,
+        False,
+        [(_der(s.certificate) if s.certificate else None, s.ok, s.reason) for s in signed.signers],
+        [_der(c) for c in signed.certificates],
+    )
+
+
 def unprotect_der(message: bytes, certificate: bytes, key: bytes) -> OpenedDer:
     """mime.unprotect with DER/PKCS#8 inputs (runs in a worker process)."""
     opened = mime.unprotect(message, x509.load_der_x509_certificate(certificate), _key(key))
@@ -107,6 +125,15 @@ class CryptoPool:
     ) -> bytes:
         call = partial(protect_der, message, signer, key, list(chain), list(recipients), gcm)
         return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+
+    async def encrypt_signed(
+        self, message: bytes, *, recipients: Sequence[tuple[bytes, bool]], gcm: bool = False
+    ) -> bytes:
+        call = partial(encrypt_signed_der, message, list(recipients), gcm)
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+
+    async def verify(self, message: bytes) -> OpenedDer:
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), partial(verify_der, message))
 
     async def unprotect(self, message: bytes, *, certificate: bytes, key: bytes) -> OpenedDer:
         call = partial(unprotect_der, message, certificate, key)

@@ -32,7 +32,7 @@ from gateway.audit.oplog import get_logger
 from gateway.config import SmimePeer
 from gateway.node import Node
 from gateway.smime import cms, inbound, mime, outbound
-from gateway.smime.discovery import Discovery, PublishedCertificates
+from gateway.smime.discovery import Discovery, Outcome, PublishedCertificates
 from gateway.smime.pool import CryptoPool
 from gateway.smime.trust import TrustStore
 from gateway.store.mailboxes import SigningIdentity
@@ -229,6 +229,43 @@ class Smime:
             host=self.host,
             at=at,
         )
+
+    # -- end-to-end submissions -------------------------------------------------------------------
+
+    async def check_submission(
+        self, raw: bytes, *, sender: str, recipients: Sequence[str], at: dt.datetime | None = None
+    ) -> inbound.Inbound | None:
+        """None for a plain message (the node protects it when it leaves). A message its author encrypted
+        must have an entry for a certificate of every recipient (found as for the relay); one its author
+        signed must verify and be signed by the sender (the same checks as a peer's message)."""
+        kind = mime.form(raw)
+        if kind == "plain":
+            return None
+        self._refresh_crls()
+        moment = at or dt.datetime.now(dt.UTC)
+        if kind == "signed":
+            try:
+                opened = await self.pool.verify(raw)
+            except cms.CmsError as exc:
+                return inbound.Inbound(False, exc.reason if exc.reason in inbound.REFUSALS else "malformed")
+            addresses = [sender, *([a] if (a := _from_address(raw)) else [])]
+            judged = await inbound.judge(opened, addresses, self.trust, moment)
+            if isinstance(judged, str):
+                return inbound.Inbound(False, judged)
+            return inbound.Inbound(True, message=raw, signer=judged.certificate, binding=judged.binding)
+        try:
+            der = mime.envelope_der(raw)
+            for recipient in recipients:
+                found = await self.discovery.find(recipient)
+                if found.outcome is Outcome.UNAVAILABLE:
+                    return inbound.Inbound(False, "recipient-unavailable", detail=recipient)
+                if found.outcome is not Outcome.FOUND:
+                    return inbound.Inbound(False, "recipient-no-certificate", detail=recipient)
+                if not any(cms.addressed_to(der, list(found.certificates))):
+                    return inbound.Inbound(False, "missing-recipient", detail=recipient)
+        except cms.CmsError as exc:
+            return inbound.Inbound(False, exc.reason if exc.reason in inbound.REFUSALS else "malformed")
+        return inbound.Inbound(True, message=raw)
 
     def close(self) -> None:
         self.pool.close()

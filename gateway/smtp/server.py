@@ -39,6 +39,7 @@ from gateway.node import Node
 from gateway.policy import identity, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
 from gateway.queue.store import Queue
+from gateway.smime.inbound import Inbound
 from gateway.smime.service import Smime
 from gateway.smtp import content
 from gateway.tls import RelayContexts
@@ -172,6 +173,14 @@ def _unquote(path: str) -> str:
     return path[1:-1] if path.startswith("<") and path.endswith(">") else path
 
 
+def smime_refusal(decision: Inbound) -> Refusal:
+    """The SMTP refusal of an S/MIME decision (gateway.smime.inbound.REFUSALS), audited as smime.refused."""
+    code, text = decision.reply
+    status, _, words = text.partition(" ")
+    kind = Reject if code >= 500 else TempFail
+    return kind(code, status, words, AuditEvent.SMIME_REFUSED)
+
+
 class _Handler:
     """What both listeners share: session facts, auditing, refusals, local recipients, acceptance."""
 
@@ -291,8 +300,11 @@ class _Handler:
 class SubmissionHandler(_Handler):
     """aiosmtpd handler for mail submitted by professionals' clients (RFC 6409)."""
 
-    def __init__(self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None], smime: Smime | None = None
+    ) -> None:
         super().__init__(node, queue, wake)
+        self.smime = smime
         self.login = PasswordLogin(node.mailboxes, lockout)
         self.certificates = CertificateLogin(node.mailboxes, lockout)
 
@@ -461,6 +473,20 @@ class SubmissionHandler(_Handler):
         verdict = identity.check_header_identity(info.principal, envelope.mail_from, headers.from_, headers.sender)
         if isinstance(verdict, Refusal):
             return await self.refuse(verdict, session, size=len(raw))
+        if self.smime is not None:
+            # End-to-end mode (issue 5): a message the author protected is checked now, not at the peer.
+            checked = await self.smime.check_submission(raw, sender=envelope.mail_from, recipients=envelope.rcpt_tos)
+            if checked is not None and not checked.ok:
+                return await self.refuse(smime_refusal(checked), session, reason=checked.reason, size=len(raw))
+            if checked is not None:
+                await self.audit(
+                    AuditEvent.SMIME_VERIFIED,
+                    session,
+                    result="done",
+                    form="signed" if checked.signer is not None else "encrypted",
+                    signer_serial=f"{checked.signer.serial_number:X}" if checked.signer else None,
+                    mail_from=envelope.mail_from,
+                )
         return await self.accept(session, envelope, "submission", body, headers)
 
 
@@ -539,11 +565,7 @@ class RelayHandler(_Handler):
             assert envelope.mail_from is not None
             opened = await self.smime.open(raw, sender=envelope.mail_from, recipients=envelope.rcpt_tos)
             if not opened.ok:
-                code, text = opened.reply
-                status, _, words = text.partition(" ")
-                kind = Reject if code >= 500 else TempFail
-                refusal = kind(code, status, words, AuditEvent.SMIME_REFUSED)
-                return await self.refuse(refusal, session, reason=opened.reason, size=len(raw))
+                return await self.refuse(smime_refusal(opened), session, reason=opened.reason, size=len(raw))
             assert opened.signer is not None
             await self.audit(
                 AuditEvent.SMIME_VERIFIED,
@@ -582,8 +604,9 @@ async def start_submission(
     implicit_tls: bool,
     lockout: Lockout,
     wake: Callable[[], None],
+    smime: Smime | None = None,
 ) -> Listener:
-    handler = SubmissionHandler(node, queue, lockout, wake)
+    handler = SubmissionHandler(node, queue, lockout, wake, smime)
     cfg = node.cfg
 
     def factory() -> GatewaySMTP:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from certs.pki import TrustSpacePKI, write_bundle
+from gateway.audit.events import AuditEvent
+from gateway.audit.verify import query
 from gateway.node import Node
-from gateway.queue.store import LeaseLost, Queue
-from gateway.queue.worker import DeliveryWorker
+from gateway.queue.store import Envelope, Job, LeaseLost, Queue
+from gateway.queue.worker import DeliveryWorker, Result
+from gateway.smime.service import Smime
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
 from gateway.store.models import QueuedMessage, QueuedRecipient, StoredMessage, utcnow
 from tests.conftest import DOMAIN, NodeDir, copy_node
+from tests.dns import Zone, dnsmasq
 
 RCPT = f"boite@{DOMAIN}"
 
@@ -108,3 +115,82 @@ async def test_a_local_delivery_wakes_the_mailbox_listeners(node: Node) -> None:
         assert not changed.is_set()
         assert await DeliveryWorker(node, queue).run_once() == 1
         assert changed.is_set()
+
+
+# -- S/MIME before every relay (gateway.smime.outbound through the node's Smime) ------------------------
+
+
+async def test_a_relay_is_signed_and_encrypted_and_a_recipient_without_certificate_fails_alone(
+    template_node: NodeDir, tmp_path: Path
+) -> None:
+    nd = copy_node(template_node, tmp_path / "node")
+    pki = TrustSpacePKI(nd.data / "pki")
+    peer = "cabinet-c.mssante.fr"
+    sender, known, unknown = f"claire@{DOMAIN}", f"dr.petit@{peer}", f"inconnu@{peer}"
+    petit = write_bundle(pki.issue_address(known), tmp_path / "petit", name="petit", root=pki.root)
+    published = tmp_path / "published"
+    published.mkdir()
+    shutil.copyfile(petit["cert"], published / "petit.pem")  # what the national directory publishes
+    with dnsmasq(Zone(local=(peer,)), tmp_path) as dns:  # DNS knows no CERT record for the other one
+        cfg = nd.cfg()
+        cfg.smime = cfg.smime.model_copy(
+            update={"published": [published], "dns_servers": ["127.0.0.1"], "dns_port": dns.port, "workers": 0}
+        )
+        async with Node(cfg) as node:
+            await node.mailboxes.create(sender, "ORG")
+            mine = pki.issue_address(sender)
+            await node.mailboxes.add_certificate(sender, mine.certificate, "smime", key=mine.key, chain=mine.chain)
+            sent: list[tuple[str, list[str], bytes]] = []
+
+            async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+                sent.append((domain, [j.recipient for j in jobs], body))
+                return [Result(j.recipient, True, remote_mta=f"mx.{peer}") for j in jobs]
+
+            smime = Smime(node)
+            queue = Queue(node.db, node.kek)
+            plain = f"From: {sender}\r\nTo: {known}, {unknown}\r\nSubject: Bilan\r\n\r\nBilan joint.\r\n".encode()
+            queue_id = await queue.enqueue(
+                source="submission",
+                sender=sender,
+                recipients=[known, unknown],
+                body=plain,
+                local_domains=node.cfg.node.local_domains,
+            )
+            worker = DeliveryWorker(node, queue, relay=relay, smime=smime)
+            assert await worker.run_once() == 2
+            [(domain, rcpts, body)] = sent
+            assert (domain, rcpts) == (peer, [known])
+            await node.audit.flush()
+            outcomes = {
+                r["response"]["rcpt"]: (r["action"], r["response"].get("reason"))
+                for r in await query(node.audit_db, action="queue.")
+                if r["cid"] == queue_id and "rcpt" in r["response"]
+            }
+            assert outcomes == {
+                known: ("queue.relayed", None),
+                unknown: ("queue.failed", "smtp; 550 5.7.5 no certificate found for the recipient (S/MIME required)"),
+            }
+            # The DSN reaches the sender with the reason; the relayed bytes are what openssl opens.
+            assert await worker.run_once() == 1
+            async with node.db.read() as s:
+                [dsn_id] = (await s.execute(select(StoredMessage.id))).scalars().all()
+            dsn = (await MessageStore(node.mailboxes).get(sender, dsn_id)).decode()
+            assert f"Final-Recipient: rfc822; {unknown}\r\nAction: failed\r\nStatus: 5.7.5\r\n" in dsn
+            assert "Diagnostic-Code: smtp; 550 5.7.5 no certificate found for the recipient" in dsn
+            await node.audit.flush()
+            refused = [
+                r for r in await query(node.audit_db, action=AuditEvent.SMIME_RECIPIENT_REFUSED) if r["cid"] == queue_id
+            ]
+            assert [(r["response"]["rcpt"], r["response"]["status"]) for r in refused] == [(unknown, "5.7.5")]
+            smime.close()
+    assert body.startswith(f"From: {sender}\r\nTo: {known}, {unknown}\r\nMIME-Version: 1.0\r\n".encode())
+    assert b"Subject" not in body.split(b"\r\n\r\n", 1)[0]  # protected inside, not shown outside
+    opened = openssl("cms", "-decrypt", "-recip", petit["cert"], "-inkey", petit["key"], data=body)
+    verified = openssl("cms", "-verify", "-CAfile", petit["root"], "-purpose", "smimesign", data=opened)
+    assert verified.replace(b"\r\n", b"\n").endswith(b"Subject: Bilan\n\nBilan joint.\n")
+
+
+def openssl(*args: str | Path, data: bytes) -> bytes:
+    done = subprocess.run(["openssl", *map(str, args)], input=data, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout

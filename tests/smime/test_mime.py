@@ -119,6 +119,14 @@ def test_an_unwrapped_signed_body_keeps_the_outer_header(space: Space, tmp_path:
     )
 
 
+def test_a_signed_whole_message_wins_over_the_outer_header(space: Space, tmp_path: Path) -> None:
+    # openssl signing a whole message (or RFC 9788 header protection): its own fields were signed, the
+    # outer ones of the same name were not, so From and Subject come from inside, nothing twice.
+    entity = b"From: alice@ch-a.mssante.fr\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\nCompte rendu.\r\n"
+    opened = mime.unprotect(envelope(space, tmp_path, entity, "-binary"), space.bob.certificate, space.bob.issued.key)
+    assert opened.message == b"To: bob@ch-a.mssante.fr\r\nMIME-Version: 1.0\r\n" + entity
+
+
 def test_refusals(space: Space, tmp_path: Path) -> None:
     def reason(raw: bytes) -> tuple[str, str]:
         with pytest.raises(cms.CmsError) as refused:

@@ -100,6 +100,14 @@ def test_a_message_crosses_operators_over_mutual_tls(space: TrustSpace) -> None:
     assert " with ESMTPSA id " in second
     assert "(using TLSv1.3 with cipher " in first
     assert got.endswith(b"Compte rendu.\r\n" * 700)
+    # It crossed signed by claire's address-bound certificate (found by A in the published
+    # certificates) and encrypted; B stored the verified inner message under its verdict.
+    assert f"Authentication-Results: mail.{B};\r\n smime=pass body.smime-identifier={sender}\r\n" in head
+    protected = space.node("operator-a").cli("audit", "search", "--event", "smime.protected", "--json").json()
+    verified = space.node("operator-b").cli("audit", "search", "--event", "smime.verified", "--json").json()
+    assert protected[-1]["response"]["rcpts"] == [rcpt]  # type: ignore[index]
+    assert verified[-1]["response"]["signer_serial"] == protected[-1]["response"]["signer_serial"]  # type: ignore[index]
+    assert verified[-1]["response"]["binding"] == "address"  # type: ignore[index]
     # A audited the relay; B audited the peer by its certificate's trust-list domain.
     relayed = space.node("operator-a").cli("audit", "search", "--event", "queue.relayed", "--json").json()
     assert relayed[-1]["response"]["rcpt"] == rcpt  # type: ignore[index]

@@ -1,15 +1,25 @@
-"""Relay from peer operators on 25: STARTTLS, a trust-space client certificate, the peer's own senders."""
+"""Relay from peer operators on 25: STARTTLS, a trust-space client certificate, the peer's own senders, and
+S/MIME (signed then encrypted, the signer valid and bound to the sender) before anything is accepted."""
 
 from __future__ import annotations
 
 import smtplib
+import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from certs.pki import TrustSpacePKI, write_bundle
-from tests.smtp.conftest import DISABLED, DOCTOR, PEER, Gateway, wait_for_message
+from certs.pki import Issued, TrustSpacePKI, write_bundle
+from gateway.smime import cms, mime
+from gateway.smime.service import CRL_CHECK
+from tests.conftest import DOMAIN
+from tests.smtp.conftest import DISABLED, DOCTOR, NURSE, PEER, Gateway, wait_for_message
 from tests.smtp.test_submission import message
+
+SENDER = f"dr.durand@{PEER}"
 
 
 def bundle(pki: TrustSpacePKI, out: Path, *hosts: str) -> Path:
@@ -42,19 +52,195 @@ def last_tls_refusal(gw: Gateway) -> str:
     raise AssertionError("no smtp.tls.refused record")
 
 
-def test_peer_relays_to_a_local_mailbox(gateway: Gateway, peer_cert: Path) -> None:
+@dataclass
+class PeerSender:
+    """dr.durand at the peer operator: an address-bound certificate from the trust space, on disk for openssl."""
+
+    issued: Issued
+    cert: Path
+    key: Path
+    doctor: Path  # the doctor's certificate (recipient), PEM
+
+
+@pytest.fixture(scope="module")
+def durand(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> PeerSender:
+    out = tmp_path_factory.mktemp("durand")
+    issued = TrustSpacePKI(gateway.node.data / "pki").issue_address(SENDER)
+    files = write_bundle(issued, out, name="durand")
+    return PeerSender(issued, files["cert"], files["key"], gateway.node.data / "smime" / DOCTOR / "cert.pem")
+
+
+def protect(
+    peer: PeerSender, plain: bytes, to: list[Path], *, signer: Issued | None = None, gcm: bool = False
+) -> bytes:
+    """What a conforming peer sends (Direct's wrap, sign, encrypt), made by gateway.smime.mime."""
+    by = signer or peer.issued
+    return mime.protect(
+        plain,
+        signer=by.certificate,
+        key=by.key,
+        chain=by.chain,
+        recipients=[cms.Recipient(x509.load_pem_x509_certificate(c.read_bytes())) for c in to],
+        gcm=gcm,
+    )
+
+
+def openssl(*args: str | Path, data: bytes) -> bytes:
+    done = subprocess.run(["openssl", *map(str, args)], input=data, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def last_smime_refusal(gw: Gateway) -> dict[str, str]:
+    found = gw.node.cli("audit", "search", "--event", "smime.refused", "--json").json()
+    return found[-1]["response"]  # type: ignore[index,no-any-return]
+
+
+def test_peer_relays_to_a_local_mailbox(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    # Made by openssl: signed (SHA-256, its certificate carried) then encrypted (AES-256-CBC, OAEP SHA-256).
+    plain = message(SENDER, DOCTOR, "relais entrant").replace(b"\r\n", b"\n")
+    signed = openssl("cms", "-sign", "-md", "sha256", "-signer", durand.cert, "-inkey", durand.key, data=plain)
+    encrypt = ["cms", "-encrypt", "-aes256", "-from", SENDER, "-to", DOCTOR, "-subject", "confidentiel"]
+    oaep = ["-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"]
+    protected = openssl(*encrypt, "-recip", durand.doctor, *oaep, data=signed).replace(b"\n", b"\r\n")
     client = relay_client(gateway, peer_cert)
     assert "auth" not in client.esmtp_features  # certificates are the only credential between operators
-    sender = f"dr.durand@{PEER}"
-    assert client.sendmail(sender, [DOCTOR], message(sender, DOCTOR, "relais entrant")) == {}
+    assert client.sendmail(SENDER, [DOCTOR], protected) == {}
     client.quit()
     got = wait_for_message(gateway.node, DOCTOR, b"Subject: relais entrant")
     head = got.split(b"\r\n\r\n", 1)[0].decode()
     assert head.startswith(f"Received: from mx.{PEER} ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher ")
     assert "with ESMTPS id " in head
+    # The stored message is the verified inner one, under the verdict naming the signer and its serial.
+    results = head.split("Authentication-Results: ", 1)[1]
+    assert results.startswith(
+        f"mail.{DOMAIN};\r\n smime=pass body.smime-identifier={SENDER}\r\n"
+        f" body.smime-serial={durand.issued.certificate.serial_number:X}\r\n"
+    )
+    assert "(address-bound, validated " in results
+    assert "Subject: confidentiel" not in head
+    assert "application/pkcs7-mime" not in head
     accepted = gateway.node.cli("audit", "search", "--event", "smtp.message.accepted", "--json").json()
     assert accepted[-1]["author"] == "relay:node1"  # type: ignore[index]
     assert accepted[-1]["principal"] == PEER  # type: ignore[index]
+    verified = gateway.node.cli("audit", "search", "--event", "smime.verified", "--json").json()
+    assert verified[-1]["response"] == {  # type: ignore[index]
+        "result": "done",
+        "signer_serial": f"{durand.issued.certificate.serial_number:X}",
+        "binding": "address",
+        "mail_from": SENDER,
+    }
+
+
+def test_aes_gcm_from_a_conforming_peer_is_accepted(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    client = relay_client(gateway, peer_cert)
+    raw = protect(durand, message(SENDER, DOCTOR, "relais GCM"), [durand.doctor], gcm=True)
+    assert client.sendmail(SENDER, [DOCTOR], raw) == {}
+    client.quit()
+    assert b"smime=pass" in wait_for_message(gateway.node, DOCTOR, b"Subject: relais GCM")
+
+
+def _refusal(gateway: Gateway, peer_cert: Path, sender: str, rcpts: list[str], raw: bytes) -> tuple[int, bytes]:
+    client = relay_client(gateway, peer_cert)
+    client.mail(sender)
+    for rcpt in rcpts:
+        assert client.rcpt(rcpt)[0] == 250
+    reply = client.data(raw)
+    client.quit()
+    return reply
+
+
+def test_plaintext_from_a_peer_is_refused(gateway: Gateway, peer_cert: Path) -> None:
+    reply = _refusal(gateway, peer_cert, SENDER, [DOCTOR], message(SENDER, DOCTOR, "en clair"))
+    assert reply == (550, b"5.7.1 message refused: not encrypted (S/MIME enveloped-data required)")
+    refused = last_smime_refusal(gateway)
+    assert (refused["reason"], refused["reply"]) == ("plaintext", f"550 {reply[1].decode()}")
+
+
+def test_encrypted_but_unsigned_is_refused(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    cert = x509.load_pem_x509_certificate(durand.doctor.read_bytes())
+    inner = message(SENDER, DOCTOR, "non signé")
+    raw = mime.enveloped_message(
+        f"From: {SENDER}\r\nTo: {DOCTOR}\r\nMIME-Version: 1.0\r\n".encode(),
+        cms.encrypt(inner, [cms.Recipient(cert)]),
+    )
+    assert _refusal(gateway, peer_cert, SENDER, [DOCTOR], raw) == (
+        550,
+        b"5.7.1 message refused: not signed (S/MIME signature required)",
+    )
+    assert last_smime_refusal(gateway)["reason"] == "unsigned"
+
+
+def test_signer_who_is_not_the_sender_is_refused(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    other = TrustSpacePKI(gateway.node.data / "pki").issue_address(f"autre@{PEER}")
+    raw = protect(durand, message(SENDER, DOCTOR, "usurpation"), [durand.doctor], signer=other)
+    assert _refusal(gateway, peer_cert, SENDER, [DOCTOR], raw) == (
+        550,
+        b"5.7.1 message refused: the signer is not the sender",
+    )
+    assert last_smime_refusal(gateway)["reason"] == "sender-mismatch"
+
+
+def test_mixed_case_sender_matches_its_certificate(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    shouting = "Dr.Durand@" + PEER.upper()
+    raw = protect(durand, message(shouting, DOCTOR, "casse mixte"), [durand.doctor])
+    client = relay_client(gateway, peer_cert)
+    assert client.sendmail(shouting, [DOCTOR], raw) == {}
+    client.quit()
+    assert b"smime=pass" in wait_for_message(gateway.node, DOCTOR, b"Subject: casse mixte")
+
+
+def test_signer_from_another_trust_space_is_refused(
+    gateway: Gateway, peer_cert: Path, durand: PeerSender, tmp_path: Path
+) -> None:
+    rogue = TrustSpacePKI.create(tmp_path / "rogue", label="rogue.test", crl_base_url="http://crl.rogue.test")
+    raw = protect(durand, message(SENDER, DOCTOR, "faux"), [durand.doctor], signer=rogue.issue_address(SENDER))
+    assert _refusal(gateway, peer_cert, SENDER, [DOCTOR], raw) == (
+        550,
+        b"5.7.5 message refused: the signer is not trusted",
+    )
+    assert last_smime_refusal(gateway)["reason"] == "untrusted"
+
+
+def test_a_tampered_body_is_refused(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    cert = x509.load_pem_x509_certificate(durand.doctor.read_bytes())
+    content = mime.wrap(message(SENDER, DOCTOR, "altéré"))
+    signature = cms.sign_detached(content, durand.issued.certificate, durand.issued.key, durand.issued.chain)
+    entity = mime.signed_entity(content.replace(b"Bonjour", b"Bonsoir"), signature, "b1")
+    raw = mime.enveloped_message(
+        f"From: {SENDER}\r\nTo: {DOCTOR}\r\nMIME-Version: 1.0\r\n".encode(),
+        cms.encrypt(entity, [cms.Recipient(cert)]),
+    )
+    assert _refusal(gateway, peer_cert, SENDER, [DOCTOR], raw) == (
+        550,
+        b"5.7.7 message refused: the content does not match its signature",
+    )
+    assert last_smime_refusal(gateway)["reason"] == "bad-digest"
+
+
+def test_every_local_recipient_needs_an_entry(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    raw = protect(durand, message(SENDER, DOCTOR, "pour deux"), [durand.doctor])
+    assert _refusal(gateway, peer_cert, SENDER, [DOCTOR, NURSE], raw) == (
+        550,
+        f"5.7.5 message refused: not encrypted for the recipient's certificate ({NURSE})".encode(),
+    )
+    assert last_smime_refusal(gateway)["reason"] == "not-for-us"
+
+
+def test_a_revoked_signer_is_refused_once_the_crl_says_so(
+    gateway: Gateway, peer_cert: Path, durand: PeerSender
+) -> None:
+    pki = TrustSpacePKI(gateway.node.data / "pki")
+    issued = pki.issue_address(f"revoque@{PEER}")
+    raw = protect(durand, message(f"revoque@{PEER}", DOCTOR, "révoqué"), [durand.doctor], signer=issued)
+    r = gateway.node.cli("pki", "revoke", issued.serial, "--reason", "keyCompromise")
+    assert r.code == 0, r.err
+    time.sleep(CRL_CHECK + 0.5)  # the node looks at the CRL directory at most this often
+    assert _refusal(gateway, peer_cert, f"revoque@{PEER}", [DOCTOR], raw) == (
+        550,
+        b"5.7.5 message refused: the signer's certificate is revoked",
+    )
+    assert last_smime_refusal(gateway)["reason"] == "revoked"
 
 
 def test_starttls_is_required_first(gateway: Gateway) -> None:
