@@ -89,6 +89,12 @@ def template_node(tmp_path_factory: pytest.TempPathFactory) -> NodeDir:
         "0",
     )
     assert result.code == 0, result.err
+    # Certificate discovery asks DNS last: in tests, a loopback port where no server listens (a test that
+    # needs DNS starts its own and points the node at it), never the machine's resolver.
+    cfg = data / "mssgw.toml"
+    text = cfg.read_text()
+    assert "dns_servers = []\ndns_port = 53\n" in text
+    cfg.write_text(text.replace("dns_servers = []\ndns_port = 53\n", 'dns_servers = ["127.0.0.1"]\ndns_port = 9\n'))
     return NodeDir(data, keys)
 
 

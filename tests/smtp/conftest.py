@@ -36,8 +36,9 @@ def provision(node: NodeDir) -> None:
         r = node.cli(*argv, "--password-stdin", input=PASSWORD + "\n")
         assert r.code == 0, r.err
     # The doctor's address-bound S/MIME certificate: the node keeps its key to sign and decrypt as her.
-    r = node.cli("pki", "issue-address", DOCTOR, "--out", node.data / "smime" / DOCTOR)
-    assert r.code == 0, r.err
+    for address in (DOCTOR, NURSE):
+        r = node.cli("pki", "issue-address", address, "--out", node.data / "smime" / address)
+        assert r.code == 0, r.err
     for argv in (
         ["mailbox", "delegate", SECRETARIAT, DOCTOR],
         ["mailbox", "disable", DISABLED],

@@ -40,6 +40,17 @@ class TrustSpace:
                     return str(m["password"])
         raise KeyError(address)
 
+    def mailbox(self, address: str) -> dict[str, Any]:
+        return next(m for op in self.creds["operators"] for m in op["mailboxes"] if m["address"] == address)
+
+    def submit_raw(self, name: str, sender: str, rcpts: list[str], raw: bytes) -> None:
+        ctx = ssl.create_default_context(cafile=self.creds["trust_anchor"])
+        ctx.check_hostname = False
+        with smtplib.SMTP("127.0.0.1", self.operator(name)["ports"]["submission"], timeout=30) as client:
+            client.starttls(context=ctx)
+            client.login(sender, self.password(sender))
+            assert client.sendmail(sender, rcpts, raw) == {}
+
     def submit(self, name: str, sender: str, rcpts: list[str], subject: str) -> None:
         op = self.operator(name)
         ctx = ssl.create_default_context(cafile=self.creds["trust_anchor"])
@@ -129,3 +140,32 @@ def test_unknown_remote_mailbox_bounces_with_a_dsn(space: TrustSpace) -> None:
     assert b"Final-Recipient: rfc822; nobody@clinique-b.mssante.test" in dsn
     assert b"Status: 5.1.1" in dsn
     assert b"Compte rendu." not in dsn  # headers only, never the content
+
+
+def test_a_message_the_professional_signed_is_encrypted_and_verified_across(space: TrustSpace) -> None:
+    # End-to-end mode: claire's mail client signs with her key (openssl here); A encrypts without a
+    # second signature; B verifies her own signature.
+    sender, rcpt = f"claire.martin@{A}", f"paul.durand@{B}"
+    box = space.mailbox(sender)
+    plain = b"Subject: Avis de Claire\nContent-Type: text/plain\n\nAvis signe.\n"
+    signed = subprocess.run(
+        ["openssl", "cms", "-sign", "-md", "sha256", "-signer", box["certificate"], "-inkey", box["key"],
+         "-from", sender, "-to", rcpt],
+        input=plain, capture_output=True, check=True, timeout=60,
+    ).stdout.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # fmt: skip
+    space.submit_raw("operator-a", sender, [rcpt], signed)
+    got = wait(space.node("operator-b"), rcpt, b"Avis sign")
+    head = got.split(b"\r\n\r\n", 1)[0].decode()
+    serial = (
+        subprocess.run(
+            ["openssl", "x509", "-noout", "-serial", "-in", box["certificate"]],
+            capture_output=True,
+            check=True,
+            text=True,
+        )
+        .stdout.strip()
+        .split("=")[1]
+    )
+    assert f"smime=pass body.smime-identifier={sender}\r\n body.smime-serial={serial.lstrip('0')}\r\n" in head
+    protected = space.node("operator-a").cli("audit", "search", "--event", "smime.protected", "--json").json()
+    assert protected[-1]["response"]["signer_serial"] == ""  # type: ignore[index]  # not signed again by A

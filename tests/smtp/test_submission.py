@@ -7,6 +7,7 @@ import re
 import smtplib
 import subprocess
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -346,4 +347,79 @@ def test_openssl_sees_only_the_allowed_suites_on_587(gateway: Gateway) -> None:
 def test_app_mailbox_sends_as_itself(gateway: Gateway) -> None:
     client = gateway.submission(login=APP)
     assert client.sendmail(APP, [DOCTOR], message(APP, DOCTOR, "résultat automatique")) == {}
+    client.quit()
+
+
+# -- end-to-end mode: messages the author protected (issue 5) ------------------------------------------
+
+
+def bundle_of(gw: Gateway, address: str) -> tuple[Path, Path]:
+    """(certificate, key) of a provisioned address, as its owner's mail client holds them."""
+    where = gw.node.data / "smime" / address
+    return where / "cert.pem", where / "key.pem"
+
+
+def openssl_sign(gw: Gateway, signer: str, plain: bytes, sender: str = DOCTOR, to: str = NURSE) -> bytes:
+    """What a mail client sends signed: the message signed, its addressing fields in the outer header."""
+    cert, key = bundle_of(gw, signer)
+    signed = subprocess.run(
+        ["openssl", "cms", "-sign", "-md", "sha256", "-signer", cert, "-inkey", key, "-from", sender, "-to", to],
+        input=plain.replace(b"\r\n", b"\n"),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return signed.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def openssl_encrypt(gw: Gateway, entity: bytes, sender: str, to: str, *recipients: str) -> bytes:
+    args = ["openssl", "cms", "-encrypt", "-aes256", "-from", sender, "-to", to, "-subject", "confidentiel"]
+    for address in recipients:
+        args += ["-recip", str(bundle_of(gw, address)[0])]
+    enc = subprocess.run(args, input=entity, capture_output=True, check=True, timeout=60).stdout
+    return enc.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def test_a_message_the_client_encrypted_for_every_recipient_is_taken_as_is(gateway: Gateway) -> None:
+    signed = openssl_sign(gateway, DOCTOR, message(DOCTOR, NURSE, "chiffré de bout en bout"))
+    raw = openssl_encrypt(gateway, signed, DOCTOR, NURSE, NURSE, DOCTOR)
+    client = gateway.submission()
+    assert client.sendmail(DOCTOR, [NURSE], raw) == {}
+    client.quit()
+    got = wait_for_message(gateway.node, NURSE, b"Subject: confidentiel")
+    assert got.endswith(raw.split(b"\r\n\r\n", 1)[1])  # still encrypted: only the nurse's key opens it
+    verified = gateway.node.cli("audit", "search", "--event", "smime.verified", "--json").json()
+    assert verified[-1]["response"]["form"] == "encrypted"  # type: ignore[index]
+
+
+def test_a_client_encrypted_message_missing_a_recipient_is_refused_naming_it(gateway: Gateway) -> None:
+    raw = openssl_encrypt(gateway, openssl_sign(gateway, DOCTOR, message(DOCTOR, NURSE, "x")), DOCTOR, NURSE, DOCTOR)
+    client = gateway.submission()
+    client.mail(DOCTOR)
+    client.rcpt(DOCTOR)
+    client.rcpt(NURSE)
+    assert client.data(raw) == (
+        550,
+        f"5.7.1 message refused: not encrypted for the recipient's certificate ({NURSE})".encode(),
+    )
+    client.quit()
+    refused = gateway.node.cli("audit", "search", "--event", "smime.refused", "--json").json()
+    assert refused[-1]["response"]["reason"] == "missing-recipient"  # type: ignore[index]
+
+
+def test_a_client_signed_message_is_verified_against_the_sender(gateway: Gateway) -> None:
+    signed = openssl_sign(gateway, DOCTOR, message(DOCTOR, NURSE, "signé par le client"))
+    client = gateway.submission()
+    assert client.sendmail(DOCTOR, [NURSE], signed) == {}
+    client.quit()
+    got = wait_for_message(gateway.node, NURSE, b"signed message")
+    assert b"multipart/signed" in got.split(b"\r\n\r\n", 1)[0]
+    verified = gateway.node.cli("audit", "search", "--event", "smime.verified", "--json").json()
+    assert verified[-1]["response"]["form"] == "signed"  # type: ignore[index]
+    # Signed by the nurse's certificate while sending as the doctor: refused.
+    forged = openssl_sign(gateway, NURSE, message(DOCTOR, NURSE, "signé par une autre"))
+    client = gateway.submission()
+    client.mail(DOCTOR)
+    client.rcpt(NURSE)
+    assert client.data(forged) == (550, b"5.7.1 message refused: the signer is not the sender")
     client.quit()
