@@ -204,8 +204,10 @@ class Discovery:
         intermediates: Sequence[x509.Certificate] = (),
         fetch: Fetcher = fetch_ipkix,
         clock: Callable[[], float] = time.monotonic,
+        use_dns: bool = True,
     ) -> None:
         self.trust = trust
+        self.use_dns = use_dns  # False: the local and published steps only (the reference client without --dns)
         self.local = local
         self.published = published
         self.ttl = ttl
@@ -287,6 +289,8 @@ class Discovery:
                 if certs:
                     return await self._judge(address, step, [(step.value, c) for c in certs], [])
         address_name, domain_name = names
+        if not self.use_dns:
+            return Found(address, Outcome.NO_CERTIFICATE)
         steps = [(Step.DNS_ADDRESS, address_name), (Step.DNS_DOMAIN, domain_name)]
         for step, name in steps:
             if name is None:

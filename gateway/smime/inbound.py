@@ -88,7 +88,7 @@ class Inbound:
         return code, f"{status} {text}" + (f" ({self.detail})" if self.detail else "")
 
 
-def _from_addresses(message: bytes) -> list[str]:
+def from_addresses(message: bytes) -> list[str]:
     header = BytesHeaderParser(policy=compat32).parsebytes(mime.split(message)[0])
     return [a for _, a in getaddresses([str(v) for v in header.get_all("from", [])]) if "@" in a]
 
@@ -148,7 +148,7 @@ async def check(
     except cms.CmsError as exc:
         return Inbound(False, exc.reason if exc.reason in REFUSALS else "malformed")
     # A null sender (a bounce, a notification) binds by its From: alone.
-    addresses = [a for a in (sender,) if a] + _from_addresses(opened.message)
+    addresses = [a for a in (sender,) if a] + from_addresses(opened.message)
     judged = await judge(opened, addresses, trust, moment)
     if isinstance(judged, str):
         return Inbound(False, judged)

@@ -96,8 +96,11 @@ class TrustStore:
         anchors: Sequence[x509.Certificate],
         crls: Sequence[bytes] = (),
         intermediates: Sequence[x509.Certificate] = (),
+        *,
+        revocation: str = "hard-fail",
     ) -> None:
         self.anchors = [_asn1(a) for a in anchors]
+        self.revocation = revocation  # pyhanko-certvalidator's mode; "off" only in the client without CRLs
         self.crls = [asn1_crl.CertificateList.load(c) for c in crls]
         # The trust space's CA certificates: a peer's signature need not carry its chain (openssl's does not)
         self.intermediates = [_asn1(c) for c in intermediates]
@@ -129,7 +132,7 @@ class TrustStore:
             crls=self.crls,
             moment=at or dt.datetime.now(dt.UTC),
             allow_fetching=False,
-            revocation_mode="hard-fail",
+            revocation_mode=self.revocation,
             weak_hash_algos=WEAK_HASHES,
         )
         validator = CertificateValidator(
