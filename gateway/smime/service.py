@@ -16,6 +16,7 @@ Implementation notes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Sequence
@@ -266,6 +267,32 @@ class Smime:
         except cms.CmsError as exc:
             return inbound.Inbound(False, exc.reason if exc.reason in inbound.REFUSALS else "malformed")
         return inbound.Inbound(True, message=raw)
+
+    async def keep_dev_crls(self, every: float = 3600.0) -> None:
+        """With a development PKI, publish fresh CRLs when the current ones have less than half their
+        life left: validation is hard-fail, and a lapsed CRL would refuse every peer message (451)."""
+        pki_dir = self.node.cfg.pki_dir
+        if pki_dir is None or not (pki_dir / "state.json").is_file():
+            return
+        import asyncio
+
+        from certs.pki import DEFAULT_CRL_NEXT_UPDATE, PKIError, TrustSpacePKI
+
+        while True:
+            now = dt.datetime.now(dt.UTC)
+            soonest = None
+            for path in self._crl_files():
+                if path.suffix == ".crl":
+                    with contextlib.suppress(OSError, ValueError):
+                        next_update = x509.load_der_x509_crl(path.read_bytes()).next_update_utc
+                        soonest = next_update if soonest is None or (next_update and next_update < soonest) else soonest
+            if soonest is None or soonest - now < DEFAULT_CRL_NEXT_UPDATE / 2:
+                try:
+                    await asyncio.to_thread(TrustSpacePKI(pki_dir).publish_crls)
+                    self._log.info("development CRLs published", until=str(now + DEFAULT_CRL_NEXT_UPDATE))
+                except (PKIError, OSError) as exc:
+                    self._log.warning("development CRLs not published", error=str(exc))
+            await asyncio.sleep(every)
 
     def close(self) -> None:
         self.pool.close()

@@ -1,0 +1,88 @@
+"""gateway/smime/service.py: the node's S/MIME built from its configuration: who signs (the sender's own
+certificate, the organisation's for bounces), which key opens a peer's message, CRLs kept fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from certs.pki import TrustSpacePKI
+from gateway.node import Node
+from gateway.smime import cms, mime
+from gateway.smime.service import Smime
+from tests.conftest import DOMAIN, NodeDir, copy_node
+
+PEER = "clinique-b.mssante.fr"
+
+
+@pytest.fixture
+async def node(template_node: NodeDir, tmp_path: Path) -> AsyncIterator[tuple[Node, TrustSpacePKI]]:
+    nd = copy_node(template_node, tmp_path / "node")
+    cfg = nd.cfg()
+    cfg.smime = cfg.smime.model_copy(update={"workers": 0})
+    async with Node(cfg) as n:
+        yield n, TrustSpacePKI(nd.data / "pki")
+
+
+async def test_a_bounce_is_signed_by_the_organisation_certificate(node: tuple[Node, TrustSpacePKI]) -> None:
+    n, _ = node
+    smime = Smime(n)
+    [org] = smime.organisations
+    assert org.domains == frozenset({DOMAIN})  # written by `mssgw init`
+    bounce = f"From: Mail Delivery System <mailer-daemon@{DOMAIN}>\r\nSubject: x\r\n\r\nx\r\n".encode()
+    assert await smime.identity_for("", bounce) == org.identity
+    # A personal sender without a certificate of her own: nobody signs, unless the fallback is on.
+    await n.mailboxes.create(f"sans.cert@{DOMAIN}", "ORG")
+    assert await smime.identity_for(f"sans.cert@{DOMAIN}", bounce) is None
+    n.cfg.smime.organisation_fallback = True
+    assert await Smime(n).identity_for(f"sans.cert@{DOMAIN}", bounce) == org.identity
+    smime.close()
+
+
+async def test_a_message_encrypted_to_the_domain_certificate_opens_with_the_organisation_key(
+    node: tuple[Node, TrustSpacePKI],
+) -> None:
+    n, pki = node
+    rcpt = f"accueil@{DOMAIN}"
+    await n.mailboxes.create(rcpt, "ORG")
+    smime = Smime(n)
+    [org] = smime.organisations
+    sender = pki.issue_address(f"dr.durand@{PEER}")
+    plain = f"From: dr.durand@{PEER}\r\nTo: {rcpt}\r\nSubject: pour le domaine\r\n\r\nx\r\n".encode()
+    raw = mime.protect(
+        plain,
+        signer=sender.certificate,
+        key=sender.key,
+        chain=sender.chain,
+        recipients=[cms.Recipient(org.certificate)],
+    )
+    opened = await smime.open(raw, sender=f"dr.durand@{PEER}", recipients=[rcpt])
+    assert (opened.ok, opened.binding) == (True, "address")
+    assert opened.message.endswith(plain)
+    smime.close()
+
+
+async def test_lapsing_development_crls_are_published_again(node: tuple[Node, TrustSpacePKI]) -> None:
+    n, pki = node
+    pki.publish_crls(now=dt.datetime.now(dt.UTC) - dt.timedelta(days=6))  # one day left of seven
+    crl = pki.path / "crl" / "personnes.crl"
+    before = x509.load_der_x509_crl(crl.read_bytes()).next_update_utc
+    smime = Smime(n)
+    task = asyncio.create_task(smime.keep_dev_crls(every=0.05))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        after = x509.load_der_x509_crl(crl.read_bytes()).next_update_utc
+        if after != before:
+            break
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert after is not None
+    assert after - dt.datetime.now(dt.UTC) > dt.timedelta(days=6, hours=23)
+    smime.close()
