@@ -28,6 +28,7 @@ class AuditEvent(StrEnum):
     MAILBOX_DELEGATED = "admin.mailbox.delegated"
     MAILBOX_UNDELEGATED = "admin.mailbox.undelegated"
     MAILBOX_TOTP_ENROLLED = "admin.mailbox.totp_enrolled"
+    MAILBOX_SMIME_FORM_SET = "admin.mailbox.smime_form_set"
 
     # Professional directory
     DIRECTORY_IMPORTED = "admin.directory.imported"

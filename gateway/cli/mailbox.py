@@ -104,6 +104,18 @@ def _toggle(active: bool) -> Any:
     return run
 
 
+async def keep_smime(ctx: Context, args: argparse.Namespace) -> Outcome:
+    keep = args.state == "on"
+    changed = await ctx.node.mailboxes.set_keep_smime(args.address, keep)
+    address = args.address.lower()
+    text = (
+        f"{address} now {'keeps' if keep else 'does not keep'} the S/MIME form of messages from peers"
+        if changed
+        else f"{address} already {'kept' if keep else 'did not keep'} the S/MIME form"
+    )
+    return Outcome({"address": address, "keep_smime": keep, "changed": changed}, text, audit={"keep_smime": keep})
+
+
 async def delete(ctx: Context, args: argparse.Namespace) -> Outcome:
     address = args.address.lower()
     if not args.yes:
@@ -196,6 +208,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         p = grp.add_parser(name, parents=[common], help=hlp)
         p.add_argument("address")
         p.set_defaults(_command=Command(event, fn))
+    p = grp.add_parser(
+        "keep-smime",
+        parents=[common],
+        help="also store peers' messages in their S/MIME form (for end-to-end clients), or stop",
+    )
+    p.add_argument("address")
+    p.add_argument("state", choices=["on", "off"])
+    p.set_defaults(_command=Command(AuditEvent.MAILBOX_SMIME_FORM_SET, keep_smime))
     p = grp.add_parser("delete", parents=[common], help="delete a mailbox and its messages")
     p.add_argument("address")
     p.add_argument("--yes", action="store_true", help="confirm")

@@ -81,6 +81,7 @@ class Inbound:
     signer: x509.Certificate | None = None
     binding: str = ""
     detail: str = ""  # refused: what it concerns (the recipient without an entry)
+    results: bytes = b""  # accepted from a peer: the Authentication-Results field put on top of `message`
 
     @property
     def reply(self) -> tuple[int, str]:
@@ -154,7 +155,7 @@ async def check(
         return Inbound(False, judged)
     header = authentication_results(host, judged, moment)
     inner = strip_results(opened.message, host)
-    return Inbound(True, message=header + inner, signer=judged.certificate, binding=judged.binding)
+    return Inbound(True, message=header + inner, signer=judged.certificate, binding=judged.binding, results=header)
 
 
 async def judge(opened: OpenedDer, addresses: list[str], trust: TrustStore, at: dt.datetime) -> SignerVerdict | str:

@@ -39,7 +39,7 @@ from gateway.node import Node
 from gateway.policy import identity, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
 from gateway.queue.store import Queue
-from gateway.smime.inbound import Inbound
+from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
 from gateway.smtp import content
 from gateway.tls import RelayContexts
@@ -267,20 +267,38 @@ class _Handler:
             now=now,
         )
 
-    async def accept(self, session: Session, envelope: Envelope, source: str, body: bytes, headers: Any) -> str:
-        """Commit the message durably, audit it, wake the worker, and only then answer 250."""
+    async def accept(
+        self,
+        session: Session,
+        envelope: Envelope,
+        source: str,
+        body: bytes,
+        headers: Any,
+        *,
+        parts: list[tuple[list[str], bytes]] | None = None,
+    ) -> str:
+        """Commit the message durably, audit it, wake the worker, and only then answer 250. `parts`: when
+        recipients get different forms of it, (recipients, body) each, queued together."""
         info = self.info(session)
         assert envelope.mail_from is not None
-        queue_id = await self.queue.enqueue(
-            source=source,
-            sender=envelope.mail_from,
-            recipients=envelope.rcpt_tos,
-            body=body,
-            local_domains=self.cfg.node.local_domains,
-            principal=info.principal.address if info.principal else None,
-            peer=info.peer_name or info.client_ip,
-            header_message_id=headers.message_id,
-        )
+        ids = []
+        async with self.node.db.write() as s:
+            for rcpts, form in parts or [(envelope.rcpt_tos, body)]:
+                if rcpts:
+                    ids.append(
+                        await self.queue.enqueue(
+                            source=source,
+                            sender=envelope.mail_from,
+                            recipients=rcpts,
+                            body=form,
+                            local_domains=self.cfg.node.local_domains,
+                            principal=info.principal.address if info.principal else None,
+                            peer=info.peer_name or info.client_ip,
+                            header_message_id=headers.message_id,
+                            session=s,
+                        )
+                    )
+        queue_id = " ".join(ids)
         info.accepted += 1
         await self.audit(
             AuditEvent.SMTP_MESSAGE_ACCEPTED,
@@ -579,6 +597,14 @@ class RelayHandler(_Handler):
             prepared = content.prepare_relay(opened.message, received=received)
             if isinstance(prepared, Refusal):
                 return await self.refuse(prepared, session, size=len(opened.message))
+            keep = await self.node.mailboxes.keeping_smime(envelope.rcpt_tos)
+            if keep:
+                # Mailboxes read by end-to-end clients also get the S/MIME form, under the same verdict.
+                kept = content.prepare_relay(opened.results + strip_results(raw, self.smime.host), received=received)
+                assert not isinstance(kept, Refusal)  # the outer message passed these checks above
+                inner = [r for r in envelope.rcpt_tos if r not in keep]
+                parts = [(inner, prepared[0]), ([r for r in envelope.rcpt_tos if r in keep], kept[0])]
+                return await self.accept(session, envelope, "relay", prepared[0], prepared[1], parts=parts)
         body, headers = prepared
         return await self.accept(session, envelope, "relay", body, headers)
 

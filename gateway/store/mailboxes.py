@@ -213,6 +213,7 @@ class MailboxRepository:
                 "owner": mb.professional_key,
                 "service": mb.service,
                 "active": mb.active,
+                "keep_smime": mb.keep_smime,
                 "list_rouge": mb.list_rouge,
                 "has_password": acct.password_hash is not None,
                 "totp_enrolled": acct.totp_secret is not None,
@@ -251,6 +252,22 @@ class MailboxRepository:
             mb.active = active
             mb.updated_at = utcnow()
             return changed
+
+    async def set_keep_smime(self, address: str, keep: bool) -> bool:
+        """Whether `address` stores peers' messages in their S/MIME form too; returns whether it changed."""
+        async with self.db.write() as s:
+            mb, _ = await self._local(s, address)
+            changed = mb.keep_smime != keep
+            mb.keep_smime = keep
+            mb.updated_at = utcnow()
+            return changed
+
+    async def keeping_smime(self, addresses: Iterable[str]) -> set[str]:
+        """Those of `addresses` (lower-case) that keep the S/MIME form of what peers send them."""
+        wanted = sorted(set(addresses))
+        async with self.db.read() as s:
+            q = select(Mailbox.address).where(Mailbox.address.in_(wanted), Mailbox.keep_smime.is_(True))
+            return set((await s.execute(q)).scalars())
 
     async def delete(self, address: str) -> None:
         async with self.db.write() as s:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -134,6 +135,8 @@ class Mailbox(Base):
     dematerialisation: Mapped[str] = mapped_column(String(16), default="")
     list_rouge: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    keep_smime: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Store what peers send in its S/MIME form (for end-to-end clients), not only the verified inner message."""
     origin: Mapped[str] = mapped_column(String(16), default="local")  # local | national
     ordinal: Mapped[int | None] = mapped_column(Integer, nullable=True)
     row_hash: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)

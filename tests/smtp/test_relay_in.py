@@ -3,6 +3,7 @@ S/MIME (signed then encrypted, the signer valid and bound to the sender) before 
 
 from __future__ import annotations
 
+import re
 import smtplib
 import subprocess
 import time
@@ -322,3 +323,29 @@ def test_revoked_certificate_fails_the_handshake(gateway: Gateway, tmp_path: Pat
         relay_client(gateway, tmp_path)
     assert str(exc.value) == "Connection unexpectedly closed"
     assert last_tls_refusal(gateway) == "certificate revoked"
+
+
+def test_a_mailbox_may_keep_the_smime_form_for_its_end_to_end_client(
+    gateway: Gateway, peer_cert: Path, durand: PeerSender
+) -> None:
+    r = gateway.node.cli("mailbox", "keep-smime", DOCTOR, "on")
+    assert (r.code, r.out.strip()) == (0, f"{DOCTOR} now keeps the S/MIME form of messages from peers")
+    try:
+        nurse = gateway.node.data / "smime" / NURSE / "cert.pem"
+        raw = protect(durand, message(SENDER, f"{DOCTOR}, {NURSE}", "deux formes"), [durand.doctor, nurse])
+        client = relay_client(gateway, peer_cert)
+        assert client.sendmail(SENDER, [DOCTOR, NURSE], raw) == {}
+        client.quit()
+        kept = wait_for_message(gateway.node, DOCTOR, raw.split(b"\r\n\r\n", 1)[1][:200])
+        opened = wait_for_message(gateway.node, NURSE, b"Subject: deux formes")
+        # The same verdict on both; the doctor's copy is the message as it crossed, for her own client.
+        verdict = re.search(rb"Authentication-Results: .*?\)\r\n", opened, re.DOTALL)
+        assert verdict is not None
+        assert verdict.group(0) in kept
+        assert kept.endswith(raw.split(b"\r\n\r\n", 1)[1])
+        assert b"application/pkcs7-mime" in kept.split(b"\r\n\r\n", 1)[0]
+        assert b"Subject: deux formes" not in kept
+    finally:
+        assert gateway.node.cli("mailbox", "keep-smime", DOCTOR, "off").code == 0
+    shown = gateway.node.cli("mailbox", "show", DOCTOR, "--json").json()
+    assert shown["keep_smime"] is False  # type: ignore[index]
