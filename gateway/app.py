@@ -127,6 +127,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             asyncio.create_task(worker.run()),
             asyncio.create_task(imap.watch()),
             asyncio.create_task(smime.keep_dev_crls()),
+            asyncio.create_task(smime.keep_crls()),
         ]
         shown = f"[{host}]" if ":" in host else host
         endpoints = {"https": f"{shown}:{port}", **{ln.name: f"{shown}:{ln.port}" for ln in listeners}}

@@ -164,7 +164,11 @@ class SmimeSection(_Section):
     workers: int = Field(2, ge=0, le=64)
     """Processes signing, encrypting, decrypting and verifying (0: one thread, for tests)."""
     crl_dir: Path | None = None
-    """Directory of the trust space's current CRLs (PEM or DER); empty: the development PKI's crl/."""
+    """Directory of the trust space's current CRLs (PEM or DER); empty: the development PKI's crl/, or
+    crl-cache/ in the data directory when `crl_urls` are set."""
+    crl_urls: list[str] = Field(default_factory=list)
+    """CRL distribution points (http/https) fetched into `crl_dir` every `crl_refresh` seconds."""
+    crl_refresh: float = Field(3600.0, gt=0)
     intermediates: list[Path] = Field(default_factory=list)
     """PEM files of trust-space CA certificates (a signature need not carry its chain); the development
     PKI's CAs are always added."""
@@ -429,8 +433,11 @@ discovery_ttl = 3600
 published = {published_line}
 # Processes doing the S/MIME cryptography (0 = a thread).
 workers = 2
-# The trust space's current CRLs (empty: the development PKI's crl/) and CA certificates.
+# The trust space's current CRLs (empty: the development PKI's crl/) and CA certificates. CRLs at
+# crl_urls are fetched every crl_refresh seconds into crl_dir (checked against the CAs first).
 # crl_dir = "/var/lib/mssgw/crl"
+crl_urls = []
+crl_refresh = 3600
 intermediates = []
 organisation_fallback = false
 # Per peer domain: PKCS#1 v1.5 key transport instead of RSA-OAEP, AES-GCM instead of AES-CBC.

@@ -3,7 +3,9 @@ certificate discovery and the organisation identities, built from the configurat
 worker calls before a relay and the relay listener calls before it accepts (issue 5).
 
 Implementation notes
-- CRLs come from `[smime] crl_dir` (default: the development PKI's `crl/`): PEM or DER files, re-read
+- CRLs come from `[smime] crl_dir` (default: the development PKI's `crl/`, kept fresh by
+  `keep_dev_crls`; or `crl-cache/` filled from `[smime] crl_urls` by `keep_crls`, each fetched CRL
+  checked against the trust-space CAs before it replaces the cached one): PEM or DER files, re-read
   when one changes (looked at no more than every `CRL_CHECK` seconds). A change also empties the
   discovery cache, so a recipient certificate revoked since it was found is judged again.
 - Signing identity: the sender's own (address-bound, key sealed in the store); for a null sender (a
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,7 +108,13 @@ class Smime:
 
             pki = TrustSpacePKI(pki_dir)
             intermediates += [pki.ca(name) for name in ("organisations", "personnes")]
-        self.crl_dir = cfg.path(section.crl_dir) if section.crl_dir else (pki_dir / "crl" if pki_dir else None)
+        if section.crl_dir:
+            self.crl_dir: Path | None = cfg.path(section.crl_dir)
+        elif section.crl_urls:
+            self.crl_dir = cfg.base_dir / "crl-cache"
+        else:
+            self.crl_dir = pki_dir / "crl" if pki_dir else None
+        self.cas = [*anchors, *intermediates]
         self._crl_stamp: tuple[tuple[str, float, int], ...] = ()
         self._crl_checked = -CRL_CHECK
         self.trust = TrustStore(anchors, [], intermediates)
@@ -267,6 +276,59 @@ class Smime:
         except cms.CmsError as exc:
             return inbound.Inbound(False, exc.reason if exc.reason in inbound.REFUSALS else "malformed")
         return inbound.Inbound(True, message=raw)
+
+    async def fetch_crls(self) -> dict[str, str]:
+        """Fetch every `[smime] crl_urls` CRL; one signed by a trust-space CA and newer than the cached
+        one replaces it (written whole, then renamed). Returns url -> outcome, for the log and tests."""
+        from gateway.smime.discovery import FetchError, fetch_ipkix
+
+        outcomes: dict[str, str] = {}
+        if self.crl_dir is None:
+            return outcomes
+        self.crl_dir.mkdir(parents=True, exist_ok=True)
+        for url in self.section.crl_urls:
+            try:
+                data = await fetch_ipkix(url, limit=16 * 1024 * 1024)
+                crl = (
+                    x509.load_pem_x509_crl(data)
+                    if b"-----BEGIN X509 CRL-----" in data
+                    else x509.load_der_x509_crl(data)
+                )
+            except FetchError as exc:
+                outcomes[url] = f"unavailable: {exc}"
+                continue
+            except ValueError:
+                outcomes[url] = "not a CRL"
+                continue
+            issuer = next((ca for ca in self.cas if ca.subject == crl.issuer), None)
+            if issuer is None or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                outcomes[url] = "not signed by a trust-space CA"
+                continue
+            name = hashlib.sha256(url.encode()).hexdigest()[:16] + ".crl"
+            target = self.crl_dir / name
+            if target.is_file():
+                with contextlib.suppress(ValueError):
+                    cached = x509.load_der_x509_crl(target.read_bytes())
+                    if cached.last_update_utc >= crl.last_update_utc:
+                        outcomes[url] = "unchanged"
+                        continue
+            partial = target.with_suffix(".part")
+            partial.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+            partial.replace(target)
+            outcomes[url] = "updated"
+        self._crl_checked = -CRL_CHECK  # look at the directory again now
+        self._refresh_crls()
+        return outcomes
+
+    async def keep_crls(self) -> None:
+        """Fetch the configured CRLs now and every `crl_refresh` seconds (failures logged, kept trying)."""
+        import asyncio
+
+        while self.section.crl_urls:
+            for url, outcome in (await self.fetch_crls()).items():
+                if outcome not in ("updated", "unchanged"):
+                    self._log.warning("CRL not refreshed", url=url, outcome=outcome)
+            await asyncio.sleep(self.section.crl_refresh)
 
     async def keep_dev_crls(self, every: float = 3600.0) -> None:
         """With a development PKI, publish fresh CRLs when the current ones have less than half their

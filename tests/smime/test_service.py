@@ -86,3 +86,50 @@ async def test_lapsing_development_crls_are_published_again(node: tuple[Node, Tr
     assert after is not None
     assert after - dt.datetime.now(dt.UTC) > dt.timedelta(days=6, hours=23)
     smime.close()
+
+
+async def test_crls_are_fetched_checked_and_cached(template_node: NodeDir, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    nd = copy_node(template_node, tmp_path / "node")
+    pki = TrustSpacePKI(nd.data / "pki")
+    signer = pki.issue_address(f"dr.durand@{PEER}")
+    pki.revoke(signer.serial, x509.ReasonFlags.key_compromise)
+    pki.publish_crls()
+    rogue = TrustSpacePKI.create(tmp_path / "rogue", label="rogue.test", crl_base_url="http://crl.rogue.test")
+    files = {
+        "/personnes.crl": (pki.path / "crl" / "personnes.crl").read_bytes(),
+        "/root.crl": (pki.path / "crl" / "root.crl").read_bytes(),
+        "/rogue.crl": (rogue.path / "crl" / "personnes.crl").read_bytes(),
+        "/junk.crl": b"not a CRL",
+    }
+    app = web.Application()
+    app.router.add_get(
+        "/{name}", lambda r: web.Response(body=files[r.path]) if r.path in files else web.Response(status=404)
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    cfg = nd.cfg()
+    urls = [f"{base}/personnes.crl", f"{base}/rogue.crl", f"{base}/junk.crl", f"{base}/missing.crl", f"{base}/root.crl"]
+    cfg.smime = cfg.smime.model_copy(update={"workers": 0, "crl_urls": urls})
+    async with Node(cfg) as n:
+        smime = Smime(n)
+        assert smime.crl_dir == nd.data / "crl-cache"
+        assert await smime.fetch_crls() == {
+            urls[0]: "updated",
+            urls[1]: "not signed by a trust-space CA",
+            urls[2]: "not a CRL",
+            urls[3]: f"unavailable: {urls[3]}: HTTP 404",
+            urls[4]: "updated",
+        }
+        assert sorted(p.suffix for p in (nd.data / "crl-cache").iterdir()) == [".crl", ".crl"]
+        # Both the signer's CA and the root's CRLs are needed (hard-fail): the path checks out revoked.
+        verdict = await smime.trust.check(signer.certificate, signer.chain, [f"dr.durand@{PEER}"])
+        assert (verdict.ok, verdict.reason) == (False, "revoked")
+        assert (await smime.fetch_crls())[urls[0]] == "unchanged"
+        smime.close()
+    await runner.cleanup()
