@@ -103,10 +103,13 @@ async def test_crls_are_fetched_checked_and_cached(template_node: NodeDir, tmp_p
         "/rogue.crl": (rogue.path / "crl" / "personnes.crl").read_bytes(),
         "/junk.crl": b"not a CRL",
     }
+
+    async def serve(request: web.Request) -> web.Response:
+        found = files.get(request.path)
+        return web.Response(body=found) if found is not None else web.Response(status=404)
+
     app = web.Application()
-    app.router.add_get(
-        "/{name}", lambda r: web.Response(body=files[r.path]) if r.path in files else web.Response(status=404)
-    )
+    app.router.add_get("/{name}", serve)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
