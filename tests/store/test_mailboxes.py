@@ -59,6 +59,7 @@ def _described(address: str, kind: str, **changes: Any) -> dict[str, Any]:
         "owner": None,
         "service": "",
         "active": True,
+        "keep_smime": False,
         "list_rouge": False,
         "has_password": False,
         "totp_enrolled": False,
@@ -252,6 +253,18 @@ async def test_set_active(repo: MailboxRepository) -> None:
     with pytest.raises(NotFound) as exc:
         await repo.set_active(f"nobody@{DOMAIN}", True)
     assert str(exc.value) == f"no local mailbox nobody@{DOMAIN}"
+
+
+async def test_keeping_the_smime_form(repo: MailboxRepository) -> None:
+    await repo.create(ORG, "ORG")
+    await repo.create(PER, "PER", owner=OWNER)
+    assert await repo.keeping_smime([ORG, PER]) == set()
+    assert await repo.set_keep_smime(PER.upper(), True) is True
+    assert await repo.set_keep_smime(PER, True) is False  # unchanged
+    assert await repo.keeping_smime([ORG, PER, f"x@{DOMAIN}"]) == {PER}
+    assert (await repo.describe(PER))["keep_smime"] is True
+    with pytest.raises(NotFound):
+        await repo.set_keep_smime(f"x@{DOMAIN}", True)
 
 
 async def test_delete(repo: MailboxRepository) -> None:
