@@ -69,7 +69,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from certs.profiles import (
     CA_NAMES,
@@ -670,10 +670,11 @@ class TrustSpacePKI:
         normalized = normalize_address(address)
         return self._issue(Profile.APP, normalized, [x509.RFC822Name(normalized)], now)
 
-    def issue_address(self, address: str, *, now: datetime | None = None) -> Issued:
-        """Address-bound S/MIME certificate (emailProtection) of ``address``."""
+    def issue_address(self, address: str, *, now: datetime | None = None, ocsp_url: str | None = None) -> Issued:
+        """Address-bound S/MIME certificate (emailProtection) of ``address``; with ``ocsp_url``, an
+        Authority Information Access naming that OCSP responder (RFC 5280 §4.2.2.1)."""
         normalized = normalize_address(address)
-        return self._issue(Profile.ADDRESS, normalized, [x509.RFC822Name(normalized)], now)
+        return self._issue(Profile.ADDRESS, normalized, [x509.RFC822Name(normalized)], now, ocsp_url)
 
     def issue_domain(self, domain: str, *, now: datetime | None = None) -> Issued:
         """Domain-bound S/MIME certificate (emailProtection, SAN dNSName) of the mail domain ``domain``."""
@@ -682,7 +683,14 @@ class TrustSpacePKI:
             raise ValueError(f"invalid mail domain {domain!r}: an IP address")
         return self._issue(Profile.DOMAIN, name, [x509.DNSName(name)], now)
 
-    def _issue(self, profile: Profile, common_name: str, sans: list[x509.GeneralName], now: datetime | None) -> Issued:
+    def _issue(
+        self,
+        profile: Profile,
+        common_name: str,
+        sans: list[x509.GeneralName],
+        now: datetime | None,
+        ocsp_url: str | None = None,
+    ) -> Issued:
         moment = _utc(now)
         ca_name = END_ENTITY_PROFILES[profile].issuer
         ca_certificate = self._certificates[ca_name]
@@ -698,13 +706,31 @@ class TrustSpacePKI:
                 serial=_new_serial(entries),
                 not_before=max(moment - NOT_BEFORE_BACKDATE, ca_certificate.not_valid_before_utc),
                 not_after=min(_add_years(moment, END_ENTITY_VALIDITY_YEARS), ca_certificate.not_valid_after_utc),
-                extensions=end_entity_extensions(
-                    profile,
-                    key.public_key(),
-                    sans=sans,
-                    issuer_ski=_ski(ca_certificate),
-                    crl_url=self.crl_url(ca_name),
-                ),
+                extensions=[
+                    *end_entity_extensions(
+                        profile,
+                        key.public_key(),
+                        sans=sans,
+                        issuer_ski=_ski(ca_certificate),
+                        crl_url=self.crl_url(ca_name),
+                    ),
+                    *(
+                        [
+                            (
+                                x509.AuthorityInformationAccess(
+                                    [
+                                        x509.AccessDescription(
+                                            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+                                        )
+                                    ]
+                                ),
+                                False,
+                            )
+                        ]
+                        if ocsp_url
+                        else []
+                    ),
+                ],
                 signing_key=ca_key,
             )
             entries.append(IndexEntry.for_certificate(certificate, ca_name, profile))

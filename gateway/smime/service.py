@@ -38,7 +38,7 @@ from gateway.node import Node
 from gateway.smime import cms, inbound, mime, outbound
 from gateway.smime.discovery import Discovery, Outcome, PublishedCertificates
 from gateway.smime.pool import CryptoPool
-from gateway.smime.trust import TrustStore
+from gateway.smime.trust import OcspFetcher, TrustStore
 from gateway.store.mailboxes import SigningIdentity
 
 CRL_CHECK = 5.0
@@ -118,6 +118,7 @@ class Smime:
         self._crl_stamp: tuple[tuple[str, float, int], ...] = ()
         self._crl_checked = -CRL_CHECK
         self.trust = TrustStore(anchors, [], intermediates)
+        self.trust.ocsp = OcspFetcher()  # certificates that name an OCSP responder are asked it too
         self._refresh_crls()
         published = PublishedCertificates([cfg.path(p) for p in section.published]) if section.published else None
         self.discovery = Discovery.from_config(

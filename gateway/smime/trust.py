@@ -19,10 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from asn1crypto import crl as asn1_crl
+from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as pv
 
@@ -88,6 +91,66 @@ def binding(cert: x509.Certificate, addresses: Iterable[str]) -> str | None:
     return "address" if kinds == {"address"} else "domain" if kinds else None
 
 
+def ocsp_urls(cert: x509.Certificate) -> list[str]:
+    """The OCSP responders a certificate names (RFC 5280 §4.2.2.1 Authority Information Access)."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        str(d.access_location.value)
+        for d in aia
+        if d.access_method == AuthorityInformationAccessOID.OCSP
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+    ]
+
+
+class OcspFetcher:
+    """Asks a certificate's OCSP responder (RFC 6960, HTTP POST) and caches the answer until its
+    nextUpdate (at most `ttl` seconds). Only fetching is ours: pyhanko-certvalidator checks the
+    response (signer, freshness, the certificate it is about) as part of the path validation. A
+    responder that fails yields None: the CRLs then decide, in the same hard-fail mode."""
+
+    def __init__(self, *, timeout: float = 5.0, ttl: float = 3600.0) -> None:
+        self.timeout = timeout
+        self.ttl = ttl
+        self._cache: dict[tuple[str, int], tuple[float, bytes]] = {}
+
+    async def response(self, cert: x509.Certificate, issuer: x509.Certificate) -> bytes | None:
+        import time
+
+        import aiohttp
+
+        urls = [u for u in ocsp_urls(cert) if u.lower().startswith(("http://", "https://"))]
+        if not urls:
+            return None
+        key = (urls[0], cert.serial_number)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256()).build()
+        body = request.public_bytes(serialization.Encoding.DER)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session,
+                session.post(urls[0], data=body, headers={"Content-Type": "application/ocsp-request"}) as answer,
+            ):
+                if answer.status != 200:
+                    return None
+                data = await answer.content.read(64 * 1024)
+            parsed = ocsp.load_der_ocsp_response(data)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return None
+        if parsed.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+            return None
+        lifetime = self.ttl
+        if parsed.next_update_utc is not None:
+            lifetime = min(lifetime, (parsed.next_update_utc - dt.datetime.now(dt.UTC)).total_seconds())
+        if lifetime > 0:
+            self._cache[key] = (time.monotonic() + lifetime, data)
+        return data
+
+
 class TrustStore:
     """The trust anchors and the revocation lists a node validates signers against."""
 
@@ -100,6 +163,8 @@ class TrustStore:
         revocation: str = "hard-fail",
     ) -> None:
         self.anchors = [_asn1(a) for a in anchors]
+        self._cas = [*anchors, *intermediates]  # issuers an OCSP request may name
+        self.ocsp: OcspFetcher | None = None  # set by the node: OCSP for certificates naming a responder
         self.revocation = revocation  # pyhanko-certvalidator's mode; "off" only in the client without CRLs
         self.crls = [asn1_crl.CertificateList.load(c) for c in crls]
         # The trust space's CA certificates: a peer's signature need not carry its chain (openssl's does not)
@@ -126,8 +191,15 @@ class TrustStore:
         bound = binding(cert, addresses)
         if bound is None:
             return SignerVerdict(cert, False, "sender-mismatch")
+        ocsps: list[asn1_ocsp.OCSPResponse] = []
+        if self.ocsp is not None:
+            issuer = next((c for c in [*self._cas, *intermediates] if c.subject == cert.issuer), None)
+            response = await self.ocsp.response(cert, issuer) if issuer is not None else None
+            if response is not None:
+                ocsps.append(asn1_ocsp.OCSPResponse.load(response))
         context = ValidationContext(
             trust_roots=self.anchors,
+            ocsps=ocsps,
             other_certs=self.intermediates,
             crls=self.crls,
             moment=at or dt.datetime.now(dt.UTC),

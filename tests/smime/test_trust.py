@@ -143,3 +143,86 @@ def test_binding_address_domain_and_neither() -> None:
     )
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     assert binding(nosan.public_key(key.public_key()).sign(key, hashes.SHA256()), [ALICE]) is None
+
+
+# -- OCSP (RFC 6960) for certificates that name a responder ---------------------------------------------
+
+
+class Responder:
+    """An OCSP responder on loopback, answering for the PERSONNES CA with the status it is told."""
+
+    def __init__(self, pki: TrustSpacePKI) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        self.pki = pki
+        self.ca = pki.ca("personnes")
+        self.key = serialization.load_pem_private_key((pki.path / "personnes" / "key.pem").read_bytes(), None)
+        self.certificates: dict[int, x509.Certificate] = {}  # what it answers for
+        self.revoked: set[int] = set()
+        self.asked = 0
+
+    async def handle(self, request: object) -> object:
+        from aiohttp import web
+        from cryptography.x509 import ocsp
+
+        assert isinstance(request, web.Request)
+        self.asked += 1
+        asked = ocsp.load_der_ocsp_request(await request.read())
+        cert = self.certificates[asked.serial_number]
+        now = dt.datetime.now(dt.UTC)
+        status = ocsp.OCSPCertStatus.REVOKED if asked.serial_number in self.revoked else ocsp.OCSPCertStatus.GOOD
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(
+                cert=cert,
+                issuer=self.ca,
+                algorithm=hashes.SHA256(),
+                cert_status=status,
+                this_update=now - dt.timedelta(minutes=1),
+                next_update=now + dt.timedelta(hours=1),
+                revocation_time=now - dt.timedelta(minutes=5) if status is ocsp.OCSPCertStatus.REVOKED else None,
+                revocation_reason=x509.ReasonFlags.key_compromise if status is ocsp.OCSPCertStatus.REVOKED else None,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, self.ca)
+        )
+        from cryptography.hazmat.primitives import serialization
+
+        body = builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+        return web.Response(body=body, content_type="application/ocsp-response")
+
+
+async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -> None:
+    from aiohttp import web
+
+    from gateway.smime.trust import OcspFetcher
+
+    responder = Responder(pki)
+    app = web.Application()
+    app.router.add_post("/ocsp", responder.handle)  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        good = pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")
+        bad = pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")
+        responder.certificates = {c.certificate.serial_number: c.certificate for c in (good, bad)}
+        responder.revoked.add(bad.certificate.serial_number)
+        trust = store(pki)  # CRLs published now: neither is on them
+        trust.ocsp = OcspFetcher()
+        assert await verdict(trust, good) == (True, "", "address")
+        assert await verdict(trust, bad) == (False, "revoked", "")
+        assert responder.asked == 2
+        assert await verdict(trust, good) == (True, "", "address")
+        assert responder.asked == 2  # answered from the cache until the response's nextUpdate
+    finally:
+        await runner.cleanup()
+    # The responder gone: the CRLs decide, in the same hard-fail mode.
+    trust = store(pki)
+    trust.ocsp = OcspFetcher(timeout=2)
+    assert await verdict(trust, pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")) == (
+        True,
+        "",
+        "address",
+    )
