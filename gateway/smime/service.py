@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.audit.oplog import get_logger
 from gateway.config import SmimePeer
+from gateway.errors import ConfigError
 from gateway.node import Node
 from gateway.smime import cms, inbound, mime, outbound
 from gateway.smime.discovery import Discovery, Outcome, PublishedCertificates
@@ -124,7 +125,10 @@ class Smime:
         self.discovery = Discovery.from_config(
             section, self.trust, local=node.mailboxes.smime_certificates, published=published
         )
-        self.organisations = [load_organisation(cfg.path(o.cert), cfg.path(o.key)) for o in section.organisation]
+        try:
+            self.organisations = [load_organisation(cfg.path(o.cert), cfg.path(o.key)) for o in section.organisation]
+        except (OSError, ValueError) as exc:  # the operator's file: say which and why, not a traceback
+            raise ConfigError(f"[[smime.organisation]]: {exc}") from None
         self._log = get_logger(component="smime", node=cfg.node.name)
 
     # -- trust ------------------------------------------------------------------------------------

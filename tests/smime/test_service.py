@@ -136,3 +136,18 @@ async def test_crls_are_fetched_checked_and_cached(template_node: NodeDir, tmp_p
         assert (await smime.fetch_crls())[urls[0]] == "unchanged"
         smime.close()
     await runner.cleanup()
+
+
+async def test_a_missing_organisation_key_is_a_configuration_error(template_node: NodeDir, tmp_path: Path) -> None:
+    from gateway.config import SmimeIdentity
+    from gateway.errors import ConfigError
+
+    nd = copy_node(template_node, tmp_path / "node")
+    cfg = nd.cfg()
+    cfg.smime = cfg.smime.model_copy(
+        update={"organisation": [SmimeIdentity(cert=Path("smime/domain/fullchain.pem"), key=Path("nowhere.pem"))]}
+    )
+    async with Node(cfg) as n:
+        with pytest.raises(ConfigError) as exc:
+            Smime(n)
+    assert str(exc.value).startswith("[[smime.organisation]]: [Errno 2] No such file or directory")
