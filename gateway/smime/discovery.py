@@ -411,7 +411,7 @@ class PublishedCertificates:
         by_address: dict[str, list[x509.Certificate]] = {}
         by_domain: dict[str, list[x509.Certificate]] = {}
         for path in files:
-            for cert in _load_all(path.read_bytes()):
+            for cert in load_certificates(path.read_bytes()):
                 try:
                     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
                 except x509.ExtensionNotFound:
@@ -429,7 +429,8 @@ class PublishedCertificates:
         return self._by_address.get(address) or self._by_domain.get(address.rpartition("@")[2], [])
 
 
-def _load_all(data: bytes) -> list[x509.Certificate]:
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle, or the one DER certificate; [] when there is none."""
     if b"-----BEGIN CERTIFICATE-----" in data:
         with contextlib.suppress(ValueError):
             return x509.load_pem_x509_certificates(data)
@@ -451,4 +452,5 @@ __all__ = [
     "Step",
     "cert_names",
     "fetch_ipkix",
+    "load_certificates",
 ]

@@ -24,9 +24,6 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from email.utils import getaddresses
 from pathlib import Path
 
 from cryptography import x509
@@ -37,7 +34,8 @@ from gateway.config import SmimePeer
 from gateway.errors import ConfigError
 from gateway.node import Node
 from gateway.smime import cms, inbound, mime, outbound
-from gateway.smime.discovery import Discovery, Outcome, PublishedCertificates
+from gateway.smime.discovery import Discovery, Outcome, PublishedCertificates, load_certificates
+from gateway.smime.inbound import from_addresses
 from gateway.smime.pool import CryptoPool
 from gateway.smime.trust import OcspFetcher, TrustStore
 from gateway.store.mailboxes import SigningIdentity
@@ -46,10 +44,12 @@ CRL_CHECK = 5.0
 
 
 def _certificates(path: Path) -> list[x509.Certificate]:
-    data = path.read_bytes()
-    if b"-----BEGIN CERTIFICATE-----" in data:
-        return x509.load_pem_x509_certificates(data)
-    return [x509.load_der_x509_certificate(data)]
+    return load_certificates(path.read_bytes())
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL in PEM or DER (ValueError when it is neither)."""
+    return x509.load_pem_x509_crl(data) if b"-----BEGIN X509 CRL-----" in data else x509.load_der_x509_crl(data)
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -85,8 +85,7 @@ def load_organisation(cert: Path, key: Path) -> Organisation:
 
 
 def _from_address(message: bytes) -> str | None:
-    header = BytesHeaderParser(policy=compat32).parsebytes(mime.split(message)[0])
-    found = [a for _, a in getaddresses([str(v) for v in header.get_all("from", [])]) if "@" in a]
+    found = from_addresses(message)
     return found[0].lower() if found else None
 
 
@@ -96,6 +95,7 @@ class Smime:
     def __init__(self, node: Node) -> None:
         cfg, section = node.cfg, node.cfg.smime
         self.node = node
+        self._log = get_logger(component="smime", node=cfg.node.name)
         self.host = cfg.smtp_hostname
         self.section = section
         self.pool = CryptoPool(section.workers)
@@ -129,7 +129,6 @@ class Smime:
             self.organisations = [load_organisation(cfg.path(o.cert), cfg.path(o.key)) for o in section.organisation]
         except (OSError, ValueError) as exc:  # the operator's file: say which and why, not a traceback
             raise ConfigError(f"[[smime.organisation]]: {exc}") from None
-        self._log = get_logger(component="smime", node=cfg.node.name)
 
     # -- trust ------------------------------------------------------------------------------------
 
@@ -151,13 +150,9 @@ class Smime:
         for path in files:
             try:
                 data = path.read_bytes()
-                crl = (
-                    x509.load_pem_x509_crl(data)
-                    if b"-----BEGIN X509 CRL-----" in data
-                    else x509.load_der_x509_crl(data)
-                )
+                crl = load_crl(data)
             except (OSError, ValueError) as exc:
-                get_logger(component="smime").warning("unreadable CRL", path=str(path), error=str(exc))
+                self._log.warning("unreadable CRL", path=str(path), error=str(exc))
                 continue
             der = crl.public_bytes(serialization.Encoding.DER)
             if der not in ders:
@@ -294,11 +289,7 @@ class Smime:
         for url in self.section.crl_urls:
             try:
                 data = await fetch_ipkix(url, limit=16 * 1024 * 1024)
-                crl = (
-                    x509.load_pem_x509_crl(data)
-                    if b"-----BEGIN X509 CRL-----" in data
-                    else x509.load_der_x509_crl(data)
-                )
+                crl = load_crl(data)
             except FetchError as exc:
                 outcomes[url] = f"unavailable: {exc}"
                 continue

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms as asn1_cms
 from sqlalchemy import func, select
 
 from certs.pki import TrustSpacePKI, write_bundle
 from gateway.audit.events import AuditEvent
 from gateway.audit.verify import query
+from gateway.config import SmimePeer
 from gateway.node import Node
 from gateway.queue.store import Envelope, Job, LeaseLost, Queue
 from gateway.queue.worker import DeliveryWorker, Result
+from gateway.smime import cms, mime
 from gateway.smime.service import Smime
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
 from gateway.store.models import QueuedMessage, QueuedRecipient, StoredMessage, utcnow
 from tests.conftest import DOMAIN, NodeDir, copy_node
 from tests.dns import Zone, dnsmasq
+from tests.smime.conftest import openssl
 
 RCPT = f"boite@{DOMAIN}"
 
@@ -120,8 +123,15 @@ async def test_a_local_delivery_wakes_the_mailbox_listeners(node: Node) -> None:
 # -- S/MIME before every relay (gateway.smime.outbound through the node's Smime) ------------------------
 
 
+@pytest.mark.parametrize(
+    ("peer_options", "kind", "cipher", "transport"),
+    [
+        ({}, "enveloped_data", "aes256_cbc", "rsaes_oaep"),  # the defaults
+        ({"oaep": False, "gcm": True}, "authenticated_enveloped_data", "aes256_gcm", "rsaes_pkcs1v15"),
+    ],
+)
 async def test_a_relay_is_signed_and_encrypted_and_a_recipient_without_certificate_fails_alone(
-    template_node: NodeDir, tmp_path: Path
+    template_node: NodeDir, tmp_path: Path, peer_options: dict[str, bool], kind: str, cipher: str, transport: str
 ) -> None:
     nd = copy_node(template_node, tmp_path / "node")
     pki = TrustSpacePKI(nd.data / "pki")
@@ -134,7 +144,13 @@ async def test_a_relay_is_signed_and_encrypted_and_a_recipient_without_certifica
     with dnsmasq(Zone(local=(peer,)), tmp_path) as dns:  # DNS knows no CERT record for the other one
         cfg = nd.cfg()
         cfg.smime = cfg.smime.model_copy(
-            update={"published": [published], "dns_servers": ["127.0.0.1"], "dns_port": dns.port, "workers": 0}
+            update={
+                "published": [published],
+                "dns_servers": ["127.0.0.1"],
+                "dns_port": dns.port,
+                "workers": 0,
+                "peers": {peer: SmimePeer(**peer_options)},  # [smime.peers."cabinet-c.mssante.fr"]
+            }
         )
         async with Node(cfg) as node:
             await node.mailboxes.create(sender, "ORG")
@@ -188,9 +204,10 @@ async def test_a_relay_is_signed_and_encrypted_and_a_recipient_without_certifica
     opened = openssl("cms", "-decrypt", "-recip", petit["cert"], "-inkey", petit["key"], data=body)
     verified = openssl("cms", "-verify", "-CAfile", petit["root"], "-purpose", "smimesign", data=opened)
     assert verified.replace(b"\r\n", b"\n").endswith(b"Subject: Bilan\n\nBilan joint.\n")
-
-
-def openssl(*args: str | Path, data: bytes) -> bytes:
-    done = subprocess.run(["openssl", *map(str, args)], input=data, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return done.stdout
+    # The peer's options chose the content encryption and the key transport of every entry.
+    envelope = cms.describe(mime.envelope_der(body))
+    assert (envelope.kind, envelope.content_algorithm, len(envelope.recipients)) == (kind, cipher, 2)
+    info = asn1_cms.ContentInfo.load(mime.envelope_der(body))
+    assert {ri.chosen["key_encryption_algorithm"]["algorithm"].native for ri in info["content"]["recipient_infos"]} == {
+        transport
+    }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from certs.pki import Issued, TrustSpacePKI, write_bundle
 from gateway.smime import cms, mime
 from gateway.smime.service import CRL_CHECK
 from tests.conftest import DOMAIN
+from tests.smime.conftest import openssl
 from tests.smtp.conftest import DISABLED, DOCTOR, NURSE, PEER, Gateway, wait_for_message
 from tests.smtp.test_submission import message
 
@@ -84,12 +84,6 @@ def protect(
         recipients=[cms.Recipient(x509.load_pem_x509_certificate(c.read_bytes())) for c in to],
         gcm=gcm,
     )
-
-
-def openssl(*args: str | Path, data: bytes) -> bytes:
-    done = subprocess.run(["openssl", *map(str, args)], input=data, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return done.stdout
 
 
 def last_smime_refusal(gw: Gateway) -> dict[str, str]:
