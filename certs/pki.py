@@ -676,12 +676,13 @@ class TrustSpacePKI:
         normalized = normalize_address(address)
         return self._issue(Profile.ADDRESS, normalized, [x509.RFC822Name(normalized)], now, ocsp_url)
 
-    def issue_domain(self, domain: str, *, now: datetime | None = None) -> Issued:
-        """Domain-bound S/MIME certificate (emailProtection, SAN dNSName) of the mail domain ``domain``."""
-        name = normalize_hosts([domain.rstrip(".")])[0]  # lower-cased, checked, fits the common name
-        if not isinstance(name, str):
-            raise ValueError(f"invalid mail domain {domain!r}: an IP address")
-        return self._issue(Profile.DOMAIN, name, [x509.DNSName(name)], now)
+    def issue_domain(self, domain: str, *also: str, now: datetime | None = None) -> Issued:
+        """Domain-bound S/MIME certificate (emailProtection, SAN dNSName) of the mail domain ``domain`` and of
+        the operator's other mail domains ``also`` (its patient domain: patients hold no keys of their own)."""
+        names = normalize_hosts([d.rstrip(".") for d in (domain, *also)])  # lower-cased, checked
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError(f"invalid mail domain in {[domain, *also]!r}: an IP address")
+        return self._issue(Profile.DOMAIN, str(names[0]), [x509.DNSName(str(n)) for n in dict.fromkeys(names)], now)
 
     def _issue(
         self,

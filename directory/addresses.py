@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from directory.identifiers import check_ins
+
 _LOCAL = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{}~-]+(?:\.[A-Za-z0-9#$&'*+/=?^_`{}~-]+)*\Z")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 
@@ -61,3 +63,14 @@ def normalise(address: str) -> str:
 
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
+
+
+def patient_address(ins: str, patient_domain: str) -> str:
+    """`<INS>@<patient domain>` (domain brief §2): the INS must already be validated (15 characters)."""
+    return f"{ins}@{patient_domain}".lower()
+
+
+def is_patient_address(address: str) -> bool:
+    """A patient mailbox of any operator: a valid INS (key checked) at a domain whose first label is `patient`."""
+    local, at, domain = address.strip().rpartition("@")
+    return bool(at) and domain.lower().startswith("patient.") and len(local) == 15 and check_ins(local.upper()) is None

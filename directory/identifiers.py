@@ -49,6 +49,7 @@ Rules and where they come from:
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Final
 
 from stdnum import luhn
@@ -481,3 +482,32 @@ def compact_ins(s: str) -> str:
     Not used on the import path, which refuses internal whitespace. No validation is done.
     """
     return s.translate(_INS_SEPARATORS).strip().upper()
+
+
+# Sex digit of a NIR/NIA (first character): 1, 3, 7 men; 2, 4, 8 women (3/4 temporary NIRs, 7/8 NIA).
+_INS_SEX: Final = {"1": "M", "3": "M", "7": "M", "2": "F", "4": "F", "8": "F"}
+
+
+def check_ins_traits(ins: str, *, sex: str, birth_date: str) -> str | None:
+    """None if the INS agrees with the identity traits, else the reason.
+
+    The matricule encodes the sex (character 1), the year (characters 2-3) and, when it is 01 to 12, the
+    month of birth (characters 4-5; other values stand for an unknown month). `birth_date` is ISO 8601.
+    """
+    reason = check_ins(ins)
+    if reason is not None:
+        return reason
+    if sex not in ("M", "F"):
+        return f"sex must be M or F, got {sex!r}"
+    if _INS_SEX[ins[0]] != sex:
+        return f"the INS starts with {ins[0]} ({'man' if _INS_SEX[ins[0]] == 'M' else 'woman'}), the sex given is {sex}"
+    try:
+        born = date.fromisoformat(birth_date)
+    except ValueError:
+        return f"birth date {birth_date!r} is not a date (YYYY-MM-DD)"
+    if ins[1:3] != f"{born.year % 100:02d}":
+        return f"the INS says born in ..{ins[1:3]}, the birth date is {birth_date}"
+    month = int(ins[3:5])
+    if 1 <= month <= 12 and month != born.month:
+        return f"the INS says born in month {ins[3:5]}, the birth date is {birth_date}"
+    return None

@@ -129,6 +129,17 @@ class AuthSection(_Section):
     lockout_max_delay: float = Field(900.0, gt=0)
 
 
+class WebSection(_Section):
+    """The patient web inbox (HTTPS listener)."""
+
+    public_url: str = ""
+    """Address patients are given (activation letters, demo credentials); empty: https://<host>:<https_port>/."""
+    idle_timeout: float = Field(900.0, ge=60)
+    """Seconds without a request before a web session ends."""
+    absolute_timeout: float = Field(8 * 3600.0, ge=300)
+    """Seconds after login when a web session ends whatever its use."""
+
+
 class QueueSection(_Section):
     retry_schedule: str = "1m,5m,15m,1h,4h"
     max_age: str = "5d"
@@ -222,6 +233,7 @@ class Config(BaseSettings):
     imap: ImapSection = Field(default_factory=ImapSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     queue: QueueSection = Field(default_factory=QueueSection)
+    web: WebSection = Field(default_factory=WebSection)
     smime: SmimeSection = Field(default_factory=SmimeSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     base_dir: Path = Path(".")
@@ -256,6 +268,15 @@ class Config(BaseSettings):
     @property
     def smtp_hostname(self) -> str:
         return self.smtp.hostname or f"mail.{self.node.domain}"
+
+    @property
+    def web_url(self) -> str:
+        """Where patients reach the web inbox."""
+        if self.web.public_url:
+            return self.web.public_url.rstrip("/") + "/"
+        host = self.listen.host if self.listen.host not in ("0.0.0.0", "::") else self.node.domain  # noqa: S104
+        shown = f"[{host}]" if ":" in host else host
+        return f"https://{shown}:{self.listen.https_port}/"
 
     @property
     def pki_dir(self) -> Path | None:
@@ -368,7 +389,7 @@ crl_base_url = {_toml_str(crl_base_url)}
 [listen]
 # Listeners bind here; loopback by default.
 host = {_toml_str(host)}
-# HTTPS (health, later the patient inbox and the directory API).
+# HTTPS: the patient web inbox and the health endpoint.
 https_port = {https_port}
 # SMTP submission with STARTTLS (587), over implicit TLS (465), and from peer operators (25, mutual TLS).
 # 0 picks a free port (printed at start).
@@ -406,6 +427,13 @@ lockout_threshold = 5
 lockout_wide_threshold = 20
 lockout_base_delay = 2.0
 lockout_max_delay = 900.0
+
+[web]
+# The patient web inbox, on the HTTPS listener. Address given to patients; empty: https://<host>:<https_port>/.
+public_url = ""
+# Seconds without a request, and after login, before a web session ends.
+idle_timeout = 900
+absolute_timeout = 28800
 
 [queue]
 # Retry intervals after temporary failures; the last repeats until max_age, then a DSN goes back.

@@ -16,6 +16,7 @@ from gateway.store.db import Database
 from gateway.store.directory import DirectoryRepository
 from gateway.store.mailboxes import MailboxRepository
 from gateway.store.notify import MailboxNotices
+from gateway.store.patients import PatientRepository
 from gateway.store.trust import TrustRepository
 
 
@@ -59,6 +60,10 @@ class Node:
     @property
     def mailboxes(self) -> MailboxRepository:
         return MailboxRepository(self.db, self.kek)
+
+    @property
+    def patients(self) -> PatientRepository:
+        return PatientRepository(self.db, self._kek or self.kek)
 
     @property
     def trust(self) -> TrustRepository:

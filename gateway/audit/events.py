@@ -30,6 +30,29 @@ class AuditEvent(StrEnum):
     MAILBOX_TOTP_ENROLLED = "admin.mailbox.totp_enrolled"
     MAILBOX_SMIME_FORM_SET = "admin.mailbox.smime_form_set"
 
+    # patients (domain brief §6)
+    PATIENT_CREATED = "admin.patient.created"
+    PATIENT_SHOWN = "admin.patient.shown"
+    PATIENT_LISTED = "admin.patient.listed"
+    PATIENT_DISABLED = "admin.patient.disabled"
+    PATIENT_ENABLED = "admin.patient.enabled"
+    PATIENT_OPPOSED = "admin.patient.opposed"
+    PATIENT_UNOPPOSED = "admin.patient.unopposed"
+    PATIENT_ACTIVATION_RESET = "admin.patient.activation_reset"
+    PATIENT_REFUSED = "patient.refused"  # an exchange rule refused a message (the rule, never content)
+    PATIENT_CONVERSATION_CLOSED = "patient.conversation.closed"
+
+    # patient web inbox
+    WEB_LOGIN_SUCCEEDED = "web.login.succeeded"
+    WEB_LOGIN_FAILED = "web.login.failed"
+    WEB_LOGIN_LOCKED = "web.login.locked"
+    WEB_ENROLLED = "web.enrolled"
+    WEB_LOGOUT = "web.logout"
+    WEB_REFUSED = "web.refused"  # CSRF, expired session, bad input
+    WEB_MESSAGE_OPENED = "web.message.opened"
+    WEB_ATTACHMENT_DOWNLOADED = "web.attachment.downloaded"
+    WEB_REPLY_SENT = "web.reply.sent"
+
     # Professional directory
     DIRECTORY_IMPORTED = "admin.directory.imported"
     DIRECTORY_EXPORTED = "admin.directory.exported"

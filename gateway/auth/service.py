@@ -4,8 +4,8 @@ Implementation notes
 - The lock-out is consulted before anything else, so a locked-out guesser costs no argon2 and learns
   nothing; SMTP and IMAP share the node's one `Lockout`, so switching protocol does not reset it. It is
   keyed so that a stranger's guesses cannot lock a user out of their usual addresses (see lockout.py).
-- Unknown account, account without a password, disabled mailbox and wrong password are one outcome
-  (`refused`): the protocol replies the same for all of them; only the audit record says which.
+- Unknown account, account without a password, disabled mailbox, wrong password and a patient (who
+  reads in the web inbox with a second factor, never over SMTP or IMAP) are one outcome (`refused`): the protocol replies the same for all of them; only the audit record says which.
 - argon2 runs in a thread (`verify_async`): the event loop keeps serving other sessions.
 - Auditing is the caller's: each protocol has its own events and session facts.
 - Certificate logins (SASL EXTERNAL, RFC 4422 App. A) are for APP mailboxes: the TLS handshake has
@@ -41,7 +41,7 @@ class LoginOutcome:
     account: Credentials | None = None  # set when ok
     wait: float = 0.0  # locked: seconds until the next attempt is considered
     locked_for: float = 0.0  # refused: the lock this failure started (0 below the threshold)
-    reason: str = ""  # refused: unknown-account | no-password | mailbox-disabled | bad-password (audit only)
+    reason: str = ""  # refused: unknown-account | no-password | mailbox-disabled | bad-password | patient-web-only
 
 
 class PasswordLogin:
@@ -82,6 +82,8 @@ class PasswordLogin:
             reason = "mailbox-disabled"
         elif not matches:
             reason = "bad-password"
+        elif account.kind == "PAT":
+            reason = "patient-web-only"  # a patient logs in to the web inbox, with a second factor, only
         else:
             self.lockout.success(address, client_ip)
             await self.mailboxes.touch_login(account.address)

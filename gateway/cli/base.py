@@ -32,6 +32,8 @@ from gateway.node import Node
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 _INTERNAL_KEYS = {"command", "json", "config", "operator"}
+# A patient's identity traits stay in the application store: the audit names the patient by address (INS).
+_PERSONAL_KEYS = {"birth_name", "given_name", "birth_date", "sex"}
 
 
 @dataclass
@@ -80,7 +82,7 @@ def operator_name(explicit: str | None) -> str:
 def request_summary(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in vars(args).items():
-        if k in _INTERNAL_KEYS or k.startswith("_") or callable(v):
+        if k in _INTERNAL_KEYS or k in _PERSONAL_KEYS or k.startswith("_") or callable(v):
             continue
         out[k] = str(v) if isinstance(v, Path) else v
     return out

@@ -81,8 +81,9 @@ async def init_node(
         issued = pki.issue_server(list(dict.fromkeys(hosts)))
         write_bundle(issued, data_dir / "tls", name="node", root=pki.root)
         # The domain-bound S/MIME certificate signing this node's bounces to peers (and decrypting what
-        # peers encrypt to the domain's certificate).
-        organisation = pki.issue_domain(domain)
+        # peers encrypt to the domain's certificate); it also covers the patient domain, for whose
+        # mailboxes the operator signs and decrypts.
+        organisation = pki.issue_domain(domain, f"patient.{domain}")
         write_bundle(organisation, data_dir / "smime" / "domain", name="domain", root=pki.root)
     except PKIError as exc:
         raise UsageError(str(exc)) from None

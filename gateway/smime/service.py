@@ -10,7 +10,8 @@ Implementation notes
   discovery cache, so a recipient certificate revoked since it was found is judged again.
 - Signing identity: the sender's own (address-bound, key sealed in the store); for a null sender (a
   bounce) the organisation certificate of its From: domain, else of the node's domain; for a personal
-  sender without one, the organisation certificate only when `organisation_fallback` is on.
+  sender without one, the organisation certificate only when `organisation_fallback` is on; a patient
+  (the node's patient domain) always signs with it (`mssgw init` issues it for both domains).
 - Decryption: a message from a peer must carry a key-transport entry for every local recipient, for the
   recipient's own certificate or its domain's organisation certificate (matched on issuer and serial or
   subject key identifier, no key used); the first recipient's matching key decrypts.
@@ -172,9 +173,11 @@ class Smime:
         """Who signs a message from `sender` (see the module notes)."""
         if sender:
             own = await self.node.mailboxes.signing_identity(sender)
-            if own is not None or not self.section.organisation_fallback:
+            domain = sender.rpartition("@")[2].lower()
+            # Patients hold no keys: the operator signs for them with its patient domain's certificate.
+            if own is not None or (not self.section.organisation_fallback and domain != self.node.cfg.node.patient):
                 return own
-            org = self.organisation_for(sender.rpartition("@")[2])
+            org = self.organisation_for(domain)
             return org.identity if org else None
         author = _from_address(message)
         org = self.organisation_for(author.rpartition("@")[2]) if author else None

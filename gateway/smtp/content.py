@@ -67,6 +67,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import errors as email_errors
+from email.header import decode_header, make_header
 from email.headerregistry import Address, HeaderRegistry
 from email.utils import format_datetime
 
@@ -431,20 +432,22 @@ class Headers:
     bcc_fields: int
     field_count: int
     header_bytes: int
+    subject: str | None = None  # the first Subject:, unfolded and RFC 2047-decoded (the FIN rule reads it)
+    reply_to: tuple[str, ...] = ()  # Reply-To: addr-specs (the patient rules let a patient write to them)
 
 
 def _facts(fields: list[_Field]) -> Headers | Reject:
     budget = _Budget()
-    addresses: dict[str, list[str]] = {"from": [], "sender": [], "to": [], "cc": []}
+    addresses: dict[str, list[str]] = {"from": [], "sender": [], "to": [], "cc": [], "reply-to": []}
     invalid: list[str] = []
     try:
         for kind, found in addresses.items():
             for field in fields:
                 if field.name != kind:
                     continue
-                parsed = _parse_address_field(field.value(), groups=kind in ("to", "cc"), budget=budget)
+                parsed = _parse_address_field(field.value(), groups=kind in ("to", "cc", "reply-to"), budget=budget)
                 if parsed is None:
-                    if kind not in invalid:
+                    if kind not in invalid and kind != "reply-to":
                         invalid.append(kind)
                 else:
                     found.extend(parsed)
@@ -471,7 +474,19 @@ def _facts(fields: list[_Field]) -> Headers | Reject:
         bcc_fields=_count(fields, "bcc"),
         field_count=len(fields),
         header_bytes=sum(len(f.raw) for f in fields),
+        subject=_subject(fields),
+        reply_to=tuple(addresses["reply-to"]),
     )
+
+
+def _subject(fields: list[_Field]) -> str | None:
+    found = next((f.value() for f in fields if f.name == "subject"), None)
+    if found is None:
+        return None
+    try:
+        return str(make_header(decode_header(found)))
+    except (ValueError, LookupError, UnicodeError):
+        return found  # an undecodable encoded-word is compared as written
 
 
 def _count(fields: Iterable[_Field], name: str) -> int:

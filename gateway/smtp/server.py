@@ -24,7 +24,7 @@ import base64
 import binascii
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,12 +36,13 @@ from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
 from gateway.auth.service import CertificateLogin, PasswordLogin
 from gateway.node import Node
-from gateway.policy import identity, recipients
+from gateway.policy import identity, patients, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
 from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
 from gateway.smtp import content
+from gateway.store.patients import PatientRepository
 from gateway.tls import RelayContexts
 
 # aiosmtpd's fixed replies, with the enhanced status codes RFC 3463 gives them.
@@ -276,13 +277,16 @@ class _Handler:
         headers: Any,
         *,
         parts: list[tuple[list[str], bytes]] | None = None,
+        effects: Sequence[patients.Effect] = (),
     ) -> str:
         """Commit the message durably, audit it, wake the worker, and only then answer 250. `parts`: when
-        recipients get different forms of it, (recipients, body) each, queued together."""
+        recipients get different forms of it, (recipients, body) each, queued together. `effects`: the
+        patient rules' conversation changes, committed with it."""
         info = self.info(session)
         assert envelope.mail_from is not None
         ids = []
         async with self.node.db.write() as s:
+            await PatientRepository.apply(s, effects)
             for rcpts, form in parts or [(envelope.rcpt_tos, body)]:
                 if rcpts:
                     ids.append(
@@ -311,8 +315,23 @@ class _Handler:
             message_id=headers.message_id,
             tls=info.tls_version,
         )
+        for effect in effects:
+            if isinstance(effect, patients.Close):
+                await self.audit(
+                    AuditEvent.PATIENT_CONVERSATION_CLOSED,
+                    session,
+                    result="done",
+                    patient=effect.patient,
+                    correspondent=effect.correspondent,
+                    queue_id=queue_id,
+                )
         self.wake()
         return f"250 2.0.0 OK queued as {queue_id}"
+
+    async def patient_rules(self, envelope: Envelope, headers: content.Headers, size: int) -> patients.Decision:
+        """The exchange rules (domain brief §6) for this message, from the store's facts."""
+        assert envelope.mail_from is not None
+        return await self.node.patients.decide(envelope.mail_from, envelope.rcpt_tos, headers, size)
 
 
 class SubmissionHandler(_Handler):
@@ -491,6 +510,9 @@ class SubmissionHandler(_Handler):
         verdict = identity.check_header_identity(info.principal, envelope.mail_from, headers.from_, headers.sender)
         if isinstance(verdict, Refusal):
             return await self.refuse(verdict, session, size=len(raw))
+        rules = await self.patient_rules(envelope, headers, len(body))
+        if isinstance(rules.verdict, Refusal):
+            return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
         if self.smime is not None:
             # End-to-end mode (issue 5): a message the author protected is checked now, not at the peer.
             checked = await self.smime.check_submission(raw, sender=envelope.mail_from, recipients=envelope.rcpt_tos)
@@ -505,7 +527,7 @@ class SubmissionHandler(_Handler):
                     signer_serial=f"{checked.signer.serial_number:X}" if checked.signer else None,
                     mail_from=envelope.mail_from,
                 )
-        return await self.accept(session, envelope, "submission", body, headers)
+        return await self.accept(session, envelope, "submission", body, headers, effects=rules.effects)
 
 
 class RelayHandler(_Handler):
@@ -597,6 +619,9 @@ class RelayHandler(_Handler):
             prepared = content.prepare_relay(opened.message, received=received)
             if isinstance(prepared, Refusal):
                 return await self.refuse(prepared, session, size=len(opened.message))
+            rules = await self.patient_rules(envelope, prepared[1], len(prepared[0]))
+            if isinstance(rules.verdict, Refusal):
+                return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
             keep = await self.node.mailboxes.keeping_smime(envelope.rcpt_tos)
             if keep:
                 # Mailboxes read by end-to-end clients also get the S/MIME form, under the same verdict.
@@ -604,9 +629,15 @@ class RelayHandler(_Handler):
                 assert not isinstance(kept, Refusal)  # the outer message passed these checks above
                 inner = [r for r in envelope.rcpt_tos if r not in keep]
                 parts = [(inner, prepared[0]), ([r for r in envelope.rcpt_tos if r in keep], kept[0])]
-                return await self.accept(session, envelope, "relay", prepared[0], prepared[1], parts=parts)
+                return await self.accept(
+                    session, envelope, "relay", prepared[0], prepared[1], parts=parts, effects=rules.effects
+                )
+            return await self.accept(session, envelope, "relay", prepared[0], prepared[1], effects=rules.effects)
         body, headers = prepared
-        return await self.accept(session, envelope, "relay", body, headers)
+        rules = await self.patient_rules(envelope, headers, len(body))
+        if isinstance(rules.verdict, Refusal):
+            return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
+        return await self.accept(session, envelope, "relay", body, headers, effects=rules.effects)
 
 
 @dataclass

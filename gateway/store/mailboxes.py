@@ -118,7 +118,9 @@ class MailboxRepository:
         service: str = "",
         list_rouge: bool = False,
         password_hash: str | None = None,
+        extra: Sequence[Any] = (),
     ) -> dict[str, Any]:
+        """`extra`: rows written in the same transaction once the mailbox exists (a patient's record)."""
         address = address.lower()
         now = utcnow()
         async with self.db.write() as s:
@@ -183,7 +185,7 @@ class MailboxRepository:
                 )
             )
             await s.flush()
-            s.add_all([*standard_folders(address), *standard_subscriptions(address)])
+            s.add_all([*standard_folders(address), *standard_subscriptions(address), *extra])
         return await self.describe(address)
 
     async def _local(self, s: Any, address: str) -> tuple[Mailbox, Account]:

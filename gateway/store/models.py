@@ -279,3 +279,60 @@ class TrustDomain(Base):
     domain: Mapped[str] = mapped_column(String(253), primary_key=True)
     source: Mapped[str] = mapped_column(String(8))  # manual | list
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Patient(Base):
+    """A patient mailbox's holder: the qualified INS and its identity traits (domain brief §2, §6).
+
+    The mailbox itself is a `Mailbox` of type PAT with an `Account` (password and TOTP for the web inbox
+    only: patients have no mail client). Enrolment: the admin command stores the digest of a one-time
+    activation code; the patient's first login with it sets the password and the TOTP secret.
+    """
+
+    __tablename__ = "patients"
+    address: Mapped[str] = mapped_column(ForeignKey("mailboxes.address", ondelete="CASCADE"), primary_key=True)
+    ins: Mapped[str] = mapped_column(String(15), unique=True)  # matricule INS (NIR or NIA), with its key
+    ins_oid: Mapped[str] = mapped_column(String(32))
+    birth_name: Mapped[str] = mapped_column(String(200))
+    given_name: Mapped[str] = mapped_column(String(200))  # first given name (premier prénom)
+    birth_date: Mapped[str] = mapped_column(String(10))  # ISO 8601 date
+    sex: Mapped[str] = mapped_column(String(1))  # M | F
+    opposed: Mapped[bool] = mapped_column(Boolean, default=False)
+    opposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    activation_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)  # SHA-256 hex of the code
+    activation_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Conversation(Base):
+    """The state of the exchange between a patient and one correspondent (domain brief §6).
+
+    Opened (or reopened) by each message from the correspondent, closed by its `X-MSS-MES: FIN` or
+    `[FIN]`; `reply_to` lists the Reply-To addresses its messages named (space-separated), to which
+    the patient may also write while it is open. Kept for local patients and for the patients this
+    node's professionals write to (so that a remote patient's reply can be checked on arrival too).
+    """
+
+    __tablename__ = "conversations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient: Mapped[str] = mapped_column(String(320))
+    correspondent: Mapped[str] = mapped_column(String(320))
+    reply_to: Mapped[str] = mapped_column(Text, default="")
+    open: Mapped[bool] = mapped_column(Boolean, default=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("patient", "correspondent", name="uq_conversations_patient_correspondent"),)
+
+
+class WebSession(Base):
+    """A logged-in web inbox session; the cookie holds a random token, the store only its digest."""
+
+    __tablename__ = "web_sessions"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex of the cookie token
+    address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

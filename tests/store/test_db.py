@@ -25,16 +25,19 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 STORE_TABLES = {
     "accounts",
     "alembic_version",
+    "conversations",
     "folders",
     "mailbox_certificates",
     "mailbox_delegations",
     "mailboxes",
     "messages",
+    "patients",
     "professionals",
     "queue_messages",
     "queue_recipients",
     "structures",
     "subscriptions",
+    "web_sessions",
     "trust_domains",
 }
 
@@ -49,7 +52,7 @@ async def _tables(db: Database) -> set[str]:
 
 
 def test_head_constants_are_alembic_heads() -> None:
-    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0006"
+    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0007"
     assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
 
 
