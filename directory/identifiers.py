@@ -494,6 +494,7 @@ def check_ins_traits(ins: str, *, sex: str, birth_date: str) -> str | None:
     The matricule encodes the sex (character 1), the year (characters 2-3) and, when it is 01 to 12, the
     month of birth (characters 4-5; other values stand for an unknown month). `birth_date` is ISO 8601.
     """
+    ins = ins.strip()  # as check_ins reads it
     reason = check_ins(ins)
     if reason is not None:
         return reason
@@ -502,8 +503,10 @@ def check_ins_traits(ins: str, *, sex: str, birth_date: str) -> str | None:
     if _INS_SEX[ins[0]] != sex:
         return f"the INS starts with {ins[0]} ({'man' if _INS_SEX[ins[0]] == 'M' else 'woman'}), the sex given is {sex}"
     try:
-        born = date.fromisoformat(birth_date)
+        born: date | None = date.fromisoformat(birth_date)
     except ValueError:
+        born = None
+    if born is None or born.isoformat() != birth_date:  # Python 3.11 also reads 19850314 and 1985-W11-4
         return f"birth date {birth_date!r} is not a date (YYYY-MM-DD)"
     if ins[1:3] != f"{born.year % 100:02d}":
         return f"the INS says born in ..{ins[1:3]}, the birth date is {birth_date}"

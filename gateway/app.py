@@ -1,9 +1,10 @@
 """`mssgw serve`: run an operator node's listeners and background tasks in one event loop.
 
 Implementation notes
-- One process, one asyncio loop: HTTPS, SMTP submission (587, 465), the queue worker, periodic audit
-  checkpoints. Listeners bind to the configured address; port 0 picks a free port. Each listener's
-  address is printed (`listening NAME HOST:PORT`), then `ready`: the tests and the quickstart read them.
+- One process, one asyncio loop: HTTPS (the patient web inbox, /healthz), SMTP submission (587, 465),
+  the queue worker, periodic audit checkpoints. Listeners bind to the configured address; port 0 picks
+  a free port. Each listener's address is printed (`listening NAME HOST:PORT`), then `ready`: the tests
+  and the quickstart read them.
 - The node, not uvicorn, owns SIGINT/SIGTERM: the first stops listeners, writes a final audit record
   and checkpoint, and closes the databases.
 - Periodic signed audit checkpoints run while serving.
@@ -31,6 +32,7 @@ from gateway.smtp.client import Relayer
 from gateway.smtp.server import Listener, start_relay, start_submission
 from gateway.tls import RelayContexts, server_context, shrink_asyncio_tls_buffers
 from gateway.web.health import health_app
+from gateway.web.inbox import web_app
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -59,11 +61,20 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
     author = f"node:{cfg.node.name}"
     async with Node(cfg) as node:
         tls = server_context(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key))
+        queue = Queue(node.db, node.kek)
+        smime = Smime(node)
+        worker = DeliveryWorker(node, queue, relay=Relayer(cfg), smime=smime)
+        lockout = Lockout(
+            threshold=cfg.auth.lockout_threshold,
+            wide_threshold=cfg.auth.lockout_wide_threshold,
+            base_delay=cfg.auth.lockout_base_delay,
+            max_delay=cfg.auth.lockout_max_delay,
+        )
         sock = _bind(cfg.listen.host, cfg.listen.https_port)
         host, port = sock.getsockname()[:2]
         web = _EmbeddedServer(
             uvicorn.Config(
-                health_app(node),
+                web_app(node, queue, worker.wake, lockout, health_app(node)),
                 lifespan="off",
                 log_config=None,
                 access_log=False,
@@ -76,15 +87,6 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             await asyncio.sleep(0.01)
         if web_task.done():
             await web_task  # raises what stopped it
-        queue = Queue(node.db, node.kek)
-        smime = Smime(node)
-        worker = DeliveryWorker(node, queue, relay=Relayer(cfg), smime=smime)
-        lockout = Lockout(
-            threshold=cfg.auth.lockout_threshold,
-            wide_threshold=cfg.auth.lockout_wide_threshold,
-            base_delay=cfg.auth.lockout_base_delay,
-            max_delay=cfg.auth.lockout_max_delay,
-        )
         listeners: list[Listener] = []
         crl_dir = cfg.pki_dir / "crl" if cfg.pki_dir is not None else None
         contexts = RelayContexts(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), crl_dir)

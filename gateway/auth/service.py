@@ -5,7 +5,8 @@ Implementation notes
   nothing; SMTP and IMAP share the node's one `Lockout`, so switching protocol does not reset it. It is
   keyed so that a stranger's guesses cannot lock a user out of their usual addresses (see lockout.py).
 - Unknown account, account without a password, disabled mailbox, wrong password and a patient (who
-  reads in the web inbox with a second factor, never over SMTP or IMAP) are one outcome (`refused`): the protocol replies the same for all of them; only the audit record says which.
+  reads in the web inbox with a second factor, never over SMTP or IMAP) are one outcome (`refused`):
+  the protocol replies the same for all of them; only the audit record says which.
 - argon2 runs in a thread (`verify_async`): the event loop keeps serving other sessions.
 - Auditing is the caller's: each protocol has its own events and session facts.
 - Certificate logins (SASL EXTERNAL, RFC 4422 App. A) are for APP mailboxes: the TLS handshake has
@@ -23,6 +24,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.auth import totp
 from gateway.auth.lockout import Lockout
 from gateway.auth.passwords import hash_password, verify_async
 from gateway.store.mailboxes import Credentials, MailboxRepository
@@ -116,3 +118,46 @@ class CertificateLogin:
             await self.mailboxes.touch_login(found[0].address)
             return LoginOutcome("ok", found[0].address, account=found[0])
         return LoginOutcome("refused", address, locked_for=self.lockout.failure(None, client_ip), reason=reason)
+
+
+class PatientLogin:
+    """The patient web inbox's login: password and TOTP code, both required, one lock-out (domain brief §6).
+
+    Same rules as `PasswordLogin` (lock-out first, argon2 on every path, one refusal for every cause), plus
+    the second factor: a code already used for this account is refused (RFC 6238 §5.2: one use per step).
+    """
+
+    def __init__(self, mailboxes: MailboxRepository, lockout: Lockout) -> None:
+        self.mailboxes = mailboxes
+        self.lockout = lockout
+        self._used: dict[str, str] = {}  # account -> last accepted code (replay within its window)
+
+    async def check(self, username: str, password: str, code: str, client_ip: str) -> LoginOutcome:
+        address = username.strip().lower()
+        wait = self.lockout.locked_for(address, client_ip)
+        if wait:
+            return LoginOutcome("locked", address, wait=wait)
+        account = await self.mailboxes.credentials(address)
+        hashed = account.password_hash if account is not None and account.password_hash else _dummy_hash()
+        matches = await verify_async(hashed, password)
+        secret = await self.mailboxes.totp_secret(address) if account is not None else None
+        if account is None or account.kind != "PAT":
+            reason = "unknown-account" if account is None else "not-a-patient"
+        elif account.password_hash is None or secret is None:
+            reason = "not-enrolled"
+        elif not account.active:
+            reason = "mailbox-disabled"
+        elif not matches:
+            reason = "bad-password"
+        elif not totp.verify(secret, code):
+            reason = "bad-code"
+        elif self._used.get(address) == code.strip():
+            reason = "code-replayed"
+        else:
+            self._used[address] = code.strip()
+            if len(self._used) > 100_000:
+                self._used.pop(next(iter(self._used)))
+            self.lockout.success(address, client_ip)
+            await self.mailboxes.touch_login(address)
+            return LoginOutcome("ok", address, account=account)
+        return LoginOutcome("refused", address, locked_for=self.lockout.failure(address, client_ip), reason=reason)

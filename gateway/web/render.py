@@ -1,0 +1,243 @@
+"""What the web inbox shows of a stored message: headers, text, sanitised HTML, attachments, IHE XDM contents.
+
+Implementation notes
+- Messages are untrusted input. They are parsed with the standard library's `email` package (policy
+  `default`), never executed: HTML parts go through nh3 (ammonia) with an allow-list of formatting tags;
+  no `img`, `style`, `script`, `iframe`, `form` or event attribute survives, links keep only https and
+  mailto targets and get `rel="noopener noreferrer"`. The page's Content-Security-Policy (no script, no
+  remote image) is the second wall. Nothing remote is ever loaded: a tracking pixel stays a string.
+- Attachments are numbered by their order in the MIME tree (`part`), downloaded as
+  `application/octet-stream` with `Content-Disposition: attachment` and a sanitised file name (RFC 6266,
+  `filename*` for non-ASCII), so no browser renders them inline under our origin.
+- An IHE XDM archive (ITI-32: `IHE_XDM/SUBSET01/METADATA.XML`) is listed as its documents: the
+  ExtrinsicObjects of the metadata (title, type, file) or, without readable metadata, the files of its
+  subsets. The ZIP is read in memory with bounded sizes (entries, metadata bytes); nothing is extracted.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+from urllib.parse import quote
+
+import nh3
+from defusedxml import ElementTree
+
+MAX_XDM_ENTRIES = 1000
+MAX_METADATA = 5 * 1024 * 1024
+ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt", "em",
+    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "ins", "kbd", "li", "ol", "p", "pre", "q", "s", "small",
+    "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan", "scope"}}
+_RIM = "{urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0}"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document of an XDM archive."""
+
+    title: str
+    mime_type: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    part: int  # index in the MIME walk, stable for a stored message
+    filename: str
+    content_type: str
+    size: int
+    documents: tuple[Document, ...] | None = None  # set for an IHE XDM archive
+
+
+@dataclass
+class Rendered:
+    from_name: str
+    from_address: str
+    reply_to: tuple[str, ...]
+    to: tuple[str, ...]
+    subject: str
+    date: datetime | None
+    message_id: str | None
+    references: str
+    text: str | None = None
+    html: str | None = None  # sanitised
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def _header(msg: EmailMessage, name: str) -> str:
+    try:
+        value = msg.get(name)
+        return " ".join(str(value).split()) if value is not None else ""
+    except (ValueError, TypeError, IndexError):  # a malformed field is shown as absent, not a crash
+        return ""
+
+
+def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
+    try:
+        values = [str(v) for v in msg.get_all(name, [])]
+    except (ValueError, TypeError, IndexError):
+        return []
+    return [(n, a.lower()) for n, a in getaddresses(values) if "@" in a]
+
+
+def _date(msg: EmailMessage) -> datetime | None:
+    raw = _header(msg, "date")
+    try:
+        return parsedate_to_datetime(raw) if raw else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def sanitise_html(html: str) -> str:
+    return nh3.clean(
+        html,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes={"https", "mailto"},
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    )
+
+
+def safe_filename(name: str, fallback: str) -> str:
+    """A file name safe to offer for download: no path, no control characters, at most 150 characters."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip(" .")
+    return name[:150] or fallback
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266 `attachment` with an ASCII fallback and the UTF-8 name (RFC 8187)."""
+    ascii_name = re.sub(r"[^A-Za-z0-9._ -]", "_", filename) or "piece-jointe"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _xdm_documents(data: bytes) -> tuple[Document, ...] | None:
+    """The documents of an IHE XDM archive, or None if `data` is not one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()[:MAX_XDM_ENTRIES]
+            names = [i.filename for i in infos]
+            metadata = [i for i in infos if re.fullmatch(r"IHE_XDM/[^/]+/METADATA\.XML", i.filename, re.IGNORECASE)]
+            if not metadata:
+                return None
+            docs: list[Document] = []
+            for info in metadata:
+                subset = info.filename.rsplit("/", 1)[0]
+                if info.file_size <= MAX_METADATA:
+                    docs += _metadata_documents(z.read(info)[:MAX_METADATA], subset)
+            if not docs:  # unreadable metadata: list the subset's files
+                docs = [
+                    Document(n.rsplit("/", 1)[-1], "", n)
+                    for n in names
+                    if n.upper().startswith("IHE_XDM/")
+                    and not n.endswith("/")
+                    and not n.upper().endswith("METADATA.XML")
+                ]
+            return tuple(docs)
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError, EOFError):
+        return None
+
+
+def _metadata_documents(xml: bytes, subset: str) -> list[Document]:
+    try:
+        root = ElementTree.fromstring(xml)
+    except Exception:  # defusedxml raises several types for hostile or broken XML
+        return []
+    out = []
+    for obj in root.iter(f"{_RIM}ExtrinsicObject"):
+        name = obj.find(f"{_RIM}Name/{_RIM}LocalizedString")
+        title = name.get("value", "") if name is not None else ""
+        uri = ""
+        for slot in obj.iter(f"{_RIM}Slot"):
+            if slot.get("name") == "URI":
+                value = slot.find(f"{_RIM}ValueList/{_RIM}Value")
+                uri = (value.text or "") if value is not None else ""
+        out.append(
+            Document(title or uri or obj.get("id", "document"), obj.get("mimeType", ""), uri and f"{subset}/{uri}")
+        )
+    return out
+
+
+def parts(msg: EmailMessage) -> list[EmailMessage]:
+    """The MIME tree in walk order; `Attachment.part` indexes it."""
+    return [p for p in msg.walk() if isinstance(p, EmailMessage)]
+
+
+def render(raw: bytes) -> Rendered:
+    msg = parse(raw)
+    sender = _addresses(msg, "from")
+    name, address = sender[0] if sender else ("", "")
+    out = Rendered(
+        from_name=name,
+        from_address=address,
+        reply_to=tuple(a for _, a in _addresses(msg, "reply-to")),
+        to=tuple(a for _, a in _addresses(msg, "to")),
+        subject=_header(msg, "subject"),
+        date=_date(msg),
+        message_id=_header(msg, "message-id") or None,
+        references=_header(msg, "references"),
+    )
+    for index, part in enumerate(parts(msg)):
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        try:
+            disposition = part.get_content_disposition()
+            filename = part.get_filename()
+        except (ValueError, TypeError, IndexError):
+            disposition, filename = "attachment", None
+        if disposition != "attachment" and not filename and ctype in ("text/plain", "text/html"):
+            try:
+                content = part.get_content()
+            except (LookupError, ValueError, UnicodeError):
+                payload = part.get_payload(decode=True)
+                content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+            if ctype == "text/plain" and out.text is None:
+                out.text = str(content)
+            elif ctype == "text/html" and out.html is None:
+                out.html = sanitise_html(str(content))
+            continue
+        data = part.get_payload(decode=True) or b""
+        assert isinstance(data, bytes)
+        shown = safe_filename(filename or "", f"piece-jointe-{index}")
+        documents = _xdm_documents(data) if shown.lower().endswith(".zip") or ctype == "application/zip" else None
+        out.attachments.append(Attachment(index, shown, ctype, len(data), documents))
+    return out
+
+
+def attachment(raw: bytes, part: int) -> tuple[str, bytes] | None:
+    """(file name, bytes) of the attachment at `part`, or None."""
+    found = parts(parse(raw))
+    if not 0 <= part < len(found) or found[part].is_multipart():
+        return None
+    p = found[part]
+    try:
+        filename = p.get_filename()
+    except (ValueError, TypeError, IndexError):
+        filename = None
+    data = p.get_payload(decode=True) or b""
+    assert isinstance(data, bytes)
+    return safe_filename(filename or "", f"piece-jointe-{part}"), data
+
+
+def display_address(name: str, address: str) -> str:
+    return str(Address(display_name=name, addr_spec=address)) if name else address
