@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=""
     # isync (mbsync) and neomutt: real IMAP clients for tests/imap/test_interop.py.
-    for pkg in openssl curl postgresql swaks dnsmasq-base postfix isync neomutt; do
+    # chromium: the patient web inbox's browser tests (Playwright drives Debian's build, no download).
+    for pkg in openssl curl postgresql swaks dnsmasq-base postfix isync neomutt chromium; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
     done
     python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
@@ -19,6 +20,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     fi
     # PostgreSQL store tests are mandatory where we could install it.
     export MSSGW_REQUIRE_POSTGRES=1
+    export MSSGW_REQUIRE_BROWSER=1
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

@@ -7,6 +7,8 @@ static route to the other's relay port; every listener gets a free loopback port
 Demo mailboxes of each type get generated passwords, certificates, and a synthetic directory sample.
 DIR/published holds every operator's S/MIME certificates, as the national directory would publish them:
 each operator finds the other's recipients there (`[smime] published`) to sign and encrypt for them.
+Operator B also hosts an enrolled patient (`<INS>@patient.clinique-b.mssante.test`) whose password and
+TOTP secret are in the credentials, with the web inbox address, to try the whole patient path in a browser.
 DIR/credentials.json (mode 0600) holds the addresses, passwords, operators and ports; the passwords
 are printed once. `demo run DIR` serves every operator in DIR until interrupted.
 """
@@ -25,17 +27,21 @@ from typing import Any
 
 from certs.pki import TrustSpacePKI, write_bundle
 from directory import synthetic
-from directory.identifiers import idnatps_from
+from directory.addresses import patient_address
+from directory.identifiers import INS_NIR_TEST_OID, idnatps_from, ins_key
 from directory.importer import import_extraction
 from gateway.audit.events import AuditEvent
+from gateway.auth import totp
 from gateway.auth.passwords import generate_password, hash_async
 from gateway.cli.base import Outcome
 from gateway.cli.node import init_node
+from gateway.cli.patient import new_activation_code
 from gateway.config import CONFIG_FILENAME, load_config
 from gateway.errors import Conflict, UsageError
 from gateway.node import Node
 from gateway.store.crypto import write_secret_file
 from gateway.store.mailboxes import Owner
+from gateway.store.patients import Identity
 
 SAMPLE_ROWS = 2000
 PORTS = ("https", "submission", "submissions", "relay", "imap", "imaps")
@@ -44,6 +50,16 @@ PORTS = ("https", "submission", "submissions", "relay", "imap", "imaps")
 def _owner(idtype: str, n: int, last: str, first: str, civility: str, code: str, label: str) -> Owner:
     ident = synthetic.rpps(n) if idtype == "8" else synthetic.adeli(n)
     return Owner(idnatps_from(idtype, ident), idtype, ident, last, first, civility, code, label)
+
+
+DEMO_PATIENT = Identity(
+    ins="2850375123456" + ins_key("2850375123456"),
+    oid=INS_NIR_TEST_OID,
+    birth_name="DURAND",
+    given_name="MARIE",
+    birth_date="1985-03-14",
+    sex="F",
+)
 
 
 OPERATORS: list[dict[str, Any]] = [
@@ -66,6 +82,7 @@ OPERATORS: list[dict[str, Any]] = [
             ("accueil", "ORG", None, "Accueil"),
         ],
         "delegations": [("accueil", "paul.durand")],
+        "patients": [DEMO_PATIENT],
     },
 ]
 
@@ -82,6 +99,25 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+async def _enrolled_patient(node: Node, identity: Identity, author: str) -> dict[str, Any]:
+    """A patient mailbox already enrolled (password and TOTP secret in credentials.json), to try the web inbox."""
+    address = patient_address(identity.ins, node.cfg.node.patient)
+    code, password, secret = new_activation_code(), generate_password(), totp.new_secret()
+    await node.patients.create(address, identity, code)
+    await node.patients.enrol(address, code, password_hash=await hash_async(password), totp_secret=secret)
+    await node.audit.record(
+        AuditEvent.PATIENT_CREATED, author=author, request={"address": address}, response={"result": "done"}
+    )
+    return {
+        "address": address,
+        "type": "PAT",
+        "password": password,
+        "totp_secret": secret,
+        "otpauth_uri": totp.provisioning_uri(secret, address, issuer=f"MSSanté {node.cfg.node.domain}"),
+        "web_url": node.cfg.web_url,
+    }
 
 
 async def _populate(
@@ -120,7 +156,10 @@ async def _populate(
             )
         for org, user in op["delegations"]:
             await repo.delegate(f"{org}@{domain}", f"{user}@{domain}")
+        for identity in op.get("patients", ()):
+            created.append(await _enrolled_patient(node, identity, author))
         await node.trust.add(peer)
+        await node.trust.add(f"patient.{peer}")  # the peer's patients (nationally: patient.mssante.fr)
         sample = cfg.base_dir / "directory-sample.txt"
         synthetic.write_extraction(sample, synthetic.generate_rows(SAMPLE_ROWS, seed=7))
         summary = await import_extraction(node.directory, sample)
@@ -161,14 +200,16 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
             pki_dir=root / "pki",
             smtp_ports=(mine["submission"], mine["submissions"], mine["relay"]),
             imap_ports=(mine["imap"], mine["imaps"]),
-            routes={other["domain"]: f"127.0.0.1:{ports[other['dir']]['relay']}"},
+            routes={
+                d: f"127.0.0.1:{ports[other['dir']]['relay']}" for d in (other["domain"], f"patient.{other['domain']}")
+            },
             published=[published],
         )
         mailboxes = await _populate(result.config, op, pki, other["domain"], author)
         data_dir = result.config.parent
         shutil.copyfile(data_dir / "smime" / "domain" / "cert.pem", published / f"{op['domain']}.pem")
         for m in mailboxes:
-            if m["type"] != "APP":
+            if m["type"] not in ("APP", "PAT"):
                 shutil.copyfile(m["certificate"], published / f"{m['address']}.pem")
         out["operators"].append(
             {
@@ -189,6 +230,11 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
         )
         width = max(len(m["address"]) for m in op["mailboxes"])
         lines += [f"    {m['type']:3} {m['address']:{width}}  password {m['password']}" for m in op["mailboxes"]]
+        lines += [
+            f"    patient web inbox {m['web_url']} ({m['address']}), TOTP secret {m['totp_secret']}"
+            for m in op["mailboxes"]
+            if m["type"] == "PAT"
+        ]
     lines.append(f"run it: mssgw demo run {root}")
     return Outcome(out, "\n".join(lines))
 

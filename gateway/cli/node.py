@@ -77,7 +77,10 @@ async def init_node(
             pki = TrustSpacePKI(pki_path)
         else:
             raise UsageError(f"no PKI at {pki_path}")
-        hosts = [domain, f"mail.{domain}", "localhost", host] if host not in ("0.0.0.0", "::") else [domain]  # noqa: S104
+        # The patient domain too: a patient's reply leaves with an envelope sender there, and peers accept
+        # a sender only in a domain the relaying operator's certificate names.
+        names = [domain, f"patient.{domain}"]
+        hosts = [*names, f"mail.{domain}", "localhost", host] if host not in ("0.0.0.0", "::") else names  # noqa: S104
         issued = pki.issue_server(list(dict.fromkeys(hosts)))
         write_bundle(issued, data_dir / "tls", name="node", root=pki.root)
         # The domain-bound S/MIME certificate signing this node's bounces to peers (and decrypting what

@@ -18,6 +18,7 @@ Implementation notes
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -94,15 +95,18 @@ def from_addresses(message: bytes) -> list[str]:
     return [a for _, a in getaddresses([str(v) for v in header.get_all("from", [])]) if "@" in a]
 
 
-def authentication_results(host: str, verdict: SignerVerdict, at: dt.datetime) -> bytes:
-    """RFC 8601 field with RFC 7281's smime method: who signed, with which certificate, when checked."""
+def authentication_results(host: str, verdict: SignerVerdict, at: dt.datetime, addresses: Sequence[str] = ()) -> bytes:
+    """RFC 8601 field with RFC 7281's smime method: who signed, with which certificate, when checked. The
+    identifier is the certificate's name that bound the sender (`addresses`), else its first one."""
     cert = verdict.certificate
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = san.get_values_for_type(x509.RFC822Name) or san.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         names = []
-    identifier = names[0] if names else cert.subject.rfc4514_string()
+    bound = {a.lower() for a in addresses} | {a.rpartition("@")[2].lower() for a in addresses}
+    matching = [n for n in names if n.lower() in bound]
+    identifier = (matching or names or [cert.subject.rfc4514_string()])[0]
     issuer = cert.issuer.rfc4514_string().replace("\\", "\\\\").replace('"', '\\"')
     when = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
@@ -153,7 +157,7 @@ async def check(
     judged = await judge(opened, addresses, trust, moment)
     if isinstance(judged, str):
         return Inbound(False, judged)
-    header = authentication_results(host, judged, moment)
+    header = authentication_results(host, judged, moment, addresses)
     inner = strip_results(opened.message, host)
     return Inbound(True, message=header + inner, signer=judged.certificate, binding=judged.binding, results=header)
 

@@ -142,8 +142,12 @@ def _xdm_documents(data: bytes) -> tuple[Document, ...] | None:
             docs: list[Document] = []
             for info in metadata:
                 subset = info.filename.rsplit("/", 1)[0]
-                if info.file_size <= MAX_METADATA:
-                    docs += _metadata_documents(z.read(info)[:MAX_METADATA], subset)
+                # z.read() would inflate the whole member before cutting it to its declared size (a small
+                # file_size over a large deflate stream is a zip bomb): read at most MAX_METADATA bytes, and
+                # only from stored or deflated members (bzip2 and LZMA chunks inflate without a bound).
+                if info.file_size <= MAX_METADATA and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    with z.open(info) as member:
+                        docs += _metadata_documents(member.read(MAX_METADATA), subset)
             if not docs:  # unreadable metadata: list the subset's files
                 docs = [
                     Document(n.rsplit("/", 1)[-1], "", n)
@@ -205,15 +209,16 @@ def render(raw: bytes) -> Rendered:
             filename = part.get_filename()
         except (ValueError, TypeError, IndexError):
             disposition, filename = "attachment", None
-        if disposition != "attachment" and not filename and ctype in ("text/plain", "text/html"):
+        body = (ctype == "text/plain" and out.text is None) or (ctype == "text/html" and out.html is None)
+        if disposition != "attachment" and not filename and body:  # a later text part is listed, not dropped
             try:
                 content = part.get_content()
             except (LookupError, ValueError, UnicodeError):
                 payload = part.get_payload(decode=True)
                 content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-            if ctype == "text/plain" and out.text is None:
+            if ctype == "text/plain":
                 out.text = str(content)
-            elif ctype == "text/html" and out.html is None:
+            else:
                 out.html = sanitise_html(str(content))
             continue
         data = part.get_payload(decode=True) or b""
