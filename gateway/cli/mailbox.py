@@ -42,6 +42,8 @@ async def _new_password(args: argparse.Namespace) -> tuple[str | None, str | Non
 
 async def add(ctx: Context, args: argparse.Namespace) -> Outcome:
     address = local_address(ctx, args.address)
+    if domain_of(address) == ctx.cfg.node.patient:
+        raise UsageError(f"{address} is in the patient domain: patient mailboxes are made by `mssgw patient add`")
     owner = None
     if args.idnat:
         reason = check_idnatps(args.idnat)

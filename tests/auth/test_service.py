@@ -111,3 +111,21 @@ async def test_parallel_guesses_on_one_account_take_turns(mailboxes: MailboxRepo
     service = login(mailboxes)  # threshold 3
     outcomes = await asyncio.gather(*(service.check(ORG, "guess", "192.0.2.1") for _ in range(8)))
     assert [o.result for o in outcomes] == ["refused"] * 3 + ["locked"] * 5
+
+
+async def test_a_patient_never_logs_in_with_a_password(mailboxes: MailboxRepository) -> None:
+    """Patients read in the web inbox, with a second factor: over SMTP and IMAP even their password is refused."""
+    patient = "185037512345641@patient.ch-test.mssante.fr"
+    await mailboxes.create(patient, "PAT", password_hash=hash_password(PASSWORD))
+    service = login(mailboxes)  # threshold 3
+    outcome = await service.check(patient.upper(), PASSWORD, "192.0.2.1")
+    assert outcome == LoginOutcome("refused", patient, reason="patient-web-only")
+    # A wrong password is told apart in the audit only; each refusal counts toward the lock-out.
+    wrong = await service.check(patient, "not the password", "192.0.2.1")
+    assert (wrong.result, wrong.reason, wrong.locked_for) == ("refused", "bad-password", 0.0)
+    third = await service.check(patient, PASSWORD, "192.0.2.1")
+    assert (third.result, third.reason, third.locked_for) == ("refused", "patient-web-only", 10.0)
+    assert (await mailboxes.describe(patient))["last_login_at"] is None
+    await mailboxes.set_active(patient, False)
+    disabled = await login(mailboxes).check(patient, PASSWORD, "192.0.2.1")
+    assert (disabled.result, disabled.reason) == ("refused", "mailbox-disabled")

@@ -91,6 +91,10 @@ def test_refusals_are_precise_and_audited(node: NodeDir) -> None:
             ["mailbox", "add", f"a%b@{DOMAIN}", "--type", "ORG"],
             f"invalid address 'a%b@{DOMAIN}': '%' and '!' (source routing) are not accepted in the local part",
         ),
+        (
+            ["mailbox", "add", f"accueil@patient.{DOMAIN}", "--type", "ORG"],
+            f"accueil@patient.{DOMAIN} is in the patient domain: patient mailboxes are made by `mssgw patient add`",
+        ),
         (["mailbox", "show", f"nobody@{DOMAIN}"], f"no local mailbox nobody@{DOMAIN}"),
         (
             ["mailbox", "delete", f"nobody@{DOMAIN}"],

@@ -28,7 +28,7 @@ def artifacts() -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: sync Playwright keeps a loop running, async tests need none
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         if os.environ.get("MSSGW_REQUIRE_BROWSER"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import imaplib
 import io
+import json
 import re
 import ssl
 import time
@@ -183,6 +184,13 @@ def test_professional_writes_patient_reads_replies_and_reads_the_reply_over_imap
     head = reply.split(b"\r\n\r\n", 1)[0].decode()
     assert f" smime=pass body.smime-identifier=patient.{B}\r\n" in head
     assert "(domain-bound, validated " in head
+    node_b = space.node("operator-b")
+    for event in ("web.login.succeeded", "web.message.opened", "web.attachment.downloaded", "web.reply.sent"):
+        found = node_b.cli("audit", "search", "--event", event, "--principal", patient["address"], "--json").json()
+        assert found, event
+    sent = node_b.cli("audit", "search", "--event", "web.reply.sent", "--json").json()
+    assert sent[-1]["response"]["rcpt"] == CLAIRE  # type: ignore[index]
+    assert "body" not in json.dumps(sent)  # what was written never reaches the audit log
 
 
 def test_a_forged_form_without_csrf_token_is_refused(space: TrustSpace, context: Any) -> None:
@@ -226,6 +234,24 @@ def test_every_page_carries_the_security_headers(space: TrustSpace, context: Any
     assert "Cette page n&#39;existe pas." in missing.text()  # Jinja escapes the apostrophe
 
 
+def test_the_inbox_names_the_sender_from_the_directory(space: TrustSpace, context: Any) -> None:
+    patient = patient_of(space)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = PAUL, patient["address"], "Rappel de vaccination"
+    msg.set_content("Pensez au rappel.")
+    space.submit_raw("operator-b", PAUL, [patient["address"]], msg.as_bytes(policy=policy.SMTP))
+    stored(space, patient["address"], b"Pensez au rappel")
+    page = context.new_page()
+    page.goto(base_url(space) + "/")
+    if page.url.endswith("/connexion"):
+        login(page, space, patient)
+    row = page.locator("table.inbox tbody tr").first
+    assert row.locator(".name").inner_text() == "M Paul DURAND"
+    assert row.locator(".profession").inner_text() == "Médecin"
+    assert row.get_attribute("class") == "unread"
+    assert page.locator("[role=status]").first.inner_text() == "2 messages, dont 1 non lu."
+
+
 def test_after_fin_the_patient_can_no_longer_reply(space: TrustSpace, context: Any, artifacts: Path) -> None:
     patient = patient_of(space)
     page = context.new_page()
@@ -244,7 +270,7 @@ def test_after_fin_the_patient_can_no_longer_reply(space: TrustSpace, context: A
     stored(space, patient["address"], b"Je cl")
 
     page.goto(base_url(space) + "/")
-    assert page.locator("table.inbox tbody tr .state").all_inner_texts() == ["Clôturé", "Clôturé"]
+    assert page.locator("table.inbox tbody tr .state").all_inner_texts() == ["Clôturé", "Ouvert", "Clôturé"]
     page.get_by_role("link", name="[FIN]").click()
     assert page.locator("form[action$='/reponse']").count() == 0
     assert page.locator("[role=alert]").inner_text() == (
@@ -331,7 +357,8 @@ def test_enrolment_with_activation_code_and_totp(space: TrustSpace, browser: Any
     page.get_by_role("button", name="Activer").click()
     assert page.locator("h1").inner_text() == "Votre messagerie est activée"
     shown = node_b.cli("patient", "show", address, "--json").json()
-    assert isinstance(shown, dict) and shown["enrolled"] is True and shown["activation_pending"] is False
+    assert isinstance(shown, dict)
+    assert (shown["enrolled"], shown["activation_pending"]) == (True, False)
 
     # The code worked once.
     page.goto(base_url(space) + "/activation")
@@ -361,6 +388,22 @@ def test_enrolment_with_activation_code_and_totp(space: TrustSpace, browser: Any
     ctx.add_cookies([{**cookie}])
     page.goto(base_url(space) + "/")
     assert page.url == base_url(space) + "/connexion"
+    # Lock-out: five wrong codes from this address, then even the right one is refused for a while
+    # (2 s after the fifth failure, doubling with each further one).
+    right = totp_code(address, secret)  # may wait for a fresh period: before the failures, not after
+    page.goto(base_url(space) + "/connexion")
+    for _ in range(5):
+        page.get_by_label("Adresse de messagerie").fill(address)
+        page.get_by_label("Mot de passe").fill("un mot de passe long")
+        page.get_by_label("Code de l'application").fill("000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
+        page.get_by_role("button", name="Se connecter").click()
+    page.get_by_label("Adresse de messagerie").fill(address)
+    page.get_by_label("Mot de passe").fill("un mot de passe long")
+    page.get_by_label("Code de l'application").fill(right)
+    with page.expect_response(lambda r: r.url.endswith("/connexion") and r.request.method == "POST") as answer:
+        page.get_by_role("button", name="Se connecter").click()
+    assert answer.value.status == 429
+    assert page.locator("[role=alert]").inner_text().startswith("Trop de tentatives échouées : réessayez dans ")
     events = [r["action"] for r in node_b.cli("audit", "search", "--principal", address, "--json").json()]  # type: ignore[index, union-attr]
-    assert {"web.enrolled", "web.login.failed", "web.login.succeeded", "web.logout"} <= set(events)
+    assert {"web.enrolled", "web.login.failed", "web.login.locked", "web.login.succeeded", "web.logout"} <= set(events)
     ctx.close()
