@@ -679,10 +679,13 @@ class TrustSpacePKI:
     def issue_domain(self, domain: str, *also: str, now: datetime | None = None) -> Issued:
         """Domain-bound S/MIME certificate (emailProtection, SAN dNSName) of the mail domain ``domain`` and of
         the operator's other mail domains ``also`` (its patient domain: patients hold no keys of their own)."""
-        names = normalize_hosts([d.rstrip(".") for d in (domain, *also)])  # lower-cased, checked
-        if not all(isinstance(n, str) for n in names):
-            raise ValueError(f"invalid mail domain in {[domain, *also]!r}: an IP address")
-        return self._issue(Profile.DOMAIN, str(names[0]), [x509.DNSName(str(n)) for n in dict.fromkeys(names)], now)
+        names: list[str] = []
+        for raw in (domain, *also):
+            name = normalize_hosts([raw.rstrip(".")])[0]  # lower-cased, checked
+            if not isinstance(name, str):
+                raise ValueError(f"invalid mail domain {raw!r}: an IP address")
+            names += [name] if name not in names else []
+        return self._issue(Profile.DOMAIN, names[0], [x509.DNSName(n) for n in names], now)
 
     def _issue(
         self,

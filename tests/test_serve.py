@@ -111,7 +111,10 @@ def test_healthz_over_tls_verified_against_the_pinned_root(served: Running) -> N
 
 
 def test_other_paths_and_methods(served: Running) -> None:
-    assert curl(served, "/") == (404, '{"error": "not found"}')
+    assert curl(served, "/") == (303, "")  # the patient inbox: to the login page without a session
+    status, page = curl(served, "/nulle-part")
+    assert status == 404
+    assert '<p class="error" role="alert">Cette page n&#39;existe pas.</p>' in page
     assert curl(served, "/healthz", "-X", "POST") == (405, '{"error": "method not allowed"}')
 
 

@@ -31,11 +31,13 @@ def test_demo_init_lays_out_two_federated_operators(tmp_path: Path) -> None:
         cfg = tomllib.loads(Path(op["config"]).read_text())
         assert cfg["listen"]["submission_port"] == op["ports"]["submission"]
         assert (cfg["listen"]["imap_port"], cfg["listen"]["imaps_port"]) == (op["ports"]["imap"], op["ports"]["imaps"])
-        assert cfg["queue"]["routes"] == {other["domain"]: f"127.0.0.1:{other['ports']['relay']}"}
+        relay = f"127.0.0.1:{other['ports']['relay']}"
+        assert cfg["queue"]["routes"] == {other["domain"]: relay, f"patient.{other['domain']}": relay}
         assert cfg["pki"]["dir"] == str(root / "pki")  # one trust-space PKI for both
         node = NodeDir(Path(op["config"]).parent, root / "secrets" / op["name"])
         trusted = [t["domain"] for t in node.cli("trust", "list", "--json").json()]  # type: ignore[union-attr]
         assert other["domain"] in trusted
+        assert f"patient.{other['domain']}" in trusted  # the peer's patients
         # Printed once: every generated password is in init's output and opens its account.
         with sqlite3.connect(node.data / "mssgw.db") as conn:
             hashes = dict(conn.execute("SELECT address, password_hash FROM accounts").fetchall())
@@ -66,6 +68,17 @@ def test_demo_init_lays_out_two_federated_operators(tmp_path: Path) -> None:
         .json()
     )
     assert org["delegates"] == [f"claire.martin@{A}"]  # type: ignore[index]
+    # Operator B hosts an enrolled patient: its TOTP secret in the credentials opens the web inbox.
+    (patient,) = [m for m in b["mailboxes"] if m["type"] == "PAT"]
+    assert patient["address"].endswith(f"@patient.{B}")
+    assert patient["web_url"] == f"https://127.0.0.1:{b['ports']['https']}/"
+    assert len(patient["totp_secret"]) == 32
+    assert patient["totp_secret"] in r.out
+    shown = NodeDir(root / "operator-b", root / "secrets" / "operator-b").cli(
+        "patient", "show", patient["address"], "--json"
+    )
+    assert (shown.json()["enrolled"], shown.json()["opposed"]) == (True, False)  # type: ignore[index]
+    assert not [m for m in a["mailboxes"] if m["type"] == "PAT"]
     again = run_cli("demo", "init", root)
     assert again.code == 2
     assert (
