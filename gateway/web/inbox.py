@@ -320,35 +320,39 @@ class Inbox:
             return self._pre_page(request, "activation.html", {"error": message, "address": address}, 401)
         return True
 
-    async def activation_submit(self, request: Request) -> Response:
+    async def _activation(self, request: Request) -> tuple[FormData, str, str] | Response:
+        """A pre-login activation form with a valid token and a pending activation code: (form, address, code)."""
         form = await self._pre_checked(request)
         if isinstance(form, Response):
             return form
         address = str(form.get("address") or "").strip().lower()[:320]
         code = str(form.get("activation") or "").strip()[:64]
         ok = await self._code_ok(request, address, code)
-        if isinstance(ok, Response):
-            return ok
-        secret = totp.new_secret()
-        uri = totp.provisioning_uri(secret, address, issuer=f"MSSanté {self.cfg.node.domain}")
-        context = {
+        return ok if isinstance(ok, Response) else (form, address, code)
+
+    def _enrol_context(self, address: str, code: str, secret: str, sealed: str) -> dict[str, Any]:
+        return {
             "address": address,
             "activation": code,
-            "sealed": self._sealed_secret(address, secret),
+            "sealed": sealed,
             "secret": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
-            "uri": uri,
+            "uri": totp.provisioning_uri(secret, address, issuer=f"MSSanté {self.cfg.node.domain}"),
         }
+
+    async def activation_submit(self, request: Request) -> Response:
+        checked = await self._activation(request)
+        if isinstance(checked, Response):
+            return checked
+        _, address, code = checked
+        secret = totp.new_secret()
+        context = self._enrol_context(address, code, secret, self._sealed_secret(address, secret))
         return self._pre_page(request, "enrol.html", context)
 
     async def activation_complete(self, request: Request) -> Response:
-        form = await self._pre_checked(request)
-        if isinstance(form, Response):
-            return form
-        address = str(form.get("address") or "").strip().lower()[:320]
-        code = str(form.get("activation") or "").strip()[:64]
-        ok = await self._code_ok(request, address, code)
-        if isinstance(ok, Response):
-            return ok
+        checked = await self._activation(request)
+        if isinstance(checked, Response):
+            return checked
+        form, address, code = checked
         secret = self._open_secret(address, str(form.get("sealed") or ""))
         if secret is None:
             raise Refused(400, "Formulaire d'activation invalide : recommencez l'activation.", "enrol-secret")
@@ -362,14 +366,7 @@ class Inbox:
             error = "Le code de l'application d'authentification est incorrect : vérifiez l'heure du téléphone."
         if error is not None:
             await self.audit(AuditEvent.WEB_ENROLLED, request, address, result="refused", reason=error[:60])
-            context = {
-                "address": address,
-                "activation": code,
-                "sealed": str(form.get("sealed")),
-                "secret": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
-                "uri": totp.provisioning_uri(secret, address, issuer=f"MSSanté {self.cfg.node.domain}"),
-                "error": error,
-            }
+            context = {**self._enrol_context(address, code, secret, str(form.get("sealed"))), "error": error}
             return self._pre_page(request, "enrol.html", context, 400)
         if not await self.patients.enrol(address, code, password_hash=await hash_async(password), totp_secret=secret):
             raise Refused(409, "Ce code d'activation a déjà servi ou a expiré.", "activation-used")
