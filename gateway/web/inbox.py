@@ -207,7 +207,11 @@ class Inbox:
         )
 
     async def form(self, request: Request) -> FormData:
-        if int(request.headers.get("content-length") or 0) > MAX_FORM:
+        # A form's size is known before it is read: no length (a chunked body) would let it grow unbounded.
+        length = request.headers.get("content-length", "")
+        if not length.isdigit():
+            raise Refused(411, "Formulaire invalide : longueur absente.", "form-length")
+        if int(length) > MAX_FORM:
             raise Refused(413, "Le formulaire envoyé est trop volumineux.", "form-too-large")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":

@@ -14,6 +14,7 @@ import io
 import json
 import re
 import ssl
+import subprocess
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -210,6 +211,14 @@ def test_a_forged_form_without_csrf_token_is_refused(space: TrustSpace, context:
     assert len(after) == before  # type: ignore[arg-type]
     refused = space.node("operator-b").cli("audit", "search", "--event", "web.refused", "--json").json()
     assert [r["response"]["reason"] for r in refused[-2:]] == ["csrf", "csrf"]  # type: ignore[index]
+    # A form without a length (chunked) or over 200 kB is refused before it is read.
+    url = base_url(space) + "/connexion"
+    curl = ["curl", "-sS", "--cacert", space.creds["trust_anchor"], "-o", "/dev/null", "-w", "%{http_code}"]
+    chunked = [*curl, "-H", "Transfer-Encoding: chunked", "--data-binary", "csrf=x&address=y", url]
+    assert subprocess.run(chunked, capture_output=True, text=True, check=True).stdout == "411"
+    big = [*curl, "--data-binary", "@-", url]
+    out = subprocess.run(big, input="body=" + "x" * 200_001, capture_output=True, text=True, check=True)
+    assert out.stdout == "413"
     # Logout without a token is refused too: the session survives.
     assert page.request.post(base_url(space) + "/deconnexion", form={}).status == 403
     page.goto(base_url(space) + "/")
