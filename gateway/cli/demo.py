@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import logging
+import random
 import shutil
 import socket
 from collections.abc import Callable
@@ -87,14 +88,37 @@ OPERATORS: list[dict[str, Any]] = [
 ]
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together so they differ, then released)."""
-    socks = []
+def _ephemeral_range() -> range:
     try:
-        for _ in range(n):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports, held open together so they differ, then released.
+
+    Chosen below the kernel's ephemeral range: a port picked there can be taken by any outgoing
+    connection's source port before the demo binds it (seen as EADDRINUSE under a busy test run).
+    """
+    ephemeral = _ephemeral_range()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral] or list(range(20000, 32768))
+    random.SystemRandom().shuffle(candidates)
+    socks: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(socks) == n:
+                break
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
+        if len(socks) < n:
+            raise UsageError(f"no {n} free loopback ports between 20000 and 32767")
         return [int(s.getsockname()[1]) for s in socks]
     finally:
         for s in socks:

@@ -21,6 +21,8 @@ Implementation notes
   send - 550 5.7.1 `patient-opposed`; each recipient must be the correspondent, or a Reply-To address,
   of one of the patient's conversations - 550 5.7.1 `patient-reply-only`; and that conversation must be
   open - 550 5.7.1 `conversation-closed`.
+- A message its author's client encrypted end to end (issue 5) is judged on its outer header block: the
+  operator cannot read a `[FIN]` subject or `X-MSS-*` fields inside the encrypted part.
 - Every refusal names its rule (`Decision.rule`, also in the reply text) and is audited by the caller
   with `AuditEvent.PATIENT_REFUSED`.
 """
