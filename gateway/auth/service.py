@@ -47,20 +47,25 @@ class LoginOutcome:
 
 
 class PasswordLogin:
+    """Password logins for SMTP and IMAP; `PatientLogin` adds the web inbox's second factor to the same
+    mechanism (turns per account, lock-out first, argon2 on every path)."""
+
     def __init__(self, mailboxes: MailboxRepository, lockout: Lockout) -> None:
         self.mailboxes = mailboxes
         self.lockout = lockout
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # account -> (its lock, attempts holding it)
 
     async def check(self, username: str, password: str, client_ip: str) -> LoginOutcome:
-        address = username.strip().lower()
+        return await self._in_turn(username.strip().lower(), password, "", client_ip)
+
+    async def _in_turn(self, address: str, password: str, code: str, client_ip: str) -> LoginOutcome:
         # Attempts on one account take turns: parallel guesses cannot all pass the lock-out check before
         # the first failure is counted. Different accounts (many users behind one address) stay parallel.
         lock, users = self._turns.get(address, (asyncio.Lock(), 0))
         self._turns[address] = (lock, users + 1)
         try:
             async with lock:
-                return await self._check(address, password, client_ip)
+                return await self._check(address, password, code, client_ip)
         finally:
             lock, users = self._turns[address]
             if users == 1:
@@ -68,7 +73,7 @@ class PasswordLogin:
             else:
                 self._turns[address] = (lock, users - 1)
 
-    async def _check(self, address: str, password: str, client_ip: str) -> LoginOutcome:
+    async def _check(self, address: str, password: str, code: str, client_ip: str) -> LoginOutcome:
         wait = self.lockout.locked_for(address, client_ip)
         if wait:
             return LoginOutcome("locked", address, wait=wait)
@@ -76,21 +81,27 @@ class PasswordLogin:
         # argon2 runs on every path, so a refusal takes as long for an unknown account as for a known one.
         hashed = account.password_hash if account is not None and account.password_hash else _dummy_hash()
         matches = await verify_async(hashed, password)
-        if account is None:
-            reason = "unknown-account"
-        elif account.password_hash is None:
-            reason = "no-password"
-        elif not account.active:
-            reason = "mailbox-disabled"
-        elif not matches:
-            reason = "bad-password"
-        elif account.kind == "PAT":
-            reason = "patient-web-only"  # a patient logs in to the web inbox, with a second factor, only
-        else:
+        reason = await self._refusal(account, matches, code)
+        if reason is None:
+            assert account is not None
             self.lockout.success(address, client_ip)
             await self.mailboxes.touch_login(account.address)
             return LoginOutcome("ok", address, account=account)
         return LoginOutcome("refused", address, locked_for=self.lockout.failure(address, client_ip), reason=reason)
+
+    async def _refusal(self, account: Credentials | None, matches: bool, code: str) -> str | None:
+        """Why this login is refused (audit only), or None."""
+        if account is None:
+            return "unknown-account"
+        if account.password_hash is None:
+            return "no-password"
+        if not account.active:
+            return "mailbox-disabled"
+        if not matches:
+            return "bad-password"
+        if account.kind == "PAT":
+            return "patient-web-only"  # a patient logs in to the web inbox, with a second factor, only
+        return None
 
 
 class CertificateLogin:
@@ -120,44 +131,38 @@ class CertificateLogin:
         return LoginOutcome("refused", address, locked_for=self.lockout.failure(None, client_ip), reason=reason)
 
 
-class PatientLogin:
+class PatientLogin(PasswordLogin):
     """The patient web inbox's login: password and TOTP code, both required, one lock-out (domain brief §6).
 
-    Same rules as `PasswordLogin` (lock-out first, argon2 on every path, one refusal for every cause), plus
-    the second factor: a code already used for this account is refused (RFC 6238 §5.2: one use per step).
+    Same mechanism as `PasswordLogin` (turns, lock-out first, argon2 on every path, one refusal for every
+    cause), other rules: a PAT account only, enrolled, and the second factor; a code already used for this
+    account is refused (RFC 6238 §5.2: one use per step).
     """
 
     def __init__(self, mailboxes: MailboxRepository, lockout: Lockout) -> None:
-        self.mailboxes = mailboxes
-        self.lockout = lockout
+        super().__init__(mailboxes, lockout)
         self._used: dict[str, str] = {}  # account -> last accepted code (replay within its window)
 
-    async def check(self, username: str, password: str, code: str, client_ip: str) -> LoginOutcome:
-        address = username.strip().lower()
-        wait = self.lockout.locked_for(address, client_ip)
-        if wait:
-            return LoginOutcome("locked", address, wait=wait)
-        account = await self.mailboxes.credentials(address)
-        hashed = account.password_hash if account is not None and account.password_hash else _dummy_hash()
-        matches = await verify_async(hashed, password)
-        secret = await self.mailboxes.totp_secret(address) if account is not None else None
-        if account is None or account.kind != "PAT":
-            reason = "unknown-account" if account is None else "not-a-patient"
-        elif account.password_hash is None or secret is None:
-            reason = "not-enrolled"
-        elif not account.active:
-            reason = "mailbox-disabled"
-        elif not matches:
-            reason = "bad-password"
-        elif not totp.verify(secret, code):
-            reason = "bad-code"
-        elif self._used.get(address) == code.strip():
-            reason = "code-replayed"
-        else:
-            self._used[address] = code.strip()
-            if len(self._used) > 100_000:
-                self._used.pop(next(iter(self._used)))
-            self.lockout.success(address, client_ip)
-            await self.mailboxes.touch_login(address)
-            return LoginOutcome("ok", address, account=account)
-        return LoginOutcome("refused", address, locked_for=self.lockout.failure(address, client_ip), reason=reason)
+    async def check(self, username: str, password: str, code: str, client_ip: str) -> LoginOutcome:  # type: ignore[override]
+        return await self._in_turn(username.strip().lower(), password, code, client_ip)
+
+    async def _refusal(self, account: Credentials | None, matches: bool, code: str) -> str | None:
+        if account is None:
+            return "unknown-account"
+        if account.kind != "PAT":
+            return "not-a-patient"
+        secret = await self.mailboxes.totp_secret(account.address)
+        if account.password_hash is None or secret is None:
+            return "not-enrolled"
+        if not account.active:
+            return "mailbox-disabled"
+        if not matches:
+            return "bad-password"
+        if not totp.verify(secret, code):
+            return "bad-code"
+        if self._used.get(account.address) == code.strip():
+            return "code-replayed"
+        self._used[account.address] = code.strip()
+        if len(self._used) > 100_000:
+            self._used.pop(next(iter(self._used)))
+        return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -200,14 +200,13 @@ class PatientRepository:
     async def decide(self, sender: str, recipients: Sequence[str], headers: HeaderFacts, size: int) -> rules.Decision:
         """The exchange rules for one message, judged on the store's facts (the one entry point for SMTP
         submission, relay in and the web inbox)."""
-        kind = None
-        if sender:
-            async with self.db.read() as s:
-                kind = (await s.execute(select(Mailbox.kind).where(Mailbox.address == sender.lower()))).scalar()
-        exchange = rules.exchange(sender, kind, recipients, headers, size)
+        exchange = rules.exchange(sender, None, recipients, headers, size)
         involved = rules.parties(exchange)
-        if not involved:
+        if not involved:  # most messages: no store read at all
             return rules.Decision(ACCEPT)
+        async with self.db.read() as s:
+            kind = (await s.execute(select(Mailbox.kind).where(Mailbox.address == sender.lower()))).scalar()
+        exchange = replace(exchange, sender_kind=kind)
         return rules.judge(exchange, await self.facts(involved), await self.conversations(involved))
 
     @staticmethod

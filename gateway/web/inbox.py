@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -428,12 +428,10 @@ class Inbox:
 
     async def _reply_target(self, current: Current, shown: render.Rendered) -> tuple[str | None, str | None]:
         """(address the reply goes to, why no reply is possible)."""
-        target = shown.reply_to[0] if shown.reply_to else shown.from_address
+        target = _target(shown)
         if not target:
             return None, "Ce message n'indique pas d'expéditeur : il n'est pas possible d'y répondre."
-        facts = content.parse_headers(b"Subject: x\r\n\r\n")
-        assert not isinstance(facts, Refusal)
-        decision = await self.patients.decide(current.address, [target], facts, 0)
+        decision = await self.patients.decide(current.address, [target], _UNWRITTEN, 0)
         if isinstance(decision.verdict, Refusal):
             return target, _rule_message(decision.rule, target)
         return target, None
@@ -494,7 +492,7 @@ class Inbox:
             raise Refused(400, "Le message de réponse est vide.", "empty-reply")
         if len(text.encode()) > MAX_REPLY:
             raise Refused(413, "La réponse est trop longue (100 000 caractères au plus).", "reply-too-long")
-        target, _ = await self._reply_target(current, shown)
+        target = _target(shown)
         body = self._compose(current.address, await self.patients.describe(current.address), target or "", shown, text)
         facts = content.parse_headers(body)
         if isinstance(facts, Refusal) or target is None:
@@ -555,6 +553,23 @@ class Inbox:
         msg["X-MSS-NIL"] = f"mssgw/{_version()}"
         msg.set_content(text, charset="utf-8", cte="quoted-printable")
         return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n", max_line_length=78))
+
+
+@dataclass(frozen=True)
+class _Unwritten:
+    """The header facts of a reply not yet written: a patient's rules read only its recipients."""
+
+    subject: str | None = None
+    x_mss: dict[str, str] = field(default_factory=dict)
+    reply_to: tuple[str, ...] = ()
+
+
+_UNWRITTEN = _Unwritten()
+
+
+def _target(shown: render.Rendered) -> str | None:
+    """Where a reply to `shown` goes: its Reply-To address, else its author."""
+    return shown.reply_to[0] if shown.reply_to else (shown.from_address or None)
 
 
 def _rule_message(rule: str | None, target: str) -> str:

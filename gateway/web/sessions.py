@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from gateway.store.db import Database
 from gateway.store.models import WebSession, utcnow
@@ -96,6 +96,5 @@ class WebSessions:
 
     async def end_all(self, address: str) -> int:
         async with self.db.write() as s:
-            rows = (await s.execute(select(WebSession.digest).where(WebSession.address == address))).scalars().all()
-            await s.execute(delete(WebSession).where(WebSession.address == address))
-            return len(rows)
+            result = await s.execute(delete(WebSession).where(WebSession.address == address))
+            return int(result.rowcount)  # type: ignore[attr-defined]
