@@ -59,5 +59,8 @@ async def verify_async(hashed: str, password: str) -> bool:
 
 
 def generate_password() -> str:
-    """A random password for demo accounts and `--generate-password` (about 120 bits)."""
-    return secrets.token_urlsafe(15)
+    """A random password for demo accounts and `--generate-password` (about 120 bits). Never starting with
+    "-": command-line clients (swaks, as the README shows) would take it for an option."""
+    while (password := secrets.token_urlsafe(15)).startswith("-"):
+        pass
+    return password

@@ -41,6 +41,13 @@ def test_generated_passwords_are_long_and_distinct() -> None:
     assert all(len(p) == 20 for p in made)
 
 
+def test_generated_passwords_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # swaks and other command-line clients would read "-..." as an option.
+    drawn = iter(["-leading-dash-xxxxxx", "-another-dash-xxxxxx", "fine-password-xxxxxx"])
+    monkeypatch.setattr(passwords.secrets, "token_urlsafe", lambda _n: next(drawn))
+    assert passwords.generate_password() == "fine-password-xxxxxx"
+
+
 def test_totp_accepts_the_current_code_and_one_period_of_drift_only() -> None:
     secret = totp.new_secret()
     now = time.time()
