@@ -30,6 +30,7 @@ from gateway.queue.worker import DeliveryWorker
 from gateway.smime.service import Smime
 from gateway.smtp.client import Relayer
 from gateway.smtp.server import Listener, start_relay, start_submission
+from gateway.store.notify import PgNoticeBridge
 from gateway.tls import RelayContexts, server_context, shrink_asyncio_tls_buffers
 from gateway.web.health import health_app
 from gateway.web.inbox import web_app
@@ -131,6 +132,11 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             asyncio.create_task(smime.keep_dev_crls()),
             asyncio.create_task(smime.keep_crls()),
         ]
+        if not node.db.is_sqlite:  # several nodes may share the database: their notices cross over
+            bridge = PgNoticeBridge(node.db, node.notices)
+            tasks.append(asyncio.create_task(bridge.run()))
+            with contextlib.suppress(TimeoutError):  # else it keeps trying; the idle look covers meanwhile
+                await asyncio.wait_for(bridge.connected.wait(), 10)
         shown = f"[{host}]" if ":" in host else host
         endpoints = {"https": f"{shown}:{port}", **{ln.name: f"{shown}:{ln.port}" for ln in listeners}}
         await node.audit.record(AuditEvent.NODE_STARTED, author=author, request=endpoints)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -97,6 +97,19 @@ class ListenSection(_Section):
     """IMAP with STARTTLS (RFC 3501; 143); None (absent) disables the listener."""
     imaps_port: int | None = None
     """IMAP over implicit TLS (RFC 8314; 993); None (absent) disables the listener."""
+    proxy_from: list[IPvAnyNetwork] = Field(default_factory=list)
+    """Load balancers (addresses or networks): a connection from one must begin with a PROXY protocol
+    header (v1 or v2), which names the real client; others are served as they are and may not send one.
+    Accepted on the submission, relay, imap and imaps listeners."""
+
+    def is_proxy(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.proxy_from)
 
 
 class SmtpSection(_Section):
@@ -117,6 +130,9 @@ class ImapSection(_Section):
     max_connections_per_address: int = Field(50, ge=1)
     account_check: float = Field(10.0, gt=0)
     """Seconds between checks that logged-in mailboxes are still active (a disabled one's sessions end)."""
+    idle_check: float = Field(1.0, gt=0)
+    """Seconds between looks at idling folders for changes no notice told this node about (admin commands;
+    other nodes' deliveries when several nodes share a database that is not PostgreSQL: there NOTIFY tells)."""
 
 
 class AuthSection(_Section):
@@ -399,6 +415,9 @@ relay_port = {relay_port}
 # IMAP for professionals' mail clients: STARTTLS (143) and implicit TLS (993).
 imap_port = {imap_port}
 imaps_port = {imaps_port}
+# Load balancers (addresses or networks, e.g. ["10.0.0.10", "10.0.1.0/24"]) whose connections begin with a
+# PROXY protocol header (v1 or v2) naming the client: submission, relay, imap and imaps listeners.
+proxy_from = []
 
 [smtp]
 # Name in the SMTP greeting and Received: fields; empty means mail.<domain>.
@@ -418,6 +437,8 @@ max_connections_per_user = 20
 max_connections_per_address = 50
 # Seconds between checks that logged-in mailboxes are still active: a disabled mailbox's sessions end.
 account_check = 10
+# Seconds between looks at idling folders for changes nobody announced (admin commands).
+idle_check = 1.0
 
 [auth]
 # Failed logins before growing delays (base, doubling, capped): `lockout_threshold` for one account from

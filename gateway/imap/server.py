@@ -32,9 +32,9 @@ from gateway.smtp.server import Listener
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
 
-# RFC 2177 / the issue: IDLE sessions learn of changes within a second. This node's own changes wake
-# them at once (gateway.store.notify); others are found by check_idle's look every IDLE_POLL seconds.
-IDLE_POLL = 1.0
+# RFC 2177 / the issue: IDLE sessions learn of changes within a second. This node's own changes, and
+# other nodes' on PostgreSQL (NOTIFY), wake them at once (gateway.store.notify); others (admin commands)
+# are found by check_idle's look every `imap.idle_check` seconds.
 
 # Offered once authenticated, each implemented in gateway/imap/commands/ (docs/rfc-status.md).
 AUTHENTICATED_CAPABILITIES = (
@@ -89,7 +89,7 @@ class ImapService:
         commands, other processes), with one query for all of them rather than one per session."""
         await asyncio.gather(
             _every(lambda: self.cfg.imap.account_check, self.check_accounts, "account check"),
-            _every(lambda: IDLE_POLL, self.check_idle, "idle check"),
+            _every(lambda: self.cfg.imap.idle_check, self.check_idle, "idle check"),
         )
 
     async def check_accounts(self) -> None:

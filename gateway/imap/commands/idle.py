@@ -1,9 +1,10 @@
 """IDLE (RFC 2177): report changes to the selected folder as they happen, until the client sends DONE.
 
-A change made on this node (a delivery, another session's STORE/EXPUNGE/COPY/APPEND) wakes the session
-at once (gateway.store.notify); changes made elsewhere (another node, an admin command) are found by the
-service's one look at every idling folder each `IDLE_POLL` second (ImapService.check_idle): an idle
-session costs no query of its own, which is what lets one node hold 10,000 of them.
+A change made on this node (a delivery, another session's STORE/EXPUNGE/COPY/APPEND), or on another node
+sharing the PostgreSQL database (LISTEN/NOTIFY), wakes the session at once (gateway.store.notify); changes
+made elsewhere (an admin command) are found by the service's one look at every idling folder each
+`imap.idle_check` seconds (ImapService.check_idle): an idle session costs no query of its own, which is
+what lets one node hold 10,000 of them.
 """
 
 from __future__ import annotations
