@@ -100,7 +100,7 @@ class ListenSection(_Section):
     proxy_from: list[IPvAnyNetwork] = Field(default_factory=list)
     """Load balancers (addresses or networks): a connection from one must begin with a PROXY protocol
     header (v1 or v2), which names the real client; others are served as they are and may not send one.
-    Accepted on the submission, relay, imap and imaps listeners."""
+    Accepted on every SMTP and IMAP listener (on implicit-TLS ones the header comes before TLS); not HTTPS."""
 
     def is_proxy(self, address: str) -> bool:
         try:
@@ -416,7 +416,7 @@ relay_port = {relay_port}
 imap_port = {imap_port}
 imaps_port = {imaps_port}
 # Load balancers (addresses or networks, e.g. ["10.0.0.10", "10.0.1.0/24"]) whose connections begin with a
-# PROXY protocol header (v1 or v2) naming the client: submission, relay, imap and imaps listeners.
+# PROXY protocol header (v1 or v2) naming the client: every SMTP and IMAP listener (not HTTPS).
 proxy_from = []
 
 [smtp]

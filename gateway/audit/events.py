@@ -74,6 +74,9 @@ class AuditEvent(StrEnum):
     PKI_LISTED = "admin.pki.listed"
     PKI_DNS_PUBLISHED = "admin.pki.dns_published"
 
+    # Listeners behind a load balancer (SMTP and IMAP)
+    PROXY_REFUSED = "proxy.refused"  # a load balancer's connection without a valid PROXY header (reason)
+
     # SMTP sessions (submission and relay from peer operators)
     SMTP_AUTH_SUCCEEDED = "smtp.auth.succeeded"
     SMTP_AUTH_FAILED = "smtp.auth.failed"

@@ -28,6 +28,7 @@ from gateway.config import Config
 from gateway.imap.proto import serialize as ser
 from gateway.imap.session import AUTH, NOT_AUTH, SELECTED, Session
 from gateway.node import Node
+from gateway.proxy import listen
 from gateway.smtp.server import Listener
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
@@ -125,8 +126,15 @@ class ImapService:
         caps = " ".join(self.capabilities(session))
         return ser.untagged_status("OK", f"{self.cfg.smtp_hostname} mssgw IMAP4rev1 ready", f"CAPABILITY {caps}")
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
-        session = Session(self, reader, writer, tls=tls)
+    async def serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        tls: bool,
+        client: tuple[str, int] | None = None,
+    ) -> None:
+        session = Session(self, reader, writer, tls=tls, client=client)
         if self.per_address[session.client_ip] >= self.cfg.imap.max_connections_per_address:
             writer.write(ser.untagged_status("BYE", "Too many connections from your address"))
             with contextlib.suppress(ConnectionError):
@@ -145,10 +153,15 @@ class ImapService:
 
 
 async def start_imap(service: ImapService, *, host: str, port: int, implicit_tls: bool) -> Listener:
-    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await service.serve(reader, writer, tls=implicit_tls)
+    def protocol(client: tuple[str, int] | None) -> asyncio.StreamReaderProtocol:
+        # What asyncio.start_server builds for each connection, with the client a load balancer named.
+        reader = asyncio.StreamReader(limit=2**20)
 
-    server = await asyncio.start_server(
-        connected, host=host, port=port, ssl=service.tls if implicit_tls else None, limit=2**20
-    )
-    return Listener("imaps" if implicit_tls else "imap", server)
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await service.serve(reader, writer, tls=implicit_tls, client=client)
+
+        return asyncio.StreamReaderProtocol(reader, connected)
+
+    name = "imaps" if implicit_tls else "imap"
+    tls = service.tls if implicit_tls else None
+    return Listener(name, await listen(service.node, name, protocol, host=host, port=port, tls=tls))

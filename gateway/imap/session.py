@@ -103,6 +103,7 @@ class Session:
         writer: asyncio.StreamWriter,
         *,
         tls: bool,
+        client: tuple[str, int] | None = None,
     ) -> None:
         self.service = service
         self.node = service.node
@@ -117,7 +118,8 @@ class Session:
         self.busy = False  # a command is running: a revocation waits for its end (or IDLE's next look)
         self.revoked: str | None = None  # why the session must end (an admin disabled the mailbox)
         self.wake = asyncio.Event()  # set for an IDLE session: its folder changed elsewhere, or it is revoked
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        # The real client when the connection came through a load balancer (PROXY protocol).
+        peer = client or writer.get_extra_info("peername") or ("?", 0)
         self.client_ip = str(peer[0])
         self.frames = self.new_reader()
         self.log = get_logger(component="imap", node=service.cfg.node.name)

@@ -38,6 +38,7 @@ from gateway.auth.service import CertificateLogin, PasswordLogin
 from gateway.node import Node
 from gateway.policy import identity, patients, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
+from gateway.proxy import ProxyServer, listen
 from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
@@ -75,9 +76,12 @@ class _ImplicitTLS:
 
 
 class GatewaySMTP(SMTP):
-    def __init__(self, handler: Any, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Any, *, implicit_tls: bool = False, client: tuple[str, int] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._implicit_tls = implicit_tls
+        self._client = client  # the real client when the connection came through a load balancer (PROXY)
         self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
 
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -96,6 +100,9 @@ class GatewaySMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._client is not None:
+            assert self.session is not None  # aiosmtpd types peer as a str; it holds the peername tuple
+            self.session.peer = self._client  # type: ignore[assignment]
         if self._implicit_tls and self._tls_protocol is None:
             marker = _ImplicitTLS(transport)
             self._tls_protocol = marker  # type: ignore[assignment]
@@ -643,7 +650,7 @@ class RelayHandler(_Handler):
 @dataclass
 class Listener:
     name: str
-    server: asyncio.base_events.Server
+    server: asyncio.Server | ProxyServer
 
     @property
     def port(self) -> int:
@@ -666,10 +673,11 @@ async def start_submission(
     handler = SubmissionHandler(node, queue, lockout, wake, smime)
     cfg = node.cfg
 
-    def factory() -> GatewaySMTP:
+    def factory(client: tuple[str, int] | None) -> GatewaySMTP:
         return GatewaySMTP(
             handler,
             implicit_tls=implicit_tls,
+            client=client,
             hostname=cfg.smtp_hostname,
             ident="mssgw ESMTP",
             data_size_limit=cfg.smtp.max_message_size,
@@ -683,9 +691,9 @@ async def start_submission(
             enable_SMTPUTF8=False,
         )
 
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, host=host, port=port, ssl=tls if implicit_tls else None)
-    return Listener("submissions" if implicit_tls else "submission", server)
+    name = "submissions" if implicit_tls else "submission"
+    server = await listen(node, name, factory, host=host, port=port, tls=tls if implicit_tls else None)
+    return Listener(name, server)
 
 
 async def start_relay(
@@ -702,9 +710,10 @@ async def start_relay(
     handler = RelayHandler(node, queue, wake, smime)
     cfg = node.cfg
 
-    def factory() -> GatewaySMTP:
+    def factory(client: tuple[str, int] | None) -> GatewaySMTP:
         return GatewaySMTP(
             handler,
+            client=client,
             hostname=cfg.smtp_hostname,
             ident="mssgw ESMTP",
             data_size_limit=cfg.smtp.max_message_size,
@@ -718,6 +727,5 @@ async def start_relay(
             enable_SMTPUTF8=False,
         )
 
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, host=host, port=port)
+    server = await listen(node, "relay", factory, host=host, port=port, tls=None)
     return Listener("relay", server)

@@ -1,0 +1,213 @@
+"""Listeners behind a load balancer: the PROXY protocol (HAProxy's proxy-protocol.txt, v1 and v2).
+
+A connection from a configured load balancer (`listen.proxy_from`) must begin with a PROXY header naming
+the real client; that address is then the session's peer everywhere (audit, lock-out, per-address
+limits). Connections from other addresses are served as they are: a PROXY header from them is just an
+unknown command, so nobody outside the load balancers can claim another address.
+
+Implementation notes
+- The header is parsed by aiosmtpd's `proxy_protocol.get_proxy` (both versions, TLVs), made for this
+  job and already a dependency; only the reading is ours.
+- The header must be read byte-exactly from the socket before the connection gets its transport: on
+  an implicit-TLS listener the TLS ClientHello follows it, and bytes a stream reader had buffered past
+  the header would be lost to the TLS layer. So a listener with load balancers accepts connections
+  itself (`sock_accept`), reads the header with `sock_recv` of exactly the bytes it needs (v1 one byte
+  at a time, at most 107), then hands the socket to asyncio (`connect_accepted_socket`, with TLS on an
+  implicit-TLS listener) and the listener's protocol.
+- A refused header (malformed, not PROXY, too slow) closes the connection without a reply, as the
+  specification asks, and is audited (`proxy.refused`). `PROXY UNKNOWN` and v2 `LOCAL` (the balancer's
+  own health checks) keep the balancer's address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiosmtpd.proxy_protocol import AF, V2_CMD, ProxyData, get_proxy
+
+from gateway.audit.events import AuditEvent
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+HEADER_TIMEOUT = 10.0
+"""Seconds a load balancer has to send the header once connected."""
+V1_MAX = 107
+"""Longest v1 header, CRLF included (proxy-protocol.txt §2.1)."""
+
+Address = tuple[str, int]
+
+
+class ProxyRefused(Exception):
+    """The connection's PROXY header is missing, malformed or incomplete."""
+
+
+class _ExactReader:
+    """aiosmtpd's AsyncReader over a socket, reading no byte past what is asked."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+
+    async def read(self, n: int = -1) -> bytes:
+        return await self.loop.sock_recv(self.sock, n)
+
+    async def readexactly(self, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            piece = await self.loop.sock_recv(self.sock, n - len(data))
+            if not piece:
+                raise ConnectionError("connection closed inside the PROXY header")
+            data += piece
+        return bytes(data)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        assert separator == b"\n"
+        data = bytearray()
+        while not data.endswith(b"\n"):
+            if len(data) >= V1_MAX:  # the signature's 5 bytes were read before: stays within 107
+                raise ValueError("PROXY v1 header too long")
+            data += await self.readexactly(1)
+        return bytes(data)
+
+
+def client_of(data: ProxyData, balancer: Address) -> Address:
+    """The client a valid header names; the balancer itself for its health checks (LOCAL, UNKNOWN)."""
+    if data.version == 2 and data.command == V2_CMD.LOCAL:
+        return balancer
+    if data.family not in (AF.INET, AF.INET6) or data.src_addr is None or data.src_port is None:
+        return balancer
+    return str(data.src_addr), int(data.src_port)
+
+
+async def read_header(loop: asyncio.AbstractEventLoop, sock: socket.socket, balancer: Address) -> Address:
+    """Read and check the PROXY header at the start of `sock`; the client's address, or ProxyRefused."""
+    try:
+        async with asyncio.timeout(HEADER_TIMEOUT):
+            data = await get_proxy(_ExactReader(loop, sock))
+    except TimeoutError:
+        raise ProxyRefused("no PROXY header in time") from None
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise ProxyRefused(f"connection lost in the PROXY header ({type(exc).__name__})") from None
+    if not data.valid:
+        raise ProxyRefused(data.error or "malformed PROXY header")
+    return client_of(data, balancer)
+
+
+Refused = Callable[[Address, str], Awaitable[None]]
+"""Called with the balancer's address and the reason when a header is refused (the listener audits)."""
+
+
+@dataclass
+class ProxyServer:
+    """A listening socket that reads PROXY headers from load balancers, then serves like asyncio's Server.
+
+    `protocol(client)` makes the listener's protocol for a connection whose client is `client` (the
+    real one when it came through a balancer). Offers what Listener uses of asyncio.Server.
+    """
+
+    sock: socket.socket
+    protocol: Callable[[Address], asyncio.BaseProtocol]
+    is_balancer: Callable[[str], bool]
+    refused: Refused
+    tls: ssl.SSLContext | None = None  # implicit TLS, started after the header
+    _task: asyncio.Task[None] | None = None
+    _conns: set[asyncio.Task[None]] | None = None
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [self.sock]
+
+    def start(self) -> None:
+        self.sock.setblocking(False)
+        self._conns = set()
+        self._task = asyncio.get_running_loop().create_task(self._accept())
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._conns is not None
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(self.sock)
+            except OSError:  # EMFILE, ECONNABORTED...: the listener goes on
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._connection(conn, (str(peer[0]), int(peer[1]))))
+            self._conns.add(task)
+            task.add_done_callback(self._conns.discard)
+
+    async def _connection(self, conn: socket.socket, peer: Address) -> None:
+        loop = asyncio.get_running_loop()
+        client = peer
+        try:
+            if self.is_balancer(peer[0]):
+                try:
+                    client = await read_header(loop, conn, peer)
+                except ProxyRefused as exc:
+                    conn.close()
+                    await self.refused(peer, str(exc))
+                    return
+            await loop.connect_accepted_socket(lambda: self.protocol(client), conn, ssl=self.tls)
+        except (OSError, ssl.SSLError, TimeoutError):  # a failed TLS handshake: as asyncio's servers do
+            conn.close()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for task in self._conns or ():
+            task.cancel()
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def listen(
+    node: Node,
+    name: str,
+    protocol: Callable[[Address | None], asyncio.BaseProtocol],
+    *,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None,
+) -> asyncio.Server | ProxyServer:
+    """A listener: asyncio's own server, or a ProxyServer when load balancers are configured.
+
+    `protocol(client)` gets None on asyncio's server (the transport's peer is the client)."""
+    if not node.cfg.listen.proxy_from:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(lambda: protocol(None), host=host, port=port, ssl=tls)
+
+    async def refused(balancer: Address, reason: str) -> None:
+        await node.audit.record(
+            AuditEvent.PROXY_REFUSED,
+            author=f"{name}:{node.cfg.node.name}",
+            peer=balancer[0],
+            response={"result": "refused", "listener": name, "reason": reason},
+        )
+
+    server = ProxyServer(bind(host, port), protocol, node.cfg.listen.is_proxy, refused, tls)
+    server.start()
+    return server
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket as asyncio's create_server makes one (SO_REUSEADDR, IPv6 when the host is)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

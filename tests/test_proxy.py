@@ -1,0 +1,274 @@
+"""The PROXY protocol from configured load balancers (gateway/proxy.py).
+
+The header reader is tested over socket pairs (what it leaves unread matters as much as what it reads);
+the listeners with a real `mssgw serve` whose only load balancer is 127.0.0.1: other clients connect
+from 127.0.0.2 (also loopback on Linux), and the audit log shows which address each session was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import smtplib
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from gateway import proxy
+from gateway.proxy import ProxyRefused, read_header
+from tests.conftest import DOMAIN, NodeDir
+from tests.test_serve import Running, start_node
+
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+BALANCER = ("127.0.0.1", 40000)
+
+
+def v2(command: int, family: int, addresses: bytes) -> bytes:
+    """A PROXY v2 header: version 2 with `command` (0 LOCAL, 1 PROXY), `family` byte (0x11 TCP4, 0x21 TCP6)."""
+    return SIG + bytes([0x20 | command, family]) + struct.pack("!H", len(addresses)) + addresses
+
+
+def v2_tcp4(src: str, sport: int, dst: str = "127.0.0.1", dport: int = 587) -> bytes:
+    addrs = ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + struct.pack("!HH", sport, dport)
+    return v2(1, 0x11, addrs)
+
+
+def v2_tcp6(src: str, sport: int, dst: str = "::1", dport: int = 993) -> bytes:
+    addrs = ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + struct.pack("!HH", sport, dport)
+    return v2(1, 0x21, addrs)
+
+
+async def _read(sent: list[bytes], *, close: bool = False) -> tuple[tuple[str, int] | Exception, bytes]:
+    """Feed `sent` (in separate writes) to read_header; its outcome and the bytes it left in the socket."""
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        for piece in sent:
+            b.sendall(piece)
+            await asyncio.sleep(0.01)
+        if close:
+            b.shutdown(socket.SHUT_WR)
+        outcome: tuple[str, int] | Exception
+        try:
+            outcome = await read_header(loop, a, BALANCER)
+        except ProxyRefused as exc:
+            outcome = exc
+        b.shutdown(socket.SHUT_WR) if not close else None
+        rest = b""
+        while chunk := await loop.sock_recv(a, 4096):
+            rest += chunk
+        return outcome, rest
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_v1_gives_the_client_and_leaves_what_follows() -> None:
+    outcome, rest = await _read([b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 587\r\nEHLO x\r\n"])
+    assert outcome == ("203.0.113.7", 51000)
+    assert rest == b"EHLO x\r\n"
+
+
+async def test_v1_tcp6_split_over_several_writes() -> None:
+    outcome, rest = await _read([b"PRO", b"XY TCP6 2001:db8::7 ::1 ", b"4242 993\r", b"\n\x16\x03\x01"])
+    assert outcome == ("2001:db8::7", 4242)
+    assert rest == b"\x16\x03\x01"  # a TLS ClientHello's first bytes: untouched, for the TLS layer
+
+
+async def test_v2_tcp4_and_tcp6() -> None:
+    hello = b"\x16\x03\x01\x02\x00\x01"
+    outcome, rest = await _read([v2_tcp4("198.51.100.9", 61000) + hello])
+    assert outcome == ("198.51.100.9", 61000)
+    assert rest == hello
+    outcome, rest = await _read([v2_tcp6("2001:db8::42", 1234)[:20], v2_tcp6("2001:db8::42", 1234)[20:]])
+    assert outcome == ("2001:db8::42", 1234)
+    assert rest == b""
+
+
+async def test_health_checks_keep_the_balancer_address() -> None:
+    outcome, _ = await _read([v2(0, 0x00, b"")])  # LOCAL: the balancer's own check
+    assert outcome == BALANCER
+    outcome, _ = await _read([b"PROXY UNKNOWN\r\n"])
+    assert outcome == BALANCER
+
+
+@pytest.mark.parametrize(
+    ("sent", "reason"),
+    [
+        ([b"EHLO client.example\r\n"], "PROXY unrecognized signature"),
+        ([b"PROXY TCP4 203.0.113.7 127.0.0.1 51000\r\n"], "PROXY exception: pop from an empty deque"),
+        ([b"PROXY TCP4 999.0.113.7 127.0.0.1 51000 587\r\n"], "PROXYv1 address malformed"),
+        ([b"PROXY TCP4 203.0.113.7 127.0.0.1 051000 587\r\n"], "PROXYv1 port malformed"),
+        ([b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 587 x\r\n"], "PROXYv1 unrecognized extraneous data"),
+        ([b"PROXY TCP4 " + b"1" * 120 + b"\r\n"], "PROXY exception: PROXY v1 header too long"),
+        ([b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 587\n"], "PROXYv1 malformed"),  # LF without CR
+        ([SIG + b"\x31\x11\x00\x0c" + b"\x00" * 12], "PROXYv2 illegal version"),
+        ([SIG + b"\x21\x11\x00\x04" + b"\x00" * 4], "PROXYv2 truncated address"),  # TCP4, 4 address bytes
+    ],
+)
+async def test_malformed_headers_are_refused(sent: list[bytes], reason: str) -> None:
+    outcome, _ = await _read(sent, close=True)
+    assert isinstance(outcome, ProxyRefused)
+    assert str(outcome) == reason
+
+
+async def test_a_header_cut_short_is_refused() -> None:
+    outcome, _ = await _read([v2_tcp4("198.51.100.9", 61000)[:20]], close=True)
+    assert isinstance(outcome, ProxyRefused)
+    outcome, _ = await _read([b"PROX"], close=True)
+    assert isinstance(outcome, ProxyRefused)
+    assert "connection lost in the PROXY header" in str(outcome)
+
+
+async def test_a_silent_balancer_is_refused_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proxy, "HEADER_TIMEOUT", 0.2)
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ProxyRefused, match="no PROXY header in time"):
+            await read_header(loop, a, BALANCER)
+        assert time.monotonic() - started < 2
+    finally:
+        a.close()
+        b.close()
+
+
+# -- listeners -------------------------------------------------------------------------------------------
+
+PASSWORD = "Horse-Battery-Staple-42"
+DOCTOR = f"claire.martin@{DOMAIN}"
+
+
+@pytest.fixture
+def behind(node: NodeDir) -> Iterator[Running]:
+    r = node.cli(
+        "mailbox", "add", DOCTOR, "--type", "PER", "--idnat", "810000000009", "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert r.code == 0, r.err
+    running = start_node(node, env={"MSSGW_LISTEN__PROXY_FROM": '["127.0.0.1"]'})
+    yield running
+    if running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.wait()
+
+
+def connect(port: int, *, source: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def smtp_over(sock: socket.socket) -> tuple[smtplib.SMTP, int, bytes]:
+    client = smtplib.SMTP()
+    client.sock = sock
+    client._host = "127.0.0.1"  # type: ignore[attr-defined]  (smtplib's connect() sets it; STARTTLS uses it)
+    code, msg = client.getreply()
+    return client, code, msg
+
+
+def audit(node: NodeDir, event: str) -> list[dict[str, object]]:
+    found = node.cli("audit", "search", "--event", event, "--json").json()
+    assert isinstance(found, list)
+    return found
+
+
+def tls_client(node: NodeDir) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(node.data / "pki-root.pem"))
+    ctx.check_hostname = False  # 127.0.0.1; the chain is still verified
+    return ctx
+
+
+def test_submission_through_the_balancer_sees_the_real_client(behind: Running) -> None:
+    sock = connect(behind.ports["submission"], source="127.0.0.1")
+    sock.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 587\r\n")
+    client, code, _ = smtp_over(sock)
+    assert code == 220
+    client.ehlo("client.example")
+    client.starttls(context=tls_client(behind.node))
+    client.ehlo("client.example")
+    with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
+        client.login(DOCTOR, "wrong password")
+    assert exc.value.smtp_code == 535
+    client.close()
+    failed = audit(behind.node, "smtp.auth.failed")
+    assert [e["peer"] for e in failed] == ["203.0.113.7"] * 2  # smtplib tries PLAIN, then LOGIN
+
+
+def test_imaps_through_the_balancer_v2_then_tls(behind: Running) -> None:
+    sock = connect(behind.ports["imaps"], source="127.0.0.1")
+    sock.sendall(v2_tcp6("2001:db8::7", 4242))  # the ClientHello follows at once
+    with tls_client(behind.node).wrap_socket(sock) as tls:
+        assert tls.recv(4096).startswith(b"* OK [CAPABILITY IMAP4rev1")
+        tls.sendall(f'a1 LOGIN {DOCTOR} "wrong password"\r\n'.encode())
+        assert tls.recv(4096).startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+        tls.sendall(f'a2 LOGIN {DOCTOR} "{PASSWORD}"\r\n'.encode())
+        assert tls.recv(4096).startswith(b"a2 OK")
+    failed = audit(behind.node, "imap.login.failed")
+    assert [e["peer"] for e in failed] == ["2001:db8::7"]
+    ok = audit(behind.node, "imap.login.succeeded")
+    assert [e["peer"] for e in ok] == ["2001:db8::7"]
+
+
+def test_a_balancer_connection_without_header_is_closed_and_audited(behind: Running) -> None:
+    for name in ("submission", "relay", "imap", "imaps"):
+        sock = connect(behind.ports[name], source="127.0.0.1")
+        sock.sendall(b"EHLO client.example\r\n")
+        try:
+            got = sock.recv(4096)
+        except ConnectionResetError:  # closed with our unread bytes in its buffer: a reset
+            got = b""
+        assert got == b""  # closed, not a word (proxy-protocol.txt: no reply)
+        sock.close()
+    refused = audit(behind.node, "proxy.refused")
+    assert [(e["peer"], e["response"]["listener"], e["response"]["reason"]) for e in refused] == [  # type: ignore[index]
+        ("127.0.0.1", name, "PROXY unrecognized signature") for name in ("submission", "relay", "imap", "imaps")
+    ]
+
+
+def test_others_are_served_as_they_are_and_cannot_claim_an_address(behind: Running) -> None:
+    sock = connect(behind.ports["submission"], source="127.0.0.2")
+    client, code, _ = smtp_over(sock)
+    assert code == 220  # greeted at once: no header expected from this address
+    code, msg = client.docmd("PROXY TCP4 203.0.113.7 127.0.0.1 51000 587")
+    assert (code, msg) == (530, b"5.7.0 Must issue a STARTTLS command first")  # a command like any other
+    client.ehlo("client.example")
+    client.starttls(context=tls_client(behind.node))
+    client.ehlo("client.example")
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login(DOCTOR, "wrong password")
+    client.close()
+    with connect(behind.ports["imap"], source="127.0.0.2") as raw:
+        assert raw.recv(4096).startswith(b"* OK [CAPABILITY IMAP4rev1")
+    assert [e["peer"] for e in audit(behind.node, "smtp.auth.failed")] == ["127.0.0.2"] * 2
+    assert audit(behind.node, "proxy.refused") == []
+
+
+def test_health_checks_of_the_balancer_are_served(behind: Running) -> None:
+    sock = connect(behind.ports["submission"], source="127.0.0.1")
+    sock.sendall(v2(0, 0x00, b""))
+    client, code, msg = smtp_over(sock)
+    assert code == 220
+    assert msg.startswith(b"mail.ch-test.mssante.fr")
+    assert client.quit()[0] == 221
+
+
+def test_submissions_through_the_balancer_header_then_tls(behind: Running) -> None:
+    sock = connect(behind.ports["submissions"], source="127.0.0.1")
+    sock.sendall(b"PROXY TCP4 192.0.2.55 127.0.0.1 33000 465\r\n")
+    tls = tls_client(behind.node).wrap_socket(sock)
+    client, code, _ = smtp_over(tls)
+    assert code == 220
+    client.ehlo("client.example")
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login(DOCTOR, "wrong password")
+    client.close()
+    assert [e["peer"] for e in audit(behind.node, "smtp.auth.failed")] == ["192.0.2.55"] * 2
