@@ -12,12 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from gateway.config import Config, load_config
+from tests.pg import REQUIRE_ENV, PostgresCluster, PostgresUnavailable, postgres_required
 
 DOMAIN = "ch-test.mssante.fr"
 
@@ -110,3 +112,21 @@ def copy_node(template: NodeDir, data: Path) -> NodeDir:
 def node(template_node: NodeDir, tmp_path: Path) -> NodeDir:
     """A private copy of the template node."""
     return copy_node(template_node, tmp_path / "node")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL server for the whole session, stopped (and its files removed) at the end."""
+    try:
+        cluster = PostgresCluster.start()
+    except PostgresUnavailable as exc:
+        missing = str(exc)
+    else:
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    if postgres_required():
+        pytest.fail(f"{missing} ({REQUIRE_ENV} is set: PostgreSQL is required)", pytrace=False)
+    pytest.skip(f"{missing} (set {REQUIRE_ENV}=1 to make this a failure)")

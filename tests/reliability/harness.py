@@ -1,14 +1,16 @@
-"""Crash harness: a node run and SIGKILLed by the test, SMTP submitters that survive it, and the checks after.
+"""Crash harness: nodes run and SIGKILLed by the test, SMTP submitters that survive it, and the checks after.
 
+- On SQLite one node; on PostgreSQL two nodes of the operator share the database (`second_node`), and a
+  kill takes one of them down while the other goes on serving and takes over its leases.
 - `Supervisor` runs `mssgw serve` as a child process (stdout read up to `ready` for the listeners' ports,
   standard error appended to a file for post-mortems), kills it with SIGKILL and starts it again; every
-  start has new ports, so clients ask the supervisor for the current submission port each time they connect.
+  start has new ports, so clients ask a supervisor (a node at random) for its submission port at each connection.
 - `Submitter` threads send numbered messages over STARTTLS + AUTH, streaming DATA in chunks (so that a kill
   can land inside DATA), and record a message as acknowledged only when its `250` arrives.
 - Each message is generated from its number and the run's seed: its marker is in the Subject and the body,
   the body (1 KB to ~200 KB) ends with a checksum line and an end line, and the test keeps the SHA-256 of
   the exact body bytes, which the gateway must deliver unchanged.
-- The checks read the store and the audit log directly (the node is stopped by then): INBOX UIDs and
+- The checks read the store and the audit log directly (the nodes are stopped by then): INBOX UIDs and
   decrypted bodies, the queue, and the audit records of accepted messages and deliveries.
 """
 
@@ -38,6 +40,10 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
 from tests.conftest import DOMAIN, NodeDir
 
 PASSWORD = "Horse-Battery-Staple-42"
@@ -52,8 +58,16 @@ CHUNK = 16 * 1024
 QUEUED = re.compile(r"queued as ([0-9a-f]{32})")
 
 
-def provision(node: NodeDir) -> None:
-    """The two mailboxes the crash test uses, and a configuration fit for it."""
+def provision(node: NodeDir, *, store_url: str | None = None, audit_url: str | None = None) -> None:
+    """The two mailboxes the crash test uses, and a configuration fit for it (on PostgreSQL when given URLs)."""
+    if store_url is not None:
+        assert audit_url is not None
+        text = node.config.read_text()
+        edited = re.sub(r'(?m)^url = ".*"$', f'url = "{store_url}"', text)
+        edited = re.sub(r'(?m)^audit_url = ".*"$', f'audit_url = "{audit_url}"', edited)
+        assert edited.count(store_url) == 1
+        assert edited.count(audit_url) == 1
+        node.config.write_text(edited)
     for argv in (
         ["mailbox", "add", DOCTOR, "--type", "PER", "--idnat", "810000000009", "--last-name", "MARTIN"],
         ["mailbox", "add", NURSE, "--type", "PER", "--idnat", "810000000017"],
@@ -68,6 +82,18 @@ def provision(node: NodeDir) -> None:
     assert edited.count(f"lease = {LEASE}") == 1
     assert '\nlog_file = "' in edited
     node.config.write_text(edited)
+
+
+def second_node(node: NodeDir, name: str = "node2") -> Path:
+    """The configuration of another node of the same operator (same data directory, keys and database)."""
+    text = node.config.read_text()
+    edited = re.sub(r'(?m)^name = "node1"$', f'name = "{name}"', text)
+    edited = re.sub(r'(?m)^log_file = "(.*)\.jsonl"$', rf'log_file = "\1-{name}.jsonl"', edited)
+    assert edited.count(f'name = "{name}"') == 1
+    assert f'-{name}.jsonl"' in edited
+    path = node.data / f"{name}.toml"
+    path.write_text(edited)
+    return path
 
 
 # -- messages -------------------------------------------------------------------------------------------
@@ -143,6 +169,7 @@ def check_delivered(raw: bytes) -> Delivered:
 
 @dataclass
 class Kill:
+    node: str
     mode: str
     uptime: float  # seconds the node had served before the kill
     in_data: int  # client transactions between DATA and its reply at the moment of the kill
@@ -153,8 +180,10 @@ class Kill:
 class Supervisor:
     """Starts, kills and restarts one `mssgw serve` process; clients read the current port from it."""
 
-    def __init__(self, node: NodeDir, stderr_path: Path) -> None:
+    def __init__(self, node: NodeDir, stderr_path: Path, config: Path | None = None, name: str = "node1") -> None:
         self.node = node
+        self.config = config or node.config
+        self.name = name
         self.stderr_path = stderr_path
         self.cond = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
@@ -169,7 +198,7 @@ class Supervisor:
         self._stderr.write(f"--- start {self.generation + 1}\n")
         self._stderr.flush()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(self.node.config)],
+            [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(self.config)],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
@@ -232,22 +261,41 @@ class Supervisor:
         with self.cond:
             return self.proc is not None and self.proc.poll() is None
 
-    def submission_port(self, timeout: float) -> tuple[int, int] | None:
-        """(generation, port) of the running node, waiting up to `timeout` for one."""
+    @property
+    def incarnation(self) -> tuple[str, int]:
+        return self.name, self.generation
+
+    def submission_port(self, timeout: float) -> tuple[tuple[str, int], int] | None:
+        """(incarnation, port) of the running node, waiting up to `timeout` for one."""
         with self.cond:
             if self.cond.wait_for(lambda: self.proc is not None, timeout):
-                return self.generation, self.ports["submission"]
+                return self.incarnation, self.ports["submission"]
         return None
 
 
+def count(node: NodeDir, sql: str) -> int:
+    """One count straight from the node's store, SQLite or PostgreSQL."""
+    url = node.cfg().db_url(node.cfg().store.url)
+    if url.startswith("sqlite"):
+        with sqlite3.connect(node.data / "mssgw.db", timeout=10) as db:
+            return int(db.execute(sql).fetchone()[0])
+
+    async def ask() -> int:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                return int(await conn.scalar(text(sql)) or 0)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(ask())
+
+
 def queue_state(node: NodeDir) -> tuple[int, int]:
-    """(queued messages, recipients under lease) straight from the store, while the node is down."""
-    with sqlite3.connect(node.data / "mssgw.db", timeout=10) as db:
-        queued = db.execute("SELECT count(*) FROM queue_messages").fetchone()[0]
-        leased = db.execute(
-            "SELECT count(*) FROM queue_recipients WHERE status = 'pending' AND lease_owner IS NOT NULL"
-        ).fetchone()[0]
-    return int(queued), int(leased)
+    """(queued messages, recipients under lease) straight from the store."""
+    queued = count(node, "SELECT count(*) FROM queue_messages")
+    leased = count(node, "SELECT count(*) FROM queue_recipients WHERE status = 'pending' AND lease_owner IS NOT NULL")
+    return queued, leased
 
 
 # -- clients --------------------------------------------------------------------------------------------
@@ -267,10 +315,10 @@ class Ledger:
     in_data: int = 0
     data_started: threading.Event = field(default_factory=threading.Event)
     acknowledged: threading.Event = field(default_factory=threading.Event)
-    acks_by_generation: Counter[int] = field(default_factory=Counter)
+    acks_by_generation: Counter[tuple[str, int]] = field(default_factory=Counter)  # by node incarnation
     served: threading.Condition = field(default_factory=threading.Condition)
 
-    def ack(self, number: int, queue_id: str, generation: int) -> None:
+    def ack(self, number: int, queue_id: str, generation: tuple[str, int]) -> None:
         with self.lock:
             self.acked[number] = queue_id
         with self.served:
@@ -278,8 +326,8 @@ class Ledger:
             self.served.notify_all()
         self.acknowledged.set()
 
-    def wait_for_ack(self, generation: int, timeout: float) -> bool:
-        """Wait until the node's `generation`-th incarnation has acknowledged a message."""
+    def wait_for_ack(self, generation: tuple[str, int], timeout: float) -> bool:
+        """Wait until the node incarnation `generation` (name, start number) has acknowledged a message."""
         with self.served:
             return self.served.wait_for(lambda: self.acks_by_generation[generation] > 0, timeout)
 
@@ -295,14 +343,15 @@ class Refused(Exception):
 
 
 class Submitter(threading.Thread):
-    def __init__(self, name: str, supervisor: Supervisor, ledger: Ledger, stop: threading.Event) -> None:
+    def __init__(self, name: str, supervisors: list[Supervisor], ledger: Ledger, stop: threading.Event) -> None:
         super().__init__(name=name, daemon=True)
-        self.supervisor = supervisor
+        self.supervisors = supervisors  # the nodes of the operator: each connection goes to one at random
         self.ledger = ledger
         self.halt = stop
         self.client: smtplib.SMTP | None = None
-        self.generation = 0  # of the node the client is connected to
-        self.tls = ssl.create_default_context(cafile=str(supervisor.node.data / "pki-root.pem"))
+        self.generation: tuple[str, int] = ("", 0)  # the node incarnation the client is connected to
+        self.rng = random.Random(name)
+        self.tls = ssl.create_default_context(cafile=str(supervisors[0].node.data / "pki-root.pem"))
         self.tls.check_hostname = False  # 127.0.0.1; the chain is still verified
         self.crash: BaseException | None = None
 
@@ -322,7 +371,10 @@ class Submitter(threading.Thread):
             self.client = None
 
     def _connect(self) -> smtplib.SMTP | None:
-        found = self.supervisor.submission_port(timeout=0.5)
+        order = self.rng.sample(self.supervisors, len(self.supervisors))
+        found = next((f for f in (s.submission_port(timeout=0) for s in order) if f is not None), None)
+        if found is None:
+            found = order[0].submission_port(timeout=0.5)
         if found is None:
             return None
         self.generation, port = found
@@ -346,6 +398,8 @@ class Submitter(threading.Thread):
                     return
             msg = ledger.take()
             self._send(self.client, msg)
+            if len(self.supervisors) > 1 and self.rng.random() < 0.25:
+                self._drop()  # connect again, to a node at random: a restarted node gets clients back
         except Refused as exc:
             with ledger.lock:
                 ledger.refused.append(str(exc))
@@ -453,13 +507,12 @@ def read_store(node: NodeDir) -> StoreView:
     return asyncio.run(read())
 
 
-def wait_for_empty_queue(node: NodeDir, supervisor: Supervisor, timeout: float) -> None:
-    """Poll the store until the running node has delivered everything (leases of killed nodes included)."""
+def wait_for_empty_queue(node: NodeDir, supervisors: list[Supervisor], timeout: float) -> None:
+    """Poll the store until the running nodes have delivered everything (leases of killed nodes included)."""
     deadline = time.monotonic() + timeout
     while True:
-        assert supervisor.alive(), "the node died while draining its queue"
-        with sqlite3.connect(node.data / "mssgw.db", timeout=10) as db:
-            left = db.execute("SELECT count(*) FROM queue_messages").fetchone()[0]
+        assert all(s.alive() for s in supervisors), "a node died while draining the queue"
+        left = count(node, "SELECT count(*) FROM queue_messages")
         if left == 0:
             return
         if time.monotonic() > deadline:

@@ -1,4 +1,8 @@
-"""A node under continuous submission, SIGKILLed at random moments and restarted (issue 3, issue 7).
+"""Nodes under continuous submission, SIGKILLed at random moments and restarted (issue 3, issue 7).
+
+On SQLite one node; on PostgreSQL two nodes of one operator share the database, and each kill takes
+one of them (at random) down while the other keeps serving clients and takes over the killed node's
+leased work once the lease ends.
 
 Afterwards every message that got a `250` is in each of its recipients' INBOX exactly once, a message
 that got no reply is delivered at most once (to all its recipients or to none), every delivered body is
@@ -31,6 +35,7 @@ from gateway.queue.worker import DeliveryWorker
 from gateway.store.messages import MessageStore
 from gateway.store.models import StoredMessage
 from tests.conftest import NodeDir, copy_node
+from tests.pg import PostgresCluster
 from tests.reliability.harness import (
     DOCTOR,
     LEASE,
@@ -44,6 +49,7 @@ from tests.reliability.harness import (
     provision,
     queue_state,
     read_store,
+    second_node,
     wait_for_empty_queue,
 )
 
@@ -60,7 +66,7 @@ def _wait_for_moment(mode: str, supervisor: Supervisor, ledger: Ledger, rng: ran
         time.sleep(rng.uniform(0, 1.5))
         return
     # Let the node serve for a while first: clients log in again (argon2) after each restart.
-    assert ledger.wait_for_ack(supervisor.generation, timeout=20), "the restarted node acknowledges nothing"
+    assert ledger.wait_for_ack(supervisor.incarnation, timeout=20), "the restarted node acknowledges nothing"
     time.sleep(rng.uniform(0.3, 1.0))
     if mode == "data":  # a client is streaming a large body, or waiting for the reply to it
         ledger.data_started.clear()
@@ -72,44 +78,63 @@ def _wait_for_moment(mode: str, supervisor: Supervisor, ledger: Ledger, rng: ran
         time.sleep(rng.uniform(0, 0.02))
 
 
-def crash_run(template: NodeDir, tmp_path: Path, kills: int, capsys: pytest.CaptureFixture[str]) -> None:
+def crash_run(
+    template: NodeDir,
+    tmp_path: Path,
+    kills: int,
+    capsys: pytest.CaptureFixture[str],
+    pg: PostgresCluster | None = None,
+) -> None:
     seed = _seed()
     rng = random.Random(seed)
     node = copy_node(template, tmp_path / "node")
-    provision(node)
-    supervisor = Supervisor(node, tmp_path / "serve.stderr")
+    if pg is None:
+        provision(node)
+        supervisors = [Supervisor(node, tmp_path / "serve.stderr")]
+    else:
+        store, audit = pg.create_database("crash_store"), pg.create_database("crash_audit")
+        provision(node, store_url=pg.url(store), audit_url=pg.url(audit))
+        supervisors = [
+            Supervisor(node, tmp_path / "node1.stderr"),
+            Supervisor(node, tmp_path / "node2.stderr", second_node(node), "node2"),
+        ]
     ledger = Ledger(seed)
     stop = threading.Event()
-    clients = [Submitter(f"submitter-{i}", supervisor, ledger, stop) for i in range(CLIENTS)]
+    clients = [Submitter(f"submitter-{i}", supervisors, ledger, stop) for i in range(CLIENTS)]
     modes = [MODES[i % len(MODES)] for i in range(kills)]
     rng.shuffle(modes)
     log: list[Kill] = []
     started = time.monotonic()
     try:
-        supervisor.start()
+        for s in supervisors:
+            s.start()
         for c in clients:
             c.start()
         for mode in modes:
+            supervisor = rng.choice(supervisors)
             _wait_for_moment(mode, supervisor, ledger, rng)
             in_data = ledger.in_data
             uptime = supervisor.kill()
             queued, leased = queue_state(node)
-            log.append(Kill(mode, uptime, in_data, queued, leased))
+            log.append(Kill(supervisor.name, mode, uptime, in_data, queued, leased))
             time.sleep(rng.uniform(0.05, 0.4))
             supervisor.start()
-        assert ledger.wait_for_ack(supervisor.generation, timeout=20), "the restarted node acknowledges nothing"
-        time.sleep(1.0)  # the last incarnation serves clients too
+        for s in supervisors:
+            assert ledger.wait_for_ack(s.incarnation, timeout=20), f"{s.name} acknowledges nothing after restarts"
+        time.sleep(1.0)  # the last incarnations serve clients too
         stop.set()
         for c in clients:
             c.join(timeout=60)
             assert not c.is_alive(), f"{c.name} is stuck"
             assert c.crash is None, f"{c.name} failed: {c.crash!r}"
-        wait_for_empty_queue(node, supervisor, timeout=LEASE + 30)
-        assert supervisor.stop() == 0, f"unclean stop; see {supervisor.stderr_path}"
+        wait_for_empty_queue(node, supervisors, timeout=LEASE + 30)
+        for s in supervisors:
+            assert s.stop() == 0, f"unclean stop; see {s.stderr_path}"
     finally:
         stop.set()
-        if supervisor.alive():
-            supervisor.kill()
+        for s in supervisors:
+            if s.alive():
+                s.kill()
     elapsed = time.monotonic() - started
 
     assert len(log) == kills
@@ -161,7 +186,8 @@ def crash_run(template: NodeDir, tmp_path: Path, kills: int, capsys: pytest.Capt
     )
     with capsys.disabled():
         print(
-            f"\ncrash test (seed {seed}): {kills} kills in {elapsed:.1f} s; "
+            f"\ncrash test (seed {seed}, {'PostgreSQL, 2 nodes' if pg else 'SQLite, 1 node'}): "
+            f"{kills} kills in {elapsed:.1f} s; "
             f"{len(ledger.sent)} messages sent ({sum(m.size for m in ledger.sent.values()) / 1e6:.1f} MB), "
             f"{len(ledger.acked)} acknowledged, {len(delivered_messages)} delivered "
             f"({sum(copies.values())} mailbox copies; {unacked_delivered} of them unacknowledged), "
@@ -170,7 +196,7 @@ def crash_run(template: NodeDir, tmp_path: Path, kills: int, capsys: pytest.Capt
         )
         for i, k in enumerate(log, 1):
             print(
-                f"  kill {i:2d}: {k.mode:8s} after {k.uptime:4.2f} s up, {k.in_data} in DATA, "
+                f"  kill {i:2d}: {k.node} {k.mode:8s} after {k.uptime:4.2f} s up, {k.in_data} in DATA, "
                 f"{k.queued} queued, {k.leased} leased"
             )
 
@@ -229,14 +255,20 @@ def test_a_finished_message_leaves_the_queue_with_its_last_delivery(template_nod
     assert sizes == [len(body), len(body)]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cluster(request: pytest.FixtureRequest) -> PostgresCluster | None:
+    """None for one node on SQLite; the test PostgreSQL server for two nodes sharing a database."""
+    return request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
+
+
 def test_sigkill_under_submission_loses_and_duplicates_nothing(
-    template_node: NodeDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    template_node: NodeDir, tmp_path: Path, capsys: pytest.CaptureFixture[str], cluster: PostgresCluster | None
 ) -> None:
-    crash_run(template_node, tmp_path, kills=3, capsys=capsys)
+    crash_run(template_node, tmp_path, kills=3, capsys=capsys, pg=cluster)
 
 
 @pytest.mark.slow
 def test_twenty_sigkills_under_submission(
-    template_node: NodeDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    template_node: NodeDir, tmp_path: Path, capsys: pytest.CaptureFixture[str], cluster: PostgresCluster | None
 ) -> None:
-    crash_run(template_node, tmp_path, kills=20, capsys=capsys)
+    crash_run(template_node, tmp_path, kills=20, capsys=capsys, pg=cluster)

@@ -1,4 +1,4 @@
-"""Store fixtures: a throwaway PostgreSQL cluster and fresh databases on both backends.
+"""Store fixtures: fresh databases on both backends (the PostgreSQL cluster is tests/conftest.py's `pg_cluster`).
 
 `db_url` is parametrised over SQLite and PostgreSQL, so a test taking it runs on both; `make_db_url`
 gives further empty databases of the same backend (the audit database beside the store's). PostgreSQL
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,27 +24,9 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.pg import REQUIRE_ENV, PostgresCluster, PostgresUnavailable, postgres_required  # noqa: E402
+from tests.pg import PostgresCluster  # noqa: E402
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    """One PostgreSQL server for the whole session, stopped (and its files removed) at the end."""
-    try:
-        cluster = PostgresCluster.start()
-    except PostgresUnavailable as exc:
-        missing = str(exc)
-    else:
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
-        return
-    if postgres_required():
-        pytest.fail(f"{missing} ({REQUIRE_ENV} is set: PostgreSQL is required)", pytrace=False)
-    pytest.skip(f"{missing} (set {REQUIRE_ENV}=1 to make this a failure)")
 
 
 def _new_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path, name: str) -> str:
