@@ -15,7 +15,9 @@ Implementation notes
   distributed guesser from the account's lock.
 - Memory is bounded: past `max_entries` counters the unlocked ones are dropped oldest first, and each
   account remembers at most `KNOWN_PER_ACCOUNT` good addresses (least recently used dropped).
-- Counters live in the node's memory: a restart forgives. Several nodes each count separately.
+- Counters live in the node's memory: a restart forgives. Several nodes each count separately: behind a
+  load balancer a guesser gets at most one budget per node, and the delays still double (documented in
+  docs/operations.md; a shared table is the fix if that matters).
 - The clock is injectable for tests.
 """
 

@@ -135,13 +135,9 @@ class PatientLogin(PasswordLogin):
     """The patient web inbox's login: password and TOTP code, both required, one lock-out (domain brief §6).
 
     Same mechanism as `PasswordLogin` (turns, lock-out first, argon2 on every path, one refusal for every
-    cause), other rules: a PAT account only, enrolled, and the second factor; a code already used for this
-    account is refused (RFC 6238 §5.2: one use per step).
+    cause), other rules: a PAT account only, enrolled, and the second factor; a code of a time step already
+    used for this account, or of an earlier one, is refused (RFC 6238 §5.2), on every node.
     """
-
-    def __init__(self, mailboxes: MailboxRepository, lockout: Lockout) -> None:
-        super().__init__(mailboxes, lockout)
-        self._used: dict[str, str] = {}  # account -> last accepted code (replay within its window)
 
     async def check(self, username: str, password: str, code: str, client_ip: str) -> LoginOutcome:  # type: ignore[override]
         return await self._in_turn(username.strip().lower(), password, code, client_ip)
@@ -158,11 +154,9 @@ class PatientLogin(PasswordLogin):
             return "mailbox-disabled"
         if not matches:
             return "bad-password"
-        if not totp.verify(secret, code):
+        step = totp.matched_step(secret, code)
+        if step is None:
             return "bad-code"
-        if self._used.get(account.address) == code.strip():
-            return "code-replayed"
-        self._used[account.address] = code.strip()
-        if len(self._used) > 100_000:
-            self._used.pop(next(iter(self._used)))
+        if not await self.mailboxes.use_totp_step(account.address, step):
+            return "code-replayed"  # on this node or another: the step is spent in the shared store
         return None

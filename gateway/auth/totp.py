@@ -6,6 +6,10 @@ password); the otpauth URI is shown once, at enrolment, and never logged.
 
 from __future__ import annotations
 
+import hmac
+import time
+from datetime import UTC, datetime
+
 import pyotp
 
 DIGITS = 6
@@ -22,7 +26,20 @@ def provisioning_uri(secret: str, address: str, issuer: str) -> str:
 
 def verify(secret: str, code: str, *, valid_window: int = 1) -> bool:
     """True if `code` is valid now, accepting one period of clock drift either way."""
+    return matched_step(secret, code, valid_window=valid_window) is not None
+
+
+def matched_step(secret: str, code: str, *, valid_window: int = 1, now: float | None = None) -> int | None:
+    """The RFC 6238 time step whose code `code` is, within `valid_window` steps of now; None if none is.
+
+    The step is what makes a code single-use (RFC 6238 §5.2): once a step's code is accepted, that
+    step and the earlier ones are spent for the account."""
     code = code.strip()
     if len(code) != DIGITS or not code.isdigit():
-        return False
-    return bool(pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD).verify(code, valid_window=valid_window))
+        return None
+    otp = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
+    current = otp.timecode(datetime.fromtimestamp(time.time() if now is None else now, UTC))
+    for step in range(current - valid_window, current + valid_window + 1):
+        if hmac.compare_digest(otp.generate_otp(step), code):
+            return step
+    return None

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.errors import ConfigError
 
 STORE_MIGRATIONS = Path(__file__).parent / "migrations"
-STORE_HEAD = "0007"
+STORE_HEAD = "0008"
 """Head revision of the application schema; tests keep it equal to alembic's head."""
 
 

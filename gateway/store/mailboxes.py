@@ -20,7 +20,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from directory import national
 from gateway.errors import Conflict, NotFound, UsageError
@@ -298,6 +298,19 @@ class MailboxRepository:
             if acct.totp_secret is None:
                 return None
             return self.kek.open(acct.totp_secret, b"totp\0" + acct.address.encode()).decode()
+
+    async def use_totp_step(self, address: str, step: int) -> bool:
+        """Record `step` as used for `address`'s TOTP; False if it or a later one already was (a replay)."""
+        async with self.db.write() as s:
+            done = await s.execute(
+                update(Account)
+                .where(
+                    Account.address == address.lower(),
+                    (Account.totp_last_step.is_(None)) | (Account.totp_last_step < step),
+                )
+                .values(totp_last_step=step)
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
     async def delegate(self, mailbox: str, user: str, *, remove: bool = False) -> bool:
         """Grant (or revoke) `user` the right to act for ORG mailbox `mailbox`; returns whether it changed."""

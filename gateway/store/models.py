@@ -182,6 +182,9 @@ class Account(Base):
     address: Mapped[str] = mapped_column(ForeignKey("mailboxes.address", ondelete="CASCADE"), primary_key=True)
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)  # argon2id; None: no login
     totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # sealed by the KEK
+    # RFC 6238 time step of the last code accepted: a code of that step or an earlier one is refused, on
+    # every node (the check and the update are one statement).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     data_key: Mapped[bytes] = mapped_column(LargeBinary)  # wrapped by the KEK
     kek_id: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pyotp
 import pytest
 
+from gateway.auth import totp
 from gateway.auth.lockout import Lockout
 from gateway.auth.passwords import hash_password
-from gateway.auth.service import LoginOutcome, PasswordLogin
+from gateway.auth.service import LoginOutcome, PasswordLogin, PatientLogin
 from gateway.store.crypto import KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
@@ -129,3 +132,39 @@ async def test_a_patient_never_logs_in_with_a_password(mailboxes: MailboxReposit
     await mailboxes.set_active(patient, False)
     disabled = await login(mailboxes).check(patient, PASSWORD, "192.0.2.1")
     assert (disabled.result, disabled.reason) == ("refused", "mailbox-disabled")
+
+
+async def test_a_patient_totp_code_is_single_use_across_nodes(mailboxes: MailboxRepository) -> None:
+    """Two nodes (two PatientLogin on one store): a code accepted on one is refused on the other, and so
+    is a code of an earlier time step (RFC 6238 §5.2); the next step's code is accepted."""
+    patient = "185037512345641@patient.ch-test.mssante.fr"
+    await mailboxes.create(patient, "PAT", password_hash=hash_password(PASSWORD))
+    secret = totp.new_secret()
+    await mailboxes.set_totp(patient, secret)
+    node1 = PatientLogin(mailboxes, Lockout(threshold=5, clock=Clock()))
+    node2 = PatientLogin(mailboxes, Lockout(threshold=5, clock=Clock()))
+    otp = pyotp.TOTP(secret)
+    now = time.time()
+    code = otp.at(now)
+    assert (await node1.check(patient, PASSWORD, code, "192.0.2.1")).result == "ok"
+    replayed = await node2.check(patient, PASSWORD, code, "192.0.2.2")
+    assert (replayed.result, replayed.reason) == ("refused", "code-replayed")
+    earlier = await node2.check(patient, PASSWORD, otp.at(now - 30), "192.0.2.2")  # still in the window
+    assert (earlier.result, earlier.reason) == ("refused", "code-replayed")
+    assert (await node2.check(patient, PASSWORD, otp.at(now + 30), "192.0.2.2")).result == "ok"  # clock ahead
+    valid = {otp.at(now + d) for d in (-60, -30, 0, 30, 60)}
+    never = next(c for c in ("000000", "111111", "222222", "333333", "444444", "555555") if c not in valid)
+    wrong = await node1.check(patient, PASSWORD, never, "192.0.2.1")
+    assert (wrong.result, wrong.reason) == ("refused", "bad-code")
+
+
+def test_matched_step_is_the_codes_own_time_step() -> None:
+    secret = totp.new_secret()
+    otp = pyotp.TOTP(secret)
+    now = 1_800_000_015.0  # 15 s into step 60,000,000
+    assert totp.matched_step(secret, otp.at(now), now=now) == 60_000_000
+    assert totp.matched_step(secret, otp.at(now - 30), now=now) == 59_999_999
+    assert totp.matched_step(secret, " " + otp.at(now + 30) + " ", now=now) == 60_000_001
+    assert totp.matched_step(secret, otp.at(now - 60), now=now) is None  # outside the ±1 window
+    assert totp.matched_step(secret, "12345", now=now) is None
+    assert totp.matched_step(secret, "12345a", now=now) is None
