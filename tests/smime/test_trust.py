@@ -226,3 +226,43 @@ async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -
         "",
         "address",
     )
+
+
+async def test_a_path_outcome_is_reused_until_the_crls_change(
+    pki: TrustSpacePKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second check of a signer skips pyhanko's path building; new CRLs (a revocation) end that."""
+    alice = pki.issue_address(ALICE)
+    trust = store(pki)
+    validations: list[str] = []
+    real = TrustStore._validate
+
+    async def counted(self: TrustStore, *args: object) -> str:
+        reason = await real(self, *args)  # type: ignore[arg-type]
+        validations.append(reason)
+        return reason
+
+    monkeypatch.setattr(TrustStore, "_validate", counted)
+    assert await verdict(trust, alice) == (True, "", "address")
+    assert await verdict(trust, alice) == (True, "", "address")
+    assert validations == [""]
+    # The binding depends on the message, not the path: it is judged every time.
+    assert await verdict(trust, alice, "bob@ch-a.mssante.fr", ALICE) == (False, "sender-mismatch", "")
+    pki.revoke(alice.serial, x509.ReasonFlags.key_compromise, now=NOW - dt.timedelta(hours=1))
+    trust.set_crls([p.read_bytes() for p in pki.publish_crls(now=NOW - dt.timedelta(minutes=5)).values()])
+    assert await verdict(trust, alice) == (False, "revoked", "")
+    assert validations == ["", "revoked"]
+    # A check at a given moment is never answered from (nor stored in) the cache.
+    v = await trust.check(alice.certificate, list(alice.chain), (ALICE,), at=NOW)
+    assert (v.ok, v.reason) == (False, "revoked")
+    assert validations == ["", "revoked", "revoked"]
+
+
+async def test_a_path_outcome_lasts_no_longer_than_the_next_crl(pki: TrustSpacePKI) -> None:
+    alice = pki.issue_address(ALICE)
+    trust = store(pki)
+    next_updates = [c["tbs_cert_list"]["next_update"].native.timestamp() for c in trust.crls]
+    assert len(next_updates) == 3  # one per CA of the development PKI
+    until = trust._valid_until(alice.certificate, list(alice.chain))
+    assert until <= min(next_updates)
+    assert until <= dt.datetime.now(dt.UTC).timestamp() + 300
