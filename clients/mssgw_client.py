@@ -232,7 +232,7 @@ def open_message(raw: bytes, identity: Identity, store: TrustStore) -> Shown:
 
 
 async def _signer(opened: OpenedDer, message: bytes, store: TrustStore, how: str) -> str:
-    judged = await judge(opened, from_addresses(message), store, dt.datetime.now(dt.UTC))
+    judged = await judge(opened, from_addresses(message), store)
     if isinstance(judged, str):
         return f"INVALID signature ({judged})"
     cert = judged.certificate

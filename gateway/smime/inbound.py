@@ -154,7 +154,7 @@ async def check(
         return Inbound(False, exc.reason if exc.reason in REFUSALS else "malformed")
     # A null sender (a bounce, a notification) binds by its From: alone.
     addresses = [a for a in (sender,) if a] + from_addresses(opened.message)
-    judged = await judge(opened, addresses, trust, moment)
+    judged = await judge(opened, addresses, trust, at)  # `at` as given: a check of now may be reused
     if isinstance(judged, str):
         return Inbound(False, judged)
     header = authentication_results(host, judged, moment, addresses)
@@ -162,8 +162,10 @@ async def check(
     return Inbound(True, message=header + inner, signer=judged.certificate, binding=judged.binding, results=header)
 
 
-async def judge(opened: OpenedDer, addresses: list[str], trust: TrustStore, at: dt.datetime) -> SignerVerdict | str:
-    """The first valid signer's verdict, or the most telling reason none is (see PRIORITY)."""
+async def judge(
+    opened: OpenedDer, addresses: list[str], trust: TrustStore, at: dt.datetime | None = None
+) -> SignerVerdict | str:
+    """The first valid signer's verdict, or the most telling reason none is (see PRIORITY); `at` None is now."""
     carried = [x509.load_der_x509_certificate(c) for c in opened.certificates]
     failures: list[str] = []
     for cert_der, signature_ok, reason in opened.signers:

@@ -255,14 +255,13 @@ class Smime:
         if kind == "plain":
             return None
         self._refresh_crls()
-        moment = at or dt.datetime.now(dt.UTC)
         if kind == "signed":
             try:
                 opened = await self.pool.verify(raw)
             except cms.CmsError as exc:
                 return inbound.Inbound(False, exc.reason if exc.reason in inbound.REFUSALS else "malformed")
             addresses = [sender, *([a] if (a := _from_address(raw)) else [])]
-            judged = await inbound.judge(opened, addresses, self.trust, moment)
+            judged = await inbound.judge(opened, addresses, self.trust, at)
             if isinstance(judged, str):
                 return inbound.Inbound(False, judged)
             return inbound.Inbound(True, message=raw, signer=judged.certificate, binding=judged.binding)
