@@ -7,7 +7,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=""
     # isync (mbsync) and neomutt: real IMAP clients for tests/imap/test_interop.py.
     # chromium: the patient web inbox's browser tests (Playwright drives Debian's build, no download).
-    for pkg in openssl curl postgresql swaks dnsmasq-base postfix isync neomutt chromium; do
+    for pkg in openssl curl postgresql swaks dnsmasq-base postfix isync neomutt chromium haproxy systemd; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
     done
     python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
