@@ -133,7 +133,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             asyncio.create_task(smime.keep_crls()),
         ]
         if not node.db.is_sqlite:  # several nodes may share the database: their notices cross over
-            bridge = PgNoticeBridge(node.db, node.notices)
+            bridge = PgNoticeBridge(node.db, node.notices, lockout)  # and lock-out events
             tasks.append(asyncio.create_task(bridge.run()))
             with contextlib.suppress(TimeoutError):  # else it keeps trying; the idle look covers meanwhile
                 await asyncio.wait_for(bridge.connected.wait(), 10)

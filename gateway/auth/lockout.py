@@ -15,9 +15,10 @@ Implementation notes
   distributed guesser from the account's lock.
 - Memory is bounded: past `max_entries` counters the unlocked ones are dropped oldest first, and each
   account remembers at most `KNOWN_PER_ACCOUNT` good addresses (least recently used dropped).
-- Counters live in the node's memory: a restart forgives. Several nodes each count separately: behind a
-  load balancer a guesser gets at most one budget per node, and the delays still double (documented in
-  docs/operations.md; a shared table is the fix if that matters).
+- Counters live in the node's memory: a restart forgives. Nodes sharing a PostgreSQL database tell each
+  other their failures and successes (gateway.store.notify, channel `mssgw_login`) and each applies the
+  others' to its own counters, so a guesser spread over the nodes behind a balancer meets one budget
+  (give or take the attempts in flight during the few milliseconds an event takes to cross).
 - The clock is injectable for tests.
 """
 
@@ -27,8 +28,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.store.notify import Outbox
 
 KNOWN_PER_ACCOUNT = 16
+LOGIN_CHANNEL = "mssgw_login"  # gateway.store.notify's channel for these events
 
 
 @dataclass
@@ -61,6 +67,22 @@ class Lockout:
         self.clock = clock
         self._counts: dict[str, _Count] = {}
         self._known: dict[str, OrderedDict[str, float]] = {}  # account -> client address -> last success
+        self.outbox: Outbox | None = None  # set when other nodes are told (PgNoticeBridge)
+
+    def _tell(self, kind: str, account: str | None, ip: str) -> None:
+        if self.outbox is not None and "\t" not in (account or "") and "\t" not in ip:
+            self.outbox.post(LOGIN_CHANNEL, f"{kind}\t{account or ''}\t{ip}")
+
+    def told(self, line: str) -> None:
+        """Apply another node's event (a line `_tell` made there); anything malformed is ignored."""
+        kind, _, rest = line.partition("\t")
+        account, sep, ip = rest.partition("\t")
+        if not sep or not ip:
+            return
+        if kind == "f":
+            self._failure(account or None, ip)
+        elif kind == "s" and account:
+            self._success(account, ip)
 
     @staticmethod
     def _keys(account: str | None, ip: str) -> list[tuple[str, int]]:
@@ -99,6 +121,10 @@ class Lockout:
 
     def failure(self, account: str | None, ip: str) -> float:
         """Count a failure; returns the longest lock it starts that applies to this address (0 if none)."""
+        self._tell("f", account, ip)
+        return self._failure(account, ip)
+
+    def _failure(self, account: str | None, ip: str) -> float:
         now = self.clock()
         longest = 0.0
         for key, wide in self._keys(account, ip):
@@ -118,6 +144,10 @@ class Lockout:
         return longest
 
     def success(self, account: str, ip: str) -> None:
+        self._tell("s", account, ip)
+        self._success(account, ip)
+
+    def _success(self, account: str, ip: str) -> None:
         account = account.lower()
         self._counts.pop(self._keys(account, ip)[1][0], None)  # the pair's
         known = self._known.setdefault(account, OrderedDict())

@@ -12,6 +12,12 @@ Implementation notes
   by waking every listener once it is back; changes by processes without a bridge (admin commands)
   are found by the IMAP service's one look a second at every idling folder (ImapService.check_idle).
 - SQLite has one host, so no bridge: other processes' changes are found by that look.
+- The same connection carries the login lock-out's events (channel `mssgw_login`: a failure or a
+  success, account and client address), so that a guesser spreading attempts over the nodes behind a
+  balancer meets one set of counters, each node applying the others' events to its own.
+- What goes out waits in one `Outbox` (per channel, lines; mailbox addresses coalesced); a line longer
+  than MAX_LINE is dropped (a user name is untrusted input, and PostgreSQL refuses a payload over 8000
+  bytes: one such line must not break the connection for everyone).
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.audit.oplog import get_logger
+from gateway.auth.lockout import LOGIN_CHANNEL
 from gateway.store.db import Database
 
 CHANNEL = "mssgw_mailbox"
+MAX_LINE = 1000
+"""Longest line sent (bytes): addresses are at most 320, user names that long cannot be accounts."""
 MAX_PAYLOAD = 7000
 """Bytes of addresses per NOTIFY (PostgreSQL's limit is 8000); more go in further notifications."""
 KEEPALIVE = 30.0
@@ -35,19 +44,53 @@ RETRY = 2.0
 """Seconds between attempts to connect again after the connection was lost."""
 
 
+class Outbox:
+    """Lines waiting to be sent to the other nodes, by channel."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, list[str]] = {}
+        self._ready = asyncio.Event()
+
+    def post(self, channel: str, line: str, *, coalesce: bool = False) -> None:
+        if len(line.encode()) > MAX_LINE or "\n" in line:
+            return
+        lines = self._lines.setdefault(channel, [])
+        if not (coalesce and line in lines):
+            lines.append(line)
+        self._ready.set()
+
+    def interrupt(self) -> None:
+        """Wake the bridge's wait (its connection was lost)."""
+        self._ready.set()
+
+    async def take(self) -> dict[str, list[str]]:
+        """What was posted since the last call, once there is something (or `interrupt()` was called)."""
+        if not self._lines:
+            await self._ready.wait()
+        self._ready.clear()
+        taken, self._lines = self._lines, {}
+        return taken
+
+
+class Told(Protocol):
+    """What the login lock-out offers the bridge: the other nodes' events applied here."""
+
+    outbox: Outbox | None
+
+    def told(self, line: str) -> None: ...
+
+
 class MailboxNotices:
     def __init__(self) -> None:
         self._listeners: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
-        self._outbox: set[str] | None = None  # addresses for the other nodes, when bridged
-        self._outgoing = asyncio.Event()
+        self.outbox: Outbox | None = None  # set when bridged: addresses for the other nodes
 
     def publish(self, address: str) -> None:
         """`address` changed: wake its listeners here, and on the other nodes when bridged."""
         key = address.lower()
         self.wake(key)
-        if self._outbox is not None:
-            self._outbox.add(key)
-            self._outgoing.set()
+        if self.outbox is not None:
+            self.outbox.post(CHANNEL, key, coalesce=True)
 
     def wake(self, address: str) -> None:
         """Wake this node's listeners of `address` only (what the other nodes tell us)."""
@@ -75,32 +118,13 @@ class MailboxNotices:
     def listeners(self, address: str) -> int:
         return len(self._listeners.get(address.lower(), ()))
 
-    # -- the bridge's side ---------------------------------------------------------------------------
 
-    def bridged(self) -> None:
-        if self._outbox is None:
-            self._outbox = set()
-
-    def interrupt(self) -> None:
-        """Wake the bridge's wait for outgoing notices (its connection was lost)."""
-        self._outgoing.set()
-
-    async def outgoing(self) -> list[str]:
-        """The addresses published since the last call, once there is one (or `interrupt()` was called)."""
-        assert self._outbox is not None
-        if not self._outbox:
-            await self._outgoing.wait()
-        self._outgoing.clear()
-        taken, self._outbox = sorted(self._outbox), set()
-        return taken
-
-
-def payloads(addresses: list[str]) -> list[str]:
-    """Newline-separated addresses, cut so that each payload stays under MAX_PAYLOAD bytes."""
+def payloads(lines: list[str]) -> list[str]:
+    """Newline-separated lines, cut so that each payload stays under MAX_PAYLOAD bytes."""
     out: list[str] = []
     current: list[str] = []
     size = 0
-    for a in addresses:
+    for a in lines:
         n = len(a.encode()) + 1
         if current and size + n > MAX_PAYLOAD:
             out.append("\n".join(current))
@@ -113,16 +137,20 @@ def payloads(addresses: list[str]) -> list[str]:
 
 
 class PgNoticeBridge:
-    """Carries mailbox notices between the nodes sharing one PostgreSQL database (LISTEN/NOTIFY)."""
+    """Carries mailbox notices and lock-out events between the nodes sharing one PostgreSQL database."""
 
-    def __init__(self, db: Database, notices: MailboxNotices) -> None:
+    def __init__(self, db: Database, notices: MailboxNotices, lockout: Told | None = None) -> None:
         assert not db.is_sqlite
         self.db = db
         self.notices = notices
+        self.lockout = lockout
+        self.outbox = Outbox()
+        notices.outbox = self.outbox
+        if lockout is not None:
+            lockout.outbox = self.outbox
         self.connected = asyncio.Event()  # set while listening (tests wait on it)
         self.pid: int | None = None  # the listening connection's server process
         self.log = get_logger(component="notify")
-        notices.bridged()
 
     async def run(self) -> None:
         """Listen and send for the node's lifetime, connecting again whenever the connection is lost."""
@@ -138,6 +166,13 @@ class PgNoticeBridge:
             first = False
             await asyncio.sleep(RETRY)
 
+    def _received(self, channel: str, payload: str) -> None:
+        for line in payload.split("\n"):
+            if channel == CHANNEL:
+                self.notices.wake(line)
+            elif channel == LOGIN_CHANNEL and self.lockout is not None:
+                self.lockout.told(line)
+
     async def _session(self, first: bool) -> None:
         lost = asyncio.Event()
         async with self.db.engine.connect() as conn:
@@ -145,32 +180,35 @@ class PgNoticeBridge:
             pg: Any = raw.driver_connection  # the asyncpg connection itself: LISTEN needs it
             own_pid = self.pid = pg.get_server_pid()
 
-            def received(_conn: Any, pid: int, _channel: str, payload: str) -> None:
+            def received(_conn: Any, pid: int, channel: str, payload: str) -> None:
                 if pid != own_pid:
-                    for address in payload.split("\n"):
-                        self.notices.wake(address)
+                    self._received(channel, payload)
 
             def terminated(_conn: Any) -> None:
                 lost.set()
-                self.notices.interrupt()
+                self.outbox.interrupt()
 
             pg.add_termination_listener(terminated)
-            await pg.add_listener(CHANNEL, received)
+            channels = [CHANNEL, *([LOGIN_CHANNEL] if self.lockout is not None else [])]
+            for channel in channels:
+                await pg.add_listener(channel, received)
             try:
                 self.connected.set()
                 if not first:
                     self.notices.wake_all()  # whatever changed while we were away
                     self.log.info("notice connection restored")
                 while not lost.is_set():
-                    addresses: list[str] = []
+                    taken: dict[str, list[str]] = {}
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(KEEPALIVE):
-                            addresses = await self.notices.outgoing()
-                    if not addresses and not lost.is_set():
+                            taken = await self.outbox.take()
+                    if not taken and not lost.is_set():
                         await pg.execute("SELECT 1")  # a dead connection raises here
-                    for payload in payloads(addresses):
-                        await pg.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                    for channel, lines in taken.items():
+                        for payload in payloads(lines):
+                            await pg.execute("SELECT pg_notify($1, $2)", channel, payload)
                 raise ConnectionError("the notice connection closed")
             finally:
-                with contextlib.suppress(Exception):
-                    await pg.remove_listener(CHANNEL, received)
+                for channel in channels:
+                    with contextlib.suppress(Exception):
+                        await pg.remove_listener(channel, received)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from sqlalchemy import text
 
+from gateway.auth.lockout import LOGIN_CHANNEL, Lockout
 from gateway.store.db import Database
-from gateway.store.notify import MAX_PAYLOAD, MailboxNotices, PgNoticeBridge, payloads
+from gateway.store.notify import CHANNEL, MAX_PAYLOAD, MailboxNotices, Outbox, PgNoticeBridge, payloads
 
 
 async def test_a_notice_wakes_the_mailbox_listeners_only() -> None:
@@ -101,3 +103,65 @@ async def test_a_lost_notice_connection_is_replaced_and_wakes_every_listener(pg_
     finally:
         await _stop(db1, t1)
         await _stop(db2, t2)
+
+
+def test_the_outbox_coalesces_addresses_and_drops_lines_it_could_not_send() -> None:
+    box = Outbox()
+    box.post(CHANNEL, "a@x.fr", coalesce=True)
+    box.post(CHANNEL, "a@x.fr", coalesce=True)
+    box.post(LOGIN_CHANNEL, "f\ta@x.fr\t192.0.2.1")
+    box.post(LOGIN_CHANNEL, "f\ta@x.fr\t192.0.2.1")  # each failure counts
+    box.post(LOGIN_CHANNEL, "f\t" + "x" * 2000 + "\t192.0.2.1")  # an untrusted user name, too long to be one
+    box.post(CHANNEL, "b@x.fr\nc@x.fr")  # a line is one line
+    taken = asyncio.run(box.take())
+    assert taken == {CHANNEL: ["a@x.fr"], LOGIN_CHANNEL: ["f\ta@x.fr\t192.0.2.1"] * 2}
+
+
+async def _eventually(check: Callable[[], bool]) -> bool:
+    for _ in range(250):
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return check()
+
+
+async def test_lockout_events_cross_nodes(pg_url: str) -> None:
+    """A guesser spreading attempts over two nodes meets one set of counters."""
+    user, ip = "secretariat@ch-test.mssante.fr", "192.0.2.1"
+    pair = "pair:" + user + "\0" + ip
+    locks = [Lockout(threshold=3, base_delay=10, clock=lambda: 1000.0) for _ in range(2)]
+    dbs = [Database(pg_url), Database(pg_url)]
+    bridges = [PgNoticeBridge(db, MailboxNotices(), lo) for db, lo in zip(dbs, locks, strict=True)]
+    tasks = [asyncio.create_task(b.run()) for b in bridges]
+    try:
+        for b in bridges:
+            await asyncio.wait_for(b.connected.wait(), 10)
+        assert locks[0].failure(user, ip) == 0.0
+        assert locks[1].failure(user, ip) == 0.0
+        assert await _eventually(lambda: all(pair in lo._counts and lo._counts[pair].failures == 2 for lo in locks))
+        # The third failure, on node 1: the pair locks there, and node 2 hears of it.
+        assert locks[0].failure(user, ip) == 10.0
+        assert await _eventually(lambda: locks[1].locked_for(user, ip) == 10.0)
+        # A success on node 2 clears the pair on node 1 and makes the address known there.
+        locks[1].success(user, ip)
+        assert await _eventually(lambda: locks[0].locked_for(user, ip) == 0.0)
+        assert locks[0].known(user, ip)
+    finally:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for db in dbs:
+            await db.close()
+
+
+def test_malformed_lockout_events_change_nothing() -> None:
+    lo = Lockout(threshold=1, base_delay=10, clock=lambda: 1000.0)
+    for line in ("", "garbage", "f", "f\tuser@x.fr", "f\tuser@x.fr\t", "x\tuser@x.fr\t192.0.2.1", "s\t\t192.0.2.1"):
+        lo.told(line)
+    assert lo._counts == {}
+    assert lo._known == {}
+    lo.told("f\tuser@x.fr\t192.0.2.1")
+    assert lo.locked_for("user@x.fr", "192.0.2.1") == 10.0
+    lo.told("f\t\t192.0.2.7")  # a certificate login's failure: the address alone
+    assert lo._counts["client:192.0.2.7"].failures == 1
