@@ -23,6 +23,7 @@ import uvicorn
 from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
 from gateway.config import Config
+from gateway.errors import ConfigError
 from gateway.imap.server import ImapService, start_imap
 from gateway.node import Node
 from gateway.queue.store import Queue
@@ -60,7 +61,14 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     author = f"node:{cfg.node.name}"
-    async with Node(cfg) as node:
+    async with Node(cfg) as node, node.db.exclusive(f"node:{cfg.node.name}") as alone:
+        # Nodes sharing a database are told apart by name (queue leases are theirs): a second node of the
+        # same name would free the first one's leases at start and deliver its work twice.
+        if not alone:
+            raise ConfigError(
+                f"a node named {cfg.node.name!r} is already serving from this database: "
+                "give each node its own [node] name"
+            )
         tls = server_context(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key))
         queue = Queue(node.db, node.kek)
         smime = Smime(node)

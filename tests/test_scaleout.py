@@ -11,6 +11,8 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -162,3 +164,19 @@ def _deliveries(node: NodeDir) -> list[dict[str, object]]:
     found = node.cli("audit", "search", "--event", "queue.delivered", "--json").json()
     assert isinstance(found, list)
     return found
+
+
+def test_a_second_node_of_the_same_name_is_refused(two_nodes: list[Supervisor]) -> None:
+    """Leases are held under the node's name: a second `node1` would free the first one's at start."""
+    node = two_nodes[0].node
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "a node named 'node1' is already serving from this database: give each node its own [node] name" in (
+        proc.stderr
+    )
+    assert two_nodes[0].alive()

@@ -18,6 +18,7 @@ Implementation notes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import weakref
 from collections.abc import AsyncIterator
@@ -111,6 +112,24 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Whether this process holds `name` among every process of this PostgreSQL database (a session
+        advisory lock, held on its own connection until the block ends); always True on SQLite."""
+        if self.is_sqlite:
+            yield True
+            return
+        async with self.engine.connect() as conn:
+            key = "mssgw:" + name
+            held = bool(await conn.scalar(text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"), {"k": key}))
+            await conn.commit()  # the lock is the session's: the connection stays open, outside a transaction
+            try:
+                yield held
+            finally:
+                if held:
+                    with contextlib.suppress(Exception):
+                        await conn.scalar(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key})
 
     async def migrate(self) -> None:
         """Bring the schema to the head revision; a no-op (and no alembic import) when it is there."""
