@@ -1,5 +1,6 @@
-"""What the benchmarks share: machine and process CPU readings, loopback ports, this checkout's `mssgw`,
-and py-spy sampling. Imported by the scripts in this directory (run as `python bench/NAME.py`)."""
+"""What the benchmarks share: machine and process CPU readings, the machine's description, percentiles,
+loopback ports, this checkout's `mssgw`, and py-spy sampling. Imported by the scripts in this directory
+(run as `python bench/NAME.py`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,3 +120,78 @@ def profiled(pid: int, output: Path | None) -> Iterator[None]:
 
 def one_line(text: str) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of values, None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _first_line(argv: list[str]) -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        text = (out.stdout or out.stderr).strip()
+        return text.splitlines()[0].strip() if out.returncode == 0 and text else None
+    return None
+
+
+def _proc_value(path: str, key: str) -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
+    return None
+
+
+def _version_word(line: str | None) -> str | None:
+    return line.split()[0] if line and line.split() else None
+
+
+def postgresql_version() -> str | None:
+    """The installed PostgreSQL server's version (Debian keeps it under /usr/lib/postgresql/N/bin)."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), reverse=True)
+    exe = str(candidates[0]) if candidates else shutil.which("postgres")
+    line = _first_line([exe, "--version"]) if exe else None
+    return line.split(") ", 1)[-1] if line else None  # "postgres (PostgreSQL) 15.18 (Debian ...)"
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine and the software the figures depend on, and its load when asked (for the report's header)."""
+    import platform
+    import sqlite3
+    import ssl
+
+    sbin = os.pathsep.join(("/usr/sbin", "/usr/lib/postfix/sbin", "/sbin", "/usr/bin"))
+    postconf = shutil.which("postconf") or shutil.which("postconf", path=sbin)
+    dovecot = shutil.which("dovecot") or shutil.which("dovecot", path=sbin)
+    openssl_cli = _first_line(["openssl", "version"]) if shutil.which("openssl") else None
+    try:
+        from cryptography.hazmat.backends.openssl import backend
+
+        cryptography_openssl: str | None = backend.openssl_version_text()
+    except Exception:  # not installed, or a build without OpenSSL text
+        cryptography_openssl = None
+    mem_kb = _proc_value("/proc/meminfo", "MemTotal")
+    return {
+        "cpu_model": _proc_value("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gb": round(int(mem_kb.split()[0]) / 1024 / 1024, 1) if mem_kb else None,
+        "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgresql_version(),
+        "openssl_python": ssl.OPENSSL_VERSION.removeprefix("OpenSSL ").split()[0],
+        "openssl_cryptography": cryptography_openssl.removeprefix("OpenSSL ").split()[0]
+        if cryptography_openssl
+        else None,
+        "openssl_cli": openssl_cli.split()[1] if openssl_cli and len(openssl_cli.split()) > 1 else None,
+        "postfix": _first_line([postconf, "-d", "-h", "mail_version"]) if postconf else None,
+        "dovecot": _version_word(_first_line([dovecot, "--version"])) if dovecot else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }

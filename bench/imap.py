@@ -1,6 +1,7 @@
 """Benchmark of the IMAP server: logins, APPEND and FETCH of 10 KB messages, and the memory of idle IDLE sessions.
 
-    python bench/imap.py [--clients 8] [--messages 500] [--logins 200] [--idle 10000] [--size 10240]
+    python bench/imap.py [--clients 8] [--messages 500] [--logins 200] [--idle 10000] [--reference-idle N]
+                         [--idle-ramp 1800] [--size 10240]
                          [--no-dovecot] [--py-spy FILE] [--keep DIR] [--json FILE]
 
 Lays out the demo trust space (`mssgw demo init`) and serves its operator A alone (`mssgw serve`: one
@@ -36,7 +37,8 @@ For each server, four phases, each timed from its first command to its last repl
       once every session is idling (mssgw: VmRSS of
       its process; Dovecot: the sum over its processes of VmRSS, which counts shared pages once per
       process, and of Pss, which splits them), and the server's CPU use over `--idle-seconds` seconds
-      of idleness; then each session ends IDLE (DONE) and must get its OK.
+      of idleness; then each session ends IDLE (DONE) and must get its OK. `--reference-idle N` opens N
+      on Dovecot instead (a process per session: 10,000 take about 6 GB); per-session figures compare.
 
 For each phase it prints the operations completed, seconds, operations per second, the ratio to
 Dovecot, p50/p99 of the latency of one operation, the whole machine's CPU use (in CPUs; other work on
@@ -666,12 +668,13 @@ async def idle_phase(
 
 async def drive(target: Target, tls: ssl.SSLContext, args: argparse.Namespace, profile: Any = None) -> dict[str, Any]:
     tag = os.urandom(4).hex()
+    idle_count = idle_sessions(args, target.name)
     with profile if profile is not None else contextlib.nullcontext():
         login = await login_phase(target, tls, args.logins, args.clients)
         append, fetch = await mail_phases(target, tls, args.messages, args.size, args.clients, tag)
-    if args.idle and args.idle_logins == "cheap" and target.cheapen_logins is not None:
+    if idle_count and args.idle_logins == "cheap" and target.cheapen_logins is not None:
         target.cheapen_logins()
-    idle = await idle_phase(target, tls, args.idle, args.clients, args.idle_seconds, args.idle_ramp)
+    idle = await idle_phase(target, tls, idle_count, args.clients, args.idle_seconds, args.idle_ramp)
     return {"phases": [login, append, fetch], "idle": idle, "alive": target.alive()}
 
 
@@ -718,9 +721,16 @@ def cheap_hash(password: str) -> str:
     return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(password)
 
 
+def idle_sessions(args: argparse.Namespace, server: str) -> int:
+    """Idle sessions to open on a server: --idle, or --reference-idle for Dovecot when given."""
+    if server == DOVECOT and args.reference_idle is not None:
+        return int(args.reference_idle)
+    return int(args.idle)
+
+
 def connection_limit(args: argparse.Namespace) -> int:
     """Concurrent connections each server must accept from 127.0.0.1 (with room for the probes)."""
-    return int(args.idle) + 2 * int(args.clients) + 100
+    return max(int(args.idle), int(args.reference_idle or 0)) + 2 * int(args.clients) + 100
 
 
 @contextlib.contextmanager
@@ -1111,7 +1121,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if ref is not None:
             phases.append(phase_dict(ref, ref))
         phases.append(phase_dict(mssgw["phases"][i], ref))
-    idles = [idle_dict(r["idle"]) for r in (reference, mssgw) if r is not None and args.idle]
+    idles = [idle_dict(r["idle"]) for r in (reference, mssgw) if r is not None and r["idle"].attempted]
     failures = [p for p in phases if p["failures"] or p["done"] != p["attempted"]]
     failures += [i for i in idles if i["failures"] or i["answered_done"] != i["attempted"]]
     ratios = {p["operation"]: p["ratio"] for p in phases if p["server"] == MSSGW}
@@ -1122,6 +1132,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "size": args.size,
         "logins": args.logins,
         "idle": args.idle,
+        "reference_idle": idle_sessions(args, DOVECOT) if reference is not None else None,
         "open_files_limit": open_files,
         "machine": host,
         "dovecot": {
@@ -1159,7 +1170,13 @@ def report(result: dict[str, Any]) -> str:
     out = [
         f"imap benchmark: {result['clients']} concurrent clients, {result['logins']:,} logins, "
         f"{result['messages']:,} messages of {result['size']:,} bytes (APPEND, then UID FETCH BODY.PEEK[]), "
-        f"{result['idle']:,} idle IDLE sessions; implicit TLS, LOGIN, one command at a time per connection",
+        f"{result['idle']:,} idle IDLE sessions"
+        + (
+            f" ({result['reference_idle']:,} on Dovecot)"
+            if result["reference_idle"] is not None and result["reference_idle"] != result["idle"]
+            else ""
+        )
+        + "; implicit TLS, LOGIN, one command at a time per connection",
         f"machine: {m['usable_cpus']} usable CPUs ({m['cpus']} in all), {m['platform']}, Python {m['python']}, "
         f"SQLite {m['sqlite']}, OpenSSL {m['openssl']}, Dovecot {m['dovecot'] or 'not installed'}, "
         f"load average {m['load_average']} at start, open files limit {result['open_files_limit']:,}",
@@ -1253,6 +1270,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logins", type=int, default=200, help="login sessions (default: %(default)s)")
     parser.add_argument("--idle", type=int, default=10000, help="idle IDLE sessions, 0 for none (default: %(default)s)")
     parser.add_argument(
+        "--reference-idle",
+        type=int,
+        metavar="N",
+        help="idle IDLE sessions on Dovecot, when not --idle (its sessions are a process each: 10,000 take "
+        "about 6 GB); the per-session figures are compared",
+    )
+    parser.add_argument(
         "--idle-seconds",
         type=float,
         default=10.0,
@@ -1295,6 +1319,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--logins must be positive")
     if args.idle < 0:
         parser.error("--idle must be 0 or positive")
+    if args.reference_idle is not None and args.reference_idle < 0:
+        parser.error("--reference-idle must be 0 or positive")
     if args.idle_ramp <= 0:
         parser.error("--idle-ramp must be positive")
     if args.idle_seconds <= 0:

@@ -1,6 +1,7 @@
 """Benchmark of the SMTP path: submission at operator A, relay to B over mutual TLS, delivery into B's mailboxes.
 
     python bench/smtp_relay.py [--messages 2000] [--concurrency 8] [--size 10240] [--per-connection 0]
+                               [--latency N [--latency-rate R] [--arrivals poisson|fixed] [--seed 1]]
                                [--no-postfix] [--py-spy FILE] [--keep DIR] [--json FILE]
 
 Lays out the demo trust space (`mssgw demo init`), serves it (`mssgw demo run`: both operators in one
@@ -19,6 +20,18 @@ process, one event loop), then measures, in this order and in this one run:
       messages per connection; 0: no cap, like smtp-source -d), addressed to operator B's mailboxes;
       A queues each message durably, relays it to B over mutual TLS, B queues it durably and delivers
       it into the mailbox, encrypted at rest.
+  (c) with `--latency N`, after (b), in the same trust space and server, once both queues are empty:
+      the submit-to-mailbox latency at half the peak rate. N messages are offered open loop at half
+      (b)'s delivered rate (or `--latency-rate`): Poisson arrivals by default (exponential gaps of mean
+      1/rate, seeded; `--arrivals fixed`: a message every 1/rate s). Each starts on schedule on a free
+      submission connection of its sender (a new one is opened when all are busy, so that a slow reply
+      never holds back the next message) and is timed from the moment the client wrote the end of DATA
+      (<CRLF>.<CRLF>) to the moment an IMAP IDLE session on its recipient's INBOX at B, opened
+      beforehand, was told `* N EXISTS`: what the recipient's client sees, through the server's real
+      notification path, without a polling interval in the figure and without adding load per message
+      (sequence numbers are mapped to messages afterwards from B's store, in UID order). Also given:
+      the end of DATA to the row's write time in B's store, and to the 250 at A. p50/p99/max, the
+      offered and achieved rates, and how late the open loop started messages against the schedule.
 
 For each it prints the messages delivered, the wall time from the first connection to the last
 delivery, the end-to-end rate (delivered messages per second), the submission rate (250 replies per
@@ -42,6 +55,7 @@ import os
 import platform
 import pty
 import pwd
+import random
 import re
 import secrets
 import select
@@ -69,11 +83,13 @@ from common import (  # bench/common.py
     gone,
     last_line,
     one_line,
+    percentile,
     profiled,
     py_spy,
     self_cpu_seconds,
     wait_for_port,
 )
+from imap import Client as ImapClient  # bench/imap.py: the small IMAP client, for the IDLE observers
 
 ROOT = Path(__file__).resolve().parents[1]
 A, B = "hopital-a.mssante.test", "clinique-b.mssante.test"
@@ -84,6 +100,7 @@ TARGET_RATIO = 1.0  # the issue's later target: mssgw at least as fast as Postfi
 SBIN = ("/usr/sbin", "/usr/lib/postfix/sbin", "/sbin")
 POSTFIX_LABEL = "(a) smtp-source -> Postfix -> smtp-sink (reference)"
 MSSGW_LABEL = "(b) mssgw: submission A -> relay -> mailbox B"
+LATENCY_LABEL = "(c) mssgw open loop at half the peak rate: end of DATA -> mailbox B"
 
 
 @dataclass
@@ -341,23 +358,50 @@ def wait_for(count: Any, target: int, stall: float = STALL_SECONDS, alive: Any =
         time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class LatencyPlan:
+    """The open-loop phase (c): how many messages, at what rate (None: half the closed-loop rate), how spaced."""
+
+    messages: int
+    rate: float | None = None
+    arrivals: str = "poisson"  # poisson | fixed
+    seed: int = 1
+    connections: int = 4
+
+
 def run_mssgw(
-    workdir: Path, n: int, size: int, concurrency: int, per_connection: int, profile: Path | None = None
-) -> Phase:
+    workdir: Path,
+    n: int,
+    size: int,
+    concurrency: int,
+    per_connection: int,
+    profile: Path | None = None,
+    latency: LatencyPlan | None = None,
+) -> tuple[Phase, dict[str, Any] | None]:
+    """(b) the closed-loop phase, then, in the same trust space and server, (c) the open-loop phase if asked."""
     tag = secrets.token_hex(4)
     work = shares(n, size, tag, concurrency)
-    with trust_space(workdir) as space, profiled(space.proc.pid, profile):
+    open_loop_result: dict[str, Any] | None = None
+    with trust_space(workdir) as space:
         db_b = space.database("operator-b")
-        cpu0, server0, self0 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
-        started, t0, last_ack = asyncio.run(submit_all(space, work, per_connection))
-        got = wait_for(lambda: count_delivered(db_b, tag), n, alive=lambda: space.proc.poll() is None)
-        cpu1, server1, self1 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
+        with profiled(space.proc.pid, profile):
+            cpu0, server0, self0 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
+            started, t0, last_ack = asyncio.run(submit_all(space, work, per_connection))
+            got = wait_for(lambda: count_delivered(db_b, tag), n, alive=lambda: space.proc.poll() is None)
+            cpu1, server1, self1 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
         exited = space.proc.poll()
         times = delivered_at(db_b, tag)
         left_a, left_b = queue_left(space.database("operator-a")), queue_left(db_b)
-    end = max(times.values(), default=last_ack)
+        end = max(times.values(), default=last_ack)
+        peak = got / (end - t0) if end > t0 and got else None
+        if latency is not None and exited is None and (latency.rate or peak):
+            rate = latency.rate or (peak or 0.0) / 2
+            open_loop_result = run_latency(
+                space, latency.messages, size, rate, peak, latency.arrivals, latency.seed, latency.connections
+            )
+            exited = space.proc.poll()
     server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
-    return Phase(
+    phase = Phase(
         label=MSSGW_LABEL,
         messages=n,
         delivered=got,
@@ -373,6 +417,292 @@ def run_mssgw(
             "server_exited": None if exited is None else {"status": exited, "error": last_line(space.stderr_path)},
         },
     )
+    return phase, open_loop_result
+
+
+# -- (c) mssgw, open loop: submit-to-mailbox latency at half the peak rate -----------------------
+
+
+@dataclass
+class Sent:
+    """One message of the open-loop phase, as its client saw it (time.time() seconds)."""
+
+    recipient: str
+    scheduled: float  # when the schedule said to start sending it
+    started: float  # when a connection was free and MAIL FROM went out
+    data_end: float  # when the client wrote the end of DATA (<CRLF>.<CRLF>)
+    acked: float  # when the 250 came back
+
+
+class Submitter:
+    """An authenticated submission connection of one sender, sending one message at a time."""
+
+    def __init__(self, smtp: aiosmtplib.SMTP, sender: str) -> None:
+        self.smtp, self.sender = smtp, sender
+
+    @classmethod
+    async def open(cls, space: TrustSpace, tls: ssl.SSLContext, sender: str) -> Submitter:
+        port = space.operator("operator-a")["ports"]["submission"]
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=port, tls_context=tls, start_tls=True, local_hostname="bench.client.test"
+        )
+        await smtp.connect()
+        await smtp.login(sender, space.password(sender))
+        return cls(smtp, sender)
+
+    async def send(self, rcpt: str, data: bytes) -> tuple[float, float]:
+        """MAIL, RCPT, DATA; (when the end of DATA was written, when its 250 came)."""
+        await self.smtp.mail(self.sender)
+        await self.smtp.rcpt(rcpt)
+        protocol = self.smtp.protocol
+        assert protocol is not None
+        ends: list[float] = []
+        write = protocol.write
+
+        def stamped(octets: bytes) -> None:  # aiosmtplib writes the whole dot-terminated message at once
+            write(octets)
+            if octets.endswith(b"\r\n.\r\n"):
+                ends.append(time.time())
+
+        protocol.write = stamped  # type: ignore[method-assign]
+        try:
+            await self.smtp.data(data)
+        finally:
+            del protocol.write  # the class's method again
+        acked = time.time()
+        return (ends[0] if ends else acked), acked
+
+    async def close(self) -> None:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await asyncio.wait_for(self.smtp.quit(), 10)
+        self.smtp.close()
+
+
+class IdleObserver:
+    """An IMAP IDLE session on a recipient's INBOX at operator B: the time each `* N EXISTS` arrives."""
+
+    def __init__(self, client: ImapClient, tag: bytes, base: int) -> None:
+        self.client, self.tag, self.base = client, tag, base
+        self.exists: list[tuple[int, float]] = []  # (messages in INBOX, when the server said so)
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, port: int, tls: ssl.SSLContext, user: str, password: str) -> IdleObserver:
+        client = await ImapClient.connect(port, tls)
+        await client.login(user, password)
+        untagged, _ = await client.command(b"SELECT INBOX")
+        base = max((int(m.group(1)) for p in untagged if (m := _EXISTS.match(p[0]))), default=0)
+        return cls(client, await client.idle(), base)
+
+    @property
+    def count(self) -> int:
+        return self.exists[-1][0] if self.exists else self.base
+
+    async def _read(self) -> None:
+        while True:
+            parts = await self.client.read_response()
+            m = _EXISTS.match(parts[0])
+            if m:
+                self.exists.append((int(m.group(1)), time.time()))
+                self.changed.set()
+            elif parts[0].startswith(self.tag + b" "):
+                return
+
+    async def reach(self, count: int) -> None:
+        """Until the INBOX holds `count` messages as far as this session was told."""
+        while self.count < count and not self.task.done():
+            self.changed.clear()
+            await self.changed.wait()
+
+    def seen_at(self, seq: int) -> float | None:
+        """When the session was first told of message number `seq` (the INBOX's seq-th message)."""
+        return next((at for n, at in self.exists if n >= seq), None)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError, RuntimeError):
+            self.client.writer.write(b"DONE\r\n")
+            await asyncio.wait_for(asyncio.shield(self.task), 30)
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+        self.client.close()
+
+
+_EXISTS = re.compile(rb"\* (\d+) EXISTS\r\n")
+
+
+def schedule(n: int, rate: float, arrivals: str, seed: int) -> list[float]:
+    """Send offsets in seconds: fixed spacing 1/rate, or Poisson arrivals (exponential gaps of mean 1/rate)."""
+    rng = random.Random(seed)
+    offsets, t = [], 0.0
+    for _ in range(n):
+        offsets.append(t)
+        t += rng.expovariate(rate) if arrivals == "poisson" else 1 / rate
+    return offsets
+
+
+async def open_loop(
+    space: TrustSpace, work: list[tuple[str, str, bytes]], offsets: list[float], connections: int
+) -> tuple[dict[str, Sent], dict[str, IdleObserver], dict[str, Any]]:
+    """Send work[i] = (sender, recipient, message) at start + offsets[i], whatever the earlier ones are doing.
+
+    A message takes a free connection of its sender (opening a new one, counted, when none is free: a
+    late reply never delays the next message's start), and each recipient's INBOX at B is watched by an
+    IDLE session opened beforehand. Returns the client-side times by Message-ID, the observers, and counts.
+    """
+    tls = ssl.create_default_context(cafile=space.creds["trust_anchor"])
+    tls.check_hostname = False
+    imaps_b = space.operator("operator-b")["ports"]["imaps"]
+    observers = {
+        rcpt: await IdleObserver.start(imaps_b, tls, rcpt, space.password(rcpt))
+        for rcpt in sorted({rcpt for _, rcpt, _ in work})
+    }
+    free: dict[str, list[Submitter]] = {sender: [] for sender, _, _ in work}
+    senders = list(free)
+    for c in range(connections):  # opened before the clock starts
+        sender = senders[c % len(senders)]
+        free[sender].append(await Submitter.open(space, tls, sender))
+    opened_late = 0
+    sent: dict[str, Sent] = {}
+    errors: list[str] = []
+    loop = asyncio.get_running_loop()
+    start_loop, start_wall = loop.time() + 0.5, time.time() + 0.5
+
+    async def one(i: int) -> None:
+        nonlocal opened_late
+        sender, rcpt, data = work[i]
+        await asyncio.sleep(max(0.0, start_loop + offsets[i] - loop.time()))
+        started = time.time()
+        try:
+            if free[sender]:
+                conn = free[sender].pop()
+            else:
+                opened_late += 1
+                conn = await Submitter.open(space, tls, sender)
+            data_end, acked = await conn.send(rcpt, data)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if len(errors) < 5:
+                errors.append(f"message {i}: {type(exc).__name__}: {exc}")
+            return
+        free[sender].append(conn)
+        message_id = re.search(rb"^Message-ID: (<[^>]+>)", data, re.MULTILINE)
+        assert message_id is not None
+        sent[message_id.group(1).decode()] = Sent(rcpt, start_wall + offsets[i], started, data_end, acked)
+
+    await asyncio.gather(*(one(i) for i in range(len(work))))
+    for conns in free.values():
+        for conn in conns:
+            await conn.close()
+    return sent, observers, {"connections": connections, "opened_late": opened_late, "errors": errors}
+
+
+def mailbox_rows(db: Path, address: str) -> list[tuple[str | None, float]]:
+    """(Message-ID, row written) of each message of address's INBOX at B, in UID order: the i-th is seq i+1."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        rows = conn.execute(
+            "SELECT m.header_message_id, m.created_at FROM messages m JOIN folders f ON f.id = m.folder_id "
+            "WHERE m.address = ? AND f.name = 'INBOX' ORDER BY m.uid",
+            (address,),
+        ).fetchall()
+    return [(mid, datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()) for mid, at in rows]
+
+
+def wait_drained(space: TrustSpace, timeout: float = STALL_SECONDS) -> bool:
+    """Wait until both operators' queues are empty (the closed-loop phase's tail), so the phases do not overlap."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if queue_left(space.database("operator-a")) == 0 and queue_left(space.database("operator-b")) == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    p50, p99 = percentile(values, 50), percentile(values, 99)
+    return {
+        "p50_ms": round(p50, 1) if p50 is not None else None,
+        "p99_ms": round(p99, 1) if p99 is not None else None,
+        "max_ms": round(max(values), 1) if values else None,
+        "mean_ms": round(sum(values) / len(values), 1) if values else None,
+    }
+
+
+def run_latency(
+    space: TrustSpace, n: int, size: int, rate: float, peak: float | None, arrivals: str, seed: int, connections: int
+) -> dict[str, Any]:
+    """(c): n messages offered open-loop at `rate` per second; per message, the end of DATA to the mailbox."""
+    drained = wait_drained(space)
+    tag = secrets.token_hex(4)
+    work: list[tuple[str, str, bytes]] = []
+    for i in range(n):
+        sender, rcpt = SENDERS[i % len(SENDERS)], RECIPIENTS[i % len(RECIPIENTS)]
+        work.append((sender, rcpt, message(i, sender, rcpt, tag, size)[1]))
+    offsets = schedule(n, rate, arrivals, seed)
+    db_b = space.database("operator-b")
+    server0, cpu0 = process_cpu_seconds(space.proc.pid), cpu_times()
+
+    async def go() -> tuple[dict[str, Sent], dict[str, dict[int, float]], dict[str, int], dict[str, Any]]:
+        sent, observers, info = await open_loop(space, work, offsets, connections)
+        # Every message acknowledged: wait (without blocking the observers' loop) for them to reach B.
+        await asyncio.to_thread(
+            wait_for, lambda: count_delivered(db_b, tag), len(sent), alive=lambda: space.proc.poll() is None
+        )
+        # Then the last EXISTS: an IDLE session is told at once of a local delivery, else within seconds.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                for rcpt, o in observers.items():
+                    await o.reach(o.base + sum(1 for s in sent.values() if s.recipient == rcpt))
+        seen: dict[str, dict[int, float]] = {}
+        for rcpt, o in observers.items():
+            await o.stop()
+            seen[rcpt] = {seq: at for seq in range(o.base + 1, o.count + 1) if (at := o.seen_at(seq)) is not None}
+        return sent, seen, {r: o.base for r, o in observers.items()}, info
+
+    sent, seen, bases, info = asyncio.run(go())
+    server1, cpu1 = process_cpu_seconds(space.proc.pid), cpu_times()
+    submit_ms, store_ms, mailbox_ms, late_ms = [], [], [], []
+    observed = in_store = 0
+    for rcpt in RECIPIENTS:
+        for seq, (mid, written) in enumerate(mailbox_rows(db_b, rcpt), start=1):
+            s = sent.get(mid or "")
+            if s is None:
+                continue  # the closed-loop phase's, or not this run's
+            in_store += 1
+            store_ms.append((written - s.data_end) * 1000)
+            at = seen.get(rcpt, {}).get(seq)
+            if at is not None and seq > bases.get(rcpt, 0):
+                observed += 1
+                mailbox_ms.append((at - s.data_end) * 1000)
+    for s in sent.values():
+        submit_ms.append((s.acked - s.data_end) * 1000)
+        late_ms.append(max(0.0, s.started - s.scheduled) * 1000)
+    ends = sorted(s.data_end for s in sent.values())
+    span = ends[-1] - ends[0] if len(ends) > 1 else 0.0
+    seen_all = sorted(at for per in seen.values() for at in per.values())
+    server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
+    return {
+        "label": LATENCY_LABEL,
+        "messages": n,
+        "acknowledged": len(sent),
+        "delivered": in_store,
+        "observed": observed,
+        "arrivals": arrivals,
+        "seed": seed,
+        "peak_rate": round(peak, 2) if peak is not None else None,
+        "offered_rate": round(rate, 3),
+        "achieved_rate": round((len(ends) - 1) / span, 3) if span > 0 else None,  # ends of DATA per second
+        "delivered_rate": round(len(seen_all) / (seen_all[-1] - ends[0]), 3) if seen_all and ends else None,
+        "seconds": round(span, 2),
+        "mailbox": _stats(mailbox_ms),  # end of DATA -> the recipient's IDLE session told (* N EXISTS)
+        "store": _stats(store_ms),  # end of DATA -> the message's row written at B
+        "submit": _stats(submit_ms),  # end of DATA -> 250 at A
+        "start_late": _stats(late_ms),  # schedule -> MAIL FROM (a connection was free, or a new one open)
+        "queues_drained_before": drained,
+        "server_cpu_ms_per_message": round(server_cpu * 1000 / in_store, 1) if server_cpu and in_store else None,
+        "cpu_busy_cores": round(c, 2) if (c := cores_busy(cpu0, cpu1)) is not None else None,
+        **info,
+    }
 
 
 # -- (a) Postfix ---------------------------------------------------------------------------------
@@ -685,7 +1015,14 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             reference = run_postfix(workdir / "postfix", args.messages, args.size, args.concurrency)
         except (PostfixError, OSError, subprocess.SubprocessError) as exc:
             why_not = f"could not run: {exc}"
-    mssgw = run_mssgw(workdir, args.messages, args.size, args.concurrency, args.per_connection, args.py_spy)
+    plan = (
+        LatencyPlan(args.latency, args.latency_rate, args.arrivals, args.seed, args.latency_connections)
+        if args.latency
+        else None
+    )
+    mssgw, latency = run_mssgw(
+        workdir, args.messages, args.size, args.concurrency, args.per_connection, args.py_spy, plan
+    )
     phases = [p for p in (reference, mssgw) if p is not None]
     ratio = mssgw.rate / reference.rate if reference is not None and reference.rate else None
     submit_ratio = (
@@ -702,7 +1039,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "mssgw": phase_dict(mssgw, reference),
         "ratio": round(ratio, 3) if ratio is not None else None,
         "submit_ratio": round(submit_ratio, 3) if submit_ratio is not None else None,
-        "all_delivered": all(p.delivered == p.messages for p in phases),
+        "latency": latency,
+        "all_delivered": all(p.delivered == p.messages for p in phases)
+        and (plan is None or (latency is not None and latency["delivered"] == latency["messages"])),
     }
 
 
@@ -749,8 +1088,29 @@ def report(result: dict[str, Any]) -> str:
             f"ratio mssgw/Postfix: {result['ratio']:.2f} end to end, {result['submit_ratio']:.2f} submission "
             f"(later target >= {TARGET_RATIO:.1f}: {met})"
         )
+    lat = result.get("latency")
+    if lat is not None:
+        out.append(latency_report(lat))
     out.append("delivered: " + ("all" if result["all_delivered"] else "INCOMPLETE"))
     return "\n".join(out)
+
+
+def latency_report(lat: dict[str, Any]) -> str:
+    def trio(d: dict[str, float | None]) -> str:
+        return "/".join(_ms(d[k]) for k in ("p50_ms", "p99_ms", "max_ms"))
+
+    peak = f"{lat['peak_rate']:.2f}/s closed loop" if lat["peak_rate"] is not None else "given"
+    achieved = f"{lat['achieved_rate']:.2f}/s" if lat["achieved_rate"] is not None else "-"
+    line = (
+        f"{lat['label']}: {lat['delivered']:,} of {lat['messages']:,} delivered, {lat['observed']:,} seen by IDLE; "
+        f"offered {lat['offered_rate']:.2f}/s ({lat['arrivals']} arrivals; peak {peak}), achieved {achieved}; "
+        f"p50/p99/max ms: to mailbox (IDLE told) {trio(lat['mailbox'])}, to the stored row {trio(lat['store'])}, "
+        f"to 250 {trio(lat['submit'])}; start late {trio(lat['start_late'])}; "
+        f"{lat['connections']} connections + {lat['opened_late']} opened when all were busy"
+    )
+    if lat["errors"]:
+        line += "; errors: " + "; ".join(lat["errors"])
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -764,6 +1124,31 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="mssgw clients reconnect after N messages (default: 0, one connection for all, like smtp-source -d)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then (c): N messages open loop at half the closed-loop rate, each timed from the end of DATA to "
+        "the recipient's IMAP IDLE session being told (default: 0, not run)",
+    )
+    parser.add_argument(
+        "--latency-rate", type=float, metavar="R", help="(c) at R messages/s instead of half the closed-loop rate"
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=("poisson", "fixed"),
+        default="poisson",
+        help="(c): exponential gaps of mean 1/rate, or a message every 1/rate s (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="(c): the Poisson schedule's seed (default: %(default)s)")
+    parser.add_argument(
+        "--latency-connections",
+        type=int,
+        default=4,
+        metavar="C",
+        help="(c): submission connections opened beforehand; more are opened when all are busy (default: %(default)s)",
     )
     parser.add_argument("--no-postfix", action="store_true", help="skip the Postfix reference")
     parser.add_argument(
@@ -786,6 +1171,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--size must be at least 1024")
     if args.per_connection < 0:
         parser.error("--per-connection must be 0 or positive")
+    if args.latency < 0:
+        parser.error("--latency must be 0 or positive")
+    if args.latency_rate is not None and args.latency_rate <= 0:
+        parser.error("--latency-rate must be positive")
+    if args.latency_connections < 1:
+        parser.error("--latency-connections must be positive")
     if args.py_spy is not None:
         if py_spy() is None:
             parser.error("--py-spy needs py-spy (pip install py-spy)")

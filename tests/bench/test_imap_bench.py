@@ -193,6 +193,7 @@ def test_bench_without_dovecot(tmp_path: Path) -> None:
         (["--messages", "0"], "--messages must be positive"),
         (["--logins", "0"], "--logins must be positive"),
         (["--idle", "-1"], "--idle must be 0 or positive"),
+        (["--reference-idle", "-1"], "--reference-idle must be 0 or positive"),
         (["--idle-seconds", "0"], "--idle-seconds must be positive"),
         (["--idle-ramp", "0"], "--idle-ramp must be positive"),
         (["--size", "100"], "--size must be at least 1024"),

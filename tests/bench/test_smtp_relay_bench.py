@@ -9,6 +9,8 @@ target (>= 1.0x Postfix).
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
 import os
 import re
@@ -133,13 +135,67 @@ def test_bench_small_run_output(tmp_path: Path) -> None:
         assert result["ratio"] is None
 
 
-def test_bench_without_postfix(tmp_path: Path) -> None:
-    stdout, result = run_bench(tmp_path, "--messages", "6", "--concurrency", "3", "--no-postfix", timeout=300)
-    assert "Postfix reference: skipped (--no-postfix)" in stdout.splitlines()
+def test_bench_without_postfix_with_latency(tmp_path: Path) -> None:
+    args = ["--messages", "6", "--concurrency", "3", "--no-postfix", "--latency", "4", "--arrivals", "fixed"]
+    stdout, result = run_bench(tmp_path, *args, timeout=300)
+    lines = stdout.splitlines()
+    assert "Postfix reference: skipped (--no-postfix)" in lines
     assert [p["label"] for p in result["phases"]] == [MSSGW]
     assert result["mssgw"]["delivered"] == 6
     assert result["mssgw"]["ratio"] is None
     assert not (tmp_path / "work" / "postfix").exists()
+
+    # (c) open loop at half the closed-loop rate, every message timed to its recipient's IDLE session.
+    assert re.fullmatch(
+        r"\(c\) mssgw open loop at half the peak rate: end of DATA -> mailbox B: 4 of 4 delivered, 4 seen by IDLE; "
+        r"offered [\d.]+/s \(fixed arrivals; peak [\d.]+/s closed loop\), achieved [\d.]+/s; p50/p99/max ms: "
+        r"to mailbox \(IDLE told\) [\d./]+, to the stored row [\d./]+, to 250 [\d./]+; start late [\d./]+; "
+        r"4 connections \+ \d+ opened when all were busy",
+        lines[-2],
+    ), lines[-2]
+    assert lines[-1] == "delivered: all"
+    lat = result["latency"]
+    assert (lat["messages"], lat["acknowledged"], lat["delivered"], lat["observed"]) == (4, 4, 4, 4)
+    assert lat["arrivals"] == "fixed"
+    assert lat["offered_rate"] == pytest.approx(lat["peak_rate"] / 2, rel=0.01)
+    assert lat["achieved_rate"] == pytest.approx(lat["offered_rate"], rel=0.5)
+    assert lat["queues_drained_before"] is True
+    assert lat["errors"] == []
+    for interval in ("mailbox", "store", "submit", "start_late"):
+        d = lat[interval]
+        assert 0 <= d["p50_ms"] <= d["p99_ms"] <= d["max_ms"], (interval, d)
+    # A message's row is written before the commit that tells its recipient's IDLE session, and so for each
+    # order statistic; the 250 comes once the message is queued at A, long before it reaches B.
+    assert lat["store"]["p50_ms"] <= lat["mailbox"]["p50_ms"]
+    assert lat["store"]["max_ms"] <= lat["mailbox"]["max_ms"]
+    assert lat["submit"]["p50_ms"] < lat["store"]["p50_ms"]
+    work = tmp_path / "work"
+    with sqlite3.connect(work / "trust-space" / "operator-b" / "mssgw.db") as db:
+        got = db.execute("SELECT count(*) FROM messages WHERE header_message_id LIKE '<bench-%'").fetchone()[0]
+    assert got == 6 + 4
+
+
+def test_schedule_spacing() -> None:
+    path, modules = list(sys.path), set(sys.modules)
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports its neighbours (common, imap)
+    try:
+        spec = importlib.util.spec_from_file_location("bench_smtp_relay", SCRIPT)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if str(getattr(sys.modules[name], "__file__", "")).startswith(str(SCRIPT.parent)):
+                del sys.modules[name]  # bench/'s own (common, imap): not importable by that name elsewhere
+    assert module.schedule(4, 2.0, "fixed", 1) == [0.0, 0.5, 1.0, 1.5]
+    poisson = module.schedule(20_000, 4.0, "poisson", 7)
+    assert poisson == module.schedule(20_000, 4.0, "poisson", 7)  # seeded
+    gaps = [b - a for a, b in itertools.pairwise(poisson)]
+    assert sum(gaps) / len(gaps) == pytest.approx(0.25, rel=0.03)  # mean gap 1/rate
+    assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.25 * 0.693, rel=0.05)  # exponential: median ln2/rate
 
 
 @pytest.mark.parametrize(
@@ -149,6 +205,9 @@ def test_bench_without_postfix(tmp_path: Path) -> None:
         (["--concurrency", "0"], "--concurrency must be positive"),
         (["--size", "100"], "--size must be at least 1024"),
         (["--per-connection", "-1"], "--per-connection must be 0 or positive"),
+        (["--latency", "-1"], "--latency must be 0 or positive"),
+        (["--latency-rate", "0"], "--latency-rate must be positive"),
+        (["--latency-connections", "0"], "--latency-connections must be positive"),
     ],
 )
 def test_bench_rejects_bad_arguments(args: list[str], error: str) -> None:
