@@ -153,6 +153,26 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict[str, Any]:
     return entry
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and how many files of the code differ from it (others may be editing)."""
+    out: dict[str, Any] = {"commit": None, "changed_files": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=30, check=False
+        )
+        out["commit"] = head.stdout.strip() or None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gateway", "directory", "certs", "bench"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+            check=False,
+        )
+        out["changed_files"] = len(status.stdout.splitlines()) if status.returncode == 0 else None
+    return out
+
+
 def command_line(argv: list[str]) -> str:
     niceness = os.nice(0) if hasattr(os, "nice") else 0
     python = Path(sys.executable)
@@ -171,6 +191,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "command": command_line(argv),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),  # load average before anything starts
+        "code": code_version(),
         "benchmarks": [],
         "not_run": [b.name for b in BENCHES if b.name not in names],
         "results": str(results.resolve().relative_to(ROOT)) if results.resolve().is_relative_to(ROOT) else str(results),
@@ -621,6 +642,14 @@ RENDERERS: dict[str, Callable[[dict[str, Any], bool, list[Target]], list[str]]] 
 }
 
 
+def code_line(code: dict[str, Any] | None) -> list[str]:
+    if not code or not code.get("commit"):
+        return []
+    changed = code.get("changed_files")
+    extra = f", with {changed} files of gateway/, directory/, certs/ or bench/ changed beside it" if changed else ""
+    return [f"- Code: commit {code['commit']}{extra}."]
+
+
 def render(run: dict[str, Any]) -> str:
     """The generated block, markers included (ends with a newline)."""
     quick = bool(run["quick"])
@@ -656,6 +685,7 @@ def render(run: dict[str, Any]) -> str:
         f"- Date: {started.strftime('%Y-%m-%d %H:%M')} UTC; the whole run took {seconds_text(run['seconds'])}.",
         f"- Machine: {machine_text(run['machine'])}.",
         f"- Command: `{run['command']}`.",
+        *code_line(run.get("code")),
         "- Each benchmark ran as its own process, one after the other, beside its reference measured in the "
         "same run; the machine is shared with other work, which counts in every figure.",
     ]
