@@ -173,6 +173,25 @@ class Queue:
             ).all()
             return Claim([Job(r.id, r.recipient, r.domain, r.local, r.attempts, _envelope(m), owner) for r, m in rows])
 
+    async def renew(self, owner: str, ids: Sequence[int], lease: timedelta) -> int:
+        """Extend `owner`'s leases on recipients `ids` that it still holds (not settled, not taken over by
+        another worker); returns how many. A worker renews while it works, so a slow batch does not
+        outlive its lease and get delivered a second time by another node."""
+        if not ids:
+            return 0
+        now = utcnow()
+        async with self.db.write() as s:
+            result = await s.execute(
+                update(QueuedRecipient)
+                .where(
+                    QueuedRecipient.id.in_(ids),
+                    QueuedRecipient.lease_owner == owner,
+                    QueuedRecipient.status == "pending",
+                )
+                .values(lease_until=now + lease)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     async def release(self, owner: str) -> int:
         """Free the leases `owner` held before a restart (its deliveries died with it); returns how many."""
         async with self.db.write() as s:

@@ -6,7 +6,8 @@ Implementation notes
   DSN sent), never with content.
 - Local delivery is exactly once: the mailbox insert (with its UID) and the recipient's "delivered"
   state commit in one transaction. If the worker dies before that commit, nothing was delivered and
-  the recipient becomes due again when its lease expires.
+  the recipient becomes due again when its lease expires. While a batch is handled its leases are
+  renewed every third of the lease, so a batch slower than one lease is not taken over while alive.
 - A temporary failure is retried on the configured schedule; when the next attempt would fall past
   the maximum age, or on a permanent failure, the recipient is failed and the sender gets one RFC 3464
   DSN per message covering every recipient that failed in that pass (never for a null sender).
@@ -95,16 +96,32 @@ class DeliveryWorker:
     async def run_once(self, now: datetime | None = None) -> int:
         """Claim and handle one batch; returns how many recipients were handled."""
         claim = await self.queue.claim(owner=self.owner, lease=self.lease, limit=100, now=now)
+        if not claim.jobs:
+            return 0
         groups = claim.by_message()
-        outcomes = await asyncio.gather(
-            *(self._message(qid, jobs) for qid, jobs in groups.items()), return_exceptions=True
-        )
+        keeper = asyncio.create_task(self._keep_leases([j.recipient_id for j in claim.jobs]))
+        try:
+            outcomes = await asyncio.gather(
+                *(self._message(qid, jobs) for qid, jobs in groups.items()), return_exceptions=True
+            )
+        finally:
+            keeper.cancel()
         for qid, outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 # One message's trouble (deleted meanwhile, a bug) must not stop the others: its leases
                 # expire and it is retried; the error is logged without content.
                 self._log.error("queue message failed", queue_id=qid, error=f"{type(outcome).__name__}: {outcome}")
         return len(claim.jobs)
+
+    async def _keep_leases(self, ids: list[int]) -> None:
+        """Renew this batch's leases every third of the lease while it is being handled: a batch of slow
+        relays may take longer than one lease, and an expired lease lets another node deliver again."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                await self.queue.renew(self.owner, ids, self.lease)
+            except Exception as exc:  # a database hiccup: the next round tries again
+                self._log.warning("lease renewal failed", error=type(exc).__name__)
 
     async def _audit(self, event: AuditEvent, env: Envelope, **response: object) -> None:
         await self.node.audit.record(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -211,3 +212,31 @@ async def test_a_relay_is_signed_and_encrypted_and_a_recipient_without_certifica
     assert {ri.chosen["key_encryption_algorithm"]["algorithm"].native for ri in info["content"]["recipient_infos"]} == {
         transport
     }
+
+
+async def test_a_slow_batch_keeps_its_leases_while_it_works(node: Node) -> None:
+    """A relay slower than the lease: the worker renews, so no other worker can take the recipient over,
+    and the outcome is recorded by the worker that did the work."""
+    queue = Queue(node.db, node.kek)
+    await queue.enqueue(
+        source="submission",
+        sender=RCPT,
+        recipients=["someone@ch-peer.mssante.fr"],
+        body=b"Subject: x\r\n\r\nx\r\n",
+        local_domains=node.cfg.node.local_domains,
+    )
+    taken: list[int] = []
+
+    async def slow_relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        for _ in range(6):  # 2.4 s of relaying against a lease of 0.6 s: another worker keeps asking
+            await asyncio.sleep(0.4)
+            taken.append(len((await queue.claim(owner="other", lease=timedelta(seconds=60))).jobs))
+        return [Result(j.recipient, ok=True, remote_mta="mx.ch-peer.mssante.fr") for j in jobs]
+
+    worker = DeliveryWorker(node, queue, relay=slow_relay, owner="slow")
+    worker.lease = timedelta(seconds=0.6)
+    assert await worker.run_once() == 1
+    assert taken == [0] * 6
+    assert await queue.list() == []
+    relayed = await query(node.audit_db, action="queue.relayed")
+    assert [r["author"] for r in relayed] == ["queue:slow"]
