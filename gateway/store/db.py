@@ -133,8 +133,15 @@ class Database:
 
     async def migrate(self) -> None:
         """Bring the schema to the head revision; a no-op (and no alembic import) when it is there."""
-        if await self.current_revision() == self.head:
+        current = await self.current_revision()
+        if current == self.head:
             return
+        if current is not None and not _known_revision(self.migrations, current):
+            # A newer mssgw migrated this database: running older code on it would corrupt it.
+            raise ConfigError(
+                f"the database schema is at revision {current}, newer than this version of mssgw knows "
+                f"(its latest is {self.head}): upgrade mssgw on this node (docs/operations.md, upgrades)"
+            )
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade, self.migrations, "head")
 
@@ -164,6 +171,11 @@ def alembic_head(migrations: Path) -> str | None:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(migrations))
     return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def _known_revision(migrations: Path, revision: str) -> bool:
+    """Whether `revision` is one of this code's migrations (file names start with their revision id)."""
+    return any(p.name.startswith(f"{revision}_") for p in (migrations / "versions").glob("*.py"))
 
 
 def _upgrade(connection: Connection, migrations: Path, revision: str) -> None:

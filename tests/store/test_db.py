@@ -258,3 +258,17 @@ async def test_the_models_match_the_migrated_schema(db_url: str) -> None:
         async with db.engine.connect() as conn:
             diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
     assert diff == []
+
+
+async def test_older_code_refuses_a_database_a_newer_version_migrated(db_url: str) -> None:
+    """One node upgraded first (docs/operations.md): the other, still old, must stop with one line."""
+    async with Database(db_url) as db:
+        await db.migrate()
+        async with db.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        with pytest.raises(ConfigError) as exc:
+            await db.migrate()
+    assert str(exc.value) == (
+        f"the database schema is at revision 0099, newer than this version of mssgw knows (its latest is "
+        f"{STORE_HEAD}): upgrade mssgw on this node (docs/operations.md, upgrades)"
+    )
