@@ -50,6 +50,22 @@ PASSWORD = "Horse-Battery-Staple-42"
 DOCTOR = f"claire.martin@{DOMAIN}"
 NURSE = f"lucas.bernard@{DOMAIN}"
 MAILBOXES = (DOCTOR, NURSE)
+
+
+@dataclass(frozen=True)
+class Parties:
+    """Who sends (and logs in with what) and the two mailboxes messages go to (`second` most often)."""
+
+    sender: str = DOCTOR
+    password: str = PASSWORD
+    first: str = DOCTOR
+    second: str = NURSE
+
+    @property
+    def mailboxes(self) -> tuple[str, str]:
+        return self.first, self.second
+
+
 LEASE = 2
 """Queue lease (s) in the crash node's config: a recipient claimed by a killed node is due again after it."""
 
@@ -112,11 +128,12 @@ class Message:
         return len(self.data)
 
 
-def make_message(seed: int, number: int) -> Message:
+def make_message(seed: int, number: int, parties: Parties | None = None) -> Message:
+    p = parties or Parties()
     rng = random.Random(f"{seed}/{number}")
     marker = f"CRASH-{seed}-{number:06d}"
     roll = rng.random()
-    recipients = (NURSE,) if roll < 0.7 else (DOCTOR,) if roll < 0.85 else (NURSE, DOCTOR)
+    recipients = (p.second,) if roll < 0.7 else (p.first,) if roll < 0.85 else (p.second, p.first)
     size = int(math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE))))
     text = base64.b64encode(rng.randbytes(size * 3 // 4)).decode()
     payload = [text[i : i + 76] for i in range(0, len(text), 76)]
@@ -124,7 +141,7 @@ def make_message(seed: int, number: int) -> Message:
     body_lines = [f"marker: {marker}", *payload, f"checksum: sha256 {digest}", f"end: {marker}"]
     body = ("\r\n".join(body_lines) + "\r\n").encode()
     headers = (
-        f"From: Claire MARTIN <{DOCTOR}>\r\n"
+        f"From: Claire MARTIN <{p.sender}>\r\n"
         f"To: {', '.join(recipients)}\r\n"
         f"Subject: crash test {marker}\r\n"
         f"Date: {formatdate(localtime=False)}\r\n"
@@ -306,6 +323,7 @@ class Ledger:
     """What the clients did, shared between threads."""
 
     seed: int
+    parties: Parties = field(default_factory=Parties)
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_number: int = 0
     sent: dict[int, Message] = field(default_factory=dict)  # DATA started
@@ -335,7 +353,7 @@ class Ledger:
         with self.lock:
             self.next_number += 1
             number = self.next_number
-        return make_message(self.seed, number)
+        return make_message(self.seed, number, self.parties)
 
 
 class Refused(Exception):
@@ -383,7 +401,7 @@ class Submitter(threading.Thread):
             client.ehlo("crash.example")
             client.starttls(context=self.tls)
             client.ehlo("crash.example")
-            client.login(DOCTOR, PASSWORD)
+            client.login(self.ledger.parties.sender, self.ledger.parties.password)
         except BaseException:
             client.close()
             raise
@@ -412,7 +430,7 @@ class Submitter(threading.Thread):
 
     def _send(self, client: smtplib.SMTP, msg: Message) -> None:
         ledger = self.ledger
-        code, reply = client.mail(DOCTOR)
+        code, reply = client.mail(ledger.parties.sender)
         if code != 250:
             raise Refused(f"MAIL: {code} {reply!r}")
         for rcpt in msg.recipients:
@@ -457,7 +475,7 @@ class StoreView:
     delivered_audits: Counter[tuple[str, int]]  # (recipient, uid) -> queue.delivered records
 
 
-def read_store(node: NodeDir) -> StoreView:
+def read_store(node: NodeDir, mailboxes: tuple[str, ...] = MAILBOXES) -> StoreView:
     from sqlalchemy import select
 
     from gateway.audit.models import AuditRecord
@@ -471,7 +489,7 @@ def read_store(node: NodeDir) -> StoreView:
             store = MessageStore(n.mailboxes)
             inbox: dict[str, list[tuple[int, bytes]]] = {}
             uidnext: dict[str, int] = {}
-            for address in MAILBOXES:
+            for address in mailboxes:
                 async with n.db.read() as s:
                     rows = (
                         await s.execute(

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,7 +37,7 @@ from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
 from gateway.store.messages import MessageStore
 from gateway.store.models import StoredMessage
-from tests.conftest import NodeDir, copy_node
+from tests.conftest import NodeDir, copy_node, run_cli
 from tests.pg import PostgresCluster
 from tests.reliability.harness import (
     DOCTOR,
@@ -42,6 +45,7 @@ from tests.reliability.harness import (
     NURSE,
     Kill,
     Ledger,
+    Parties,
     Submitter,
     Supervisor,
     check_delivered,
@@ -78,48 +82,87 @@ def _wait_for_moment(mode: str, supervisor: Supervisor, ledger: Ledger, rng: ran
         time.sleep(rng.uniform(0, 0.02))
 
 
-def crash_run(
-    template: NodeDir,
-    tmp_path: Path,
-    kills: int,
-    capsys: pytest.CaptureFixture[str],
-    pg: PostgresCluster | None = None,
-) -> None:
-    seed = _seed()
-    rng = random.Random(seed)
+@dataclass
+class Setup:
+    """What a crash run drives: the nodes (by operator), which of them take submissions, where mail lands."""
+
+    label: str
+    supervisors: list[Supervisor]  # every node: each kill takes one of them
+    submit: list[Supervisor]  # the nodes clients submit to
+    sender: NodeDir  # the operator that acknowledges (its audit has smtp.message.accepted)
+    receiver: NodeDir  # the operator whose mailboxes get the messages
+    parties: Parties
+
+
+def one_operator(template: NodeDir, tmp_path: Path, pg: PostgresCluster | None) -> Setup:
     node = copy_node(template, tmp_path / "node")
     if pg is None:
         provision(node)
-        supervisors = [Supervisor(node, tmp_path / "serve.stderr")]
+        nodes = [Supervisor(node, tmp_path / "serve.stderr")]
+        label = "SQLite, 1 node"
     else:
         store, audit = pg.create_database("crash_store"), pg.create_database("crash_audit")
         provision(node, store_url=pg.url(store), audit_url=pg.url(audit))
-        supervisors = [
+        nodes = [
             Supervisor(node, tmp_path / "node1.stderr"),
             Supervisor(node, tmp_path / "node2.stderr", second_node(node), "node2"),
         ]
-    ledger = Ledger(seed)
+        label = "PostgreSQL, 2 nodes"
+    return Setup(label, nodes, nodes, node, node, Parties())
+
+
+def two_operators(tmp_path: Path) -> Setup:
+    """`mssgw demo init`: operator A's doctor writes to two professionals of operator B; every message
+    is signed and encrypted at A, relayed over mutual TLS, decrypted and verified at B."""
+    root = tmp_path / "demo"
+    made = run_cli("demo", "init", root, "--json", timeout=300)
+    assert made.code == 0, made.err
+    creds = json.loads((root / "credentials.json").read_text())
+    a, b = creds["operators"]
+    nodes = {}
+    for op in (a, b):
+        nd = NodeDir(Path(op["config"]).parent, root / "secrets" / op["name"])
+        text = nd.config.read_text()
+        edited = re.sub(r"(?m)^lease = \d+$", f"lease = {LEASE}", text)
+        assert edited.count(f"lease = {LEASE}") == 1
+        nd.config.write_text(edited)
+        nodes[op["name"]] = nd
+    doctor = next(m for m in a["mailboxes"] if m["type"] == "PER")
+    peers = [m["address"] for m in b["mailboxes"] if m["type"] in ("PER", "ORG")][:2]
+    assert len(peers) == 2, b["mailboxes"]
+    sa = Supervisor(nodes[a["name"]], tmp_path / "a.stderr", name="A")
+    sb = Supervisor(nodes[b["name"]], tmp_path / "b.stderr", name="B")
+    parties = Parties(sender=doctor["address"], password=doctor["password"], first=peers[0], second=peers[1])
+    return Setup("two operators, S/MIME relay, SQLite", [sa, sb], [sa], nodes[a["name"]], nodes[b["name"]], parties)
+
+
+def crash_run(setup: Setup, kills: int, capsys: pytest.CaptureFixture[str]) -> None:
+    seed = _seed()
+    rng = random.Random(seed)
+    ledger = Ledger(seed, setup.parties)
     stop = threading.Event()
-    clients = [Submitter(f"submitter-{i}", supervisors, ledger, stop) for i in range(CLIENTS)]
+    clients = [Submitter(f"submitter-{i}", setup.submit, ledger, stop) for i in range(CLIENTS)]
     modes = [MODES[i % len(MODES)] for i in range(kills)]
     rng.shuffle(modes)
     log: list[Kill] = []
+    nodes = list({id(s.node): s.node for s in setup.supervisors}.values())
     started = time.monotonic()
     try:
-        for s in supervisors:
+        for s in setup.supervisors:
             s.start()
         for c in clients:
             c.start()
         for mode in modes:
-            supervisor = rng.choice(supervisors)
-            _wait_for_moment(mode, supervisor, ledger, rng)
+            supervisor = rng.choice(setup.supervisors)
+            served = supervisor if supervisor in setup.submit else rng.choice(setup.submit)
+            _wait_for_moment(mode, served, ledger, rng)
             in_data = ledger.in_data
             uptime = supervisor.kill()
-            queued, leased = queue_state(node)
+            queued, leased = queue_state(supervisor.node)
             log.append(Kill(supervisor.name, mode, uptime, in_data, queued, leased))
             time.sleep(rng.uniform(0.05, 0.4))
             supervisor.start()
-        for s in supervisors:
+        for s in setup.submit:
             assert ledger.wait_for_ack(s.incarnation, timeout=20), f"{s.name} acknowledges nothing after restarts"
         time.sleep(1.0)  # the last incarnations serve clients too
         stop.set()
@@ -127,12 +170,13 @@ def crash_run(
             c.join(timeout=60)
             assert not c.is_alive(), f"{c.name} is stuck"
             assert c.crash is None, f"{c.name} failed: {c.crash!r}"
-        wait_for_empty_queue(node, supervisors, timeout=LEASE + 30)
-        for s in supervisors:
+        for nd in nodes:  # the sender's queue first: the receiver's fills from it
+            wait_for_empty_queue(nd, setup.supervisors, timeout=LEASE + 60)
+        for s in setup.supervisors:
             assert s.stop() == 0, f"unclean stop; see {s.stderr_path}"
     finally:
         stop.set()
-        for s in supervisors:
+        for s in setup.supervisors:
             if s.alive():
                 s.kill()
     elapsed = time.monotonic() - started
@@ -140,10 +184,12 @@ def crash_run(
     assert len(log) == kills
     assert not ledger.refused, ledger.refused[:5]
     assert ledger.acked, "no message was acknowledged"
-    listed = node.cli("queue", "list", "--json")
-    assert listed.code == 0, listed.err
-    assert listed.json() == []
-    view = read_store(node)
+    for nd in nodes:
+        listed = nd.cli("queue", "list", "--json")
+        assert listed.code == 0, listed.err
+        assert listed.json() == []
+    view = read_store(setup.receiver, setup.parties.mailboxes)
+    accepted = view.accepted if setup.sender is setup.receiver else read_store(setup.sender, ()).accepted
 
     # Every stored message is whole, is one we sent, to one of its recipients, byte for byte; UIDs only grow.
     by_marker = {m.marker: m for m in ledger.sent.values()}
@@ -175,10 +221,11 @@ def crash_run(
     assert not lost, f"acknowledged but not delivered exactly once: {lost[:10]}"
     assert not doubled, f"delivered more than once: {doubled[:10]}"
     assert not partial, f"delivered to some recipients only: {partial[:10]}"
-    not_audited = [ledger.sent[n].marker for n, qid in ledger.acked.items() if view.accepted.get(qid) != 1]
+    not_audited = [ledger.sent[n].marker for n, qid in ledger.acked.items() if accepted.get(qid) != 1]
     assert not not_audited, f"acknowledged without exactly one smtp.message.accepted record: {not_audited[:10]}"
-    verified = node.cli("audit", "verify")
-    assert verified.code == 0, verified.out + verified.err
+    for nd in nodes:
+        verified = nd.cli("audit", "verify")
+        assert verified.code == 0, verified.out + verified.err
 
     delivered_messages = {marker for (_, marker) in copies}
     unacked_delivered = sum(
@@ -186,8 +233,7 @@ def crash_run(
     )
     with capsys.disabled():
         print(
-            f"\ncrash test (seed {seed}, {'PostgreSQL, 2 nodes' if pg else 'SQLite, 1 node'}): "
-            f"{kills} kills in {elapsed:.1f} s; "
+            f"\ncrash test (seed {seed}, {setup.label}): {kills} kills in {elapsed:.1f} s; "
             f"{len(ledger.sent)} messages sent ({sum(m.size for m in ledger.sent.values()) / 1e6:.1f} MB), "
             f"{len(ledger.acked)} acknowledged, {len(delivered_messages)} delivered "
             f"({sum(copies.values())} mailbox copies; {unacked_delivered} of them unacknowledged), "
@@ -264,11 +310,22 @@ def cluster(request: pytest.FixtureRequest) -> PostgresCluster | None:
 def test_sigkill_under_submission_loses_and_duplicates_nothing(
     template_node: NodeDir, tmp_path: Path, capsys: pytest.CaptureFixture[str], cluster: PostgresCluster | None
 ) -> None:
-    crash_run(template_node, tmp_path, kills=3, capsys=capsys, pg=cluster)
+    crash_run(one_operator(template_node, tmp_path, cluster), kills=3, capsys=capsys)
+
+
+def test_sigkill_across_two_operators_loses_and_duplicates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crash_run(two_operators(tmp_path), kills=3, capsys=capsys)
 
 
 @pytest.mark.slow
 def test_twenty_sigkills_under_submission(
     template_node: NodeDir, tmp_path: Path, capsys: pytest.CaptureFixture[str], cluster: PostgresCluster | None
 ) -> None:
-    crash_run(template_node, tmp_path, kills=20, capsys=capsys, pg=cluster)
+    crash_run(one_operator(template_node, tmp_path, cluster), kills=20, capsys=capsys)
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_across_two_operators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    crash_run(two_operators(tmp_path), kills=20, capsys=capsys)
