@@ -157,6 +157,11 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         finally:
             for ln in listeners:
                 ln.server.close()
+            # Open sessions are told (SMTP 421, IMAP BYE [UNAVAILABLE]) rather than cut: clients connect
+            # again, to another node behind a balancer.
+            for stop_sessions in {ln.stop_sessions for ln in listeners if ln.stop_sessions is not None}:
+                stop_sessions()
+            await imap.stop(grace=5.0)
             for t in tasks:
                 t.cancel()
             web.should_exit = True

@@ -169,3 +169,35 @@ def test_every_listener_is_announced(served: Running) -> None:
     assert len(set(served.ports.values())) == 6
     started = served.node.cli("audit", "search", "--event", "node.started", "--json").json()[0]  # type: ignore[index]
     assert started["request"] == {name: f"127.0.0.1:{port}" for name, port in served.ports.items()}
+
+
+def test_sigterm_tells_open_sessions_before_it_stops(served: Running) -> None:
+    """SMTP sessions get a 421 (RFC 5321 section 3.8) and IMAP sessions a BYE [UNAVAILABLE] (RFC 5530):
+    clients know to connect again, here or to another node, instead of seeing their connection cut."""
+    import smtplib
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(served.node.data / "pki-root.pem"))
+    ctx.check_hostname = False
+    smtp = smtplib.SMTP("127.0.0.1", served.ports["submission"], timeout=10)
+    assert smtp.ehlo("client.example")[0] == 250
+    imap = ctx.wrap_socket(socket.create_connection(("127.0.0.1", served.ports["imaps"]), timeout=10))
+    imap_file = imap.makefile("rb")
+    assert imap_file.readline().startswith(b"* OK")
+    idle = ctx.wrap_socket(socket.create_connection(("127.0.0.1", served.ports["imaps"]), timeout=10))
+    idle_file = idle.makefile("rb")
+    assert idle_file.readline().startswith(b"* OK")
+    idle.sendall(b"a1 NOOP\r\n")
+    assert idle_file.readline() == b"a1 OK NOOP completed\r\n"
+    served.proc.send_signal(signal.SIGTERM)
+    assert smtp.getreply() == (421, b"4.3.2 mail.ch-test.mssante.fr Service shutting down, try again later")
+    assert imap_file.readline() == b"* BYE [UNAVAILABLE] This server is stopping: connect again\r\n"
+    assert idle_file.readline() == b"* BYE [UNAVAILABLE] This server is stopping: connect again\r\n"
+    out, err = served.proc.communicate(timeout=30)
+    assert served.proc.returncode == 0, err
+    assert out.strip() == "stopped"
+    assert "Traceback" not in err, err[-3000:]
+    assert "Exception in callback" not in err
+    for sock in (imap, idle):
+        sock.close()

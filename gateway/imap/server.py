@@ -93,6 +93,16 @@ class ImapService:
             _every(lambda: self.cfg.imap.idle_check, self.check_idle, "idle check"),
         )
 
+    async def stop(self, grace: float = 5.0) -> None:
+        """End every session with BYE [UNAVAILABLE] (a running command finishes first), waiting up to `grace`
+        seconds: clients learn the node is stopping instead of seeing their connection cut."""
+        for session in list(self.sessions):
+            await session.revoke("node-stopping")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while self.sessions:  # noqa: ASYNC110 (sessions leave the set as they end)
+                    await asyncio.sleep(0.05)
+
     async def check_accounts(self) -> None:
         users = {s.user for s in self.sessions if s.user is not None and s.state in (AUTH, SELECTED)}
         if not users:

@@ -95,6 +95,13 @@ class Selection:
         return [self.uids[n - 1] for n in seqset.select(range(1, count + 1))]
 
 
+BYE: dict[str, tuple[str | None, str]] = {
+    # RFC 5530 §3: UNAVAILABLE, the server cannot serve now; clients connect again (to another node).
+    "node-stopping": ("UNAVAILABLE", "This server is stopping: connect again"),
+}
+"""The BYE a revoked session ends with, by reason; otherwise its mailbox was disabled."""
+
+
 class Session:
     def __init__(
         self,
@@ -223,12 +230,16 @@ class Session:
         self.wake.set()
         if not self.busy:
             await self.end_revoked()
-            self.writer.close()  # the read waiting for the next command sees the end
+            self.writer.close()
+            # The read waiting for the next command ends now: a TLS transport tells its reader only once
+            # the close is through, which a silent client can stretch to the TLS shutdown timeout.
+            self.reader.feed_eof()
 
     async def end_revoked(self) -> None:
         await self.audit(AuditEvent.IMAP_LOGOUT, result="revoked", reason=self.revoked)
+        code, text = BYE.get(self.revoked or "", (None, "This mailbox has been disabled"))
         with contextlib.suppress(ConnectionError, ssl.SSLError):
-            await self.send(ser.untagged_status("BYE", "This mailbox has been disabled"))
+            await self.send(ser.untagged_status("BYE", text, code))
 
     async def _framing_error(self, event: FramingError) -> None:
         await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", reason=event.text)

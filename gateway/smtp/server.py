@@ -24,6 +24,7 @@ import base64
 import binascii
 import secrets
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,9 @@ class GatewaySMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        live = getattr(self.event_handler, "live", None)
+        if live is not None:
+            live.add(self)
         if self._client is not None:
             assert self.session is not None  # aiosmtpd types peer as a str; it holds the peername tuple
             self.session.peer = self._client  # type: ignore[assignment]
@@ -108,6 +112,14 @@ class GatewaySMTP(SMTP):
             self._tls_protocol = marker  # type: ignore[assignment]
             assert self.session is not None
             self.session.ssl = marker._extra
+
+    def stopping(self) -> None:
+        """The node stops: RFC 5321 §3.8, a 421 and the connection closed. A transaction not yet answered
+        250 was not accepted, and the client sends it again (to another node behind a balancer)."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(f"421 4.3.2 {self.hostname} Service shutting down, try again later\r\n".encode())
+            transport.close()
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2 lets a server drop an idle client; §3.8 asks it to say so with a 421 first.
@@ -199,6 +211,11 @@ class _Handler:
         self.queue = queue
         self.wake = wake
         self.cfg = node.cfg
+        self.live: weakref.WeakSet[GatewaySMTP] = weakref.WeakSet()  # open sessions, told when the node stops
+
+    def stop_sessions(self) -> None:
+        for session in list(self.live):
+            session.stopping()
 
     @staticmethod
     def info(session: Session) -> SessionInfo:
@@ -651,6 +668,7 @@ class RelayHandler(_Handler):
 class Listener:
     name: str
     server: asyncio.Server | ProxyServer
+    stop_sessions: Callable[[], None] | None = None  # SMTP: a 421 to every open session
 
     @property
     def port(self) -> int:
@@ -693,7 +711,7 @@ async def start_submission(
 
     name = "submissions" if implicit_tls else "submission"
     server = await listen(node, name, factory, host=host, port=port, tls=tls if implicit_tls else None)
-    return Listener(name, server)
+    return Listener(name, server, handler.stop_sessions)
 
 
 async def start_relay(
@@ -728,4 +746,4 @@ async def start_relay(
         )
 
     server = await listen(node, "relay", factory, host=host, port=port, tls=None)
-    return Listener("relay", server)
+    return Listener("relay", server, handler.stop_sessions)
