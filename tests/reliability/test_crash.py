@@ -124,7 +124,10 @@ def two_operators(tmp_path: Path) -> Setup:
         nd = NodeDir(Path(op["config"]).parent, root / "secrets" / op["name"])
         text = nd.config.read_text()
         edited = re.sub(r"(?m)^lease = \d+$", f"lease = {LEASE}", text)
+        # B down refuses A's relays (4.4.1): retried within seconds here, not minutes.
+        edited = re.sub(r'(?m)^retry_schedule = ".*"$', 'retry_schedule = "1s,2s"', edited)
         assert edited.count(f"lease = {LEASE}") == 1
+        assert edited.count('retry_schedule = "1s,2s"') == 1
         nd.config.write_text(edited)
         nodes[op["name"]] = nd
     doctor = next(m for m in a["mailboxes"] if m["type"] == "PER")
