@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict[str, Any]:
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    t0 = time.monotonic()
+    t0, usage0 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with (results / f"{bench.name}.out").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         try:
@@ -140,6 +141,9 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict[str, Any]:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
     entry["seconds"] = round(time.monotonic() - t0, 1)
+    entry["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the script and the processes it reaped
+    entry["cpu_seconds"] = round(usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime, 1)
     entry["exit_status"] = status
     if status is None:
         entry["error"] = f"stopped after the runner's {timeout:.0f} s limit"
@@ -659,9 +663,16 @@ def render(run: dict[str, Any]) -> str:
     for entry in run["benchmarks"]:
         bench = BY_NAME[entry["name"]]
         body += ["", f"### {bench.title} (`{entry['script']}`)", ""]
+        after = f", {entry['load_after'][0]:.2f} after" if entry.get("load_after") else ""
+        cpu = (
+            f"; its processes used {num(entry['cpu_seconds'])} CPU s ({num(entry['cpu_seconds'] / entry['seconds'], 2)}"
+            " CPUs on average; the Postfix and Dovecot daemons, which detach, not counted)"
+            if entry.get("cpu_seconds") is not None and entry["seconds"]
+            else ""
+        )
         body.append(
             f"`{entry['script']} {' '.join(entry['args'])}`: {seconds_text(entry['seconds'])}, load average "
-            f"{entry['load_before'][0]:.2f} before it."
+            f"{entry['load_before'][0]:.2f} before it{after}{cpu}."
         )
         body.append("")
         r = entry.get("result")

@@ -191,7 +191,12 @@ def test_full_run_verdicts(run_all: ModuleType, recorded: dict[str, Any]) -> Non
             p["ratio"] = {"login": 1.31, "APPEND": 0.44, "FETCH": 0.09}[p["operation"]]
     mssgw_idle = imap["idle_sessions"][-1]
     mssgw_idle.update(attempted=10_000, established=7_000, answered_done=7_000, gave_up=True)
+    run["benchmarks"][0].update(seconds=60.0, load_after=[3.5, 2.0, 1.0], cpu_seconds=66.0)
     block = check_generated(run_all.render(run), quick=False)
+    assert (
+        "`bench/directory_import.py --rows 3000`: 1 min 00 s, load average 2.78 before it, 3.50 after; its "
+        "processes used 66.0 CPU s (1.10 CPUs on average;"
+    ) in block
     rows = {row[0]: row for row in tables(block)[0][1:]}
     assert rows["directory import of 536,000 rows ≤ 30 s"][4] == "**met**"
     assert rows["directory import peak RSS ≤ 500 MB (536,000 rows)"][4] == "**not met**"
