@@ -17,10 +17,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("accounts") as batch:
-        batch.add_column(sa.Column("totp_last_step", sa.BigInteger(), nullable=True))
+    # Plain ADD/DROP COLUMN, not batch mode: SQLite's table copy would cascade-delete rows (see 0004).
+    op.add_column("accounts", sa.Column("totp_last_step", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("accounts") as batch:
-        batch.drop_column("totp_last_step")
+    op.drop_column("accounts", "totp_last_step")
