@@ -31,7 +31,9 @@ def test_init_writes_config_keys_pki_and_databases(template_node: NodeDir) -> No
         "relay_port": 0,
         "imap_port": 0,
         "imaps_port": 0,
+        "proxy_from": [],  # no load balancer until the operator names one
     }
+    assert cfg["imap"]["idle_check"] == 1.0
     # Commented: every section explains itself.
     assert "# Every setting can be overridden by an environment variable" in template_node.config.read_text()
     assert mode(data) == 0o700
