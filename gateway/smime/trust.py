@@ -219,7 +219,7 @@ class TrustStore:
         ocsps: list[asn1_ocsp.OCSPResponse],
         at: dt.datetime | None,
     ) -> str:
-        """ "" when `cert` has a valid path for e-mail protection, else the reason; reused while it holds."""
+        """Empty when `cert` has a valid path for e-mail protection, else the reason; reused while it holds."""
         key = b""
         if at is None:
             digest = hashes.Hash(hashes.SHA256())
@@ -231,8 +231,9 @@ class TrustStore:
             cached = self._paths.get(key)
             if cached is not None and cached[0] > time.time():
                 return cached[1]
+        paths = self._paths  # replaced by set_crls: an outcome reached with the old lists is not kept
         reason = await self._validate(cert, intermediates, ocsps, at)
-        if at is None:
+        if at is None and paths is self._paths:
             if len(self._paths) >= PATH_CACHE_MAX:
                 self._paths.clear()
             self._paths[key] = (self._valid_until(cert, intermediates), reason)
