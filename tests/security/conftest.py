@@ -1,0 +1,139 @@
+"""One running node for the security tests (every listener on loopback, the SMTP tests' mailboxes and
+trust list), a peer operator's certificate for the relay port, and small clients.
+
+Nodes are started by `serve` below rather than tests.smtp.conftest.serve: a serving node writes its
+operational log (a line per audit record) to standard error, and these tests make thousands of records;
+a pipe nobody reads fills up at 64 KiB and the node's event loop then blocks on the write. Here standard
+error goes to a file beside the node's data (kept for post-mortems).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certs.pki import TrustSpacePKI, write_bundle
+from tests.conftest import NodeDir, copy_node
+from tests.smtp.conftest import PEER, Gateway, provision
+from tests.test_serve import Running
+
+# Small enough that an oversize message costs little to send; the other limits are the defaults.
+MAX_MESSAGE_SIZE = 1_000_000
+SETTINGS = {"MSSGW_SMTP__MAX_MESSAGE_SIZE": str(MAX_MESSAGE_SIZE)}
+
+
+def serve(node: NodeDir, env: dict[str, str] | None = None) -> Iterator[Gateway]:
+    """`mssgw serve` up to `ready`, standard error to `<data>/../serve.err`; terminated afterwards."""
+    log = (node.data.parent / "serve.err").open("a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stdout is not None
+    ports: dict[str, int] = {}
+    for line in proc.stdout:  # afterwards it only prints "stopped": the pipe never fills
+        if line.strip() == "ready":
+            break
+        _, name, where = line.split()
+        ports[name] = int(where.rsplit(":", 1)[1])
+    else:
+        raise AssertionError("the node stopped before it was ready: " + (node.data.parent / "serve.err").read_text())
+    try:
+        yield Gateway(Running(proc, ports, node), node)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="package")
+def gw(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    node = copy_node(template_node, tmp_path_factory.mktemp("security") / "node")
+    provision(node)
+    yield from serve(node, SETTINGS)
+
+
+@pytest.fixture(scope="package")
+def peer_cert(gw: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A peer operator's TLS certificate (trust-listed domain) from the trust-space PKI: fullchain.pem, key.pem."""
+    out = tmp_path_factory.mktemp("peer")
+    write_bundle(TrustSpacePKI(gw.node.data / "pki").issue_server([PEER, f"mx.{PEER}"]), out, name="peer", root=None)
+    return out
+
+
+def relay_client(gw: Gateway, cert: Path | None, *, helo: str = f"mx.{PEER}") -> smtplib.SMTP:
+    """A peer's session on the relay port, after STARTTLS, presenting `cert` (a bundle directory) if given."""
+    client = smtplib.SMTP("127.0.0.1", gw.port("relay"), timeout=30)
+    client.ehlo(helo)
+    ctx = gw.tls()
+    if cert is not None:
+        ctx.load_cert_chain(cert / "fullchain.pem", cert / "key.pem")
+    client.starttls(context=ctx)
+    client.ehlo(helo)
+    return client
+
+
+class Wire:
+    """A byte-exact SMTP client on any SMTP listener of the node, once TLS is up: submission (STARTTLS),
+    submissions (TLS from the first octet), relay (STARTTLS, presenting the peer's certificate)."""
+
+    def __init__(self, gw: Gateway, listener: str, *, cert: Path | None = None, helo: str = "wire.example") -> None:
+        ctx = gw.tls()
+        if cert is not None:
+            ctx.load_cert_chain(cert / "fullchain.pem", cert / "key.pem")
+        sock = socket.create_connection(("127.0.0.1", gw.port(listener)), timeout=30)
+        if listener == "submissions":
+            sock = ctx.wrap_socket(sock)
+        self.sock: socket.socket = sock
+        self.file = sock.makefile("rb")
+        self.expect(220)
+        if listener != "submissions":
+            self.command(f"EHLO {helo}")
+            assert self.command("STARTTLS")[0] == 220
+            self.sock = ctx.wrap_socket(sock)
+            self.file = self.sock.makefile("rb")
+        code, self.features = self.command(f"EHLO {helo}")
+        assert code == 250, self.features
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = self.file.readline().decode("ascii", "replace")
+            if not line:
+                return 0, "connection closed"
+            lines.append(line[4:].rstrip("\r\n"))
+            if line[3:4] != "-":
+                return int(line[:3]), "\n".join(lines)
+
+    def expect(self, code: int) -> str:
+        got, text = self.reply()
+        assert got == code, (got, text)
+        return text
+
+    def command(self, line: str) -> tuple[int, str]:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def login(self, user: str, password: str) -> None:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        assert self.command(f"AUTH PLAIN {token}") == (235, "2.7.0 Authentication successful")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
