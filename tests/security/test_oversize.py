@@ -1,0 +1,148 @@
+"""Oversize and over-long inputs, on the wire, with exact replies: a client (logged in or not) cannot make
+the node hold more than its limits, and a refusal leaves the session usable where the protocol can tell
+where the refused input ended.
+
+SMTP (node limit: 1,000,000-octet messages, see conftest): DATA past SIZE without announcing it (587, 465,
+25), 1001 header fields, a 256 KiB header block, 1001 address entries, 101 recipients, command lines of
+megabytes before TLS. IMAP: the whole of a command before login (32 KiB over several literals), the text of
+a command after login (64 KiB), APPEND past APPENDLIMIT with imaplib. The limits already tested elsewhere are
+listed in tests/security/README.md.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.imap.conftest import Raw
+from tests.security.conftest import MAX_MESSAGE_SIZE, Wire
+from tests.smtp.conftest import DOCTOR, NURSE, PASSWORD, PEER, Gateway
+
+TOO_BIG = (552, "5.3.4 Message size exceeds fixed maximum message size")
+
+
+def head(sender: str = DOCTOR, rcpt: str = NURSE) -> bytes:
+    return f"From: {sender}\r\nTo: {rcpt}\r\nSubject: big\r\n".encode()
+
+
+@pytest.mark.parametrize("listener", ["submission", "submissions", "relay"])
+def test_data_past_the_size_limit_is_refused_and_the_session_goes_on(
+    gw: Gateway, peer_cert: Path, listener: str
+) -> None:
+    if listener == "relay":
+        wire, sender, rcpt = Wire(gw, listener, cert=peer_cert), f"dr.durand@{PEER}", DOCTOR
+    else:
+        wire, sender, rcpt = Wire(gw, listener), DOCTOR, NURSE
+        wire.login(DOCTOR, PASSWORD)
+    assert f"SIZE {MAX_MESSAGE_SIZE}" in wire.features.splitlines()
+    assert wire.command(f"MAIL FROM:<{sender}> SIZE={MAX_MESSAGE_SIZE + 1}") == TOO_BIG  # announced: at once
+    assert wire.command(f"MAIL FROM:<{sender}>") == (250, "2.1.0 OK")  # not announced: read, then refused
+    assert wire.command(f"RCPT TO:<{rcpt}>") == (250, "2.1.5 OK")
+    assert wire.command("DATA")[0] == 354
+    line = b"x" * 998 + b"\r\n"
+    wire.send(head(sender, rcpt) + b"\r\n" + line * (MAX_MESSAGE_SIZE // len(line) + 10) + b".\r\n")
+    assert wire.reply() == TOO_BIG
+    assert wire.command("NOOP") == (250, "OK")
+    wire.close()
+
+
+def refused_content(gw: Gateway, message: bytes) -> tuple[int, bytes]:
+    client = gw.submission(login=DOCTOR)
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail(DOCTOR, [NURSE], message)
+        return refused.value.smtp_code, refused.value.smtp_error
+    finally:
+        client.quit()
+
+
+def test_more_than_1000_header_fields(gw: Gateway) -> None:
+    fields = b"".join(b"X-Champ-%d: valeur\r\n" % n for n in range(998))
+    assert refused_content(gw, head() + fields + b"\r\nbody\r\n") == (
+        554,
+        b"5.6.0 more than 1000 header fields refused",
+    )
+
+
+def test_a_header_block_over_256_kib(gw: Gateway) -> None:
+    fields = b"".join(b"X-Long-%d: " % n + b"v" * 900 + b"\r\n" for n in range(300))
+    assert refused_content(gw, head() + fields + b"\r\nbody\r\n") == (
+        554,
+        b"5.6.0 header block larger than 262144 octets refused",
+    )
+
+
+def test_more_than_1000_address_entries(gw: Gateway) -> None:
+    to = b"To: " + b",\r\n ".join(b"a%d@ch-test.mssante.fr" % n for n in range(1001)) + b"\r\n"
+    message = f"From: {DOCTOR}\r\nSubject: many\r\n".encode() + to + b"\r\nbody\r\n"
+    assert refused_content(gw, message) == (
+        554,
+        b"5.6.0 more than 1000 address list entries in the header fields refused",
+    )
+
+
+def test_more_than_100_recipients(gw: Gateway) -> None:
+    client = gw.submission(login=DOCTOR)
+    client.mail(DOCTOR)
+    for n in range(100):
+        assert client.docmd("RCPT", f"TO:<dr.{n}@{PEER}>") == (250, b"2.1.5 OK")
+    assert client.docmd("RCPT", f"TO:<dr.100@{PEER}>") == (452, b"4.5.3 too many recipients")
+    client.quit()
+
+
+@pytest.mark.parametrize("size", [600, 70_000, 3_000_000])
+def test_command_lines_of_any_length_before_tls(gw: Gateway, size: int) -> None:
+    """aiosmtpd refuses a line over 512 octets and drops the rest of it: no buffering of megabytes."""
+    sock = socket.create_connection(("127.0.0.1", gw.port("submission")), timeout=30)
+    replies = sock.makefile("rb")
+    assert replies.readline().startswith(b"220 ")
+    sock.sendall(b"EHLO " + b"x" * size + b"\r\nNOOP\r\n")
+    assert replies.readline() == b"500 5.5.2 Command line too long\r\n"
+    assert replies.readline() == b"250 OK\r\n"
+    sock.close()
+
+
+def test_auth_line_too_long(gw: Gateway) -> None:
+    client = gw.submission(login=None)
+    assert client.docmd("AUTH", "PLAIN " + "A" * 1000) == (500, b"5.5.2 Command line too long")
+    assert client.docmd("NOOP") == (250, b"OK")
+    client.quit()
+
+
+# -- IMAP ----------------------------------------------------------------------------------------------
+
+
+def test_imap_before_login_a_command_holds_at_most_32_kib(gw: Gateway) -> None:
+    """Each literal is under the 8 KiB pre-login limit, but together they pass the command's 32 KiB."""
+    raw = Raw(gw)
+    parts = b"".join(b"{8000+}\r\n" + b"x" * 8000 + b" " for _ in range(5))
+    raw.send(b"a LOGIN " + parts + b"\r\n")
+    assert raw.line() == b"* BYE literal too big (max 721 octets)"  # what was left of the 32 KiB
+    assert raw.line() == b""
+    raw.close()
+
+
+def test_imap_after_login_the_text_of_a_command_is_at_most_64_kib(gw: Gateway) -> None:
+    """Lines under 8 KiB each, joined by literals, past the 64 KiB of command text."""
+    raw = Raw(gw)
+    assert raw.command("l", f'LOGIN {DOCTOR} "{PASSWORD}"')[-1].endswith(b"Logged in")
+    chunk = b"SUBJECT " + b"y" * 7000 + b" {1+}\r\nz "
+    raw.send(b"s SEARCH " + chunk * 10 + b"ALL\r\n")
+    assert raw.line() == b"* BYE command too long (max 65536 octets outside literals)"
+    assert raw.line() == b""
+    raw.close()
+
+
+def test_imaplib_append_past_appendlimit(gw: Gateway) -> None:
+    client = imaplib.IMAP4_SSL("127.0.0.1", gw.port("imaps"), ssl_context=gw.tls(), timeout=30)
+    client.login(DOCTOR, PASSWORD)
+    assert f"APPENDLIMIT={MAX_MESSAGE_SIZE}".encode() in client.capability()[1][0].split()
+    message = head() + b"\r\n" + b"z" * MAX_MESSAGE_SIZE
+    with pytest.raises(imaplib.IMAP4.error, match=r"TOOBIG\] literal too big \(max 1000000 octets\)"):
+        client.append("INBOX", None, None, message)  # refused at the literal's announcement: no "+"
+    assert client.noop()[0] == "OK"
+    client.logout()
