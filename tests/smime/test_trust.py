@@ -253,7 +253,7 @@ async def test_a_path_outcome_is_reused_until_the_crls_change(
     assert await verdict(trust, alice) == (False, "revoked", "")
     assert validations == ["", "revoked"]
     # A check at a given moment is never answered from (nor stored in) the cache.
-    v = await trust.check(alice.certificate, list(alice.chain), (ALICE,), at=NOW)
+    v = await trust.check(alice.certificate, list(alice.chain), (ALICE,), at=dt.datetime.now(dt.UTC))
     assert (v.ok, v.reason) == (False, "revoked")
     assert validations == ["", "revoked", "revoked"]
 
