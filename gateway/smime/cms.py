@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym
@@ -61,6 +61,12 @@ class CmsError(MssgwError):
 
     def __reduce__(self) -> tuple[type[CmsError], tuple[str, str]]:  # crosses the process pool intact
         return type(self), (self.reason, str(self))
+
+
+MALFORMED = (ValueError, TypeError, KeyError, x509.InvalidVersion, x509.DuplicateExtension, UnsupportedAlgorithm)
+"""What parsing a peer's structure can raise, lazily and deep inside asn1crypto and cryptography (a field,
+a carried certificate, an unknown algorithm): each entry point turns it into CmsError("malformed") —
+found by tests/security's fuzz target, where these reached the SMTP reply as '500 Error: ...'."""
 
 
 class GCMParameters(core.Sequence):  # type: ignore[misc]
@@ -178,9 +184,9 @@ def verify(der: bytes, content: bytes | None = None) -> Signed:
         certs = [x509.load_der_x509_certificate(c.dump()) for c in carried]
         e_type = signed["encap_content_info"]["content_type"].native
         infos = list(signed["signer_infos"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CmsError("malformed", f"malformed CMS signed data: {exc}") from None
-    checks = [_check_signer(si, carried, certs, content, e_type) for si in infos]
+        checks = [_check_signer(si, carried, certs, content, e_type) for si in infos]
+    except MALFORMED as exc:
+        raise CmsError("malformed", f"malformed CMS signed data: {type(exc).__name__}") from None
     return Signed(checks, certs, content)
 
 
@@ -390,6 +396,13 @@ def _load_enveloped(der: bytes) -> tuple[str, cms.EnvelopedData | cms.AuthEnvelo
 
 
 def describe(der: bytes) -> Envelope:
+    try:
+        return _describe(der)
+    except MALFORMED as exc:
+        raise CmsError("malformed", f"malformed CMS enveloped data: {type(exc).__name__}") from None
+
+
+def _describe(der: bytes) -> Envelope:
     kind, body = _load_enveloped(der)
     content_info = body["encrypted_content_info" if kind == "enveloped_data" else "auth_encrypted_content_info"]
     out: list[tuple[str, int] | bytes] = []
@@ -408,8 +421,11 @@ def addressed_to(der: bytes, certificates: Sequence[x509.Certificate]) -> list[b
     """For each certificate, whether the enveloped data has a key-transport entry for it (no key needed:
     the receiver picks its decryption key, and checks every local recipient has an entry)."""
     _, body = _load_enveloped(der)
-    rids = [ri.chosen["rid"] for ri in body["recipient_infos"] if ri.name == "ktri"]
-    return [any(_is_for(rid, cert) for rid in rids) for cert in certificates]
+    try:
+        rids = [ri.chosen["rid"] for ri in body["recipient_infos"] if ri.name == "ktri"]
+        return [any(_is_for(rid, cert) for rid in rids) for cert in certificates]
+    except MALFORMED as exc:  # a recipient identifier parsed lazily turned out malformed
+        raise CmsError("malformed", f"malformed CMS enveloped data: {type(exc).__name__}") from None
 
 
 def _is_for(rid: cms.RecipientIdentifier, cert: x509.Certificate) -> bool:
@@ -451,7 +467,7 @@ def decrypt(der: bytes, certificate: x509.Certificate, key: PrivateKey) -> bytes
     """The content of an enveloped (or auth-enveloped) message, for the holder of `certificate` and `key`."""
     try:
         return _decrypt(der, certificate, key)
-    except (ValueError, TypeError, KeyError) as exc:  # a field parsed lazily turned out malformed
+    except MALFORMED as exc:  # a field parsed lazily turned out malformed
         raise CmsError("malformed", f"malformed CMS enveloped data: {exc}") from None
 
 

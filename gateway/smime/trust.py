@@ -36,6 +36,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as pv
 
+from gateway.smime.cms import MALFORMED
+
 PATH_CACHE_TTL = 300.0
 """Longest time a path validation's outcome is reused (seconds)."""
 PATH_CACHE_MAX = 10_000
@@ -195,6 +197,21 @@ class TrustStore:
         at: dt.datetime | None = None,
     ) -> SignerVerdict:
         """The verdict on one signer of a message sent by `addresses` (envelope sender, From:)."""
+        try:
+            return await self._check(cert, intermediates, addresses, at)
+        except MALFORMED:
+            # The signer's certificate (or one carried with it) cannot even be read: an unknown signature
+            # algorithm, a malformed or repeated extension, a malformed name met while building the path.
+            # Nothing about it can be trusted (tests/security's fuzz target found these escaping).
+            return SignerVerdict(cert, False, "untrusted")
+
+    async def _check(
+        self,
+        cert: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        addresses: Iterable[str],
+        at: dt.datetime | None,
+    ) -> SignerVerdict:
         if not key_is_strong(cert):
             return SignerVerdict(cert, False, "weak-key")
         hash_algorithm = cert.signature_hash_algorithm

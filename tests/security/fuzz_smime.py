@@ -56,7 +56,6 @@ with _instrument:
     from gateway.smime.trust import SignerVerdict, TrustStore
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 MODES = ("MESSAGE", "SUBMITTED", "DER", "INNER")
@@ -72,23 +71,11 @@ STRICT = os.environ.get("MSSGW_FUZZ_STRICT") == "1"
 # Exceptions that escape today, by the entry point the node calls (each reported, with its xfail test in
 # tests/security/test_fuzz.py). Such an input is not a finding of this run; any other exception is.
 # Remove an entry when its bug is fixed: its xfail test then passes, which strict xfail reports.
-KNOWN_BUGS: dict[str, tuple[type[Exception], ...]] = {
-    # The signer checks (trust.TrustStore.check) read the signer's certificate with cryptography before
-    # validating it: an unknown signature algorithm OID (UnsupportedAlgorithm), a malformed extension
-    # (ValueError) or a repeated one (DuplicateExtension) raise; then pyhanko-certvalidator builds the path
-    # and only its own errors are caught (asn1crypto's ValueError on a malformed name escapes).
-    "inbound.judge": (UnsupportedAlgorithm, ValueError, x509.DuplicateExtension),
-    # cms.verify catches ValueError, TypeError, KeyError (NotImplementedError in _check_signer), not
-    # cryptography's x509.InvalidVersion (a carried certificate's version) nor UnsupportedAlgorithm (the
-    # signer's public key of an unknown type). Reached from pool.unprotect_der and pool.verify_der.
-    "cms.verify": (x509.InvalidVersion, UnsupportedAlgorithm),
-    # cms.addressed_to (service.open and check_submission, before any decryption) reads the recipient
-    # identifiers outside any guard: asn1crypto parses lazily and raises ValueError on a malformed one.
-    "cms.addressed_to": (ValueError,),
-    # cms.describe (not called by the node today): the same, for the issuer names it decodes.
-    "cms.describe": (ValueError,),
-}
-KNOWN_BUGS["pool.unprotect_der"] = KNOWN_BUGS["pool.verify_der"] = KNOWN_BUGS["cms.verify"]
+# Empty since the fixes of the first findings (regressions/smime: the signer checks read an unknown
+# signature algorithm, malformed or repeated extensions and names; cms.verify, addressed_to and describe
+# let x509.InvalidVersion, UnsupportedAlgorithm and asn1crypto's lazy ValueError out): now CmsError or
+# an "untrusted" signer verdict.
+KNOWN_BUGS: dict[str, tuple[type[Exception], ...]] = {}
 
 T = TypeVar("T")
 

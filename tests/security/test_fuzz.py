@@ -149,7 +149,7 @@ def test_a_message_at_the_header_limits_is_refused_by_the_next_hop() -> None:
 # -- S/MIME ------------------------------------------------------------------------------------------
 
 SMIME_REGRESSIONS = sorted((REGRESSIONS / "smime").iterdir())
-# What each regression input raises today (the known bugs of fuzz_smime.KNOWN_BUGS).
+# What each regression input raised before it was fixed (now CmsError or an "untrusted" signer verdict).
 SMIME_BUGS: dict[str, type[Exception]] = {
     "judge-signer-unknown-signature-algorithm": UnsupportedAlgorithm,  # trust.check: signature_hash_algorithm
     "judge-signer-malformed-extension": ValueError,  # trust.binding: cert.extensions
@@ -198,17 +198,9 @@ def test_smime_seeds_hold_the_properties(smime_material: Path) -> None:
         fuzz_smime.check(seed.read_bytes())
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, raises=kind, reason=f"bug: {kind.__name__} escapes the S/MIME checks"),
-        )
-        for name, kind in SMIME_BUGS.items()
-    ],
-)
-def test_smime_known_bug(name: str, smime_material: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", SMIME_BUGS)
+def test_smime_regression_is_refused_cleanly(name: str, smime_material: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each input that once let SMIME_BUGS[name] escape now gets the checks' own outcome, in strict mode."""
     assert (REGRESSIONS / "smime" / name).is_file()
     monkeypatch.setattr(fuzz_smime, "STRICT", True)
     fuzz_smime.check((REGRESSIONS / "smime" / name).read_bytes())
@@ -241,12 +233,6 @@ def unknown_signature_algorithm_signer(address: str) -> tuple[x509.Certificate, 
     return x509.load_der_x509_certificate(der.replace(sha256_rsa, bytes.fromhex("06092A864886F70D01017F"))), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: trust.TrustStore.check reads the signer certificate's signature algorithm before validating "
-    "it; UnsupportedAlgorithm escapes handle_DATA and aiosmtpd answers '500 Error: (UnsupportedAlgorithm) ...' "
-    "(no smime.refused record, internal text shown)",
-)
 def test_a_signer_with_an_unknown_signature_algorithm_is_refused_cleanly(gw: Gateway) -> None:
     """An authenticated client submits an end-to-end signed message (its own form) signed by such a certificate."""
     cert, key = unknown_signature_algorithm_signer(DOCTOR)
@@ -262,11 +248,6 @@ def test_a_signer_with_an_unknown_signature_algorithm_is_refused_cleanly(gw: Gat
     assert text.startswith(b"5.7."), text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cms.addressed_to compares the recipients' issuer names outside any guard; asn1crypto's "
-    "ValueError escapes service.open and aiosmtpd answers '500 Error: (ValueError) ...' to the peer",
-)
 def test_a_peer_envelope_with_a_malformed_recipient_issuer_is_refused_cleanly(gw: Gateway, peer_cert: Path) -> None:
     """A trusted peer sends an enveloped-data whose entry for the doctor names her certificate's serial with
     an issuer whose country is not a DirectoryString (ASN.1 tag 11): caught before any decryption."""
