@@ -22,6 +22,10 @@ Implementation notes
   colon) or a continuation starting with SP or HTAB (folding, §2.2.3); anything else is refused rather
   than guessed at (a line two parsers read differently is how From: spoofing starts). The header block
   must be UTF-8 (RFC 6532 §3.2) and is bounded: `MAX_HEADER_BYTES` octets, `MAX_HEADER_FIELDS` fields.
+  A client's submission gets less (`TRACE_FIELDS` fields and `TRACE_BYTES` octets fewer): the fields this
+  node and the next hops add (Received:, Date:, Message-ID:, Authentication-Results:) must not take an
+  acknowledged message past the limits of the peer operator, which would then bounce it (found by
+  tests/security's fuzz target: 1000 fields were accepted here and refused by the next hop).
 - Field counts (RFC 5322 §3.6): exactly one From:, at most one Sender:, at most one Message-ID:. From: is
   a mailbox-list (no groups, §3.6.2); with several mailboxes a Sender: is required; Sender: is one mailbox.
   A Message-ID: must look like `<left@right>` (§3.6.4). Other fields are not judged.
@@ -77,6 +81,8 @@ from gateway.policy.verdict import Reject
 MAX_LINE = 998  # octets per line, CRLF excluded (RFC 5322 §2.1.1)
 MAX_HEADER_BYTES = 256 * 1024  # octets in the header block, its last CRLF included
 MAX_HEADER_FIELDS = 1000
+TRACE_FIELDS = 50  # fields kept free at submission for those the hops add
+TRACE_BYTES = 32 * 1024  # octets kept free at submission likewise
 MAX_ADDRESS_ENTRIES = 1000  # comma-separated entries in From:, Sender:, To: and Cc: together
 MAX_ENTRY_CHARS = 512  # characters in one address-list entry (display name and address)
 SLOW_PARSE_BUDGET = 16384  # cost units (about 1.3 µs each) per message for the standard library's address parser
@@ -95,6 +101,14 @@ NUL_OCTET = _reject("NUL octet in message content refused (RFC 5322 §3.5)")
 HEADER_NOT_UTF8 = _reject("header block is not valid UTF-8 (RFC 6532 §3.2)")
 HEADER_TOO_BIG = _reject(f"header block larger than {MAX_HEADER_BYTES} octets refused")
 TOO_MANY_FIELDS = _reject(f"more than {MAX_HEADER_FIELDS} header fields refused")
+SUBMISSION_HEADER_TOO_BIG = _reject(
+    f"header block larger than {MAX_HEADER_BYTES - TRACE_BYTES} octets refused "
+    f"(room is kept for the {TRACE_BYTES} octets of trace fields added on the way)"
+)
+SUBMISSION_TOO_MANY_FIELDS = _reject(
+    f"more than {MAX_HEADER_FIELDS - TRACE_FIELDS} header fields refused "
+    f"(room is kept for the {TRACE_FIELDS} trace fields added on the way)"
+)
 TOO_MANY_ENTRIES = _reject(f"more than {MAX_ADDRESS_ENTRIES} address list entries in the header fields refused")
 FROM_INVALID = _reject("the From: header field is not a valid mailbox list (RFC 5322 §3.6.2)")
 SENDER_INVALID = _reject("the Sender: header field is not a single valid mailbox (RFC 5322 §3.6.2)")
@@ -174,17 +188,20 @@ class _Field:
         return self.raw[self.colon + 1 :].replace(b"\r\n", b"").decode("utf-8").strip(" \t")
 
 
-def _header_fields(data: bytes) -> tuple[list[_Field], int] | Reject:
-    """The header fields of `data` (checked by `check_raw`) and the offset where its header block ends."""
+def _header_fields(data: bytes, *, submission: bool = False) -> tuple[list[_Field], int] | Reject:
+    """The header fields of `data` (checked by `check_raw`) and the offset where its header block ends;
+    within the submission limits when `submission`, else the full ones."""
+    max_bytes = MAX_HEADER_BYTES - TRACE_BYTES if submission else MAX_HEADER_BYTES
+    max_fields = MAX_HEADER_FIELDS - TRACE_FIELDS if submission else MAX_HEADER_FIELDS
     if data.startswith(b"\r\n"):
         return [], 0
-    sep = data.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 2)
+    sep = data.find(b"\r\n\r\n", 0, max_bytes + 2)
     if sep >= 0:
         end = sep + 2
-    elif len(data) <= MAX_HEADER_BYTES:
+    elif len(data) <= max_bytes:
         end = len(data)  # no body
     else:
-        return HEADER_TOO_BIG
+        return SUBMISSION_HEADER_TOO_BIG if submission else HEADER_TOO_BIG
     block = data[:end]
     if not block:
         return [], 0
@@ -206,8 +223,8 @@ def _header_fields(data: bytes) -> tuple[list[_Field], int] | Reject:
             return _not_a_field(number)
         if lines:
             fields.append(_Field(name.decode("ascii").lower(), b"\r\n".join(lines) + b"\r\n", len(name)))
-        if len(fields) >= MAX_HEADER_FIELDS:
-            return TOO_MANY_FIELDS
+        if len(fields) >= max_fields:
+            return SUBMISSION_TOO_MANY_FIELDS if submission else TOO_MANY_FIELDS
         name = match.group()[:-1]
         lines = [line]
     if lines:
@@ -570,7 +587,7 @@ def prepare_submission(
     refused = check_raw(data)
     if refused is not None:
         return refused
-    split = _header_fields(data)
+    split = _header_fields(data, submission=True)
     if isinstance(split, Reject):
         return split
     fields, end = split

@@ -360,33 +360,67 @@ def test_several_from_mailboxes_with_sender() -> None:
     assert (h.from_, h.sender, h.sender_fields) == (("a@x.fr", "b@x.fr"), ("b@x.fr",), 1)
 
 
-def test_header_block_size_limit() -> None:
+def _block(size: int) -> bytes:
+    """A header block of exactly `size` octets: From:, Date:, Message-ID: and "X-F: fff..." lines."""
     base = b"From: a@x.fr\r\n" + DATE + MSGID
-    room = content.MAX_HEADER_BYTES - len(base)
-    sizes = [900] * (room // 900) + [room % 900]  # "X-F: fff...\r\n" lines exactly filling the block
+    room = size - len(base)
+    sizes = [900] * (room // 900) + [room % 900]
     sizes[-2:] = [sizes[-2] - 100, sizes[-1] + 100]
-    block = base + b"".join(b"X-F: " + b"f" * (size - 7) + b"\r\n" for size in sizes)
-    assert len(block) == content.MAX_HEADER_BYTES == 262144
+    block = base + b"".join(b"X-F: " + b"f" * (n - 7) + b"\r\n" for n in sizes)
+    assert len(block) == size
+    return block
+
+
+def test_header_block_size_limit() -> None:
+    """A client's header block leaves room for the trace fields the hops add; a peer's may use it all."""
+    limit = content.MAX_HEADER_BYTES - content.TRACE_BYTES
+    assert (limit, content.MAX_HEADER_BYTES) == (229376, 262144)
+    block = _block(limit)
     out, h = submit(block + b"\r\nbody\r\n")
-    assert h.header_bytes == len(REC) + 262144
+    assert h.header_bytes == len(REC) + limit
     out, h = submit(block)  # no body
     assert out == REC + block
     one_more = block[:-2] + b"x\r\n"
-    assert refused(
-        prepare_submission(one_more + b"\r\nbody\r\n", received=RECEIVED, message_id_domain=DOMAIN, now=NOW)
-    ) == ("554 5.6.0 header block larger than 262144 octets refused")
-    assert refused(prepare_submission(one_more, received=RECEIVED, message_id_domain=DOMAIN, now=NOW)) == (
+    submitted = (
+        "554 5.6.0 header block larger than 229376 octets refused "
+        "(room is kept for the 32768 octets of trace fields added on the way)"
+    )
+    for data in (one_more + b"\r\nbody\r\n", one_more):
+        assert refused(prepare_submission(data, received=RECEIVED, message_id_domain=DOMAIN, now=NOW)) == submitted
+    full = _block(content.MAX_HEADER_BYTES)
+    relayed = prepare_relay(full + b"\r\nbody\r\n", received=RECEIVED)
+    assert not isinstance(relayed, Reject)
+    assert relayed[1].header_bytes == len(REC) + 262144
+    assert refused(prepare_relay(full[:-2] + b"x\r\n\r\nbody\r\n", received=RECEIVED)) == (
         "554 5.6.0 header block larger than 262144 octets refused"
     )
 
 
 def test_header_field_count_limit() -> None:
-    fields = b"From: a@x.fr\r\n" + DATE + MSGID + b"X-N: 1\r\n" * 997
+    fields = b"From: a@x.fr\r\n" + DATE + MSGID + b"X-N: 1\r\n" * 947
     _, h = submit(fields + b"\r\n")
-    assert h.field_count == 1001  # 1000 fields and the Received: prepended
+    assert h.field_count == 951  # 950 fields and the Received: prepended
     assert refused(
         prepare_submission(fields + b"X-N: 1\r\n\r\n", received=RECEIVED, message_id_domain=DOMAIN, now=NOW)
-    ) == ("554 5.6.0 more than 1000 header fields refused")
+    ) == ("554 5.6.0 more than 950 header fields refused (room is kept for the 50 trace fields added on the way)")
+    full = fields + b"X-N: 1\r\n" * 50
+    relayed = prepare_relay(full + b"\r\n", received=RECEIVED)
+    assert not isinstance(relayed, Reject)
+    assert relayed[1].field_count == 1001
+    assert refused(prepare_relay(full + b"X-N: 1\r\n\r\n", received=RECEIVED)) == (
+        "554 5.6.0 more than 1000 header fields refused"
+    )
+
+
+def test_a_submission_at_its_limits_passes_the_next_hop() -> None:
+    """What a client may submit, with what this node adds, is taken by the peer operator's relay listener."""
+    for message in (
+        b"From: a@x.fr\r\n" + b"X-N: 1\r\n" * 949 + b"\r\nbody\r\n",  # Date: and Message-ID: are added
+        _block(content.MAX_HEADER_BYTES - content.TRACE_BYTES) + b"\r\nbody\r\n",
+    ):
+        submitted = prepare_submission(message, received=RECEIVED, message_id_domain=DOMAIN, now=NOW)
+        assert not isinstance(submitted, Reject), submitted
+        assert not isinstance(prepare_relay(submitted[0], received=RECEIVED), Reject)
 
 
 def test_address_entry_limit() -> None:
