@@ -31,10 +31,11 @@ import operator
 import re
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, Literal, cast
+from typing import IO, Any, Final, Literal
 
 from directory.addresses import check_address
 from directory.identifiers import PP_ID_TYPES, STRUCTURE_ID_TYPES, check_adeli, check_rpps, check_structure_id
@@ -341,6 +342,46 @@ def search_text(fields: tuple[str, ...]) -> str:
 READ_BUFFER = 1 << 20
 
 
+ZIP_DAMAGE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    IndexError,
+    OSError,  # a member's offset past the end of the file
+)
+"""What zipfile and zlib raise on a damaged archive (bad CRC or deflate stream, truncated member, an
+unsupported method or encryption, a member without a name): found by tests/security's fuzz target."""
+
+
+def _shown(name: str) -> str:
+    """A member name as it may be printed on the operator's terminal (control characters escaped)."""
+    return name if name.isprintable() else ascii(name)[1:-1]
+
+
+class _ZipMember(io.RawIOBase):
+    """A ZIP member's stream whose damage is a HeaderError naming the file, not zipfile's own errors."""
+
+    def __init__(self, path: Path, member: IO[bytes]) -> None:
+        self.path = path
+        self.member = member
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self.member.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+        except ZIP_DAMAGE as exc:
+            raise HeaderError(f"{self.path}: damaged ZIP member ({type(exc).__name__}: {exc})") from None
+
+    def close(self) -> None:
+        self.member.close()
+        super().close()
+
+
 def open_extraction(path: Path) -> tuple[IO[bytes], int]:
     """The extraction's byte stream (from a ZIP member if needed) and its size in bytes, for progress.
 
@@ -348,14 +389,19 @@ def open_extraction(path: Path) -> tuple[IO[bytes], int]:
     releases it every few lines starves the other threads (the importer parses in one).
     """
     if zipfile.is_zipfile(path):
-        zf = zipfile.ZipFile(path)
-        members = [m for m in zf.infolist() if not m.is_dir() and m.filename.lower().endswith(".txt")]
-        if len(members) != 1:
-            names = ", ".join(m.filename for m in zf.infolist()) or "nothing"
-            zf.close()
-            raise HeaderError(f"{path} must hold exactly one .txt extraction, it holds {names}")
-        member = cast(io.RawIOBase, zf.open(members[0]))  # readable with readinto, as BufferedReader needs
-        return io.BufferedReader(member, READ_BUFFER), members[0].file_size
+        try:
+            zf = zipfile.ZipFile(path)
+            members = [m for m in zf.infolist() if not m.is_dir() and m.filename.lower().endswith(".txt")]
+            if len(members) != 1:
+                names = ", ".join(_shown(m.filename) for m in zf.infolist()) or "nothing"
+                zf.close()
+                raise HeaderError(f"{path} must hold exactly one .txt extraction, it holds {names}")
+            member = zf.open(members[0])
+        except HeaderError:
+            raise
+        except ZIP_DAMAGE as exc:
+            raise HeaderError(f"{path}: damaged ZIP file ({type(exc).__name__}: {exc})") from None
+        return io.BufferedReader(_ZipMember(path, member), READ_BUFFER), members[0].file_size
     return path.open("rb", buffering=READ_BUFFER), path.stat().st_size
 
 

@@ -32,7 +32,6 @@ import os
 import sys
 import tempfile
 import zipfile
-import zlib
 from pathlib import Path
 from typing import IO
 
@@ -48,24 +47,9 @@ with _instrument:
 
 STRICT = os.environ.get("MSSGW_FUZZ_STRICT") == "1"  # the known bugs below are findings too
 
-# Known bug (test_fuzz.py::test_a_damaged_zip_extraction_is_refused_as_not_an_extraction): a damaged ZIP
-# (bad CRC, bad deflate stream, unsupported method or encryption, truncated member) raises zipfile's or
-# zlib's own errors from open_extraction/iter_lines, which `mssgw directory import` reports as an
-# internal error instead of a HeaderError naming the file. Remove when fixed.
-KNOWN_ZIP_ERRORS: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile,
-    zlib.error,
-    EOFError,
-    NotImplementedError,
-    RuntimeError,
-    OSError,
-    ValueError,
-    IndexError,  # zipfile.ZipInfo.is_dir on a member with an empty name
-)
-# Known bug (test_fuzz.py::test_zip_member_names_are_not_echoed_raw): open_extraction names the members
-# of a ZIP that does not hold exactly one .txt file as they are, control characters included, in the
-# HeaderError the CLI prints on the operator's terminal (escape sequences). Remove when fixed.
-KNOWN_RAW_MEMBER_NAMES = "must hold exactly one .txt extraction, it holds "
+# Fixed findings (their tests in test_fuzz.py): a damaged ZIP raised zipfile's and zlib's own errors
+# (now a HeaderError naming the file), and member names were echoed with their control characters (now
+# escaped). Every refusal of a file is a printable HeaderError.
 _TMP: list[Path] = []  # a directory for the ZIP files, made on first use
 
 
@@ -76,11 +60,10 @@ def expected_lines(data: bytes) -> list[tuple[int, bytes]]:
     return [(n, raw) for n, raw in enumerate(with_ends, 1) if n > 1 and raw.strip(b"\r\n")]
 
 
-def _check_header_error(exc: national.HeaderError, *, tolerate_member_names: bool) -> None:
-    """A refusal of the file: one printable line (the CLI prints it), but for the known bug."""
+def _check_header_error(exc: national.HeaderError) -> None:
+    """A refusal of the file: one printable line (the CLI prints it)."""
     text = str(exc)
-    known = tolerate_member_names and not STRICT and KNOWN_RAW_MEMBER_NAMES in text
-    assert text.isprintable() or known, text
+    assert text.isprintable(), text
 
 
 def check_row(n: int, raw: bytes) -> None:
@@ -110,7 +93,7 @@ def check_stream(stream: IO[bytes], data: bytes | None) -> None:
     try:
         lines = list(national.iter_lines(stream))
     except national.HeaderError as exc:
-        _check_header_error(exc, tolerate_member_names=False)
+        _check_header_error(exc)
         return
     if data is not None:
         assert lines == expected_lines(data), "line numbering differs from the file's"
@@ -142,10 +125,7 @@ def check(data: bytes) -> None:
         with stream:
             check_stream(stream, payload if form == 1 or not zipped else None)
     except national.HeaderError as exc:
-        _check_header_error(exc, tolerate_member_names=True)
-    except KNOWN_ZIP_ERRORS:
-        if form == 1 or not zipped or STRICT:
-            raise  # only a damaged ZIP is the known bug
+        _check_header_error(exc)
 
 
 def TestOneInput(data: bytes) -> None:  # the name atheris expects

@@ -22,7 +22,6 @@ import smtplib
 import subprocess
 import sys
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,22 +316,11 @@ def read_extraction(path: Path) -> list[tuple[int, bytes]]:
         return list(national.iter_lines(stream))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=zlib.error,
-    reason="bug: open_extraction/iter_lines let zipfile's and zlib's errors out (BadZipFile, zlib.error, "
-    "EOFError, IndexError...): not a HeaderError",
-)
 def test_a_damaged_zip_extraction_is_refused_as_not_an_extraction(tmp_path: Path) -> None:
     with pytest.raises(national.HeaderError):
         read_extraction(damaged_zip(tmp_path / "extraction.zip"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `mssgw directory import` reports a damaged ZIP as 'internal error: error: Error -3 while "
-    "decompressing data ...' (exit 70) instead of a usage error naming the file",
-)
 def test_the_cli_names_a_damaged_zip(node: NodeDir, tmp_path: Path) -> None:
     result = node.cli("directory", "import", damaged_zip(tmp_path / "extraction.zip"))
     assert result.code != 0
@@ -340,11 +328,6 @@ def test_the_cli_names_a_damaged_zip(node: NodeDir, tmp_path: Path) -> None:
     assert result.err.startswith(f"mssgw: {tmp_path / 'extraction.zip'}: "), result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: open_extraction names a ZIP's members as they are, control characters included, in the "
-    "HeaderError the CLI prints on the operator's terminal (escape sequences)",
-)
 def test_zip_member_names_are_not_echoed_raw(tmp_path: Path) -> None:
     path = tmp_path / "two.zip"
     with zipfile.ZipFile(path, "w") as zf:
@@ -355,8 +338,9 @@ def test_zip_member_names_are_not_echoed_raw(tmp_path: Path) -> None:
     assert str(refused.value).isprintable(), str(refused.value)
 
 
-@pytest.mark.parametrize("name", ["zip-member-without-name", "zip-member-names-with-control-characters"])
-@pytest.mark.xfail(strict=True, reason="bug: see the two tests above (IndexError from zipfile; raw member names)")
-def test_directory_known_bug(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "name", ["zip-member-without-name", "zip-member-names-with-control-characters", "zip-member-offset-out-of-file"]
+)
+def test_directory_regression_is_refused_cleanly(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fuzz_directory, "STRICT", True)
     fuzz_directory.check((REGRESSIONS / "directory" / name).read_bytes())
