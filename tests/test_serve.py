@@ -24,33 +24,44 @@ class Running:
     proc: subprocess.Popen[str]
     ports: dict[str, int]
     node: NodeDir
+    stderr_path: Path
 
     @property
     def port(self) -> int:
         return self.ports["https"]
 
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
 
 def start_node(node: NodeDir, env: dict[str, str] | None = None) -> Running:
-    """Run `mssgw serve` (settings overridable through MSSGW_* variables) up to `ready`."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
+    """Run `mssgw serve` (settings overridable through MSSGW_* variables) up to `ready`.
+
+    Its standard error goes to a file: a pipe nobody reads after `ready` fills at 64 KiB and then blocks
+    the node's event loop on its next log line (found by tests/security: every listener stopped answering).
+    """
+    stderr_path = node.data / "serve.stderr"
+    with stderr_path.open("a") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
     assert proc.stdout is not None
     ports: dict[str, int] = {}
     for line in proc.stdout:
         line = line.strip()
         if line == "ready":
-            return Running(proc, ports, node)
+            return Running(proc, ports, node, stderr_path)
         kind, name, where = line.split(" ")
         assert kind == "listening", line
         host, port = where.rsplit(":", 1)
         assert host == "127.0.0.1"
         ports[name] = int(port)
-    raise AssertionError("the node stopped before it was ready: " + (proc.stderr.read() if proc.stderr else ""))
+    proc.wait(timeout=30)
+    raise AssertionError("the node stopped before it was ready: " + stderr_path.read_text(errors="replace"))
 
 
 @pytest.fixture
@@ -134,7 +145,8 @@ def test_tls_policy_only_tls12_and_13_with_the_mssante_suites(served: Running) -
 
 def test_sigterm_stops_cleanly_and_is_audited(served: Running) -> None:
     served.proc.send_signal(signal.SIGTERM)
-    out, err = served.proc.communicate(timeout=30)
+    out, _ = served.proc.communicate(timeout=30)
+    err = served.stderr()
     assert served.proc.returncode == 0, err
     assert out.strip() == "stopped"
     events = served.node.cli("audit", "search", "--event", "node.", "--json").json()
@@ -194,7 +206,8 @@ def test_sigterm_tells_open_sessions_before_it_stops(served: Running) -> None:
     assert smtp.getreply() == (421, b"4.3.2 mail.ch-test.mssante.fr Service shutting down, try again later")
     assert imap_file.readline() == b"* BYE [UNAVAILABLE] This server is stopping: connect again\r\n"
     assert idle_file.readline() == b"* BYE [UNAVAILABLE] This server is stopping: connect again\r\n"
-    out, err = served.proc.communicate(timeout=30)
+    out, _ = served.proc.communicate(timeout=30)
+    err = served.stderr()
     assert served.proc.returncode == 0, err
     assert out.strip() == "stopped"
     assert "Traceback" not in err, err[-3000:]

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import smtplib
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pytest
 from certs.pki import TrustSpacePKI, write_bundle
 from tests.conftest import NodeDir, copy_node
 from tests.smtp.conftest import PEER, Gateway, provision
-from tests.test_serve import Running
+from tests.test_serve import start_node
 
 # Small enough that an oversize message costs little to send; the other limits are the defaults.
 MAX_MESSAGE_SIZE = 1_000_000
@@ -32,31 +29,14 @@ SETTINGS = {"MSSGW_SMTP__MAX_MESSAGE_SIZE": str(MAX_MESSAGE_SIZE)}
 
 
 def serve(node: NodeDir, env: dict[str, str] | None = None) -> Iterator[Gateway]:
-    """`mssgw serve` up to `ready`, standard error to `<data>/../serve.err`; terminated afterwards."""
-    log = (node.data.parent / "serve.err").open("a")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli.main", "serve", "-c", str(node.config)],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    ports: dict[str, int] = {}
-    for line in proc.stdout:  # afterwards it only prints "stopped": the pipe never fills
-        if line.strip() == "ready":
-            break
-        _, name, where = line.split()
-        ports[name] = int(where.rsplit(":", 1)[1])
-    else:
-        raise AssertionError("the node stopped before it was ready: " + (node.data.parent / "serve.err").read_text())
+    """`mssgw serve` up to `ready` (standard error to a file: see start_node); terminated afterwards."""
+    running = start_node(node, env)
     try:
-        yield Gateway(Running(proc, ports, node), node)
+        yield Gateway(running, node)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        log.close()
+        if running.proc.poll() is None:
+            running.proc.terminate()
+            running.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="package")
