@@ -20,23 +20,11 @@ import pytest
 
 from certs.pki import TrustSpacePKI, write_bundle
 from tests.conftest import NodeDir, copy_node
-from tests.smtp.conftest import PEER, Gateway, provision
-from tests.test_serve import start_node
+from tests.smtp.conftest import PEER, Gateway, provision, serve
 
 # Small enough that an oversize message costs little to send; the other limits are the defaults.
 MAX_MESSAGE_SIZE = 1_000_000
 SETTINGS = {"MSSGW_SMTP__MAX_MESSAGE_SIZE": str(MAX_MESSAGE_SIZE)}
-
-
-def serve(node: NodeDir, env: dict[str, str] | None = None) -> Iterator[Gateway]:
-    """`mssgw serve` up to `ready` (standard error to a file: see start_node); terminated afterwards."""
-    running = start_node(node, env)
-    try:
-        yield Gateway(running, node)
-    finally:
-        if running.proc.poll() is None:
-            running.proc.terminate()
-            running.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="package")
