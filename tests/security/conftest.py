@@ -20,7 +20,7 @@ import pytest
 
 from certs.pki import TrustSpacePKI, write_bundle
 from tests.conftest import NodeDir, copy_node
-from tests.smtp.conftest import PEER, Gateway, provision, serve
+from tests.smtp.conftest import PEER, Gateway, RawSMTP, provision, serve
 
 # Small enough that an oversize message costs little to send; the other limits are the defaults.
 MAX_MESSAGE_SIZE = 1_000_000
@@ -54,7 +54,7 @@ def relay_client(gw: Gateway, cert: Path | None, *, helo: str = f"mx.{PEER}") ->
     return client
 
 
-class Wire:
+class Wire(RawSMTP):
     """A byte-exact SMTP client on any SMTP listener of the node, once TLS is up: submission (STARTTLS),
     submissions (TLS from the first octet), relay (STARTTLS, presenting the peer's certificate)."""
 
@@ -65,7 +65,7 @@ class Wire:
         sock = socket.create_connection(("127.0.0.1", gw.port(listener)), timeout=30)
         if listener == "submissions":
             sock = ctx.wrap_socket(sock)
-        self.sock: socket.socket = sock
+        self.sock = sock  # type: ignore[assignment]  (plain until STARTTLS)
         self.file = sock.makefile("rb")
         self.expect(220)
         if listener != "submissions":
@@ -76,32 +76,10 @@ class Wire:
         code, self.features = self.command(f"EHLO {helo}")
         assert code == 250, self.features
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def reply(self) -> tuple[int, str]:
-        lines = []
-        while True:
-            line = self.file.readline().decode("ascii", "replace")
-            if not line:
-                return 0, "connection closed"
-            lines.append(line[4:].rstrip("\r\n"))
-            if line[3:4] != "-":
-                return int(line[:3]), "\n".join(lines)
-
-    def expect(self, code: int) -> str:
-        got, text = self.reply()
-        assert got == code, (got, text)
-        return text
-
-    def command(self, line: str) -> tuple[int, str]:
-        self.send(line.encode() + b"\r\n")
-        return self.reply()
-
     def login(self, user: str, password: str) -> None:
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         assert self.command(f"AUTH PLAIN {token}") == (235, "2.7.0 Authentication successful")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self.sock.close()
+            super().close()
