@@ -27,18 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, event, text
+from sqlalchemy.dialects import registry
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from gateway.errors import ConfigError
+from gateway.store import sqlite_inline
+
+registry.register(f"sqlite.{sqlite_inline.DRIVER}", "gateway.store.sqlite_inline", "dialect")
 
 STORE_MIGRATIONS = Path(__file__).parent / "migrations"
-STORE_HEAD = "0008"
+STORE_HEAD = "0009"
 """Head revision of the application schema; tests keep it equal to alembic's head."""
 
 
-def _sqlite_pragmas() -> Any:
+def _sqlite_pragmas(busy_ms: int) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event own transaction start (pysqlite/aiosqlite recipe).
         dbapi_connection.isolation_level = None
@@ -46,7 +50,7 @@ def _sqlite_pragmas() -> Any:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 
     return on_connect
@@ -60,8 +64,12 @@ def _engine(url: str, *, immediate: bool) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        eng = create_async_engine(url)
-        event.listen(eng.sync_engine, "connect", _sqlite_pragmas())
+        inline = parsed.drivername in ("sqlite+aiosqlite", f"sqlite+{sqlite_inline.DRIVER}")
+        if inline:
+            parsed = parsed.set(drivername=f"sqlite+{sqlite_inline.DRIVER}")
+        eng = create_async_engine(parsed)
+        # The inline driver waits for other processes' locks itself, off the loop (sqlite_inline.py).
+        event.listen(eng.sync_engine, "connect", _sqlite_pragmas(0 if inline else sqlite_inline.BUSY_TIMEOUT_MS))
         begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
         @event.listens_for(eng.sync_engine, "begin")
@@ -93,9 +101,20 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction, committed when the block exits normally, rolled back otherwise."""
+        async with self._writer(), self._write() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """`write()` on a Core connection, for hot paths (see `reading()`)."""
+        async with self._writer(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        """SQLite: this process's one writer at a time (see the module notes)."""
         if not self.is_sqlite:
-            async with self._write() as session, session.begin():
-                yield session
+            yield
             return
         if self._writing.get():
             raise RuntimeError("a write transaction is already open in this task: pass its session instead")
@@ -103,8 +122,7 @@ class Database:
         async with lock:
             token = self._writing.set(True)
             try:
-                async with self._write() as session, session.begin():
-                    yield session
+                yield
             finally:
                 self._writing.reset(token)
 
@@ -112,6 +130,13 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A read transaction on a Core connection, for hot paths: no ORM session, identity map nor
+        entity loading (about half the cost of `read()` for a one-statement transaction)."""
+        async with self.read_engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from directory import national
 from directory.national import Row
+from gateway.store import sqlite_inline
 from gateway.store.db import Database
 from gateway.store.models import (
     Account,
@@ -214,7 +214,7 @@ async def _sqlite_json_upsert(
     update_cols: list[str],
     digest_column: str | None = None,
 ) -> None:
-    """INSERT ... SELECT ... FROM json_each(?1) ON CONFLICT DO UPDATE on the aiosqlite `driver` connection:
+    """INSERT ... SELECT ... FROM json_each(?1) ON CONFLICT DO UPDATE on the sqlite3 `driver` connection:
     `rows` (tuples of `columns`, then the `digest_column` value when given) as one JSON array, digests as one
     BLOB, `constants` bound once."""
     if not rows:
@@ -249,7 +249,6 @@ async def _sqlite_json_upsert(
 class DirectoryRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._tuned: weakref.WeakSet[Any] = weakref.WeakSet()  # SQLite connections given a larger page cache
 
     async def known(self) -> KnownMailboxes:
         """Every mailbox's type, last imported row digest and position, by address."""
@@ -287,13 +286,12 @@ class DirectoryRepository:
         async with self.db.write() as s:
             conn = await s.connection()  # BEGIN IMMEDIATE
             if self.db.is_sqlite and sqlite3.sqlite_version_info >= _JSON_SQLITE:
-                # Straight to aiosqlite, inside the session's transaction: one round trip to its thread a
-                # statement (SQLAlchemy's cursor takes three), each costing GIL hand-overs while parsing runs.
-                driver: Any = (await conn.get_raw_connection()).driver_connection
-                if driver not in self._tuned:
-                    await driver.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
-                    await driver.execute(f"PRAGMA wal_autocheckpoint = {_SQLITE_CHECKPOINT_PAGES}")
-                    self._tuned.add(driver)
+                # Straight to the sqlite3 connection, inside the session's transaction, each bulk statement
+                # on a worker thread (it would hold the loop for a batch's time).
+                driver = sqlite_inline.OffLoop((await conn.get_raw_connection()).dbapi_connection)
+                # A larger page cache for the batch (two statements a batch of thousands of rows).
+                await driver.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
+                await driver.execute(f"PRAGMA wal_autocheckpoint = {_SQLITE_CHECKPOINT_PAGES}")
                 for table, cols, rows, const, update_cols in parts:
                     await _sqlite_json_upsert(
                         driver, conn.dialect, table, cols, rows, const, ["key"], [*update_cols, "updated_at"]
