@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select, update
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import CheckpointSigner, checkpoint_message
@@ -205,14 +205,18 @@ class AuditLog:
                     p.done.set_result(first + i)
 
     async def _append(self, batch: list[_Pending]) -> int:
-        async with self.db.write() as s:
-            head = (await s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one()
-            tree = merkle.CompactRange(head.size, split_frontier(head.frontier))
-            first = head.size + 1
-            if head.size and not self._last_ts:
+        # Core statements: one append per audited action makes this one of the hottest transactions.
+        head_t, rec_t = cast(Table, AuditHead.__table__), cast(Table, AuditRecord.__table__)
+        async with self.db.writing() as conn:
+            size, frontier = (
+                await conn.execute(select(head_t.c.size, head_t.c.frontier).where(head_t.c.id == 1).with_for_update())
+            ).one()
+            tree = merkle.CompactRange(size, split_frontier(frontier))
+            first = size + 1
+            if size and not self._last_ts:
                 # Another process (an admin command, another node) may have appended last: continue
                 # from its timestamp so the log's time never goes backwards, even if clocks differ.
-                last = await s.execute(select(AuditRecord.ts).where(AuditRecord.seq == head.size))
+                last = await conn.execute(select(rec_t.c.ts).where(rec_t.c.seq == size))
                 self._last_ts = last.scalar_one_or_none() or ""
             rows = []
             for p in batch:
@@ -249,10 +253,11 @@ class AuditLog:
                         "leaf_hash": leaf,
                     }
                 )
-            await s.execute(insert(AuditRecord), rows)
-            head.size = tree.size
-            head.frontier = b"".join(tree.nodes)
-        return first
+            await conn.execute(insert(rec_t), rows)
+            await conn.execute(
+                update(head_t).where(head_t.c.id == 1).values(size=tree.size, frontier=b"".join(tree.nodes))
+            )
+        return int(first)
 
     async def flush(self) -> None:
         while self._flusher is not None and not self._flusher.done():

@@ -23,10 +23,10 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import defer
 
 from directory.addresses import domain_of
@@ -34,6 +34,9 @@ from gateway.errors import NotFound
 from gateway.store.crypto import KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.models import QueuedMessage, QueuedRecipient, utcnow
+
+_MESSAGES = cast(Table, QueuedMessage.__table__)
+_RECIPIENTS = cast(Table, QueuedRecipient.__table__)
 
 FINAL = ("delivered", "relayed", "failed")
 
@@ -114,8 +117,9 @@ class Queue:
         now = utcnow()
         async with contextlib.AsyncExitStack() as stack:
             s = session if session is not None else await stack.enter_async_context(self.db.write())
-            s.add(
-                QueuedMessage(
+            # Core inserts (no unit of work): every accepted message that leaves the node comes here.
+            await s.execute(
+                insert(_MESSAGES).values(
                     id=queue_id,
                     source=source,
                     sender=sender,
@@ -127,19 +131,21 @@ class Queue:
                     created_at=now,
                 )
             )
-            await s.flush()
-            s.add_all(
-                QueuedRecipient(
-                    message_id=queue_id,
-                    recipient=r,
-                    domain=domain_of(r),
-                    local=domain_of(r) in local,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    updated_at=now,
-                )
-                for r in dict.fromkeys(r.lower() for r in recipients)
+            await s.execute(
+                insert(_RECIPIENTS),
+                [
+                    {
+                        "message_id": queue_id,
+                        "recipient": r,
+                        "domain": domain_of(r),
+                        "local": domain_of(r) in local,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "updated_at": now,
+                    }
+                    for r in dict.fromkeys(r.lower() for r in recipients)
+                ],
             )
         return queue_id
 
@@ -203,8 +209,8 @@ class Queue:
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def body(self, queue_id: str) -> bytes:
-        async with self.db.read() as s:
-            sealed = (await s.execute(select(QueuedMessage.body).where(QueuedMessage.id == queue_id))).scalar()
+        async with self.db.reading() as conn:
+            sealed = (await conn.execute(select(_MESSAGES.c.body).where(_MESSAGES.c.id == queue_id))).scalar()
         if sealed is None:
             raise NotFound(f"no queued message {queue_id}")
         return self.kek.open(sealed, _aad(queue_id))
@@ -223,7 +229,7 @@ class Queue:
 
     @staticmethod
     async def settle(
-        s: AsyncSession,
+        s: AsyncSession | AsyncConnection,
         job: Job,
         status: str,
         *,
@@ -262,7 +268,7 @@ class Queue:
             await Queue._retire(s, job.envelope.queue_id)
 
     @staticmethod
-    async def _retire(s: AsyncSession, queue_id: str) -> bool:
+    async def _retire(s: AsyncSession | AsyncConnection, queue_id: str) -> bool:
         open_ = (
             await s.execute(
                 select(func.count())
@@ -276,8 +282,8 @@ class Queue:
         return True
 
     async def mark(self, job: Job, status: str, *, error: str | None = None, retry_at: datetime | None = None) -> None:
-        async with self.db.write() as s:
-            await self.settle(s, job, status, error=error, retry_at=retry_at)
+        async with self.db.writing() as conn:
+            await self.settle(conn, job, status, error=error, retry_at=retry_at)
 
     async def retire_if_done(self, queue_id: str) -> bool:
         """Drop the message once every recipient is final; returns whether it was dropped."""

@@ -435,6 +435,16 @@ class MailboxRepository:
             ).scalars()
             return tuple(x509.load_der_x509_certificate(der) for der in ders)
 
+    @staticmethod
+    async def deliverable(s: Any, addresses: set[str]) -> set[str]:
+        """Those of `addresses` that are active local mailboxes, read in the caller's transaction."""
+        rows = await s.execute(
+            select(Mailbox.address)
+            .join(Account, Account.address == Mailbox.address)
+            .where(Mailbox.address.in_(sorted(addresses)), Mailbox.active.is_(True))
+        )
+        return set(rows.scalars())
+
     async def active_among(self, addresses: Iterable[str]) -> set[str]:
         """Those of `addresses` (lower-case) that are local mailboxes and active."""
         wanted, found = sorted(set(addresses)), set[str]()
@@ -476,24 +486,29 @@ class MailboxRepository:
         return Credentials(row.address, row.kind, row.password_hash, row.active), row.usage
 
     async def state(self, address: str) -> MailboxState | None:
-        async with self.db.read() as s:
-            row = (
-                await s.execute(
-                    select(Mailbox, Professional.active, Account.address)
-                    .outerjoin(Professional, Professional.key == Mailbox.professional_key)
-                    .outerjoin(Account, Account.address == Mailbox.address)
-                    .where(Mailbox.address == address.lower())
-                )
-            ).first()
-            if row is None:
-                return None
-            mb, owner_active, account = row
-            delegates = frozenset(
-                (
-                    await s.execute(select(MailboxDelegation.user).where(MailboxDelegation.mailbox == mb.address))
-                ).scalars()
+        # One Core statement (a row per delegate): asked for each sender and recipient of every message.
+        stmt = (
+            select(
+                Mailbox.address,
+                Mailbox.kind,
+                Mailbox.active,
+                Professional.active,
+                Account.address,
+                MailboxDelegation.user,
             )
-        return MailboxState(mb.address, mb.kind, mb.active, owner_active, delegates, account is not None)
+            .select_from(Mailbox)
+            .outerjoin(Professional, Professional.key == Mailbox.professional_key)
+            .outerjoin(Account, Account.address == Mailbox.address)
+            .outerjoin(MailboxDelegation, MailboxDelegation.mailbox == Mailbox.address)
+            .where(Mailbox.address == address.lower())
+        )
+        async with self.db.reading() as conn:
+            rows = (await conn.execute(stmt)).all()
+        if not rows:
+            return None
+        mailbox, kind, active, owner_active, account, _ = rows[0]
+        delegates = frozenset(r[5] for r in rows if r[5] is not None)
+        return MailboxState(mailbox, kind, active, owner_active, delegates, account is not None)
 
     async def touch_login(self, address: str) -> None:
         async with self.db.write() as s:
@@ -502,6 +517,15 @@ class MailboxRepository:
                 acct.last_login_at = utcnow()
 
     async def data_key(self, address: str) -> DataKey:
-        async with self.db.read() as s:
-            _, acct = await self._local(s, address)
-            return self.kek.unwrap(acct.data_key, acct.address)
+        address = address.lower()
+        async with self.db.reading() as conn:  # Core: asked for every delivery and every message read
+            wrapped = (
+                await conn.execute(
+                    select(Account.data_key)
+                    .join(Mailbox, Mailbox.address == Account.address)
+                    .where(Account.address == address)
+                )
+            ).scalar_one_or_none()
+        if wrapped is None:
+            raise NotFound(f"no local mailbox {address}")
+        return self.kek.unwrap(wrapped, address)

@@ -17,7 +17,8 @@ Implementation notes
   every level CREATE makes), DELETE leaves its name subscribed, RENAME moves the subscriptions of the name
   and of its inferiors to the new names (RFC 3501 says nothing; Dovecot does so). SUBSCRIBE needs a folder.
 - Quota: the mailbox's `quota_bytes`, or the node default; APPEND and local delivery past it are refused
-  (`QuotaExceeded`), COPY too. Usage is the sum of message sizes, as the client sees them.
+  (`QuotaExceeded`), COPY too. Usage is the sum of message sizes, as the client sees them, kept in
+  `accounts.used_bytes` by triggers on `messages` (every insert and delete, whatever code makes it).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, MssgwError, NotFound, UsageError
 from gateway.store.crypto import DataKey
-from gateway.store.messages import MessageStore, body_aad
+from gateway.store.messages import Delivered, MessageStore, body_aad
 from gateway.store.models import Account, Folder, StoredMessage, Subscription, utcnow
 
 DELIMITER = "/"
@@ -48,6 +49,10 @@ STAGED_STALE = timedelta(hours=1)  # staged copies older than this were left by 
 _IN_LIST = 500  # values per SQL IN list
 _T = TypeVar("_T")
 _MESSAGES = cast(Table, StoredMessage.__table__)
+
+
+_UID_LIST = 500
+"""Up to this many UIDs are looked up by list; more, and the folder's UIDs are read and filtered."""
 
 
 class FolderGone(NotFound):
@@ -466,10 +471,17 @@ class Mailstore:
                 found.update({int(r.id): int(r.highestmodseq) for r in (await s.execute(q)).all()})
         return found
 
-    async def uids(self, folder_id: int) -> list[int]:
-        async with self.db.read() as s:
-            q = select(StoredMessage.uid).where(StoredMessage.folder_id == folder_id).order_by(StoredMessage.uid)
-            return [int(u) for u in (await s.execute(q)).scalars() if u is not None]
+    async def uids(self, folder_id: int, among: Sequence[int] | None = None) -> list[int]:
+        """The folder's UIDs in order; with `among`, only those of them (one indexed look for a few)."""
+        q = select(StoredMessage.uid).where(StoredMessage.folder_id == folder_id).order_by(StoredMessage.uid)
+        if among is not None and len(among) <= _UID_LIST:
+            q = q.where(StoredMessage.uid.in_(among))
+        async with self.db.reading() as conn:
+            found = [int(u) for u in (await conn.execute(q)).scalars() if u is not None]
+        if among is not None and len(among) > _UID_LIST:
+            wanted = set(among)
+            found = [u for u in found if u in wanted]
+        return found
 
     async def status(self, address: str, name: str) -> Status:
         async with self.db.read() as s:
@@ -779,13 +791,20 @@ class Mailstore:
             return await self._usage(s, address)
 
     async def _usage(self, s: AsyncSession, address: str) -> tuple[int, int | None]:
-        used = (
-            await s.execute(
-                select(func.coalesce(func.sum(StoredMessage.size), 0)).where(StoredMessage.address == address)
-            )
-        ).scalar_one()
-        quota = (await s.execute(select(Account.quota_bytes).where(Account.address == address))).scalar_one_or_none()
+        # used_bytes is kept by triggers on every insert and delete of a message (migration 0009).
+        row = (
+            await s.execute(select(Account.used_bytes, Account.quota_bytes).where(Account.address == address))
+        ).first()
+        used, quota = (row[0], row[1]) if row is not None else (0, None)
         return int(used), quota if quota is not None else self.default_quota
+
+    async def deliver_checked(
+        self, s: AsyncSession, address: str, body: bytes, header_message_id: str | None
+    ) -> Delivered:
+        """Deliver into INBOX within `s`, or raise QuotaExceeded: the queue worker's and the SMTP
+        listeners' delivery."""
+        await self.check_quota(s, address, len(body))
+        return await self.store.deliver(address, body, header_message_id=header_message_id, session=s)
 
     async def check_quota(self, s: AsyncSession, address: str, adding: int) -> None:
         """Raise QuotaExceeded if `adding` more bytes would take the mailbox past its quota."""

@@ -11,14 +11,17 @@ import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import NotFound
 from gateway.store.folders import allocate_uid
 from gateway.store.mailboxes import MailboxRepository
-from gateway.store.models import StoredMessage, utcnow
+from gateway.store.models import Account, StoredMessage, utcnow
+
+_MESSAGES = cast(Table, StoredMessage.__table__)
 
 
 def body_aad(address: str, message_id: str) -> bytes:
@@ -51,18 +54,21 @@ class MessageStore:
     ) -> Delivered:
         """Store `body` in `folder`; inside `session` when given (it commits with the caller's changes)."""
         address = address.lower()
-        key = await self.mailboxes.data_key(address)
         message_id = secrets.token_hex(16)
-        sealed = key.seal(body, body_aad(address, message_id))
         now = utcnow()
         async with contextlib.AsyncExitStack() as stack:
             s = session if session is not None else await stack.enter_async_context(self.db.write())
-            target, uid, modseq = await allocate_uid(s, address, folder)
-            s.add(
-                StoredMessage(
+            # Core statements in the caller's transaction: this is every delivery's and APPEND's path.
+            wrapped = (await s.execute(select(Account.data_key).where(Account.address == address))).scalar_one_or_none()
+            if wrapped is None:
+                raise NotFound(f"no local mailbox {address}")
+            sealed = self.mailboxes.kek.unwrap(wrapped, address).seal(body, body_aad(address, message_id))
+            folder_id, uid, modseq = await allocate_uid(s, address, folder)
+            await s.execute(
+                insert(_MESSAGES).values(
                     id=message_id,
                     address=address,
-                    folder_id=target.id,
+                    folder_id=folder_id,
                     uid=uid,
                     modseq=modseq,
                     flags=flags,
@@ -81,13 +87,15 @@ class MessageStore:
 
     async def get(self, address: str, message_id: str) -> bytes:
         address = address.lower()
-        async with self.db.read() as s:
+        async with self.db.reading() as conn:  # one Core statement: the body and the key that opens it
             row = (
-                await s.execute(
-                    select(StoredMessage).where(StoredMessage.id == message_id, StoredMessage.address == address)
+                await conn.execute(
+                    select(StoredMessage.body, Account.data_key)
+                    .join(Account, Account.address == StoredMessage.address)
+                    .where(StoredMessage.id == message_id, StoredMessage.address == address)
                 )
-            ).scalar_one_or_none()
+            ).first()
         if row is None:
             raise NotFound(f"no message {message_id} in {address}")
-        key = await self.mailboxes.data_key(address)
+        key = self.mailboxes.kek.unwrap(row.data_key, address)
         return key.open(row.body, body_aad(address, message_id))

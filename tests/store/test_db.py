@@ -52,7 +52,7 @@ async def _tables(db: Database) -> set[str]:
 
 
 def test_head_constants_are_alembic_heads() -> None:
-    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0008"
+    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0009"
     assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
 
 
@@ -114,7 +114,9 @@ async def test_sqlite_pragmas_on_both_engines(tmp_path: Path) -> None:
                     (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar_one()
                     for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
                 ]
-            assert got == ["wal", 2, 1, 10000]
+            # Busy timeout 0: the inline driver waits for other processes' locks itself, off the loop.
+            assert got == ["wal", 2, 1, 0]
+            assert engine.dialect.driver == "mssgw"
 
 
 async def _add_mailbox(db: Database, address: str, kind: str) -> None:
@@ -272,3 +274,44 @@ async def test_older_code_refuses_a_database_a_newer_version_migrated(db_url: st
         f"the database schema is at revision 0099, newer than this version of mssgw knows (its latest is "
         f"{STORE_HEAD}): upgrade mssgw on this node (docs/operations.md, upgrades)"
     )
+
+
+async def test_0009_counts_the_messages_already_stored(db_url: str) -> None:
+    """Upgrading to 0009 sums each mailbox's stored messages into used_bytes; its downgrade removes the lot."""
+    import secrets as _secrets
+
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from gateway.store.crypto import KeyEncryptionKey
+    from gateway.store.mailboxes import MailboxRepository
+    from gateway.store.messages import MessageStore
+
+    def downgrade(connection: Any, revision: str) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(STORE_MIGRATIONS))
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+
+    async with Database(db_url) as db:
+        await db.migrate()
+        repo = MailboxRepository(db, KeyEncryptionKey(_secrets.token_bytes(32)))
+        store = MessageStore(repo)
+        for address, bodies in (("a@ch-test.mssante.fr", [b"x" * 100, b"y" * 250]), ("b@ch-test.mssante.fr", [])):
+            await repo.create(address, "PER")
+            for b in bodies:
+                await store.deliver(address, b)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(downgrade, "0008")
+        assert await db.current_revision() == "0008"
+        async with db.read() as s:
+            columns = await s.execute(text("SELECT * FROM accounts"))
+            assert "used_bytes" not in list(columns.keys())
+        await db.migrate()
+        async with db.read() as s:
+            got = (await s.execute(text("SELECT address, used_bytes FROM accounts ORDER BY address"))).all()
+        assert [tuple(r) for r in got] == [("a@ch-test.mssante.fr", 350), ("b@ch-test.mssante.fr", 0)]
+        await store.deliver("b@ch-test.mssante.fr", b"z" * 7)  # and the triggers are back
+        async with db.read() as s:
+            got = (await s.execute(text("SELECT used_bytes FROM accounts ORDER BY address"))).scalars().all()
+        assert got == [350, 7]

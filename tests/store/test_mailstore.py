@@ -200,3 +200,36 @@ async def test_quota_refuses_append_and_copy_past_it(box: Mailstore) -> None:
     await unlimited.set_quota(ALICE, None)
     assert (await unlimited.usage(ALICE))[1] is None
     assert (await Mailstore(box.store, default_quota=size).usage(ALICE))[1] == size
+
+
+async def test_usage_is_kept_by_every_change_of_the_messages(box: Mailstore, store_db: Database) -> None:
+    """accounts.used_bytes (triggers, migration 0009) equals the sum of the sizes after each kind of change."""
+    from sqlalchemy import text
+
+    async def summed(address: str) -> int:
+        async with store_db.read() as s:
+            got = await s.execute(
+                text("SELECT coalesce(sum(size), 0) FROM messages WHERE address = :a"), {"a": address}
+            )
+            return int(got.scalar_one())
+
+    async def check(expected: int) -> None:
+        assert (await box.usage(ALICE))[0] == expected == await summed(ALICE)
+        assert (await box.usage(BOB))[0] == 0 == await summed(BOB)  # another mailbox's messages never count
+
+    size = len(body(1))
+    assert (await box.usage(ALICE))[0] == 0
+    await fill(box, 3)  # APPEND
+    await check(3 * size)
+    await box.store.deliver(ALICE, body(4))  # local delivery
+    await check(3 * size + len(body(4)))
+    inbox = await box.folder(ALICE, "INBOX")
+    await box.copy(ALICE, inbox.id, [1, 2], "Archive")
+    await check(5 * size + len(body(4)))
+    await box.copy(ALICE, inbox.id, [3], "Archive", move=True)  # a move neither adds nor removes
+    await check(5 * size + len(body(4)))
+    await box.store_flags(ALICE, inbox.id, [1], "add", ["\\Deleted"])
+    assert await box.expunge(ALICE, inbox.id) == [1]
+    await check(4 * size + len(body(4)))
+    await box.delete_folder(ALICE, "Archive")  # its three messages go with it
+    await check(size + len(body(4)))

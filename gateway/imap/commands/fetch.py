@@ -51,7 +51,7 @@ async def run(s: Session, cmd: Command) -> Reply:
     if content and uids:
         # RFC 2180 §4.1.3, RFC 5530 §3: a message another session expunged (its EXPUNGE not yet sent here,
         # RFC 3501 §7.4.1) has no content left: the others are returned, then NO [EXPUNGEISSUED].
-        present = set(await box.uids(sel.folder.id))
+        present = set(await box.uids(sel.folder.id, uids))
         gone = {u for u in uids if u not in present}
         uids = [u for u in uids if u in present]
     if seen:
