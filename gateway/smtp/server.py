@@ -12,7 +12,10 @@ Implementation notes
 - Order of checks (RFC 6409 §4): STARTTLS before anything but EHLO/HELO/NOOP/QUIT (530 5.7.0), AUTH
   only under TLS, MAIL only when authenticated (530 5.7.0), then identity policy on MAIL FROM,
   recipient policy on each RCPT TO, content and header identity on DATA.
-- `250` after DATA is sent only once the message and its envelope are committed to the queue.
+- `250` after DATA is sent only once the message is committed: when every recipient is a local mailbox,
+  straight into the mailboxes (one transaction, as the queue worker would deliver it, but without the
+  queue's insert, claim, read back and settle); otherwise, or when a mailbox is over its quota (the
+  queue retries then), into the queue with its envelope.
 - Every refusal is audited with the verdict's event, the session id (`cid`), the principal and the
   client address; message content is never logged.
 """
@@ -22,20 +25,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import secrets
 import ssl
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
+from sqlalchemy.exc import DBAPIError
 
 from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
+from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import Lockout
 from gateway.auth.service import CertificateLogin, PasswordLogin
+from gateway.errors import NotFound
 from gateway.node import Node
 from gateway.policy import identity, patients, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
@@ -44,8 +51,14 @@ from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
 from gateway.smtp import content
+from gateway.store.mailstore import Mailstore, QuotaExceeded
+from gateway.store.messages import Delivered, MessageStore
 from gateway.store.patients import PatientRepository
 from gateway.tls import RelayContexts
+
+log = get_logger(component="smtp")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # aiosmtpd's fixed replies, with the enhanced status codes RFC 3463 gives them.
 _REWRITES: dict[str, str] = {
@@ -201,6 +214,16 @@ def smime_refusal(decision: Inbound) -> Refusal:
     return kind(code, status, words, AuditEvent.SMIME_REFUSED)
 
 
+def _shielded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """The coroutine runs to its end even if its caller is cancelled (the caller still sees the cancel)."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.shield(fn(*args, **kwargs))
+
+    return run
+
+
 class _Handler:
     """What both listeners share: session facts, auditing, refusals, local recipients, acceptance."""
 
@@ -212,6 +235,7 @@ class _Handler:
         self.wake = wake
         self.cfg = node.cfg
         self.live: weakref.WeakSet[GatewaySMTP] = weakref.WeakSet()  # open sessions, told when the node stops
+        self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
 
     def stop_sessions(self) -> None:
         for session in list(self.live):
@@ -292,6 +316,7 @@ class _Handler:
             now=now,
         )
 
+    @_shielded
     async def accept(
         self,
         session: Session,
@@ -305,14 +330,17 @@ class _Handler:
     ) -> str:
         """Commit the message durably, audit it, wake the worker, and only then answer 250. `parts`: when
         recipients get different forms of it, (recipients, body) each, queued together. `effects`: the
-        patient rules' conversation changes, committed with it."""
+        patient rules' conversation changes, committed with it. Shielded: a session cut (or a node
+        stopping) in the middle still finishes what it began, the commit and its audit records."""
         info = self.info(session)
         assert envelope.mail_from is not None
-        ids = []
-        async with self.node.db.write() as s:
-            await PatientRepository.apply(s, effects)
-            for rcpts, form in parts or [(envelope.rcpt_tos, body)]:
-                if rcpts:
+        forms = [(rcpts, form) for rcpts, form in parts or [(envelope.rcpt_tos, body)] if rcpts]
+        delivered = await self.deliver_now(forms, headers.message_id, effects)
+        ids = [qid for qid, _ in delivered] if delivered is not None else []
+        if delivered is None:
+            async with self.node.db.write() as s:
+                await PatientRepository.apply(s, effects)
+                for rcpts, form in forms:
                     ids.append(
                         await self.queue.enqueue(
                             source=source,
@@ -328,29 +356,87 @@ class _Handler:
                     )
         queue_id = " ".join(ids)
         info.accepted += 1
-        await self.audit(
-            AuditEvent.SMTP_MESSAGE_ACCEPTED,
-            session,
-            result="done",
-            queue_id=queue_id,
-            mail_from=envelope.mail_from,
-            rcpt=list(envelope.rcpt_tos),
-            size=len(body),
-            message_id=headers.message_id,
-            tls=info.tls_version,
-        )
+        # One audit batch (the log's group commit): accepted first, then what followed from it.
+        records = [
+            self.audit(
+                AuditEvent.SMTP_MESSAGE_ACCEPTED,
+                session,
+                result="done",
+                queue_id=queue_id,
+                mail_from=envelope.mail_from,
+                rcpt=list(envelope.rcpt_tos),
+                size=len(body),
+                message_id=headers.message_id,
+                tls=info.tls_version,
+            )
+        ]
         for effect in effects:
             if isinstance(effect, patients.Close):
-                await self.audit(
-                    AuditEvent.PATIENT_CONVERSATION_CLOSED,
-                    session,
-                    result="done",
-                    patient=effect.patient,
-                    correspondent=effect.correspondent,
-                    queue_id=queue_id,
+                records.append(
+                    self.audit(
+                        AuditEvent.PATIENT_CONVERSATION_CLOSED,
+                        session,
+                        result="done",
+                        patient=effect.patient,
+                        correspondent=effect.correspondent,
+                        queue_id=queue_id,
+                    )
                 )
+        for qid, done in delivered or []:
+            for rcpt, where in done:
+                self.node.notices.publish(rcpt)
+                records.append(
+                    self.audit(
+                        AuditEvent.QUEUE_DELIVERED,
+                        session,
+                        result="done",
+                        queue_id=qid,
+                        rcpt=rcpt,
+                        folder=where.folder,
+                        uid=where.uid,
+                        message_id=headers.message_id,
+                    )
+                )
+        await asyncio.gather(*records)
+        if delivered is not None:
+            return f"250 2.0.0 OK delivered as {queue_id}"
         self.wake()
         return f"250 2.0.0 OK queued as {queue_id}"
+
+    async def deliver_now(
+        self, forms: list[tuple[list[str], bytes]], message_id: str | None, effects: Sequence[patients.Effect]
+    ) -> list[tuple[str, list[tuple[str, Delivered]]]] | None:
+        """Deliver into the local mailboxes in one transaction when every recipient is one: (an id in the
+        queue's form, the recipients' deliveries) for each form. None when the queue must take the message:
+        a recipient elsewhere, a mailbox over its quota, disabled or gone since RCPT (the worker retries or
+        bounces as it always did), or the delivery failed (the queue is tried next)."""
+        local = self.cfg.node.local_domains
+        wanted = [(i, r) for i, (rcpts, _) in enumerate(forms) for r in dict.fromkeys(r.lower() for r in rcpts)]
+        if not all(domain_of(r) in local for _, r in wanted):
+            return None
+        # Mailboxes in address order: each delivery locks its folder and account rows, and two messages
+        # to the same mailboxes in other orders would deadlock on PostgreSQL.
+        wanted.sort(key=lambda pair: pair[1])
+        done: list[list[tuple[str, Delivered]]] = [[] for _ in forms]
+        try:
+            async with self.node.db.write() as s:
+                if await self.node.mailboxes.deliverable(s, {r for _, r in wanted}) != {r for _, r in wanted}:
+                    return None
+                await PatientRepository.apply(s, effects)
+                for i, r in wanted:
+                    done[i].append((r, await self.mailstore.deliver_checked(s, r, forms[i][1], message_id)))
+        except (QuotaExceeded, NotFound):
+            return None
+        except DBAPIError as exc:  # rolled back: the queue, whose worker retries, gets the message
+            log.warning("smtp.deliver_now_failed", error=type(exc).__name__)
+            return None
+        return [(secrets.token_hex(16), d) for d in done]
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's hook for an exception a command raised (the database failing, a bug): a temporary
+        reply without internals, so the client keeps the message and tries again (RFC 5321 §4.2.5)."""
+        log.error("smtp.internal_error", error=f"{type(error).__name__}: {error}"[:300])
+        return "451 4.3.0 Local error in processing, try again later"
 
     async def patient_rules(self, envelope: Envelope, headers: content.Headers, size: int) -> patients.Decision:
         """The exchange rules (domain brief §6) for this message, from the store's facts."""

@@ -71,7 +71,7 @@ LEASE = 2
 
 MIN_SIZE, MAX_SIZE = 1024, 200 * 1024
 CHUNK = 16 * 1024
-QUEUED = re.compile(r"queued as ([0-9a-f]{32})")
+QUEUED = re.compile(r"(?:queued|delivered) as ([0-9a-f]{32})")
 
 
 def provision(node: NodeDir, *, store_url: str | None = None, audit_url: str | None = None) -> None:

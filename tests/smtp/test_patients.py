@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import smtplib
 import sqlite3
 from collections.abc import Iterator
@@ -167,10 +168,12 @@ def plain(user: str, password: str) -> str:
 
 
 def queued(reply: tuple[int, str]) -> str:
+    """The id of an accepted message: delivered at once to our mailboxes, queued for a peer's."""
     code, text = reply
     assert code == 250, reply
-    assert text.startswith("2.0.0 OK queued as "), reply
-    return text.removeprefix("2.0.0 OK queued as ")
+    found = re.fullmatch(r"2\.0\.0 OK (?:queued|delivered) as ([0-9a-f]{32})", text)
+    assert found, reply
+    return found.group(1)
 
 
 # -- submission: our professionals to our patients -----------------------------------------------------

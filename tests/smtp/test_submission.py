@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import re
 import smtplib
+import sqlite3
 import subprocess
+import time
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +27,7 @@ from tests.smtp.conftest import (
     SECRETARIAT,
     Gateway,
     RawSMTP,
+    inbox,
     wait_for_message,
 )
 
@@ -101,7 +107,7 @@ def test_submitted_message_reaches_the_inbox_with_received_and_message_id(gatewa
     assert client.rcpt(DOCTOR) == (250, b"2.1.5 OK")
     code, reply = client.data(raw)
     assert code == 250
-    assert reply.startswith(b"2.0.0 OK queued as ")
+    assert re.fullmatch(rb"2\.0\.0 OK delivered as [0-9a-f]{32}", reply)
     client.quit()
     got = wait_for_message(gateway.node, DOCTOR, b"Subject: Compte rendu")
     head = got.split(b"\r\n\r\n", 1)[0].decode()
@@ -307,7 +313,7 @@ def test_swaks_submits_with_starttls_and_auth(gateway: Gateway) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "<~  250 2.0.0 OK queued as " in out.stdout
+    assert "<~  250 2.0.0 OK delivered as " in out.stdout
     wait_for_message(gateway.node, DOCTOR, b"Subject: swaks")
 
 
@@ -423,3 +429,119 @@ def test_a_client_signed_message_is_verified_against_the_sender(gateway: Gateway
     client.rcpt(NURSE)
     assert client.data(forged) == (550, b"5.7.1 message refused: the signer is not the sender")
     client.quit()
+
+
+# -- delivery at acceptance --------------------------------------------------------------------------
+
+
+def _audit(gw: Gateway, action: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(gw.node.data / "audit.db") as conn:
+        rows = conn.execute("SELECT response FROM audit_records WHERE action = ? ORDER BY seq", (action,)).fetchall()
+    return [json.loads(r) for (r,) in rows]
+
+
+def _queued(gw: Gateway) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(gw.node.data / "mssgw.db") as conn:
+        return conn.execute("SELECT message_id, recipient, status FROM queue_recipients ORDER BY id").fetchall()
+
+
+def _set_quota(gw: Gateway, address: str, quota: int | None) -> None:
+    from gateway.node import Node
+    from gateway.store.mailstore import Mailstore
+    from gateway.store.messages import MessageStore
+
+    async def go() -> None:
+        async with Node(gw.node.cfg()) as n:
+            await Mailstore(MessageStore(n.mailboxes)).set_quota(address, quota)
+
+    asyncio.run(go())
+
+
+def _accepted(gw: Gateway, rcpts: list[str], subject: str, how: str) -> str:
+    """Submit from the doctor to `rcpts`; the id of the 250 `how` ("delivered" or "queued")."""
+    client = gw.submission()
+    assert client.mail(DOCTOR) == (250, b"2.1.0 OK")
+    for rcpt in rcpts:
+        assert client.rcpt(rcpt) == (250, b"2.1.5 OK")
+    code, reply = client.data(message(DOCTOR, rcpts[0], subject))
+    client.quit()
+    assert code == 250
+    found = re.fullmatch(rb"2\.0\.0 OK " + how.encode() + rb" as ([0-9a-f]{32})", reply)
+    assert found, reply
+    return found.group(1).decode()
+
+
+def test_a_message_for_local_mailboxes_is_in_them_at_250(gateway: Gateway) -> None:
+    before = len(inbox(gateway.node, NURSE)), len(inbox(gateway.node, SECRETARIAT))
+    queue_id = _accepted(gateway, [NURSE, SECRETARIAT], "Tout de suite", "delivered")
+    # Read once, without waiting: the 250 came after the mailboxes' commit.
+    assert b"Subject: Tout de suite" in inbox(gateway.node, NURSE)[-1]
+    assert b"Subject: Tout de suite" in inbox(gateway.node, SECRETARIAT)[-1]
+    assert (len(inbox(gateway.node, NURSE)), len(inbox(gateway.node, SECRETARIAT))) == (before[0] + 1, before[1] + 1)
+    assert [q for q in _queued(gateway) if q[0] == queue_id] == []  # never queued
+    accepted = [r for r in _audit(gateway, "smtp.message.accepted") if r["queue_id"] == queue_id]
+    assert [(r["rcpt"], r["result"]) for r in accepted] == [([NURSE, SECRETARIAT], "done")]
+    delivered = [r for r in _audit(gateway, "queue.delivered") if r.get("queue_id") == queue_id]
+    assert [(r["rcpt"], r["folder"], r["result"]) for r in delivered] == [
+        (NURSE, "INBOX", "done"),
+        (SECRETARIAT, "INBOX", "done"),
+    ]
+    assert all(isinstance(r["uid"], int) and r["uid"] > 0 for r in delivered)
+
+
+def test_a_mailbox_over_its_quota_gets_the_message_through_the_queue(gateway: Gateway) -> None:
+    _set_quota(gateway, SECRETARIAT, 10)  # bytes: any message is too big
+    try:
+        before = len(inbox(gateway.node, NURSE))
+        queue_id = _accepted(gateway, [NURSE, SECRETARIAT], "Boite pleine", "queued")
+        # Nothing of the delivery at acceptance stayed (one transaction): the worker delivers the nurse's
+        # copy and keeps retrying the full mailbox (4.2.2) until it expires or room is made.
+        wait_for_message(gateway.node, NURSE, b"Subject: Boite pleine")
+        assert len(inbox(gateway.node, NURSE)) == before + 1
+        deadline = time.monotonic() + 20
+        while not [r for r in _audit(gateway, "queue.deferred") if r.get("rcpt") == SECRETARIAT]:
+            assert time.monotonic() < deadline, "no deferral of the full mailbox"
+            time.sleep(0.2)
+        assert [(r, st) for m, r, st in _queued(gateway) if m == queue_id] == [
+            (NURSE, "delivered"),
+            (SECRETARIAT, "pending"),
+        ]
+        deferred = [r for r in _audit(gateway, "queue.deferred") if r.get("rcpt") == SECRETARIAT][-1]
+        assert deferred["reason"] == "smtp; 452 4.2.2 mailbox full"
+    finally:
+        _set_quota(gateway, SECRETARIAT, None)
+
+
+def test_a_message_with_a_remote_recipient_is_queued_whole(gateway: Gateway) -> None:
+    _accepted(gateway, [NURSE, f"dr.durand@{PEER}"], "Mixte", "queued")
+    wait_for_message(gateway.node, NURSE, b"Subject: Mixte")  # by the worker
+
+
+def test_a_mailbox_disabled_between_rcpt_and_data_is_left_to_the_queue(gateway: Gateway) -> None:
+    """Delivery at acceptance delivers only to active mailboxes: a mailbox disabled after its RCPT sends the
+    message through the queue, whose worker refuses it (5.2.1) as it always did."""
+    client = gateway.submission()
+    try:
+        assert client.mail(DOCTOR) == (250, b"2.1.0 OK")
+        assert client.rcpt(NURSE) == (250, b"2.1.5 OK")
+        assert gateway.node.cli("mailbox", "disable", NURSE).code == 0
+        code, reply = client.data(message(DOCTOR, NURSE, "Entre-temps"))
+        client.quit()
+        assert code == 250
+        found = re.fullmatch(rb"2\.0\.0 OK queued as ([0-9a-f]{32})", reply)
+        assert found, reply
+        deadline = time.monotonic() + 20
+        while not (failed := [r for r in _audit(gateway, "queue.failed") if r.get("rcpt") == NURSE]):
+            assert time.monotonic() < deadline, "the worker did not refuse the disabled mailbox"
+            time.sleep(0.2)
+        assert failed[-1]["status"] == "5.2.1"
+    finally:
+        assert gateway.node.cli("mailbox", "enable", NURSE).code == 0
+    assert all(b"Subject: Entre-temps" not in m for m in inbox(gateway.node, NURSE))
+
+
+def test_an_internal_error_is_a_temporary_reply_without_internals() -> None:
+    from gateway.smtp.server import _Handler
+
+    reply = asyncio.run(_Handler.handle_exception(None, RuntimeError("connection to server lost")))  # type: ignore[arg-type]
+    assert reply == "451 4.3.0 Local error in processing, try again later"
