@@ -72,7 +72,8 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         tls = server_context(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key))
         queue = Queue(node.db, node.kek)
         smime = Smime(node)
-        worker = DeliveryWorker(node, queue, relay=Relayer(cfg), smime=smime)
+        relayer = Relayer(cfg)
+        worker = DeliveryWorker(node, queue, relay=relayer, smime=smime)
         lockout = Lockout(
             threshold=cfg.auth.lockout_threshold,
             wide_threshold=cfg.auth.lockout_wide_threshold,
@@ -172,6 +173,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                     await t
             for ln in listeners:
                 await ln.server.wait_closed()
+            await relayer.close()  # QUIT to the peers' kept sessions
             smime.close()
             await node.audit.record(AuditEvent.NODE_STOPPED, author=author)
             await node.audit.checkpoint()

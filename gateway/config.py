@@ -167,6 +167,9 @@ class QueueSection(_Section):
     """Static routes, domain -> "host:port", tried before DNS (development, tests, private links)."""
     resolver: str = ""
     """DNS resolver address for MX lookups; empty means the system's."""
+    relay_reuse: float = Field(5.0, ge=0)
+    """Seconds an idle relay session to a peer host is kept for the next message to it (0: a session per
+    message); a session serves for a minute at most, then a new handshake judges the peer again."""
 
 
 class SmimeIdentity(_Section):
@@ -469,6 +472,8 @@ domain_concurrency = 4
 # routes = {{ "clinique-b.mssante.fr" = "10.0.0.5:25" }}
 resolver = ""
 routes = {routes_line}
+# Seconds an idle relay session to a peer host waits for the next message to it (0 = a session each).
+relay_reuse = 5
 
 [smime]
 # Recipients' certificates: this node's mailboxes first, then the published ones below, then DNS CERT

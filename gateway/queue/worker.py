@@ -232,10 +232,7 @@ class DeliveryWorker:
         env = job.envelope
         try:
             async with self.node.db.write() as s:
-                await self.mailstore.check_quota(s, job.recipient, len(body))
-                delivered = await self.store.deliver(
-                    job.recipient, body, header_message_id=env.header_message_id, session=s
-                )
+                delivered = await self.mailstore.deliver_checked(s, job.recipient, body, env.header_message_id)
                 await Queue.settle(s, job, "delivered")
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
             return Result(job.recipient, True)

@@ -42,6 +42,14 @@ Implementation notes
   that address (5.6.7).
 - The body is sent as queued: aiosmtplib dot-stuffs it and would only rewrite bare CR or LF, which the
   listeners never let into the queue (SMTP smuggling checks), so the peer receives the queued bytes.
+- Session reuse (as Postfix's connection cache): after a transaction whose DATA got a 250, the
+  session is kept idle for `reuse` seconds (`[queue] relay_reuse`; 0: QUIT after each message) for the
+  next message to the same host, address and port, so that a queue of messages to a peer costs one TLS
+  handshake, not one each. A session serves for REUSE_AGE at most: the peer's certificate and CRLs are
+  judged again by a new handshake. A kept session that turns out closed or closing (the peer's idle
+  timeout, its 421 at MAIL FROM, or a 503 for a transaction it still holds) is dropped and the message
+  goes over a new one: nothing was sent.
+  Sessions are QUIT when they expire and at `close()` (node stop).
 - Nothing of the message content is ever logged: the operational log gets the domain, target host,
   address, status and reason of failed attempts, and counts of outcomes.
 """
@@ -53,6 +61,7 @@ import contextlib
 import re
 import socket
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +80,8 @@ CONNECT_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.1-3: greeting, MAIL, RCPT: 5 minutes
 DATA_TIMEOUT = 600.0  # RFC 5321 §4.5.3.2.6: DATA termination: 10 minutes
 QUIT_TIMEOUT = 5.0  # the outcome is known: do not wait long for a polite goodbye
+REUSE_AGE = 60.0  # seconds a relay session is reused at most (certificates are judged at its handshake)
+REUSE_PER_HOST = 16  # idle sessions kept per host, address and port
 
 # How far an attempt got before it failed: the furthest failure is the one reported.
 RESOLVE, CONNECT, GREETING, EHLO, STARTTLS, HANDSHAKE, SESSION = range(7)
@@ -114,6 +125,17 @@ class _Failure:
         return f"smtp; 451 {self.status} {self.text}"
 
 
+class _Stale(Exception):
+    """A kept session could not start a transaction: nothing was sent, a new session takes the message."""
+
+
+@dataclass
+class _Session:
+    smtp: aiosmtplib.SMTP
+    opened: float
+    idle_since: float = 0.0
+
+
 def _cause(exc: BaseException) -> str:
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLError):
@@ -141,6 +163,7 @@ class Relayer:
         command_timeout: float = COMMAND_TIMEOUT,
         data_timeout: float = DATA_TIMEOUT,
         dns_lifetime: float = DNS_TIMEOUT,
+        reuse: float | None = None,
     ) -> None:
         """Settings from `cfg` (pki, queue.routes, queue.resolver, smtp_hostname); explicit arguments win."""
         if cfg is not None:
@@ -150,6 +173,7 @@ class Relayer:
             helo_name = helo_name or cfg.smtp_hostname
             routes = routes if routes is not None else cfg.queue.routes
             resolver = resolver if resolver is not None else cfg.queue.resolver
+            reuse = reuse if reuse is not None else cfg.queue.relay_reuse
         if trust_anchor is None or cert_chain is None or key is None or not helo_name:
             raise ValueError("Relayer needs a config, or trust_anchor, cert_chain, key and helo_name")
         if not helo_name.isascii() or not helo_name.isprintable() or " " in helo_name:
@@ -165,6 +189,10 @@ class Relayer:
         self.command_timeout = command_timeout
         self.data_timeout = data_timeout
         self.dns_lifetime = dns_lifetime
+        self.reuse = reuse or 0.0
+        self._idle: dict[tuple[str, str, int], list[_Session]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def __call__(self, domain: str, envelope: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
         recipients = [job.recipient for job in jobs]
@@ -234,6 +262,17 @@ class Relayer:
         self, target: Target, ip: str, sender: str, recipients: list[str], body: bytes
     ) -> list[Result] | _Failure:
         host = target.host
+        key = (host, ip, target.port)
+        while (kept := self._take(key)) is not None:
+            reusable = False
+            try:
+                results, reusable = await self._transaction(kept.smtp, host, sender, recipients, body, kept=True)
+            except _Stale:
+                continue
+            finally:
+                if not self._keep(key, kept, reusable):
+                    self._dispose(kept)
+            return results
         where = f"{host}[{ip}]:{target.port}" if host != ip else f"[{ip}]:{target.port}"
         try:
             sock = await self._connect(ip, target.port)
@@ -255,18 +294,90 @@ class Relayer:
         except BaseException:
             sock.close()
             raise
+        session = _Session(smtp, time.monotonic())
+        reusable = False
         try:
             failure = await self._open(smtp, host, where)
             if failure is not None:
                 return failure
-            try:
-                return await self._transaction(smtp, host, sender, recipients, body)
-            finally:
-                if smtp.is_connected:
-                    with contextlib.suppress(Exception):
-                        await smtp.quit(timeout=min(QUIT_TIMEOUT, self.command_timeout))
+            results, reusable = await self._transaction(smtp, host, sender, recipients, body)
+            return results
+        finally:
+            if not self._keep(key, session, reusable):
+                await self._quit(smtp)
+
+    # -- kept sessions --------------------------------------------------------------------------
+
+    def _take(self, key: tuple[str, str, int]) -> _Session | None:
+        """The most recently used live session kept for this host, address and port."""
+        kept = self._idle.get(key)
+        now = time.monotonic()
+        while kept:
+            session = kept.pop()
+            if session.smtp.is_connected and not self._expired(session, now):
+                return session
+            self._dispose(session)
+        return None
+
+    def _expired(self, session: _Session, now: float) -> bool:
+        return now - session.idle_since >= self.reuse or now - session.opened >= REUSE_AGE
+
+    def _keep(self, key: tuple[str, str, int], session: _Session, reusable: bool) -> bool:
+        """Whether the session was kept for the next message to the host (else the caller ends it)."""
+        if not reusable or self.reuse <= 0 or not session.smtp.is_connected:
+            return False
+        now = time.monotonic()
+        session.idle_since = now
+        kept = self._idle.setdefault(key, [])
+        if len(kept) >= REUSE_PER_HOST or self._expired(session, now):
+            return False
+        kept.append(session)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self.reuse, self._sweep)
+        return True
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        for key, kept in list(self._idle.items()):
+            live = [s for s in kept if not self._expired(s, now) and s.smtp.is_connected]
+            for session in kept:
+                if session not in live:
+                    self._dispose(session)
+            if live:
+                self._idle[key] = live
+            else:
+                del self._idle[key]
+        if self._idle:
+            soonest = min(s.idle_since for kept in self._idle.values() for s in kept)
+            delay = max(0.05, soonest + self.reuse - now)
+            self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep)
+
+    def _dispose(self, session: _Session) -> None:
+        """QUIT (briefly) and close, without holding up the caller."""
+        task = asyncio.get_running_loop().create_task(self._quit(session.smtp))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
+        try:
+            if smtp.is_connected:
+                with contextlib.suppress(Exception):
+                    await smtp.quit(timeout=min(QUIT_TIMEOUT, self.command_timeout))
         finally:
             smtp.close()
+
+    async def close(self) -> None:
+        """End every kept session (node stop)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for kept in self._idle.values():
+            for session in kept:
+                self._dispose(session)
+        self._idle.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _open(self, smtp: aiosmtplib.SMTP, host: str, where: str) -> _Failure | None:
         """Greeting, EHLO, STARTTLS, TLS handshake and EHLO again (RFC 3207 §4.2); a _Failure if any fails."""
@@ -322,8 +433,11 @@ class Relayer:
         return _Failure(STARTTLS, host, "4.4.2", f"session with {host} failed: {exc}")
 
     async def _transaction(
-        self, smtp: aiosmtplib.SMTP, host: str, sender: str, recipients: list[str], body: bytes
-    ) -> list[Result]:
+        self, smtp: aiosmtplib.SMTP, host: str, sender: str, recipients: list[str], body: bytes, *, kept: bool = False
+    ) -> tuple[list[Result], bool]:
+        """The recipients' results, and whether the session may carry another transaction (DATA got a
+        250). On a `kept` session, a MAIL FROM that meets a closed connection or a
+        421 raises _Stale: nothing was sent."""
         results: list[Result | None] = [None] * len(recipients)
 
         def from_reply(i: int, reply: SMTPResponse) -> Result:
@@ -342,26 +456,33 @@ class Relayer:
             limit = int(ext["size"]) if ext["size"].strip().isdigit() else 0
             if limit and len(body) > limit:
                 text = f"message of {len(body)} octets exceeds the {limit}-octet limit of {host}"
-                return everyone("5.3.4", text, permanent=True, code=552)
+                return everyone("5.3.4", text, permanent=True, code=552), False
             options.append(f"SIZE={len(body)}")
-        if "8bitmime" in ext and any(b > 0x7F for b in body):
+        if "8bitmime" in ext and not body.isascii():
             options.append("BODY=8BITMIME")
         utf8 = "smtputf8" in ext
         if not sender.isascii() and not utf8:
             text = f"{host} does not support SMTPUTF8, needed for the sender address"
-            return everyone("5.6.7", text, permanent=True, code=553)
+            return everyone("5.6.7", text, permanent=True, code=553), False
         if utf8 and not all(a.isascii() for a in (sender, *recipients)):
             options.append("SMTPUTF8")
         if _UNSAFE_IN_PATH.search(sender):
-            return everyone("5.1.7", "sender address cannot be sent in MAIL FROM", permanent=True, code=553)
+            return everyone("5.1.7", "sender address cannot be sent in MAIL FROM", permanent=True, code=553), False
 
         command = "MAIL FROM"
         try:
-            reply = await smtp.execute_command(
-                b"MAIL", b"FROM:<" + sender.encode() + b">", *(o.encode("ascii") for o in options)
-            )
+            try:
+                reply = await smtp.execute_command(
+                    b"MAIL", b"FROM:<" + sender.encode() + b">", *(o.encode("ascii") for o in options)
+                )
+            except (aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+                if kept:
+                    raise _Stale from exc
+                raise
+            if kept and reply.code in (421, 503):  # closing, or a transaction the peer still holds open
+                raise _Stale
             if not 200 <= reply.code < 300:
-                return [from_reply(i, reply) for i in range(len(recipients))]
+                return [from_reply(i, reply) for i in range(len(recipients))], False
             accepted: list[int] = []
             for i, rcpt in enumerate(recipients):
                 if not rcpt.isascii() and not utf8:
@@ -375,11 +496,12 @@ class Relayer:
                 command = "RCPT TO"
                 reply = await smtp.execute_command(b"RCPT", b"TO:<" + rcpt.encode() + b">")
                 if reply.code == 421:  # the server is closing the session: nobody else gets through
-                    return [r or from_reply(j, reply) for j, r in enumerate(results)]
+                    return [r or from_reply(j, reply) for j, r in enumerate(results)], False
                 if 200 <= reply.code < 300:
                     accepted.append(i)
                 else:
                     results[i] = from_reply(i, reply)
+            reusable = False
             if accepted:
                 command = "DATA"
                 try:
@@ -388,15 +510,20 @@ class Relayer:
                     reply = SMTPResponse(exc.code, exc.message)
                 for i in accepted:
                     results[i] = from_reply(i, reply)
+                # Kept only after a 250: a DATA refused before 354 leaves the peer's transaction open
+                # (RFC 5321 §4.1.1.4), and a 421 closes the session.
+                reusable = 200 <= reply.code < 300
         except aiosmtplib.SMTPTimeoutError:
             t = self.data_timeout if command == "DATA" else self.command_timeout
-            return everyone("4.4.2", f"{host} did not answer {command} within {t:g} s", permanent=False, code=451)
+            return everyone(
+                "4.4.2", f"{host} did not answer {command} within {t:g} s", permanent=False, code=451
+            ), False
         except (aiosmtplib.SMTPException, OSError) as exc:
             text = f"connection to {host} lost during {command}{_cause(exc)}"
-            return everyone("4.4.2", text, permanent=False, code=451)
+            return everyone("4.4.2", text, permanent=False, code=451), False
         final = [r for r in results if r is not None]
         assert len(final) == len(recipients)  # every recipient was refused, or accepted and given DATA's reply
-        return final
+        return final, reusable
 
 
 __all__ = ["COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "DATA_TIMEOUT", "Relayer", "diagnostic", "status_of"]

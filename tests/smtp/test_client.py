@@ -27,6 +27,7 @@ from certs.pki import TrustSpacePKI, write_bundle
 from gateway.config import Config
 from gateway.queue.store import Envelope, Job
 from gateway.queue.worker import Result
+from gateway.smtp import client as client_module
 from gateway.smtp.client import Relayer
 from gateway.tls import server_context
 from tests.dns import Dnsmasq, Zone, dnsmasq
@@ -161,10 +162,16 @@ class Peer:
     mail_lines: list[str] = field(default_factory=list)
     rcpts_seen: list[str] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    mail_reply_once: str | None = None
+    sessions: list[SMTP] = field(default_factory=list)  # every connection, in order
+    quits: int = 0
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: ServerEnvelope, address: str, mail_options: list[str]
     ) -> str:
+        if self.mail_reply_once is not None:
+            reply, self.mail_reply_once = self.mail_reply_once, None
+            return reply
         if self.mail_reply is not None:
             return self.mail_reply
         envelope.mail_from = address
@@ -202,6 +209,11 @@ class RecordingSMTP(SMTP):
     def __init__(self, handler: Peer, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.peer = handler
+        handler.sessions.append(self)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self.peer.quits += 1
+        await super().smtp_QUIT(arg)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         self.peer.mail_lines.append(f"MAIL {arg}")
@@ -532,3 +544,127 @@ async def test_mx_host_without_address_is_a_temporary_failure(pki: Material, dns
     results = await relay(relayer(pki, dns_server, port), "alice@dangling.test", domain="dangling.test")
     diag = "smtp; 451 4.4.4 unable to route: host ghost.dangling.test does not exist"
     assert results == [Result("alice@dangling.test", False, False, "4.4.4", diag, "ghost.dangling.test")]
+
+
+# ----------------------------------------------------------------------------- kept sessions
+
+
+async def test_a_session_carries_the_next_messages_then_quits_at_close(
+    pki: Material, dns_server: Dnsmasq, port: int
+) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        got = [await relay(r, ALICE), await relay(r, BOB), await relay(r, CAROL)]
+        assert got == [[delivered(ALICE)], [delivered(BOB)], [delivered(CAROL)]]
+        assert [m.rcpt_tos for m in peer.received] == [[ALICE], [BOB], [CAROL]]
+        assert len(peer.sessions) == 1  # one connection, one TLS handshake
+        assert peer.quits == 0
+        await r.close()
+        assert peer.quits == 1
+
+
+async def test_no_reuse_is_a_session_per_message(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=0)
+        assert [await relay(r, ALICE), await relay(r, BOB)] == [[delivered(ALICE)], [delivered(BOB)]]
+        assert (len(peer.sessions), peer.quits) == (2, 2)
+
+
+async def test_a_kept_session_closed_by_the_peer_is_replaced(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        assert await relay(r, ALICE) == [delivered(ALICE)]
+        assert peer.sessions[0].transport is not None
+        peer.sessions[0].transport.close()  # the peer's idle timeout, a restart
+        await asyncio.sleep(0.1)
+        assert await relay(r, BOB) == [delivered(BOB)]
+        assert [m.rcpt_tos for m in peer.received] == [[ALICE], [BOB]]  # each once
+        assert len(peer.sessions) == 2
+        await r.close()
+
+
+async def test_a_kept_session_answering_421_is_replaced(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        assert await relay(r, ALICE) == [delivered(ALICE)]
+        peer.mail_reply_once = "421 4.3.2 This server is stopping"
+        assert await relay(r, BOB) == [delivered(BOB)]
+        assert peer.mail_lines == [f"MAIL FROM:<{SENDER}> SIZE=10240 BODY=8BITMIME"] * 3
+        assert [m.rcpt_tos for m in peer.received] == [[ALICE], [BOB]]
+        assert len(peer.sessions) == 2
+        await r.close()
+
+
+async def test_a_kept_session_answering_503_is_replaced(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    """A peer that still holds a transaction open answers MAIL with 503: the message goes on a new session."""
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        assert await relay(r, ALICE) == [delivered(ALICE)]
+        peer.mail_reply_once = "503 5.5.1 Error: nested MAIL command"
+        assert await relay(r, BOB) == [delivered(BOB)]
+        assert [m.rcpt_tos for m in peer.received] == [[ALICE], [BOB]]
+        assert len(peer.sessions) == 2
+        await r.close()
+
+
+async def test_a_session_whose_data_was_refused_is_not_kept(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    refusing = Peer(data_reply="451 4.3.0 try again later")
+    async with serve(MX1_IP, port, refusing, tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        diag = "smtp; 451 4.3.0 try again later"
+        assert await relay(r, ALICE) == [Result(ALICE, False, False, "4.3.0", diag, MX1)]
+        assert peer.quits == 1  # ended, not kept
+        peer.data_reply = QUEUED
+        assert await relay(r, BOB) == [delivered(BOB)]
+        assert len(peer.sessions) == 2
+        await r.close()
+
+
+async def test_a_421_on_a_new_session_is_the_result(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        peer.mail_reply_once = "421 4.3.2 This server is stopping"
+        diag = "smtp; 421 4.3.2 This server is stopping"
+        assert await relay(r, ALICE) == [Result(ALICE, False, False, "4.3.2", diag, MX1)]
+        assert len(peer.sessions) == 1
+        await r.close()
+
+
+async def test_idle_sessions_end_after_the_reuse_time(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=0.3)
+        assert await relay(r, ALICE) == [delivered(ALICE)]
+        await asyncio.sleep(1.0)
+        assert peer.quits == 1  # the sweep said goodbye
+        assert await relay(r, BOB) == [delivered(BOB)]
+        assert len(peer.sessions) == 2
+        await r.close()
+
+
+async def test_a_session_is_not_reused_past_its_age(
+    pki: Material, dns_server: Dnsmasq, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "REUSE_AGE", 0.3)
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        assert await relay(r, ALICE) == [delivered(ALICE)]
+        await asyncio.sleep(0.4)
+        assert await relay(r, BOB) == [delivered(BOB)]
+        assert len(peer.sessions) == 2  # the certificate is judged again by a new handshake
+        assert peer.quits == 1
+        await r.close()
+        assert peer.quits == 2
+
+
+async def test_sessions_are_kept_per_host(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    """A session kept with the backup MX is not used once the primary answers again."""
+    async with serve(MX2_IP, port, Peer(), tls_for(pki.mx2, pki.root), name=MX2) as two:
+        r = relayer(pki, dns_server, port, reuse=5.0)
+        assert await relay(r, ALICE) == [delivered(ALICE, MX2)]  # mx1 refuses connections: mx2
+        async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as one:
+            assert await relay(r, BOB) == [delivered(BOB)]  # mx1 first, on a new session
+            assert await relay(r, CAROL) == [delivered(CAROL)]  # mx1's kept session
+            assert (len(one.sessions), len(two.sessions)) == (1, 1)
+            assert [m.rcpt_tos for m in one.received] == [[BOB], [CAROL]]
+            await r.close()
+            assert (one.quits, two.quits) == (1, 1)
