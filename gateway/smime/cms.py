@@ -83,6 +83,12 @@ def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
+def _same_name(a: asn1_x509.Name, b: asn1_x509.Name) -> bool:
+    """RFC 5280 §7.1 name equality; identical encodings first (the usual case: the sender copied the
+    issuer from the certificate), as asn1crypto's comparison string-preps every attribute, slowly."""
+    return bool(a.dump() == b.dump() or a == b)
+
+
 def _issuer_serial(cert: asn1_x509.Certificate) -> cms.IssuerAndSerialNumber:
     return cms.IssuerAndSerialNumber({"issuer": cert.issuer, "serial_number": cert.serial_number})
 
@@ -196,7 +202,7 @@ def _find(
     for raw, cert in zip(carried, certs, strict=True):
         if sid.name == "issuer_and_serial_number":
             wanted = sid.chosen
-            if raw.serial_number == wanted["serial_number"].native and raw.issuer == wanted["issuer"]:
+            if raw.serial_number == wanted["serial_number"].native and _same_name(raw.issuer, wanted["issuer"]):
                 return cert
         elif raw.key_identifier is not None and raw.key_identifier == sid.chosen.native:
             return cert
@@ -431,7 +437,9 @@ def addressed_to(der: bytes, certificates: Sequence[x509.Certificate]) -> list[b
 def _is_for(rid: cms.RecipientIdentifier, cert: x509.Certificate) -> bool:
     if rid.name == "issuer_and_serial_number":
         mine = _asn1_cert(cert)
-        return bool(rid.chosen["serial_number"].native == mine.serial_number and rid.chosen["issuer"] == mine.issuer)
+        return bool(
+            rid.chosen["serial_number"].native == mine.serial_number and _same_name(rid.chosen["issuer"], mine.issuer)
+        )
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:

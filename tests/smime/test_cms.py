@@ -262,3 +262,15 @@ def test_the_hand_written_envelope_is_canonical_der(space: Space, gcm: bool) -> 
     assert entries == sorted(entries)  # DER SET OF: in the order of their encodings (X.690 §11.6)
     serials = {d[1] for d in cms.describe(der).recipients if isinstance(d, tuple)}
     assert serials == {space.bob.certificate.serial_number, space.carol.certificate.serial_number}
+
+
+def test_names_compare_by_encoding_then_by_rfc5280_rules() -> None:
+    from asn1crypto import x509 as asn1_x509
+
+    printable = asn1_x509.Name.build({"country_name": "FR", "common_name": "AC Test"})
+    utf8 = asn1_x509.Name.build({"country_name": "FR", "common_name": "ac  test"}, use_printable=False)
+    other = asn1_x509.Name.build({"country_name": "FR", "common_name": "AC Autre"})
+    assert printable.dump() != utf8.dump()
+    assert cms._same_name(printable, asn1_x509.Name.load(printable.dump()))
+    assert cms._same_name(printable, utf8)  # case and inner spaces fold (RFC 4518 string preparation)
+    assert not cms._same_name(printable, other)
