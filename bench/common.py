@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,22 @@ def profiled(pid: int, output: Path | None) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def profile_path(output: Path, name: str) -> Path:
+    """Where the py-spy output of process `name` goes when several are sampled: relay.txt -> relay.NAME.txt."""
+    return output.with_name(f"{output.stem}.{name}{output.suffix}")
+
+
+@contextlib.contextmanager
+def profiled_each(pids: Mapping[str, int], output: Path | None) -> Iterator[None]:
+    """`profiled` for several processes at once, one py-spy each: a single one writes `output` itself,
+    several write `output` with their name before the suffix (see profile_path)."""
+    with contextlib.ExitStack() as stack:
+        for name, pid in pids.items():
+            target = output if output is None or len(pids) == 1 else profile_path(output, name)
+            stack.enter_context(profiled(pid, target))
+        yield
 
 
 def one_line(text: str) -> str:

@@ -9,9 +9,10 @@ reads their text):
 
   directory   bench/directory_import.py  536,000 rows (the national size) beside plain read + split
   smime       bench/smime.py             protect / unprotect / + trust check beside `openssl speed rsa2048`
-  smtp_relay  bench/smtp_relay.py        S/MIME relay A -> B beside Postfix (smtp-source -> Postfix ->
-                                         smtp-sink), then the submit-to-mailbox latency, open loop, at
-                                         half the delivered rate just measured (--latency)
+  smtp_relay  bench/smtp_relay.py        S/MIME relay A -> B (each operator its own `mssgw serve`
+                                         process) beside Postfix (smtp-source -> Postfix -> smtp-sink),
+                                         then the submit-to-mailbox latency, open loop, at half the
+                                         delivered rate just measured (--latency)
   imap        bench/imap.py              logins, APPEND, FETCH beside Dovecot; idle IDLE sessions
 
 Sizes fit a 2-core machine: the full run takes about 15 minutes (25 at most with the machine busy;
@@ -385,11 +386,18 @@ def render_smime(r: dict[str, Any], quick: bool, targets: list[Target]) -> list[
 
 def render_smtp(r: dict[str, Any], quick: bool, targets: list[Target]) -> list[str]:
     per = r["per_connection"]
+    m = r["mssgw"]
+    one = r.get("processes", "one") == "one"  # results written before --processes: `mssgw demo run`
+    servers = (
+        "both operators in one process (`mssgw demo run`)"
+        if one
+        else "each operator in its own process (`mssgw serve`, as deployed)"
+    )
     out = [
         f"{r['messages']:,} messages of {r['size']:,} bytes, {r['concurrency']} concurrent clients "
         + (f"(up to {per:,} messages per connection)" if per else "(one connection each)")
         + ", closed loop. mssgw: submission at operator A (STARTTLS, AUTH), sign + encrypt, relay over mutual TLS "
-        "to operator B, decrypt + verify, delivery into the mailbox, both operators in one process on SQLite. "
+        f"to operator B, decrypt + verify, delivery into the mailbox, {servers}, on SQLite. "
         "Reference in the same run: `smtp-source` → a private Postfix on loopback → `smtp-sink` (plain SMTP, "
         "durable queue). Latency columns: from MAIL FROM to delivery, under this closed-loop overload (queueing).",
         "",
@@ -413,11 +421,11 @@ def render_smtp(r: dict[str, Any], quick: bool, targets: list[Target]) -> list[s
     )
     if not r["postfix"]["ran"]:
         out += ["", f"Postfix reference: not run ({r['postfix']['reason']})."]
-    m = r["mssgw"]
+    summed = "one process" if one else f"summed over their {m.get('server_processes', 2)} processes"
     out += [
         "",
-        f"mssgw server CPU: {num(m.get('server_cpu_ms_per_message'))} ms per message (both operators); left in "
-        f"queues: A {m['queue_left']['operator-a']}, B {m['queue_left']['operator-b']}.",
+        f"mssgw server CPU: {num(m.get('server_cpu_ms_per_message'))} ms per message (both operators, {summed}); "
+        f"left in queues: A {m['queue_left']['operator-a']}, B {m['queue_left']['operator-b']}.",
     ]
     ok = r["ratio"] >= 1.0 if r["ratio"] is not None else None
     status = verdict(ok, quick, "no Postfix reference")
@@ -447,7 +455,7 @@ def render_latency(r: dict[str, Any], quick: bool, targets: list[Target]) -> lis
     )
     peak = lat["peak_rate"]
     out = [
-        f"After the closed-loop run above, in the same trust space and server, once both queues were empty: "
+        f"After the closed-loop run above, in the same trust space and servers, once both queues were empty: "
         f"{lat['messages']:,} messages offered open loop at {num(lat['offered_rate'], 2)} msg/s"
         + (f", half the {num(peak, 2)} msg/s delivered closed loop" if peak is not None else "")
         + f", {spacing}. Each message starts on schedule on a free submission connection (a new one is opened "

@@ -2,10 +2,13 @@
 
     python bench/smtp_relay.py [--messages 2000] [--concurrency 8] [--size 10240] [--per-connection 0]
                                [--latency N [--latency-rate R] [--arrivals poisson|fixed] [--seed 1]]
-                               [--no-postfix] [--py-spy FILE] [--keep DIR] [--json FILE]
+                               [--processes per-operator|one] [--no-postfix] [--py-spy FILE] [--keep DIR]
+                               [--json FILE]
 
-Lays out the demo trust space (`mssgw demo init`), serves it (`mssgw demo run`: both operators in one
-process, one event loop), then measures, in this order and in this one run:
+Lays out the demo trust space (`mssgw demo init`) and serves it: by default each operator as its own
+process, `mssgw serve -c DIR/<operator>/mssgw.toml`, as deployed (each node its own process, event loop
+and databases; its operational log in DIR/log/<operator>.jsonl); with `--processes one`, both operators
+in one process and one event loop (`mssgw demo run`). Then it measures, in this order and in this one run:
 
   (a) reference, when Postfix's tools are installed and this runs as root: `smtp-source` submitting the
       same number of messages of the same size with the same concurrency (one connection per session,
@@ -20,7 +23,7 @@ process, one event loop), then measures, in this order and in this one run:
       messages per connection; 0: no cap, like smtp-source -d), addressed to operator B's mailboxes;
       A queues each message durably, relays it to B over mutual TLS, B queues it durably and delivers
       it into the mailbox, encrypted at rest.
-  (c) with `--latency N`, after (b), in the same trust space and server, once both queues are empty:
+  (c) with `--latency N`, after (b), in the same trust space and servers, once both queues are empty:
       the submit-to-mailbox latency at half the peak rate. N messages are offered open loop at half
       (b)'s delivered rate (or `--latency-rate`): Poisson arrivals by default (exponential gaps of mean
       1/rate, seeded; `--arrivals fixed`: a message every 1/rate s). Each starts on schedule on a free
@@ -40,8 +43,10 @@ client's MAIL FROM to the row in B's `messages` table; Postfix: the `delay=` of 
 arrival to the sink's reply), the whole machine's CPU use over the run (in CPUs; other work on the
 machine counts too: the machine line gives the load average at the start), and the ratio to Postfix.
 Delivery at B is counted in B's database (`messages` rows carrying the benchmark's Message-IDs); the
-mssgw server's own CPU time per message is printed too. `--py-spy FILE` samples the mssgw process
-during its run (needs py-spy: `pip install py-spy`). The exit status is 1 when a message was not
+mssgw servers' own CPU time per message (summed over their processes, without the S/MIME pools'
+workers) is printed too. `--py-spy FILE` samples each mssgw process during (b) (needs py-spy:
+`pip install py-spy`; with a process per operator, one file each, e.g. FILE relay.txt:
+relay.operator-a.txt and relay.operator-b.txt). The exit status is 1 when a message was not
 delivered. The issue's target for later is mssgw >= 1.0x Postfix; today the script only measures.
 """
 
@@ -68,7 +73,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +89,7 @@ from common import (  # bench/common.py
     last_line,
     one_line,
     percentile,
-    profiled,
+    profiled_each,
     py_spy,
     self_cpu_seconds,
     wait_for_port,
@@ -212,12 +217,20 @@ def shares(n: int, size: int, tag: str, concurrency: int) -> list[tuple[str, Bat
 # -- (b) mssgw -----------------------------------------------------------------------------------
 
 
+PROCESSES = ("per-operator", "one")  # --processes: each operator its own `mssgw serve`, or both in `mssgw demo run`
+PROCESS_TEXT = {
+    "per-operator": "one process per operator (mssgw serve)",
+    "one": "both operators in one process (mssgw demo run)",
+}
+
+
 @dataclass
 class TrustSpace:
     root: Path
     creds: dict[str, Any]
-    proc: subprocess.Popen[bytes]
-    stderr_path: Path
+    procs: dict[str, subprocess.Popen[bytes]]  # by operator name, or {"demo": ...} with both in one process
+    stderr_paths: dict[str, Path]  # the standard error of each, by the same names
+    processes: str = "per-operator"  # how the operators are served: one of PROCESSES
 
     def operator(self, name: str) -> dict[str, Any]:
         return next(op for op in self.creds["operators"] if op["name"] == name)
@@ -232,9 +245,66 @@ class TrustSpace:
     def database(self, name: str) -> Path:
         return self.root / name / "mssgw.db"
 
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def alive(self) -> bool:
+        """Every server process still running."""
+        return all(proc.poll() is None for proc in self.procs.values())
+
+    def exited(self) -> dict[str, Any] | None:
+        """The first server process found stopped: its name, exit status and last line of standard error."""
+        for name, proc in self.procs.items():
+            status = proc.poll()
+            if status is not None:
+                return {"process": name, "status": status, "error": last_line(self.stderr_paths[name])}
+        return None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the server processes, summed (None when one cannot be read)."""
+        total = 0.0
+        for pid in self.pids.values():
+            seconds = process_cpu_seconds(pid)
+            if seconds is None:
+                return None
+            total += seconds
+        return total
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process still running, then wait up to 60 s for each before killing it."""
+    running = [proc for proc in procs.values() if proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    for proc in running:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def _await_ready(proc: subprocess.Popen[bytes], ready: Callable[[str], bool], count: int) -> bool:
+    """Read proc's standard output until `count` lines satisfy ready(line); False when it ends first."""
+    assert proc.stdout is not None
+    seen = 0
+    for raw in proc.stdout:
+        if ready(raw.decode(errors="replace").strip()):
+            seen += 1
+            if seen == count:
+                return True
+    return False
+
 
 @contextlib.contextmanager
-def trust_space(workdir: Path) -> Iterator[TrustSpace]:
+def trust_space(workdir: Path, processes: str = "per-operator") -> Iterator[TrustSpace]:
+    """The demo trust space, laid out afresh and served until the block ends.
+
+    per-operator: one `mssgw serve -c DIR/<operator>/mssgw.toml` each, as deployed (each its own node:
+    process, event loop, databases), their operational logs in DIR/log/<operator>.jsonl; one: both in
+    `mssgw demo run DIR` (one process, one event loop, the log in DIR/log/mssgw.jsonl).
+    """
     root = workdir / "trust-space"
     if (root / "credentials.json").exists():
         shutil.rmtree(root)  # a previous run's demo, kept with --keep
@@ -250,39 +320,54 @@ def trust_space(workdir: Path) -> Iterator[TrustSpace]:
     if init.returncode != 0:
         raise SystemExit(f"mssgw demo init failed ({init.returncode}):\n{init.stderr}")
     creds = json.loads((root / "credentials.json").read_text(encoding="utf-8"))
-    stderr = (workdir / "mssgw-demo-run.stderr").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli.main", "demo", "run", str(root)],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        env=cli_env(),
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        ready = 0
-        for raw in proc.stdout:
-            if raw.decode(errors="replace").strip().endswith(": ready"):
-                ready += 1
-                if ready == len(creds["operators"]):
-                    break
-        if ready != len(creds["operators"]):
-            proc.wait(timeout=30)
-            stderr.flush()
-            tail = (workdir / "mssgw-demo-run.stderr").read_text(encoding="utf-8", errors="replace")[-3000:]
-            raise SystemExit(f"mssgw demo run stopped before it was ready ({proc.returncode}):\n{tail}")
-        # Keep reading its standard output so that it never blocks on a full pipe.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
-        yield TrustSpace(root, creds, proc, workdir / "mssgw-demo-run.stderr")
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-        stderr.close()
+    cli = [sys.executable, "-m", "gateway.cli.main"]
+    # name -> (argv, extra environment, lines saying "ready" to wait for, how to tell them)
+    servers: dict[str, tuple[list[str], dict[str, str], int, Callable[[str], bool]]]
+    if processes == "one":
+        servers = {"demo": ([*cli, "demo", "run", str(root)], {}, len(creds["operators"]), _demo_ready)}
+    else:
+        servers = {
+            config.parent.name: (
+                [*cli, "serve", "-c", str(config)],
+                # What `demo run` does for its operators: the operational log in a file, not on stderr.
+                {"MSSGW_AUDIT__LOG_FILE": str(root / "log" / f"{config.parent.name}.jsonl")},
+                1,
+                _serve_ready,
+            )
+            for config in sorted(root.glob("*/mssgw.toml"))
+        }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stderr_paths = {
+        name: workdir / ("mssgw-demo-run.stderr" if processes == "one" else f"mssgw-{name}.stderr") for name in servers
+    }
+    with contextlib.ExitStack() as files:
+        try:
+            for name, (argv, extra, _, _) in servers.items():
+                stderr = files.enter_context(stderr_paths[name].open("wb"))
+                procs[name] = subprocess.Popen(
+                    argv, stdout=subprocess.PIPE, stderr=stderr, env={**cli_env(), **extra}, cwd=ROOT
+                )
+            for name, (_, _, count, ready) in servers.items():
+                proc = procs[name]
+                if not _await_ready(proc, ready, count):
+                    proc.wait(timeout=30)
+                    tail = stderr_paths[name].read_text(encoding="utf-8", errors="replace")[-3000:]
+                    raise SystemExit(f"mssgw {name} stopped before it was ready ({proc.returncode}):\n{tail}")
+            for proc in procs.values():
+                # Keep reading its standard output so that it never blocks on a full pipe.
+                assert proc.stdout is not None
+                threading.Thread(target=proc.stdout.read, daemon=True).start()
+            yield TrustSpace(root, creds, procs, stderr_paths, processes)
+        finally:
+            _stop(procs)
+
+
+def _demo_ready(line: str) -> bool:
+    return line.endswith(": ready")  # `demo run` prefixes each operator's lines with its name
+
+
+def _serve_ready(line: str) -> bool:
+    return line == "ready"
 
 
 async def submit_all(
@@ -377,19 +462,24 @@ def run_mssgw(
     per_connection: int,
     profile: Path | None = None,
     latency: LatencyPlan | None = None,
+    processes: str = "per-operator",
 ) -> tuple[Phase, dict[str, Any] | None]:
-    """(b) the closed-loop phase, then, in the same trust space and server, (c) the open-loop phase if asked."""
+    """(b) the closed-loop phase, then, in the same trust space and servers, (c) the open-loop phase if asked."""
     tag = secrets.token_hex(4)
     work = shares(n, size, tag, concurrency)
     open_loop_result: dict[str, Any] | None = None
-    with trust_space(workdir) as space:
+    with trust_space(workdir, processes) as space:
         db_b = space.database("operator-b")
-        with profiled(space.proc.pid, profile):
-            cpu0, server0, self0 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
+        with profiled_each(space.pids, profile):
+            cpu0, server0, self0 = cpu_times(), space.cpu_seconds(), self_cpu_seconds()
             started, t0, last_ack = asyncio.run(submit_all(space, work, per_connection))
-            got = wait_for(lambda: count_delivered(db_b, tag), n, alive=lambda: space.proc.poll() is None)
-            cpu1, server1, self1 = cpu_times(), process_cpu_seconds(space.proc.pid), self_cpu_seconds()
-        exited = space.proc.poll()
+            got = wait_for(lambda: count_delivered(db_b, tag), n, alive=space.alive)
+            if got >= n:
+                # B delivers at acceptance, before its 250: A's settling of the last messages can trail
+                # B's mailbox count by a moment, and belongs to the measured work.
+                wait_drained(space, timeout=30.0)
+            cpu1, server1, self1 = cpu_times(), space.cpu_seconds(), self_cpu_seconds()
+        exited = space.exited()
         times = delivered_at(db_b, tag)
         left_a, left_b = queue_left(space.database("operator-a")), queue_left(db_b)
         end = max(times.values(), default=last_ack)
@@ -399,7 +489,7 @@ def run_mssgw(
             open_loop_result = run_latency(
                 space, latency.messages, size, rate, peak, latency.arrivals, latency.seed, latency.connections
             )
-            exited = space.proc.poll()
+            exited = space.exited()
     server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
     phase = Phase(
         label=MSSGW_LABEL,
@@ -410,11 +500,13 @@ def run_mssgw(
         latencies_ms=[(at - started[mid]) * 1000 for mid, at in times.items() if mid in started],
         cpu_busy=cores_busy(cpu0, cpu1),
         notes={
+            "processes": space.processes,
+            "server_processes": len(space.procs),
             "server_cpu_seconds": round(server_cpu, 2) if server_cpu is not None else None,
             "server_cpu_ms_per_message": round(server_cpu * 1000 / got, 2) if server_cpu and got else None,
             "client_cpu_seconds": round(self1 - self0, 2),
             "queue_left": {"operator-a": left_a, "operator-b": left_b},
-            "server_exited": None if exited is None else {"status": exited, "error": last_line(space.stderr_path)},
+            "server_exited": exited,
         },
     )
     return phase, open_loop_result
@@ -640,14 +732,12 @@ def run_latency(
         work.append((sender, rcpt, message(i, sender, rcpt, tag, size)[1]))
     offsets = schedule(n, rate, arrivals, seed)
     db_b = space.database("operator-b")
-    server0, cpu0 = process_cpu_seconds(space.proc.pid), cpu_times()
+    server0, cpu0 = space.cpu_seconds(), cpu_times()
 
     async def go() -> tuple[dict[str, Sent], dict[str, dict[int, float]], dict[str, int], dict[str, Any]]:
         sent, observers, info = await open_loop(space, work, offsets, connections)
         # Every message acknowledged: wait (without blocking the observers' loop) for them to reach B.
-        await asyncio.to_thread(
-            wait_for, lambda: count_delivered(db_b, tag), len(sent), alive=lambda: space.proc.poll() is None
-        )
+        await asyncio.to_thread(wait_for, lambda: count_delivered(db_b, tag), len(sent), alive=space.alive)
         # Then the last EXISTS: an IDLE session is told at once of a local delivery, else within seconds.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30):
@@ -660,7 +750,7 @@ def run_latency(
         return sent, seen, {r: o.base for r, o in observers.items()}, info
 
     sent, seen, bases, info = asyncio.run(go())
-    server1, cpu1 = process_cpu_seconds(space.proc.pid), cpu_times()
+    server1, cpu1 = space.cpu_seconds(), cpu_times()
     submit_ms, store_ms, mailbox_ms, late_ms = [], [], [], []
     observed = in_store = 0
     for rcpt in RECIPIENTS:
@@ -1021,7 +1111,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         else None
     )
     mssgw, latency = run_mssgw(
-        workdir, args.messages, args.size, args.concurrency, args.per_connection, args.py_spy, plan
+        workdir, args.messages, args.size, args.concurrency, args.per_connection, args.py_spy, plan, args.processes
     )
     phases = [p for p in (reference, mssgw) if p is not None]
     ratio = mssgw.rate / reference.rate if reference is not None and reference.rate else None
@@ -1033,6 +1123,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "size": args.size,
         "concurrency": args.concurrency,
         "per_connection": args.per_connection,
+        "processes": args.processes,
         "machine": host,
         "postfix": {"ran": reference is not None, "reason": why_not},
         "phases": [phase_dict(p, reference) for p in phases],
@@ -1055,7 +1146,8 @@ def report(result: dict[str, Any]) -> str:
     out = [
         f"smtp relay benchmark: {result['messages']:,} messages of {result['size']:,} bytes, "
         f"{result['concurrency']} concurrent clients, "
-        + (f"up to {per:,} messages per connection" if per else "one connection each"),
+        + (f"up to {per:,} messages per connection" if per else "one connection each")
+        + f"; mssgw: {PROCESS_TEXT[result.get('processes', 'one')]}",
         f"machine: {m['usable_cpus']} usable CPUs ({m['cpus']} in all), {m['platform']}, Python {m['python']}, "
         f"SQLite {m['sqlite']}, OpenSSL {m['openssl']}, Postfix {m['postfix'] or 'not installed'}, "
         f"load average {m['load_average']} at start",
@@ -1073,15 +1165,19 @@ def report(result: dict[str, Any]) -> str:
     if not result["postfix"]["ran"]:
         out.append(f"Postfix reference: {result['postfix']['reason']}")
     s = result["mssgw"]
+    servers = (
+        "server process (both operators, one event loop)"
+        if s.get("processes", "one") == "one"
+        else f"server processes (one per operator, {s['server_processes']} summed)"
+    )
     out.append(
-        f"mssgw: server process (both operators, one event loop) {s['server_cpu_seconds']} s CPU "
+        f"mssgw: {servers} {s['server_cpu_seconds']} s CPU "
         f"({s['server_cpu_ms_per_message']} ms per message), load generator {s['client_cpu_seconds']} s CPU; "
         f"left in queues: A {s['queue_left']['operator-a']}, B {s['queue_left']['operator-b']}"
     )
     if s["server_exited"] is not None:
-        out.append(
-            f"mssgw server stopped early (exit status {s['server_exited']['status']}): {s['server_exited']['error']}"
-        )
+        x = s["server_exited"]
+        out.append(f"mssgw server {x['process']} stopped early (exit status {x['status']}): {x['error']}")
     if result["ratio"] is not None:
         met = "met" if result["ratio"] >= TARGET_RATIO else "not met"
         out.append(
@@ -1150,13 +1246,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="C",
         help="(c): submission connections opened beforehand; more are opened when all are busy (default: %(default)s)",
     )
+    parser.add_argument(
+        "--processes",
+        choices=PROCESSES,
+        default="per-operator",
+        help="serve each operator as its own process (`mssgw serve -c`, as deployed), or both in one process "
+        "and event loop (`mssgw demo run`) (default: %(default)s)",
+    )
     parser.add_argument("--no-postfix", action="store_true", help="skip the Postfix reference")
     parser.add_argument(
         "--py-spy",
         type=Path,
         metavar="FILE",
-        help="profile the mssgw process with py-spy during its run: FILE.svg (flame graph), FILE.json "
-        "(speedscope) or another name (collapsed stacks)",
+        help="profile the mssgw processes with py-spy during the closed-loop run: FILE.svg (flame graph), "
+        "FILE.json (speedscope) or another name (collapsed stacks); one file per process, named after its "
+        "operator before the suffix (FILE relay.svg: relay.operator-a.svg, ...), when there are several",
     )
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="work in DIR and keep the files (default: a temporary one)"

@@ -234,6 +234,23 @@ def test_missing_references_and_failures_are_said(run_all: ModuleType, recorded:
     assert not any(r.startswith("S/MIME") for r in rows)
 
 
+def test_relay_says_how_its_servers_ran(run_all: ModuleType, recorded: dict[str, Any]) -> None:
+    # Results from before --processes (the recorded run): both operators in `mssgw demo run`.
+    block = run_all.render(recorded)
+    assert "delivery into the mailbox, both operators in one process (`mssgw demo run`), on SQLite." in block
+    assert "ms per message (both operators, one process); left in queues" in block
+    run = copy.deepcopy(recorded)
+    relay = next(e["result"] for e in run["benchmarks"] if e["name"] == "smtp_relay")
+    relay["processes"] = relay["mssgw"]["processes"] = "per-operator"
+    relay["mssgw"]["server_processes"] = 2
+    block = check_generated(run_all.render(run), quick=True)
+    assert (
+        "delivery into the mailbox, each operator in its own process (`mssgw serve`, as deployed), on SQLite." in block
+    )
+    assert "ms per message (both operators, summed over their 2 processes); left in queues" in block
+    assert "one process" not in block.split("### SMTP relay")[1].split("### IMAP")[0]
+
+
 def test_rejects_unknown_benchmarks() -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH / "run_all.py"), "--only", "smtp,imap"],
@@ -267,6 +284,7 @@ def test_quick_run(tmp_path: Path) -> None:
         assert entry["exit_status"] == 0, entry
         assert (results / f"{entry['name']}.json").exists()
     relay = next(e["result"] for e in run["benchmarks"] if e["name"] == "smtp_relay")
+    assert relay["processes"] == relay["mssgw"]["processes"] == "per-operator"  # each operator its own node
     latency = relay["latency"]
     assert latency["delivered"] == latency["observed"] == latency["messages"] == 12
     for interval in ("mailbox", "store", "submit"):

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -54,7 +55,10 @@ def alive(pid: int) -> bool:
 def test_bench_small_run_output(tmp_path: Path) -> None:
     stdout, result = run_bench(tmp_path, "--messages", "40", "--concurrency", "2", timeout=300)
     lines = stdout.splitlines()
-    assert lines[0] == "smtp relay benchmark: 40 messages of 10,240 bytes, 2 concurrent clients, one connection each"
+    assert lines[0] == (
+        "smtp relay benchmark: 40 messages of 10,240 bytes, 2 concurrent clients, one connection each; "
+        "mssgw: one process per operator (mssgw serve)"
+    )
     assert re.fullmatch(
         r"machine: \d+ usable CPUs \(\d+ in all\), .+, Python 3\.\d+\.\d+, SQLite 3\.\d+\.\d+, OpenSSL \S+, "
         r"Postfix (\S+|not installed), load average [\d.]+ at start",
@@ -91,7 +95,7 @@ def test_bench_small_run_output(tmp_path: Path) -> None:
         assert rest[0].startswith("Postfix reference: "), rest[0]
         rest = rest[1:]
     assert re.fullmatch(
-        r"mssgw: server process \(both operators, one event loop\) [\d.]+ s CPU \([\d.]+ ms per message\), "
+        r"mssgw: server processes \(one per operator, 2 summed\) [\d.]+ s CPU \([\d.]+ ms per message\), "
         r"load generator [\d.]+ s CPU; left in queues: A 0, B 0",
         rest[0],
     ), rest[0]
@@ -101,12 +105,21 @@ def test_bench_small_run_output(tmp_path: Path) -> None:
     # Every message reached B's mailboxes: the JSON says so, and so does B's database.
     mssgw = result["mssgw"]
     assert (mssgw["messages"], mssgw["delivered"]) == (40, 40)
+    assert result["processes"] == mssgw["processes"] == "per-operator"
+    assert mssgw["server_processes"] == 2
+    assert mssgw["server_exited"] is None
     assert mssgw["queue_left"] == {"operator-a": 0, "operator-b": 0}
     assert mssgw["messages_per_second"] > 0
     assert mssgw["submitted_per_second"] >= mssgw["messages_per_second"]
     assert 0 < mssgw["latency_p50_ms"] <= mssgw["latency_p99_ms"]
     assert result["all_delivered"] is True
     work = tmp_path / "work"
+    # Each operator was its own `mssgw serve`: its standard error and operational log its own.
+    assert sorted(p.name for p in work.glob("mssgw-*.stderr")) == ["mssgw-operator-a.stderr", "mssgw-operator-b.stderr"]
+    assert sorted(p.name for p in (work / "trust-space" / "log").iterdir()) == [
+        "operator-a.jsonl",
+        "operator-b.jsonl",
+    ]
     with sqlite3.connect(work / "trust-space" / "operator-b" / "mssgw.db") as db:
         rows_b = db.execute(
             "SELECT address, count(*) FROM messages WHERE header_message_id LIKE '<bench-%' GROUP BY address"
@@ -135,11 +148,15 @@ def test_bench_small_run_output(tmp_path: Path) -> None:
         assert result["ratio"] is None
 
 
-def test_bench_without_postfix_with_latency(tmp_path: Path) -> None:
+def test_bench_without_postfix_with_latency_in_one_process(tmp_path: Path) -> None:
     args = ["--messages", "6", "--concurrency", "3", "--no-postfix", "--latency", "4", "--arrivals", "fixed"]
-    stdout, result = run_bench(tmp_path, *args, timeout=300)
+    stdout, result = run_bench(tmp_path, *args, "--processes", "one", timeout=300)
     lines = stdout.splitlines()
+    assert lines[0].endswith("; mssgw: both operators in one process (mssgw demo run)"), lines[0]
     assert "Postfix reference: skipped (--no-postfix)" in lines
+    assert lines[-3].startswith("mssgw: server process (both operators, one event loop) "), lines[-3]
+    assert (result["processes"], result["mssgw"]["processes"], result["mssgw"]["server_processes"]) == ("one", "one", 1)
+    assert (tmp_path / "work" / "mssgw-demo-run.stderr").exists()
     assert [p["label"] for p in result["phases"]] == [MSSGW]
     assert result["mssgw"]["delivered"] == 6
     assert result["mssgw"]["ratio"] is None
@@ -175,7 +192,8 @@ def test_bench_without_postfix_with_latency(tmp_path: Path) -> None:
     assert got == 6 + 4
 
 
-def test_schedule_spacing() -> None:
+def load_script() -> ModuleType:
+    """bench/smtp_relay.py as a module, bench/'s own modules (common, imap) left out of sys.modules after."""
     path, modules = list(sys.path), set(sys.modules)
     sys.path.insert(0, str(SCRIPT.parent))  # the script imports its neighbours (common, imap)
     try:
@@ -190,12 +208,50 @@ def test_schedule_spacing() -> None:
         for name in set(sys.modules) - modules:
             if str(getattr(sys.modules[name], "__file__", "")).startswith(str(SCRIPT.parent)):
                 del sys.modules[name]  # bench/'s own (common, imap): not importable by that name elsewhere
+    return module
+
+
+def test_schedule_spacing() -> None:
+    module = load_script()
     assert module.schedule(4, 2.0, "fixed", 1) == [0.0, 0.5, 1.0, 1.5]
     poisson = module.schedule(20_000, 4.0, "poisson", 7)
     assert poisson == module.schedule(20_000, 4.0, "poisson", 7)  # seeded
     gaps = [b - a for a, b in itertools.pairwise(poisson)]
     assert sum(gaps) / len(gaps) == pytest.approx(0.25, rel=0.03)  # mean gap 1/rate
     assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.25 * 0.693, rel=0.05)  # exponential: median ln2/rate
+
+
+def test_trust_space_processes(tmp_path: Path) -> None:
+    """The helpers over several server processes: all alive, the first stopped one and why, CPU summed."""
+    module = load_script()
+    err_a, err_b = tmp_path / "a.stderr", tmp_path / "b.stderr"
+    with err_a.open("wb") as fa, err_b.open("wb") as fb:
+        a = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stderr=fa)
+        b = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit('boom: no config')"], stderr=fb
+        )
+    try:
+        space = module.TrustSpace(
+            tmp_path, {}, {"operator-a": a, "operator-b": b}, {"operator-a": err_a, "operator-b": err_b}
+        )
+        assert space.pids == {"operator-a": a.pid, "operator-b": b.pid}
+        assert space.alive()
+        assert space.exited() is None
+        assert space.cpu_seconds() >= 0
+        b.wait(timeout=30)
+        assert not space.alive()
+        assert space.exited() == {"process": "operator-b", "status": 1, "error": "boom: no config"}
+        assert space.cpu_seconds() is None  # one of them cannot be read any more
+    finally:
+        a.kill()
+        a.wait(timeout=30)
+
+
+def test_profile_paths() -> None:
+    module = load_script()
+    profile_path = module.profiled_each.__wrapped__.__globals__["profile_path"]  # bench/common.py's
+    assert profile_path(Path("/tmp/relay.txt"), "operator-a") == Path("/tmp/relay.operator-a.txt")
+    assert profile_path(Path("out/relay.svg"), "operator-b") == Path("out/relay.operator-b.svg")
 
 
 @pytest.mark.parametrize(
@@ -208,6 +264,7 @@ def test_schedule_spacing() -> None:
         (["--latency", "-1"], "--latency must be 0 or positive"),
         (["--latency-rate", "0"], "--latency-rate must be positive"),
         (["--latency-connections", "0"], "--latency-connections must be positive"),
+        (["--processes", "two"], "argument --processes: invalid choice: 'two'"),
     ],
 )
 def test_bench_rejects_bad_arguments(args: list[str], error: str) -> None:
