@@ -318,6 +318,8 @@ class Session:
         if sel is None or self.user is None:
             return
         box = self.service.mailstore
+        if await box.modseq(self.user, sel.folder.id) == sel.highestmodseq:
+            return  # the usual case, one indexed look: every change moves the folder's HIGHESTMODSEQ
         folder, changed = await box.changes(self.user, sel.folder.id, sel.highestmodseq)
         if folder.highestmodseq < sel.highestmodseq:
             # A folder's HIGHESTMODSEQ never goes down (RFC 7162 §3.1.2; a RENAME keeps it): this is a new

@@ -41,18 +41,18 @@ def standard_subscriptions(address: str) -> list[Subscription]:
     return [Subscription(address=address, name=name) for name, _ in STANDARD_FOLDERS]
 
 
-async def allocate_uid(session: AsyncSession, address: str, name: str) -> tuple[int, int, int]:
-    """Take the folder's next UID and modseq under its row's lock: (folder id, uid, modseq). One
-    UPDATE ... RETURNING (SQLite 3.35+, PostgreSQL): it is on every delivery's path."""
+async def allocate_uid(session: AsyncSession, address: str, name: str) -> tuple[int, int, int, int]:
+    """Take the folder's next UID and modseq under its row's lock: (folder id, uid, modseq, uidvalidity).
+    One UPDATE ... RETURNING (SQLite 3.35+, PostgreSQL): it is on every delivery's path."""
     folders = cast(Table, Folder.__table__)
     row = (
         await session.execute(
             update(folders)
             .where(folders.c.address == address, folders.c.name == name)
             .values(uidnext=folders.c.uidnext + 1, highestmodseq=folders.c.highestmodseq + 1)
-            .returning(folders.c.id, folders.c.uidnext - 1, folders.c.highestmodseq)
+            .returning(folders.c.id, folders.c.uidnext - 1, folders.c.highestmodseq, folders.c.uidvalidity)
         )
     ).first()
     if row is None:
         raise NotFound(f"no folder {name} in {address}")
-    return int(row[0]), int(row[1]), int(row[2])
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, MssgwError, NotFound, UsageError
 from gateway.store.crypto import DataKey
-from gateway.store.messages import Delivered, MessageStore, body_aad
+from gateway.store.messages import Delivered, MessageStore, QuotaCheck, body_aad
 from gateway.store.models import Account, Folder, StoredMessage, Subscription, utcnow
 
 DELIMITER = "/"
@@ -506,6 +506,24 @@ class Mailstore:
     async def body(self, address: str, message_id: str) -> bytes:
         return await self.store.get(address, message_id)
 
+    async def bodies(self, address: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+        """The bodies of those of `uids` (at most _UID_LIST) still in the folder: presence and content in one look."""
+        if len(uids) > _UID_LIST:
+            raise ValueError(f"at most {_UID_LIST} UIDs at a time")
+        return await self.store.get_many(address, folder_id, uids)
+
+    async def modseq(self, address: str, folder_id: int) -> int:
+        """The folder's HIGHESTMODSEQ: every command's look for changes, one statement."""
+        async with self.db.reading() as conn:
+            got = (
+                await conn.execute(
+                    select(Folder.highestmodseq).where(Folder.id == folder_id, Folder.address == address)
+                )
+            ).scalar_one_or_none()
+        if got is None:
+            raise FolderGone("the selected folder no longer exists")
+        return int(got)
+
     # -- changing --------------------------------------------------------------------------------
 
     async def store_flags(
@@ -770,18 +788,17 @@ class Mailstore:
         """Store a message a client appends; returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315)."""
         message_id = _message_id(body)
         async with self.db.write() as s:
-            folder = await self._folder(s, address, name)
-            await self.check_quota(s, address, len(body))
             delivered = await self.store.deliver(
                 address,
                 body,
-                folder=folder.name,
+                folder=canonical(name),
                 flags=_text(flags),
                 internal_date=internal_date,
                 header_message_id=message_id,
                 session=s,
+                quota=self._quota_check(address, len(body)),
             )
-            return folder.uidvalidity, delivered.uid
+            return delivered.uidvalidity, delivered.uid
 
     # -- quota -----------------------------------------------------------------------------------
 
@@ -803,12 +820,21 @@ class Mailstore:
     ) -> Delivered:
         """Deliver into INBOX within `s`, or raise QuotaExceeded: the queue worker's and the SMTP
         listeners' delivery."""
-        await self.check_quota(s, address, len(body))
-        return await self.store.deliver(address, body, header_message_id=header_message_id, session=s)
+        return await self.store.deliver(
+            address, body, header_message_id=header_message_id, session=s, quota=self._quota_check(address, len(body))
+        )
 
     async def check_quota(self, s: AsyncSession, address: str, adding: int) -> None:
         """Raise QuotaExceeded if `adding` more bytes would take the mailbox past its quota."""
         used, quota = await self._usage(s, address)
+        self._over(address, used, quota, adding)
+
+    def _quota_check(self, address: str, adding: int) -> QuotaCheck:
+        """The check for a delivery of `adding` bytes, made on the usage read with the mailbox's key."""
+        return lambda used, quota: self._over(address, used, quota if quota is not None else self.default_quota, adding)
+
+    @staticmethod
+    def _over(address: str, used: int, quota: int | None, adding: int) -> None:
         if quota is not None and used + adding > quota:
             raise QuotaExceeded(f"mailbox {address} is over its quota ({used + adding} > {quota} octets)")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -34,6 +35,11 @@ class Delivered:
     folder: str
     uid: int
     modseq: int
+    uidvalidity: int
+
+
+QuotaCheck = Callable[[int, int | None], None]
+"""Called with the mailbox's (bytes used, quota_bytes column) before a delivery; raises to refuse it."""
 
 
 class MessageStore:
@@ -51,19 +57,27 @@ class MessageStore:
         internal_date: datetime | None = None,
         header_message_id: str | None = None,
         session: AsyncSession | None = None,
+        quota: QuotaCheck | None = None,
     ) -> Delivered:
-        """Store `body` in `folder`; inside `session` when given (it commits with the caller's changes)."""
+        """Store `body` in `folder`; inside `session` when given (it commits with the caller's changes).
+        `quota` sees the mailbox's usage first (read with its key, in the same statement)."""
         address = address.lower()
         message_id = secrets.token_hex(16)
         now = utcnow()
         async with contextlib.AsyncExitStack() as stack:
             s = session if session is not None else await stack.enter_async_context(self.db.write())
             # Core statements in the caller's transaction: this is every delivery's and APPEND's path.
-            wrapped = (await s.execute(select(Account.data_key).where(Account.address == address))).scalar_one_or_none()
-            if wrapped is None:
+            account = (
+                await s.execute(
+                    select(Account.data_key, Account.used_bytes, Account.quota_bytes).where(Account.address == address)
+                )
+            ).first()
+            if account is None:
                 raise NotFound(f"no local mailbox {address}")
-            sealed = self.mailboxes.kek.unwrap(wrapped, address).seal(body, body_aad(address, message_id))
-            folder_id, uid, modseq = await allocate_uid(s, address, folder)
+            if quota is not None:
+                quota(int(account.used_bytes), account.quota_bytes)
+            sealed = self.mailboxes.kek.unwrap(account.data_key, address).seal(body, body_aad(address, message_id))
+            folder_id, uid, modseq, uidvalidity = await allocate_uid(s, address, folder)
             await s.execute(
                 insert(_MESSAGES).values(
                     id=message_id,
@@ -79,7 +93,7 @@ class MessageStore:
                     created_at=now,
                 )
             )
-        return Delivered(message_id, folder, uid, modseq)
+        return Delivered(message_id, folder, uid, modseq, uidvalidity)
 
     async def put(self, address: str, body: bytes) -> str:
         """Deliver to INBOX; returns the stored message's id."""
@@ -99,3 +113,23 @@ class MessageStore:
             raise NotFound(f"no message {message_id} in {address}")
         key = self.mailboxes.kek.unwrap(row.data_key, address)
         return key.open(row.body, body_aad(address, message_id))
+
+    async def get_many(self, address: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+        """The bodies of those of `uids` still in the folder, by UID (one statement; keep `uids` short)."""
+        address = address.lower()
+        async with self.db.reading() as conn:
+            rows = (
+                await conn.execute(
+                    select(StoredMessage.uid, StoredMessage.id, StoredMessage.body, Account.data_key)
+                    .join(Account, Account.address == StoredMessage.address)
+                    .where(
+                        StoredMessage.folder_id == folder_id,
+                        StoredMessage.address == address,
+                        StoredMessage.uid.in_(uids),
+                    )
+                )
+            ).all()
+        if not rows:
+            return {}
+        key = self.mailboxes.kek.unwrap(rows[0].data_key, address)
+        return {int(r.uid): key.open(r.body, body_aad(address, r.id)) for r in rows}

@@ -17,6 +17,10 @@ from gateway.imap.session import No, Session
 NEEDS_BODY = {FetchAtt.ENVELOPE, FetchAtt.BODY, FetchAtt.BODYSTRUCTURE, FetchAtt.RFC822, FetchAtt.RFC822_HEADER}
 NEEDS_BODY |= {FetchAtt.RFC822_TEXT}
 SETS_SEEN = {FetchAtt.RFC822, FetchAtt.RFC822_TEXT}
+PREFETCH_COUNT = 50
+PREFETCH_BYTES = 4 << 20
+"""A FETCH of content for at most this many messages and octets reads them with its presence check (one
+statement); a bigger one checks presence, then reads each body as it is sent (memory stays one body)."""
 
 
 def _literal(data: bytes) -> bytes:
@@ -48,10 +52,15 @@ async def run(s: Session, cmd: Command) -> Reply:
     seen = not sel.read_only and any((isinstance(i, BodySection) and not i.peek) or i in SETS_SEEN for i in items)
     box = s.service.mailstore
     gone: set[int] = set()
+    read: dict[int, bytes] | None = None  # bodies read with the presence check, for a few small messages
     if content and uids:
         # RFC 2180 §4.1.3, RFC 5530 §3: a message another session expunged (its EXPUNGE not yet sent here,
         # RFC 3501 §7.4.1) has no content left: the others are returned, then NO [EXPUNGEISSUED].
-        present = set(await box.uids(sel.folder.id, uids))
+        if len(uids) == 1 or (len(uids) <= PREFETCH_COUNT and sum(sel.meta[u].size for u in uids) <= PREFETCH_BYTES):
+            read = await box.bodies(s.user, sel.folder.id, uids)
+            present = set(read)
+        else:
+            present = set(await box.uids(sel.folder.id, uids))
         gone = {u for u in uids if u not in present}
         uids = [u for u in uids if u in present]
     if seen:
@@ -74,7 +83,12 @@ async def run(s: Session, cmd: Command) -> Reply:
     for uid in uids:
         meta = sel.meta[uid]
         try:
-            parsed = parse(await box.body(s.user, meta.id)) if content else None
+            if not content:
+                parsed = None
+            elif read is not None:
+                parsed = parse(read.pop(uid))
+            else:
+                parsed = parse(await box.body(s.user, meta.id))
         except NotFound:  # expunged by another session since the check above
             gone.add(uid)
             continue

@@ -43,12 +43,19 @@ TEXT_SPECIFIERS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NO
 class ParsedMessage:
     """One message, parsed once: the raw octets and their MIME part tree."""
 
-    __slots__ = ("_cache", "raw", "root")
+    __slots__ = ("_cache", "_root", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = bytes(raw)
-        self.root: MimePart = parse_parts(self.raw)
+        self._root: MimePart | None = None
         self._cache: dict[object, bytes] = {}
+
+    @property
+    def root(self) -> MimePart:
+        """The part tree, parsed on first use: BODY[] and RFC822 need only the octets."""
+        if self._root is None:
+            self._root = parse_parts(self.raw)
+        return self._root
 
     @property
     def size(self) -> int:
@@ -130,9 +137,9 @@ def section(msg: ParsedMessage, spec: SectionSpec) -> bytes:
     """The octets of BODY[spec] (before any <partial>)."""
     raw = msg.raw
     if not spec.part:
-        root = msg.root
         if spec.text is None:
             return raw
+        root = msg.root
         if spec.text == "HEADER":
             return raw[: root.body_start]
         if spec.text == "TEXT":

@@ -9,6 +9,7 @@ RFC 5530 §3). UID EXPUNGE ranges are in test_uid.py too.
 
 from __future__ import annotations
 
+from gateway.imap.commands.fetch import PREFETCH_COUNT
 from tests.imap.conftest import Box, message
 
 # -- moved from tests/imap/test_store.py ---------------------------------------------------------------
@@ -156,6 +157,32 @@ def test_content_of_a_message_another_session_expunged(box: Box) -> None:
     assert two.command("b5", "NOOP") == [b"* 1 EXPUNGE", b"b5 OK NOOP completed"]
     events = box.gw.node.cli("audit", "search", "--event", "imap.fetch.body", "--principal", box.address, "--json")
     assert [e["response"]["uids"] for e in events.json()] == [[2], [2]]  # type: ignore[index]
+    one.close()
+    two.close()
+
+
+def test_content_of_a_message_another_session_expunged_in_a_long_fetch(box: Box) -> None:
+    # More messages than one statement reads with the presence check (PREFETCH_COUNT): presence is
+    # checked first, then each body is read as it is sent; the answer is the same.
+    n = PREFETCH_COUNT + 1
+    for i in range(1, n + 1):
+        box.put(message(i), flags=["\\Deleted"] if i == 1 else [])
+    one, two = box.selected(), box.selected()
+    one.command("a1", "EXPUNGE")
+    got = two.command("b1", f"FETCH 1:{n} (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert got[-1] == b"b1 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
+    expected: list[bytes] = []
+    for i in range(2, n + 1):
+        subject = f"Subject: message {i}".encode()
+        expected += [
+            b"* %d FETCH (UID %d BODY[HEADER.FIELDS (SUBJECT)] {%d}" % (i, i, len(subject) + 4),
+            subject,
+            b"",
+            b")",
+        ]
+    assert got[:-1] == expected
+    events = box.gw.node.cli("audit", "search", "--event", "imap.fetch.body", "--principal", box.address, "--json")
+    assert [e["response"]["uids"] for e in events.json()] == [list(range(2, n + 1))]  # type: ignore[index]
     one.close()
     two.close()
 
