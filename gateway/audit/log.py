@@ -24,7 +24,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import CheckpointSigner, checkpoint_message
@@ -143,6 +143,13 @@ class _Pending:
     done: asyncio.Future[int]
 
 
+# Built once: an append runs these for every audited action.
+_HEADS, _RECORDS = cast(Table, AuditHead.__table__), cast(Table, AuditRecord.__table__)
+_HEAD = select(_HEADS.c.size, _HEADS.c.frontier).where(_HEADS.c.id == 1).with_for_update()
+_HEAD_MOVE = update(_HEADS).where(_HEADS.c.id == 1).values(size=bindparam("b_size"), frontier=bindparam("b_frontier"))
+_INSERT = insert(_RECORDS)
+
+
 class AuditLog:
     """Appends records to the audit database and signs checkpoints over them."""
 
@@ -206,17 +213,14 @@ class AuditLog:
 
     async def _append(self, batch: list[_Pending]) -> int:
         # Core statements: one append per audited action makes this one of the hottest transactions.
-        head_t, rec_t = cast(Table, AuditHead.__table__), cast(Table, AuditRecord.__table__)
         async with self.db.writing() as conn:
-            size, frontier = (
-                await conn.execute(select(head_t.c.size, head_t.c.frontier).where(head_t.c.id == 1).with_for_update())
-            ).one()
+            size, frontier = (await conn.execute(_HEAD)).one()
             tree = merkle.CompactRange(size, split_frontier(frontier))
             first = size + 1
             if size and not self._last_ts:
                 # Another process (an admin command, another node) may have appended last: continue
                 # from its timestamp so the log's time never goes backwards, even if clocks differ.
-                last = await conn.execute(select(rec_t.c.ts).where(rec_t.c.seq == size))
+                last = await conn.execute(select(_RECORDS.c.ts).where(_RECORDS.c.seq == size))
                 self._last_ts = last.scalar_one_or_none() or ""
             rows = []
             for p in batch:
@@ -253,10 +257,8 @@ class AuditLog:
                         "leaf_hash": leaf,
                     }
                 )
-            await conn.execute(insert(rec_t), rows)
-            await conn.execute(
-                update(head_t).where(head_t.c.id == 1).values(size=tree.size, frontier=b"".join(tree.nodes))
-            )
+            await conn.execute(_INSERT, rows)
+            await conn.execute(_HEAD_MOVE, {"b_size": tree.size, "b_frontier": b"".join(tree.nodes)})
         return int(first)
 
     async def flush(self) -> None:

@@ -11,6 +11,11 @@ Implementation notes
   other processes (admin commands). A write transaction opened inside another in the same task would
   wait for itself: it raises instead.
 - PostgreSQL: one engine; `read()` and `write()` are both plain transactions.
+- `rows()`: the hottest one-statement reads (IMAP's look for changes and message reads, the SMTP
+  transaction's mailbox facts). On SQLite (inline driver) they run on a connection of their own in
+  autocommit mode (a statement is its own snapshot in WAL), inline, without SQLAlchemy's per-transaction
+  work (pool checkout, BEGIN, COMMIT, five greenlet switches: ~0.3 ms of a ~0.35 ms read); a statement
+  meeting a lock (SQLITE_BUSY) goes the usual way, which waits off the loop. PostgreSQL: `reading()`.
 - Schema changes only through alembic migrations (`migrate()`), run on the engine's own connection so the
   async driver is used end to end. Two migration trees: application data and the audit log.
 """
@@ -20,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import sqlite3
+import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -82,6 +89,15 @@ def _engine(url: str, *, immediate: bool) -> AsyncEngine:
     raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL")
 
 
+def _raw_path(url: str) -> str | None:
+    """The file of a SQLite database on the inline driver, for `rows()`; None for anything else."""
+    parsed = make_url(url)
+    inline = parsed.drivername in ("sqlite+aiosqlite", f"sqlite+{sqlite_inline.DRIVER}")
+    if not inline or not parsed.database or parsed.database == ":memory:" or parsed.query:
+        return None
+    return parsed.database
+
+
 class Database:
     """One database: a write engine, a read engine (the same one on PostgreSQL) and sessions."""
 
@@ -90,6 +106,9 @@ class Database:
         self.migrations = migrations
         self.head = head
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._raw_path = _raw_path(url)
+        self._raw: sqlite3.Connection | None = None
+        self._raw_lock = threading.Lock()  # several event loops (tests, admin commands) may share a Database
         self.engine = _engine(url, immediate=True)
         self.read_engine = _engine(url, immediate=False) if self.is_sqlite else self.engine
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -138,6 +157,30 @@ class Database:
         async with self.read_engine.begin() as conn:
             yield conn
 
+    async def rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read statement (`text()` form: `:name` parameters), as tuples (module notes)."""
+        if self._raw_path is not None:
+            got = self._raw_rows(sql, params)
+            if got is not None:
+                return got
+        async with self.reading() as conn:
+            return [tuple(r) for r in await conn.execute(text(sql), dict(params))]
+
+    def _raw_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]] | None:
+        assert self._raw_path is not None
+        with self._raw_lock:
+            if self._raw is None:
+                # timeout=0: a lock is waited for off the loop, by the fallback; query_only: reads only.
+                conn = sqlite3.connect(self._raw_path, timeout=0, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA query_only=ON")
+                self._raw = conn
+            try:
+                return self._raw.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if sqlite_inline.busy(exc):
+                    return None
+                raise
+
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
         """Whether this process holds `name` among every process of this PostgreSQL database (a session
@@ -178,6 +221,10 @@ class Database:
             return None  # no schema yet
 
     async def close(self) -> None:
+        with self._raw_lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -59,6 +59,16 @@ class Credentials:
     active: bool
 
 
+_STATE = (
+    'SELECT m.address, m.kind, m.active, p.active, a.address, d."user" FROM mailboxes m'
+    " LEFT OUTER JOIN professionals p ON p.key = m.professional_key"
+    " LEFT OUTER JOIN accounts a ON a.address = m.address"
+    " LEFT OUTER JOIN mailbox_delegations d ON d.mailbox = m.address"
+    " WHERE m.address = :address"
+)
+"""A mailbox's facts for `state()`, one row per delegate (Database.rows: SQL both backends read alike)."""
+
+
 @dataclass(frozen=True)
 class MailboxState:
     """What the directory and the store say of one address, for sender and recipient policies."""
@@ -486,29 +496,14 @@ class MailboxRepository:
         return Credentials(row.address, row.kind, row.password_hash, row.active), row.usage
 
     async def state(self, address: str) -> MailboxState | None:
-        # One Core statement (a row per delegate): asked for each sender and recipient of every message.
-        stmt = (
-            select(
-                Mailbox.address,
-                Mailbox.kind,
-                Mailbox.active,
-                Professional.active,
-                Account.address,
-                MailboxDelegation.user,
-            )
-            .select_from(Mailbox)
-            .outerjoin(Professional, Professional.key == Mailbox.professional_key)
-            .outerjoin(Account, Account.address == Mailbox.address)
-            .outerjoin(MailboxDelegation, MailboxDelegation.mailbox == Mailbox.address)
-            .where(Mailbox.address == address.lower())
-        )
-        async with self.db.reading() as conn:
-            rows = (await conn.execute(stmt)).all()
+        # One statement (a row per delegate): asked for each sender and recipient of every message.
+        rows = await self.db.rows(_STATE, {"address": address.lower()})
         if not rows:
             return None
         mailbox, kind, active, owner_active, account, _ = rows[0]
         delegates = frozenset(r[5] for r in rows if r[5] is not None)
-        return MailboxState(mailbox, kind, active, owner_active, delegates, account is not None)
+        owner = bool(owner_active) if owner_active is not None else None
+        return MailboxState(mailbox, kind, bool(active), owner, delegates, account is not None)
 
     async def touch_login(self, address: str) -> None:
         async with self.db.write() as s:
@@ -518,14 +513,10 @@ class MailboxRepository:
 
     async def data_key(self, address: str) -> DataKey:
         address = address.lower()
-        async with self.db.reading() as conn:  # Core: asked for every delivery and every message read
-            wrapped = (
-                await conn.execute(
-                    select(Account.data_key)
-                    .join(Mailbox, Mailbox.address == Account.address)
-                    .where(Account.address == address)
-                )
-            ).scalar_one_or_none()
-        if wrapped is None:
+        rows = await self.db.rows(  # asked for every delivery and every message read
+            "SELECT a.data_key FROM accounts a JOIN mailboxes m ON m.address = a.address WHERE a.address = :address",
+            {"address": address},
+        )
+        if not rows:
             raise NotFound(f"no local mailbox {address}")
-        return self.kek.unwrap(wrapped, address)
+        return self.kek.unwrap(rows[0][0], address)

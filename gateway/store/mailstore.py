@@ -133,7 +133,10 @@ def check_name(name: str) -> str:
 
 def _message_id(body: bytes) -> str | None:
     """The Message-ID header of a message, unfolded, for audit records (None when absent or unreadable)."""
-    value = BytesHeaderParser(policy=compat32).parsebytes(body).get("Message-ID")
+    # The header block only (up to the first empty line, RFC 5322 §2.1): the body is not the parser's business.
+    ends = [i for i in (body.find(b"\r\n\r\n"), body.find(b"\n\n")) if i >= 0]
+    head = body[: min(ends) + 2] if ends else body
+    value = BytesHeaderParser(policy=compat32).parsebytes(head).get("Message-ID")
     if not isinstance(value, str):
         return None
     value = " ".join(value.split())[:250]
@@ -508,21 +511,19 @@ class Mailstore:
 
     async def bodies(self, address: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         """The bodies of those of `uids` (at most _UID_LIST) still in the folder: presence and content in one look."""
-        if len(uids) > _UID_LIST:
-            raise ValueError(f"at most {_UID_LIST} UIDs at a time")
+        if not uids or len(uids) > _UID_LIST:
+            raise ValueError(f"1 to {_UID_LIST} UIDs at a time")
         return await self.store.get_many(address, folder_id, uids)
 
     async def modseq(self, address: str, folder_id: int) -> int:
         """The folder's HIGHESTMODSEQ: every command's look for changes, one statement."""
-        async with self.db.reading() as conn:
-            got = (
-                await conn.execute(
-                    select(Folder.highestmodseq).where(Folder.id == folder_id, Folder.address == address)
-                )
-            ).scalar_one_or_none()
-        if got is None:
+        rows = await self.db.rows(
+            "SELECT highestmodseq FROM folders WHERE id = :id AND address = :address",
+            {"id": folder_id, "address": address},
+        )
+        if not rows:
             raise FolderGone("the selected folder no longer exists")
-        return int(got)
+        return int(rows[0][0])
 
     # -- changing --------------------------------------------------------------------------------
 
@@ -787,7 +788,7 @@ class Mailstore:
     ) -> tuple[int, int]:
         """Store a message a client appends; returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315)."""
         message_id = _message_id(body)
-        async with self.db.write() as s:
+        async with self.db.writing() as s:
             delivered = await self.store.deliver(
                 address,
                 body,

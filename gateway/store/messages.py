@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.errors import NotFound
 from gateway.store.folders import allocate_uid
@@ -23,6 +23,10 @@ from gateway.store.mailboxes import MailboxRepository
 from gateway.store.models import Account, StoredMessage, utcnow
 
 _MESSAGES = cast(Table, StoredMessage.__table__)
+_INSERT = insert(_MESSAGES)
+_ACCOUNT = select(Account.data_key, Account.used_bytes, Account.quota_bytes).where(
+    Account.address == bindparam("b_address")
+)
 
 
 def body_aad(address: str, message_id: str) -> bytes:
@@ -56,7 +60,7 @@ class MessageStore:
         flags: str = "",
         internal_date: datetime | None = None,
         header_message_id: str | None = None,
-        session: AsyncSession | None = None,
+        session: AsyncSession | AsyncConnection | None = None,
         quota: QuotaCheck | None = None,
     ) -> Delivered:
         """Store `body` in `folder`; inside `session` when given (it commits with the caller's changes).
@@ -67,11 +71,7 @@ class MessageStore:
         async with contextlib.AsyncExitStack() as stack:
             s = session if session is not None else await stack.enter_async_context(self.db.write())
             # Core statements in the caller's transaction: this is every delivery's and APPEND's path.
-            account = (
-                await s.execute(
-                    select(Account.data_key, Account.used_bytes, Account.quota_bytes).where(Account.address == address)
-                )
-            ).first()
+            account = (await s.execute(_ACCOUNT, {"b_address": address})).first()
             if account is None:
                 raise NotFound(f"no local mailbox {address}")
             if quota is not None:
@@ -79,19 +79,20 @@ class MessageStore:
             sealed = self.mailboxes.kek.unwrap(account.data_key, address).seal(body, body_aad(address, message_id))
             folder_id, uid, modseq, uidvalidity = await allocate_uid(s, address, folder)
             await s.execute(
-                insert(_MESSAGES).values(
-                    id=message_id,
-                    address=address,
-                    folder_id=folder_id,
-                    uid=uid,
-                    modseq=modseq,
-                    flags=flags,
-                    internal_date=internal_date or now,
-                    header_message_id=header_message_id,
-                    size=len(body),
-                    body=sealed,
-                    created_at=now,
-                )
+                _INSERT,  # parameters, not .values(): no statement to build and key for the cache each time
+                {
+                    "id": message_id,
+                    "address": address,
+                    "folder_id": folder_id,
+                    "uid": uid,
+                    "modseq": modseq,
+                    "flags": flags,
+                    "internal_date": internal_date or now,
+                    "header_message_id": header_message_id,
+                    "size": len(body),
+                    "body": sealed,
+                    "created_at": now,
+                },
             )
         return Delivered(message_id, folder, uid, modseq, uidvalidity)
 
@@ -101,35 +102,29 @@ class MessageStore:
 
     async def get(self, address: str, message_id: str) -> bytes:
         address = address.lower()
-        async with self.db.reading() as conn:  # one Core statement: the body and the key that opens it
-            row = (
-                await conn.execute(
-                    select(StoredMessage.body, Account.data_key)
-                    .join(Account, Account.address == StoredMessage.address)
-                    .where(StoredMessage.id == message_id, StoredMessage.address == address)
-                )
-            ).first()
-        if row is None:
+        rows = await self.db.rows(  # one statement: the body and the key that opens it
+            "SELECT m.body, a.data_key FROM messages m JOIN accounts a ON a.address = m.address"
+            " WHERE m.id = :id AND m.address = :address",
+            {"id": message_id, "address": address},
+        )
+        if not rows:
             raise NotFound(f"no message {message_id} in {address}")
-        key = self.mailboxes.kek.unwrap(row.data_key, address)
-        return key.open(row.body, body_aad(address, message_id))
+        body, wrapped = rows[0]
+        return self.mailboxes.kek.unwrap(wrapped, address).open(body, body_aad(address, message_id))
 
     async def get_many(self, address: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         """The bodies of those of `uids` still in the folder, by UID (one statement; keep `uids` short)."""
         address = address.lower()
-        async with self.db.reading() as conn:
-            rows = (
-                await conn.execute(
-                    select(StoredMessage.uid, StoredMessage.id, StoredMessage.body, Account.data_key)
-                    .join(Account, Account.address == StoredMessage.address)
-                    .where(
-                        StoredMessage.folder_id == folder_id,
-                        StoredMessage.address == address,
-                        StoredMessage.uid.in_(uids),
-                    )
-                )
-            ).all()
+        params: dict[str, object] = {"folder": folder_id, "address": address}
+        params.update((f"u{i}", int(u)) for i, u in enumerate(uids))
+        marks = ", ".join(f":u{i}" for i in range(len(uids)))
+        sql = (
+            "SELECT m.uid, m.id, m.body, a.data_key"  # noqa: S608 (placeholders only: the UIDs are bound)
+            " FROM messages m JOIN accounts a ON a.address = m.address"
+            f" WHERE m.folder_id = :folder AND m.address = :address AND m.uid IN ({marks})"
+        )
+        rows = await self.db.rows(sql, params)
         if not rows:
             return {}
-        key = self.mailboxes.kek.unwrap(rows[0].data_key, address)
-        return {int(r.uid): key.open(r.body, body_aad(address, r.id)) for r in rows}
+        key = self.mailboxes.kek.unwrap(rows[0][3], address)
+        return {int(uid): key.open(body, body_aad(address, mid)) for uid, mid, body, _ in rows}

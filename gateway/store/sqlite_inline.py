@@ -51,7 +51,7 @@ async def _nothing() -> None:
     return None
 
 
-def _busy(error: BaseException) -> bool:
+def busy(error: BaseException) -> bool:
     """SQLITE_BUSY and its extended codes (recovery, timeout): nothing was done, waiting may help. Not
     SQLITE_BUSY_SNAPSHOT (517): a read transaction that must upgrade on a stale snapshot never can."""
     code = getattr(error, "sqlite_errorcode", None)
@@ -142,7 +142,7 @@ class _Connection(AsyncAdapt_dbapi_connection):
         try:
             call(operation, parameters)
         except sqlite3.OperationalError as error:
-            if not _busy(error):
+            if not busy(error):
                 raise
             self._offload(self._waiting, call, operation, parameters)
 

@@ -315,3 +315,82 @@ async def test_0009_counts_the_messages_already_stored(db_url: str) -> None:
         async with db.read() as s:
             got = (await s.execute(text("SELECT used_bytes FROM accounts ORDER BY address"))).scalars().all()
         assert got == [350, 7]
+
+
+# -- rows(): the hot one-statement reads -------------------------------------------------------------
+
+
+async def _two_domains(db: Database) -> None:
+    await db.migrate()
+    async with db.write() as s:
+        s.add(TrustDomain(domain="a.mssante.fr", source="manual", added_at=T0))
+        s.add(TrustDomain(domain="b.mssante.fr", source="annuaire", added_at=T0))
+
+
+async def test_rows_reads_one_statement_on_both_backends(db_url: str) -> None:
+    """The same SQL text answers alike on both; on SQLite it runs on the raw connection, not the engine."""
+    async with Database(db_url) as db:
+        await _two_domains(db)
+        through_engine: list[str] = []
+        event.listen(db.read_engine.sync_engine, "before_cursor_execute", lambda *a: through_engine.append(a[2]))
+        sql = "SELECT domain, source FROM trust_domains WHERE domain IN (:x, :y) ORDER BY domain"
+        assert await db.rows(sql, {"x": "b.mssante.fr", "y": "a.mssante.fr"}) == [
+            ("a.mssante.fr", "manual"),
+            ("b.mssante.fr", "annuaire"),
+        ]
+        assert await db.rows(sql, {"x": "c.mssante.fr", "y": "d.mssante.fr"}) == []
+        if db.is_sqlite:
+            assert through_engine == []  # no pool checkout, BEGIN or COMMIT
+        else:
+            assert len(through_engine) == 2  # PostgreSQL: the engine's read transaction
+
+
+async def test_rows_waits_for_an_exclusive_lock_off_the_loop(tmp_path: Path) -> None:
+    """A statement meeting another process's lock (SQLITE_BUSY, which a WAL reader meets under an exclusive
+    locking mode) is not retried on the loop: it goes through the engine, which waits on a worker thread."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    async with Database(url) as db:
+        await _two_domains(db)
+    other = sqlite3.connect(path, isolation_level=None)
+    sql: str = "SELECT count(*) FROM trust_domains"
+    try:
+        other.execute("PRAGMA locking_mode=EXCLUSIVE")  # taken while no other connection is open
+        other.execute("BEGIN EXCLUSIVE")
+        other.execute("INSERT INTO trust_domains (domain, source, added_at) VALUES ('c.mssante.fr', 'manual', '')")
+        async with Database(url) as db:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            reader = asyncio.create_task(db.rows(sql, {}))
+            await asyncio.sleep(0.5)
+            assert not reader.done()
+            other.execute("COMMIT")
+            other.execute("PRAGMA locking_mode=NORMAL")
+            other.execute("SELECT 1 FROM trust_domains").fetchall()  # NORMAL takes effect at the next access
+            other.close()
+            assert await asyncio.wait_for(reader, 5) == [(3,)]
+            ticker.cancel()
+            assert ticks >= 25  # the loop kept turning while the read waited
+            assert await db.rows(sql, {}) == [(3,)]  # and the raw connection serves again
+            assert db._raw is not None
+    finally:
+        other.close()
+
+
+async def test_rows_refuses_to_write_on_sqlite(tmp_path: Path) -> None:
+    import sqlite3
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
+        await _two_domains(db)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.rows("DELETE FROM trust_domains", {})
+        assert await db.rows("SELECT count(*) FROM trust_domains", {}) == [(2,)]
