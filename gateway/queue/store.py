@@ -209,11 +209,11 @@ class Queue:
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def body(self, queue_id: str) -> bytes:
-        async with self.db.reading() as conn:
-            sealed = (await conn.execute(select(_MESSAGES.c.body).where(_MESSAGES.c.id == queue_id))).scalar()
-        if sealed is None:
+        # Read for every delivery attempt (Database.rows: one statement, no transaction machinery).
+        rows = await self.db.rows("SELECT body FROM queue_messages WHERE id = :id", {"id": queue_id})
+        if not rows:
             raise NotFound(f"no queued message {queue_id}")
-        return self.kek.open(sealed, _aad(queue_id))
+        return self.kek.open(rows[0][0], _aad(queue_id))
 
     async def envelope(self, queue_id: str) -> Envelope:
         """A queued message's envelope, without reading its body."""

@@ -52,8 +52,8 @@ class TrustRepository:
             return [{"domain": r.domain, "source": r.source, "added_at": r.added_at.isoformat()} for r in rows]
 
     async def domains(self) -> set[str]:
-        async with self.db.read() as s:
-            return set((await s.execute(select(TrustDomain.domain))).scalars())
+        # Read for every message crossing operators (Database.rows: one statement, no ORM session).
+        return {str(r[0]) for r in await self.db.rows("SELECT domain FROM trust_domains", {})}
 
     async def is_trusted(self, domain: str) -> bool:
         async with self.db.read() as s:
