@@ -276,10 +276,18 @@ class MailboxRepository:
 
     async def keeping_smime(self, addresses: Iterable[str]) -> set[str]:
         """Those of `addresses` (lower-case) that keep the S/MIME form of what peers send them."""
-        wanted = sorted(set(addresses))
-        async with self.db.read() as s:
-            q = select(Mailbox.address).where(Mailbox.address.in_(wanted), Mailbox.keep_smime.is_(True))
-            return set((await s.execute(q)).scalars())
+        wanted, found = sorted(set(addresses)), set[str]()
+        for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit; asked for every inbound message
+            chunk = wanted[i : i + 500]
+            params: dict[str, object] = {f"a{n}": a for n, a in enumerate(chunk)}
+            params["yes"] = True
+            marks = ", ".join(f":a{n}" for n in range(len(chunk)))
+            sql = (
+                "SELECT address FROM mailboxes"  # noqa: S608 (placeholders only: the addresses are bound)
+                f" WHERE address IN ({marks}) AND keep_smime = :yes"
+            )
+            found.update(str(r[0]) for r in await self.db.rows(sql, params))
+        return found
 
     async def delete(self, address: str) -> None:
         async with self.db.write() as s:
@@ -409,27 +417,22 @@ class MailboxRepository:
     async def decryption_identities(self, address: str) -> tuple[SigningIdentity, ...]:
         """Every S/MIME certificate of `address` whose key the node holds, newest first: an expired one
         still opens what was encrypted to it."""
-        async with self.db.read() as s:
-            q = (
-                select(MailboxCertificate)
-                .where(
-                    MailboxCertificate.address == address.lower(),
-                    MailboxCertificate.usage == "smime",
-                    MailboxCertificate.sealed_key.is_not(None),
-                )
-                .order_by(MailboxCertificate.not_after.desc())
-            )
-            rows = (await s.execute(q)).scalars().all()
+        rows = await self.db.rows(  # asked for every inbound message
+            "SELECT der, sealed_key, chain, fingerprint FROM mailbox_certificates"
+            " WHERE address = :address AND usage = 'smime' AND sealed_key IS NOT NULL"
+            " ORDER BY not_after DESC, fingerprint",
+            {"address": address.lower()},
+        )
         if not rows:
             return ()
         data_key = await self.data_key(address)
         return tuple(
             SigningIdentity(
-                row.der,
-                data_key.open(row.sealed_key or b"", _key_aad(address, row.fingerprint)),
-                [c.dump() for c in _der_sequence(row.chain or b"")],
+                der,
+                data_key.open(sealed, _key_aad(address, fingerprint)),
+                [c.dump() for c in _der_sequence(chain or b"")],
             )
-            for row in rows
+            for der, sealed, chain, fingerprint in rows
         )
 
     async def smime_certificates(self, address: str) -> tuple[x509.Certificate, ...]:

@@ -374,6 +374,16 @@ async def test_the_node_keeps_a_signing_key_sealed(repo: MailboxRepository) -> N
     assert (identity.certificate, identity.key, identity.chain) == (der[0], pkcs8, der[1:])
     assert "key" not in repr(identity).replace("SigningIdentity", "")  # never printed
     assert await repo.signing_identity(PER, at=datetime(2030, 1, 1, tzinfo=UTC)) is None  # all expired
+    # Opening what peers send: every certificate with a key, the one expiring last first, expired or not.
+    old_pkcs8 = old_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    opening = await repo.decryption_identities(PER.upper())
+    assert [(i.certificate, i.key, i.chain) for i in opening] == [
+        (der[0], pkcs8, der[1:]),
+        (der[2], old_pkcs8, der[1:2]),
+    ]
+    assert await repo.decryption_identities(ORG) == ()
     async with repo.db.read() as s:
         row = await s.get(MailboxCertificate, new.fingerprint(hashes.SHA256()).hex())
         assert row is not None
