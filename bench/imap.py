@@ -37,8 +37,9 @@ For each server, four phases, each timed from its first command to its last repl
       once every session is idling (mssgw: VmRSS of
       its process; Dovecot: the sum over its processes of VmRSS, which counts shared pages once per
       process, and of Pss, which splits them), and the server's CPU use over `--idle-seconds` seconds
-      of idleness; then each session ends IDLE (DONE) and must get its OK. `--reference-idle N` opens N
-      on Dovecot instead (a process per session: 10,000 take about 6 GB); per-session figures compare.
+      of idleness; then each session ends IDLE (DONE) and must get its OK, and logs out.
+      `--reference-idle N` opens N on Dovecot instead (a process per session: 10,000 take about 6 GB);
+      per-session figures compare.
 
 For each phase it prints the operations completed, seconds, operations per second, the ratio to
 Dovecot, p50/p99 of the latency of one operation, the whole machine's CPU use (in CPUs; other work on
@@ -660,6 +661,16 @@ async def idle_phase(
 
         answers = await asyncio.gather(*(done(c, t) for c, t in held))
         idle.answered_done = sum(answers)
+
+        async def leave(client: Client) -> None:
+            try:
+                await asyncio.wait_for(client.logout(), OP_TIMEOUT)
+            except (ImapError, OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                idle.failed(exc)
+
+        # LOGOUT, not a dropped connection: each session ends before the server stops (an abandoned one
+        # the server has not yet seen closed is ended by the stop, a race in the audit counts).
+        await asyncio.gather(*(leave(c) for (c, _), ok in zip(held, answers, strict=True) if ok))
     finally:
         for client, _ in held:
             client.close()

@@ -224,8 +224,8 @@ class Session:
     async def revoke(self, reason: str) -> None:
         """End the session because its mailbox may no longer be used; between commands at once, else
         when the running command ends (IDLE looks every second)."""
-        if self.revoked is not None:
-            return
+        if self.revoked is not None or self.state == LOGOUT:
+            return  # revoked already, or ending by LOGOUT (audited once, by run())
         self.revoked = reason
         self.wake.set()
         if not self.busy:

@@ -140,3 +140,41 @@ def test_parallel_guesses_cannot_outrun_the_lock_out(limited: Gateway) -> None:
     assert len(answers) == 4
     assert len(checked) <= 2  # MSSGW_AUTH__LOCKOUT_THRESHOLD: the others were refused before any password check
     assert all(a.startswith(b"g NO [UNAVAILABLE] Too many failed logins") for a in answers if a not in checked)
+
+
+def test_sessions_that_logged_out_are_not_ended_again_by_the_stop(
+    template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A session that answered LOGOUT is ending (its logout audited once): the node stopping right after
+    must not revoke it again (found by bench/imap.py: a second imap.logout, 'revoked', for one of them)."""
+    import signal
+    import socket
+
+    node = copy_node(template_node, tmp_path_factory.mktemp("stopping") / "node")
+    served = serve(node)
+    gw = next(served)
+    sessions = 12
+    try:
+        address = mailbox(gw)
+        ctx = gw.tls()
+        socks = []
+        for i in range(sessions):
+            sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", gw.port("imaps")), timeout=30))
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"* OK")
+            sock.sendall(f'a{i} LOGIN {address} "{PASSWORD}"\r\n'.encode())
+            assert reader.readline().startswith(f"a{i} OK".encode())
+            socks.append((sock, reader))
+        for i, (sock, _) in enumerate(socks):
+            sock.sendall(b"b%d LOGOUT\r\n" % i)
+        for i, (_, reader) in enumerate(socks):
+            assert reader.readline() == b"* BYE mssgw logging out\r\n"
+            assert reader.readline() == b"b%d OK LOGOUT completed\r\n" % i
+        gw.running.proc.send_signal(signal.SIGTERM)  # at once: some sessions are still writing their record
+        assert gw.running.proc.wait(timeout=30) == 0
+        for sock, _ in socks:
+            sock.close()
+    finally:
+        served.close()
+    events = node.cli("audit", "search", "--event", "imap.logout", "--principal", address, "--json").json()
+    assert [e["response"] for e in events] == [{"result": "done"}] * sessions  # type: ignore[index]
