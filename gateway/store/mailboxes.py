@@ -394,25 +394,23 @@ class MailboxRepository:
         """The certificate, key (PKCS#8) and chain the node signs with for `address`: the S/MIME certificate
         with a key that is valid at `at` and expires last; None when there is none."""
         moment = at or utcnow()
-        async with self.db.read() as s:
-            q = (
-                select(MailboxCertificate)
-                .where(
-                    MailboxCertificate.address == address.lower(),
-                    MailboxCertificate.usage == "smime",
-                    MailboxCertificate.sealed_key.is_not(None),
-                    MailboxCertificate.not_before <= moment,
-                    MailboxCertificate.not_after > moment,
-                )
-                .order_by(MailboxCertificate.not_after.desc())
-                .limit(1)
-            )
-            row = (await s.execute(q)).scalar_one_or_none()
-        if row is None or row.sealed_key is None:
+        rows = await self.db.rows(  # asked for every message signed on a sender's behalf
+            "SELECT der, sealed_key, chain, fingerprint FROM mailbox_certificates"
+            " WHERE address = :address AND usage = 'smime' AND sealed_key IS NOT NULL",
+            {"address": address.lower()},
+        )
+        # Validity read from each certificate (the columns copy it): no date parameters to bind alike on
+        # both backends. The one expiring last; ties by fingerprint.
+        valid = []
+        for der, sealed, chain, fingerprint in rows:
+            cert = x509.load_der_x509_certificate(der)
+            if cert.not_valid_before_utc <= moment < cert.not_valid_after_utc:
+                valid.append((cert.not_valid_after_utc, fingerprint, der, sealed, chain))
+        if not valid:
             return None
-        key = (await self.data_key(address)).open(row.sealed_key, _key_aad(address, row.fingerprint))
-        chain = [c.dump() for c in _der_sequence(row.chain or b"")]
-        return SigningIdentity(row.der, key, chain)
+        _, fingerprint, der, sealed, chain = max(valid)
+        key = (await self.data_key(address)).open(sealed, _key_aad(address, fingerprint))
+        return SigningIdentity(der, key, [c.dump() for c in _der_sequence(chain or b"")])
 
     async def decryption_identities(self, address: str) -> tuple[SigningIdentity, ...]:
         """Every S/MIME certificate of `address` whose key the node holds, newest first: an expired one
