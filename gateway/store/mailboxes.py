@@ -418,7 +418,7 @@ class MailboxRepository:
         rows = await self.db.rows(  # asked for every inbound message
             "SELECT der, sealed_key, chain, fingerprint FROM mailbox_certificates"
             " WHERE address = :address AND usage = 'smime' AND sealed_key IS NOT NULL"
-            " ORDER BY not_after DESC, fingerprint",
+            " ORDER BY not_after DESC, fingerprint DESC",  # as signing_identity picks among equals
             {"address": address.lower()},
         )
         if not rows:

@@ -509,11 +509,12 @@ class Mailstore:
     async def body(self, address: str, message_id: str) -> bytes:
         return await self.store.get(address, message_id)
 
-    async def bodies(self, address: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
-        """The bodies of those of `uids` (at most _UID_LIST) still in the folder: presence and content in one look."""
-        if not uids or len(uids) > _UID_LIST:
-            raise ValueError(f"1 to {_UID_LIST} UIDs at a time")
-        return await self.store.get_many(address, folder_id, uids)
+    async def bodies(self, address: str, message_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of those of `message_ids` (at most _UID_LIST) still stored: presence and content in
+        one look."""
+        if not message_ids or len(message_ids) > _UID_LIST:
+            raise ValueError(f"1 to {_UID_LIST} messages at a time")
+        return await self.store.get_many(address, message_ids)
 
     async def modseq(self, address: str, folder_id: int) -> int:
         """The folder's HIGHESTMODSEQ: every command's look for changes, one statement."""

@@ -74,10 +74,10 @@ class MessageStore:
             account = (await s.execute(_ACCOUNT, {"b_address": address})).first()
             if account is None:
                 raise NotFound(f"no local mailbox {address}")
-            if quota is not None:
+            folder_id, uid, modseq, uidvalidity = await allocate_uid(s, address, folder)
+            if quota is not None:  # after the folder is known to exist (APPEND: TRYCREATE before OVERQUOTA)
                 quota(int(account.used_bytes), account.quota_bytes)
             sealed = self.mailboxes.kek.unwrap(account.data_key, address).seal(body, body_aad(address, message_id))
-            folder_id, uid, modseq, uidvalidity = await allocate_uid(s, address, folder)
             await s.execute(
                 _INSERT,  # parameters, not .values(): no statement to build and key for the cache each time
                 {
@@ -112,19 +112,20 @@ class MessageStore:
         body, wrapped = rows[0]
         return self.mailboxes.kek.unwrap(wrapped, address).open(body, body_aad(address, message_id))
 
-    async def get_many(self, address: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
-        """The bodies of those of `uids` still in the folder, by UID (one statement; keep `uids` short)."""
+    async def get_many(self, address: str, message_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of those of `message_ids` still stored, by id (one statement; keep the list short).
+        By id, not by folder and UID: SQLite may give a deleted folder's id to a new one."""
         address = address.lower()
-        params: dict[str, object] = {"folder": folder_id, "address": address}
-        params.update((f"u{i}", int(u)) for i, u in enumerate(uids))
-        marks = ", ".join(f":u{i}" for i in range(len(uids)))
+        params: dict[str, object] = {"address": address}
+        params.update((f"m{i}", m) for i, m in enumerate(message_ids))
+        marks = ", ".join(f":m{i}" for i in range(len(message_ids)))
         sql = (
-            "SELECT m.uid, m.id, m.body, a.data_key"  # noqa: S608 (placeholders only: the UIDs are bound)
+            "SELECT m.id, m.body, a.data_key"  # noqa: S608 (placeholders only: the ids are bound)
             " FROM messages m JOIN accounts a ON a.address = m.address"
-            f" WHERE m.folder_id = :folder AND m.address = :address AND m.uid IN ({marks})"
+            f" WHERE m.address = :address AND m.id IN ({marks})"
         )
         rows = await self.db.rows(sql, params)
         if not rows:
             return {}
-        key = self.mailboxes.kek.unwrap(rows[0][3], address)
-        return {int(uid): key.open(body, body_aad(address, mid)) for uid, mid, body, _ in rows}
+        key = self.mailboxes.kek.unwrap(rows[0][2], address)
+        return {str(mid): key.open(body, body_aad(address, mid)) for mid, body, _ in rows}

@@ -57,7 +57,8 @@ async def run(s: Session, cmd: Command) -> Reply:
         # RFC 2180 §4.1.3, RFC 5530 §3: a message another session expunged (its EXPUNGE not yet sent here,
         # RFC 3501 §7.4.1) has no content left: the others are returned, then NO [EXPUNGEISSUED].
         if len(uids) == 1 or (len(uids) <= PREFETCH_COUNT and sum(sel.meta[u].size for u in uids) <= PREFETCH_BYTES):
-            read = await box.bodies(s.user, sel.folder.id, uids)
+            by_id = await box.bodies(s.user, [sel.meta[u].id for u in uids])
+            read = {u: by_id[sel.meta[u].id] for u in uids if sel.meta[u].id in by_id}
             present = set(read)
         else:
             present = set(await box.uids(sel.folder.id, uids))

@@ -195,3 +195,21 @@ def test_a_new_folder_that_takes_the_deleted_ones_id_is_not_the_selected_one(box
     assert reader.command("r2", "NOOP") == [b"* BYE The selected folder no longer exists", b""]
     admin.close()
     reader.close()
+
+
+def test_a_fetch_in_a_deleted_folder_whose_id_was_reused_returns_none_of_the_new_ones_content(box: Box) -> None:
+    """The FETCH runs before the session learns its folder is gone: its messages are read by their own
+    ids, never by (folder id, UID), which now name the new folder's messages."""
+    admin, reader = box.raw(), box.raw()
+    assert admin.command("a1", "CREATE Projets") == [b"a1 OK CREATE completed"]  # the newest folder
+    admin.command("a2", f"APPEND Projets {{{len(message(1))}+}}\r\n{message(1).decode()}")
+    assert b"* 1 EXISTS" in reader.command("r1", "SELECT Projets")
+    assert admin.command("a3", "DELETE Projets") == [b"a3 OK DELETE completed"]
+    assert admin.command("a4", "CREATE Autre") == [b"a4 OK CREATE completed"]
+    other = message(9, subject="autre dossier")
+    admin.command("a5", f"APPEND Autre {{{len(other)}+}}\r\n{other.decode()}")
+    assert reader.command("r2", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])") == [
+        b"r2 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
+    ]
+    reader.close()
+    admin.close()
