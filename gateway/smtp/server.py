@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import functools
+import logging
 import secrets
 import ssl
 import weakref
@@ -58,6 +59,17 @@ from gateway.tls import RelayContexts
 
 log = get_logger(component="smtp")
 P = ParamSpec("P")
+
+
+class _NoLegacyLoginDataWarning(logging.Filter):
+    """aiosmtpd fills its own deprecated `Session.login_data` at every AUTH and warns about it, once per
+    login, on standard error: not something an operator can act on (this code never reads it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Session.login_data is deprecated")
+
+
+logging.getLogger("mail.log").addFilter(_NoLegacyLoginDataWarning())
 T = TypeVar("T")
 
 # aiosmtpd's fixed replies, with the enhanced status codes RFC 3463 gives them.
