@@ -28,7 +28,7 @@ import contextvars
 import sqlite3
 import threading
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,12 @@ def _engine(url: str, *, immediate: bool) -> AsyncEngine:
     if parsed.get_backend_name() == "postgresql":
         return create_async_engine(url, pool_pre_ping=True)
     raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL")
+
+
+def bound_list(prefix: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+    """An IN list for `Database.rows()`: the placeholders (":p0, :p1, ...") and their parameters. The SQL
+    holds placeholders only, every value is bound."""
+    return ", ".join(f":{prefix}{i}" for i in range(len(values))), {f"{prefix}{i}": v for i, v in enumerate(values)}
 
 
 def _raw_path(url: str) -> str | None:

@@ -25,7 +25,7 @@ from sqlalchemy import delete, select, update
 from directory import national
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import DataKey, KeyEncryptionKey
-from gateway.store.db import Database
+from gateway.store.db import Database, bound_list
 from gateway.store.folders import standard_folders, standard_subscriptions
 from gateway.store.models import (
     Account,
@@ -278,10 +278,8 @@ class MailboxRepository:
         """Those of `addresses` (lower-case) that keep the S/MIME form of what peers send them."""
         wanted, found = sorted(set(addresses)), set[str]()
         for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit; asked for every inbound message
-            chunk = wanted[i : i + 500]
-            params: dict[str, object] = {f"a{n}": a for n, a in enumerate(chunk)}
+            marks, params = bound_list("a", wanted[i : i + 500])
             params["yes"] = True
-            marks = ", ".join(f":a{n}" for n in range(len(chunk)))
             sql = (
                 "SELECT address FROM mailboxes"  # noqa: S608 (placeholders only: the addresses are bound)
                 f" WHERE address IN ({marks}) AND keep_smime = :yes"

@@ -18,6 +18,7 @@ from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.errors import NotFound
+from gateway.store.db import bound_list
 from gateway.store.folders import allocate_uid
 from gateway.store.mailboxes import MailboxRepository
 from gateway.store.models import Account, StoredMessage, utcnow
@@ -116,9 +117,8 @@ class MessageStore:
         """The bodies of those of `message_ids` still stored, by id (one statement; keep the list short).
         By id, not by folder and UID: SQLite may give a deleted folder's id to a new one."""
         address = address.lower()
-        params: dict[str, object] = {"address": address}
-        params.update((f"m{i}", m) for i, m in enumerate(message_ids))
-        marks = ", ".join(f":m{i}" for i in range(len(message_ids)))
+        marks, params = bound_list("m", message_ids)
+        params["address"] = address
         sql = (
             "SELECT m.id, m.body, a.data_key"  # noqa: S608 (placeholders only: the ids are bound)
             " FROM messages m JOIN accounts a ON a.address = m.address"

@@ -583,25 +583,24 @@ async def test_a_kept_session_closed_by_the_peer_is_replaced(pki: Material, dns_
         await r.close()
 
 
-async def test_a_kept_session_answering_421_is_replaced(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "421 4.3.2 This server is stopping",
+        # a peer that still holds a transaction open answers MAIL with 503
+        "503 5.5.1 Error: nested MAIL command",
+    ],
+)
+async def test_a_kept_session_answering_421_or_503_is_replaced(
+    pki: Material, dns_server: Dnsmasq, port: int, reply: str
+) -> None:
+    """The message goes on a new session, sent once."""
     async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
         r = relayer(pki, dns_server, port, reuse=5.0)
         assert await relay(r, ALICE) == [delivered(ALICE)]
-        peer.mail_reply_once = "421 4.3.2 This server is stopping"
+        peer.mail_reply_once = reply
         assert await relay(r, BOB) == [delivered(BOB)]
         assert peer.mail_lines == [f"MAIL FROM:<{SENDER}> SIZE=10240 BODY=8BITMIME"] * 3
-        assert [m.rcpt_tos for m in peer.received] == [[ALICE], [BOB]]
-        assert len(peer.sessions) == 2
-        await r.close()
-
-
-async def test_a_kept_session_answering_503_is_replaced(pki: Material, dns_server: Dnsmasq, port: int) -> None:
-    """A peer that still holds a transaction open answers MAIL with 503: the message goes on a new session."""
-    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
-        r = relayer(pki, dns_server, port, reuse=5.0)
-        assert await relay(r, ALICE) == [delivered(ALICE)]
-        peer.mail_reply_once = "503 5.5.1 Error: nested MAIL command"
-        assert await relay(r, BOB) == [delivered(BOB)]
         assert [m.rcpt_tos for m in peer.received] == [[ALICE], [BOB]]
         assert len(peer.sessions) == 2
         await r.close()

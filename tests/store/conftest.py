@@ -8,10 +8,13 @@ a missing server fails them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import TracebackType
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -70,3 +73,27 @@ async def store_db(db_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def kek() -> KeyEncryptionKey:
     return KeyEncryptionKey(secrets.token_bytes(32))
+
+
+class LoopTicks:
+    """Counts the event loop's turns, one every 10 ms, while a test waits on something: a loop that a
+    statement blocks turns once in that time, a free one keeps counting."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.count += 1
+
+    async def __aenter__(self) -> LoopTicks:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

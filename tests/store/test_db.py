@@ -20,6 +20,7 @@ from gateway.store import db as db_module
 from gateway.store.db import STORE_HEAD, STORE_MIGRATIONS, Database, alembic_head
 from gateway.store.models import Mailbox, TrustDomain
 from tests.pg import db_error
+from tests.store.conftest import LoopTicks
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 STORE_TABLES = {
@@ -361,25 +362,16 @@ async def test_rows_waits_for_an_exclusive_lock_off_the_loop(tmp_path: Path) -> 
         other.execute("BEGIN EXCLUSIVE")
         other.execute("INSERT INTO trust_domains (domain, source, added_at) VALUES ('c.mssante.fr', 'manual', '')")
         async with Database(url) as db:
-            ticks = 0
-
-            async def tick() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0.01)
-                    ticks += 1
-
-            ticker = asyncio.create_task(tick())
-            reader = asyncio.create_task(db.rows(sql, {}))
-            await asyncio.sleep(0.5)
-            assert not reader.done()
-            other.execute("COMMIT")
-            other.execute("PRAGMA locking_mode=NORMAL")
-            other.execute("SELECT 1 FROM trust_domains").fetchall()  # NORMAL takes effect at the next access
-            other.close()
-            assert await asyncio.wait_for(reader, 5) == [(3,)]
-            ticker.cancel()
-            assert ticks >= 25  # the loop kept turning while the read waited
+            async with LoopTicks() as ticks:
+                reader = asyncio.create_task(db.rows(sql, {}))
+                await asyncio.sleep(0.5)
+                assert not reader.done()
+                other.execute("COMMIT")
+                other.execute("PRAGMA locking_mode=NORMAL")
+                other.execute("SELECT 1 FROM trust_domains").fetchall()  # NORMAL takes effect at the next access
+                other.close()
+                assert await asyncio.wait_for(reader, 5) == [(3,)]
+            assert ticks.count >= 25  # the loop kept turning while the read waited
             assert await db.rows(sql, {}) == [(3,)]  # and the raw connection serves again
             assert db._raw is not None
     finally:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from gateway.store import sqlite_inline
 from gateway.store.db import Database
+from tests.store.conftest import LoopTicks
 
 
 async def _db(tmp_path: Path) -> Database:
@@ -65,29 +66,21 @@ async def test_another_process_lock_is_waited_for_off_the_loop(tmp_path: Path) -
     try:
         other.execute("BEGIN IMMEDIATE")  # an admin command holding the write lock
         other.execute("INSERT INTO t (v) VALUES ('other')")
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
 
         async def write() -> float:
             async with db.write() as s:
                 await s.execute(text("INSERT INTO t (v) VALUES ('node')"))
             return time.monotonic()
 
-        ticker = asyncio.create_task(tick())
-        writer = asyncio.create_task(write())
-        await asyncio.sleep(0.5)
-        assert not writer.done()
-        released = time.monotonic()
-        other.execute("COMMIT")
-        done = await asyncio.wait_for(writer, 5)
-        ticker.cancel()
+        async with LoopTicks() as ticks:
+            writer = asyncio.create_task(write())
+            await asyncio.sleep(0.5)
+            assert not writer.done()
+            released = time.monotonic()
+            other.execute("COMMIT")
+            done = await asyncio.wait_for(writer, 5)
         assert done >= released
-        assert ticks >= 25  # the loop kept turning while the writer waited (a blocked loop ticks once)
+        assert ticks.count >= 25  # the loop kept turning while the writer waited (a blocked loop ticks once)
         async with db.read() as s:
             assert (await s.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all() == ["other", "node"]
     finally:
