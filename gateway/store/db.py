@@ -45,7 +45,7 @@ from gateway.store import sqlite_inline
 registry.register(f"sqlite.{sqlite_inline.DRIVER}", "gateway.store.sqlite_inline", "dialect")
 
 STORE_MIGRATIONS = Path(__file__).parent / "migrations"
-STORE_HEAD = "0009"
+STORE_HEAD = "0010"
 """Head revision of the application schema; tests keep it equal to alembic's head."""
 
 
@@ -216,8 +216,29 @@ class Database:
                 f"the database schema is at revision {current}, newer than this version of mssgw knows "
                 f"(its latest is {self.head}): upgrade mssgw on this node (docs/operations.md, upgrades)"
             )
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade, self.migrations, "head")
+        await self.run_migration(_upgrade, self.migrations, "head")
+
+    async def run_migration(self, fn: Any, *args: Any) -> None:
+        """Run `fn(connection, *args)` (an alembic command) in one transaction. SQLite rebuilds a table to
+        change it (migration 0010), and dropping the old one with foreign keys on would cascade-delete the
+        rows that refer to it: SQLite's procedure is foreign keys off (only possible outside a transaction),
+        rebuild, check every reference before committing, foreign keys back on."""
+        async with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                async with conn.begin():
+                    await conn.run_sync(fn, *args)
+                return
+            sqlite = (await conn.get_raw_connection()).driver_connection
+            assert sqlite is not None
+            sqlite.execute("PRAGMA foreign_keys=OFF")
+            try:
+                async with conn.begin():
+                    await conn.run_sync(fn, *args)
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise ConfigError(f"the migration left rows whose references are gone: {broken[:5]}")
+            finally:
+                sqlite.execute("PRAGMA foreign_keys=ON")
 
     async def current_revision(self) -> str | None:
         try:

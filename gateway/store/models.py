@@ -208,7 +208,12 @@ class Folder(Base):
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
     recent_uid: Mapped[int] = mapped_column(BigInteger, default=0)  # UIDs above it: \Recent for the next SELECT
 
-    __table_args__ = (UniqueConstraint("address", "name", name="uq_folders_address_name"),)
+    # SQLite: AUTOINCREMENT, so that a deleted folder's id is never given to another (migration 0010): an IMAP
+    # session that has it selected must learn it is gone, not go on in a new folder.
+    __table_args__ = (
+        UniqueConstraint("address", "name", name="uq_folders_address_name"),
+        {"sqlite_autoincrement": True},
+    )
 
 
 class Subscription(Base):

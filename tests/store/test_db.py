@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.audit.events import AuditEvent
 from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog
@@ -45,7 +45,7 @@ STORE_TABLES = {
 
 async def _tables(db: Database) -> set[str]:
     if db.is_sqlite:
-        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
     else:
         sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
     async with db.read() as s:
@@ -53,7 +53,7 @@ async def _tables(db: Database) -> set[str]:
 
 
 def test_head_constants_are_alembic_heads() -> None:
-    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0009"
+    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0010"
     assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
 
 
@@ -281,18 +281,9 @@ async def test_0009_counts_the_messages_already_stored(db_url: str) -> None:
     """Upgrading to 0009 sums each mailbox's stored messages into used_bytes; its downgrade removes the lot."""
     import secrets as _secrets
 
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
     from gateway.store.crypto import KeyEncryptionKey
     from gateway.store.mailboxes import MailboxRepository
     from gateway.store.messages import MessageStore
-
-    def downgrade(connection: Any, revision: str) -> None:
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(STORE_MIGRATIONS))
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, revision)
 
     async with Database(db_url) as db:
         await db.migrate()
@@ -302,8 +293,7 @@ async def test_0009_counts_the_messages_already_stored(db_url: str) -> None:
             await repo.create(address, "PER")
             for b in bodies:
                 await store.deliver(address, b)
-        async with db.engine.begin() as conn:
-            await conn.run_sync(downgrade, "0008")
+        await db.run_migration(_alembic_downgrade, "0008")
         assert await db.current_revision() == "0008"
         async with db.read() as s:
             columns = await s.execute(text("SELECT * FROM accounts"))
@@ -316,6 +306,65 @@ async def test_0009_counts_the_messages_already_stored(db_url: str) -> None:
         async with db.read() as s:
             got = (await s.execute(text("SELECT used_bytes FROM accounts ORDER BY address"))).scalars().all()
         assert got == [350, 7]
+
+
+def _alembic_downgrade(connection: Any, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(STORE_MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)
+
+
+async def test_0010_rebuilds_folders_keeping_every_message(db_url: str) -> None:
+    """0010 rebuilds `folders` on SQLite (AUTOINCREMENT): ids and messages stay, through the upgrade and the
+    downgrade; afterwards a deleted folder's id is not given again. Run with foreign keys on, the rebuild
+    would cascade-delete every message: it refuses to run."""
+    import secrets as _secrets
+
+    from gateway.store.crypto import KeyEncryptionKey
+    from gateway.store.mailboxes import MailboxRepository
+    from gateway.store.mailstore import Mailstore
+    from gateway.store.messages import MessageStore
+
+    address = "a@ch-test.mssante.fr"
+    async with Database(db_url) as db:
+        await db.migrate()
+        repo = MailboxRepository(db, KeyEncryptionKey(_secrets.token_bytes(32)))
+        await repo.create(address, "PER")
+        box = Mailstore(MessageStore(repo))
+        for name in ("INBOX", "Sent"):
+            await box.append(address, name, f"Subject: {name}\r\n\r\nx\r\n".encode())
+        newest = await box.create_folder(address, "Projets")
+        await box.append(address, "Projets", b"Subject: p\r\n\r\nx\r\n")
+
+        async def snapshot() -> list[tuple[Any, ...]]:
+            sql = "SELECT f.id, f.name, m.uid FROM folders f JOIN messages m ON m.folder_id = f.id ORDER BY f.id"
+            async with db.read() as s:
+                return [tuple(r) for r in (await s.execute(text(sql))).all()]
+
+        before = await snapshot()
+        assert [(name, uid) for _, name, uid in before] == [("INBOX", 1), ("Sent", 1), ("Projets", 1)]
+        await db.run_migration(_alembic_downgrade, "0009")
+        assert await db.current_revision() == "0009"
+        assert await snapshot() == before
+        if db.is_sqlite:
+            async with db.engine.begin() as conn:  # foreign keys on: refused, nothing touched
+                with pytest.raises(RuntimeError, match="migration 0010 rebuilds `folders`"):
+                    await conn.run_sync(db_module._upgrade, db.migrations, "head")
+            assert await db.current_revision() == "0009"
+            assert await snapshot() == before
+        await db.migrate()
+        assert await db.current_revision() == STORE_HEAD
+        assert await snapshot() == before
+        await box.delete_folder(address, "Projets")  # the newest folder, and its message
+        assert (await box.create_folder(address, "Autre")).id > newest.id
+        assert await snapshot() == before[:2]
+        async with db.write() as s:  # foreign keys are back on for the pool's connection
+            with pytest.raises(IntegrityError):
+                await s.execute(text("INSERT INTO subscriptions (address, name) VALUES ('nobody@x.fr', 'INBOX')"))
 
 
 # -- rows(): the hot one-statement reads -------------------------------------------------------------

@@ -209,3 +209,13 @@ async def test_a_mailbox_holds_at_most_max_folders(box: Mailstore) -> None:
     await limited.delete_folder(ALICE, "A/B")
     await limited.create_folder(ALICE, "Encore")  # room again
     assert len(await names(box)) == 10
+
+
+async def test_a_deleted_folders_id_is_never_given_to_another(box: Mailstore) -> None:
+    """SQLite without AUTOINCREMENT gives a new row the highest id + 1: the newest folder's id, once it was
+    deleted, went to the next folder made (migration 0010). PostgreSQL's sequence never reused one."""
+    newest = await box.create_folder(ALICE, "Projets")
+    await box.delete_folder(ALICE, "Projets")
+    again = await box.create_folder(ALICE, "Autre")
+    assert again.id > newest.id
+    assert newest.id not in {f.id for f in await box.folders(ALICE)}

@@ -103,8 +103,7 @@ async def test_subscriptions_move_to_their_table_and_back(db_url: str, kek: KeyE
         async with db.engine.begin() as conn:  # a name whose folder was deleted stays subscribed
             await conn.execute(text("DELETE FROM folders WHERE address = :a AND name = 'Patients/Dupont'"), {"a": A})
             await conn.execute(text("INSERT INTO subscriptions (address, name) VALUES (:a, 'Archive')"), {"a": A})
-        async with db.engine.begin() as conn:
-            await conn.run_sync(_downgrade, db.migrations, "0003")
+        await db.run_migration(_downgrade, db.migrations, "0003")
         assert await db.current_revision() == "0003"
         async with db.engine.connect() as conn:
             assert "subscriptions" not in await conn.run_sync(_tables)

@@ -197,6 +197,22 @@ def test_a_new_folder_that_takes_the_deleted_ones_id_is_not_the_selected_one(box
     reader.close()
 
 
+def test_a_new_folder_that_has_caught_up_with_the_deleted_one_is_not_the_selected_one(box: Box) -> None:
+    """Past the deleted folder's HIGHESTMODSEQ, the session's look for changes could not tell the new folder
+    from it when the id was reused: folder ids are never reused (migration 0010), the session learns."""
+    admin, reader = box.raw(), box.raw()
+    assert admin.command("a1", "CREATE Projets") == [b"a1 OK CREATE completed"]  # the newest folder
+    admin.command("a2", f"APPEND Projets {{{len(message(1))}+}}\r\n{message(1).decode()}")
+    assert b"* 1 EXISTS" in reader.command("r1", "SELECT Projets")
+    assert admin.command("a3", "DELETE Projets") == [b"a3 OK DELETE completed"]
+    assert admin.command("a4", "CREATE Autre") == [b"a4 OK CREATE completed"]
+    for n in (5, 6, 7, 8):
+        admin.command(f"a{n}", f"APPEND Autre {{{len(message(n))}+}}\r\n{message(n).decode()}")
+    assert reader.command("r2", "NOOP") == [b"* BYE The selected folder no longer exists", b""]
+    admin.close()
+    reader.close()
+
+
 def test_a_fetch_in_a_deleted_folder_whose_id_was_reused_returns_none_of_the_new_ones_content(box: Box) -> None:
     """The FETCH runs before the session learns its folder is gone: its messages are read by their own
     ids, never by (folder id, UID), which now name the new folder's messages."""
