@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import func, select
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import CheckpointSigner, checkpoint_message
@@ -143,11 +143,15 @@ class _Pending:
     done: asyncio.Future[int]
 
 
-# Built once: an append runs these for every audited action.
-_HEADS, _RECORDS = cast(Table, AuditHead.__table__), cast(Table, AuditRecord.__table__)
-_HEAD = select(_HEADS.c.size, _HEADS.c.frontier).where(_HEADS.c.id == 1).with_for_update()
-_HEAD_MOVE = update(_HEADS).where(_HEADS.c.id == 1).values(size=bindparam("b_size"), frontier=bindparam("b_frontier"))
-_INSERT = insert(_RECORDS)
+# An append runs these for every audited action: plain SQL through Database.raw_writing().
+_HEAD = "SELECT size, frontier FROM audit_head WHERE id = 1"
+_LAST_TS = "SELECT ts FROM audit_records WHERE seq = :seq"
+_INSERT = (
+    "INSERT INTO audit_records (seq, ts, node, author, action, principal, peer, cid, request, response, "
+    "leaf_hash) VALUES (:seq, :ts, :node, :author, :action, :principal, :peer, :cid, :request, :response, "
+    ":leaf_hash)"
+)
+_HEAD_MOVE = "UPDATE audit_head SET size = :size, frontier = :frontier WHERE id = 1"
 
 
 class AuditLog:
@@ -212,16 +216,16 @@ class AuditLog:
                     p.done.set_result(first + i)
 
     async def _append(self, batch: list[_Pending]) -> int:
-        # Core statements: one append per audited action makes this one of the hottest transactions.
-        async with self.db.writing() as conn:
-            size, frontier = (await conn.execute(_HEAD)).one()
+        # One append per audited action makes this one of the hottest transactions.
+        async with self.db.raw_writing() as tx:
+            ((size, frontier),) = await tx.execute(_HEAD + tx.for_update, {})
             tree = merkle.CompactRange(size, split_frontier(frontier))
             first = size + 1
             if size and not self._last_ts:
                 # Another process (an admin command, another node) may have appended last: continue
                 # from its timestamp so the log's time never goes backwards, even if clocks differ.
-                last = await conn.execute(select(_RECORDS.c.ts).where(_RECORDS.c.seq == size))
-                self._last_ts = last.scalar_one_or_none() or ""
+                last = await tx.execute(_LAST_TS, {"seq": size})
+                self._last_ts = last[0][0] if last else ""
             rows = []
             for p in batch:
                 seq = tree.size + 1
@@ -257,8 +261,8 @@ class AuditLog:
                         "leaf_hash": leaf,
                     }
                 )
-            await conn.execute(_INSERT, rows)
-            await conn.execute(_HEAD_MOVE, {"b_size": tree.size, "b_frontier": b"".join(tree.nodes)})
+            await tx.execute(_INSERT, rows)
+            await tx.execute(_HEAD_MOVE, {"size": tree.size, "frontier": b"".join(tree.nodes)})
         return int(first)
 
     async def flush(self) -> None:

@@ -16,6 +16,10 @@ Implementation notes
   autocommit mode (a statement is its own snapshot in WAL), inline, without SQLAlchemy's per-transaction
   work (pool checkout, BEGIN, COMMIT, five greenlet switches: ~0.3 ms of a ~0.35 ms read); a statement
   meeting a lock (SQLITE_BUSY) goes the usual way, which waits off the loop. PostgreSQL: `reading()`.
+- `raw_writing()`: the hottest write transaction (the audit append, once per audited action) in plain SQL.
+  On SQLite, a connection per event loop with the engine's settings, under the same writer lock: BEGIN
+  IMMEDIATE and the statements inline, COMMIT (fsync) on a worker thread, which a cancelled task still
+  waits for before the connection is touched again. PostgreSQL: `writing()`.
 - Schema changes only through alembic migrations (`migrate()`), run on the engine's own connection so the
   async driver is used end to end. Two migration trees: application data and the audit log.
 """
@@ -31,7 +35,7 @@ import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.dialects import registry
@@ -95,6 +99,62 @@ def bound_list(prefix: str, values: Sequence[object]) -> tuple[str, dict[str, ob
     return ", ".join(f":{prefix}{i}" for i in range(len(values))), {f"{prefix}{i}": v for i, v in enumerate(values)}
 
 
+class Statements(Protocol):
+    """The statements of a `Database.raw_writing()` transaction."""
+
+    for_update: str
+    """" FOR UPDATE" on PostgreSQL; empty on SQLite, whose write transaction already excludes others."""
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """Run `sql` once (a mapping) or for each mapping of a list; the rows it returns (none for a list)."""
+        ...
+
+
+class _SQLiteStatements:
+    for_update = ""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        if isinstance(params, Mapping):
+            return self._conn.execute(sql, params).fetchall()
+        self._conn.executemany(sql, params)
+        return []
+
+
+class _EngineStatements:
+    def __init__(self, conn: AsyncConnection, is_sqlite: bool) -> None:
+        self._conn = conn
+        self.for_update = "" if is_sqlite else " FOR UPDATE"
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        result = await self._conn.execute(text(sql), dict(params) if isinstance(params, Mapping) else list(params))
+        return [tuple(r) for r in result] if result.returns_rows else []
+
+
+def _begin_waiting(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout={sqlite_inline.BUSY_TIMEOUT_MS}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+
+
+async def _to_the_end(call: asyncio.Future[None]) -> None:
+    """Wait for a call on a worker thread even when cancelled: the connection is not touched (rolled back,
+    used by the next writer) while the thread still runs on it. The cancellation is raised afterwards."""
+    cancelled = False
+    while not call.done():
+        try:
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    call.result()
+
+
 def _raw_path(url: str) -> str | None:
     """The file of a SQLite database on the inline driver, for `rows()`; None for anything else."""
     parsed = make_url(url)
@@ -115,6 +175,9 @@ class Database:
         self._raw_path = _raw_path(url)
         self._raw: sqlite3.Connection | None = None
         self._raw_lock = threading.Lock()  # several event loops (tests, admin commands) may share a Database
+        self._raw_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, sqlite3.Connection] = (
+            weakref.WeakKeyDictionary()
+        )
         self.engine = _engine(url, immediate=True)
         self.read_engine = _engine(url, immediate=False) if self.is_sqlite else self.engine
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -188,6 +251,49 @@ class Database:
                 raise
 
     @asynccontextmanager
+    async def raw_writing(self) -> AsyncIterator[Statements]:
+        """A write transaction of plain SQL statements (`:name` parameters), for the hottest writes (the
+        audit append). On SQLite (inline driver): a connection of this event loop's own, BEGIN IMMEDIATE
+        and the statements inline, COMMIT (the fsync) on a worker thread, under `write()`'s lock, without
+        SQLAlchemy's per-transaction work. Elsewhere: `writing()`'s connection."""
+        if self._raw_path is None:
+            async with self.writing() as conn:
+                yield _EngineStatements(conn, self.is_sqlite)
+            return
+        async with self._writer():
+            raw = self._raw_writer()
+            loop = asyncio.get_running_loop()
+            try:
+                try:
+                    raw.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if not sqlite_inline.busy(exc):
+                        raise
+                    # Another process holds the write lock: wait for it off the loop.
+                    await _to_the_end(loop.run_in_executor(None, _begin_waiting, raw))
+                changes = raw.total_changes
+                yield _SQLiteStatements(raw)
+                if raw.total_changes != changes:  # a commit that wrote waits for fsync (synchronous=FULL)
+                    await _to_the_end(loop.run_in_executor(None, raw.commit))
+                else:
+                    raw.commit()
+            finally:
+                if raw.in_transaction:
+                    raw.rollback()
+
+    def _raw_writer(self) -> sqlite3.Connection:
+        loop = asyncio.get_running_loop()
+        conn = self._raw_writers.get(loop)
+        if conn is None:
+            assert self._raw_path is not None
+            # The engine's settings (_sqlite_pragmas); a busy timeout of 0: a lock is waited for off the loop.
+            conn = sqlite3.connect(self._raw_path, timeout=0, isolation_level=None, check_same_thread=False)
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=0"):
+                conn.execute(f"PRAGMA {pragma}")
+            self._raw_writers[loop] = conn
+        return conn
+
+    @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
         """Whether this process holds `name` among every process of this PostgreSQL database (a session
         advisory lock, held on its own connection until the block ends); always True on SQLite."""
@@ -252,6 +358,9 @@ class Database:
             if self._raw is not None:
                 self._raw.close()
                 self._raw = None
+            for conn in list(self._raw_writers.values()):
+                conn.close()
+            self._raw_writers.clear()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.audit import merkle
@@ -118,23 +118,26 @@ async def test_sequence_numbers_start_at_one_without_gaps_and_time_never_goes_ba
 
 
 async def test_concurrent_records_share_one_transaction_per_batch(db: Database, log: AuditLog, db_path: Path) -> None:
-    commits: list[int] = []
-    inserted: list[int] = []
+    # The append's statements run on the raw SQLite connection (Database.raw_writing): SQLite's own trace.
+    statements: list[str] = []
+    db._raw_writer().set_trace_callback(statements.append)
 
-    def on_insert(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool) -> None:
-        if statement.startswith("INSERT INTO audit_records"):
-            inserted.append(len(parameters) if executemany else 1)
-
-    event.listen(db.engine.sync_engine, "commit", lambda _conn: commits.append(len(inserted)))
-    event.listen(db.engine.sync_engine, "after_cursor_execute", on_insert)
+    def records_per_transaction() -> list[int]:
+        counts, n = [], 0
+        for sql in statements:
+            if sql.startswith("INSERT INTO audit_records"):
+                n += 1
+            elif sql == "COMMIT":
+                counts.append(n)
+                n = 0
+        return counts
 
     # All 200 calls are queued before the flusher task first runs: one batch, one transaction.
     seqs = await asyncio.gather(
         *(log.record(AuditEvent.DIRECTORY_SEARCHED, author=f"u{i}@x", request={"i": i}) for i in range(200))
     )
     assert seqs == list(range(1, 201))
-    assert commits == [1]
-    assert inserted == [200]
+    assert records_per_transaction() == [200]
     stored = rows(db_path)
     assert len(stored) == 200
     assert head_size(db_path) == 200 == await log.size()
@@ -154,8 +157,7 @@ async def test_concurrent_records_share_one_transaction_per_batch(db: Database, 
     ]
     assert await asyncio.gather(*first) == list(range(201, 261))
     assert await asyncio.gather(*second) == list(range(261, 301))
-    assert commits == [1, 2, 3]
-    assert inserted == [200, 60, 40]
+    assert records_per_transaction() == [200, 60, 40]
     assert len(rows(db_path)) == 300 == head_size(db_path)
 
 

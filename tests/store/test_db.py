@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -435,3 +436,131 @@ async def test_rows_refuses_to_write_on_sqlite(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             await db.rows("DELETE FROM trust_domains", {})
         assert await db.rows("SELECT count(*) FROM trust_domains", {}) == [(2,)]
+
+
+# -- raw_writing(): the hot write transactions ---------------------------------------------------------
+
+_ADD = "INSERT INTO scratch (k, v) VALUES (:k, :v)"
+_ONE = "SELECT v FROM scratch WHERE k = 'a'"
+
+
+async def _scratch(db: Database) -> None:
+    """A table of two text columns: the same values bind alike on both backends."""
+    await db.migrate()
+    async with db.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE scratch (k VARCHAR(20) PRIMARY KEY, v VARCHAR(20) NOT NULL)"))
+        await conn.execute(text(_ADD), [{"k": "a", "v": "manual"}, {"k": "b", "v": "annuaire"}])
+
+
+async def test_raw_writing_commits_rolls_back_and_bypasses_the_engine_on_sqlite(db_url: str) -> None:
+    """One mapping runs once and returns its rows, a list runs for each; an error rolls the whole
+    transaction back; on SQLite no statement goes through the engine (no pool, BEGIN event, greenlets)."""
+    async with Database(db_url) as db:
+        await _scratch(db)
+        through_engine: list[str] = []
+        event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: through_engine.append(a[2]))
+        async with db.raw_writing() as tx:
+            await tx.execute(_ADD, [{"k": "c", "v": "manual"}, {"k": "d", "v": "manual"}])
+            assert await tx.execute("SELECT count(*) FROM scratch", {}) == [(4,)]
+            assert await tx.execute("UPDATE scratch SET v = 'x' WHERE k = :k", {"k": "c"}) == []
+
+        async def fails_midway(second: dict[str, str] | None) -> None:
+            async with db.raw_writing() as tx:
+                await tx.execute(_ADD, {"k": "e", "v": "manual"})
+                if second is None:
+                    raise ZeroDivisionError
+                await tx.execute(_ADD, second)
+
+        with pytest.raises(ZeroDivisionError):
+            await fails_midway(None)
+        with pytest.raises((IntegrityError, sqlite3.IntegrityError)):
+            await fails_midway({"k": "c", "v": "manual"})  # the primary key again
+        assert await db.rows("SELECT k, v FROM scratch ORDER BY k", {}) == [
+            ("a", "manual"),
+            ("b", "annuaire"),
+            ("c", "x"),
+            ("d", "manual"),
+        ]
+        async with db.raw_writing() as tx:  # FOR UPDATE where the backend has it
+            assert tx.for_update == ("" if db.is_sqlite else " FOR UPDATE")
+            assert await tx.execute(_ONE + tx.for_update, {}) == [("manual",)]
+        if db.is_sqlite:
+            assert through_engine == []
+        else:
+            assert len(through_engine) == 8  # seven in raw_writing(), one in rows(): one engine on PostgreSQL
+
+
+async def test_raw_writing_keeps_foreign_keys_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
+        await db.migrate()
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            async with db.raw_writing() as tx:
+                await tx.execute("INSERT INTO subscriptions (address, name) VALUES ('nobody@x.fr', 'INBOX')", {})
+
+
+async def test_raw_writing_waits_for_another_process_off_the_loop(tmp_path: Path) -> None:
+    """Another process (an admin command) holds the write lock: BEGIN IMMEDIATE waits on a worker thread,
+    the loop keeps turning, the transaction goes on once the lock is free."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    async with Database(f"sqlite+aiosqlite:///{path}") as db:
+        await _scratch(db)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute(_ADD, {"k": "c", "v": "manual"})
+
+            async def write() -> None:
+                async with db.raw_writing() as tx:
+                    await tx.execute(_ADD, {"k": "d", "v": "manual"})
+
+            async with LoopTicks() as ticks:
+                writer = asyncio.create_task(write())
+                await asyncio.sleep(0.5)
+                assert not writer.done()
+                other.execute("COMMIT")
+                await asyncio.wait_for(writer, 5)
+            assert ticks.count >= 25
+        finally:
+            other.close()
+        assert await db.rows("SELECT count(*) FROM scratch", {}) == [(4,)]
+
+
+async def test_raw_writing_cancelled_in_its_commit_leaves_the_connection_whole(tmp_path: Path) -> None:
+    """A task cancelled while its COMMIT runs on a worker thread: the commit finishes (the record is
+    durable), the cancellation is raised afterwards, and the next transaction finds a clean connection."""
+    import time
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    class SlowStart(ThreadPoolExecutor):
+        """Worker threads start their call 0.3 s late: the cancellation lands while the COMMIT is pending."""
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            def late() -> Any:
+                time.sleep(0.3)
+                return fn(*args, **kwargs)
+
+            return super().submit(late)
+
+    asyncio.get_running_loop().set_default_executor(SlowStart(max_workers=2))
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
+        await _scratch(db)
+        entered = asyncio.Event()
+
+        async def write() -> None:
+            async with db.raw_writing() as tx:
+                await tx.execute(_ADD, {"k": "c", "v": "manual"})
+                entered.set()
+
+        writer = asyncio.create_task(write())
+        await entered.wait()
+        await asyncio.sleep(0)  # the commit is on its worker thread now
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        async with db.raw_writing() as tx:
+            await tx.execute(_ADD, {"k": "d", "v": "manual"})
+        assert await db.rows("SELECT k FROM scratch ORDER BY k", {}) == [("a",), ("b",), ("c",), ("d",)]
