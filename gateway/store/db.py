@@ -34,11 +34,13 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.dialects import registry
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -110,6 +112,29 @@ class Statements(Protocol):
         ...
 
 
+_SQLITE_DATETIME = sqlite_dialect.DATETIME().bind_processor(sqlite_dialect.dialect())  # type: ignore[no-untyped-call]
+
+
+def _sqlite_binds(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Datetimes as SQLAlchemy stores them on SQLite (UTC, models.UTCDateTime), so that rows written in
+    plain SQL read back alike through the ORM; other values as they are."""
+    if not any(isinstance(v, datetime) for v in params.values()):
+        return params
+    assert _SQLITE_DATETIME is not None
+    return {k: _SQLITE_DATETIME(_utc(v)) if isinstance(v, datetime) else v for k, v in params.items()}
+
+
+def _pg_binds(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Datetimes in UTC, naive ones refused, as models.UTCDateTime does."""
+    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in params.items()}
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored: use UTC-aware values")
+    return value.astimezone(UTC)
+
+
 class _SQLiteStatements:
     for_update = ""
 
@@ -118,18 +143,22 @@ class _SQLiteStatements:
 
     async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         if isinstance(params, Mapping):
-            return self._conn.execute(sql, params).fetchall()
-        self._conn.executemany(sql, params)
+            return self._conn.execute(sql, _sqlite_binds(params)).fetchall()
+        self._conn.executemany(sql, [_sqlite_binds(p) for p in params])
         return []
 
 
 class _EngineStatements:
-    def __init__(self, conn: AsyncConnection, is_sqlite: bool) -> None:
+    def __init__(self, conn: AsyncConnection | AsyncSession, is_sqlite: bool) -> None:
         self._conn = conn
+        self._is_sqlite = is_sqlite
         self.for_update = "" if is_sqlite else " FOR UPDATE"
 
     async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        result = await self._conn.execute(text(sql), dict(params) if isinstance(params, Mapping) else list(params))
+        bind = _sqlite_binds if self._is_sqlite else _pg_binds
+        many = not isinstance(params, Mapping)
+        bound: Any = [bind(p) for p in params] if many else bind(params)  # type: ignore[arg-type]
+        result: Any = await self._conn.execute(text(sql), bound)  # a CursorResult, from a session too
         return [tuple(r) for r in result] if result.returns_rows else []
 
 
@@ -280,6 +309,10 @@ class Database:
             finally:
                 if raw.in_transaction:
                     raw.rollback()
+
+    def statements(self, session: AsyncSession | AsyncConnection) -> Statements:
+        """The plain-SQL statements of `raw_writing()` in a transaction the caller already holds."""
+        return _EngineStatements(session, self.is_sqlite)
 
     def _raw_writer(self) -> sqlite3.Connection:
         loop = asyncio.get_running_loop()

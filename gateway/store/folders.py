@@ -11,12 +11,9 @@ Implementation notes
 from __future__ import annotations
 
 import time
-from typing import cast
-
-from sqlalchemy import Table, bindparam, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.errors import NotFound
+from gateway.store.db import Statements
 from gateway.store.models import Folder, Subscription
 
 STANDARD_FOLDERS: list[tuple[str, str | None]] = [
@@ -41,20 +38,17 @@ def standard_subscriptions(address: str) -> list[Subscription]:
     return [Subscription(address=address, name=name) for name, _ in STANDARD_FOLDERS]
 
 
-_FOLDERS = cast(Table, Folder.__table__)
 _ALLOCATE = (
-    update(_FOLDERS)
-    .where(_FOLDERS.c.address == bindparam("b_address"), _FOLDERS.c.name == bindparam("b_name"))
-    .values(uidnext=_FOLDERS.c.uidnext + 1, highestmodseq=_FOLDERS.c.highestmodseq + 1)
-    .returning(_FOLDERS.c.id, _FOLDERS.c.uidnext - 1, _FOLDERS.c.highestmodseq, _FOLDERS.c.uidvalidity)
+    "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+    " WHERE address = :address AND name = :name RETURNING id, uidnext - 1, highestmodseq, uidvalidity"
 )
-"""Built once: on every delivery's path, building and keying the statement cost more than running it."""
 
 
-async def allocate_uid(session: AsyncSession | AsyncConnection, address: str, name: str) -> tuple[int, int, int, int]:
+async def allocate_uid(tx: Statements, address: str, name: str) -> tuple[int, int, int, int]:
     """Take the folder's next UID and modseq under its row's lock: (folder id, uid, modseq, uidvalidity).
     One UPDATE ... RETURNING (SQLite 3.35+, PostgreSQL): it is on every delivery's path."""
-    row = (await session.execute(_ALLOCATE, {"b_address": address, "b_name": name})).first()
-    if row is None:
+    rows = await tx.execute(_ALLOCATE, {"address": address, "name": name})
+    if not rows:
         raise NotFound(f"no folder {name} in {address}")
+    row = rows[0]
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])

@@ -789,7 +789,7 @@ class Mailstore:
     ) -> tuple[int, int]:
         """Store a message a client appends; returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315)."""
         message_id = _message_id(body)
-        async with self.db.writing() as s:
+        async with self.db.raw_writing() as tx:
             delivered = await self.store.deliver(
                 address,
                 body,
@@ -797,7 +797,7 @@ class Mailstore:
                 flags=_text(flags),
                 internal_date=internal_date,
                 header_message_id=message_id,
-                session=s,
+                session=tx,
                 quota=self._quota_check(address, len(body)),
             )
             return delivered.uidvalidity, delivered.uid

@@ -12,21 +12,21 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.errors import NotFound
-from gateway.store.db import bound_list
+from gateway.store.db import Statements, bound_list
 from gateway.store.folders import allocate_uid
 from gateway.store.mailboxes import MailboxRepository
-from gateway.store.models import Account, StoredMessage, utcnow
+from gateway.store.models import utcnow
 
-_MESSAGES = cast(Table, StoredMessage.__table__)
-_INSERT = insert(_MESSAGES)
-_ACCOUNT = select(Account.data_key, Account.used_bytes, Account.quota_bytes).where(
-    Account.address == bindparam("b_address")
+# Plain SQL (Database.raw_writing / statements): this is every delivery's and APPEND's path.
+_ACCOUNT = "SELECT data_key, used_bytes, quota_bytes FROM accounts WHERE address = :address"
+_INSERT = (
+    "INSERT INTO messages (id, address, folder_id, uid, modseq, flags, internal_date, header_message_id, size,"
+    " body, created_at) VALUES (:id, :address, :folder_id, :uid, :modseq, :flags, :internal_date,"
+    " :header_message_id, :size, :body, :created_at)"
 )
 
 
@@ -61,26 +61,30 @@ class MessageStore:
         flags: str = "",
         internal_date: datetime | None = None,
         header_message_id: str | None = None,
-        session: AsyncSession | AsyncConnection | None = None,
+        session: AsyncSession | AsyncConnection | Statements | None = None,
         quota: QuotaCheck | None = None,
     ) -> Delivered:
-        """Store `body` in `folder`; inside `session` when given (it commits with the caller's changes).
+        """Store `body` in `folder`; inside `session` (a transaction) when given: it commits with the caller's
+        changes.
         `quota` sees the mailbox's usage first (read with its key, in the same statement)."""
         address = address.lower()
         message_id = secrets.token_hex(16)
         now = utcnow()
         async with contextlib.AsyncExitStack() as stack:
-            s = session if session is not None else await stack.enter_async_context(self.db.write())
-            # Core statements in the caller's transaction: this is every delivery's and APPEND's path.
-            account = (await s.execute(_ACCOUNT, {"b_address": address})).first()
-            if account is None:
+            if session is None:
+                tx = await stack.enter_async_context(self.db.raw_writing())
+            else:
+                tx = self.db.statements(session) if isinstance(session, AsyncSession | AsyncConnection) else session
+            rows = await tx.execute(_ACCOUNT, {"address": address})
+            if not rows:
                 raise NotFound(f"no local mailbox {address}")
-            folder_id, uid, modseq, uidvalidity = await allocate_uid(s, address, folder)
+            wrapped, used, quota_bytes = rows[0]
+            folder_id, uid, modseq, uidvalidity = await allocate_uid(tx, address, folder)
             if quota is not None:  # after the folder is known to exist (APPEND: TRYCREATE before OVERQUOTA)
-                quota(int(account.used_bytes), account.quota_bytes)
-            sealed = self.mailboxes.kek.unwrap(account.data_key, address).seal(body, body_aad(address, message_id))
-            await s.execute(
-                _INSERT,  # parameters, not .values(): no statement to build and key for the cache each time
+                quota(int(used), quota_bytes)
+            sealed = self.mailboxes.kek.unwrap(wrapped, address).seal(body, body_aad(address, message_id))
+            await tx.execute(
+                _INSERT,
                 {
                     "id": message_id,
                     "address": address,

@@ -145,3 +145,25 @@ async def test_deleting_a_mailbox_deletes_its_messages(messages: MessageStore) -
     with pytest.raises(NotFound) as exc:
         await messages.put(ALICE, b"after")
     assert str(exc.value) == f"no local mailbox {ALICE}"
+
+
+async def test_a_delivery_in_plain_sql_reads_back_through_the_orm(messages: MessageStore) -> None:
+    """Deliveries write in plain SQL (Database.raw_writing): dates are stored as the ORM stores them (UTC,
+    SQLAlchemy's text form on SQLite), so they read back equal, an offset converted; naive ones refused."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    paris = datetime(2026, 3, 29, 3, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    got = await messages.deliver(ALICE, BODY, folder="Archive", flags="\\Seen", internal_date=paris)
+    async with messages.db.read() as s:
+        row = (await s.execute(select(StoredMessage).where(StoredMessage.id == got.id))).scalar_one()
+    assert (row.folder_id is not None, row.uid, row.modseq, row.flags) == (True, 1, 2, "\\Seen")
+    assert row.internal_date == datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=UTC)
+    assert row.internal_date.tzinfo == UTC
+    assert abs(row.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+    if messages.db.is_sqlite:  # the text SQL compares (retention's cutoffs): the ORM's form, in UTC
+        stored = await messages.db.rows("SELECT internal_date FROM messages WHERE id = :id", {"id": got.id})
+        assert stored == [("2026-03-29 01:30:15.123456",)]
+    assert (row.size, got.folder, got.uid) == (len(BODY), "Archive", 1)
+    with pytest.raises(ValueError, match="naive datetimes are not stored"):
+        await messages.deliver(ALICE, BODY, internal_date=datetime(2026, 1, 1))
+    assert await messages.get(ALICE, got.id) == BODY
