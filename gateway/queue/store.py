@@ -25,20 +25,41 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import defer
 
 from directory.addresses import domain_of
 from gateway.errors import NotFound
 from gateway.store.crypto import KeyEncryptionKey
-from gateway.store.db import Database
+from gateway.store.db import Database, Statements
 from gateway.store.models import QueuedMessage, QueuedRecipient, utcnow
 
 _MESSAGES = cast(Table, QueuedMessage.__table__)
 _RECIPIENTS = cast(Table, QueuedRecipient.__table__)
 
 FINAL = ("delivered", "relayed", "failed")
+
+# Plain SQL (Database.raw_writing / statements): every queued message goes through these.
+_ENQUEUE = (
+    "INSERT INTO queue_messages (id, source, sender, principal, peer, header_message_id, size, body, created_at)"
+    " VALUES (:id, :source, :sender, :principal, :peer, :header_message_id, :size, :body, :created_at)"
+)
+_ENQUEUE_RECIPIENT = (
+    "INSERT INTO queue_recipients (message_id, recipient, domain, local, status, attempts, next_attempt_at,"
+    " updated_at) VALUES (:message_id, :recipient, :domain, :local, 'pending', 0, :now, :now)"
+)
+# The outcome, provided the caller still holds the lease (RETURNING: one row, or none when it was lost).
+# A retry time or an error, when given, replace the ones recorded.
+_SETTLE = (
+    "UPDATE queue_recipients SET status = :status, attempts = :attempts, lease_owner = NULL,"
+    " lease_until = NULL, updated_at = :now, last_error = coalesce(:error, last_error),"
+    " next_attempt_at = coalesce(:retry_at, next_attempt_at)"
+    " WHERE id = :id AND status = 'pending' AND lease_owner = :owner RETURNING id"
+)
+_OPEN = (
+    "SELECT count(*) FROM queue_recipients WHERE message_id = :id AND status NOT IN ('delivered', 'relayed', 'failed')"
+)
 
 
 class LeaseLost(Exception):
@@ -116,33 +137,34 @@ class Queue:
         queue_id = secrets.token_hex(16)
         now = utcnow()
         async with contextlib.AsyncExitStack() as stack:
-            s = session if session is not None else await stack.enter_async_context(self.db.write())
-            # Core inserts (no unit of work): every accepted message that leaves the node comes here.
-            await s.execute(
-                insert(_MESSAGES).values(
-                    id=queue_id,
-                    source=source,
-                    sender=sender,
-                    principal=principal,
-                    peer=peer,
-                    header_message_id=header_message_id,
-                    size=len(body),
-                    body=self.kek.seal(body, _aad(queue_id)),
-                    created_at=now,
-                )
+            if session is None:
+                tx = await stack.enter_async_context(self.db.raw_writing())
+            else:
+                tx = self.db.statements(session)
+            # Plain SQL: every accepted message that leaves the node comes here.
+            await tx.execute(
+                _ENQUEUE,
+                {
+                    "id": queue_id,
+                    "source": source,
+                    "sender": sender,
+                    "principal": principal,
+                    "peer": peer,
+                    "header_message_id": header_message_id,
+                    "size": len(body),
+                    "body": self.kek.seal(body, _aad(queue_id)),
+                    "created_at": now,
+                },
             )
-            await s.execute(
-                insert(_RECIPIENTS),
+            await tx.execute(
+                _ENQUEUE_RECIPIENT,
                 [
                     {
                         "message_id": queue_id,
                         "recipient": r,
                         "domain": domain_of(r),
                         "local": domain_of(r) in local,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "updated_at": now,
+                        "now": now,
                     }
                     for r in dict.fromkeys(r.lower() for r in recipients)
                 ],
@@ -227,9 +249,9 @@ class Queue:
             raise NotFound(f"no queued message {queue_id}")
         return _envelope(m)
 
-    @staticmethod
     async def settle(
-        s: AsyncSession | AsyncConnection,
+        self,
+        s: AsyncSession | AsyncConnection | Statements,
         job: Job,
         status: str,
         *,
@@ -238,57 +260,42 @@ class Queue:
     ) -> None:
         """Record a recipient's outcome inside the caller's transaction (so it commits with the delivery),
         provided the caller still holds its lease; LeaseLost otherwise."""
-        values: dict[str, Any] = {
+        tx = self.db.statements(s) if isinstance(s, AsyncSession | AsyncConnection) else s
+        params: dict[str, Any] = {
+            "id": job.recipient_id,
+            "owner": job.owner,
             "status": status,
             "attempts": job.attempts + 1,
-            "lease_owner": None,
-            "lease_until": None,
-            "updated_at": utcnow(),
+            "now": utcnow(),
+            "error": None if error is None else error[:1000],
+            "retry_at": retry_at,
         }
-        if error is not None:
-            values["last_error"] = error[:1000]
-        if retry_at is not None:
-            values["next_attempt_at"] = retry_at
-        result = await s.execute(
-            update(QueuedRecipient)
-            .where(
-                QueuedRecipient.id == job.recipient_id,
-                QueuedRecipient.status == "pending",
-                QueuedRecipient.lease_owner == job.owner,
-            )
-            .values(**values)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        done = await tx.execute(_SETTLE, params)
+        if len(done) != 1:
             # Our lease expired and another worker took the recipient over: raising rolls back whatever
             # this transaction did with it (a mailbox insert), so it is delivered once, by the other.
             raise LeaseLost(
                 f"recipient {job.recipient_id} of {job.envelope.queue_id} is no longer leased to {job.owner}"
             )
         if status in FINAL:
-            await Queue._retire(s, job.envelope.queue_id)
+            await self._retire(tx, job.envelope.queue_id)
 
     @staticmethod
-    async def _retire(s: AsyncSession | AsyncConnection, queue_id: str) -> bool:
-        open_ = (
-            await s.execute(
-                select(func.count())
-                .select_from(QueuedRecipient)
-                .where(QueuedRecipient.message_id == queue_id, QueuedRecipient.status.not_in(FINAL))
-            )
-        ).scalar_one()
-        if open_:
+    async def _retire(tx: Statements, queue_id: str) -> bool:
+        # FINAL's statuses are written out in _OPEN: they are constants, not input.
+        if (await tx.execute(_OPEN, {"id": queue_id}))[0][0]:
             return False
-        await s.execute(delete(QueuedMessage).where(QueuedMessage.id == queue_id))
+        await tx.execute("DELETE FROM queue_messages WHERE id = :id", {"id": queue_id})
         return True
 
     async def mark(self, job: Job, status: str, *, error: str | None = None, retry_at: datetime | None = None) -> None:
-        async with self.db.writing() as conn:
-            await self.settle(conn, job, status, error=error, retry_at=retry_at)
+        async with self.db.raw_writing() as tx:
+            await self.settle(tx, job, status, error=error, retry_at=retry_at)
 
     async def retire_if_done(self, queue_id: str) -> bool:
         """Drop the message once every recipient is final; returns whether it was dropped."""
-        async with self.db.write() as s:
-            return await self._retire(s, queue_id)
+        async with self.db.raw_writing() as tx:
+            return await self._retire(tx, queue_id)
 
     async def recipients(self, queue_id: str) -> list[QueuedRecipient]:
         async with self.db.read() as s:

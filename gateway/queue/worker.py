@@ -195,7 +195,7 @@ class DeliveryWorker:
         try:
             async with self.node.db.write() as s:
                 for job, st in failed:
-                    await Queue.settle(s, job, "failed", error=st.diagnostic)
+                    await self.queue.settle(s, job, "failed", error=st.diagnostic)
                 dsn_id = (
                     await self.queue.enqueue(
                         source="dsn",
@@ -233,7 +233,7 @@ class DeliveryWorker:
         try:
             async with self.node.db.write() as s:
                 delivered = await self.mailstore.deliver_checked(s, job.recipient, body, env.header_message_id)
-                await Queue.settle(s, job, "delivered")
+                await self.queue.settle(s, job, "delivered")
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
             return Result(job.recipient, True)
         except QuotaExceeded:  # RFC 3463 X.2.2: temporary, the owner may make room before the message expires

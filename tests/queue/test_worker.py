@@ -59,7 +59,7 @@ async def test_a_worker_whose_lease_was_taken_over_does_not_deliver(node: Node) 
     assert [j.recipient for j in fast.jobs] == [RCPT]
     async with node.db.write() as s:  # the slow worker's record is refused and rolled back
         with pytest.raises(LeaseLost):
-            await Queue.settle(s, slow.jobs[0], "delivered")
+            await queue.settle(s, slow.jobs[0], "delivered")
     worker = DeliveryWorker(node, queue, owner="fast")
     await worker._message(fast.jobs[0].envelope.queue_id, fast.jobs)
     assert await stored(node) == 1

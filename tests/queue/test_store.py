@@ -1,0 +1,80 @@
+"""The queue's rows on both backends: enqueue, claim, settle (retries, errors, lost leases), retirement.
+The hot statements are plain SQL (Database.raw_writing / statements): what they write must read back
+through the ORM as the ORM would have written it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from gateway.queue.store import LeaseLost, Queue
+from gateway.store.crypto import KeyEncryptionKey
+from gateway.store.db import Database
+from gateway.store.models import QueuedMessage, QueuedRecipient
+from tests.store.conftest import db_url, kek, store_db  # noqa: F401 (fixtures on both backends)
+
+T0 = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
+LOCAL = "ch-test.mssante.fr"
+
+
+async def _recipients(db: Database) -> list[QueuedRecipient]:
+    async with db.read() as s:
+        return list((await s.execute(select(QueuedRecipient).order_by(QueuedRecipient.id))).scalars())
+
+
+async def test_enqueue_claim_settle_and_retire(store_db: Database, kek: KeyEncryptionKey) -> None:  # noqa: F811
+    queue = Queue(store_db, kek)
+    queue_id = await queue.enqueue(
+        source="submission",
+        sender="claire@ch-test.mssante.fr",
+        recipients=["Paul@Autre.mssante.fr", "lucas@ch-test.mssante.fr", "paul@autre.mssante.fr"],
+        body=b"Subject: x\r\n\r\ny\r\n",
+        local_domains=[LOCAL],
+        principal="claire@ch-test.mssante.fr",
+        header_message_id="<m1@ch-test.mssante.fr>",
+    )
+    assert await queue.body(queue_id) == b"Subject: x\r\n\r\ny\r\n"
+    envelope = await queue.envelope(queue_id)
+    assert (envelope.sender, envelope.principal, envelope.size, envelope.header_message_id) == (
+        "claire@ch-test.mssante.fr",
+        "claire@ch-test.mssante.fr",
+        17,
+        "<m1@ch-test.mssante.fr>",
+    )
+    assert envelope.created_at.tzinfo == UTC
+    assert abs(envelope.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+    rows = await _recipients(store_db)
+    assert [(r.recipient, r.domain, r.local, r.status, r.attempts) for r in rows] == [
+        ("paul@autre.mssante.fr", "autre.mssante.fr", False, "pending", 0),  # once, lower-cased
+        ("lucas@ch-test.mssante.fr", LOCAL, True, "pending", 0),
+    ]
+
+    claim = await queue.claim(owner="n1", lease=timedelta(seconds=60), now=datetime.now(UTC) + timedelta(seconds=1))
+    remote, local = claim.jobs
+    await queue.mark(remote, "pending", error="smtp; 421 4.4.2 try later", retry_at=T0)
+    await queue.mark(local, "delivered")
+    rows = await _recipients(store_db)
+    assert [(r.status, r.attempts, r.last_error, r.next_attempt_at, r.lease_owner) for r in rows] == [
+        ("pending", 1, "smtp; 421 4.4.2 try later", T0, None),
+        ("delivered", 1, None, rows[1].next_attempt_at, None),
+    ]
+    with pytest.raises(LeaseLost, match="is no longer leased to n1"):  # settled already: no lease held
+        await queue.mark(remote, "relayed")
+
+    again = await queue.claim(owner="n2", lease=timedelta(seconds=60), now=T0 + timedelta(seconds=1))
+    assert [(j.recipient, j.attempts) for j in again.jobs] == [("paul@autre.mssante.fr", 1)]
+    await queue.mark(again.jobs[0], "pending")  # neither error nor retry time: the recorded ones stay
+    rows = await _recipients(store_db)
+    assert (rows[0].status, rows[0].attempts, rows[0].last_error, rows[0].next_attempt_at) == (
+        "pending",
+        2,
+        "smtp; 421 4.4.2 try later",
+        T0,
+    )
+    last = await queue.claim(owner="n2", lease=timedelta(seconds=60), now=T0 + timedelta(seconds=2))
+    await queue.mark(last.jobs[0], "relayed")  # every recipient final: the message leaves the queue
+    assert await _recipients(store_db) == []
+    async with store_db.read() as s:
+        assert (await s.execute(select(QueuedMessage.id))).scalars().all() == []
