@@ -437,3 +437,16 @@ async def test_repository_without_kek(store_db: Database) -> None:
     assert str(exc.value) == "this repository was opened without the key-encryption key"
     async with store_db.read() as s:
         assert (await s.execute(select(Mailbox))).scalars().all() == []
+
+
+async def test_deliverable_names_the_active_local_mailboxes_only(repo: MailboxRepository) -> None:
+    """Delivery at acceptance asks, in its own transaction, which recipients it may store for: a disabled
+    mailbox and an unknown address are not among them (the message goes to the queue instead)."""
+    for name in ("a", "b", "c"):
+        await repo.create(f"{name}@ch-test.mssante.fr", "PER")
+    assert await repo.set_active("b@ch-test.mssante.fr", False)
+    wanted = {"a@ch-test.mssante.fr", "b@ch-test.mssante.fr", "c@ch-test.mssante.fr", "z@ch-test.mssante.fr"}
+    async with repo.db.write() as s:
+        assert await repo.deliverable(s, wanted) == {"a@ch-test.mssante.fr", "c@ch-test.mssante.fr"}
+    async with repo.db.writing() as conn:
+        assert await repo.deliverable(conn, {"b@ch-test.mssante.fr"}) == set()
