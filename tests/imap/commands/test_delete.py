@@ -181,17 +181,23 @@ def test_another_session_with_the_folder_selected(box: Box) -> None:
     third.close()
 
 
-def test_a_new_folder_that_takes_the_deleted_ones_id_is_not_the_selected_one(box: Box) -> None:
-    """SQLite gives a new row the highest rowid + 1: a folder created right after the newest one was deleted
-    reuses its id. The session that had the deleted one selected must not go on in the new one."""
+def _replaced_while_selected(box: Box, old: list[bytes], new: list[bytes]) -> tuple[Raw, Raw]:
+    """The reader selects Projets (the newest folder, holding `old`); the admin deletes it, creates Autre
+    and appends `new` to it. SQLite used to give Autre the deleted folder's id (migration 0010)."""
     admin, reader = box.raw(), box.raw()
-    assert admin.command("a1", "CREATE Projets") == [b"a1 OK CREATE completed"]  # the newest folder
-    for n in (1, 2, 3):
-        admin.command(f"a{n + 1}", f"APPEND Projets {{{len(message(n))}+}}\r\n{message(n).decode()}")
-    assert b"* 3 EXISTS" in reader.command("r1", "SELECT Projets")
-    assert admin.command("a5", "DELETE Projets") == [b"a5 OK DELETE completed"]
-    assert admin.command("a6", "CREATE Autre") == [b"a6 OK CREATE completed"]
-    admin.command("a7", f"APPEND Autre {{{len(message(9))}+}}\r\n{message(9).decode()}")
+    assert admin.command("a1", "CREATE Projets") == [b"a1 OK CREATE completed"]
+    for i, m in enumerate(old):
+        admin.command(f"p{i}", f"APPEND Projets {{{len(m)}+}}\r\n{m.decode()}")
+    assert f"* {len(old)} EXISTS".encode() in reader.command("r1", "SELECT Projets")
+    assert admin.command("a2", "DELETE Projets") == [b"a2 OK DELETE completed"]
+    assert admin.command("a3", "CREATE Autre") == [b"a3 OK CREATE completed"]
+    for i, m in enumerate(new):
+        admin.command(f"n{i}", f"APPEND Autre {{{len(m)}+}}\r\n{m.decode()}")
+    return admin, reader
+
+
+def test_a_new_folder_made_after_the_selected_one_was_deleted_is_not_the_selected_one(box: Box) -> None:
+    admin, reader = _replaced_while_selected(box, [message(1), message(2), message(3)], [message(9)])
     assert reader.command("r2", "NOOP") == [b"* BYE The selected folder no longer exists", b""]
     admin.close()
     reader.close()
@@ -199,31 +205,17 @@ def test_a_new_folder_that_takes_the_deleted_ones_id_is_not_the_selected_one(box
 
 def test_a_new_folder_that_has_caught_up_with_the_deleted_one_is_not_the_selected_one(box: Box) -> None:
     """Past the deleted folder's HIGHESTMODSEQ, the session's look for changes could not tell the new folder
-    from it when the id was reused: folder ids are never reused (migration 0010), the session learns."""
-    admin, reader = box.raw(), box.raw()
-    assert admin.command("a1", "CREATE Projets") == [b"a1 OK CREATE completed"]  # the newest folder
-    admin.command("a2", f"APPEND Projets {{{len(message(1))}+}}\r\n{message(1).decode()}")
-    assert b"* 1 EXISTS" in reader.command("r1", "SELECT Projets")
-    assert admin.command("a3", "DELETE Projets") == [b"a3 OK DELETE completed"]
-    assert admin.command("a4", "CREATE Autre") == [b"a4 OK CREATE completed"]
-    for n in (5, 6, 7, 8):
-        admin.command(f"a{n}", f"APPEND Autre {{{len(message(n))}+}}\r\n{message(n).decode()}")
+    from it when the id was reused (it answered "* 4 EXISTS"): folder ids are never reused now."""
+    admin, reader = _replaced_while_selected(box, [message(1)], [message(n) for n in (5, 6, 7, 8)])
     assert reader.command("r2", "NOOP") == [b"* BYE The selected folder no longer exists", b""]
     admin.close()
     reader.close()
 
 
-def test_a_fetch_in_a_deleted_folder_whose_id_was_reused_returns_none_of_the_new_ones_content(box: Box) -> None:
+def test_a_fetch_in_a_deleted_folder_returns_none_of_the_new_ones_content(box: Box) -> None:
     """The FETCH runs before the session learns its folder is gone: its messages are read by their own
-    ids, never by (folder id, UID), which now name the new folder's messages."""
-    admin, reader = box.raw(), box.raw()
-    assert admin.command("a1", "CREATE Projets") == [b"a1 OK CREATE completed"]  # the newest folder
-    admin.command("a2", f"APPEND Projets {{{len(message(1))}+}}\r\n{message(1).decode()}")
-    assert b"* 1 EXISTS" in reader.command("r1", "SELECT Projets")
-    assert admin.command("a3", "DELETE Projets") == [b"a3 OK DELETE completed"]
-    assert admin.command("a4", "CREATE Autre") == [b"a4 OK CREATE completed"]
-    other = message(9, subject="autre dossier")
-    admin.command("a5", f"APPEND Autre {{{len(other)}+}}\r\n{other.decode()}")
+    ids, never by (folder id, UID), which could name the new folder's messages."""
+    admin, reader = _replaced_while_selected(box, [message(1)], [message(9, subject="autre dossier")])
     assert reader.command("r2", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])") == [
         b"r2 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
     ]
