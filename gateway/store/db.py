@@ -16,7 +16,7 @@ Implementation notes
   autocommit mode (a statement is its own snapshot in WAL), inline, without SQLAlchemy's per-transaction
   work (pool checkout, BEGIN, COMMIT, five greenlet switches: ~0.3 ms of a ~0.35 ms read); a statement
   meeting a lock (SQLITE_BUSY) goes the usual way, which waits off the loop. PostgreSQL: `reading()`.
-- `raw_writing()`: the hottest write transaction (the audit append, once per audited action) in plain SQL.
+- `raw_writing()`: the hottest write transactions (the audit append, APPEND, the queue) in plain SQL.
   On SQLite, a connection per event loop with the engine's settings, under the same writer lock: BEGIN
   IMMEDIATE and the statements inline, COMMIT (fsync) on a worker thread, which a cancelled task still
   waits for before the connection is touched again. PostgreSQL: `writing()`.
@@ -282,7 +282,7 @@ class Database:
     @asynccontextmanager
     async def raw_writing(self) -> AsyncIterator[Statements]:
         """A write transaction of plain SQL statements (`:name` parameters), for the hottest writes (the
-        audit append). On SQLite (inline driver): a connection of this event loop's own, BEGIN IMMEDIATE
+        audit append, APPEND, the queue). On SQLite (inline driver): a connection of this event loop's own, BEGIN IMMEDIATE
         and the statements inline, COMMIT (the fsync) on a worker thread, under `write()`'s lock, without
         SQLAlchemy's per-transaction work. Elsewhere: `writing()`'s connection."""
         if self._raw_path is None:
