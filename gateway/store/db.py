@@ -142,10 +142,19 @@ class _SQLiteStatements:
         self._conn = conn
 
     async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        if isinstance(params, Mapping):
-            return self._conn.execute(sql, _sqlite_binds(params)).fetchall()
-        self._conn.executemany(sql, [_sqlite_binds(p) for p in params])
-        return []
+        try:
+            if isinstance(params, Mapping):
+                return self._conn.execute(sql, _sqlite_binds(params)).fetchall()
+            self._conn.executemany(sql, [_sqlite_binds(p) for p in params])
+            return []
+        except sqlite3.Error as exc:
+            raise _dbapi_error(sql, exc) from exc
+
+
+def _dbapi_error(sql: str, exc: sqlite3.Error) -> Exception:
+    """SQLAlchemy's exception for a raw sqlite3 one (IntegrityError, OperationalError...), as the engine
+    raises them: callers catch one family on both backends. Parameters hidden: they hold sealed bodies."""
+    return DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True)
 
 
 class _EngineStatements:
@@ -282,9 +291,9 @@ class Database:
     @asynccontextmanager
     async def raw_writing(self) -> AsyncIterator[Statements]:
         """A write transaction of plain SQL statements (`:name` parameters), for the hottest writes (the
-        audit append, APPEND, the queue). On SQLite (inline driver): a connection of this event loop's own, BEGIN IMMEDIATE
-        and the statements inline, COMMIT (the fsync) on a worker thread, under `write()`'s lock, without
-        SQLAlchemy's per-transaction work. Elsewhere: `writing()`'s connection."""
+        audit append, APPEND, the queue). On SQLite (inline driver): a connection of this event loop's own,
+        BEGIN IMMEDIATE and the statements inline, COMMIT (the fsync) on a worker thread, under `write()`'s
+        lock, without SQLAlchemy's per-transaction work. Elsewhere: `writing()`'s connection."""
         if self._raw_path is None:
             async with self.writing() as conn:
                 yield _EngineStatements(conn, self.is_sqlite)
@@ -297,34 +306,42 @@ class Database:
                     raw.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
                     if not sqlite_inline.busy(exc):
-                        raise
+                        raise _dbapi_error("BEGIN IMMEDIATE", exc) from exc
                     # Another process holds the write lock: wait for it off the loop.
-                    await _to_the_end(loop.run_in_executor(None, _begin_waiting, raw))
+                    try:
+                        await _to_the_end(loop.run_in_executor(None, _begin_waiting, raw))
+                    except sqlite3.Error as waited:
+                        raise _dbapi_error("BEGIN IMMEDIATE", waited) from waited
                 changes = raw.total_changes
                 yield _SQLiteStatements(raw)
-                if raw.total_changes != changes:  # a commit that wrote waits for fsync (synchronous=FULL)
-                    await _to_the_end(loop.run_in_executor(None, raw.commit))
-                else:
-                    raw.commit()
+                try:
+                    if raw.total_changes != changes:  # a commit that wrote waits for fsync (synchronous=FULL)
+                        await _to_the_end(loop.run_in_executor(None, raw.commit))
+                    else:
+                        raw.commit()
+                except sqlite3.Error as exc:
+                    raise _dbapi_error("COMMIT", exc) from exc
             finally:
                 if raw.in_transaction:
                     raw.rollback()
 
     def statements(self, session: AsyncSession | AsyncConnection) -> Statements:
-        """The plain-SQL statements of `raw_writing()` in a transaction the caller already holds."""
+        """The plain-SQL statements of `raw_writing()` in a transaction the caller already holds (an ORM
+        session flushes its pending changes first, as for its own statements: autoflush)."""
         return _EngineStatements(session, self.is_sqlite)
 
     def _raw_writer(self) -> sqlite3.Connection:
         loop = asyncio.get_running_loop()
-        conn = self._raw_writers.get(loop)
-        if conn is None:
-            assert self._raw_path is not None
-            # The engine's settings (_sqlite_pragmas); a busy timeout of 0: a lock is waited for off the loop.
-            conn = sqlite3.connect(self._raw_path, timeout=0, isolation_level=None, check_same_thread=False)
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=0"):
-                conn.execute(f"PRAGMA {pragma}")
-            self._raw_writers[loop] = conn
-        return conn
+        with self._raw_lock:
+            conn = self._raw_writers.get(loop)
+            if conn is None:
+                assert self._raw_path is not None
+                # The engine's settings (_sqlite_pragmas); busy timeout 0: a lock is waited for off the loop.
+                conn = sqlite3.connect(self._raw_path, timeout=0, isolation_level=None, check_same_thread=False)
+                for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=0"):
+                    conn.execute(f"PRAGMA {pragma}")
+                self._raw_writers[loop] = conn
+            return conn
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
@@ -387,13 +404,23 @@ class Database:
             return None  # no schema yet
 
     async def close(self) -> None:
-        with self._raw_lock:
-            if self._raw is not None:
-                self._raw.close()
-                self._raw = None
-            for conn in list(self._raw_writers.values()):
-                conn.close()
-            self._raw_writers.clear()
+        # This loop's write transaction, if one is under way (its COMMIT may be on a worker thread), ends
+        # first; another loop's open transaction keeps its connection.
+        lock = self._writers.get(asyncio.get_running_loop())
+        if lock is not None:
+            await lock.acquire()
+        try:
+            with self._raw_lock:
+                if self._raw is not None:
+                    self._raw.close()
+                    self._raw = None
+                for loop, conn in list(self._raw_writers.items()):
+                    if not conn.in_transaction:
+                        conn.close()
+                        del self._raw_writers[loop]
+        finally:
+            if lock is not None:
+                lock.release()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -448,6 +448,8 @@ class MailboxRepository:
     async def deliverable(self, s: AsyncSession | AsyncConnection, addresses: set[str]) -> set[str]:
         """Those of `addresses` that are active local mailboxes, read in the caller's transaction (plain
         SQL: every message delivered at acceptance asks)."""
+        if not addresses:
+            return set()  # "IN ()" is an error on PostgreSQL
         marks, params = bound_list("a", sorted(addresses))
         params["yes"] = True
         sql = (

@@ -450,3 +450,8 @@ async def test_deliverable_names_the_active_local_mailboxes_only(repo: MailboxRe
         assert await repo.deliverable(s, wanted) == {"a@ch-test.mssante.fr", "c@ch-test.mssante.fr"}
     async with repo.db.writing() as conn:
         assert await repo.deliverable(conn, {"b@ch-test.mssante.fr"}) == set()
+
+
+async def test_deliverable_of_no_address_is_empty(repo: MailboxRepository) -> None:
+    async with repo.db.write() as s:  # no "IN ()", which PostgreSQL refuses
+        assert await repo.deliverable(s, set()) == set()
