@@ -128,7 +128,7 @@ class Queue:
         principal: str | None = None,
         peer: str | None = None,
         header_message_id: str | None = None,
-        session: AsyncSession | None = None,
+        session: AsyncSession | Statements | None = None,
     ) -> str:
         """Commit a message and its recipients durably (or add them to `session`); returns the queue id."""
         if not recipients:
@@ -260,7 +260,7 @@ class Queue:
     ) -> None:
         """Record a recipient's outcome inside the caller's transaction (so it commits with the delivery),
         provided the caller still holds its lease; LeaseLost otherwise."""
-        tx = self.db.statements(s) if isinstance(s, AsyncSession | AsyncConnection) else s
+        tx = self.db.statements(s)
         params: dict[str, Any] = {
             "id": job.recipient_id,
             "owner": job.owner,

@@ -193,7 +193,7 @@ class DeliveryWorker:
                 message_id_domain=self.cfg.node.domain,
             )
         try:
-            async with self.node.db.write() as s:
+            async with self.node.db.raw_writing() as s:
                 for job, st in failed:
                     await self.queue.settle(s, job, "failed", error=st.diagnostic)
                 dsn_id = (
@@ -231,7 +231,7 @@ class DeliveryWorker:
             return Result(job.recipient, False, True, "5.2.1", "smtp; 550 5.2.1 mailbox disabled")
         env = job.envelope
         try:
-            async with self.node.db.write() as s:
+            async with self.node.db.raw_writing() as s:
                 delivered = await self.mailstore.deliver_checked(s, job.recipient, body, env.header_message_id)
                 await self.queue.settle(s, job, "delivered")
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once

@@ -25,18 +25,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import logging
 import secrets
 import ssl
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
@@ -52,6 +54,7 @@ from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
 from gateway.smtp import content
+from gateway.store.db import Statements
 from gateway.store.mailstore import Mailstore, QuotaExceeded
 from gateway.store.messages import Delivered, MessageStore
 from gateway.store.patients import PatientRepository
@@ -350,8 +353,7 @@ class _Handler:
         delivered = await self.deliver_now(forms, headers.message_id, effects)
         ids = [qid for qid, _ in delivered] if delivered is not None else []
         if delivered is None:
-            async with self.node.db.write() as s:
-                await PatientRepository.apply(s, effects)
+            async with self._transaction(effects) as s:
                 for rcpts, form in forms:
                     ids.append(
                         await self.queue.enqueue(
@@ -415,6 +417,18 @@ class _Handler:
         self.wake()
         return f"250 2.0.0 OK queued as {queue_id}"
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self, effects: Sequence[patients.Effect]) -> AsyncIterator[AsyncSession | Statements]:
+        """The transaction that stores or queues an accepted message, with the patient rules' effects: those
+        (rare) take the ORM; the rest is plain SQL (raw_writing: no ORM session per message)."""
+        if not effects:
+            async with self.node.db.raw_writing() as tx:
+                yield tx
+            return
+        async with self.node.db.write() as s:
+            await PatientRepository.apply(s, effects)
+            yield s
+
     async def deliver_now(
         self, forms: list[tuple[list[str], bytes]], message_id: str | None, effects: Sequence[patients.Effect]
     ) -> list[tuple[str, list[tuple[str, Delivered]]]] | None:
@@ -431,10 +445,9 @@ class _Handler:
         wanted.sort(key=lambda pair: pair[1])
         done: list[list[tuple[str, Delivered]]] = [[] for _ in forms]
         try:
-            async with self.node.db.write() as s:
+            async with self._transaction(effects) as s:
                 if await self.node.mailboxes.deliverable(s, {r for _, r in wanted}) != {r for _, r in wanted}:
                     return None
-                await PatientRepository.apply(s, effects)
                 for i, r in wanted:
                     done[i].append((r, await self.mailstore.deliver_checked(s, r, forms[i][1], message_id)))
         except (QuotaExceeded, NotFound):

@@ -325,10 +325,13 @@ class Database:
                 if raw.in_transaction:
                     raw.rollback()
 
-    def statements(self, session: AsyncSession | AsyncConnection) -> Statements:
+    def statements(self, session: AsyncSession | AsyncConnection | Statements) -> Statements:
         """The plain-SQL statements of `raw_writing()` in a transaction the caller already holds (an ORM
-        session flushes its pending changes first, as for its own statements: autoflush)."""
-        return _EngineStatements(session, self.is_sqlite)
+        session flushes its pending changes first, as for its own statements: autoflush); statements
+        already are."""
+        if isinstance(session, AsyncSession | AsyncConnection):
+            return _EngineStatements(session, self.is_sqlite)
+        return session
 
     def _raw_writer(self) -> sqlite3.Connection:
         loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from directory import national
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import DataKey, KeyEncryptionKey
-from gateway.store.db import Database, bound_list
+from gateway.store.db import Database, Statements, bound_list
 from gateway.store.folders import standard_folders, standard_subscriptions
 from gateway.store.models import (
     Account,
@@ -445,7 +445,7 @@ class MailboxRepository:
             ).scalars()
             return tuple(x509.load_der_x509_certificate(der) for der in ders)
 
-    async def deliverable(self, s: AsyncSession | AsyncConnection, addresses: set[str]) -> set[str]:
+    async def deliverable(self, s: AsyncSession | AsyncConnection | Statements, addresses: set[str]) -> set[str]:
         """Those of `addresses` that are active local mailboxes, read in the caller's transaction (plain
         SQL: every message delivered at acceptance asks)."""
         if not addresses:

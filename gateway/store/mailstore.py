@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, MssgwError, NotFound, UsageError
 from gateway.store.crypto import DataKey
+from gateway.store.db import Statements
 from gateway.store.messages import Delivered, MessageStore, QuotaCheck, body_aad
 from gateway.store.models import Account, Folder, StoredMessage, Subscription, utcnow
 
@@ -818,7 +819,7 @@ class Mailstore:
         return int(used), quota if quota is not None else self.default_quota
 
     async def deliver_checked(
-        self, s: AsyncSession, address: str, body: bytes, header_message_id: str | None
+        self, s: AsyncSession | Statements, address: str, body: bytes, header_message_id: str | None
     ) -> Delivered:
         """Deliver into INBOX within `s`, or raise QuotaExceeded: the queue worker's and the SMTP
         listeners' delivery."""

@@ -74,7 +74,7 @@ class MessageStore:
             if session is None:
                 tx = await stack.enter_async_context(self.db.raw_writing())
             else:
-                tx = self.db.statements(session) if isinstance(session, AsyncSession | AsyncConnection) else session
+                tx = self.db.statements(session)
             rows = await tx.execute(_ACCOUNT, {"address": address})
             if not rows:
                 raise NotFound(f"no local mailbox {address}")
