@@ -538,22 +538,28 @@ class _SlowStart(ThreadPoolExecutor):
         return super().submit(late)
 
 
+async def _committing(db: Database) -> asyncio.Task[None]:
+    """A task whose write (row "c") is in its COMMIT, held 0.3 s on the worker thread (_SlowStart)."""
+    asyncio.get_running_loop().set_default_executor(_SlowStart(max_workers=2))
+    entered = asyncio.Event()
+
+    async def write() -> None:
+        async with db.raw_writing() as tx:
+            await tx.execute(_ADD, {"k": "c", "v": "manual"})
+            entered.set()
+
+    writer = asyncio.create_task(write())
+    await entered.wait()
+    await asyncio.sleep(0)  # the commit is on its worker thread now
+    return writer
+
+
 async def test_raw_writing_cancelled_in_its_commit_leaves_the_connection_whole(tmp_path: Path) -> None:
     """A task cancelled while its COMMIT runs on a worker thread: the commit finishes (the record is
     durable), the cancellation is raised afterwards, and the next transaction finds a clean connection."""
-    asyncio.get_running_loop().set_default_executor(_SlowStart(max_workers=2))
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
         await _scratch(db)
-        entered = asyncio.Event()
-
-        async def write() -> None:
-            async with db.raw_writing() as tx:
-                await tx.execute(_ADD, {"k": "c", "v": "manual"})
-                entered.set()
-
-        writer = asyncio.create_task(write())
-        await entered.wait()
-        await asyncio.sleep(0)  # the commit is on its worker thread now
+        writer = await _committing(db)
         writer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await writer
@@ -574,19 +580,10 @@ async def test_statements_in_a_session_flush_its_pending_objects_first(db_url: s
 async def test_close_waits_for_a_commit_under_way(tmp_path: Path) -> None:
     """Closing the database (the node stopping) while a write's COMMIT runs on a worker thread: the commit
     ends first, the record is durable, and the closed connection is not the one the commit runs on."""
-    asyncio.get_running_loop().set_default_executor(_SlowStart(max_workers=2))
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     db = Database(url)
     await _scratch(db)
-    entered = asyncio.Event()
-
-    async def write() -> None:
-        async with db.raw_writing() as tx:
-            await tx.execute(_ADD, {"k": "c", "v": "manual"})
-            entered.set()
-
-    writer = asyncio.create_task(write())
-    await entered.wait()
+    writer = await _committing(db)
     await db.close()
     assert writer.done()  # close() waited for it
     assert not db._raw_writers  # and closed its connection afterwards (none left open)
