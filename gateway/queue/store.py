@@ -18,7 +18,6 @@ Implementation notes
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -136,11 +135,7 @@ class Queue:
         local = {d.lower() for d in local_domains}
         queue_id = secrets.token_hex(16)
         now = utcnow()
-        async with contextlib.AsyncExitStack() as stack:
-            if session is None:
-                tx = await stack.enter_async_context(self.db.raw_writing())
-            else:
-                tx = self.db.statements(session)
+        async with self.db.joined(session) as tx:
             # Plain SQL: every accepted message that leaves the node comes here.
             await tx.execute(
                 _ENQUEUE,

@@ -325,6 +325,16 @@ class Database:
                 if raw.in_transaction:
                     raw.rollback()
 
+    @asynccontextmanager
+    async def joined(self, session: AsyncSession | AsyncConnection | Statements | None) -> AsyncIterator[Statements]:
+        """The caller's transaction when given (what runs here commits with its changes), else a
+        `raw_writing()` one of its own."""
+        if session is not None:
+            yield self.statements(session)
+            return
+        async with self.raw_writing() as tx:
+            yield tx
+
     def statements(self, session: AsyncSession | AsyncConnection | Statements) -> Statements:
         """The plain-SQL statements of `raw_writing()` in a transaction the caller already holds (an ORM
         session flushes its pending changes first, as for its own statements: autoflush); statements

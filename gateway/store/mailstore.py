@@ -790,18 +790,16 @@ class Mailstore:
     ) -> tuple[int, int]:
         """Store a message a client appends; returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315)."""
         message_id = _message_id(body)
-        async with self.db.raw_writing() as tx:
-            delivered = await self.store.deliver(
-                address,
-                body,
-                folder=canonical(name),
-                flags=_text(flags),
-                internal_date=internal_date,
-                header_message_id=message_id,
-                session=tx,
-                quota=self._quota_check(address, len(body)),
-            )
-            return delivered.uidvalidity, delivered.uid
+        delivered = await self.store.deliver(  # its own raw_writing() transaction
+            address,
+            body,
+            folder=canonical(name),
+            flags=_text(flags),
+            internal_date=internal_date,
+            header_message_id=message_id,
+            quota=self._quota_check(address, len(body)),
+        )
+        return delivered.uidvalidity, delivered.uid
 
     # -- quota -----------------------------------------------------------------------------------
 

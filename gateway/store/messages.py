@@ -7,7 +7,6 @@ message is either fully delivered (visible with its UID) or not at all.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,11 +69,7 @@ class MessageStore:
         address = address.lower()
         message_id = secrets.token_hex(16)
         now = utcnow()
-        async with contextlib.AsyncExitStack() as stack:
-            if session is None:
-                tx = await stack.enter_async_context(self.db.raw_writing())
-            else:
-                tx = self.db.statements(session)
+        async with self.db.joined(session) as tx:
             rows = await tx.execute(_ACCOUNT, {"address": address})
             if not rows:
                 raise NotFound(f"no local mailbox {address}")
