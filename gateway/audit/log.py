@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gateway.audit import merkle
+from gateway.audit import merkle, oplog
 from gateway.audit.checkpoint import CheckpointSigner, checkpoint_message
 from gateway.audit.events import AuditEvent
 from gateway.audit.models import AuditCheckpoint, AuditHead, AuditRecord
@@ -165,6 +165,7 @@ class AuditLog:
         self._flusher: asyncio.Task[None] | None = None
         self._last_ts = ""
         self._log = get_logger(component="audit", node=node)
+        self._bound = {"component": "audit", "node": node}
 
     async def record(
         self,
@@ -187,16 +188,8 @@ class AuditLog:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         seq = await item.done
-        self._log.info(
-            str(event),
-            seq=seq,
-            author=author,
-            principal=principal,
-            peer=peer,
-            cid=cid,
-            request=json.loads(req),
-            response=json.loads(resp),
-        )
+        fields = {"seq": seq, "author": author, "principal": principal, "peer": peer, "cid": cid}
+        oplog.raw_line(str(event), self._bound | fields, {"request": req, "response": resp})
         return seq
 
     async def _flush(self) -> None:
