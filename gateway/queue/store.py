@@ -31,7 +31,7 @@ from sqlalchemy.orm import defer
 from directory.addresses import domain_of
 from gateway.errors import NotFound
 from gateway.store.crypto import KeyEncryptionKey
-from gateway.store.db import Database, Statements
+from gateway.store.db import Database, Statements, bound_list, utc_datetime
 from gateway.store.models import QueuedMessage, QueuedRecipient, utcnow
 
 _MESSAGES = cast(Table, QueuedMessage.__table__)
@@ -55,6 +55,18 @@ _SETTLE = (
     " lease_until = NULL, updated_at = :now, last_error = coalesce(:error, last_error),"
     " next_attempt_at = coalesce(:retry_at, next_attempt_at)"
     " WHERE id = :id AND status = 'pending' AND lease_owner = :owner RETURNING id"
+)
+# A worker's claim: due recipients whose lease is free or expired, then leased, then read with their
+# message's envelope (not its body).
+_CLAIMABLE = (
+    "SELECT id FROM queue_recipients WHERE status = 'pending' AND next_attempt_at <= :now"
+    " AND (lease_until IS NULL OR lease_until < :now) ORDER BY next_attempt_at, id LIMIT :limit"
+)
+_LEASE = "UPDATE queue_recipients SET lease_owner = :owner, lease_until = :until WHERE id IN ({marks})"
+_CLAIMED = (
+    "SELECT r.id, r.recipient, r.domain, r.local, r.attempts, m.id, m.source, m.sender, m.principal, m.peer,"
+    " m.header_message_id, m.size, m.created_at FROM queue_recipients r JOIN queue_messages m"
+    " ON m.id = r.message_id WHERE r.id IN ({marks}) ORDER BY r.id"
 )
 _OPEN = (
     "SELECT count(*) FROM queue_recipients WHERE message_id = :id AND status NOT IN ('delivered', 'relayed', 'failed')"
@@ -169,32 +181,19 @@ class Queue:
     async def claim(self, *, owner: str, lease: timedelta, limit: int = 100, now: datetime | None = None) -> Claim:
         """Take up to `limit` due recipients for `lease`."""
         now = now or utcnow()
-        async with self.db.write() as s:
-            free = (QueuedRecipient.lease_until.is_(None)) | (QueuedRecipient.lease_until < now)
-            stmt = (
-                select(QueuedRecipient.id)
-                .where(QueuedRecipient.status == "pending", QueuedRecipient.next_attempt_at <= now, free)
-                .order_by(QueuedRecipient.next_attempt_at, QueuedRecipient.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list((await s.execute(stmt)).scalars())
+        async with self.db.raw_writing() as tx:
+            skip = f"{tx.for_update} SKIP LOCKED" if tx.for_update else ""
+            ids = [row[0] for row in await tx.execute(_CLAIMABLE + skip, {"now": now, "limit": limit})]
             if not ids:
                 return Claim()
-            await s.execute(
-                update(QueuedRecipient)
-                .where(QueuedRecipient.id.in_(ids))
-                .values(lease_owner=owner, lease_until=now + lease)
-            )
-            rows = (
-                await s.execute(
-                    select(QueuedRecipient, QueuedMessage)
-                    .join(QueuedMessage, QueuedMessage.id == QueuedRecipient.message_id)
-                    .where(QueuedRecipient.id.in_(ids))
-                    .order_by(QueuedRecipient.id)
-                )
-            ).all()
-            return Claim([Job(r.id, r.recipient, r.domain, r.local, r.attempts, _envelope(m), owner) for r, m in rows])
+            marks, params = bound_list("r", ids)
+            await tx.execute(_LEASE.format(marks=marks), {**params, "owner": owner, "until": now + lease})
+            rows = await tx.execute(_CLAIMED.format(marks=marks), params)
+        jobs = []
+        for rid, rcpt, domain, local, attempts, queue_id, source, sender, principal, peer, mid, size, created in rows:
+            envelope = Envelope(queue_id, source, sender, principal, peer, mid, size, utc_datetime(created))
+            jobs.append(Job(rid, rcpt, domain, bool(local), attempts, envelope, owner))
+        return Claim(jobs)
 
     async def renew(self, owner: str, ids: Sequence[int], lease: timedelta) -> int:
         """Extend `owner`'s leases on recipients `ids` that it still holds (not settled, not taken over by

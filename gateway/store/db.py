@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.dialects import registry
@@ -122,6 +122,20 @@ def _sqlite_binds(params: Mapping[str, Any]) -> Mapping[str, Any]:
         return params
     assert _SQLITE_DATETIME is not None
     return {k: _SQLITE_DATETIME(_utc(v)) if isinstance(v, datetime) else v for k, v in params.items()}
+
+
+_SQLITE_DATETIME_RESULT = sqlite_dialect.DATETIME().result_processor(sqlite_dialect.dialect(), None)  # type: ignore[no-untyped-call]
+
+
+def utc_datetime(value: datetime | str) -> datetime:
+    """A datetime column read in plain SQL, as the ORM reads it (models.UTCDateTime): UTC-aware. SQLite
+    returns SQLAlchemy's stored text, PostgreSQL a datetime."""
+    if isinstance(value, str):
+        assert _SQLITE_DATETIME_RESULT is not None
+        parsed = cast(datetime, _SQLITE_DATETIME_RESULT(value))
+    else:
+        parsed = value
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _pg_binds(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -79,3 +79,38 @@ async def test_enqueue_claim_settle_and_retire(store_db: Database, kek: KeyEncry
     assert await _recipients(store_db) == []
     async with store_db.read() as s:
         assert (await s.execute(select(QueuedMessage.id))).scalars().all() == []
+
+
+async def test_a_claim_reads_what_the_orm_reads_and_leases_each_recipient_once(
+    store_db: Database,  # noqa: F811
+    kek: KeyEncryptionKey,  # noqa: F811
+) -> None:
+    queue = Queue(store_db, kek)
+    queue_id = await queue.enqueue(
+        source="relay",
+        sender="paul@autre.mssante.fr",
+        recipients=["a@autre.mssante.fr", f"b@{LOCAL}"],
+        body=b"x",
+        local_domains=[LOCAL],
+        peer="192.0.2.7",
+    )
+    lease = timedelta(seconds=60)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    assert (await queue.claim(owner="n1", lease=lease, now=now - timedelta(hours=1))).jobs == []  # not due yet
+    (first,) = (await queue.claim(owner="n1", lease=lease, now=now, limit=1)).jobs
+    assert first.envelope == await queue.envelope(queue_id)  # the ORM's read: same values, created_at in UTC
+    assert (first.recipient, first.domain, first.local, first.attempts, first.owner) == (
+        "a@autre.mssante.fr",
+        "autre.mssante.fr",
+        False,
+        0,
+        "n1",
+    )
+    assert first.local is False
+    assert [(r.lease_owner, r.lease_until) for r in await _recipients(store_db)] == [("n1", now + lease), (None, None)]
+    (second,) = (await queue.claim(owner="n2", lease=lease, now=now)).jobs  # the first is leased
+    assert (second.recipient, second.local, second.owner) == (f"b@{LOCAL}", True, "n2")
+    assert second.local is True
+    assert (await queue.claim(owner="n3", lease=lease, now=now + lease)).jobs == []  # leases run to their end
+    expired = await queue.claim(owner="n3", lease=lease, now=now + lease + timedelta(microseconds=1))
+    assert [(j.recipient, j.owner) for j in expired.jobs] == [("a@autre.mssante.fr", "n3"), (f"b@{LOCAL}", "n3")]
