@@ -4,9 +4,14 @@ builds (detached and opaque signatures inside an envelope) read by us; each refu
 from __future__ import annotations
 
 import subprocess
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.smime import cms, mime
 from tests.smime.conftest import Space, openssl
@@ -181,3 +186,60 @@ def test_parts_are_cut_byte_exactly() -> None:
     with pytest.raises(mime.MimeError) as refused:
         mime._parts(b"--b\r\nA\r\n--b\r\nB\r\n", b"b")
     assert refused.value.reason == "malformed"
+
+
+def _whole_header(entity: bytes) -> Message:
+    """What mime._headers stood for before it kept only the Content-* lines: the whole header parsed."""
+    return BytesHeaderParser(policy=compat32).parsebytes(mime.split(entity)[0])
+
+
+def _read(h: Message) -> tuple[object, ...]:
+    return (
+        h.get_content_type(),
+        h.get_params(header="content-type"),
+        h.get_param("boundary", None, header="content-type"),
+        h.get("content-transfer-encoding"),
+    )
+
+
+HEADER_LINES = [
+    b"From: claire@hopital-a.mssante.fr",
+    b"Subject: =?utf-8?q?R=C3=A9sultats?=",
+    b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256;',
+    b' boundary="----=_b1"',
+    b"\tcharset=utf-8",
+    b"content-type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m",
+    b"CONTENT-TRANSFER-ENCODING: base64",
+    b"Content-Transfer-Encoding:  7bit ",
+    b"From claire Mon Nov 23 08:00:00 2026",
+    b"Content-Type : text/html",  # a space before the colon: the email package ends the header here
+    b"not a header line",
+    b": no name",
+    b"X-\xc3\xa9: non-ASCII name",
+    b"",
+]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Content-Type: text/plain\r\n",
+        b'Subject: x\r\nContent-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n boundary="b1"\r\n',
+        b"Content-Type: text/plain\r\nContent-Type: application/pkcs7-mime\r\n",  # the first counts
+        b" leading: continuation\r\nContent-Type: message/rfc822\r\n",
+        b"From x\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data\r\n",
+        b'Content-Type: multipart/signed;\n boundary="lf-only"\n\nContent-Type: text/html\n',
+        b"Subject: x\r\nbody line\r\nContent-Type: application/pkcs7-mime\r\n",  # not a header any more
+        b"Content-Type: text/plain",  # no line end at all
+        b"",
+    ],
+)
+def test_only_the_content_lines_are_parsed_with_the_same_outcome(header: bytes) -> None:
+    entity = header + b"\r\nbody\r\n"
+    assert _read(mime._headers(entity)) == _read(_whole_header(entity))
+
+
+@given(st.lists(st.sampled_from(HEADER_LINES), max_size=12), st.sampled_from([b"\r\n", b"\n", b"\r"]))
+def test_any_mix_of_lines_reads_as_the_whole_header_does(lines: list[bytes], end: bytes) -> None:
+    entity = b"".join(line + end for line in lines) + b"\r\nbody\r\n"
+    assert _read(mime._headers(entity)) == _read(_whole_header(entity))
