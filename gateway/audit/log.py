@@ -164,8 +164,8 @@ class AuditLog:
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._last_ts = ""
-        self._log = get_logger(component="audit", node=node)
-        self._bound = {"component": "audit", "node": node}
+        self._bound = {"component": "audit", "node": node}  # the fields of this log's operational lines
+        self._log = get_logger(**self._bound)
 
     async def record(
         self,
