@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ from pydantic_settings import (
 )
 
 from gateway.errors import ConfigError
+from gateway.queue.retry import parse_duration
 
 CONFIG_ENV = "MSSGW_CONFIG"
 CONFIG_FILENAME = "mssgw.toml"
@@ -100,7 +102,7 @@ class ListenSection(_Section):
     proxy_from: list[IPvAnyNetwork] = Field(default_factory=list)
     """Load balancers (addresses or networks): a connection from one must begin with a PROXY protocol
     header (v1 or v2), which names the real client; others are served as they are and may not send one.
-    Accepted on every SMTP and IMAP listener (on implicit-TLS ones the header comes before TLS); not HTTPS."""
+    Accepted on every SMTP, IMAP and HTTPS listener (on TLS ones the header comes before the handshake)."""
 
     def is_proxy(self, address: str) -> bool:
         try:
@@ -119,6 +121,19 @@ class SmtpSection(_Section):
     max_recipients: int = Field(100, gt=0)
     timeout: float = Field(300.0, gt=0)
     """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
+    duplicate_window: str = "7d"
+    """How long a message relayed in from a peer is remembered (gateway.store.messages, relay receipts):
+    the same message sent again within it is acknowledged and not stored twice."""
+
+    @field_validator("duplicate_window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)  # ValueError with the reason: pydantic reports it against the key
+        return v.strip()
+
+    @property
+    def duplicate_window_delta(self) -> timedelta:
+        return parse_duration(self.duplicate_window)
 
 
 class ImapSection(_Section):
@@ -419,7 +434,7 @@ relay_port = {relay_port}
 imap_port = {imap_port}
 imaps_port = {imaps_port}
 # Load balancers (addresses or networks, e.g. ["10.0.0.10", "10.0.1.0/24"]) whose connections begin with a
-# PROXY protocol header (v1 or v2) naming the client: every SMTP and IMAP listener (not HTTPS).
+# PROXY protocol header (v1 or v2) naming the client: every SMTP, IMAP and HTTPS listener.
 proxy_from = []
 
 [smtp]
@@ -430,6 +445,9 @@ max_message_size = 26214400
 max_recipients = 100
 # Seconds of client silence before a session is dropped.
 timeout = 300
+# How long a message relayed in from a peer operator is remembered: sent again within it (the peer did
+# not get our 250, or died before recording it), it is acknowledged and not stored twice.
+duplicate_window = "7d"
 
 [imap]
 # Seconds of silence before logging a session out: after login (RFC 3501: 30 min or more), before login.

@@ -112,6 +112,7 @@ class AuditEvent(StrEnum):
 
     # The durable queue and its workers
     QUEUE_DELIVERED = "queue.delivered"
+    QUEUE_DUPLICATE = "queue.duplicate"  # a peer's message this mailbox already got: acknowledged, not stored again
     QUEUE_RELAYED = "queue.relayed"
     QUEUE_DEFERRED = "queue.deferred"
     QUEUE_FAILED = "queue.failed"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ from gateway.queue.store import Envelope, Job, LeaseLost, Queue
 from gateway.smime.cms import CmsError
 from gateway.smime.outbound import Protected
 from gateway.store.mailstore import Mailstore, QuotaExceeded
-from gateway.store.messages import MessageStore
+from gateway.store.messages import MessageStore, receipt_of
 from gateway.store.models import utcnow
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ class Result:
     diagnostic: str | None = None  # e.g. "smtp; 550 5.1.1 no such mailbox"
     remote_mta: str | None = None
 
+
+PRUNE_EVERY = 3600.0
+"""Seconds between prunings of old relay receipts."""
 
 Relay = Callable[[str, Envelope, Sequence[Job], bytes], Awaitable[list[Result]]]
 """Sends one message to the recipients of one remote domain; one Result per job, in order."""
@@ -87,11 +91,19 @@ class DeliveryWorker:
         # Leases this node held when it last stopped died with that process: take them back now rather
         # than after they expire.
         await self.queue.release(self.owner)
+        pruned = -PRUNE_EVERY
         while True:
+            if time.monotonic() - pruned >= PRUNE_EVERY:
+                pruned = time.monotonic()
+                await self.prune_receipts()
             if not await self.run_once():
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.cfg.queue.poll_interval)
+
+    async def prune_receipts(self, now: datetime | None = None) -> int:
+        """Forget relay receipts older than `[smtp] duplicate_window` (every node does it: idempotent)."""
+        return await self.store.prune_receipts((now or utcnow()) - self.cfg.smtp.duplicate_window_delta)
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Claim and handle one batch; returns how many recipients were handled."""
@@ -230,14 +242,18 @@ class DeliveryWorker:
         if not state.active:
             return Result(job.recipient, False, True, "5.2.1", "smtp; 550 5.2.1 mailbox disabled")
         env = job.envelope
+        receipt = receipt_of(env.source, env.sender, env.header_message_id)
         try:
             async with self.node.db.raw_writing() as s:
-                delivered = await self.mailstore.deliver_checked(s, job.recipient, body, env.header_message_id)
+                delivered = await self.mailstore.deliver_checked(s, job.recipient, body, env.header_message_id, receipt)
                 await self.queue.settle(s, job, "delivered")
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
             return Result(job.recipient, True)
         except QuotaExceeded:  # RFC 3463 X.2.2: temporary, the owner may make room before the message expires
             return Result(job.recipient, False, False, "4.2.2", "smtp; 452 4.2.2 mailbox full")
+        if delivered is None:  # a peer's message this mailbox already got: settled, stored once
+            await self._audit(AuditEvent.QUEUE_DUPLICATE, env, rcpt=job.recipient, message_id=env.header_message_id)
+            return Result(job.recipient, True)
         self.node.notices.publish(job.recipient)
         await self._audit(
             AuditEvent.QUEUE_DELIVERED,

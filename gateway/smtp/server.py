@@ -56,7 +56,7 @@ from gateway.smime.service import Smime
 from gateway.smtp import content
 from gateway.store.db import Statements
 from gateway.store.mailstore import Mailstore, QuotaExceeded
-from gateway.store.messages import Delivered, MessageStore
+from gateway.store.messages import Delivered, MessageStore, receipt_of
 from gateway.store.patients import PatientRepository
 from gateway.tls import RelayContexts
 
@@ -350,7 +350,8 @@ class _Handler:
         info = self.info(session)
         assert envelope.mail_from is not None
         forms = [(rcpts, form) for rcpts, form in parts or [(envelope.rcpt_tos, body)] if rcpts]
-        delivered = await self.deliver_now(forms, headers.message_id, effects)
+        receipt = receipt_of(source, envelope.mail_from, headers.message_id)
+        delivered = await self.deliver_now(forms, headers.message_id, effects, receipt)
         ids = [qid for qid, _ in delivered] if delivered is not None else []
         if delivered is None:
             async with self._transaction(effects) as s:
@@ -398,6 +399,18 @@ class _Handler:
                 )
         for qid, done in delivered or []:
             for rcpt, where in done:
+                if where is None:  # a peer's message this mailbox already got: acknowledged, stored once
+                    records.append(
+                        self.audit(
+                            AuditEvent.QUEUE_DUPLICATE,
+                            session,
+                            result="done",
+                            queue_id=qid,
+                            rcpt=rcpt,
+                            message_id=headers.message_id,
+                        )
+                    )
+                    continue
                 self.node.notices.publish(rcpt)
                 records.append(
                     self.audit(
@@ -430,10 +443,15 @@ class _Handler:
             yield s
 
     async def deliver_now(
-        self, forms: list[tuple[list[str], bytes]], message_id: str | None, effects: Sequence[patients.Effect]
-    ) -> list[tuple[str, list[tuple[str, Delivered]]]] | None:
+        self,
+        forms: list[tuple[list[str], bytes]],
+        message_id: str | None,
+        effects: Sequence[patients.Effect],
+        receipt: str | None = None,
+    ) -> list[tuple[str, list[tuple[str, Delivered | None]]]] | None:
         """Deliver into the local mailboxes in one transaction when every recipient is one: (an id in the
-        queue's form, the recipients' deliveries) for each form. None when the queue must take the message:
+        queue's form, the recipients' deliveries) for each form; a delivery is None where the relay
+        `receipt` shows the mailbox got the message already. None when the queue must take the message:
         a recipient elsewhere, a mailbox over its quota, disabled or gone since RCPT (the worker retries or
         bounces as it always did), or the delivery failed (the queue is tried next)."""
         local = self.cfg.node.local_domains
@@ -443,13 +461,13 @@ class _Handler:
         # Mailboxes in address order: each delivery locks its folder and account rows, and two messages
         # to the same mailboxes in other orders would deadlock on PostgreSQL.
         wanted.sort(key=lambda pair: pair[1])
-        done: list[list[tuple[str, Delivered]]] = [[] for _ in forms]
+        done: list[list[tuple[str, Delivered | None]]] = [[] for _ in forms]
         try:
             async with self._transaction(effects) as s:
                 if await self.node.mailboxes.deliverable(s, {r for _, r in wanted}) != {r for _, r in wanted}:
                     return None
                 for i, r in wanted:
-                    done[i].append((r, await self.mailstore.deliver_checked(s, r, forms[i][1], message_id)))
+                    done[i].append((r, await self.mailstore.deliver_checked(s, r, forms[i][1], message_id, receipt)))
         except (QuotaExceeded, NotFound):
             return None
         except DBAPIError as exc:  # rolled back: the queue, whose worker retries, gets the message

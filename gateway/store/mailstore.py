@@ -817,10 +817,18 @@ class Mailstore:
         return int(used), quota if quota is not None else self.default_quota
 
     async def deliver_checked(
-        self, s: AsyncSession | Statements, address: str, body: bytes, header_message_id: str | None
-    ) -> Delivered:
+        self,
+        s: AsyncSession | Statements,
+        address: str,
+        body: bytes,
+        header_message_id: str | None,
+        receipt: str | None = None,
+    ) -> Delivered | None:
         """Deliver into INBOX within `s`, or raise QuotaExceeded: the queue worker's and the SMTP
-        listeners' delivery."""
+        listeners' delivery. With a relay `receipt` (messages.receipt_digest): None, storing nothing, when
+        that mailbox already got the message."""
+        if receipt is not None and not await self.store.first_receipt(self.db.statements(s), address, receipt):
+            return None
         return await self.store.deliver(
             address, body, header_message_id=header_message_id, session=s, quota=self._quota_check(address, len(body))
         )

@@ -3,10 +3,18 @@
 The associated data is "<address>\\0<message id>", so a body copied to another row or mailbox does not
 open. Delivery takes the folder's next UID and modseq in the same transaction as the insert, so a
 message is either fully delivered (visible with its UID) or not at all.
+
+Relay receipts make a peer's message arrive once. SMTP between operators is at least once: when the
+peer's `250` is lost, or the sending node dies before recording it, the sender relays the message again
+(RFC 5321 §4.5.4.1, §6.1 ask it to). The receipt (mailbox, SHA-256 of sender and Message-ID) is taken in
+the delivery's transaction, so a second copy finds it and is acknowledged without being stored; a
+message without a Message-ID gets none. Receipts are kept `[smtp] duplicate_window`, longer than any
+peer's queue keeps a message (RFC 5321 §4.5.4.1 suggests 4-5 days).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +35,26 @@ _INSERT = (
     " body, created_at) VALUES (:id, :address, :folder_id, :uid, :modseq, :flags, :internal_date,"
     " :header_message_id, :size, :body, :created_at)"
 )
+
+
+_RECEIPT = (
+    "INSERT INTO relay_receipts (address, digest, received_at) VALUES (:address, :digest, :received_at)"
+    " ON CONFLICT DO NOTHING RETURNING address"
+)
+
+
+def receipt_digest(sender: str, header_message_id: str) -> str:
+    """The receipt of a relayed message: its envelope sender (case-folded, as addresses are compared
+    here) and its Message-ID (exactly: RFC 5322 §3.6.4 gives no case rule)."""
+    return hashlib.sha256(f"{sender.lower()}\n{header_message_id.strip()}".encode()).hexdigest()
+
+
+def receipt_of(source: str, sender: str | None, header_message_id: str | None) -> str | None:
+    """The receipt a delivery takes: for messages relayed in from peers that carry a Message-ID; None
+    (no receipt, no duplicate check) for the rest (submission, DSNs of this node...)."""
+    if source != "relay" or sender is None or not header_message_id:
+        return None
+    return receipt_digest(sender, header_message_id)
 
 
 def body_aad(address: str, message_id: str) -> bytes:
@@ -95,6 +123,20 @@ class MessageStore:
                 },
             )
         return Delivered(message_id, folder, uid, modseq, uidvalidity)
+
+    async def first_receipt(self, tx: Statements, address: str, digest: str) -> bool:
+        """Take the receipt `digest` for `address` within `tx`: False when it was taken before (a copy of a
+        message delivered already). A concurrent taker on PostgreSQL waits for this transaction's end."""
+        rows = await tx.execute(_RECEIPT, {"address": address.lower(), "digest": digest, "received_at": utcnow()})
+        return bool(rows)
+
+    async def prune_receipts(self, before: datetime) -> int:
+        """Forget the receipts taken before `before`; how many."""
+        async with self.db.raw_writing() as tx:
+            rows = await tx.execute(
+                "DELETE FROM relay_receipts WHERE received_at < :before RETURNING 1", {"before": before}
+            )
+        return len(rows)
 
     async def put(self, address: str, body: bytes) -> str:
         """Deliver to INBOX; returns the stored message's id."""

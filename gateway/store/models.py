@@ -346,3 +346,14 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RelayReceipt(Base):
+    """A message relayed in from a peer operator and delivered to a mailbox: kept for `[smtp]
+    duplicate_window` so that the same message sent again (the peer's retry after a lost `250`, or after
+    it died before recording it) is acknowledged without a second copy. Digest of sender and Message-ID."""
+
+    __tablename__ = "relay_receipts"
+    address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex (gateway.store.messages)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -121,6 +121,42 @@ async def test_a_local_delivery_wakes_the_mailbox_listeners(node: Node) -> None:
         assert changed.is_set()
 
 
+async def test_a_relayed_message_queued_twice_is_stored_once_and_the_copy_settled(node: Node) -> None:
+    """The worker's delivery takes the relay receipt too (a relayed message queued when its mailbox was
+    over quota, then sent again by the peer): the copy is settled, audited queue.duplicate, not stored.
+    Submissions take none: the same Message-ID submitted twice is stored twice."""
+    queue = Queue(node.db, node.kek)
+    peer = "dr.durand@ch-peer.mssante.fr"
+
+    async def enqueue(source: str, mid: str) -> str:
+        return await queue.enqueue(
+            source=source,
+            sender=peer if source == "relay" else RCPT,
+            recipients=[RCPT],
+            body=f"Message-ID: {mid}\r\nSubject: x\r\n\r\nx\r\n".encode(),
+            local_domains=node.cfg.node.local_domains,
+            header_message_id=mid,
+        )
+
+    first, second = await enqueue("relay", "<r@peer>"), await enqueue("relay", "<r@peer>")
+    await enqueue("submission", "<s@here>")
+    await enqueue("submission", "<s@here>")
+    worker = DeliveryWorker(node, queue)
+    assert await worker.run_once() == 4
+    assert await stored(node) == 3
+    assert await queue.list() == []
+    dup = [(r["cid"], r["response"]) for r in await query(node.audit_db, action=AuditEvent.QUEUE_DUPLICATE)]
+    delivered = [r["cid"] for r in await query(node.audit_db, action=AuditEvent.QUEUE_DELIVERED)]
+    assert [response for _, response in dup] == [{"rcpt": RCPT, "message_id": "<r@peer>"}]
+    assert dup[0][0] in (first, second)
+    assert delivered.count(first) + delivered.count(second) == 1
+    # A week on (`[smtp] duplicate_window`), the receipt is forgotten: the same message is new again.
+    assert await worker.prune_receipts(now=utcnow() + timedelta(days=7, seconds=1)) == 1
+    await enqueue("relay", "<r@peer>")
+    assert await worker.run_once() == 1
+    assert await stored(node) == 4
+
+
 # -- S/MIME before every relay (gateway.smime.outbound through the node's Smime) ------------------------
 
 

@@ -17,7 +17,7 @@ from gateway.smime import cms, mime
 from gateway.smime.service import CRL_CHECK
 from tests.conftest import DOMAIN
 from tests.smime.conftest import openssl
-from tests.smtp.conftest import DISABLED, DOCTOR, NURSE, PEER, Gateway, wait_for_message
+from tests.smtp.conftest import DISABLED, DOCTOR, NURSE, PEER, Gateway, inbox, wait_for_message
 from tests.smtp.test_submission import message
 
 SENDER = f"dr.durand@{PEER}"
@@ -343,3 +343,58 @@ def test_a_mailbox_may_keep_the_smime_form_for_its_end_to_end_client(
         assert gateway.node.cli("mailbox", "keep-smime", DOCTOR, "off").code == 0
     shown = gateway.node.cli("mailbox", "show", DOCTOR, "--json").json()
     assert shown["keep_smime"] is False  # type: ignore[index]
+
+
+def _copies(gateway: Gateway, address: str, marker: bytes) -> int:
+    return sum(marker in body for body in inbox(gateway.node, address))
+
+
+def test_a_message_relayed_again_is_acknowledged_and_stored_once(
+    gateway: Gateway, peer_cert: Path, durand: PeerSender
+) -> None:
+    """A peer that did not get our 250 (or died before recording it) relays the message again, encrypted
+    afresh: the mailbox that got it gets no second copy, a recipient that did not gets it now."""
+    nurse = gateway.node.data / "smime" / NURSE / "cert.pem"
+    mid = "<renvoi.1@ch-peer.mssante.fr>"
+    plain = message(SENDER, DOCTOR, "relais renvoye", Message_ID=mid)
+    code, text = _refusal(gateway, peer_cert, SENDER, [DOCTOR], protect(durand, plain, [durand.doctor]))
+    assert code == 250
+    assert text.startswith(b"2.0.0 OK delivered as "), text
+    assert _copies(gateway, DOCTOR, b"Subject: relais renvoye") == 1
+
+    code, again = _refusal(gateway, peer_cert, SENDER, [DOCTOR, NURSE], protect(durand, plain, [durand.doctor, nurse]))
+    assert code == 250
+    assert again.startswith(b"2.0.0 OK delivered as "), again
+    assert _copies(gateway, DOCTOR, b"Subject: relais renvoye") == 1
+    assert _copies(gateway, NURSE, b"Subject: relais renvoye") == 1
+    queue_id = again.decode().rsplit(" ", 1)[1]
+    duplicates = gateway.node.cli("audit", "search", "--event", "queue.duplicate", "--json").json()
+    assert duplicates[-1]["response"] == {  # type: ignore[index]
+        "result": "done",
+        "queue_id": queue_id,
+        "rcpt": DOCTOR,
+        "message_id": mid,
+    }
+    delivered = gateway.node.cli("audit", "search", "--event", "queue.delivered", "--json").json()
+    mine = [d["response"]["rcpt"] for d in delivered if d["response"].get("message_id") == mid]  # type: ignore[index,union-attr]
+    assert mine == [DOCTOR, NURSE]
+
+
+def test_the_receipt_is_the_senders_and_the_message_ids(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
+    """Another Message-ID is another message; so is the same Message-ID from another sender; a message
+    without a Message-ID takes no receipt (never seen from a conforming peer: each is stored)."""
+    colleague = f"dr.petit@{PEER}"
+    other = TrustSpacePKI(gateway.node.data / "pki").issue_address(colleague)
+    for n, (sender, signer, mid) in enumerate(
+        [
+            (SENDER, durand.issued, "<a.1@ch-peer.mssante.fr>"),
+            (SENDER, durand.issued, "<a.2@ch-peer.mssante.fr>"),
+            (colleague, other, "<a.1@ch-peer.mssante.fr>"),
+        ]
+    ):
+        plain = message(sender, DOCTOR, f"recu {n}", Message_ID=mid)
+        raw = protect(durand, plain, [durand.doctor], signer=signer)
+        client = relay_client(gateway, peer_cert)
+        assert client.sendmail(sender, [DOCTOR], raw) == {}
+        client.quit()
+    assert [_copies(gateway, DOCTOR, f"Subject: recu {n}".encode()) for n in range(3)] == [1, 1, 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from gateway.errors import NotFound
 from gateway.store.crypto import DecryptionError, KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
-from gateway.store.messages import MessageStore
-from gateway.store.models import Account, Mailbox, StoredMessage
+from gateway.store.messages import MessageStore, receipt_digest, receipt_of
+from gateway.store.models import Account, Mailbox, StoredMessage, utcnow
 
 DOMAIN = "ch-test.mssante.fr"
 ALICE = f"alice.martin@{DOMAIN}"
@@ -167,3 +168,44 @@ async def test_a_delivery_in_plain_sql_reads_back_through_the_orm(messages: Mess
     with pytest.raises(ValueError, match="naive datetimes are not stored"):
         await messages.deliver(ALICE, BODY, internal_date=datetime(2026, 1, 1))
     assert await messages.get(ALICE, got.id) == BODY
+
+
+async def test_a_relay_receipt_is_taken_once_per_mailbox_and_rolls_back_with_its_delivery(
+    messages: MessageStore,
+) -> None:
+    """The receipt is the duplicate check of relayed messages: first taker True, later ones False, per
+    mailbox; a transaction that fails takes none; old receipts are pruned."""
+    db = messages.db
+    digest = receipt_digest(f"Dr.Durand@{DOMAIN}", " <r.1@ch-peer.mssante.fr>")
+    assert digest == receipt_digest(f"dr.durand@{DOMAIN}", "<r.1@ch-peer.mssante.fr>")  # sender case-folded
+    assert digest != receipt_digest(f"dr.durand@{DOMAIN}", "<R.1@ch-peer.mssante.fr>")  # msg-id exact
+    assert receipt_of("relay", f"dr.durand@{DOMAIN}", "<r.1@ch-peer.mssante.fr>") == digest
+    assert receipt_of("submission", f"dr.durand@{DOMAIN}", "<r.1@ch-peer.mssante.fr>") is None
+    assert receipt_of("relay", f"dr.durand@{DOMAIN}", None) is None
+
+    async def failed_delivery() -> None:
+        async with db.raw_writing() as tx:
+            assert await messages.first_receipt(tx, ALICE, digest) is True
+            raise RuntimeError("delivery failed")
+
+    with pytest.raises(RuntimeError):  # rolled back: the receipt goes with it
+        await failed_delivery()
+    async with db.raw_writing() as tx:
+        assert await messages.first_receipt(tx, ALICE.upper(), digest) is True
+        assert await messages.first_receipt(tx, ALICE, digest) is False
+    async with db.raw_writing() as tx:
+        assert await messages.first_receipt(tx, ALICE, digest) is False
+        assert await messages.first_receipt(tx, BOB, digest) is True
+
+    assert await messages.prune_receipts(utcnow() - timedelta(minutes=1)) == 0
+    assert await messages.prune_receipts(utcnow() + timedelta(seconds=1)) == 2
+    async with db.raw_writing() as tx:
+        assert await messages.first_receipt(tx, ALICE, digest) is True  # forgotten: a new message again
+
+
+async def test_a_mailbox_deleted_takes_its_receipts(messages: MessageStore) -> None:
+    async with messages.db.raw_writing() as tx:
+        assert await messages.first_receipt(tx, BOB, receipt_digest(ALICE, "<x@y>")) is True
+    await messages.mailboxes.delete(BOB)
+    async with messages.db.read() as s:
+        assert (await s.execute(text("SELECT count(*) FROM relay_receipts"))).scalar_one() == 0
