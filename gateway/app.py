@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 
@@ -26,6 +26,7 @@ from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.imap.server import ImapService, start_imap
 from gateway.node import Node
+from gateway.proxy import Address, ProxyServer, listen
 from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
 from gateway.smime.service import Smime
@@ -36,21 +37,49 @@ from gateway.tls import RelayContexts, server_context, shrink_asyncio_tls_buffer
 from gateway.web.health import health_app
 from gateway.web.inbox import web_app
 
+Listen = Callable[[Callable[[Address | None], asyncio.BaseProtocol]], Awaitable["asyncio.Server | ProxyServer"]]
+
 
 class _EmbeddedServer(uvicorn.Server):
+    """uvicorn serving the node's web app on a listener of the node's (gateway.proxy.listen): behind load
+    balancers it reads their PROXY headers like the mail listeners, so the web inbox's audit records,
+    lock-out and limits see the patient's address, not the balancer's."""
+
+    def __init__(self, config: uvicorn.Config, listen: Listen) -> None:
+        super().__init__(config)
+        self._listen = listen
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # the node handles signals itself
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's own startup, but for the listener: its protocol for each connection, told the client.
+        await self.lifespan.startup()
+        config = self.config
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
+        def protocol(client: Address | None) -> asyncio.BaseProtocol:
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            if client is not None:
+                _tell_client(made, client)
+            return made
+
+        self.servers = [await self._listen(protocol)]  # type: ignore[list-item]
+        self.started = True
+
+
+def _tell_client(protocol: asyncio.Protocol, client: Address) -> None:
+    """uvicorn's HTTP protocols read the peer from the socket when connected and keep it as `client`,
+    which becomes the ASGI scope's "client" (request.client): set it to the one the PROXY header named."""
+    connected = protocol.connection_made
+
+    def connection_made(transport: asyncio.BaseTransport) -> None:
+        connected(transport)
+        protocol.client = client  # type: ignore[attr-defined]
+
+    protocol.connection_made = connection_made  # type: ignore[method-assign]
 
 
 async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: asyncio.Event | None = None) -> None:
@@ -80,8 +109,6 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             base_delay=cfg.auth.lockout_base_delay,
             max_delay=cfg.auth.lockout_max_delay,
         )
-        sock = _bind(cfg.listen.host, cfg.listen.https_port)
-        host, port = sock.getsockname()[:2]
         web = _EmbeddedServer(
             uvicorn.Config(
                 web_app(node, queue, worker.wake, lockout, health_app(node)),
@@ -90,13 +117,15 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                 access_log=False,
                 server_header=False,
                 ssl_context_factory=lambda _config, _default: tls,
-            )
+            ),
+            lambda protocol: listen(node, "https", protocol, host=cfg.listen.host, port=cfg.listen.https_port, tls=tls),
         )
-        web_task = asyncio.create_task(web.serve(sockets=[sock]))
+        web_task = asyncio.create_task(web.serve())
         while not web.started and not web_task.done():  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
             await asyncio.sleep(0.01)
         if web_task.done():
             await web_task  # raises what stopped it
+        host, port = web.servers[0].sockets[0].getsockname()[:2]
         listeners: list[Listener] = []
         crl_dir = cfg.pki_dir / "crl" if cfg.pki_dir is not None else None
         contexts = RelayContexts(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), crl_dir)

@@ -159,6 +159,9 @@ def behind(node: NodeDir) -> Iterator[Running]:
         running.proc.wait()
 
 
+LISTENERS = ("submission", "relay", "imap", "imaps", "https")
+
+
 def connect(port: int, *, source: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(10)
@@ -219,7 +222,7 @@ def test_imaps_through_the_balancer_v2_then_tls(behind: Running) -> None:
 
 
 def test_a_balancer_connection_without_header_is_closed_and_audited(behind: Running) -> None:
-    for name in ("submission", "relay", "imap", "imaps"):
+    for name in LISTENERS:
         sock = connect(behind.ports[name], source="127.0.0.1")
         sock.sendall(b"EHLO client.example\r\n")
         try:
@@ -230,7 +233,7 @@ def test_a_balancer_connection_without_header_is_closed_and_audited(behind: Runn
         sock.close()
     refused = audit(behind.node, "proxy.refused")
     assert [(e["peer"], e["response"]["listener"], e["response"]["reason"]) for e in refused] == [  # type: ignore[index]
-        ("127.0.0.1", name, "PROXY unrecognized signature") for name in ("submission", "relay", "imap", "imaps")
+        ("127.0.0.1", name, "PROXY unrecognized signature") for name in LISTENERS
     ]
 
 
@@ -272,3 +275,38 @@ def test_submissions_through_the_balancer_header_then_tls(behind: Running) -> No
         client.login(DOCTOR, "wrong password")
     client.close()
     assert [e["peer"] for e in audit(behind.node, "smtp.auth.failed")] == ["192.0.2.55"] * 2
+
+
+def post_without_csrf(tls: ssl.SSLSocket) -> bytes:
+    """A login form without its CSRF token: refused (403) and audited web.refused with the client's address."""
+    body = b"address=x"
+    tls.sendall(
+        b"POST /connexion HTTP/1.1\r\nHost: mail.ch-test.mssante.fr\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    got = b""
+    while chunk := tls.recv(65536):
+        got += chunk
+    return got
+
+
+def test_https_through_the_balancer_v2_then_tls(behind: Running) -> None:
+    sock = connect(behind.ports["https"], source="127.0.0.1")
+    sock.sendall(v2_tcp4("198.51.100.9", 5555, dport=443))  # the ClientHello follows at once
+    with tls_client(behind.node).wrap_socket(sock) as tls:
+        assert post_without_csrf(tls).startswith(b"HTTP/1.1 403 ")
+    direct = connect(behind.ports["https"], source="127.0.0.2")  # not a balancer: served with its own address
+    with tls_client(behind.node).wrap_socket(direct) as tls:
+        assert post_without_csrf(tls).startswith(b"HTTP/1.1 403 ")
+    refused = audit(behind.node, "web.refused")
+    assert [(e["peer"], e["response"]["reason"]) for e in refused] == [  # type: ignore[index]
+        ("198.51.100.9", "csrf"),
+        ("127.0.0.2", "csrf"),
+    ]
+    # The balancer's health check (v2 LOCAL) gets /healthz.
+    sock = connect(behind.ports["https"], source="127.0.0.1")
+    sock.sendall(v2(0, 0x00, b""))
+    with tls_client(behind.node).wrap_socket(sock) as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert tls.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert audit(behind.node, "proxy.refused") == []

@@ -4,11 +4,13 @@ the node sees the client's own address. Skipped where HAProxy is not installed (
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ SERVICES = {
     "submissions": (465, "submissions", True),
     "imap": (143, "imap", True),
     "imaps": (993, "imaps", True),
-    "https": (443, "https", False),
+    "https": (443, "https", True),
 }
 
 
@@ -247,6 +249,17 @@ def test_in_front_of_a_node(behind_haproxy: tuple[Running, dict[str, int], Path]
     result = running.node.cli("audit", "search", "--event", "imap.login.failed", "--json")
     assert result.code == 0, result.err
     assert [r["peer"] for r in json.loads(result.out)] == ["127.0.0.2"]
+    # And through the HTTPS frontend (TLS after the header): a login form without its CSRF token.
+    ctx = ssl.create_default_context(cafile=str(running.node.data / "pki-root.pem"))
+    ctx.check_hostname = False
+    web = http.client.HTTPSConnection(
+        "127.0.0.1", fronts["https"], timeout=10, context=ctx, source_address=("127.0.0.2", 0)
+    )
+    web.request("POST", "/connexion", body="address=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert web.getresponse().status == 403
+    web.close()
+    result = running.node.cli("audit", "search", "--event", "web.refused", "--json")
+    assert [(r["peer"], r["response"]["reason"]) for r in json.loads(result.out)] == [("127.0.0.2", "csrf")]
     # The health checks' PROXY headers (v2 LOCAL) were all accepted: not one connection refused.
     result = running.node.cli("audit", "search", "--event", "proxy.", "--json")
     assert json.loads(result.out) == []
