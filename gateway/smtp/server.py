@@ -399,28 +399,18 @@ class _Handler:
                 )
         for qid, done in delivered or []:
             for rcpt, where in done:
-                if where is None:  # a peer's message this mailbox already got: acknowledged, stored once
-                    records.append(
-                        self.audit(
-                            AuditEvent.QUEUE_DUPLICATE,
-                            session,
-                            result="done",
-                            queue_id=qid,
-                            rcpt=rcpt,
-                            message_id=headers.message_id,
-                        )
-                    )
-                    continue
-                self.node.notices.publish(rcpt)
+                # None: a peer's message this mailbox already got (relay receipt): acknowledged, stored once.
+                stored = {} if where is None else {"folder": where.folder, "uid": where.uid}
+                if where is not None:
+                    self.node.notices.publish(rcpt)
                 records.append(
                     self.audit(
-                        AuditEvent.QUEUE_DELIVERED,
+                        AuditEvent.QUEUE_DUPLICATE if where is None else AuditEvent.QUEUE_DELIVERED,
                         session,
                         result="done",
                         queue_id=qid,
                         rcpt=rcpt,
-                        folder=where.folder,
-                        uid=where.uid,
+                        **stored,
                         message_id=headers.message_id,
                     )
                 )
