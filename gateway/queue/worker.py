@@ -93,10 +93,18 @@ class DeliveryWorker:
         await self.queue.release(self.owner)
         pruned = -PRUNE_EVERY
         while True:
-            if time.monotonic() - pruned >= PRUNE_EVERY:
-                pruned = time.monotonic()
-                await self.prune_receipts()
-            if not await self.run_once():
+            try:
+                if time.monotonic() - pruned >= PRUNE_EVERY:
+                    pruned = time.monotonic()
+                    await self.prune_receipts()
+                handled = await self.run_once()
+            except Exception as exc:  # the database away for a moment (a restart, a lock): the worker goes on
+                # The first line only: SQLAlchemy's next ones quote the statement and its parameters.
+                self._log.error(
+                    "queue pass failed", error=f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+                )
+                handled = 0
+            if not handled:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.cfg.queue.poll_interval)

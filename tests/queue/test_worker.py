@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -155,6 +155,33 @@ async def test_a_relayed_message_queued_twice_is_stored_once_and_the_copy_settle
     await enqueue("relay", "<r@peer>")
     assert await worker.run_once() == 1
     assert await stored(node) == 4
+
+
+async def test_a_failed_pass_does_not_stop_the_worker(node: Node) -> None:
+    """A pass that raises (the database restarting under it) is logged and the worker goes on: it used
+    to end the worker's task, and the queue stopped draining with the node still up."""
+    queue = Queue(node.db, node.kek)
+    await queue.enqueue(
+        source="submission", sender=RCPT, recipients=[RCPT], body=b"a\r\n", local_domains=node.cfg.node.local_domains
+    )
+    worker = DeliveryWorker(node, queue)
+    real, failures = worker.run_once, []
+
+    async def flaky(now: datetime | None = None) -> int:
+        if not failures:
+            failures.append(1)
+            raise ConnectionError("the database restarts")
+        return await real(now)
+
+    worker.run_once = flaky  # type: ignore[method-assign]
+    with node.notices.listen(RCPT) as delivered:
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(delivered.wait(), 10)
+        finally:
+            task.cancel()
+    assert failures == [1]
+    assert await stored(node) == 1
 
 
 # -- S/MIME before every relay (gateway.smime.outbound through the node's Smime) ------------------------
