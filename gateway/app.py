@@ -116,9 +116,12 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                 log_config=None,
                 access_log=False,
                 server_header=False,
+                proxy_headers=False,  # the client's address comes from PROXY headers, never X-Forwarded-For
                 ssl_context_factory=lambda _config, _default: tls,
             ),
-            lambda protocol: listen(node, "https", protocol, host=cfg.listen.host, port=cfg.listen.https_port, tls=tls),
+            lambda protocol: listen(
+                node, "https", protocol, host=cfg.listen.host, port=cfg.listen.https_port, tls=tls, optional=True
+            ),
         )
         web_task = asyncio.create_task(web.serve())
         while not web.started and not web_task.done():  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)

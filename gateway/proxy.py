@@ -117,6 +117,10 @@ class ProxyServer:
     is_balancer: Callable[[str], bool]
     refused: Refused
     tls: ssl.SSLContext | None = None  # implicit TLS, started after the header
+    optional: bool = False
+    """A balancer's connection may also begin with TLS itself (a handshake record, 0x16): served with the
+    balancer's address. The HTTPS listener's, so that nodes can be upgraded before the balancers send
+    headers to 443 (HAProxy configurations of earlier versions passed it without one)."""
     _task: asyncio.Task[None] | None = None
     _conns: set[asyncio.Task[None]] | None = None
 
@@ -146,7 +150,7 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         client = peer
         try:
-            if self.is_balancer(peer[0]):
+            if self.is_balancer(peer[0]) and not (self.optional and await _tls_first(loop, conn)):
                 try:
                     client = await read_header(loop, conn, peer)
                 except ProxyRefused as exc:
@@ -170,6 +174,30 @@ class ProxyServer:
                 await self._task
 
 
+async def _tls_first(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
+    """Whether the connection's first byte, once sent, opens a TLS handshake record (RFC 8446 §5.1: content
+    type 22), looked at without reading it; False when nothing comes in time (the header's reader then
+    refuses the connection as usual)."""
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
+    try:
+        async with asyncio.timeout(HEADER_TIMEOUT):
+            await readable
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(sock.fileno())
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b"\x16"
+    except OSError:
+        return False
+
+
 async def listen(
     node: Node,
     name: str,
@@ -178,13 +206,15 @@ async def listen(
     host: str,
     port: int,
     tls: ssl.SSLContext | None,
+    optional: bool = False,
 ) -> asyncio.Server | ProxyServer:
-    """A listener: asyncio's own server, or a ProxyServer when load balancers are configured.
+    """A listener: asyncio's own server, or a ProxyServer when load balancers are configured (`optional`:
+    see ProxyServer). Bound alike either way (`bind`: IPv4 clients too on "::", a backlog of 1024).
 
     `protocol(client)` gets None on asyncio's server (the transport's peer is the client)."""
     if not node.cfg.listen.proxy_from:
         loop = asyncio.get_running_loop()
-        return await loop.create_server(lambda: protocol(None), host=host, port=port, ssl=tls)
+        return await loop.create_server(lambda: protocol(None), sock=bind(host, port), ssl=tls)
 
     async def refused(balancer: Address, reason: str) -> None:
         await node.audit.record(
@@ -194,7 +224,7 @@ async def listen(
             response={"result": "refused", "listener": name, "reason": reason},
         )
 
-    server = ProxyServer(bind(host, port), protocol, node.cfg.listen.is_proxy, refused, tls)
+    server = ProxyServer(bind(host, port), protocol, node.cfg.listen.is_proxy, refused, tls, optional)
     server.start()
     return server
 

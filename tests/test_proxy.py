@@ -298,10 +298,15 @@ def test_https_through_the_balancer_v2_then_tls(behind: Running) -> None:
     direct = connect(behind.ports["https"], source="127.0.0.2")  # not a balancer: served with its own address
     with tls_client(behind.node).wrap_socket(direct) as tls:
         assert post_without_csrf(tls).startswith(b"HTTP/1.1 403 ")
+    # A balancer that sends no header to 443 yet (HAProxy configurations before this version): its TLS
+    # is served, under its own address, so that nodes can be upgraded before the balancers.
+    with tls_client(behind.node).wrap_socket(connect(behind.ports["https"], source="127.0.0.1")) as tls:
+        assert post_without_csrf(tls).startswith(b"HTTP/1.1 403 ")
     refused = audit(behind.node, "web.refused")
     assert [(e["peer"], e["response"]["reason"]) for e in refused] == [  # type: ignore[index]
         ("198.51.100.9", "csrf"),
         ("127.0.0.2", "csrf"),
+        ("127.0.0.1", "csrf"),
     ]
     # The balancer's health check (v2 LOCAL) gets /healthz.
     sock = connect(behind.ports["https"], source="127.0.0.1")
