@@ -41,8 +41,9 @@ FINAL = ("delivered", "relayed", "failed")
 
 # Plain SQL (Database.raw_writing / statements): every queued message goes through these.
 _ENQUEUE = (
-    "INSERT INTO queue_messages (id, source, sender, principal, peer, header_message_id, size, body, created_at)"
-    " VALUES (:id, :source, :sender, :principal, :peer, :header_message_id, :size, :body, :created_at)"
+    "INSERT INTO queue_messages (id, source, sender, principal, peer, header_message_id, receipt, size, body,"
+    " created_at) VALUES (:id, :source, :sender, :principal, :peer, :header_message_id, :receipt, :size, :body,"
+    " :created_at)"
 )
 _ENQUEUE_RECIPIENT = (
     "INSERT INTO queue_recipients (message_id, recipient, domain, local, status, attempts, next_attempt_at,"
@@ -65,7 +66,7 @@ _CLAIMABLE = (
 _LEASE = "UPDATE queue_recipients SET lease_owner = :owner, lease_until = :until WHERE id IN ({marks})"
 _CLAIMED = (
     "SELECT r.id, r.recipient, r.domain, r.local, r.attempts, m.id, m.source, m.sender, m.principal, m.peer,"
-    " m.header_message_id, m.size, m.created_at FROM queue_recipients r JOIN queue_messages m"
+    " m.header_message_id, m.size, m.created_at, m.receipt FROM queue_recipients r JOIN queue_messages m"
     " ON m.id = r.message_id WHERE r.id IN ({marks}) ORDER BY r.id"
 )
 _OPEN = (
@@ -91,6 +92,7 @@ class Envelope:
     header_message_id: str | None
     size: int
     created_at: datetime
+    receipt: str | None = None  # relayed in: the receipt its deliveries take (gateway.store.messages)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Claim:
 
 
 def _envelope(m: QueuedMessage) -> Envelope:
-    return Envelope(m.id, m.source, m.sender, m.principal, m.peer, m.header_message_id, m.size, m.created_at)
+    return Envelope(m.id, m.source, m.sender, m.principal, m.peer, m.header_message_id, m.size, m.created_at, m.receipt)
 
 
 class Queue:
@@ -139,6 +141,7 @@ class Queue:
         principal: str | None = None,
         peer: str | None = None,
         header_message_id: str | None = None,
+        receipt: str | None = None,
         session: AsyncSession | Statements | None = None,
     ) -> str:
         """Commit a message and its recipients durably (or add them to `session`); returns the queue id."""
@@ -158,6 +161,7 @@ class Queue:
                     "principal": principal,
                     "peer": peer,
                     "header_message_id": header_message_id,
+                    "receipt": receipt,
                     "size": len(body),
                     "body": self.kek.seal(body, _aad(queue_id)),
                     "created_at": now,
@@ -190,8 +194,10 @@ class Queue:
             await tx.execute(_LEASE.format(marks=marks), {**params, "owner": owner, "until": now + lease})
             rows = await tx.execute(_CLAIMED.format(marks=marks), params)
         jobs = []
-        for rid, rcpt, domain, local, attempts, queue_id, source, sender, principal, peer, mid, size, created in rows:
-            envelope = Envelope(queue_id, source, sender, principal, peer, mid, size, utc_datetime(created))
+        for row in rows:
+            rid, rcpt, domain, local, attempts = row[:5]
+            queue_id, source, sender, principal, peer, mid, size, created, receipt = row[5:]
+            envelope = Envelope(queue_id, source, sender, principal, peer, mid, size, utc_datetime(created), receipt)
             jobs.append(Job(rid, rcpt, domain, bool(local), attempts, envelope, owner))
         return Claim(jobs)
 

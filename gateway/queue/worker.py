@@ -33,7 +33,7 @@ from gateway.queue.store import Envelope, Job, LeaseLost, Queue
 from gateway.smime.cms import CmsError
 from gateway.smime.outbound import Protected
 from gateway.store.mailstore import Mailstore, QuotaExceeded
-from gateway.store.messages import MessageStore, receipt_of
+from gateway.store.messages import MessageStore
 from gateway.store.models import utcnow
 
 if TYPE_CHECKING:
@@ -250,10 +250,11 @@ class DeliveryWorker:
         if not state.active:
             return Result(job.recipient, False, True, "5.2.1", "smtp; 550 5.2.1 mailbox disabled")
         env = job.envelope
-        receipt = receipt_of(env.source, env.sender, env.header_message_id)
         try:
             async with self.node.db.raw_writing() as s:
-                delivered = await self.mailstore.deliver_checked(s, job.recipient, body, env.header_message_id, receipt)
+                delivered = await self.mailstore.deliver_checked(
+                    s, job.recipient, body, env.header_message_id, env.receipt
+                )
                 await self.queue.settle(s, job, "delivered")
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
             return Result(job.recipient, True)

@@ -56,7 +56,7 @@ from gateway.smime.service import Smime
 from gateway.smtp import content
 from gateway.store.db import Statements
 from gateway.store.mailstore import Mailstore, QuotaExceeded
-from gateway.store.messages import Delivered, MessageStore, receipt_of
+from gateway.store.messages import Delivered, MessageStore, relay_receipt
 from gateway.store.patients import PatientRepository
 from gateway.tls import RelayContexts
 
@@ -342,15 +342,16 @@ class _Handler:
         *,
         parts: list[tuple[list[str], bytes]] | None = None,
         effects: Sequence[patients.Effect] = (),
+        receipt: str | None = None,
     ) -> str:
         """Commit the message durably, audit it, wake the worker, and only then answer 250. `parts`: when
         recipients get different forms of it, (recipients, body) each, queued together. `effects`: the
-        patient rules' conversation changes, committed with it. Shielded: a session cut (or a node
+        patient rules' conversation changes, committed with it. `receipt`: a relayed message's
+        (messages.relay_receipt), taken by each delivery. Shielded: a session cut (or a node
         stopping) in the middle still finishes what it began, the commit and its audit records."""
         info = self.info(session)
         assert envelope.mail_from is not None
         forms = [(rcpts, form) for rcpts, form in parts or [(envelope.rcpt_tos, body)] if rcpts]
-        receipt = receipt_of(source, envelope.mail_from, headers.message_id)
         delivered = await self.deliver_now(forms, headers.message_id, effects, receipt)
         ids = [qid for qid, _ in delivered] if delivered is not None else []
         if delivered is None:
@@ -366,6 +367,7 @@ class _Handler:
                             principal=info.principal.address if info.principal else None,
                             peer=info.peer_name or info.client_ip,
                             header_message_id=headers.message_id,
+                            receipt=receipt,
                             session=s,
                         )
                     )
@@ -765,6 +767,8 @@ class RelayHandler(_Handler):
             rules = await self.patient_rules(envelope, prepared[1], len(prepared[0]))
             if isinstance(rules.verdict, Refusal):
                 return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
+            # A copy the peer sends again has the same inner message, whatever its signature and encryption.
+            receipt = relay_receipt(envelope.mail_from, prepared[1].message_id, opened.message)
             keep = await self.node.mailboxes.keeping_smime(envelope.rcpt_tos)
             if keep:
                 # Mailboxes read by end-to-end clients also get the S/MIME form, under the same verdict.
@@ -773,14 +777,25 @@ class RelayHandler(_Handler):
                 inner = [r for r in envelope.rcpt_tos if r not in keep]
                 parts = [(inner, prepared[0]), ([r for r in envelope.rcpt_tos if r in keep], kept[0])]
                 return await self.accept(
-                    session, envelope, "relay", prepared[0], prepared[1], parts=parts, effects=rules.effects
+                    session,
+                    envelope,
+                    "relay",
+                    prepared[0],
+                    prepared[1],
+                    parts=parts,
+                    effects=rules.effects,
+                    receipt=receipt,
                 )
-            return await self.accept(session, envelope, "relay", prepared[0], prepared[1], effects=rules.effects)
+            return await self.accept(
+                session, envelope, "relay", prepared[0], prepared[1], effects=rules.effects, receipt=receipt
+            )
         body, headers = prepared
         rules = await self.patient_rules(envelope, headers, len(body))
         if isinstance(rules.verdict, Refusal):
             return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
-        return await self.accept(session, envelope, "relay", body, headers, effects=rules.effects)
+        assert envelope.mail_from is not None
+        receipt = relay_receipt(envelope.mail_from, headers.message_id, raw)
+        return await self.accept(session, envelope, "relay", body, headers, effects=rules.effects, receipt=receipt)
 
 
 @dataclass

@@ -825,7 +825,7 @@ class Mailstore:
         receipt: str | None = None,
     ) -> Delivered | None:
         """Deliver into INBOX within `s`, or raise QuotaExceeded: the queue worker's and the SMTP
-        listeners' delivery. With a relay `receipt` (messages.receipt_digest): None, storing nothing, when
+        listeners' delivery. With a relay `receipt` (messages.relay_receipt): None, storing nothing, when
         that mailbox already got the message."""
         if receipt is not None and not await self.store.first_receipt(self.db.statements(s), address, receipt):
             return None

@@ -6,10 +6,12 @@ message is either fully delivered (visible with its UID) or not at all.
 
 Relay receipts make a peer's message arrive once. SMTP between operators is at least once: when the
 peer's `250` is lost, or the sending node dies before recording it, the sender relays the message again
-(RFC 5321 §4.5.4.1, §6.1 ask it to). The receipt (mailbox, SHA-256 of sender and Message-ID) is taken in
-the delivery's transaction, so a second copy finds it and is acknowledged without being stored; a
-message without a Message-ID gets none. Receipts are kept `[smtp] duplicate_window`, longer than any
-peer's queue keeps a message (RFC 5321 §4.5.4.1 suggests 4-5 days).
+(RFC 5321 §4.5.4.1, §6.1 ask it to). The receipt (mailbox, SHA-256 of sender, Message-ID and the
+content as the peer sent it: the verified inner message, the same whatever the encryption of each
+attempt) is taken in the delivery's transaction, so a second copy finds it and is acknowledged without
+being stored. A message without a Message-ID takes none, and a peer that reuses a Message-ID for other
+content sends another message: only the same bytes are a copy. Receipts are kept `[smtp]
+duplicate_window`, longer than any peer's queue keeps a message (RFC 5321 §4.5.4.1 suggests 4-5 days).
 """
 
 from __future__ import annotations
@@ -43,18 +45,15 @@ _RECEIPT = (
 )
 
 
-def receipt_digest(sender: str, header_message_id: str) -> str:
-    """The receipt of a relayed message: its envelope sender (case-folded, as addresses are compared
-    here) and its Message-ID (exactly: RFC 5322 §3.6.4 gives no case rule)."""
-    return hashlib.sha256(f"{sender.lower()}\n{header_message_id.strip()}".encode()).hexdigest()
-
-
-def receipt_of(source: str, sender: str | None, header_message_id: str | None) -> str | None:
-    """The receipt a delivery takes: for messages relayed in from peers that carry a Message-ID; None
-    (no receipt, no duplicate check) for the rest (submission, DSNs of this node...)."""
-    if source != "relay" or sender is None or not header_message_id:
+def relay_receipt(sender: str, header_message_id: str | None, content: bytes) -> str | None:
+    """The receipt of a message relayed in: its envelope sender (case-folded, as addresses are compared
+    here), its Message-ID (exactly: RFC 5322 §3.6.4 gives no case rule) and the SHA-256 of `content`, the
+    message as the peer sent it (before this node's trace fields). None without a Message-ID."""
+    if not header_message_id:
         return None
-    return receipt_digest(sender, header_message_id)
+    key = hashlib.sha256(f"{sender.lower()}\n{header_message_id.strip()}\n".encode())
+    key.update(hashlib.sha256(content).digest())
+    return key.hexdigest()
 
 
 def body_aad(address: str, message_id: str) -> bytes:

@@ -257,6 +257,7 @@ class QueuedMessage(Base):
     principal: Mapped[str | None] = mapped_column(String(320), nullable=True)
     peer: Mapped[str | None] = mapped_column(String(320), nullable=True)
     header_message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    receipt: Mapped[str | None] = mapped_column(String(64), nullable=True)  # relayed in: the delivery's receipt
     size: Mapped[int] = mapped_column(Integer)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -351,7 +352,8 @@ class WebSession(Base):
 class RelayReceipt(Base):
     """A message relayed in from a peer operator and delivered to a mailbox: kept for `[smtp]
     duplicate_window` so that the same message sent again (the peer's retry after a lost `250`, or after
-    it died before recording it) is acknowledged without a second copy. Digest of sender and Message-ID."""
+    it died before recording it) is acknowledged without a second copy. Digest of sender, Message-ID and
+    content (gateway.store.messages.relay_receipt)."""
 
     __tablename__ = "relay_receipts"
     address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), primary_key=True)

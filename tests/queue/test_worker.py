@@ -22,7 +22,7 @@ from gateway.queue.worker import DeliveryWorker, Result
 from gateway.smime import cms, mime
 from gateway.smime.service import Smime
 from gateway.store.mailstore import Mailstore
-from gateway.store.messages import MessageStore
+from gateway.store.messages import MessageStore, relay_receipt
 from gateway.store.models import QueuedMessage, QueuedRecipient, StoredMessage, utcnow
 from tests.conftest import DOMAIN, NodeDir, copy_node
 from tests.dns import Zone, dnsmasq
@@ -122,9 +122,9 @@ async def test_a_local_delivery_wakes_the_mailbox_listeners(node: Node) -> None:
 
 
 async def test_a_relayed_message_queued_twice_is_stored_once_and_the_copy_settled(node: Node) -> None:
-    """The worker's delivery takes the relay receipt too (a relayed message queued when its mailbox was
-    over quota, then sent again by the peer): the copy is settled, audited queue.duplicate, not stored.
-    Submissions take none: the same Message-ID submitted twice is stored twice."""
+    """The worker's delivery takes the relay receipt the message was queued with (a relayed message
+    queued when its mailbox was over quota, then sent again by the peer): the copy is settled, audited
+    queue.duplicate, not stored. Submissions take none: the same message submitted twice is stored twice."""
     queue = Queue(node.db, node.kek)
     peer = "dr.durand@ch-peer.mssante.fr"
 
@@ -136,6 +136,7 @@ async def test_a_relayed_message_queued_twice_is_stored_once_and_the_copy_settle
             body=f"Message-ID: {mid}\r\nSubject: x\r\n\r\nx\r\n".encode(),
             local_domains=node.cfg.node.local_domains,
             header_message_id=mid,
+            receipt=relay_receipt(peer, mid, b"x") if source == "relay" else None,
         )
 
     first, second = await enqueue("relay", "<r@peer>"), await enqueue("relay", "<r@peer>")

@@ -381,8 +381,8 @@ def test_a_message_relayed_again_is_acknowledged_and_stored_once(
 
 
 def test_the_receipt_is_the_senders_and_the_message_ids(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:
-    """Another Message-ID is another message; so is the same Message-ID from another sender; a message
-    without a Message-ID takes no receipt (never seen from a conforming peer: each is stored)."""
+    """Another Message-ID is another message; so is the same Message-ID from another sender, and the same
+    Message-ID with other content (a peer that reuses them loses nothing)."""
     colleague = f"dr.petit@{PEER}"
     other = TrustSpacePKI(gateway.node.data / "pki").issue_address(colleague)
     for n, (sender, signer, mid) in enumerate(
@@ -390,6 +390,7 @@ def test_the_receipt_is_the_senders_and_the_message_ids(gateway: Gateway, peer_c
             (SENDER, durand.issued, "<a.1@ch-peer.mssante.fr>"),
             (SENDER, durand.issued, "<a.2@ch-peer.mssante.fr>"),
             (colleague, other, "<a.1@ch-peer.mssante.fr>"),
+            (SENDER, durand.issued, "<a.1@ch-peer.mssante.fr>"),  # the first one's, another subject
         ]
     ):
         plain = message(sender, DOCTOR, f"recu {n}", Message_ID=mid)
@@ -397,4 +398,4 @@ def test_the_receipt_is_the_senders_and_the_message_ids(gateway: Gateway, peer_c
         client = relay_client(gateway, peer_cert)
         assert client.sendmail(sender, [DOCTOR], raw) == {}
         client.quit()
-    assert [_copies(gateway, DOCTOR, f"Subject: recu {n}".encode()) for n in range(3)] == [1, 1, 1]
+    assert [_copies(gateway, DOCTOR, f"Subject: recu {n}".encode()) for n in range(4)] == [1, 1, 1, 1]

@@ -13,7 +13,7 @@ from gateway.errors import NotFound
 from gateway.store.crypto import DecryptionError, KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
-from gateway.store.messages import MessageStore, receipt_digest, receipt_of
+from gateway.store.messages import MessageStore, relay_receipt
 from gateway.store.models import Account, Mailbox, StoredMessage, utcnow
 
 DOMAIN = "ch-test.mssante.fr"
@@ -176,12 +176,15 @@ async def test_a_relay_receipt_is_taken_once_per_mailbox_and_rolls_back_with_its
     """The receipt is the duplicate check of relayed messages: first taker True, later ones False, per
     mailbox; a transaction that fails takes none; old receipts are pruned."""
     db = messages.db
-    digest = receipt_digest(f"Dr.Durand@{DOMAIN}", " <r.1@ch-peer.mssante.fr>")
-    assert digest == receipt_digest(f"dr.durand@{DOMAIN}", "<r.1@ch-peer.mssante.fr>")  # sender case-folded
-    assert digest != receipt_digest(f"dr.durand@{DOMAIN}", "<R.1@ch-peer.mssante.fr>")  # msg-id exact
-    assert receipt_of("relay", f"dr.durand@{DOMAIN}", "<r.1@ch-peer.mssante.fr>") == digest
-    assert receipt_of("submission", f"dr.durand@{DOMAIN}", "<r.1@ch-peer.mssante.fr>") is None
-    assert receipt_of("relay", f"dr.durand@{DOMAIN}", None) is None
+    sender, mid = f"dr.durand@{DOMAIN}", "<r.1@ch-peer.mssante.fr>"
+    digest = relay_receipt(sender, mid, BODY)
+    assert digest is not None
+    assert relay_receipt(sender.upper(), f" {mid}", BODY) == digest  # sender case-folded, msg-id unfolded
+    assert relay_receipt(sender, mid.upper(), BODY) != digest  # the msg-id exactly
+    assert relay_receipt(sender, mid, BODY + b" ") != digest  # other content: another message
+    assert relay_receipt(f"x{sender}", mid, BODY) != digest
+    assert relay_receipt(sender, None, BODY) is None
+    assert relay_receipt(sender, "", BODY) is None
 
     async def failed_delivery() -> None:
         async with db.raw_writing() as tx:
@@ -205,7 +208,7 @@ async def test_a_relay_receipt_is_taken_once_per_mailbox_and_rolls_back_with_its
 
 async def test_a_mailbox_deleted_takes_its_receipts(messages: MessageStore) -> None:
     async with messages.db.raw_writing() as tx:
-        assert await messages.first_receipt(tx, BOB, receipt_digest(ALICE, "<x@y>")) is True
+        assert await messages.first_receipt(tx, BOB, "0" * 64) is True
     await messages.mailboxes.delete(BOB)
     async with messages.db.read() as s:
         assert (await s.execute(text("SELECT count(*) FROM relay_receipts"))).scalar_one() == 0

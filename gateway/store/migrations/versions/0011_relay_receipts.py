@@ -1,4 +1,5 @@
-"""Messages relayed in from peers are delivered once: a receipt per mailbox and (sender, Message-ID).
+"""Messages relayed in from peers are delivered once: a receipt per mailbox and (sender, Message-ID,
+content), and the receipt a queued relayed message's delivery will take.
 
 Revision ID: 0011
 Revises: 0010
@@ -28,8 +29,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("address", "digest", name="pk_relay_receipts"),
     )
     op.create_index("ix_relay_receipts_received_at", "relay_receipts", ["received_at"], unique=False)
+    # Plain ADD/DROP COLUMN, not batch mode: SQLite's table copy would cascade-delete rows (see 0004).
+    op.add_column("queue_messages", sa.Column("receipt", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("queue_messages", "receipt")
     op.drop_index("ix_relay_receipts_received_at", table_name="relay_receipts")
     op.drop_table("relay_receipts")
