@@ -8,6 +8,9 @@ Implementation notes
   is loaded in the worker that uses it and dropped with the call ("private keys are loaded only where
   they are used"). The parent holds it unsealed only between reading it and handing it over.
 - `workers=0` runs the same functions in a thread (tests, tiny deployments): same results, loop still free.
+- A worker leaves when its node dies without closing the pool (SIGKILL, a crash): each holds both ends
+  of the executor's call pipe, so it would never see EOF and would live on, orphaned, with its memory.
+  Outside systemd's cgroup (tests, a shell) nothing else reaps it; it watches for its reparenting.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -97,6 +103,21 @@ def unprotect_der(message: bytes, certificate: bytes, key: bytes) -> OpenedDer:
     )
 
 
+ORPHAN_CHECK = 1.0
+"""Seconds between a worker's looks at its parent."""
+
+
+def _leave_when_orphaned(parent: int) -> None:
+    """A worker's initializer: a daemon thread that ends the process once `parent` is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK)
+        os._exit(0)  # nothing to flush: a worker holds no state between calls
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 class CryptoPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -108,7 +129,9 @@ class CryptoPool:
                 # "spawn": a fork of a process running an event loop and threads is unsafe (and would copy
                 # the parent's memory, keys included, into every worker)
                 context = multiprocessing.get_context("spawn")
-                self._executor = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+                self._executor = concurrent.futures.ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=_leave_when_orphaned, initargs=(os.getpid(),)
+                )
             else:
                 self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smime")
         return self._executor

@@ -4,8 +4,13 @@ event loop free while the work runs."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
+import psutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -73,3 +78,31 @@ async def test_a_refusal_crosses_the_pool_with_its_reason(space: Space, pool: Cr
     with pytest.raises(cms.CmsError) as refused:
         await pool.unprotect(protected, certificate=der(space.carol), key=pkcs8(space.carol))
     assert (refused.value.reason, str(refused.value)) == ("not-for-us", "no recipient entry for our certificate")
+
+
+ORPHANING = """
+import asyncio, os, sys
+from gateway.smime.pool import CryptoPool
+
+async def main() -> None:
+    pool = CryptoPool(2)
+    # Two calls at once: both workers start (the executor starts them as work comes).
+    await asyncio.gather(*(pool.encrypt_signed(b"x", recipients=[]) for _ in range(2)), return_exceptions=True)
+    print(" ".join(str(p.pid) for p in pool._executor._processes.values()), flush=True)
+    sys.stdin.read()  # until killed
+
+asyncio.run(main())
+"""
+
+
+def test_workers_leave_when_their_node_is_killed() -> None:
+    """A node SIGKILLed (the crash tests, an OOM kill outside systemd) leaves no worker behind."""
+    node = subprocess.Popen([sys.executable, "-c", ORPHANING], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert node.stdout is not None
+    workers = [psutil.Process(int(pid)) for pid in node.stdout.readline().split()]
+    assert len(workers) == 2
+    assert all(w.ppid() == node.pid for w in workers)
+    os.kill(node.pid, signal.SIGKILL)
+    node.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
