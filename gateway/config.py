@@ -70,6 +70,10 @@ class StoreSection(_Section):
     kek: SecretStr | None = None
     """Key-encryption key, base64 of 32 bytes (normally from MSSGW_STORE__KEK, not the file)."""
     kek_file: Path | None = None
+    previous_keks: list[SecretStr] = Field(default_factory=list)
+    """Earlier KEKs (base64), to open what they sealed until `mssgw kek rewrap` has sealed it anew."""
+    previous_kek_files: list[Path] = Field(default_factory=list)
+    """Files of earlier KEKs (same rules as kek_file), for the same use."""
     default_quota: int = Field(5 * 1024**3, ge=0)
     """Storage quota of a mailbox without its own, in bytes (sum of its messages' sizes); 0: no limit."""
     max_folders: int = Field(1000, ge=10)
@@ -403,6 +407,9 @@ audit_url = "sqlite+aiosqlite:///audit.db"
 # Key-encryption key wrapping every mailbox data key (AES-256-GCM). Kept outside the data
 # directory, mode 0600. Or set MSSGW_STORE__KEK to its base64 value and remove this line.
 kek_file = {_toml_str(str(kek_file))}
+# Rotation (`mssgw kek`, docs/operations.md): earlier keys still opening what they sealed until
+# `mssgw kek rewrap` has sealed it anew (or MSSGW_STORE__PREVIOUS_KEKS, a JSON list of base64 values).
+previous_kek_files = []
 # Storage quota of each mailbox (bytes, the sum of its messages) unless set per mailbox; 0 = no limit.
 # Delivery past it is deferred (4.2.2 mailbox full), IMAP APPEND and COPY refused (OVERQUOTA).
 default_quota = 5368709120

@@ -50,6 +50,8 @@ class Node:
                 s.kek.get_secret_value() if s.kek else None,
                 self.cfg.path(s.kek_file) if s.kek_file else None,
                 self.cfg.base_dir,
+                [v.get_secret_value() for v in s.previous_keks],
+                [self.cfg.path(p) for p in s.previous_kek_files],
             )
         return self._kek
 

@@ -73,6 +73,8 @@ class AuditEvent(StrEnum):
     PKI_ROOT_EXPORTED = "admin.pki.root_exported"
     PKI_LISTED = "admin.pki.listed"
     PKI_DNS_PUBLISHED = "admin.pki.dns_published"
+    KEK_CREATED = "admin.kek.created"  # a new key file written (its id, never the key)
+    KEK_REWRAPPED = "admin.kek.rewrapped"  # items sealed anew under the current key (counts, key ids)
 
     # Listeners behind a load balancer (SMTP and IMAP)
     PROXY_REFUSED = "proxy.refused"  # a load balancer's connection without a valid PROXY header (reason)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import defer
 
 from directory.addresses import domain_of
 from gateway.errors import NotFound
-from gateway.store.crypto import KeyEncryptionKey
+from gateway.store.crypto import DecryptionError, KeyEncryptionKey
 from gateway.store.db import Database, Statements, bound_list, utc_datetime
 from gateway.store.models import QueuedMessage, QueuedRecipient, utcnow
 
@@ -236,6 +236,32 @@ class Queue:
         if not rows:
             raise NotFound(f"no queued message {queue_id}")
         return self.kek.open(rows[0][0], _aad(queue_id))
+
+    async def reseal_bodies(self) -> int:
+        """Seal every queued body under the current KEK where a previous one did (KEK rotation); how many.
+        One message per transaction: bodies may be large."""
+        ids = [row[0] for row in await self.db.rows("SELECT id FROM queue_messages ORDER BY id", {})]
+        changed = 0
+        for queue_id in ids:
+            async with self.db.raw_writing() as tx:
+                rows = await tx.execute(
+                    "SELECT body FROM queue_messages WHERE id = :id" + tx.for_update,  # noqa: S608 (a constant suffix)
+                    {"id": queue_id},
+                )
+                if not rows:
+                    continue  # delivered meanwhile
+                try:
+                    body = self.kek.reseal(rows[0][0], _aad(queue_id))
+                except DecryptionError:
+                    raise DecryptionError(
+                        f"queued message {queue_id}: no key-encryption key given opens its body"
+                    ) from None
+                if body is not None:
+                    await tx.execute(
+                        "UPDATE queue_messages SET body = :body WHERE id = :id", {"body": body, "id": queue_id}
+                    )
+                    changed += 1
+        return changed
 
     async def envelope(self, queue_id: str) -> Envelope:
         """A queued message's envelope, without reading its body."""

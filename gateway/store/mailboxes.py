@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from directory import national
 from gateway.errors import Conflict, NotFound, UsageError
-from gateway.store.crypto import DataKey, KeyEncryptionKey
+from gateway.store.crypto import DataKey, DecryptionError, KeyEncryptionKey
 from gateway.store.db import Database, Statements, bound_list
 from gateway.store.folders import standard_folders, standard_subscriptions
 from gateway.store.models import (
@@ -287,6 +287,46 @@ class MailboxRepository:
             )
             found.update(str(r[0]) for r in await self.db.rows(sql, params))
         return found
+
+    async def rewrap_keys(self, batch: int = 200) -> tuple[int, int]:
+        """Wrap every mailbox's data key, and seal every TOTP seed, under the current KEK where a previous one
+        did (KEK rotation, `mssgw kek rewrap`); (data keys, seeds) changed. Each batch is read and written
+        in one write transaction, so an enrolment meanwhile is not overwritten with the older seed."""
+        addresses = [row[0] for row in await self.db.rows("SELECT address FROM accounts ORDER BY address", {})]
+        keys = seeds = 0
+        for start in range(0, len(addresses), batch):
+            marks, params = bound_list("a", addresses[start : start + batch])
+            async with self.db.raw_writing() as tx:
+                rows = await tx.execute(
+                    f"SELECT address, data_key, totp_secret FROM accounts WHERE address IN ({marks})"  # noqa: S608 (placeholders only)
+                    + tx.for_update,
+                    params,
+                )
+                changes = []
+                for address, wrapped, seed in rows:
+                    try:
+                        new_key = self.kek.rewrap(wrapped, address)
+                        new_seed = None if seed is None else self.kek.reseal(seed, b"totp\0" + address.encode())
+                    except DecryptionError:
+                        raise DecryptionError(
+                            f"mailbox {address}: no key-encryption key given opens its keys"
+                        ) from None
+                    if new_key is not None or new_seed is not None:
+                        keys += new_key is not None
+                        seeds += new_seed is not None
+                        changes.append({"address": address, "key": new_key, "seed": new_seed, "id": self.kek.key_id})
+                if changes:
+                    await tx.execute(
+                        "UPDATE accounts SET data_key = coalesce(:key, data_key), kek_id = :id,"
+                        " totp_secret = coalesce(:seed, totp_secret) WHERE address = :address",
+                        changes,
+                    )
+        return keys, seeds
+
+    async def kek_ids(self) -> dict[str, int]:
+        """How many data keys each KEK id wrapped."""
+        rows = await self.db.rows("SELECT kek_id, count(*) FROM accounts GROUP BY kek_id ORDER BY kek_id", {})
+        return {str(kid): int(n) for kid, n in rows}
 
     async def delete(self, address: str) -> None:
         async with self.db.write() as s:

@@ -24,6 +24,7 @@ from gateway.store.crypto import (
 
 KEY = bytes(range(32))
 OTHER = bytes(range(1, 33))
+THIRD = bytes(range(2, 34))
 TRUNCATED = "sealed data is truncated or of an unknown version"
 FAILED = "sealed data failed authentication (wrong key, owner or altered)"
 
@@ -102,7 +103,10 @@ def test_kek_wraps_data_keys_per_owner() -> None:
 def test_key_lengths() -> None:
     with pytest.raises(SecretKeyError) as exc:
         KeyEncryptionKey(b"\x00" * 16)
-    assert str(exc.value) == "the key-encryption key must be 32 bytes, got 16"
+    assert str(exc.value) == "a key-encryption key must be 32 bytes, got 16"
+    with pytest.raises(SecretKeyError) as exc:
+        KeyEncryptionKey(b"\x00" * 32, [b"\x01" * 31])
+    assert str(exc.value) == "a key-encryption key must be 32 bytes, got 31"
     with pytest.raises(SecretKeyError) as exc:
         DataKey(b"\x00" * 31)
     assert str(exc.value) == "a data key must be 32 bytes"
@@ -114,7 +118,7 @@ def test_reprs_never_show_key_material() -> None:
     kek = KeyEncryptionKey(KEY)
     dk = DataKey(KEY)
     assert repr(dk) == str(dk) == "DataKey(<hidden>)"
-    assert repr(kek) == str(kek) == "KeyEncryptionKey(id=630dcd2966c43366)"
+    assert repr(kek) == str(kek) == "KeyEncryptionKey(id=630dcd2966c43366, previous=[])"
     assert kek.key_id == "630dcd2966c43366"
     for text in (repr(kek), repr(dk), repr([kek, dk]), repr({"k": kek})):
         assert KEY.hex() not in text
@@ -188,7 +192,7 @@ def test_key_file_contents_must_be_a_base64_32_byte_key(tmp_path: Path) -> None:
     short = _key_file(tmp_path / "short", _b64(KEY[:16]))
     with pytest.raises(SecretKeyError) as exc:
         load_kek(None, short, None)
-    assert str(exc.value) == "the key-encryption key must be 32 bytes, got 16"
+    assert str(exc.value) == f"{short}: a key-encryption key must be 32 bytes, got 16"
     with pytest.raises(SecretKeyError) as exc:
         load_kek("@@" + _b64(KEY), None, None)
     assert str(exc.value) == "store.kek: the key-encryption key is not valid base64"
@@ -253,3 +257,55 @@ def test_write_secret_file_refuses_an_existing_file(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         write_secret_file(link, b"through a symlink")
     assert not (tmp_path / "elsewhere").exists()
+
+
+# -- rotation: previous keys open, the current one seals -------------------------------------------------
+
+
+def test_previous_keys_open_and_the_current_one_seals() -> None:
+    old, new = KeyEncryptionKey(KEY), KeyEncryptionKey(OTHER, [KEY])
+    assert new.key_id == KeyEncryptionKey(OTHER).key_id
+    assert new.previous_ids == [old.key_id]
+    assert repr(new) == f"KeyEncryptionKey(id={new.key_id}, previous=['{old.key_id}'])"
+    dk = DataKey.generate()
+    wrapped_old = old.wrap(dk, "a@x")
+    sealed_old = old.seal(b"seed", b"totp\0a@x")
+    # Opened with the previous key; the owner binding still holds under it.
+    assert new.unwrap(wrapped_old, "a@x").seal(b"m", b"aad")[:1] == b"\x01"
+    assert new.open(sealed_old, b"totp\0a@x") == b"seed"
+    with pytest.raises(DecryptionError):
+        new.unwrap(wrapped_old, "b@x")
+    with pytest.raises(DecryptionError):
+        new.open(sealed_old, b"totp\0b@x")
+    # Sealed anew under the current key, which alone then opens it; None when nothing is to do.
+    rewrapped = new.rewrap(wrapped_old, "a@x")
+    resealed = new.reseal(sealed_old, b"totp\0a@x")
+    assert rewrapped is not None
+    assert resealed is not None
+    assert KeyEncryptionKey(OTHER).open(resealed, b"totp\0a@x") == b"seed"
+    body = b"corps"
+    assert KeyEncryptionKey(OTHER).unwrap(rewrapped, "a@x").open(dk.seal(body, b"m"), b"m") == body
+    assert new.rewrap(rewrapped, "a@x") is None
+    assert new.reseal(resealed, b"totp\0a@x") is None
+    # Without the previous key, the old blobs are refused as any foreign blob is.
+    with pytest.raises(DecryptionError):
+        KeyEncryptionKey(OTHER).unwrap(wrapped_old, "a@x")
+    with pytest.raises(DecryptionError):
+        KeyEncryptionKey(OTHER).reseal(sealed_old, b"totp\0a@x")
+    # A previous key equal to the current one is dropped.
+    assert KeyEncryptionKey(KEY, [KEY, OTHER, OTHER]).previous_ids == [KeyEncryptionKey(OTHER).key_id]
+
+
+def test_previous_keys_load_from_values_and_checked_files(tmp_path: Path) -> None:
+    current = _key_file(tmp_path / "keys" / "kek.key", _b64(KEY))
+    older = _key_file(tmp_path / "keys" / "kek-2025.key", _b64(OTHER))
+    kek = load_kek(None, current, tmp_path / "data", [_b64(THIRD)], [older])
+    assert kek.key_id == KeyEncryptionKey(KEY).key_id
+    assert kek.previous_ids == [KeyEncryptionKey(THIRD).key_id, KeyEncryptionKey(OTHER).key_id]
+    older.chmod(0o644)
+    with pytest.raises(SecretKeyError) as exc:
+        load_kek(None, current, tmp_path / "data", [], [older])
+    assert str(exc.value) == f"key file {older} is readable by others (mode 644); chmod 600 it"
+    with pytest.raises(SecretKeyError) as exc:
+        load_kek(None, current, None, ["@@"], [])
+    assert str(exc.value) == "store.previous_keks[0]: the key-encryption key is not valid base64"
