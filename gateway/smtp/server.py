@@ -767,8 +767,9 @@ class RelayHandler(_Handler):
             rules = await self.patient_rules(envelope, prepared[1], len(prepared[0]))
             if isinstance(rules.verdict, Refusal):
                 return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
-            # A copy the peer sends again has the same inner message, whatever its signature and encryption.
-            receipt = relay_receipt(envelope.mail_from, prepared[1].message_id, opened.message)
+            # A copy the peer sends again has the same inner message, whatever its signature and encryption;
+            # our Authentication-Results field on top of it says when it was checked, so it is left out.
+            receipt = relay_receipt(envelope.mail_from, prepared[1].message_id, opened.message[len(opened.results) :])
             keep = await self.node.mailboxes.keeping_smime(envelope.rcpt_tos)
             if keep:
                 # Mailboxes read by end-to-end clients also get the S/MIME form, under the same verdict.
