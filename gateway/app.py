@@ -130,11 +130,14 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             await web_task  # raises what stopped it
         host, port = web.servers[0].sockets[0].getsockname()[:2]
         listeners: list[Listener] = []
-        crl_dir = cfg.pki_dir / "crl" if cfg.pki_dir is not None else None
-        contexts = RelayContexts(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), crl_dir)
+        contexts = RelayContexts(
+            cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), cfg.crl_dir
+        )
         # Mail clients may present a certificate (APP mailboxes, SASL EXTERNAL): requested, never required,
-        # checked in the handshake against the root and the CRLs as they were at start.
-        clients_tls = contexts.get()
+        # checked in the handshake against the root and the current CRLs.
+        clients_tls = RelayContexts(
+            cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), cfg.crl_dir
+        ).live()
         for port_, implicit in ((cfg.listen.submission_port, False), (cfg.listen.submissions_port, True)):
             if port_ is not None:
                 listeners.append(

@@ -320,6 +320,17 @@ class Config(BaseSettings):
     def pki_dir(self) -> Path | None:
         return self.path(self.pki.dir) if self.pki.dir is not None else None
 
+    @property
+    def crl_dir(self) -> Path | None:
+        """Where the node's current CRLs are, for S/MIME and every TLS check alike: `[smime] crl_dir`;
+        else crl-cache/ in the data directory when `[smime] crl_urls` fill it; else the development
+        PKI's crl/; None (no CRLs) with an external PKI that names neither."""
+        if self.smime.crl_dir:
+            return self.path(self.smime.crl_dir)
+        if self.smime.crl_urls:
+            return self.base_dir / "crl-cache"
+        return self.pki_dir / "crl" if self.pki_dir is not None else None
+
 
 def _describe(exc: ValidationError) -> str:
     first = exc.errors()[0]

@@ -12,9 +12,17 @@ Implementation notes
 from __future__ import annotations
 
 import ssl
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.audit.oplog import get_logger
 from gateway.errors import ConfigError
+
+log = get_logger(component="tls")
 
 MSSANTE_TLS12_CIPHERS = (
     "ECDHE-RSA-AES256-GCM-SHA384",
@@ -64,34 +72,124 @@ def server_context(
     return ctx
 
 
-class RelayContexts:
-    """TLS contexts for the operator relay listener, rebuilt whenever a CRL file changes.
+CRL_SUFFIXES = (".pem", ".crl", ".der")
+
+CrlStamp = tuple[tuple[str, float, int], ...]
+
+
+def crl_stamp(directory: Path | None) -> CrlStamp:
+    """What changes when a CRL file of `directory` is added, replaced or removed (names, mtimes, sizes)."""
+    if directory is None or not directory.is_dir():
+        return ()
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in CRL_SUFFIXES and p.is_file())
+    return tuple((str(p), (st := p.stat()).st_mtime, st.st_size) for p in files)
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL in PEM or DER (ValueError when it is neither)."""
+    return x509.load_pem_x509_crl(data) if b"-----BEGIN X509 CRL-----" in data else x509.load_der_x509_crl(data)
+
+
+def read_crls(stamp: CrlStamp) -> tuple[list[x509.CertificateRevocationList], list[tuple[str, str]]]:
+    """The CRLs of the files in `stamp` (PEM or DER), each once, and (path, error) for unreadable files.
+
+    A directory may hold one CRL in both encodings (the development PKI writes both), and crl-cache/
+    holds DER: both are read, duplicates dropped."""
+    crls: list[x509.CertificateRevocationList] = []
+    seen: set[bytes] = set()
+    errors: list[tuple[str, str]] = []
+    for name, _, _ in stamp:
+        try:
+            crl = load_crl(Path(name).read_bytes())
+        except (OSError, ValueError) as exc:
+            errors.append((name, str(exc)))
+            continue
+        der = crl.public_bytes(serialization.Encoding.DER)
+        if der not in seen:
+            seen.add(der)
+            crls.append(crl)
+    return crls, errors
+
+
+def add_crls(ctx: ssl.SSLContext, crls: Sequence[x509.CertificateRevocationList]) -> None:
+    """Check every certificate of a peer's chain against `crls` (VERIFY_CRL_CHECK_CHAIN).
+
+    Fails closed as the S/MIME checks do (pyhanko-certvalidator's hard-fail): a chain certificate whose
+    CA has no CRL here, or only an expired one, fails the handshake. Without any CRL there is nothing
+    to check against and the flag is left off. The ssl module loads CRLs only from a PEM file (cadata
+    takes certificates only), hence the temporary file; CRLs are public."""
+    if not crls:
+        return
+    with tempfile.NamedTemporaryFile(prefix="mssgw-crls-", suffix=".pem") as bundle:
+        bundle.write(b"".join(crl.public_bytes(serialization.Encoding.PEM) for crl in crls))
+        bundle.flush()
+        ctx.load_verify_locations(cafile=bundle.name)
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+
+
+class CrlContexts:
+    """A TLS context built by `build` with the current CRLs of `crl_dir`, rebuilt when a CRL file changes.
+
+    `get()` is called for each new connection (the relay listener) or session (the relay client), so
+    a freshly published or fetched CRL applies to the next handshake; the files are looked at (one
+    stat each) on every call, read only when they changed."""
+
+    def __init__(self, build: Callable[[], ssl.SSLContext], crl_dir: Path | None) -> None:
+        self.build, self.crl_dir = build, crl_dir
+        self._stamp: CrlStamp | None = None
+        self._ctx: ssl.SSLContext | None = None
+
+    def get(self) -> ssl.SSLContext:
+        stamp = crl_stamp(self.crl_dir)
+        if self._ctx is None or stamp != self._stamp:
+            crls, errors = read_crls(stamp)
+            for path, error in errors:
+                log.warning("tls.crl_unreadable", path=path, error=error)
+            ctx = self.build()
+            add_crls(ctx, crls)
+            self._ctx, self._stamp = ctx, stamp
+        return self._ctx
+
+    def live(self) -> ssl.SSLContext:
+        """One context for a listener that keeps the one it was given (asyncio's implicit TLS servers,
+        STARTTLS sessions): each handshake moves, at its ClientHello, to the context with the current
+        CRLs. That switch is what `SSLContext.sni_callback` is documented for; it runs for every
+        ClientHello, with or without a server name. The verification flags stay those of the first
+        context (OpenSSL copies them at SSL_new): with no CRL at start, none is checked until a restart."""
+        first = self.get()
+
+        def switch(conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
+            current = self.get()
+            if current is not first:
+                conn.context = current
+
+        first.sni_callback = switch
+        return first
+
+
+class RelayContexts(CrlContexts):
+    """TLS contexts for the operator relay listener, with the node's current CRLs (see CrlContexts).
 
     The client certificate is requested and, when sent, verified against the pinned root with the
-    CRLs of every CA in its chain (VERIFY_CRL_CHECK_CHAIN: a missing CRL fails closed). An untrusted or
-    revoked certificate ends the handshake with the matching TLS alert; a missing one is left to the
-    SMTP layer, which refuses the transaction with a precise reply.
+    CRLs of every CA in its chain (`add_crls`). An untrusted or revoked certificate ends the handshake
+    with the matching TLS alert; a missing one is left to the SMTP layer, which refuses the transaction
+    with a precise reply.
     """
 
     def __init__(self, cert_chain: Path, key: Path, trust_anchor: Path, crl_dir: Path | None) -> None:
-        self.cert_chain, self.key, self.trust_anchor, self.crl_dir = cert_chain, key, trust_anchor, crl_dir
-        self._stamp: tuple[tuple[str, float], ...] | None = None
-        self._ctx: ssl.SSLContext | None = None
+        super().__init__(
+            lambda: server_context(cert_chain, key, client_ca=trust_anchor, require_client_cert=False), crl_dir
+        )
 
-    def _crls(self) -> list[Path]:
-        return sorted(self.crl_dir.glob("*.pem")) if self.crl_dir is not None and self.crl_dir.is_dir() else []
 
-    def get(self) -> ssl.SSLContext:
-        crls = self._crls()
-        stamp = tuple((str(p), p.stat().st_mtime) for p in crls)
-        if self._ctx is None or stamp != self._stamp:
-            ctx = server_context(self.cert_chain, self.key, client_ca=self.trust_anchor, require_client_cert=False)
-            for crl in crls:
-                ctx.load_verify_locations(cafile=crl)
-            if crls:
-                ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
-            self._ctx, self._stamp = ctx, stamp
-        return self._ctx
+def refusal_reason(exc: BaseException) -> str:
+    """Why a handshake failed, for the audit record: OpenSSL's verification message for a refused
+    certificate ("certificate revoked", "unable to get certificate CRL"), else its reason code
+    ("WRONG_VERSION_NUMBER"), else the kind of error (a reset, a timeout)."""
+    return (
+        getattr(exc, "verify_message", None)
+        or (getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None)
+    ) or type(exc).__name__
 
 
 def client_context(trust_anchor: Path, *, cert_chain: Path | None = None, key: Path | None = None) -> ssl.SSLContext:

@@ -1,4 +1,5 @@
-"""gateway/tls.py: the smaller asyncio TLS read buffer still carries bulk transfers intact."""
+"""gateway/tls.py: the smaller asyncio TLS read buffer still carries bulk transfers intact; a CRL directory's
+files read once each, in either encoding."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.tls import ASYNCIO_TLS_BUFFER, server_context, shrink_asyncio_tls_buffers
+from certs.pki import TrustSpacePKI
+from gateway.tls import ASYNCIO_TLS_BUFFER, crl_stamp, read_crls, server_context, shrink_asyncio_tls_buffers
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -68,3 +70,27 @@ async def test_a_3_mb_round_trip_through_the_shrunken_buffers(tmp_path: Path) ->
         await server.wait_closed()
     finally:
         sslproto.SSLProtocol.max_size = original
+
+
+def test_a_crl_directory_is_read_in_both_encodings_each_crl_once(tmp_path: Path) -> None:
+    pki = TrustSpacePKI.create(tmp_path / "pki", label="TLS TEST", crl_base_url="http://crl.tls.test")
+    crl = pki.path / "crl"  # root, organisations and personnes, each as .crl (DER) and .pem
+    (crl / "junk.der").write_bytes(b"not a CRL")
+    (crl / "notes.txt").write_text("not looked at")
+    (crl / "fetching.part").write_bytes(b"")  # a CRL being written by the fetcher
+    stamp = crl_stamp(crl)
+    assert [Path(name).name for name, _, _ in stamp] == [
+        "junk.der",
+        "organisations.crl",
+        "organisations.pem",
+        "personnes.crl",
+        "personnes.pem",
+        "root.crl",
+        "root.pem",
+    ]
+    crls, errors = read_crls(stamp)
+    assert sorted(c.issuer.rfc4514_string() for c in crls) == sorted(
+        pki.ca(name).subject.rfc4514_string() for name in ("root", "organisations", "personnes")
+    )
+    assert [(Path(name).name, bool(error)) for name, error in errors] == [("junk.der", True)]
+    assert crl_stamp(tmp_path / "absent") == ()

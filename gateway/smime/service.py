@@ -7,7 +7,10 @@ Implementation notes
   `keep_dev_crls`; or `crl-cache/` filled from `[smime] crl_urls` by `keep_crls`, each fetched CRL
   checked against the trust-space CAs before it replaces the cached one): PEM or DER files, re-read
   when one changes (looked at no more than every `CRL_CHECK` seconds). A change also empties the
-  discovery cache, so a recipient certificate revoked since it was found is judged again.
+  discovery cache, so a recipient certificate revoked since it was found is judged again. The TLS
+  checks of the relay, both directions, read the same directory (`Config.crl_dir`,
+  `gateway.tls.CrlContexts`); a trust-space CA without a current CRL there is logged at each change,
+  since everything under it is then refused (hard-fail, in S/MIME and TLS alike).
 - Signing identity: the sender's own (address-bound, key sealed in the store); for a null sender (a
   bounce) the organisation certificate of its From: domain, else of the node's domain; for a personal
   sender without one, the organisation certificate only when `organisation_fallback` is on; a patient
@@ -40,17 +43,13 @@ from gateway.smime.inbound import from_addresses
 from gateway.smime.pool import CryptoPool
 from gateway.smime.trust import OcspFetcher, TrustStore
 from gateway.store.mailboxes import SigningIdentity
+from gateway.tls import crl_stamp, load_crl, read_crls
 
 CRL_CHECK = 5.0
 
 
 def _certificates(path: Path) -> list[x509.Certificate]:
     return load_certificates(path.read_bytes())
-
-
-def load_crl(data: bytes) -> x509.CertificateRevocationList:
-    """A CRL in PEM or DER (ValueError when it is neither)."""
-    return x509.load_pem_x509_crl(data) if b"-----BEGIN X509 CRL-----" in data else x509.load_der_x509_crl(data)
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -110,12 +109,7 @@ class Smime:
 
             pki = TrustSpacePKI(pki_dir)
             intermediates += [pki.ca(name) for name in ("organisations", "personnes")]
-        if section.crl_dir:
-            self.crl_dir: Path | None = cfg.path(section.crl_dir)
-        elif section.crl_urls:
-            self.crl_dir = cfg.base_dir / "crl-cache"
-        else:
-            self.crl_dir = pki_dir / "crl" if pki_dir else None
+        self.crl_dir = cfg.crl_dir  # the TLS checks read the same directory (gateway.tls.CrlContexts)
         self.cas = [*anchors, *intermediates]
         self._crl_stamp: tuple[tuple[str, float, int], ...] = ()
         self._crl_checked = -CRL_CHECK
@@ -134,34 +128,32 @@ class Smime:
     # -- trust ------------------------------------------------------------------------------------
 
     def _crl_files(self) -> list[Path]:
-        if self.crl_dir is None or not self.crl_dir.is_dir():
-            return []
-        return sorted(p for p in self.crl_dir.iterdir() if p.suffix.lower() in (".pem", ".crl", ".der"))
+        return [Path(name) for name, _, _ in crl_stamp(self.crl_dir)]
 
     def _refresh_crls(self) -> None:
         now = time.monotonic()
         if now - self._crl_checked < CRL_CHECK:
             return
         self._crl_checked = now
-        files = self._crl_files()
-        stamp = tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in files)
+        stamp = crl_stamp(self.crl_dir)
         if stamp == self._crl_stamp:
             return
-        ders: list[bytes] = []
-        for path in files:
-            try:
-                data = path.read_bytes()
-                crl = load_crl(data)
-            except (OSError, ValueError) as exc:
-                self._log.warning("unreadable CRL", path=str(path), error=str(exc))
-                continue
-            der = crl.public_bytes(serialization.Encoding.DER)
-            if der not in ders:
-                ders.append(der)
-        self.trust.set_crls(ders)
+        crls, errors = read_crls(stamp)
+        for path, error in errors:
+            self._log.warning("unreadable CRL", path=path, error=error)
+        self.trust.set_crls([crl.public_bytes(serialization.Encoding.DER) for crl in crls])
         if self._crl_stamp:
             self.discovery.forget()  # a recipient certificate found earlier may be revoked now
         self._crl_stamp = stamp
+        for ca in self.uncovered_cas(crls):
+            # Hard-fail, here and in TLS: every certificate under this CA is refused until its CRL comes.
+            self._log.warning("no current CRL for a trust-space CA", ca=ca.subject.rfc4514_string())
+
+    def uncovered_cas(self, crls: Sequence[x509.CertificateRevocationList]) -> list[x509.Certificate]:
+        """The trust-space CAs without a current CRL among `crls` (none at all, or only expired ones)."""
+        now = dt.datetime.now(dt.UTC)
+        current = {crl.issuer for crl in crls if crl.next_update_utc is None or crl.next_update_utc > now}
+        return [ca for ca in self.cas if ca.subject not in current] if crls else []
 
     # -- outbound ---------------------------------------------------------------------------------
 

@@ -15,9 +15,12 @@ Implementation notes
   Hostname checking is ON with `server_hostname` = the target host: the MX exchange name, the static
   route's host, or the domain itself for an implicit MX. The peer's certificate must therefore name that
   host in a dNSName (iPAddress for a route given as an IP address); a certificate naming only the mail
-  domain, served by an MX host of another name, is refused. Failures of the certificate (not from our
-  root, expired, name mismatch) or of the handshake are 4.7.5 (RFC 3463 X.7.5 cryptographic failure),
-  and the next target is tried.
+  domain, served by an MX host of another name, is refused. Every certificate of the peer's chain is
+  checked against the node's current CRLs (`Config.crl_dir`, as the relay listener and S/MIME do; read
+  again for each new session when they changed): a revoked one, or one whose CA has no current CRL
+  there, fails the handshake. Failures of the certificate (not from our root, expired, revoked, name
+  mismatch) or of the handshake are 4.7.5 (RFC 3463 X.7.5 cryptographic failure), and the next target
+  is tried.
 - Timeouts (RFC 5321 §4.5.3.2): TCP connect 30 s (the RFC sets none: an unreachable host should not
   hold a worker), then 5 minutes for the greeting, EHLO, STARTTLS, MAIL and RCPT replies
   (§4.5.3.2.1-3), and 10 minutes for the DATA exchange, whose final reply the RFC gives 10 minutes
@@ -74,7 +77,7 @@ from gateway.config import Config
 from gateway.queue.store import Envelope, Job
 from gateway.queue.worker import Result
 from gateway.smtp.routes import DNS_TIMEOUT, RouteError, Target, addresses, resolve
-from gateway.tls import client_context
+from gateway.tls import CrlContexts, client_context
 
 CONNECT_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.1-3: greeting, MAIL, RCPT: 5 minutes
@@ -164,9 +167,12 @@ class Relayer:
         data_timeout: float = DATA_TIMEOUT,
         dns_lifetime: float = DNS_TIMEOUT,
         reuse: float | None = None,
+        crl_dir: Path | None = None,
     ) -> None:
-        """Settings from `cfg` (pki, queue.routes, queue.resolver, smtp_hostname); explicit arguments win."""
+        """Settings from `cfg` (pki, queue.routes, queue.resolver, smtp_hostname, crl_dir); explicit
+        arguments win."""
         if cfg is not None:
+            crl_dir = crl_dir or cfg.crl_dir
             trust_anchor = trust_anchor or cfg.path(cfg.pki.trust_anchor)
             cert_chain = cert_chain or cfg.path(cfg.pki.cert)
             key = key or cfg.path(cfg.pki.key)
@@ -178,9 +184,16 @@ class Relayer:
             raise ValueError("Relayer needs a config, or trust_anchor, cert_chain, key and helo_name")
         if not helo_name.isascii() or not helo_name.isprintable() or " " in helo_name:
             raise ValueError(f"bad EHLO name {helo_name!r}")
-        self.tls = client_context(trust_anchor, cert_chain=cert_chain, key=key)
-        self.tls.check_hostname = True  # the peer's certificate must name the host we connect to
-        self.tls.verify_mode = ssl.CERT_REQUIRED
+        anchor, chain, private = trust_anchor, cert_chain, key
+
+        def build() -> ssl.SSLContext:
+            ctx = client_context(anchor, cert_chain=chain, key=private)
+            ctx.check_hostname = True  # the peer's certificate must name the host we connect to
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            return ctx
+
+        self.tls = CrlContexts(build, crl_dir)  # each new session: the CRLs as they are now
+        self.tls.get()  # bad TLS material is a ConfigError now, not at the first relay
         self.helo_name = helo_name
         self.routes: Mapping[str, str] = dict(routes or {})
         self.resolver = resolver or ""
@@ -288,7 +301,7 @@ class Relayer:
                 sock=sock,  # connected above, within the connect timeout; aiosmtplib owns it from here
                 local_hostname=self.helo_name,
                 start_tls=True,  # STARTTLS is mandatory between operators
-                tls_context=self.tls,
+                tls_context=self.tls.get(),
                 timeout=self.command_timeout,
             )
         except BaseException:

@@ -58,7 +58,7 @@ from gateway.store.db import Statements
 from gateway.store.mailstore import Mailstore, QuotaExceeded
 from gateway.store.messages import Delivered, MessageStore, relay_receipt
 from gateway.store.patients import PatientRepository
-from gateway.tls import RelayContexts
+from gateway.tls import RelayContexts, refusal_reason
 
 log = get_logger(component="smtp")
 P = ParamSpec("P")
@@ -277,8 +277,7 @@ class _Handler:
         )
 
     async def tls_refused(self, session: Session, error: ssl.SSLError) -> None:
-        reason = getattr(error, "verify_message", None) or error.reason or str(error)
-        await self.audit(AuditEvent.SMTP_TLS_REFUSED, session, result="refused", reason=reason)
+        await self.audit(AuditEvent.SMTP_TLS_REFUSED, session, result="refused", reason=refusal_reason(error))
 
     async def refuse(self, verdict: Refusal, session: Session, **facts: Any) -> str:
         await self.audit(verdict.event, session, result="refused", reply=verdict.smtp, **facts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import smtplib
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,14 +27,15 @@ def certs(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) -> I
     for kind, address, out in (
         ("issue-app", APP, "app"),
         ("issue-app", APP, "revoked"),
+        ("issue-app", APP, "late"),  # revoked while the node runs
         ("issue-address", DOCTOR, "doctor"),
         ("issue-app", f"inconnu@{DOMAIN}", "unregistered"),  # no such mailbox here: nothing registered
     ):
         r = node.cli("pki", kind, address, "--out", str(base / out), "--json")
         assert r.code == 0, r.err
-        if out == "revoked":
-            serial = str(r.json()["serial"])  # type: ignore[index]
-    assert node.cli("pki", "revoke", serial, "--reason", "keyCompromise").code == 0
+        if out in ("revoked", "late"):
+            (base / out / "serial").write_text(str(r.json()["serial"]))  # type: ignore[index]
+    assert node.cli("pki", "revoke", (base / "revoked" / "serial").read_text(), "--reason", "keyCompromise").code == 0
     for gw in serve(node):
         yield gw, base
 
@@ -104,3 +106,62 @@ def test_imap_authenticate_external(certs: tuple[Gateway, Path]) -> None:
     assert raw.command("b1", "AUTHENTICATE EXTERNAL =") == [b"b1 NO [AUTHENTICATIONFAILED] Authentication failed"]
     assert raw.command("b2", f'LOGIN {APP} "{PASSWORD}"')[-1].endswith(b"Logged in")  # its password still works
     raw.close()
+
+
+def _smtps(gw: Gateway, bundle: Path) -> tuple[int, bytes]:
+    with smtplib.SMTP_SSL("127.0.0.1", gw.port("submissions"), timeout=30, context=client_tls(gw, bundle)) as c:
+        c.ehlo("app.example")
+        return c.docmd("AUTH", "EXTERNAL =")
+
+
+def _imaps(gw: Gateway, bundle: Path) -> bytes:
+    sock = socket.create_connection(("127.0.0.1", gw.port("imaps")), timeout=30)
+    with client_tls(gw, bundle).wrap_socket(sock) as tls, tls.makefile("rb") as f:
+        f.readline()  # the greeting
+        tls.sendall(b"a1 AUTHENTICATE EXTERNAL =\r\n")
+        return f.readline().split(b" [")[0]
+
+
+def _imap_starttls(gw: Gateway, bundle: Path) -> bytes:
+    raw = Raw(gw, tls=False)
+    raw.send(b"t0 STARTTLS\r\n")
+    assert raw.line() == b"t0 OK Begin TLS negotiation now"
+    try:  # TLS 1.3: the client's handshake ends first, the server's refusal comes after
+        raw.sock = client_tls(gw, bundle).wrap_socket(raw.sock)
+        raw.sock.sendall(b"t1 CAPABILITY\r\n")
+        if not (first := raw.sock.recv(1)):
+            raise ConnectionError("closed")
+        return first
+    finally:
+        raw.close()
+
+
+def test_a_certificate_revoked_while_the_node_runs_is_refused_from_the_next_handshake(
+    certs: tuple[Gateway, Path],
+) -> None:
+    """Submission (STARTTLS and implicit TLS) and IMAPS keep one TLS context each; every handshake still
+    meets the CRLs as they are now (gateway.tls.CrlContexts.live)."""
+    gw, base = certs
+    late = base / "late"
+    client = smtp(gw, late)
+    assert client.docmd("AUTH", "EXTERNAL =") == (235, b"2.7.0 Authentication successful")
+    client.quit()
+    assert _smtps(gw, late) == (235, b"2.7.0 Authentication successful")
+    assert _imaps(gw, late) == b"a1 OK"
+    assert _imap_starttls(gw, late) == b"*"
+    assert gw.node.cli("pki", "revoke", (late / "serial").read_text(), "--reason", "keyCompromise").code == 0
+    refused = (ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)
+    with pytest.raises(refused):
+        smtp(gw, late)
+    with pytest.raises(refused):
+        _smtps(gw, late)
+    with pytest.raises(refused):
+        _imaps(gw, late)
+    with pytest.raises(refused):
+        _imap_starttls(gw, late)
+    revoked = {"result": "refused", "reason": "certificate revoked"}
+    for event in ("smtp.tls.refused", "imap.tls.refused"):
+        events = gw.node.cli("audit", "search", "--event", event, "--json").json()
+        assert events[-1]["response"] == revoked, event  # type: ignore[index]
+    assert _smtps(gw, base / "app") == (235, b"2.7.0 Authentication successful")  # the others still work
+    assert _imaps(gw, base / "app") == b"a1 OK"

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
+from cryptography import x509
 
 from certs.pki import TrustSpacePKI, write_bundle
 from gateway.config import Config
@@ -71,6 +72,7 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Material:
+    trust: Path  # the trust space's PKI directory
     root: Path
     foreign_root: Path
     ours: Bundle
@@ -94,6 +96,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Material:
     ours = bundle(trust, OUR_HOST, "ours")
     foreign_mx1 = bundle(foreign, MX1, "foreign-mx1")
     return Material(
+        trust=trust.path,
         root=ours.fullchain.parent / "root.pem",
         foreign_root=foreign_mx1.fullchain.parent / "root.pem",
         ours=ours,
@@ -499,6 +502,60 @@ async def test_peer_refusing_our_certificate(pki: Material, dns_server: Dnsmasq,
         [Result(ALICE, False, False, "4.4.2", f"{lost}: TLSV1_ALERT_UNKNOWN_CA", MX1)],
     )
     assert peer.mail_lines == []
+
+
+def crl_cache(trust: TrustSpacePKI, directory: Path, *cas: str) -> Path:
+    """`directory` holding the current DER CRLs of `cas` only, as an external PKI's crl-cache/ does."""
+    directory.mkdir(exist_ok=True)
+    for ca in cas:
+        (directory / f"{ca}.crl").write_bytes((trust.path / "crl" / f"{ca}.crl").read_bytes())
+    return directory
+
+
+REVOKED = "smtp; 451 4.7.5 TLS certificate of mx1.peer.test not trusted: certificate revoked"
+
+
+async def test_a_peer_certificate_revoked_since_the_last_session_fails_the_next_handshake(
+    pki: Material, dns_server: Dnsmasq, port: int, tmp_path: Path
+) -> None:
+    trust = TrustSpacePKI(pki.trust)
+    issued = trust.issue_server([MX1])
+    paths = write_bundle(issued, tmp_path / "mx1", root=trust.root)
+    mx1 = Bundle(paths["fullchain"], paths["key"])
+    crls = crl_cache(trust, tmp_path / "crl", "root", "organisations", "personnes")
+    r = relayer(pki, dns_server, port, crl_dir=crls, reuse=0)
+    async with serve(MX1_IP, port, Peer(), tls_for(mx1, pki.root), name=MX1) as peer:
+        assert await relay(r, ALICE) == [delivered(ALICE)]  # valid until revoked
+        trust.revoke(issued.serial, x509.ReasonFlags.key_compromise)
+        trust.publish_crls()
+        crl_cache(trust, crls, "organisations")  # the CRL fetched anew: read for the next session
+        assert await relay(r, BOB) == [Result(BOB, False, False, "4.7.5", REVOKED, MX1)]
+        async with serve(MX2_IP, port, Peer(), tls_for(pki.mx2, pki.root), name=MX2) as backup:
+            assert await relay(r, CAROL) == [delivered(CAROL, MX2)]  # mx2's certificate is not revoked
+    assert [x.rcpt_tos for x in peer.received] == [[ALICE]]
+    assert [x.rcpt_tos for x in backup.received] == [[CAROL]]
+
+
+async def test_a_peer_certificate_whose_ca_has_no_crl_fails_closed(
+    pki: Material, dns_server: Dnsmasq, port: int, tmp_path: Path
+) -> None:
+    # Only the root's CRL: mx1's issuing CA has none here, so its certificate cannot be judged.
+    crls = crl_cache(TrustSpacePKI(pki.trust), tmp_path / "crl", "root")
+    r = relayer(pki, dns_server, port, crl_dir=crls)
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(r, ALICE)
+    diag = "smtp; 451 4.7.5 TLS certificate of mx1.peer.test not trusted: unable to get certificate CRL"
+    assert results == [Result(ALICE, False, False, "4.7.5", diag, MX1)]
+    assert peer.mail_lines == []
+
+
+async def test_without_crls_no_revocation_is_checked(
+    pki: Material, dns_server: Dnsmasq, port: int, tmp_path: Path
+) -> None:
+    # An external PKI naming no CRL source: nothing to check against, the chain alone decides.
+    r = relayer(pki, dns_server, port, crl_dir=tmp_path / "absent")
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1):
+        assert await relay(r, ALICE) == [delivered(ALICE)]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ S/MIME (signed then encrypted, the signer valid and bound to the sender) before 
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import time
@@ -15,9 +16,9 @@ from cryptography import x509
 from certs.pki import Issued, TrustSpacePKI, write_bundle
 from gateway.smime import cms, mime
 from gateway.smime.service import CRL_CHECK
-from tests.conftest import DOMAIN
+from tests.conftest import DOMAIN, NodeDir, copy_node
 from tests.smime.conftest import openssl
-from tests.smtp.conftest import DISABLED, DOCTOR, NURSE, PEER, Gateway, inbox, wait_for_message
+from tests.smtp.conftest import DISABLED, DOCTOR, NURSE, PEER, Gateway, inbox, serve, wait_for_message
 from tests.smtp.test_submission import message
 
 SENDER = f"dr.durand@{PEER}"
@@ -317,6 +318,45 @@ def test_revoked_certificate_fails_the_handshake(gateway: Gateway, tmp_path: Pat
         relay_client(gateway, tmp_path)
     assert str(exc.value) == "Connection unexpectedly closed"
     assert last_tls_refusal(gateway) == "certificate revoked"
+
+
+def test_the_listener_checks_peers_against_the_configured_crl_directory(template_node: NodeDir, tmp_path: Path) -> None:
+    """`[smime] crl_dir` as an operator under an external PKI sets it, holding DER files as crl-cache/
+    does: the relay listener judges peers' certificates by those CRLs, not by the development PKI's."""
+    node = copy_node(template_node, tmp_path / "node")
+    assert node.cli("trust", "add-domain", PEER).code == 0
+    pki = TrustSpacePKI(node.data / "pki")
+    crls = tmp_path / "crl"
+    crls.mkdir()
+
+    def fetched(*cas: str) -> None:
+        for ca in cas:
+            (crls / f"{ca}.crl").write_bytes((pki.path / "crl" / f"{ca}.crl").read_bytes())
+
+    fetched("organisations", "personnes")  # no CRL for the root yet
+    issued = pki.issue_server([PEER])
+    write_bundle(issued, tmp_path / "peer", name="peer", root=pki.root)
+    for gw in serve(node, {"MSSGW_SMIME__CRL_DIR": str(crls)}):
+        # Fail closed: the root has no CRL here, so no chain under it can be judged (and the log says so).
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            relay_client(gw, tmp_path / "peer")
+        assert last_tls_refusal(gw) == "unable to get certificate CRL"
+        log = [json.loads(line) for line in gw.running.stderr_path.read_text().splitlines()]
+        warned = [(x["level"], x["ca"]) for x in log if x.get("event") == "no current CRL for a trust-space CA"]
+        assert warned == [("warning", pki.root.subject.rfc4514_string())]
+        fetched("root")
+        client = relay_client(gw, tmp_path / "peer")
+        assert client.mail(f"a@{PEER}") == (250, b"2.1.0 OK")
+        client.quit()
+        assert gw.node.cli("pki", "revoke", issued.serial, "--reason", "keyCompromise").code == 0
+        # Published in the development PKI's crl/, which this node does not read: still accepted.
+        client = relay_client(gw, tmp_path / "peer")
+        assert client.mail(f"a@{PEER}") == (250, b"2.1.0 OK")
+        client.quit()
+        fetched("organisations")  # the new CRL reaches the configured directory
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            relay_client(gw, tmp_path / "peer")
+        assert last_tls_refusal(gw) == "certificate revoked"
 
 
 def test_a_mailbox_may_keep_the_smime_form_for_its_end_to_end_client(

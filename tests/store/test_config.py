@@ -63,6 +63,20 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path, mon
     assert load_config(node).base_dir == node.resolve()
 
 
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("", None),  # an external PKI naming no CRL source: nothing to check against
+        ('[pki]\ndir = "pki"\n', "pki/crl"),
+        ('[pki]\ndir = "pki"\n[smime]\ncrl_urls = ["http://crl.example/ac.crl"]\n', "crl-cache"),
+        ('[pki]\ndir = "pki"\n[smime]\ncrl_urls = ["http://crl.example/ac.crl"]\ncrl_dir = "crls"\n', "crls"),
+    ],
+)
+def test_one_crl_directory_for_smime_and_tls(tmp_path: Path, settings: str, expected: str | None) -> None:
+    cfg = load_config(_write(tmp_path / "node", MINIMAL + settings))
+    assert cfg.crl_dir == (None if expected is None else (tmp_path / "node" / expected).resolve())
+
+
 def test_environment_overrides_beat_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(
         tmp_path,

@@ -9,6 +9,7 @@ from gateway.imap.commands import Reply
 from gateway.imap.proto import serialize as ser
 from gateway.imap.proto.command import Command
 from gateway.imap.session import SENT, Bad, Closed, Session
+from gateway.tls import refusal_reason
 
 
 async def run(s: Session, cmd: Command) -> Reply:
@@ -24,7 +25,7 @@ async def run(s: Session, cmd: Command) -> Reply:
     try:
         await s.writer.start_tls(s.service.tls)
     except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-        await s.audit(AuditEvent.IMAP_TLS_REFUSED, result="refused", reason=type(exc).__name__)
+        await s.audit(AuditEvent.IMAP_TLS_REFUSED, result="refused", reason=refusal_reason(exc))
         raise Closed from None
     # No check after the handshake: from start_tls on, what the stream buffers was decrypted (a TLS 1.3
     # client sends its first command with its Finished). Nothing can slip in before: start_tls pauses
