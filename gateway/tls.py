@@ -154,9 +154,12 @@ class CrlContexts:
         """One context for a listener that keeps the one it was given (asyncio's implicit TLS servers,
         STARTTLS sessions): each handshake moves, at its ClientHello, to the context with the current
         CRLs. That switch is what `SSLContext.sni_callback` is documented for; it runs for every
-        ClientHello, with or without a server name. The verification flags stay those of the first
-        context (OpenSSL copies them at SSL_new): with no CRL at start, none is checked until a restart."""
+        ClientHello, with or without a server name. OpenSSL copies the verification flags at SSL_new,
+        from this first context: so with a CRL directory configured, it checks CRLs even while the
+        directory is still empty (crl-cache/ before its first fetch), failing closed until they come."""
         first = self.get()
+        if self.crl_dir is not None:
+            first.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
 
         def switch(conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
             current = self.get()

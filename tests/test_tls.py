@@ -16,8 +16,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certs.pki import TrustSpacePKI
-from gateway.tls import ASYNCIO_TLS_BUFFER, crl_stamp, read_crls, server_context, shrink_asyncio_tls_buffers
+from certs.pki import TrustSpacePKI, write_bundle
+from gateway.tls import (
+    ASYNCIO_TLS_BUFFER,
+    RelayContexts,
+    client_context,
+    crl_stamp,
+    read_crls,
+    server_context,
+    shrink_asyncio_tls_buffers,
+)
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -94,3 +102,54 @@ def test_a_crl_directory_is_read_in_both_encodings_each_crl_once(tmp_path: Path)
     )
     assert [(Path(name).name, bool(error)) for name, error in errors] == [("junk.der", True)]
     assert crl_stamp(tmp_path / "absent") == ()
+
+
+async def test_a_kept_context_meets_the_current_crls_at_each_handshake(tmp_path: Path) -> None:
+    """CrlContexts.live(): the one context an asyncio TLS server keeps; each handshake is judged by the
+    CRLs of the directory as it is then. Empty at first (a crl-cache/ before its first fetch): closed."""
+    pki = TrustSpacePKI.create(tmp_path / "pki", label="TLS TEST", crl_base_url="http://crl.tls.test")
+    server = write_bundle(pki.issue_server(["localhost"]), tmp_path / "server", root=pki.root)
+    issued = pki.issue_server(["client.tls.test"])
+    client = write_bundle(issued, tmp_path / "client", root=pki.root)
+    crls = tmp_path / "crls"
+    crls.mkdir()
+
+    def fetched(*cas: str) -> None:
+        for ca in cas:
+            (crls / f"{ca}.crl").write_bytes((pki.path / "crl" / f"{ca}.crl").read_bytes())
+
+    live = RelayContexts(server["fullchain"], server["key"], server["root"], crls).live()
+
+    async def greet(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=live)
+    port = listener.sockets[0].getsockname()[1]
+
+    async def attempt() -> str:
+        ctx = client_context(server["root"], cert_chain=client["fullchain"], key=client["key"])
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+            got = await reader.read()  # TLS 1.3: a refused client certificate shows here, as an alert
+            writer.close()
+            return got.decode()
+        except ssl.SSLError as exc:
+            return str(exc.reason)
+
+    # asyncio's server ends a refused handshake by closing, its alert unsent: the client reads nothing.
+    refused = ""
+    try:
+        assert await attempt() == refused  # no CRL yet: the chain cannot be judged
+        fetched("root", "organisations", "personnes")
+        assert await attempt() == "ok"
+        pki.revoke(issued.serial, x509.ReasonFlags.key_compromise)
+        pki.publish_crls()
+        assert await attempt() == "ok"  # published, not yet in the directory the node reads
+        fetched("organisations")
+        assert await attempt() == refused
+        assert await attempt() == refused
+    finally:
+        listener.close()
+        await listener.wait_closed()
