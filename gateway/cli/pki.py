@@ -131,6 +131,17 @@ async def issue_app(ctx: Context, args: argparse.Namespace) -> Outcome:
     return await _issue(ctx, args, lambda pki: pki.issue_app(args.address), (args.address.lower(), "tls"))
 
 
+async def issue_domain(ctx: Context, args: argparse.Namespace) -> Outcome:
+    """A domain-bound S/MIME certificate (an organisation's): signs bounces and what patients send,
+    decrypts what peers encrypt to the domain. Only this node's mail domains: another's would be refused
+    by every peer binding a signer to its sender's domain."""
+    domains = [d.lower().rstrip(".") for d in args.domains] or [ctx.cfg.node.domain, ctx.cfg.node.patient]
+    foreign = [d for d in domains if not ctx.node.is_local_domain(d)]
+    if foreign:
+        raise UsageError(f"{foreign[0]} is not a mail domain of this node ({', '.join(ctx.cfg.node.local_domains)})")
+    return await _issue(ctx, args, lambda pki: pki.issue_domain(*domains), None)
+
+
 async def revoke(ctx: Context, args: argparse.Namespace) -> Outcome:
     pki = open_pki(ctx, args)
     reason = _pki_call(lambda: parse_reason(args.reason))
@@ -276,6 +287,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("address")
     bundle_options(p)
     p.set_defaults(_command=Command(AuditEvent.PKI_ISSUED, issue_app))
+    p = grp.add_parser(
+        "issue-domain", parents=[pki_common], help="domain-bound S/MIME certificate ([[smime.organisation]])"
+    )
+    p.add_argument("domains", nargs="*", metavar="DOMAIN", help="default: the node's domain and its patient domain")
+    bundle_options(p)
+    p.set_defaults(_command=Command(AuditEvent.PKI_ISSUED, issue_domain))
     p = grp.add_parser("revoke", parents=[pki_common], help="revoke a certificate and publish the CRLs")
     p.add_argument("serial", help="serial number in hexadecimal")
     p.add_argument("--reason", required=True, help="RFC 5280 reason, e.g. keyCompromise, superseded")

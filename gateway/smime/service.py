@@ -16,8 +16,11 @@ Implementation notes
   sender without one, the organisation certificate only when `organisation_fallback` is on; a patient
   (the node's patient domain) always signs with it (`mssgw init` issues it for both domains).
 - Decryption: a message from a peer must carry a key-transport entry for every local recipient, for the
-  recipient's own certificate or its domain's organisation certificate (matched on issuer and serial or
-  subject key identifier, no key used); the first recipient's matching key decrypts.
+  recipient's own certificate or one of its domain's organisation certificates (matched on issuer and
+  serial or subject key identifier, no key used); the first recipient's matching key decrypts.
+- Organisation certificate rotation: a domain may have several `[[smime.organisation]]` entries; all
+  decrypt, and the one valid now that expires last signs (`organisation_for`), so the new certificate
+  is added beside the old one and the old one removed once nothing encrypted to it can still come.
 """
 
 from __future__ import annotations
@@ -157,9 +160,20 @@ class Smime:
 
     # -- outbound ---------------------------------------------------------------------------------
 
-    def organisation_for(self, domain: str) -> Organisation | None:
+    def organisations_for(self, domain: str) -> list[Organisation]:
+        """Every `[[smime.organisation]]` entry naming `domain`, in configuration order."""
         domain = domain.lower()
-        return next((o for o in self.organisations if domain in o.domains), None)
+        return [o for o in self.organisations if domain in o.domains]
+
+    def organisation_for(self, domain: str) -> Organisation | None:
+        """The entry that signs for `domain`: of those valid now, the one that expires last (a rotation
+        signs with the new certificate from its first valid day); when none is valid, the first."""
+        entries = self.organisations_for(domain)
+        now = dt.datetime.now(dt.UTC)
+        valid = [o for o in entries if o.certificate.not_valid_before_utc <= now < o.certificate.not_valid_after_utc]
+        if valid:
+            return max(valid, key=lambda o: o.certificate.not_valid_after_utc)
+        return entries[0] if entries else None
 
     async def identity_for(self, sender: str, message: bytes) -> SigningIdentity | None:
         """Who signs a message from `sender` (see the module notes)."""
@@ -198,8 +212,8 @@ class Smime:
 
     async def _candidates(self, recipient: str) -> list[SigningIdentity]:
         own = await self.node.mailboxes.decryption_identities(recipient)
-        org = self.organisation_for(recipient.rpartition("@")[2])
-        return [*own, *([org.identity] if org else [])]
+        # Every entry of the domain decrypts: during a rotation peers still encrypt to the old certificate.
+        return [*own, *(o.identity for o in self.organisations_for(recipient.rpartition("@")[2]))]
 
     async def open(
         self, raw: bytes, *, sender: str, recipients: Sequence[str], at: dt.datetime | None = None

@@ -100,6 +100,35 @@ def test_revocation_reaches_the_crl_and_openssl_rejects_the_certificate(node: No
     assert listing[serial]["revocation_reason"] == "keyCompromise"
 
 
+def test_issue_domain_for_an_organisation_rotation(node: NodeDir, tmp_path: Path) -> None:
+    root = tmp_path / "root.pem"
+    assert node.cli("pki", "export-root", root).code == 0
+    out = tmp_path / "domain"
+    r = node.cli("pki", "issue-domain", "--out", out, "--json")
+    assert r.code == 0, r.err
+    data = r.json()
+    assert data["subject"].startswith(f"CN={DOMAIN},")  # type: ignore[index]
+    v = verify(root, out, "smimesign")
+    assert v.stdout.strip() == f"{out / 'cert.pem'}: OK", v.stdout + v.stderr
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [DOMAIN, f"patient.{DOMAIN}"]  # the node's two domains
+    audit = node.cli("audit", "search", "--event", "admin.pki.issued", "--json").json()
+    assert audit[-1]["response"]["serial"] == data["serial"]  # type: ignore[index]
+    # Only this node's mail domains: a peer binding a signer to its sender's domain refuses any other.
+    r = node.cli("pki", "issue-domain", "clinique-b.mssante.fr", "--out", tmp_path / "other")
+    assert (r.code, r.err.strip()) == (
+        2,
+        f"mssgw: clinique-b.mssante.fr is not a mail domain of this node ({DOMAIN}, patient.{DOMAIN})",
+    )
+    assert not (tmp_path / "other").exists()
+    audit = node.cli("audit", "search", "--event", "admin.pki.issued", "--json").json()
+    assert audit[-1]["response"] == {  # type: ignore[index]
+        "result": "refused",
+        "reason": f"clinique-b.mssante.fr is not a mail domain of this node ({DOMAIN}, patient.{DOMAIN})",
+    }
+
+
 def test_pki_refusals(node: NodeDir, tmp_path: Path) -> None:
     r = node.cli("pki", "revoke", "abcdef", "--reason", "superseded")
     assert (r.code, r.err.strip()) == (2, "mssgw: unknown serial number: abcdef")

@@ -151,3 +151,61 @@ async def test_a_missing_organisation_key_is_a_configuration_error(template_node
         with pytest.raises(ConfigError) as exc:
             Smime(n)
     assert str(exc.value).startswith("[[smime.organisation]]: [Errno 2] No such file or directory")
+
+
+async def test_an_organisation_certificate_rotates_with_overlap(template_node: NodeDir, tmp_path: Path) -> None:
+    """Several entries for a domain: all decrypt (peers encrypt to the old one until they see the new),
+    the one valid now that expires last signs, whatever the order of the entries."""
+    from certs.pki import write_bundle
+    from gateway.config import SmimeIdentity
+
+    nd = copy_node(template_node, tmp_path / "node")
+    pki = TrustSpacePKI(nd.data / "pki")  # the peer's signer
+    now = dt.datetime.now(dt.UTC)
+    # Organisation certificates of several ages come from a PKI made two years ago (the node's is new);
+    # the organisation key only decrypts here, the signer is judged against the node's trust space.
+    aged = TrustSpacePKI.create(
+        tmp_path / "aged", label=DOMAIN, crl_base_url="http://crl.aged.test", now=now - dt.timedelta(days=800)
+    )
+    entries = []
+    for name, issued_at in (("old", now - dt.timedelta(days=400)), ("new", now), ("next", now + dt.timedelta(days=2))):
+        issued = aged.issue_domain(DOMAIN, f"patient.{DOMAIN}", now=issued_at)
+        files = write_bundle(issued, tmp_path / name, name=name, root=aged.root)
+        entries.append(SmimeIdentity(cert=files["fullchain"], key=files["key"]))
+    cfg = nd.cfg()
+    cfg.smime = cfg.smime.model_copy(update={"workers": 0, "organisation": entries})
+    async with Node(cfg) as n:
+        smime = Smime(n)
+        old, new, later = smime.organisations
+        assert smime.organisations_for(DOMAIN.upper()) == [old, new, later]
+        # "next" expires last but is not valid yet; "old" comes first but expires before "new".
+        assert smime.organisation_for(f"patient.{DOMAIN}") == new
+        bounce = f"From: <mailer-daemon@{DOMAIN}>\r\nSubject: x\r\n\r\nx\r\n".encode()
+        assert await smime.identity_for("", bounce) == new.identity
+        rcpt = f"accueil@{DOMAIN}"
+        await n.mailboxes.create(rcpt, "ORG")
+        sender = pki.issue_address(f"dr.durand@{PEER}")
+        for org in (old, new, later):
+            plain = f"From: dr.durand@{PEER}\r\nTo: {rcpt}\r\nSubject: {org.certificate.serial_number}\r\n\r\nx\r\n"
+            raw = mime.protect(
+                plain.encode(),
+                signer=sender.certificate,
+                key=sender.key,
+                chain=sender.chain,
+                recipients=[cms.Recipient(org.certificate)],
+            )
+            opened = await smime.open(raw, sender=f"dr.durand@{PEER}", recipients=[rcpt])
+            assert (opened.ok, opened.reason) == (True, ""), org
+            assert opened.message.endswith(plain.encode())
+        # A certificate of the trust space that is not configured here opens nothing.
+        stranger = aged.issue_domain(DOMAIN, now=now)
+        raw = mime.protect(
+            b"Subject: x\r\n\r\nx\r\n",
+            signer=sender.certificate,
+            key=sender.key,
+            chain=sender.chain,
+            recipients=[cms.Recipient(stranger.certificate)],
+        )
+        opened = await smime.open(raw, sender=f"dr.durand@{PEER}", recipients=[rcpt])
+        assert (opened.ok, opened.reason, opened.detail) == (False, "not-for-us", rcpt)
+        smime.close()
