@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from aiosmtpd.proxy_protocol import AF, V2_CMD, ProxyData, get_proxy
 
 from gateway.audit.events import AuditEvent
+from gateway.tls import refusal_reason
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -103,13 +104,18 @@ async def read_header(loop: asyncio.AbstractEventLoop, sock: socket.socket, bala
 Refused = Callable[[Address, str], Awaitable[None]]
 """Called with the balancer's address and the reason when a header is refused (the listener audits)."""
 
+TlsRefused = Callable[[Address, ssl.SSLError], Awaitable[None]]
+"""Called with the client and the error when an implicit-TLS handshake fails (the listener audits)."""
+
 
 @dataclass
 class ProxyServer:
     """A listening socket that reads PROXY headers from load balancers, then serves like asyncio's Server.
 
     `protocol(client)` makes the listener's protocol for a connection whose client is `client` (the
-    real one when it came through a balancer). Offers what Listener uses of asyncio.Server.
+    real one when it came through a balancer). Offers what Listener uses of asyncio.Server. Implicit-TLS
+    listeners use it without balancers too: asyncio's server ends a failed handshake unseen, this one
+    tells `tls_refused` (a TLS error; not a client that merely closed, as a TCP health check does).
     """
 
     sock: socket.socket
@@ -121,6 +127,7 @@ class ProxyServer:
     """A balancer's connection may also begin with TLS itself (a handshake record, 0x16): served with the
     balancer's address. The HTTPS listener's, so that nodes can be upgraded before the balancers send
     headers to 443 (HAProxy configurations of earlier versions passed it without one)."""
+    tls_refused: TlsRefused | None = None
     _task: asyncio.Task[None] | None = None
     _conns: set[asyncio.Task[None]] | None = None
 
@@ -158,7 +165,11 @@ class ProxyServer:
                     await self.refused(peer, str(exc))
                     return
             await loop.connect_accepted_socket(lambda: self.protocol(client), conn, ssl=self.tls)
-        except (OSError, ssl.SSLError, TimeoutError):  # a failed TLS handshake: as asyncio's servers do
+        except ssl.SSLError as exc:
+            conn.close()
+            if self.tls_refused is not None and not isinstance(exc, ssl.SSLEOFError):
+                await self.tls_refused(client, exc)
+        except (OSError, TimeoutError):  # reset, closed or silent during the handshake: nothing to say
             conn.close()
 
     def close(self) -> None:
@@ -198,6 +209,10 @@ async def _tls_first(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bo
         return False
 
 
+TLS_REFUSED = {"imaps": AuditEvent.IMAP_TLS_REFUSED, "https": AuditEvent.WEB_TLS_REFUSED}
+"""The audit event of a failed handshake per implicit-TLS listener; submissions': smtp.tls.refused."""
+
+
 async def listen(
     node: Node,
     name: str,
@@ -208,23 +223,33 @@ async def listen(
     tls: ssl.SSLContext | None,
     optional: bool = False,
 ) -> asyncio.Server | ProxyServer:
-    """A listener: asyncio's own server, or a ProxyServer when load balancers are configured (`optional`:
-    see ProxyServer). Bound alike either way (`bind`: IPv4 clients too on "::", a backlog of 1024).
+    """A listener: asyncio's own server for a plain one without load balancers, else a ProxyServer
+    (`optional`: see ProxyServer), which also audits failed implicit-TLS handshakes. Bound alike either
+    way (`bind`: IPv4 clients too on "::", a backlog of 1024).
 
     `protocol(client)` gets None on asyncio's server (the transport's peer is the client)."""
-    if not node.cfg.listen.proxy_from:
+    if not node.cfg.listen.proxy_from and tls is None:
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: protocol(None), sock=bind(host, port), ssl=tls)
+    author = f"{name}:{node.cfg.node.name}"
 
     async def refused(balancer: Address, reason: str) -> None:
         await node.audit.record(
             AuditEvent.PROXY_REFUSED,
-            author=f"{name}:{node.cfg.node.name}",
+            author=author,
             peer=balancer[0],
             response={"result": "refused", "listener": name, "reason": reason},
         )
 
-    server = ProxyServer(bind(host, port), protocol, node.cfg.listen.is_proxy, refused, tls, optional)
+    async def tls_refused(client: Address, exc: ssl.SSLError) -> None:
+        await node.audit.record(
+            TLS_REFUSED.get(name, AuditEvent.SMTP_TLS_REFUSED),
+            author=author,
+            peer=client[0],
+            response={"result": "refused", "listener": name, "reason": refusal_reason(exc)},
+        )
+
+    server = ProxyServer(bind(host, port), protocol, node.cfg.listen.is_proxy, refused, tls, optional, tls_refused)
     server.start()
     return server
 

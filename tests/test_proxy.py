@@ -315,3 +315,31 @@ def test_https_through_the_balancer_v2_then_tls(behind: Running) -> None:
         tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert tls.recv(4096).startswith(b"HTTP/1.1 200 ")
     assert audit(behind.node, "proxy.refused") == []
+
+
+def test_failed_implicit_tls_handshakes_are_audited_health_checks_are_not(node: NodeDir) -> None:
+    """Without balancers too, 465, 993 and 443 go through ProxyServer: a handshake that fails for a TLS
+    reason is audited under the listener's event; a TCP check that connects and closes is not."""
+    running = start_node(node)
+    try:
+        for name in ("submissions", "imaps", "https"):
+            connect(running.ports[name], source="127.0.0.2").close()  # a TCP health check
+            sock = connect(running.ports[name], source="127.0.0.2")
+            sock.sendall(b"a1 LOGIN not tls\r\n")  # clear text where a ClientHello belongs
+            assert sock.recv(100) in (b"", b"\x15\x03\x01\x00\x02\x02\x46")  # closed (an alert at most)
+            sock.close()
+            with tls_client(node).wrap_socket(connect(running.ports[name], source="127.0.0.2")):
+                pass  # and a good handshake
+        time.sleep(0.5)  # the audit record follows the close
+        got = [
+            (r["author"], r["peer"], r["response"])
+            for event in ("smtp.tls.refused", "imap.tls.refused", "web.tls.refused")
+            for r in audit(node, event)
+        ]
+        assert got == [
+            (f"{name}:node1", "127.0.0.2", {"result": "refused", "listener": name, "reason": "WRONG_VERSION_NUMBER"})
+            for name in ("submissions", "imaps", "https")
+        ]
+    finally:
+        running.proc.kill()
+        running.proc.wait()

@@ -49,6 +49,7 @@ class AuditEvent(StrEnum):
     WEB_ENROLLED = "web.enrolled"
     WEB_LOGOUT = "web.logout"
     WEB_REFUSED = "web.refused"  # CSRF, expired session, bad input
+    WEB_TLS_REFUSED = "web.tls.refused"  # a failed handshake on the HTTPS listener
     WEB_MESSAGE_OPENED = "web.message.opened"
     WEB_ATTACHMENT_DOWNLOADED = "web.attachment.downloaded"
     WEB_REPLY_SENT = "web.reply.sent"

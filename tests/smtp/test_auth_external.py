@@ -159,9 +159,16 @@ def test_a_certificate_revoked_while_the_node_runs_is_refused_from_the_next_hand
         _imaps(gw, late)
     with pytest.raises(refused):
         _imap_starttls(gw, late)
+    # Each refusal audited with OpenSSL's reason: STARTTLS by the session, implicit TLS by the listener.
     revoked = {"result": "refused", "reason": "certificate revoked"}
-    for event in ("smtp.tls.refused", "imap.tls.refused"):
-        events = gw.node.cli("audit", "search", "--event", event, "--json").json()
-        assert events[-1]["response"] == revoked, event  # type: ignore[index]
+    smtp_records = gw.node.cli("audit", "search", "--event", "smtp.tls.refused", "--json").json()
+    imap_records = gw.node.cli("audit", "search", "--event", "imap.tls.refused", "--json").json()
+    got = [(r["author"].split(":")[0], r["peer"], r["response"]) for r in smtp_records[-2:] + imap_records[-2:]]  # type: ignore[index,operator]
+    assert got == [
+        ("smtp", "127.0.0.1", revoked),  # 587, STARTTLS
+        ("submissions", "127.0.0.1", {**revoked, "listener": "submissions"}),  # 465
+        ("imaps", "127.0.0.1", {**revoked, "listener": "imaps"}),  # 993
+        ("imap", "127.0.0.1", revoked),  # 143, STARTTLS
+    ]
     assert _smtps(gw, base / "app") == (235, b"2.7.0 Authentication successful")  # the others still work
     assert _imaps(gw, base / "app") == b"a1 OK"
