@@ -12,6 +12,7 @@ Implementation notes
 from __future__ import annotations
 
 import ssl
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,10 +80,21 @@ CrlStamp = tuple[tuple[str, float, int], ...]
 
 def crl_stamp(directory: Path | None) -> CrlStamp:
     """What changes when a CRL file of `directory` is added, replaced or removed (names, mtimes, sizes)."""
-    if directory is None or not directory.is_dir():
+    if directory is None:
         return ()
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in CRL_SUFFIXES and p.is_file())
-    return tuple((str(p), (st := p.stat()).st_mtime, st.st_size) for p in files)
+    stamp: list[tuple[str, float, int]] = []
+    try:
+        names = sorted(p for p in directory.iterdir() if p.suffix.lower() in CRL_SUFFIXES)
+    except OSError:  # no such directory (yet): no CRLs
+        return ()
+    for path in names:
+        try:
+            st = path.stat()
+        except OSError:  # removed since it was listed
+            continue
+        if stat.S_ISREG(st.st_mode):
+            stamp.append((str(path), st.st_mtime, st.st_size))
+    return tuple(stamp)
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
@@ -145,8 +157,17 @@ class CrlContexts:
             crls, errors = read_crls(stamp)
             for path, error in errors:
                 log.warning("tls.crl_unreadable", path=path, error=error)
-            ctx = self.build()
-            add_crls(ctx, crls)
+            try:
+                ctx = self.build()
+                add_crls(ctx, crls)
+            except (ConfigError, OSError, ssl.SSLError) as exc:
+                if self._ctx is None:
+                    raise
+                # Called for each connection: one bad rebuild must not refuse them all. Logged, and not
+                # tried again until the CRL files change.
+                log.warning("tls.context_not_rebuilt", error=str(exc))
+                self._stamp = stamp
+                return self._ctx
             self._ctx, self._stamp = ctx, stamp
         return self._ctx
 

@@ -11,6 +11,7 @@ import ssl
 from asyncio import sslproto
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -153,3 +154,29 @@ async def test_a_kept_context_meets_the_current_crls_at_each_handshake(tmp_path:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+def test_a_failed_rebuild_keeps_the_last_context(tmp_path: Path) -> None:
+    """get() runs for each connection: when the certificate files are broken mid-rotation, the listener
+    keeps serving with the context it has (and says so once), rather than refusing every connection."""
+    from gateway.errors import ConfigError
+    from gateway.tls import CrlContexts
+
+    cert, key = self_signed(tmp_path)
+    pki = TrustSpacePKI.create(tmp_path / "pki", label="TLS TEST", crl_base_url="http://crl.tls.test")
+    crls = tmp_path / "crls"
+    crls.mkdir()
+    contexts = CrlContexts(lambda: server_context(cert, key), crls)
+    first = contexts.get()
+    assert first.verify_flags & ssl.VERIFY_CRL_CHECK_CHAIN == 0  # no CRL yet
+    key.write_text("not a key")
+    (crls / "root.crl").write_bytes((pki.path / "crl" / "root.crl").read_bytes())
+    assert contexts.get() is first
+    assert contexts.get() is first  # not tried again until the CRLs change
+    with pytest.raises(ConfigError):  # with nothing to fall back on, the error is the caller's
+        CrlContexts(lambda: server_context(cert, key), crls).get()
+    cert, key = self_signed(tmp_path)  # repaired
+    (crls / "organisations.crl").write_bytes((pki.path / "crl" / "organisations.crl").read_bytes())
+    repaired = contexts.get()
+    assert repaired is not first
+    assert repaired.verify_flags & ssl.VERIFY_CRL_CHECK_CHAIN
