@@ -135,9 +135,10 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         )
         # Mail clients may present a certificate (APP mailboxes, SASL EXTERNAL): requested, never required,
         # checked in the handshake against the root and the current CRLs.
-        clients_tls = RelayContexts(
+        clients = RelayContexts(
             cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key), cfg.path(cfg.pki.trust_anchor), cfg.crl_dir
-        ).live()
+        )
+        clients_tls = clients.live()
         for port_, implicit in ((cfg.listen.submission_port, False), (cfg.listen.submissions_port, True)):
             if port_ is not None:
                 listeners.append(
@@ -151,6 +152,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                         lockout=lockout,
                         wake=worker.wake,
                         smime=smime,
+                        revoked=clients.revoked,
                     )
                 )
         if cfg.listen.relay_port is not None:
@@ -165,7 +167,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                     smime=smime,
                 )
             )
-        imap = ImapService(node, clients_tls, lockout)
+        imap = ImapService(node, clients_tls, lockout, clients.revoked)
         for port_, implicit in ((cfg.listen.imap_port, False), (cfg.listen.imaps_port, True)):
             if port_ is not None:
                 listeners.append(await start_imap(imap, host=cfg.listen.host, port=port_, implicit_tls=implicit))

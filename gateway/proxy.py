@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -168,9 +169,13 @@ class ProxyServer:
         except ssl.SSLError as exc:
             conn.close()
             if self.tls_refused is not None and not isinstance(exc, ssl.SSLEOFError):
-                await self.tls_refused(client, exc)
+                with contextlib.suppress(Exception):  # the audit log reports its own failures
+                    await self.tls_refused(client, exc)
         except (OSError, TimeoutError):  # reset, closed or silent during the handshake: nothing to say
             conn.close()
+        except BaseException:  # cancelled at close(), or a protocol factory's bug: the socket goes too
+            conn.close()
+            raise
 
     def close(self) -> None:
         if self._task is not None:
@@ -209,6 +214,34 @@ async def _tls_first(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bo
         return False
 
 
+class Quieter:
+    """At most one audit record per client address per `quiet` seconds for a listener's refused
+    handshakes: an internet scanner hammering 443 must not fill the audit log. `admit(address)` says
+    whether to record now, and how many refusals of that address went unrecorded since its last record.
+    Memory is bounded: past `max_addresses`, addresses quiet for longer than `quiet` are forgotten."""
+
+    def __init__(
+        self, quiet: float = 60.0, *, max_addresses: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.quiet, self.max_addresses, self.clock = quiet, max_addresses, clock
+        self._last: dict[str, float] = {}
+        self._unrecorded: dict[str, int] = {}
+
+    def admit(self, address: str) -> tuple[bool, int]:
+        now = self.clock()
+        last = self._last.get(address)
+        if last is not None and now - last < self.quiet:
+            self._unrecorded[address] = self._unrecorded.get(address, 0) + 1
+            return False, 0
+        unrecorded = self._unrecorded.pop(address, 0)
+        if last is None and len(self._last) >= self.max_addresses:
+            for stale in [a for a, t in self._last.items() if now - t >= self.quiet]:
+                del self._last[stale]
+                self._unrecorded.pop(stale, None)
+        self._last[address] = now
+        return True, unrecorded
+
+
 TLS_REFUSED = {"imaps": AuditEvent.IMAP_TLS_REFUSED, "https": AuditEvent.WEB_TLS_REFUSED}
 """The audit event of a failed handshake per implicit-TLS listener; submissions': smtp.tls.refused."""
 
@@ -241,12 +274,17 @@ async def listen(
             response={"result": "refused", "listener": name, "reason": reason},
         )
 
+    quieter = Quieter()
+
     async def tls_refused(client: Address, exc: ssl.SSLError) -> None:
+        record, unrecorded = quieter.admit(client[0])
+        if not record:
+            return
+        response: dict[str, object] = {"result": "refused", "listener": name, "reason": refusal_reason(exc)}
+        if unrecorded:
+            response["unrecorded"] = unrecorded  # this address's refusals since its last record
         await node.audit.record(
-            TLS_REFUSED.get(name, AuditEvent.SMTP_TLS_REFUSED),
-            author=author,
-            peer=client[0],
-            response={"result": "refused", "listener": name, "reason": refusal_reason(exc)},
+            TLS_REFUSED.get(name, AuditEvent.SMTP_TLS_REFUSED), author=author, peer=client[0], response=response
         )
 
     server = ProxyServer(bind(host, port), protocol, node.cfg.listen.is_proxy, refused, tls, optional, tls_refused)

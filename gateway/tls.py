@@ -15,6 +15,7 @@ import ssl
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -60,6 +61,9 @@ def server_context(
 ) -> ssl.SSLContext:
     """A listener's context; `cert_chain` is the certificate followed by its intermediates."""
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    # TLS 1.3 resumption would skip the client certificate's check against newer CRLs (OpenSSL's
+    # tickets are stateful under OP_NO_TICKET, so still issued): none is issued.
+    ctx.num_tickets = 0
     try:
         ctx.load_cert_chain(cert_chain, key)
     except (OSError, ssl.SSLError) as exc:
@@ -127,15 +131,14 @@ def add_crls(ctx: ssl.SSLContext, crls: Sequence[x509.CertificateRevocationList]
     """Check every certificate of a peer's chain against `crls` (VERIFY_CRL_CHECK_CHAIN).
 
     Fails closed as the S/MIME checks do (pyhanko-certvalidator's hard-fail): a chain certificate whose
-    CA has no CRL here, or only an expired one, fails the handshake. Without any CRL there is nothing
-    to check against and the flag is left off. The ssl module loads CRLs only from a PEM file (cadata
-    takes certificates only), hence the temporary file; CRLs are public."""
-    if not crls:
-        return
-    with tempfile.NamedTemporaryFile(prefix="mssgw-crls-", suffix=".pem") as bundle:
-        bundle.write(b"".join(crl.public_bytes(serialization.Encoding.PEM) for crl in crls))
-        bundle.flush()
-        ctx.load_verify_locations(cafile=bundle.name)
+    CA has no CRL here, or only an expired one, fails the handshake; with no CRL at all, every chain
+    does. The ssl module loads CRLs only from a PEM file (cadata takes certificates only), hence the
+    temporary file; CRLs are public."""
+    if crls:
+        with tempfile.NamedTemporaryFile(prefix="mssgw-crls-", suffix=".pem") as bundle:
+            bundle.write(b"".join(crl.public_bytes(serialization.Encoding.PEM) for crl in crls))
+            bundle.flush()
+            ctx.load_verify_locations(cafile=bundle.name)
     ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
 
 
@@ -144,12 +147,33 @@ class CrlContexts:
 
     `get()` is called for each new connection (the relay listener) or session (the relay client), so
     a freshly published or fetched CRL applies to the next handshake; the files are looked at (one
-    stat each) on every call, read only when they changed."""
+    stat each) on every call, read only when they changed. With a directory configured, CRLs are
+    checked even while it holds none (crl-cache/ before its first fetch): every chain fails until they
+    come. With none (`crl_dir` None: an external PKI naming no CRL source), no CRL is checked.
+    A new context also has an empty TLS session cache: no session from before a CRL change resumes."""
 
     def __init__(self, build: Callable[[], ssl.SSLContext], crl_dir: Path | None) -> None:
         self.build, self.crl_dir = build, crl_dir
         self._stamp: CrlStamp | None = None
         self._ctx: ssl.SSLContext | None = None
+        self.crls: list[x509.CertificateRevocationList] = []  # those of the current context
+
+    def revoked(self, certificate: x509.Certificate) -> bool | None:
+        """Whether the current CRLs revoke `certificate`: None when its issuer has no current CRL here
+        (or no directory is configured: then False). For a certificate whose TLS session may have been
+        resumed, so not checked in the handshake (TLS 1.2 session ids: no ssl API turns them off)."""
+        if self.crl_dir is None:
+            return False
+        self.get()
+        now = datetime.now(UTC)
+        current = [
+            crl
+            for crl in self.crls
+            if crl.issuer == certificate.issuer and (crl.next_update_utc is None or crl.next_update_utc > now)
+        ]
+        if not current:
+            return None
+        return any(crl.get_revoked_certificate_by_serial_number(certificate.serial_number) for crl in current)
 
     def get(self) -> ssl.SSLContext:
         stamp = crl_stamp(self.crl_dir)
@@ -159,7 +183,8 @@ class CrlContexts:
                 log.warning("tls.crl_unreadable", path=path, error=error)
             try:
                 ctx = self.build()
-                add_crls(ctx, crls)
+                if self.crl_dir is not None:
+                    add_crls(ctx, crls)
             except (ConfigError, OSError, ssl.SSLError) as exc:
                 if self._ctx is None:
                     raise
@@ -168,7 +193,7 @@ class CrlContexts:
                 log.warning("tls.context_not_rebuilt", error=str(exc))
                 self._stamp = stamp
                 return self._ctx
-            self._ctx, self._stamp = ctx, stamp
+            self._ctx, self._stamp, self.crls = ctx, stamp, crls
         return self._ctx
 
     def live(self) -> ssl.SSLContext:
@@ -176,11 +201,9 @@ class CrlContexts:
         STARTTLS sessions): each handshake moves, at its ClientHello, to the context with the current
         CRLs. That switch is what `SSLContext.sni_callback` is documented for; it runs for every
         ClientHello, with or without a server name. OpenSSL copies the verification flags at SSL_new,
-        from this first context: so with a CRL directory configured, it checks CRLs even while the
-        directory is still empty (crl-cache/ before its first fetch), failing closed until they come."""
+        from this first context, and keeps the session cache there: a resumed TLS 1.2 session is not
+        checked again, hence `revoked()` where a certificate is taken for a login."""
         first = self.get()
-        if self.crl_dir is not None:
-            first.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
 
         def switch(conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
             current = self.get()

@@ -330,6 +330,10 @@ def test_failed_implicit_tls_handshakes_are_audited_health_checks_are_not(node: 
             sock.close()
             with tls_client(node).wrap_socket(connect(running.ports[name], source="127.0.0.2")):
                 pass  # and a good handshake
+            sock = connect(running.ports[name], source="127.0.0.2")
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")  # refused again within the minute: counted, not recorded
+            assert sock.recv(100) in (b"", b"\x15\x03\x01\x00\x02\x02\x46")
+            sock.close()
         time.sleep(0.5)  # the audit record follows the close
         got = [
             (r["author"], r["peer"], r["response"])
@@ -343,3 +347,21 @@ def test_failed_implicit_tls_handshakes_are_audited_health_checks_are_not(node: 
     finally:
         running.proc.kill()
         running.proc.wait()
+
+
+def test_the_quieter_records_an_address_once_a_minute_and_counts_the_rest() -> None:
+    now = [1000.0]
+    quieter = proxy.Quieter(60.0, max_addresses=2, clock=lambda: now[0])
+    assert quieter.admit("192.0.2.1") == (True, 0)
+    assert quieter.admit("192.0.2.1") == (False, 0)
+    assert quieter.admit("192.0.2.1") == (False, 0)
+    assert quieter.admit("192.0.2.2") == (True, 0)  # another address has its own minute
+    now[0] += 59.9
+    assert quieter.admit("192.0.2.1") == (False, 0)
+    now[0] += 0.1
+    assert quieter.admit("192.0.2.1") == (True, 3)  # the three refusals since the last record
+    assert quieter.admit("192.0.2.1") == (False, 0)
+    now[0] += 61
+    # Full (two addresses): those quiet for a minute are forgotten, their counts with them.
+    assert quieter.admit("192.0.2.3") == (True, 0)
+    assert quieter.admit("192.0.2.1") == (True, 0)

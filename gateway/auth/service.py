@@ -21,8 +21,11 @@ import asyncio
 import functools
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from cryptography import x509
 
 from gateway.auth import totp
 from gateway.auth.lockout import Lockout
@@ -104,10 +107,15 @@ class PasswordLogin:
         return None
 
 
+Revoked = Callable[[x509.Certificate], "bool | None"]
+"""Whether the current CRLs revoke a certificate (None: no current CRL of its issuer): CrlContexts.revoked."""
+
+
 class CertificateLogin:
-    def __init__(self, mailboxes: MailboxRepository, lockout: Lockout) -> None:
+    def __init__(self, mailboxes: MailboxRepository, lockout: Lockout, revoked: Revoked | None = None) -> None:
         self.mailboxes = mailboxes
         self.lockout = lockout
+        self.revoked = revoked
 
     async def check(self, der: bytes | None, client_ip: str, authzid: str = "") -> LoginOutcome:
         wait = self.lockout.locked_for(None, client_ip)
@@ -125,6 +133,9 @@ class CertificateLogin:
             reason = "authzid"
         elif not found[0].active:
             reason = "mailbox-disabled"
+        elif self.revoked is not None and (verdict := self.revoked(x509.load_der_x509_certificate(der))) is not False:
+            # The handshake checked it, unless it resumed a session from before the latest CRL.
+            reason = "certificate-revoked" if verdict else "no-current-crl"
         else:
             await self.mailboxes.touch_login(found[0].address)
             return LoginOutcome("ok", found[0].address, account=found[0])

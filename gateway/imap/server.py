@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import Lockout
-from gateway.auth.service import CertificateLogin, PasswordLogin
+from gateway.auth.service import CertificateLogin, PasswordLogin, Revoked
 from gateway.config import Config
 from gateway.imap.proto import serialize as ser
 from gateway.imap.session import AUTH, NOT_AUTH, SELECTED, Session
@@ -68,12 +68,12 @@ async def _every(seconds: Callable[[], float], job: Callable[[], Awaitable[None]
 class ImapService:
     """What every IMAP session of this node shares: the node, the store, the login check, the limits."""
 
-    def __init__(self, node: Node, tls: ssl.SSLContext, lockout: Lockout) -> None:
+    def __init__(self, node: Node, tls: ssl.SSLContext, lockout: Lockout, revoked: Revoked | None = None) -> None:
         self.node = node
         self.cfg: Config = node.cfg
         self.tls = tls
         self.login = PasswordLogin(node.mailboxes, lockout)
-        self.certificates = CertificateLogin(node.mailboxes, lockout)
+        self.certificates = CertificateLogin(node.mailboxes, lockout, revoked)
         self.mailstore = Mailstore(
             MessageStore(node.mailboxes),
             default_quota=node.cfg.store.default_quota or None,

@@ -156,7 +156,7 @@ class Smime:
         """The trust-space CAs without a current CRL among `crls` (none at all, or only expired ones)."""
         now = dt.datetime.now(dt.UTC)
         current = {crl.issuer for crl in crls if crl.next_update_utc is None or crl.next_update_utc > now}
-        return [ca for ca in self.cas if ca.subject not in current] if crls else []
+        return [ca for ca in self.cas if ca.subject not in current] if self.crl_dir is not None else []
 
     # -- outbound ---------------------------------------------------------------------------------
 
@@ -166,13 +166,15 @@ class Smime:
         return [o for o in self.organisations if domain in o.domains]
 
     def organisation_for(self, domain: str) -> Organisation | None:
-        """The entry that signs for `domain`: of those valid now, the one that expires last (a rotation
-        signs with the new certificate from its first valid day); when none is valid, the first."""
+        """The entry that signs for `domain`: of those valid now, the one that expires last, then the one
+        issued last (a rotation signs with the new certificate from its first valid day); when none is
+        valid, the first. Remove a revoked entry from the configuration: it is not looked up here."""
         entries = self.organisations_for(domain)
         now = dt.datetime.now(dt.UTC)
         valid = [o for o in entries if o.certificate.not_valid_before_utc <= now < o.certificate.not_valid_after_utc]
         if valid:
-            return max(valid, key=lambda o: o.certificate.not_valid_after_utc)
+            # Ties (a CA's end caps both): the one issued last.
+            return max(valid, key=lambda o: (o.certificate.not_valid_after_utc, o.certificate.not_valid_before_utc))
         return entries[0] if entries else None
 
     async def identity_for(self, sender: str, message: bytes) -> SigningIdentity | None:

@@ -44,7 +44,7 @@ from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
 from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import Lockout
-from gateway.auth.service import CertificateLogin, PasswordLogin
+from gateway.auth.service import CertificateLogin, PasswordLogin, Revoked
 from gateway.errors import NotFound
 from gateway.node import Node
 from gateway.policy import identity, patients, recipients
@@ -482,12 +482,18 @@ class SubmissionHandler(_Handler):
     """aiosmtpd handler for mail submitted by professionals' clients (RFC 6409)."""
 
     def __init__(
-        self, node: Node, queue: Queue, lockout: Lockout, wake: Callable[[], None], smime: Smime | None = None
+        self,
+        node: Node,
+        queue: Queue,
+        lockout: Lockout,
+        wake: Callable[[], None],
+        smime: Smime | None = None,
+        revoked: Revoked | None = None,
     ) -> None:
         super().__init__(node, queue, wake)
         self.smime = smime
         self.login = PasswordLogin(node.mailboxes, lockout)
-        self.certificates = CertificateLogin(node.mailboxes, lockout)
+        self.certificates = CertificateLogin(node.mailboxes, lockout, revoked)
 
     # -- RFC 4954 AUTH ----------------------------------------------------------------------------
 
@@ -821,8 +827,9 @@ async def start_submission(
     lockout: Lockout,
     wake: Callable[[], None],
     smime: Smime | None = None,
+    revoked: Revoked | None = None,
 ) -> Listener:
-    handler = SubmissionHandler(node, queue, lockout, wake, smime)
+    handler = SubmissionHandler(node, queue, lockout, wake, smime, revoked)
     cfg = node.cfg
 
     def factory(client: tuple[str, int] | None) -> GatewaySMTP:

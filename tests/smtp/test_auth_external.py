@@ -172,3 +172,41 @@ def test_a_certificate_revoked_while_the_node_runs_is_refused_from_the_next_hand
     ]
     assert _smtps(gw, base / "app") == (235, b"2.7.0 Authentication successful")  # the others still work
     assert _imaps(gw, base / "app") == b"a1 OK"
+
+
+def test_a_resumed_tls_session_does_not_carry_a_revoked_certificate_through(
+    certs: tuple[Gateway, Path], tmp_path: Path
+) -> None:
+    """A TLS 1.2 session resumed after the certificate's revocation skips the handshake's check (OpenSSL
+    keeps the session cache on the listener's first context; the ssl module cannot turn session ids
+    off): AUTH EXTERNAL checks the certificate against the current CRLs itself. TLS 1.3 issues no
+    ticket, so nothing resumes."""
+    gw, base = certs
+    r = gw.node.cli("pki", "issue-app", APP, "--out", str(tmp_path), "--json")
+    assert r.code == 0, r.err
+    serial = str(r.json()["serial"])  # type: ignore[index]
+    tls12 = client_tls(gw, tmp_path)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    with smtplib.SMTP_SSL("127.0.0.1", gw.port("submissions"), timeout=30, context=tls12) as client:
+        client.ehlo("app.example")
+        assert client.docmd("AUTH", "EXTERNAL =") == (235, b"2.7.0 Authentication successful")
+        session = client.sock.session  # type: ignore[union-attr]
+    assert gw.node.cli("pki", "revoke", serial, "--reason", "keyCompromise").code == 0
+    sock = socket.create_connection(("127.0.0.1", gw.port("submissions")), timeout=30)
+    with tls12.wrap_socket(sock, session=session) as resumed, resumed.makefile("rb") as f:
+        assert resumed.session_reused
+        assert f.readline().startswith(b"220 ")
+        resumed.sendall(b"EHLO app.example\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        resumed.sendall(b"AUTH EXTERNAL =\r\n")
+        assert f.readline() == b"535 5.7.8 Authentication credentials invalid\r\n"
+    failed = gw.node.cli("audit", "search", "--event", "smtp.auth.failed", "--json").json()
+    assert failed[-1]["response"]["reason"] == "certificate-revoked"  # type: ignore[index]
+    # TLS 1.3: no ticket is issued, so there is no session to resume.
+    tls13 = client_tls(gw, base / "app")
+    tls13.minimum_version = ssl.TLSVersion.TLSv1_3
+    with smtplib.SMTP_SSL("127.0.0.1", gw.port("submissions"), timeout=30, context=tls13) as client:
+        client.ehlo("app.example")  # tickets, if any, come after the handshake
+        assert client.docmd("AUTH", "EXTERNAL =") == (235, b"2.7.0 Authentication successful")
+        assert client.sock.session is None or not client.sock.session.has_ticket  # type: ignore[union-attr]

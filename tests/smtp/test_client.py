@@ -549,11 +549,18 @@ async def test_a_peer_certificate_whose_ca_has_no_crl_fails_closed(
     assert peer.mail_lines == []
 
 
-async def test_without_crls_no_revocation_is_checked(
+async def test_a_crl_directory_without_crls_fails_closed_and_none_configured_checks_none(
     pki: Material, dns_server: Dnsmasq, port: int, tmp_path: Path
 ) -> None:
-    # An external PKI naming no CRL source: nothing to check against, the chain alone decides.
-    r = relayer(pki, dns_server, port, crl_dir=tmp_path / "absent")
+    # A configured directory still empty (crl-cache/ before its first fetch): no chain can be judged.
+    r = relayer(pki, dns_server, port, crl_dir=tmp_path / "crl-cache")
+    async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1) as peer:
+        results = await relay(r, ALICE)
+    diag = "smtp; 451 4.7.5 TLS certificate of mx1.peer.test not trusted: unable to get certificate CRL"
+    assert results == [Result(ALICE, False, False, "4.7.5", diag, MX1)]
+    assert peer.mail_lines == []
+    # An external PKI naming no CRL source at all: the chain alone decides.
+    r = relayer(pki, dns_server, port, crl_dir=None)
     async with serve(MX1_IP, port, Peer(), tls_for(pki.mx1, pki.root), name=MX1):
         assert await relay(r, ALICE) == [delivered(ALICE)]
 
