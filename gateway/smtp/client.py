@@ -48,10 +48,10 @@ Implementation notes
 - Session reuse (as Postfix's connection cache): after a transaction whose DATA got a 250, the
   session is kept idle for `reuse` seconds (`[queue] relay_reuse`; 0: QUIT after each message) for the
   next message to the same host, address and port, so that a queue of messages to a peer costs one TLS
-  handshake, not one each. A session serves for REUSE_AGE at most: the peer's certificate and CRLs are
-  judged again by a new handshake. A kept session that turns out closed or closing (the peer's idle
-  timeout, its 421 at MAIL FROM, or a 503 for a transaction it still holds) is dropped and the message
-  goes over a new one: nothing was sent.
+  handshake, not one each. A session serves for REUSE_AGE at most, and not past a change of the CRLs:
+  the peer's certificate is judged again by a new handshake. A kept session that turns out closed or
+  closing (the peer's idle timeout, its 421 at MAIL FROM, or a 503 for a transaction it still holds) is
+  dropped and the message goes over a new one: nothing was sent.
   Sessions are QUIT when they expire and at `close()` (node stop).
 - Nothing of the message content is ever logged: the operational log gets the domain, target host,
   address, status and reason of failed attempts, and counts of outcomes.
@@ -137,6 +137,7 @@ class _Session:
     smtp: aiosmtplib.SMTP
     opened: float
     idle_since: float = 0.0
+    tls: ssl.SSLContext | None = None  # the context of its handshake: another one means newer CRLs
 
 
 def _cause(exc: BaseException) -> str:
@@ -295,19 +296,20 @@ class Relayer:
             return _Failure(CONNECT, host, "4.4.1", f"connection to {where} refused")
         except OSError as exc:
             return _Failure(CONNECT, host, "4.4.1", f"cannot connect to {where}: {exc.strerror or exc}")
+        tls = self.tls.get()
         try:
             smtp = aiosmtplib.SMTP(
                 hostname=host,  # the TLS server name: hostname checking is on
                 sock=sock,  # connected above, within the connect timeout; aiosmtplib owns it from here
                 local_hostname=self.helo_name,
                 start_tls=True,  # STARTTLS is mandatory between operators
-                tls_context=self.tls.get(),
+                tls_context=tls,
                 timeout=self.command_timeout,
             )
         except BaseException:
             sock.close()
             raise
-        session = _Session(smtp, time.monotonic())
+        session = _Session(smtp, time.monotonic(), tls=tls)
         reusable = False
         try:
             failure = await self._open(smtp, host, where)
@@ -333,7 +335,12 @@ class Relayer:
         return None
 
     def _expired(self, session: _Session, now: float) -> bool:
-        return now - session.idle_since >= self.reuse or now - session.opened >= REUSE_AGE
+        """Idle too long, open too long, or opened before the CRLs last changed (its peer is judged again)."""
+        return (
+            now - session.idle_since >= self.reuse
+            or now - session.opened >= REUSE_AGE
+            or session.tls is not self.tls.get()
+        )
 
     def _keep(self, key: tuple[str, str, int], session: _Session, reusable: bool) -> bool:
         """Whether the session was kept for the next message to the host (else the caller ends it)."""

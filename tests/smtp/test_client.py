@@ -523,13 +523,14 @@ async def test_a_peer_certificate_revoked_since_the_last_session_fails_the_next_
     paths = write_bundle(issued, tmp_path / "mx1", root=trust.root)
     mx1 = Bundle(paths["fullchain"], paths["key"])
     crls = crl_cache(trust, tmp_path / "crl", "root", "organisations", "personnes")
-    r = relayer(pki, dns_server, port, crl_dir=crls, reuse=0)
+    r = relayer(pki, dns_server, port, crl_dir=crls, reuse=30)
     async with serve(MX1_IP, port, Peer(), tls_for(mx1, pki.root), name=MX1) as peer:
-        assert await relay(r, ALICE) == [delivered(ALICE)]  # valid until revoked
+        assert await relay(r, ALICE) == [delivered(ALICE)]  # valid until revoked; the session is kept
         trust.revoke(issued.serial, x509.ReasonFlags.key_compromise)
         trust.publish_crls()
-        crl_cache(trust, crls, "organisations")  # the CRL fetched anew: read for the next session
+        crl_cache(trust, crls, "organisations")  # the CRL fetched anew: the kept session is not used again
         assert await relay(r, BOB) == [Result(BOB, False, False, "4.7.5", REVOKED, MX1)]
+        assert len(peer.sessions) == 2
         async with serve(MX2_IP, port, Peer(), tls_for(pki.mx2, pki.root), name=MX2) as backup:
             assert await relay(r, CAROL) == [delivered(CAROL, MX2)]  # mx2's certificate is not revoked
     assert [x.rcpt_tos for x in peer.received] == [[ALICE]]
