@@ -106,11 +106,27 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
     return x509.load_pem_x509_crl(data) if b"-----BEGIN X509 CRL-----" in data else x509.load_der_x509_crl(data)
 
 
-def read_crls(stamp: CrlStamp) -> tuple[list[x509.CertificateRevocationList], list[tuple[str, str]]]:
+CrlRead = tuple[list[x509.CertificateRevocationList], list[tuple[str, str]]]
+_read_cache: dict[CrlStamp, CrlRead] = {}
+
+
+def read_crls(stamp: CrlStamp) -> CrlRead:
     """The CRLs of the files in `stamp` (PEM or DER), each once, and (path, error) for unreadable files.
 
     A directory may hold one CRL in both encodings (the development PKI writes both), and crl-cache/
-    holds DER: both are read, duplicates dropped."""
+    holds DER: both are read, duplicates dropped. A node's contexts (relay in, relay out, clients) and
+    its S/MIME trust store all read the same directory when it changes: the last reads are kept, by
+    stamp, so that a trust space's CRLs of several MB are parsed once, not four times."""
+    if stamp in _read_cache:
+        return _read_cache[stamp]
+    read = _read(stamp)
+    if len(_read_cache) >= 4:
+        _read_cache.pop(next(iter(_read_cache)))
+    _read_cache[stamp] = read
+    return read
+
+
+def _read(stamp: CrlStamp) -> CrlRead:
     crls: list[x509.CertificateRevocationList] = []
     seen: set[bytes] = set()
     errors: list[tuple[str, str]] = []

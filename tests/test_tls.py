@@ -102,6 +102,9 @@ def test_a_crl_directory_is_read_in_both_encodings_each_crl_once(tmp_path: Path)
         pki.ca(name).subject.rfc4514_string() for name in ("root", "organisations", "personnes")
     )
     assert [(Path(name).name, bool(error)) for name, error in errors] == [("junk.der", True)]
+    assert read_crls(stamp)[0] is crls  # parsed once for every reader of the directory
+    (crl / "junk.der").unlink()
+    assert read_crls(crl_stamp(crl))[0] is not crls  # a change is read anew
     assert crl_stamp(tmp_path / "absent") == ()
 
 
