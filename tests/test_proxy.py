@@ -15,6 +15,7 @@ import ssl
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -365,3 +366,40 @@ def test_the_quieter_records_an_address_once_a_minute_and_counts_the_rest() -> N
     # Full (two addresses): those quiet for a minute are forgotten, their counts with them.
     assert quieter.admit("192.0.2.3") == (True, 0)
     assert quieter.admit("192.0.2.1") == (True, 0)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_accepted_connections_have_nagle_off(tmp_path: Path, tls: bool) -> None:
+    """Replies written in several pieces (a FETCH's literal, then the tagged OK) leave at once: with
+    Nagle on, the last piece waits for the client's delayed ACK (40 ms a command on Linux)."""
+    from gateway.tls import server_context
+    from tests.test_tls import self_signed
+
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    context = server_context(*self_signed(tmp_path)) if tls else None
+    server = proxy.ProxyServer(proxy.bind("127.0.0.1", 0), lambda _client: Probe(), lambda _ip: False, None, context)  # type: ignore[arg-type]
+    server.start()
+    plain = await asyncio.get_running_loop().create_server(Probe, sock=proxy.bind("127.0.0.1", 0))
+    try:
+        for port in (server.sockets[0].getsockname()[1], plain.sockets[0].getsockname()[1]):
+            client = ssl.create_default_context() if tls and port == server.sockets[0].getsockname()[1] else None
+            if client is not None:
+                client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            writer.close()
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(seen) == 2
+        assert all(seen), seen
+    finally:
+        server.close()
+        plain.close()
