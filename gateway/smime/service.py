@@ -19,8 +19,9 @@ Implementation notes
   recipient's own certificate or one of its domain's organisation certificates (matched on issuer and
   serial or subject key identifier, no key used); the first recipient's matching key decrypts.
 - Organisation certificate rotation: a domain may have several `[[smime.organisation]]` entries; all
-  decrypt, and the one valid now that expires last signs (`organisation_for`), so the new certificate
-  is added beside the old one and the old one removed once nothing encrypted to it can still come.
+  decrypt, and the one valid now (and not revoked by the current CRLs) that expires last signs
+  (`organisation_for`), so the new certificate is added beside the old one and the old one removed
+  once nothing encrypted to it can still come.
 """
 
 from __future__ import annotations
@@ -166,12 +167,23 @@ class Smime:
         return [o for o in self.organisations if domain in o.domains]
 
     def organisation_for(self, domain: str) -> Organisation | None:
-        """The entry that signs for `domain`: of those valid now, the one that expires last, then the one
-        issued last (a rotation signs with the new certificate from its first valid day); when none is
-        valid, the first. Remove a revoked entry from the configuration: it is not looked up here."""
+        """The entry that signs for `domain`: of those valid now and not revoked by the current CRLs, the
+        one that expires last, then the one issued last (a rotation signs with the new certificate from
+        its first valid day; a revoked one stops signing as soon as its CRL is here); when none is valid,
+        the first."""
         entries = self.organisations_for(domain)
         now = dt.datetime.now(dt.UTC)
-        valid = [o for o in entries if o.certificate.not_valid_before_utc <= now < o.certificate.not_valid_after_utc]
+        crls, _ = read_crls(crl_stamp(self.crl_dir))  # parsed once per change, shared with the TLS contexts
+        valid = [
+            o
+            for o in entries
+            if o.certificate.not_valid_before_utc <= now < o.certificate.not_valid_after_utc
+            and not any(
+                crl.issuer == o.certificate.issuer
+                and crl.get_revoked_certificate_by_serial_number(o.certificate.serial_number) is not None
+                for crl in crls
+            )
+        ]
         if valid:
             # Ties (a CA's end caps both): the one issued last.
             return max(valid, key=lambda o: (o.certificate.not_valid_after_utc, o.certificate.not_valid_before_utc))

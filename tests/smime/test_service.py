@@ -172,8 +172,17 @@ async def test_an_organisation_certificate_rotates_with_overlap(template_node: N
         issued = aged.issue_domain(DOMAIN, f"patient.{DOMAIN}", now=issued_at)
         files = write_bundle(issued, tmp_path / name, name=name, root=aged.root)
         entries.append(SmimeIdentity(cert=files["fullchain"], key=files["key"]))
+    crls = tmp_path / "crls"  # the trust space's current CRLs: the node's PKI's and the aged one's
+    crls.mkdir()
+
+    def fetched() -> None:
+        for source, prefix in ((pki, ""), (aged, "aged-")):
+            for crl in (source.path / "crl").glob("*.crl"):
+                (crls / (prefix + crl.name)).write_bytes(crl.read_bytes())
+
+    fetched()
     cfg = nd.cfg()
-    cfg.smime = cfg.smime.model_copy(update={"workers": 0, "organisation": entries})
+    cfg.smime = cfg.smime.model_copy(update={"workers": 0, "organisation": entries, "crl_dir": crls})
     async with Node(cfg) as n:
         smime = Smime(n)
         old, new, later = smime.organisations
@@ -208,4 +217,10 @@ async def test_an_organisation_certificate_rotates_with_overlap(template_node: N
         )
         opened = await smime.open(raw, sender=f"dr.durand@{PEER}", recipients=[rcpt])
         assert (opened.ok, opened.reason, opened.detail) == (False, "not-for-us", rcpt)
+        # The new certificate revoked: it stops signing once its CRL is here, the old one takes over.
+        aged.revoke(new.certificate.serial_number, x509.ReasonFlags.key_compromise)
+        aged.publish_crls()
+        assert smime.organisation_for(DOMAIN) == new  # published, not yet fetched
+        fetched()
+        assert smime.organisation_for(DOMAIN) == old
         smime.close()
