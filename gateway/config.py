@@ -524,7 +524,8 @@ published = {published_line}
 # Processes doing the S/MIME cryptography (0 = a thread).
 workers = 2
 # The trust space's current CRLs (empty: the development PKI's crl/) and CA certificates. CRLs at
-# crl_urls are fetched every crl_refresh seconds into crl_dir (checked against the CAs first).
+# crl_urls are fetched every crl_refresh seconds into crl_dir (checked against the CAs first). S/MIME
+# and every TLS handshake with a trust-space certificate check them; a CA without one is refused.
 # crl_dir = "/var/lib/mssgw/crl"
 crl_urls = []
 crl_refresh = 3600
