@@ -1,4 +1,4 @@
-"""Shared fixtures: real nodes made by `mssgw init`, the CLI run as a subprocess.
+"""Shared fixtures: real nodes made by `mssgw init`, the CLI run as a process of its own.
 
 Creating a node generates four RSA keys (three CAs and the node's TLS key), so one template node is
 made per test session with the real `mssgw init` command and each test gets its own copy of its data
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, load_config
+from tests import cli_process
 from tests.pg import REQUIRE_ENV, PostgresCluster, PostgresUnavailable, postgres_required
 
 DOMAIN = "ch-test.mssante.fr"
@@ -37,16 +36,14 @@ class CLIResult:
 def run_cli(
     *args: str | Path, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> CLIResult:
-    """Run `mssgw ARGS...` in a subprocess, as an operator would."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli.main", *map(str, args)],
+    """Run `mssgw ARGS...` in a process of its own, as an operator would (tests/cli_process.py)."""
+    code, out, err = cli_process.run(
+        [str(a) for a in args],
         input=input,
-        capture_output=True,
-        text=True,
         timeout=timeout,
         env={**os.environ, "MSSGW_OPERATOR": "tester@ci", **(env or {})},
     )
-    return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+    return CLIResult(code, out, err)
 
 
 @dataclass
