@@ -39,6 +39,7 @@ async def run(s: Session, cmd: Command) -> Reply:
                     # when thousands of sessions end IDLE at once, as a benchmark's do)
                 if s.selection is not None and s.revoked is None:
                     await s.sync(expunges=True)
+                    await s.flush()  # told now: the client is waiting, no tagged reply follows yet
         if s.revoked is not None:
             return SENT  # no tagged reply: the session ends with BYE (RFC 2177 §3 allows BYE during IDLE)
         line = done.result()

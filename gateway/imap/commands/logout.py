@@ -9,6 +9,6 @@ from gateway.imap.session import LOGOUT, Session
 
 
 async def run(s: Session, cmd: Command) -> Reply:
-    s.writer.write(ser.untagged_status("BYE", "mssgw logging out"))
+    s.write(ser.untagged_status("BYE", "mssgw logging out"))
     s.state = LOGOUT
     return "LOGOUT completed"

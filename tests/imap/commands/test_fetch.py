@@ -11,6 +11,7 @@ content). UID FETCH specifics are in test_uid.py; concurrent expunges in test_ex
 from __future__ import annotations
 
 import imaplib
+import time
 
 import pytest
 
@@ -578,3 +579,32 @@ def test_fetch_needs_a_selected_folder(box: Box) -> None:
     raw = box.raw()
     assert raw.command("a1", "FETCH 1 FLAGS") == [b"a1 BAD FETCH is not allowed in the authenticated state"]
     raw.close()
+
+
+def test_a_commands_responses_leave_with_its_tagged_reply_in_one_tls_record(box: Box) -> None:
+    # SSL_read returns one record's data at a time: the untagged FETCH and the tagged OK come out of one
+    # recv only if the server wrote them together (before, each response was a write and a record of its own).
+    box.put(message(1))
+    raw = box.selected()
+    raw.send(b"f UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    time.sleep(0.3)  # everything the server sends for it is in the socket's buffer by now
+    first = raw.sock.recv(1 << 20)
+    assert first == (
+        b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {22}\r\nSubject: message 1\r\n\r\n)\r\n"
+        b"f OK UID FETCH completed\r\n"
+    )
+
+
+def test_a_fetch_bigger_than_one_write_arrives_whole_and_in_order(box: Box) -> None:
+    # Past FLUSH_AT octets the responses are written as they come (memory stays bounded), the rest with
+    # the tagged reply: 40 messages of 20 KB cross the threshold three times.
+    bodies = [message(n, body="x" * 20_000) for n in range(1, 41)]
+    for body in bodies:
+        box.put(body)
+    raw = box.selected()
+    raw.send(b"f FETCH 1:* (BODY.PEEK[])\r\n")
+    for n, body in enumerate(bodies, start=1):
+        assert raw.line() == b"* %d FETCH (BODY[] {%d}" % (n, len(body))
+        assert raw.file.read(len(body)) == body
+        assert raw.line() == b")"
+    assert raw.line() == b"f OK FETCH completed"
