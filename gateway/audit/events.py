@@ -69,6 +69,7 @@ class AuditEvent(StrEnum):
     # Trust-space PKI
     PKI_INITIALISED = "admin.pki.initialised"
     PKI_ISSUED = "admin.pki.issued"
+    PKI_ATTACHED = "admin.pki.attached"
     PKI_REVOKED = "admin.pki.revoked"
     PKI_CRL_PUBLISHED = "admin.pki.crl_published"
     PKI_ROOT_EXPORTED = "admin.pki.root_exported"

@@ -12,14 +12,19 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs.pki import Issued, PKIError, TrustSpacePKI, parse_reason, write_bundle
+from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
 from gateway.auth.passwords import generate_password
 from gateway.cli.base import Command, Context, Outcome, read_secret_stdin, table
 from gateway.errors import ConfigError, NotFound, UsageError
 from gateway.smime.discovery import cert_names
+from gateway.smime.service import trust_store
+from gateway.store.mailboxes import PrivateKey
 
 PASSPHRASE_ENV = "MSSGW_PKI_PASSPHRASE"  # noqa: S105 (a variable name)
 
@@ -125,6 +130,75 @@ async def issue_server(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 async def issue_address(ctx: Context, args: argparse.Namespace) -> Outcome:
     return await _issue(ctx, args, lambda pki: pki.issue_address(args.address), (args.address.lower(), "smime"))
+
+
+def _read_identity(args: argparse.Namespace) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate]]:
+    """The certificate, key and chain an operator brings: a PKCS#12 file (as the national PKI delivers
+    software certificates), or PEM certificate (with its chain after it) and key files."""
+    password = read_secret_stdin("password").encode() if args.password_stdin else None
+    if args.p12:
+        path = Path(args.p12)
+        try:
+            key, cert, extra = pkcs12.load_key_and_certificates(path.read_bytes(), password)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except ValueError:
+            raise UsageError(f"{path}: not a PKCS#12 file, or the wrong password") from None
+        if cert is None or key is None:
+            raise UsageError(f"{path}: the PKCS#12 file must hold a certificate and its private key")
+        chain = list(extra)
+    else:
+        if not (args.cert and args.key):
+            raise UsageError("give --p12 FILE, or --cert FILE and --key FILE")
+        try:
+            certs = x509.load_pem_x509_certificates(Path(args.cert).read_bytes())
+            key_bytes = Path(args.key).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        except ValueError:
+            raise UsageError(f"{args.cert}: not a PEM certificate") from None
+        try:
+            key = serialization.load_pem_private_key(key_bytes, password)
+        except TypeError:  # encrypted and no password, or a password for a clear key
+            raise UsageError(f"{args.key}: the key is {'not ' if password else ''}encrypted") from None
+        except ValueError:
+            raise UsageError(f"{args.key}: not a PEM private key, or the wrong password") from None
+        cert, chain = certs[0], certs[1:]
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise UsageError("the private key must be RSA or EC (what CMS signing and key transport use)")
+    return cert, key, chain
+
+
+async def attach_address(ctx: Context, args: argparse.Namespace) -> Outcome:
+    """Attach an address-bound S/MIME certificate issued elsewhere (the national PKI) to a local mailbox:
+    the node then signs and decrypts as the address with it, as with one from `issue-address`. Refused
+    unless peers would accept it: checked as a peer checks a signer (trust-space path, CRLs of the node's
+    CRL directory, e-mail protection, key strength, the address in the subjectAltName)."""
+    address = args.address.strip().lower()
+    if domain_of(address) == ctx.cfg.node.patient:
+        raise UsageError("patient mailboxes hold no keys: the operator signs for them with its domain certificate")
+    await ctx.node.mailboxes.describe(address)  # NotFound: not a local mailbox
+    cert, key, chain = _read_identity(args)
+    verdict = await trust_store(ctx.cfg).check(cert, chain, [address])
+    if not verdict.ok:
+        raise UsageError(f"not attached: every peer would refuse this certificate: {verdict.text} ({verdict.reason})")
+    if verdict.binding != "address":
+        raise UsageError(
+            "not attached: the certificate names the domain, not the address (a domain certificate is "
+            "configured as [[smime.organisation]])"
+        )
+    fingerprint = await ctx.node.mailboxes.add_certificate(address, cert, "smime", key=key, chain=chain)
+    data = {
+        "attached_to": address,
+        "fingerprint": fingerprint,
+        "serial": format(cert.serial_number, "x"),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "signing_key_held": True,
+    }
+    text = f"attached {data['subject']} (serial {data['serial']}, valid until {data['not_after']}) to {address}"
+    return Outcome(data, text, audit=data)
 
 
 async def issue_app(ctx: Context, args: argparse.Namespace) -> Outcome:
@@ -283,6 +357,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("address")
     bundle_options(p)
     p.set_defaults(_command=Command(AuditEvent.PKI_ISSUED, issue_address))
+    p = grp.add_parser(
+        "attach-address", parents=[common], help="attach an S/MIME certificate and key issued elsewhere to a mailbox"
+    )
+    p.add_argument("address")
+    p.add_argument("--p12", metavar="FILE", help="PKCS#12 file with the certificate, its key and chain")
+    p.add_argument("--cert", metavar="FILE", help="PEM certificate, its chain after it")
+    p.add_argument("--key", metavar="FILE", help="PEM private key")
+    p.add_argument("--password-stdin", action="store_true", help="read the PKCS#12 or key password from stdin")
+    p.set_defaults(_command=Command(AuditEvent.PKI_ATTACHED, attach_address))
     p = grp.add_parser("issue-app", parents=[pki_common], help="TLS client certificate of an APP mailbox")
     p.add_argument("address")
     bundle_options(p)

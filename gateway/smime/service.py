@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.audit.oplog import get_logger
-from gateway.config import SmimePeer
+from gateway.config import Config, SmimePeer
 from gateway.errors import ConfigError
 from gateway.node import Node
 from gateway.smime import cms, inbound, mime, outbound
@@ -54,6 +54,30 @@ CRL_CHECK = 5.0
 
 def _certificates(path: Path) -> list[x509.Certificate]:
     return load_certificates(path.read_bytes())
+
+
+def trust_space_cas(cfg: Config) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """The node's trust anchors, and the trust space's intermediate CAs it knows (configured, and the
+    development PKI's when it has one)."""
+    anchors = _certificates(cfg.path(cfg.pki.trust_anchor))
+    intermediates: list[x509.Certificate] = []
+    for path in cfg.smime.intermediates:
+        intermediates += _certificates(cfg.path(path))
+    pki_dir = cfg.pki_dir
+    if pki_dir is not None and (pki_dir / "state.json").is_file():
+        from certs.pki import TrustSpacePKI
+
+        pki = TrustSpacePKI(pki_dir)
+        intermediates += [pki.ca(name) for name in ("organisations", "personnes")]
+    return anchors, intermediates
+
+
+def trust_store(cfg: Config) -> TrustStore:
+    """A TrustStore as the node's S/MIME side validates with, on the CRLs of its CRL directory now
+    (no OCSP: for an admin command's check)."""
+    anchors, intermediates = trust_space_cas(cfg)
+    crls, _ = read_crls(crl_stamp(cfg.crl_dir))
+    return TrustStore(anchors, [c.public_bytes(serialization.Encoding.DER) for c in crls], intermediates)
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -103,16 +127,7 @@ class Smime:
         self.host = cfg.smtp_hostname
         self.section = section
         self.pool = CryptoPool(section.workers)
-        anchors = _certificates(cfg.path(cfg.pki.trust_anchor))
-        intermediates: list[x509.Certificate] = []
-        for path in section.intermediates:
-            intermediates += _certificates(cfg.path(path))
-        pki_dir = cfg.pki_dir
-        if pki_dir is not None and (pki_dir / "state.json").is_file():
-            from certs.pki import TrustSpacePKI
-
-            pki = TrustSpacePKI(pki_dir)
-            intermediates += [pki.ca(name) for name in ("organisations", "personnes")]
+        anchors, intermediates = trust_space_cas(cfg)
         self.crl_dir = cfg.crl_dir  # the TLS checks read the same directory (gateway.tls.CrlContexts)
         self.cas = [*anchors, *intermediates]
         self._crl_stamp: tuple[tuple[str, float, int], ...] = ()

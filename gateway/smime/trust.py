@@ -300,7 +300,9 @@ class TrustStore:
         except pv.DisallowedAlgorithmError:
             return "weak-algorithm"
         except pv.InvalidCertificateError:
-            return "no-email-protection"
+            # pyhanko-certvalidator also says this of a self-signed certificate it found no path for: no
+            # authority vouches for it, whatever its key usage.
+            return "untrusted" if cert.issuer == cert.subject else "no-email-protection"
         except (pv.PathBuildingError, pv.PathValidationError):
             return "untrusted"
         return ""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dns.rdatatype
 import dns.zonefile
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.pki import TrustSpacePKI
+from gateway.node import Node
 from tests.conftest import DOMAIN, NodeDir
 
 
@@ -206,3 +211,171 @@ def test_publish_dns_refusals(node: NodeDir, tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("junk")
     r = node.cli("pki", "publish-dns", "--domain-cert", tmp_path / "junk.pem")
     assert (r.code, r.err.strip()) == (2, f"mssgw: {tmp_path / 'junk.pem'} holds no PEM certificate")
+
+
+def _self_signed(address: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate and key for `address` from no trust-space authority."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "foreign-cert.pem", tmp_path / "foreign-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_attach_an_address_certificate_issued_elsewhere(node: NodeDir, tmp_path: Path) -> None:
+    claire, lucas = f"claire.martin@{DOMAIN}", f"lucas.bernard@{DOMAIN}"
+    # Issued before the mailboxes exist, as a national PKI would: nothing is attached yet.
+    bundles = {}
+    for address in (claire, lucas):
+        r = node.cli(
+            "pki",
+            "issue-address",
+            address,
+            "--out",
+            tmp_path / address,
+            "--p12",
+            "--p12-password-stdin",
+            "--json",
+            input="Pass-Douze-12\n",
+        )
+        assert r.code == 0, r.err
+        assert "attached_to" not in r.json()  # type: ignore[operator]
+        bundles[address] = r.json()["files"]  # type: ignore[index]
+    for address, idnat in ((claire, "810000000009"), (lucas, "810000000017")):
+        assert node.cli("mailbox", "add", address, "--type", "PER", "--idnat", idnat).code == 0
+    # PKCS#12, its password on standard input.
+    r = node.cli(
+        "pki",
+        "attach-address",
+        claire,
+        "--p12",
+        bundles[claire]["p12"],
+        "--password-stdin",
+        "--json",
+        input="Pass-Douze-12\n",
+    )
+    assert r.code == 0, r.err
+    cert = x509.load_pem_x509_certificate(Path(bundles[claire]["cert"]).read_bytes())
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+    assert r.json()["fingerprint"] == fingerprint  # type: ignore[index]
+    assert r.json()["signing_key_held"] is True  # type: ignore[index]
+    # PEM: the certificate with its chain after it, and the key.
+    r = node.cli("pki", "attach-address", lucas, "--cert", bundles[lucas]["fullchain"], "--key", bundles[lucas]["key"])
+    assert r.code == 0, r.err
+    assert r.out.startswith(f"attached CN={lucas}")
+
+    async def identity() -> bytes | None:
+        async with Node(node.cfg()) as n:
+            found = await n.mailboxes.signing_identity(claire)
+            return found.certificate if found else None
+
+    # What the node now signs and decrypts as Claire with.
+    assert asyncio.run(identity()) == cert.public_bytes(serialization.Encoding.DER)
+    audit = node.cli("audit", "search", "--event", "admin.pki.attached", "--json").json()
+    assert [(e["principal"] or e["request"]["address"], e["response"]["result"]) for e in audit] == [  # type: ignore[union-attr,index]
+        (claire, "done"),
+        (lucas, "done"),
+    ]
+    assert audit[0]["response"]["fingerprint"] == fingerprint  # type: ignore[index]
+    assert "PRIVATE KEY" not in str(audit)
+    assert "Pass-Douze" not in str(audit)
+
+
+def test_attach_address_refusals(node: NodeDir, tmp_path: Path) -> None:
+    claire, other = f"claire.martin@{DOMAIN}", f"paul.durand@{DOMAIN}"
+    assert node.cli("mailbox", "add", claire, "--type", "PER", "--idnat", "810000000009").code == 0
+    files = {}
+    for address in (other, f"revoque@{DOMAIN}"):
+        r = node.cli(
+            "pki",
+            "issue-address",
+            address,
+            "--out",
+            tmp_path / address,
+            "--p12",
+            "--p12-password-stdin",
+            "--json",
+            input="Pass-Douze-12\n",
+        )
+        files[address] = r.json()["files"]  # type: ignore[index]
+        files[address]["serial"] = r.json()["serial"]  # type: ignore[index]
+    # A certificate of Claire's, then revoked: its CRL is in the node's CRL directory at once.
+    mine = node.cli("pki", "issue-address", claire, "--out", tmp_path / "mine", "--json").json()
+    assert node.cli("pki", "revoke", mine["serial"], "--reason", "keyCompromise").code == 0  # type: ignore[index]
+    domain = node.cli("pki", "issue-domain", "--out", tmp_path / "domain", "--json").json()["files"]  # type: ignore[index]
+    foreign_cert, foreign_key = _self_signed(claire, tmp_path)
+    p12 = files[other]["p12"]
+    refused = "mssgw: not attached: every peer would refuse this certificate: "
+    cases = [
+        (
+            [claire, "--p12", p12, "--password-stdin"],
+            "Wrong-Password\n",
+            f"mssgw: {p12}: not a PKCS#12 file, or the wrong password",
+        ),
+        (
+            [claire, "--p12", p12, "--password-stdin"],
+            "Pass-Douze-12\n",
+            refused + "the signer's certificate is not bound to the sender address (sender-mismatch)",
+        ),
+        (
+            [claire, "--cert", mine["files"]["fullchain"], "--key", mine["files"]["key"]],
+            None,  # type: ignore[index]
+            refused + "the signer's certificate is revoked (revoked)",
+        ),
+        (
+            [claire, "--cert", foreign_cert, "--key", foreign_key],
+            None,
+            refused + "the signer's certificate does not chain to a trust-space authority (untrusted)",
+        ),
+        (
+            [claire, "--cert", domain["fullchain"], "--key", domain["key"]],
+            None,
+            "mssgw: not attached: the certificate names the domain, not the address (a domain certificate is "
+            "configured as [[smime.organisation]])",
+        ),
+        (
+            [claire, "--cert", tmp_path / "missing.pem", "--key", foreign_key],
+            None,
+            f"mssgw: cannot read {tmp_path / 'missing.pem'}: No such file or directory",
+        ),
+        ([claire, "--cert", foreign_cert], None, "mssgw: give --p12 FILE, or --cert FILE and --key FILE"),
+        (
+            [f"nobody@{DOMAIN}", "--cert", foreign_cert, "--key", foreign_key],
+            None,
+            f"mssgw: no local mailbox nobody@{DOMAIN}",
+        ),
+        (
+            [f"123456789012345@patient.{DOMAIN}", "--cert", foreign_cert, "--key", foreign_key],
+            None,
+            "mssgw: patient mailboxes hold no keys: the operator signs for them with its domain certificate",
+        ),
+    ]
+    for argv, stdin, message in cases:
+        r = node.cli("pki", "attach-address", *argv, input=stdin)
+        assert (r.code, r.err.strip()) == (2, message), argv
+    # A valid certificate of Claire's with another's key: the key must be the certificate's.
+    good = node.cli("pki", "issue-address", claire, "--out", tmp_path / "good", "--json").json()["files"]  # type: ignore[index]
+    r = node.cli("pki", "attach-address", claire, "--cert", good["fullchain"], "--key", foreign_key)
+    assert (r.code, r.err.strip()) == (2, "mssgw: the private key does not match the certificate")
+    audit = node.cli("audit", "search", "--event", "admin.pki.attached", "--json").json()
+    assert [e["response"]["result"] for e in audit] == ["refused"] * (len(cases) + 1)  # type: ignore[union-attr,index]
+    assert audit[0]["response"]["reason"] == f"{p12}: not a PKCS#12 file, or the wrong password"  # type: ignore[index]
+    # Nothing was attached by any of them: Claire signs with the certificate issue-address attached itself.
+    certs = node.cli("mailbox", "show", claire, "--json").json()["certificates"]  # type: ignore[index]
+    assert len(certs) == 2  # the revoked one and the good one, both from issue-address (attached there)

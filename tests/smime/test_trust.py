@@ -126,6 +126,13 @@ async def test_a_1024_bit_key_and_a_sha1_certificate(pki: TrustSpacePKI, sha1_ce
     assert await trust.check(sha1_cert, [], [ALICE]) == SignerVerdict(sha1_cert, False, "weak-algorithm")
 
 
+async def test_a_self_signed_signer_is_untrusted_not_misused(pki: TrustSpacePKI) -> None:
+    # pyhanko-certvalidator reports a self-signed certificate without a path as an invalid certificate, the
+    # error it also gives a wrong key usage: the reason must still say that no authority vouches for it.
+    mine = handmade(2048, hashes.SHA256(), [x509.RFC822Name(ALICE)])
+    assert await store(pki).check(mine, [], [ALICE]) == SignerVerdict(mine, False, "untrusted")
+
+
 def test_binding_address_domain_and_neither() -> None:
     cert = handmade(2048, hashes.SHA256(), [x509.RFC822Name("Alice@CH-A.mssante.fr"), x509.DNSName("ch-b.mssante.fr")])
     assert binding(cert, [ALICE.replace(".martin", "")]) == "address"
