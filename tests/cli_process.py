@@ -8,11 +8,14 @@ exits), exit status and timeout, running the same `main(argv)` as `python -m gat
 Nothing runs before the fork but imports (no event loop, thread, logging set-up or database), and every
 setting the CLI reads from the environment it reads when it runs, so the child behaves as a new process.
 
-`MSSGW_TEST_CLI=subprocess` runs every command as `python -m gateway.cli.main` instead.
+What is read when an interpreter starts (PYTHON* variables, the locale, TZ) is the fork server's: a test
+that changes those for a command runs it with `MSSGW_TEST_CLI=subprocess`, which runs every command as
+`python -m gateway.cli.main`.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import multiprocessing
 import os
@@ -36,10 +39,18 @@ def _streams(stdin: Path, out: Path, err: Path) -> None:
         os.dup2(opened, fd)
         os.close(opened)
     # As Python sets them up for a process whose streams are files (PEP 540: UTF-8 here).
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8")
+    # POSIX: no newline translation on stdin; surrogateescape under a C.UTF-8 locale, as in CI.
+    sys.stdin = io.TextIOWrapper(
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="surrogateescape", newline="\n"
+    )
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8", errors="surrogateescape"
+    )
     sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
     )
 
 
@@ -65,6 +76,10 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, stdin: Path, out: Pat
     except BaseException:
         traceback.print_exc()
         code = 1
+    try:
+        atexit._run_exitfuncs()  # what the interpreter runs at exit (logging.shutdown among them)
+    except BaseException:
+        traceback.print_exc()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -102,11 +117,14 @@ def run(argv: list[str], *, input: str | None, env: dict[str, str], timeout: flo
         err.touch()
         proc = _fork_server().Process(target=_child, args=(argv, env, os.getcwd(), stdin, out, err))
         proc.start()
-        proc.join(timeout)
-        if proc.exitcode is None:
-            proc.kill()
-            proc.join()
-            raise subprocess.TimeoutExpired(["mssgw", *argv], timeout)
+        try:
+            proc.join(timeout)
+            if proc.exitcode is None:
+                raise subprocess.TimeoutExpired(["mssgw", *argv], timeout)
+        finally:
+            if proc.exitcode is None:  # timed out, or the test run was interrupted: as subprocess.run does
+                proc.kill()
+                proc.join()
         code = proc.exitcode
         proc.close()
         # A signal's death reads as -N, as subprocess reports it.

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -142,14 +143,14 @@ def _read_identity(args: argparse.Namespace) -> tuple[x509.Certificate, PrivateK
             key, cert, extra = pkcs12.load_key_and_certificates(path.read_bytes(), password)
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        except ValueError:
-            raise UsageError(f"{path}: not a PKCS#12 file, or the wrong password") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise UsageError(f"{path}: not a PKCS#12 file, the wrong password, or an unsupported algorithm") from None
         if cert is None or key is None:
             raise UsageError(f"{path}: the PKCS#12 file must hold a certificate and its private key")
         chain = list(extra)
     else:
-        if not (args.cert and args.key):
-            raise UsageError("give --p12 FILE, or --cert FILE and --key FILE")
+        if not args.key:
+            raise UsageError("--cert FILE needs --key FILE")
         try:
             certs = x509.load_pem_x509_certificates(Path(args.cert).read_bytes())
             key_bytes = Path(args.key).read_bytes()
@@ -160,13 +161,30 @@ def _read_identity(args: argparse.Namespace) -> tuple[x509.Certificate, PrivateK
         try:
             key = serialization.load_pem_private_key(key_bytes, password)
         except TypeError:  # encrypted and no password, or a password for a clear key
-            raise UsageError(f"{args.key}: the key is {'not ' if password else ''}encrypted") from None
-        except ValueError:
-            raise UsageError(f"{args.key}: not a PEM private key, or the wrong password") from None
+            which = "not encrypted: leave out --password-stdin" if password else "encrypted: add --password-stdin"
+            raise UsageError(f"{args.key}: the key is {which}") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise UsageError(
+                f"{args.key}: not a PEM private key, the wrong password, or an unsupported algorithm"
+            ) from None
         cert, chain = certs[0], certs[1:]
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise UsageError("the private key must be RSA or EC (what CMS signing and key transport use)")
+    if not isinstance(key, rsa.RSAPrivateKey):
+        # The node decrypts with the address's key too, and its CMS does key transport (RSA) only.
+        raise UsageError("the key must be RSA: the node signs and decrypts with it (RSA key transport)")
+    usage = _key_usage(cert)
+    if usage is not None and not ((usage.digital_signature or usage.content_commitment) and usage.key_encipherment):
+        raise UsageError(
+            "the certificate's key usage must allow signing and key encipherment: the node signs and "
+            "decrypts as the address with one certificate"
+        )
     return cert, key, chain
+
+
+def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
 
 
 async def attach_address(ctx: Context, args: argparse.Namespace) -> Outcome:
@@ -361,8 +379,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "attach-address", parents=[common], help="attach an S/MIME certificate and key issued elsewhere to a mailbox"
     )
     p.add_argument("address")
-    p.add_argument("--p12", metavar="FILE", help="PKCS#12 file with the certificate, its key and chain")
-    p.add_argument("--cert", metavar="FILE", help="PEM certificate, its chain after it")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--p12", metavar="FILE", help="PKCS#12 file with the certificate, its key and chain")
+    source.add_argument("--cert", metavar="FILE", help="PEM certificate, its chain after it (with --key)")
     p.add_argument("--key", metavar="FILE", help="PEM private key")
     p.add_argument("--password-stdin", action="store_true", help="read the PKCS#12 or key password from stdin")
     p.set_defaults(_command=Command(AuditEvent.PKI_ATTACHED, attach_address))

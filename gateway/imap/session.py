@@ -59,6 +59,10 @@ class Closed(Exception):
     """The client went away or the session must end."""
 
 
+OUT_BUFFER = 256 << 10
+"""Octets of responses gathered before they are written without waiting for the tagged reply."""
+
+
 class _Sent:
     """A handler's result meaning: the tagged reply is already sent (STARTTLS, AUTHENTICATE)."""
 
@@ -158,18 +162,31 @@ class Session:
     # Anything that waits for the client (a continuation request, IDLE) goes through send(), which flushes.
 
     def write(self, data: bytes) -> None:
-        self._out.append(data)
-        self.pending += len(data)
+        if self.pending + len(data) < OUT_BUFFER:
+            self._out.append(data)
+            self.pending += len(data)
+            return
+        # Past OUT_BUFFER (a FETCH of many messages, a STORE or an expunge over thousands) what waits goes
+        # to the transport now, in order; a large piece goes as it is, not copied into a join.
+        self._write_out()
+        if len(data) >= OUT_BUFFER:
+            self.writer.write(data)
+        else:
+            self._out.append(data)
+            self.pending = len(data)
 
-    def untagged(self, data: bytes | str) -> None:
-        self.write(ser.untagged(data))
-
-    async def flush(self) -> None:
+    def _write_out(self) -> None:
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
             self.pending = 0
             self.writer.write(data)
+
+    def untagged(self, data: bytes | str) -> None:
+        self.write(ser.untagged(data))
+
+    async def flush(self) -> None:
+        self._write_out()
         await self.writer.drain()
 
     async def send(self, *chunks: bytes) -> None:

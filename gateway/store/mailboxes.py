@@ -413,6 +413,9 @@ class MailboxRepository:
         async with self.db.write() as s:
             await self._local(s, address)
             row = await s.get(MailboxCertificate, fingerprint)
+            if row is not None and (row.address != address.lower() or row.usage != usage):
+                # Its key would be sealed under this mailbox's data key but read as the other's.
+                raise Conflict(f"this certificate is already registered to {row.address} ({row.usage})")
             if row is None:
                 row = MailboxCertificate(
                     fingerprint=fingerprint,

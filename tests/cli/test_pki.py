@@ -11,12 +11,25 @@ import dns.rdatatype
 import dns.zonefile
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.pki import TrustSpacePKI
 from gateway.node import Node
+from gateway.store.mailboxes import PrivateKey
 from tests.conftest import DOMAIN, NodeDir
+
+SIGN_ONLY = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=True,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 def openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -213,24 +226,33 @@ def test_publish_dns_refusals(node: NodeDir, tmp_path: Path) -> None:
     assert (r.code, r.err.strip()) == (2, f"mssgw: {tmp_path / 'junk.pem'} holds no PEM certificate")
 
 
-def _self_signed(address: str, tmp_path: Path) -> tuple[Path, Path]:
+def _self_signed(
+    address: str,
+    tmp_path: Path,
+    *,
+    key: PrivateKey | None = None,
+    usage: x509.KeyUsage | None = None,
+    name: str = "foreign",
+) -> tuple[Path, Path]:
     """A certificate and key for `address` from no trust-space authority."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
     now = datetime.now(UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(hours=1))
         .not_valid_after(now + timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = tmp_path / "foreign-cert.pem", tmp_path / "foreign-key.pem"
+    if usage is not None:
+        builder = builder.add_extension(usage, critical=True)
+    cert = builder.sign(key, hashes.SHA256())
+    cert_path, key_path = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -320,13 +342,16 @@ def test_attach_address_refusals(node: NodeDir, tmp_path: Path) -> None:
     assert node.cli("pki", "revoke", mine["serial"], "--reason", "keyCompromise").code == 0  # type: ignore[index]
     domain = node.cli("pki", "issue-domain", "--out", tmp_path / "domain", "--json").json()["files"]  # type: ignore[index]
     foreign_cert, foreign_key = _self_signed(claire, tmp_path)
+    ec_cert, ec_key = _self_signed(claire, tmp_path, key=ec.generate_private_key(ec.SECP256R1()), name="ec")
+    sign_cert, sign_key = _self_signed(claire, tmp_path, usage=SIGN_ONLY, name="sign-only")
     p12 = files[other]["p12"]
     refused = "mssgw: not attached: every peer would refuse this certificate: "
+    wrong_password = f"mssgw: {p12}: not a PKCS#12 file, the wrong password, or an unsupported algorithm"
     cases = [
         (
             [claire, "--p12", p12, "--password-stdin"],
             "Wrong-Password\n",
-            f"mssgw: {p12}: not a PKCS#12 file, or the wrong password",
+            wrong_password,
         ),
         (
             [claire, "--p12", p12, "--password-stdin"],
@@ -354,7 +379,23 @@ def test_attach_address_refusals(node: NodeDir, tmp_path: Path) -> None:
             None,
             f"mssgw: cannot read {tmp_path / 'missing.pem'}: No such file or directory",
         ),
-        ([claire, "--cert", foreign_cert], None, "mssgw: give --p12 FILE, or --cert FILE and --key FILE"),
+        ([claire, "--cert", foreign_cert], None, "mssgw: --cert FILE needs --key FILE"),
+        (
+            [claire, "--cert", ec_cert, "--key", ec_key],
+            None,
+            "mssgw: the key must be RSA: the node signs and decrypts with it (RSA key transport)",
+        ),
+        (
+            [claire, "--cert", sign_cert, "--key", sign_key],
+            None,
+            "mssgw: the certificate's key usage must allow signing and key encipherment: the node signs and "
+            "decrypts as the address with one certificate",
+        ),
+        (
+            [claire, "--cert", foreign_cert, "--key", foreign_key, "--password-stdin"],
+            "Pass-Douze-12\n",
+            f"mssgw: {foreign_key}: the key is not encrypted: leave out --password-stdin",
+        ),
         (
             [f"nobody@{DOMAIN}", "--cert", foreign_cert, "--key", foreign_key],
             None,
@@ -375,7 +416,9 @@ def test_attach_address_refusals(node: NodeDir, tmp_path: Path) -> None:
     assert (r.code, r.err.strip()) == (2, "mssgw: the private key does not match the certificate")
     audit = node.cli("audit", "search", "--event", "admin.pki.attached", "--json").json()
     assert [e["response"]["result"] for e in audit] == ["refused"] * (len(cases) + 1)  # type: ignore[union-attr,index]
-    assert audit[0]["response"]["reason"] == f"{p12}: not a PKCS#12 file, or the wrong password"  # type: ignore[index]
+    assert (
+        audit[0]["response"]["reason"] == f"{p12}: not a PKCS#12 file, the wrong password, or an unsupported algorithm"
+    )  # type: ignore[index]
     # Nothing was attached by any of them: Claire signs with the certificate issue-address attached itself.
     certs = node.cli("mailbox", "show", claire, "--json").json()["certificates"]  # type: ignore[index]
     assert len(certs) == 2  # the revoked one and the good one, both from issue-address (attached there)

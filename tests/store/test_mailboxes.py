@@ -337,6 +337,14 @@ async def test_add_certificate(repo: MailboxRepository) -> None:
     with pytest.raises(NotFound) as exc:
         await repo.add_certificate(f"nobody@{DOMAIN}", cert, "smime")
     assert str(exc.value) == f"no local mailbox nobody@{DOMAIN}"
+    # The same certificate for another mailbox, or another use: refused (a key sealed under one mailbox's
+    # data key would be read with the other's), the row unchanged.
+    await repo.create(ORG, "ORG")
+    for address, usage in ((ORG, "tls"), (APP, "smime")):
+        with pytest.raises(Conflict) as conflict:
+            await repo.add_certificate(address, cert, usage)
+        assert str(conflict.value) == f"this certificate is already registered to {APP} (tls)"
+    assert (await repo.describe(APP))["certificates"][0]["usage"] == "tls"
 
 
 def _keyed(cn: str, start: datetime, days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

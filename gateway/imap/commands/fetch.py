@@ -21,8 +21,6 @@ PREFETCH_COUNT = 50
 PREFETCH_BYTES = 4 << 20
 """A FETCH of content for at most this many messages and octets reads them with its presence check (one
 statement); a bigger one checks presence, then reads each body as it is sent (memory stays one body)."""
-FLUSH_AT = 256 << 10
-"""Responses are written once this many octets wait (else with the tagged reply)."""
 
 
 def _literal(data: bytes) -> bytes:
@@ -127,9 +125,8 @@ async def run(s: Session, cmd: Command) -> Reply:
                     out.append(("RFC822.HEADER", _literal(section(parsed, SectionSpec(text="HEADER")))))
                 elif item == FetchAtt.RFC822_TEXT:
                     out.append(("RFC822.TEXT", _literal(section(parsed, SectionSpec(text="TEXT")))))
-        s.write(ser.fetch_response(sel.seq(uid), out))
-        if s.pending >= FLUSH_AT:
-            await s.flush()  # memory stays about a body or two, and the client gets to work meanwhile
+        s.write(ser.fetch_response(sel.seq(uid), out))  # written out past OUT_BUFFER (Session.write)
+        await s.writer.drain()  # a slow reader holds this FETCH back, not the node's memory
     if gone:
         raise No("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return None

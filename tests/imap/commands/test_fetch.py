@@ -596,8 +596,9 @@ def test_a_commands_responses_leave_with_its_tagged_reply_in_one_tls_record(box:
 
 
 def test_a_fetch_bigger_than_one_write_arrives_whole_and_in_order(box: Box) -> None:
-    # Past FLUSH_AT octets the responses are written as they come (memory stays bounded), the rest with
-    # the tagged reply: 40 messages of 20 KB cross the threshold three times.
+    # Past Session.OUT_BUFFER octets the responses are written as they come, the rest with the tagged
+    # reply: 40 messages of 20 KB cross the threshold three times; order and octets must survive each
+    # crossing (this does not measure the server's memory).
     bodies = [message(n, body="x" * 20_000) for n in range(1, 41)]
     for body in bodies:
         box.put(body)
