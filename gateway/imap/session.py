@@ -134,7 +134,7 @@ class Session:
         self.client_ip = str(peer[0])
         self.frames = self.new_reader()
         self._out: list[bytes] = []  # responses not written yet (see write())
-        self.pending = 0  # their octets
+        self._pending = 0  # their octets
         self.log = get_logger(component="imap", node=service.cfg.node.name)
 
     def new_reader(self) -> CommandReader:
@@ -162,9 +162,9 @@ class Session:
     # Anything that waits for the client (a continuation request, IDLE) goes through send(), which flushes.
 
     def write(self, data: bytes) -> None:
-        if self.pending + len(data) < OUT_BUFFER:
+        if self._pending + len(data) < OUT_BUFFER:
             self._out.append(data)
-            self.pending += len(data)
+            self._pending += len(data)
             return
         # Past OUT_BUFFER (a FETCH of many messages, a STORE or an expunge over thousands) what waits goes
         # to the transport now, in order; a large piece goes as it is, not copied into a join.
@@ -173,13 +173,13 @@ class Session:
             self.writer.write(data)
         else:
             self._out.append(data)
-            self.pending = len(data)
+            self._pending = len(data)
 
     def _write_out(self) -> None:
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
-            self.pending = 0
+            self._pending = 0
             self.writer.write(data)
 
     def untagged(self, data: bytes | str) -> None:

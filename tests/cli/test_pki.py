@@ -260,25 +260,29 @@ def _self_signed(
     return cert_path, key_path
 
 
+def _p12_bundle(node: NodeDir, address: str, tmp_path: Path) -> dict[str, str]:
+    """`issue-address` with a PKCS#12 (password Pass-Douze-12) for an address without a mailbox yet, as a
+    national PKI would issue it: nothing is attached."""
+    r = node.cli(
+        "pki",
+        "issue-address",
+        address,
+        "--out",
+        tmp_path / address,
+        "--p12",
+        "--p12-password-stdin",
+        "--json",
+        input="Pass-Douze-12\n",
+    )
+    assert r.code == 0, r.err
+    assert "attached_to" not in r.json()  # type: ignore[operator]
+    return r.json()["files"]  # type: ignore[index,no-any-return]
+
+
 def test_attach_an_address_certificate_issued_elsewhere(node: NodeDir, tmp_path: Path) -> None:
     claire, lucas = f"claire.martin@{DOMAIN}", f"lucas.bernard@{DOMAIN}"
-    # Issued before the mailboxes exist, as a national PKI would: nothing is attached yet.
-    bundles = {}
-    for address in (claire, lucas):
-        r = node.cli(
-            "pki",
-            "issue-address",
-            address,
-            "--out",
-            tmp_path / address,
-            "--p12",
-            "--p12-password-stdin",
-            "--json",
-            input="Pass-Douze-12\n",
-        )
-        assert r.code == 0, r.err
-        assert "attached_to" not in r.json()  # type: ignore[operator]
-        bundles[address] = r.json()["files"]  # type: ignore[index]
+    # Issued before the mailboxes exist, as a national PKI would.
+    bundles = {address: _p12_bundle(node, address, tmp_path) for address in (claire, lucas)}
     for address, idnat in ((claire, "810000000009"), (lucas, "810000000017")):
         assert node.cli("mailbox", "add", address, "--type", "PER", "--idnat", idnat).code == 0
     # PKCS#12, its password on standard input.
@@ -322,21 +326,6 @@ def test_attach_an_address_certificate_issued_elsewhere(node: NodeDir, tmp_path:
 def test_attach_address_refusals(node: NodeDir, tmp_path: Path) -> None:
     claire, other = f"claire.martin@{DOMAIN}", f"paul.durand@{DOMAIN}"
     assert node.cli("mailbox", "add", claire, "--type", "PER", "--idnat", "810000000009").code == 0
-    files = {}
-    for address in (other, f"revoque@{DOMAIN}"):
-        r = node.cli(
-            "pki",
-            "issue-address",
-            address,
-            "--out",
-            tmp_path / address,
-            "--p12",
-            "--p12-password-stdin",
-            "--json",
-            input="Pass-Douze-12\n",
-        )
-        files[address] = r.json()["files"]  # type: ignore[index]
-        files[address]["serial"] = r.json()["serial"]  # type: ignore[index]
     # A certificate of Claire's, then revoked: its CRL is in the node's CRL directory at once.
     mine = node.cli("pki", "issue-address", claire, "--out", tmp_path / "mine", "--json").json()
     assert node.cli("pki", "revoke", mine["serial"], "--reason", "keyCompromise").code == 0  # type: ignore[index]
@@ -344,7 +333,7 @@ def test_attach_address_refusals(node: NodeDir, tmp_path: Path) -> None:
     foreign_cert, foreign_key = _self_signed(claire, tmp_path)
     ec_cert, ec_key = _self_signed(claire, tmp_path, key=ec.generate_private_key(ec.SECP256R1()), name="ec")
     sign_cert, sign_key = _self_signed(claire, tmp_path, usage=SIGN_ONLY, name="sign-only")
-    p12 = files[other]["p12"]
+    p12 = _p12_bundle(node, other, tmp_path)["p12"]
     refused = "mssgw: not attached: every peer would refuse this certificate: "
     wrong_password = f"mssgw: {p12}: not a PKCS#12 file, the wrong password, or an unsupported algorithm"
     cases = [
