@@ -198,7 +198,8 @@ class Session:
 
     async def _fill(self, seconds: float) -> None:
         try:
-            data = await asyncio.wait_for(self.reader.read(65536), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: 3.11's can swallow a cancellation
+                data = await self.reader.read(65536)
         except TimeoutError:
             await self.send(ser.untagged_status("BYE", "Autologout; idle for too long"))
             raise Closed from None

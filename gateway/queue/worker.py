@@ -106,8 +106,11 @@ class DeliveryWorker:
                 handled = 0
             if not handled:
                 self._wake.clear()
+                # Not wait_for: Python 3.11's returns the event's result and drops a cancellation that
+                # arrives as the event is set (a wake at stop), and the node would wait for it forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.queue.poll_interval)
+                    async with asyncio.timeout(self.cfg.queue.poll_interval):
+                        await self._wake.wait()
 
     async def prune_receipts(self, now: datetime | None = None) -> int:
         """Forget relay receipts older than `[smtp] duplicate_window` (every node does it: idempotent)."""

@@ -266,7 +266,8 @@ class Relayer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):  # not wait_for: 3.11's can swallow a cancellation
+                await asyncio.get_running_loop().sock_connect(sock, (ip, port))
         except BaseException:
             sock.close()
             raise

@@ -274,9 +274,8 @@ async def addresses(host: str, *, resolver: str = "", lifetime: float = DNS_TIME
     if not resolver:
         loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host, None, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP), lifetime
-            )
+            async with asyncio.timeout(lifetime):  # not wait_for: 3.11's can swallow a cancellation
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
         except TimeoutError:
             raise LookupFailed(f"address lookup of {host} timed out after {lifetime:g} s") from None
         except socket.gaierror as exc:

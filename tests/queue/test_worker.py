@@ -185,6 +185,22 @@ async def test_a_failed_pass_does_not_stop_the_worker(node: Node) -> None:
     assert await stored(node) == 1
 
 
+async def test_a_worker_woken_as_it_is_cancelled_stops(node: Node) -> None:
+    """The node's stop cancels the worker; a wake at that very moment must not swallow the cancellation
+    (Python 3.11's wait_for returned the woken event's result instead, and the node waited forever)."""
+    worker = DeliveryWorker(node, Queue(node.db, node.kek))
+    task = asyncio.create_task(worker.run())
+    for _ in range(100):  # until it waits for work
+        await asyncio.sleep(0.01)
+        if worker._wake.is_set() is False and task.get_stack()[-1].f_code.co_name == "wait":
+            break
+    worker.wake()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done == {task}
+    assert task.cancelled()
+
+
 # -- S/MIME before every relay (gateway.smime.outbound through the node's Smime) ------------------------
 
 
