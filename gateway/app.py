@@ -32,6 +32,7 @@ from gateway.queue.worker import DeliveryWorker
 from gateway.smime.service import Smime
 from gateway.smtp.client import Relayer
 from gateway.smtp.server import Listener, start_relay, start_submission
+from gateway.store.logins import LoginRecords
 from gateway.store.notify import PgNoticeBridge
 from gateway.tls import RelayContexts, server_context, shrink_asyncio_tls_buffers
 from gateway.web.health import health_app
@@ -109,6 +110,8 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             base_delay=cfg.auth.lockout_base_delay,
             max_delay=cfg.auth.lockout_max_delay,
         )
+        logins = LoginRecords(node.db)
+        await logins.load(lockout)  # a restart does not forgive a guesser
         web = _EmbeddedServer(
             uvicorn.Config(
                 web_app(node, queue, worker.wake, lockout, health_app(node)),
@@ -177,12 +180,14 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             asyncio.create_task(imap.watch()),
             asyncio.create_task(smime.keep_dev_crls()),
             asyncio.create_task(smime.keep_crls()),
+            asyncio.create_task(logins.keep(lockout)),
         ]
         if not node.db.is_sqlite:  # several nodes may share the database: their notices cross over
             bridge = PgNoticeBridge(node.db, node.notices, lockout)  # and lock-out events
             tasks.append(asyncio.create_task(bridge.run()))
             with contextlib.suppress(TimeoutError):  # else it keeps trying; the idle look covers meanwhile
-                await asyncio.wait_for(bridge.connected.wait(), 10)
+                async with asyncio.timeout(10):
+                    await bridge.connected.wait()
         shown = f"[{host}]" if ":" in host else host
         endpoints = {"https": f"{shown}:{port}", **{ln.name: f"{shown}:{ln.port}" for ln in listeners}}
         await node.audit.record(AuditEvent.NODE_STARTED, author=author, request=endpoints)

@@ -29,6 +29,7 @@ class AuditEvent(StrEnum):
     MAILBOX_UNDELEGATED = "admin.mailbox.undelegated"
     MAILBOX_TOTP_ENROLLED = "admin.mailbox.totp_enrolled"
     MAILBOX_SMIME_FORM_SET = "admin.mailbox.smime_form_set"
+    MAILBOX_UNLOCKED = "admin.mailbox.unlocked"  # lock-out counters deleted (which ones, never passwords)
 
     # patients (domain brief §6)
     PATIENT_CREATED = "admin.patient.created"

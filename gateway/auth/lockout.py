@@ -15,19 +15,26 @@ Implementation notes
   distributed guesser from the account's lock.
 - Memory is bounded: past `max_entries` counters the unlocked ones are dropped oldest first, and each
   account remembers at most `KNOWN_PER_ACCOUNT` good addresses (least recently used dropped).
-- Counters live in the node's memory: a restart forgives. Nodes sharing a PostgreSQL database tell each
-  other their failures and successes (gateway.store.notify, channel `mssgw_login`) and each applies the
-  others' to its own counters, so a guesser spread over the nodes behind a balancer meets one budget
-  (give or take the attempts in flight during the few milliseconds an event takes to cross).
-- The clock is injectable for tests.
+- Counters live in the node's memory, and the database keeps a copy (gateway.store.logins): a node writes
+  the counters its own attempts changed, in the background within about half a second, and a starting
+  node reads them back, so a restart does not forgive a guesser. Nodes sharing a PostgreSQL database also
+  tell each other their failures and successes at once (gateway.store.notify, channel `mssgw_login`) and
+  each applies the others' to its own counters, so a guesser spread over the nodes behind a balancer meets
+  one budget (give or take the attempts in flight during the few milliseconds an event takes to cross).
+- The database's copy wins over memory for a counter at or past its threshold whose last failure is
+  older than `CONFIRM_AFTER` seconds: it is read again before the attempt is judged, so an operator's
+  `mssgw mailbox unlock` (which deletes the rows) frees the account on every running node. Younger
+  counters are not read: the node's own copy may not be written yet, and the guesser is at work then.
+- The clock is injectable for tests; the database holds POSIX times (`wall`), memory monotonic ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,6 +42,41 @@ if TYPE_CHECKING:
 
 KNOWN_PER_ACCOUNT = 16
 LOGIN_CHANNEL = "mssgw_login"  # gateway.store.notify's channel for these events
+CONFIRM_AFTER = 5.0  # seconds: older counters at their threshold are read again from the database
+KNOWN_REFRESH = 86400.0  # a known address's last success is written again at most this often
+
+Key = tuple[str, str, str]
+"""A counter as the database keys it: (kind, account, client address); see gateway.store.models.LoginFailure."""
+Row = tuple[int, float, float]
+"""A counter's failures, locked-until and last failure, in POSIX seconds."""
+Read = Callable[[list[Key]], Awaitable[dict[Key, Row]]]
+
+
+def key_parts(key: str) -> Key:
+    """The database's form of a counter's key."""
+    kind, _, rest = key.partition(":")
+    if kind == "client":
+        return kind, "", rest
+    if kind == "pair":
+        account, _, ip = rest.partition("\0")
+        return kind, account, ip
+    return kind, rest, ""
+
+
+def key_of(kind: str, account: str, ip: str) -> str:
+    return {"client": "client:" + ip, "pair": "pair:" + account + "\0" + ip}.get(kind, "account:" + account)
+
+
+@dataclass
+class Changes:
+    """What this node's attempts changed since the last write: each counter's row (None: deleted) and
+    each refreshed known address's last success, in POSIX seconds."""
+
+    counts: dict[Key, Row | None] = field(default_factory=dict)
+    known: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts or self.known)
 
 
 @dataclass
@@ -56,6 +98,7 @@ class Lockout:
         known_for: float = 30 * 86400.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.threshold = threshold
         self.wide_threshold = max(wide_threshold, threshold)
@@ -65,9 +108,14 @@ class Lockout:
         self.known_for = known_for
         self.max_entries = max_entries
         self.clock = clock
+        self.wall = wall
         self._counts: dict[str, _Count] = {}
         self._known: dict[str, OrderedDict[str, float]] = {}  # account -> client address -> last success
         self.outbox: Outbox | None = None  # set when other nodes are told (PgNoticeBridge)
+        self.read: Read | None = None  # the database's copy of some counters (gateway.store.logins)
+        self.changed = asyncio.Event()  # set when there are changes to write
+        self._dirty: set[str] = set()  # counters changed by this node's attempts, not written yet
+        self._dirty_known: set[tuple[str, str]] = set()
 
     def _tell(self, kind: str, account: str | None, ip: str) -> None:
         if self.outbox is not None and "\t" not in (account or "") and "\t" not in ip:
@@ -122,7 +170,9 @@ class Lockout:
     def failure(self, account: str | None, ip: str) -> float:
         """Count a failure; returns the longest lock it starts that applies to this address (0 if none)."""
         self._tell("f", account, ip)
-        return self._failure(account, ip)
+        longest = self._failure(account, ip)
+        self._mark(key for key, _ in self._keys(account, ip))
+        return longest
 
     def _failure(self, account: str | None, ip: str) -> float:
         now = self.clock()
@@ -145,13 +195,18 @@ class Lockout:
 
     def success(self, account: str, ip: str) -> None:
         self._tell("s", account, ip)
-        self._success(account, ip)
+        if self._success(account, ip):
+            self._dirty_known.add((account.lower(), ip))
+        self._mark([self._keys(account.lower(), ip)[1][0]])
 
-    def _success(self, account: str, ip: str) -> None:
+    def _success(self, account: str, ip: str) -> bool:
+        """Apply a success; whether the address's last success is worth writing (new, or stale)."""
         account = account.lower()
         self._counts.pop(self._keys(account, ip)[1][0], None)  # the pair's
         known = self._known.setdefault(account, OrderedDict())
-        known[ip] = self.clock()
+        now = self.clock()
+        before = known.get(ip)
+        known[ip] = now
         known.move_to_end(ip)
         while len(known) > KNOWN_PER_ACCOUNT:
             known.popitem(last=False)
@@ -161,8 +216,79 @@ class Lockout:
                 del self._known[stale]
         else:
             self._known[account] = self._known.pop(account)
+        return before is None or now - before >= KNOWN_REFRESH
 
     def _evict(self, now: float) -> None:
         free = sorted((c.last_failure, k) for k, c in self._counts.items() if c.locked_until <= now)
         for _, key in free[: len(self._counts) - self.max_entries * 9 // 10]:
             del self._counts[key]
+
+    # The database's copy (module notes).
+
+    def _mark(self, keys: Iterable[str]) -> None:
+        self._dirty.update(keys)
+        self.changed.set()
+
+    def take_changes(self) -> Changes:
+        """The changes to write, forgotten here (`put_back` them if the write fails)."""
+        offset = self.wall() - self.clock()
+        changes = Changes()
+        for key in self._dirty:
+            c = self._counts.get(key)
+            row = None if c is None else (c.failures, c.locked_until + offset, c.last_failure + offset)
+            changes.counts[key_parts(key)] = row
+        for account, ip in self._dirty_known:
+            kept = self._known.get(account)
+            seen = kept.get(ip) if kept is not None else None
+            if seen is not None:
+                changes.known[account, ip] = seen + offset
+        self._dirty.clear()
+        self._dirty_known.clear()
+        self.changed.clear()
+        return changes
+
+    def put_back(self, changes: Changes) -> None:
+        """Changes whose write failed: written with the next ones (memory's values then)."""
+        self._dirty_known.update(changes.known)
+        self._mark(key_of(*k) for k in changes.counts)
+
+    def restore(self, counts: Iterable[tuple[Key, Row]], known: Iterable[tuple[str, str, float]]) -> None:
+        """Counters and known addresses read from the database at start (POSIX times)."""
+        offset = self.wall() - self.clock()
+        for parts, row in counts:
+            self._set(key_of(*parts), row, offset)
+        for account, ip, seen in sorted(known, key=lambda k: k[2]):
+            kept = self._known.setdefault(account, OrderedDict())
+            kept[ip] = seen - offset
+            while len(kept) > KNOWN_PER_ACCOUNT:
+                kept.popitem(last=False)
+
+    def _set(self, key: str, row: Row | None, offset: float) -> None:
+        if row is None:
+            self._counts.pop(key, None)
+        else:
+            self._counts[key] = _Count(row[0], row[1] - offset, row[2] - offset)
+
+    async def wait(self, account: str | None, ip: str) -> float:
+        """`locked_for`, with the counters at their threshold confirmed against the database first when
+        their last failure is older than `CONFIRM_AFTER` (an operator may have unlocked them)."""
+        if self.read is not None:
+            now = self.clock()
+            stale = [
+                key
+                for key, wide in self._keys(account, ip)
+                if key not in self._dirty
+                and (c := self._counts.get(key)) is not None
+                and c.failures >= self._threshold(wide) - 1
+                and now - c.last_failure >= CONFIRM_AFTER
+            ]
+            if stale:
+                try:
+                    found = await self.read([key_parts(key) for key in stale])
+                except Exception:  # the database away for a moment: memory's counters stand
+                    return self.locked_for(account, ip)
+                offset = self.wall() - self.clock()
+                for key in stale:
+                    if key not in self._dirty:  # not changed by an attempt meanwhile
+                        self._set(key, found.get(key_parts(key)), offset)
+        return self.locked_for(account, ip)

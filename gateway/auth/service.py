@@ -77,7 +77,7 @@ class PasswordLogin:
                 self._turns[address] = (lock, users - 1)
 
     async def _check(self, address: str, password: str, code: str, client_ip: str) -> LoginOutcome:
-        wait = self.lockout.locked_for(address, client_ip)
+        wait = await self.lockout.wait(address, client_ip)
         if wait:
             return LoginOutcome("locked", address, wait=wait)
         account = await self.mailboxes.credentials(address)
@@ -118,7 +118,7 @@ class CertificateLogin:
         self.revoked = revoked
 
     async def check(self, der: bytes | None, client_ip: str, authzid: str = "") -> LoginOutcome:
-        wait = self.lockout.locked_for(None, client_ip)
+        wait = await self.lockout.wait(None, client_ip)
         if wait:
             return LoginOutcome("locked", authzid.lower(), wait=wait)
         if der is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from typing import Any
 
 from directory.addresses import check_address, domain_of
@@ -12,6 +13,7 @@ from gateway.auth import totp
 from gateway.auth.passwords import generate_password, hash_async
 from gateway.cli.base import Command, Context, Outcome, read_secret_stdin, table
 from gateway.errors import UsageError
+from gateway.store.logins import LoginRecords
 from gateway.store.mailboxes import Owner
 
 KINDS = ("PER", "ORG", "APP", "CAB")
@@ -167,6 +169,29 @@ async def totp_(ctx: Context, args: argparse.Namespace) -> Outcome:
     )
 
 
+async def unlock(ctx: Context, args: argparse.Namespace) -> Outcome:
+    address = local_address(ctx, args.address)
+    clients = []
+    for given in args.client:
+        try:
+            clients.append(str(ipaddress.ip_address(given)))
+        except ValueError:
+            raise UsageError(f"--client {given!r} is not an IP address") from None
+    gone = await LoginRecords(ctx.node.db).unlock(address, clients)
+    removed = [
+        {"kind": kind, **({"account": account} if account else {}), **({"client": ip} if ip else {})}
+        for kind, account, ip in gone
+    ]
+    shown = ", ".join(
+        {"pair": f"from {ip}", "account": "from every address", "client": f"every account from {ip}"}[kind]
+        for kind, _, ip in gone
+    )
+    text = f"{address}: lock-out counters removed ({shown})" if gone else f"{address}: no lock-out counters"
+    if gone:
+        text += "\nrunning nodes apply it at the next login attempt"
+    return Outcome({"address": address, "removed": removed}, text, audit={"address": address, "removed": removed})
+
+
 def _password_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--generate-password", action="store_true", help="generate a password and show it once")
@@ -218,6 +243,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("address")
     p.add_argument("state", choices=["on", "off"])
     p.set_defaults(_command=Command(AuditEvent.MAILBOX_SMIME_FORM_SET, keep_smime))
+    p = grp.add_parser(
+        "unlock",
+        parents=[common],
+        help="forgive a mailbox's failed logins (lock-out), on every node",
+    )
+    p.add_argument("address")
+    p.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="also forgive this client address's failures over all accounts (repeatable)",
+    )
+    p.set_defaults(_command=Command(AuditEvent.MAILBOX_UNLOCKED, unlock))
     p = grp.add_parser("delete", parents=[common], help="delete a mailbox and its messages")
     p.add_argument("address")
     p.add_argument("--yes", action="store_true", help="confirm")

@@ -51,7 +51,7 @@ from gateway.store import sqlite_inline
 registry.register(f"sqlite.{sqlite_inline.DRIVER}", "gateway.store.sqlite_inline", "dialect")
 
 STORE_MIGRATIONS = Path(__file__).parent / "migrations"
-STORE_HEAD = "0011"
+STORE_HEAD = "0012"
 """Head revision of the application schema; tests keep it equal to alembic's head."""
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -359,3 +360,27 @@ class RelayReceipt(Base):
     address: Mapped[str] = mapped_column(ForeignKey("accounts.address", ondelete="CASCADE"), primary_key=True)
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex (gateway.store.messages)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class LoginFailure(Base):
+    """A lock-out counter (gateway.auth.lockout), kept so that a restart does not forgive a guesser and every
+    node starts from the others' counts. `kind` is "client" (one client address over all accounts: `account`
+    empty), "pair" (one account from one address) or "account" (one account over all addresses: `ip`
+    empty). Times are POSIX seconds: the counters' own arithmetic, not dates for people."""
+
+    __tablename__ = "login_failures"
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    account: Mapped[str] = mapped_column(String(320), primary_key=True)
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[float] = mapped_column(Double)
+    last_failure: Mapped[float] = mapped_column(Double, index=True)
+
+
+class LoginKnown(Base):
+    """A client address an account logged in from (the account's own lock spares it: lockout.py)."""
+
+    __tablename__ = "login_known"
+    account: Mapped[str] = mapped_column(String(320), primary_key=True)
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen: Mapped[float] = mapped_column(Double, index=True)

@@ -310,7 +310,7 @@ class Inbox:
             return None
 
     async def _code_ok(self, request: Request, address: str, code: str) -> bool | Response:
-        wait = self.lockout.locked_for(address, self.client_ip(request))
+        wait = await self.lockout.wait(address, self.client_ip(request))
         if wait:
             await self.audit(AuditEvent.WEB_LOGIN_LOCKED, request, address, result="refused", step="activation")
             message = f"Trop de tentatives échouées : réessayez dans {int(wait) + 1} secondes."

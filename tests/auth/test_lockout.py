@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.auth.lockout import KNOWN_PER_ACCOUNT, Lockout
+from gateway.auth.lockout import KNOWN_PER_ACCOUNT, KNOWN_REFRESH, Changes, Lockout, key_of, key_parts
 
 USER = "secretariat@ch-test.mssante.fr"
 
@@ -16,7 +16,10 @@ class Clock:
 
 
 def lockout(clock: Clock, **kw: float) -> Lockout:
-    return Lockout(threshold=3, wide_threshold=6, base_delay=10, max_delay=100, clock=clock, **kw)  # type: ignore[arg-type]
+    # The wall clock runs 5,000,000 s ahead of the monotonic one: the database's copy is in wall time.
+    return Lockout(
+        threshold=3, wide_threshold=6, base_delay=10, max_delay=100, clock=clock, wall=lambda: clock.now + 5e6, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_one_account_from_one_address_locks_that_pair_with_doubling_delays() -> None:
@@ -86,3 +89,76 @@ def test_memory_stays_bounded_under_spraying() -> None:
         lo.success(USER, f"192.0.2.{n}")
     assert not lo.known(USER, "192.0.2.0")  # the least recently used dropped
     assert lo.known(USER, f"192.0.2.{KNOWN_PER_ACCOUNT + 4}")
+
+
+def test_keys_have_a_database_form_and_back() -> None:
+    for key, parts in [
+        ("client:192.0.2.1", ("client", "", "192.0.2.1")),
+        ("pair:" + USER + "\0" + "2001:db8::1", ("pair", USER, "2001:db8::1")),
+        ("account:" + USER, ("account", USER, "")),
+    ]:
+        assert key_parts(key) == parts
+        assert key_of(*parts) == key
+
+
+def test_changes_are_this_nodes_attempts_in_wall_time_and_taken_once() -> None:
+    clock = Clock()
+    lo = lockout(clock)
+    for _ in range(3):
+        lo.failure(USER, "192.0.2.1")
+    lo.told("f\tother@ch-test.mssante.fr\t192.0.2.9")  # another node's event: that node writes it
+    assert lo.changed.is_set()
+    changes = lo.take_changes()
+    wall = 1000.0 + 5e6
+    assert changes.counts == {
+        ("client", "", "192.0.2.1"): (3, 0.0 + 5e6, wall),
+        ("pair", USER, "192.0.2.1"): (3, wall + 10.0, wall),
+        ("account", USER, ""): (3, 0.0 + 5e6, wall),
+    }
+    assert changes.known == {}
+    assert not lo.changed.is_set()
+    assert not lo.take_changes()
+
+    clock.now += 1.0
+    lo.success(USER, "192.0.2.1")  # the pair's counter goes, the address becomes known
+    assert lo.take_changes() == Changes({("pair", USER, "192.0.2.1"): None}, {(USER, "192.0.2.1"): wall + 1.0})
+    clock.now += 1.0
+    lo.success(USER, "192.0.2.1")  # known already, seen a second ago: nothing new to write for it
+    assert lo.take_changes() == Changes({("pair", USER, "192.0.2.1"): None}, {})
+    clock.now += KNOWN_REFRESH
+    lo.success(USER, "192.0.2.1")
+    assert lo.take_changes().known == {(USER, "192.0.2.1"): wall + 2.0 + KNOWN_REFRESH}
+
+
+def test_changes_put_back_are_taken_again_with_memorys_values() -> None:
+    clock = Clock()
+    lo = lockout(clock)
+    lo.failure(USER, "192.0.2.1")
+    lo.success("owner@ch-test.mssante.fr", "192.0.2.2")
+    failed = lo.take_changes()
+    lo.put_back(failed)  # the write failed
+    assert lo.changed.is_set()
+    lo.failure(USER, "192.0.2.1")
+    again = lo.take_changes()
+    assert again.counts[("pair", USER, "192.0.2.1")] == (2, 5e6, 1000.0 + 5e6)
+    assert again.known == failed.known
+
+
+def test_restored_counters_lock_as_before_the_restart() -> None:
+    clock = Clock()
+    before = lockout(clock)
+    before.success(USER, "192.0.2.1")
+    for n in range(6):
+        before.failure(USER, f"203.0.113.{n}")
+    for _ in range(4):
+        before.failure(USER, "198.51.100.7")
+    saved = before.take_changes()
+    clock.now += 5.0  # the restart
+    after = lockout(clock)
+    after.restore(
+        [(k, row) for k, row in saved.counts.items() if row is not None],
+        [(a, ip, seen) for (a, ip), seen in saved.known.items()],
+    )
+    assert after.locked_for(USER, "198.51.100.7") == before.locked_for(USER, "198.51.100.7") == 95.0
+    assert after.locked_for(USER, "192.0.2.1") == 0.0  # the owner's known address is still spared
+    assert after.failure(USER, "198.51.100.7") == 100.0  # the account's 11th failure: capped, counted on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -166,3 +167,53 @@ def test_delete_removes_the_mailbox(node: NodeDir) -> None:
     r = node.cli("mailbox", "show", DOCTOR)
     assert (r.code, r.err.strip()) == (2, f"mssgw: no local mailbox {DOCTOR}")
     assert node.cli("directory", "show", DOCTOR).err.strip() == f"mssgw: {DOCTOR} is not in the directory"
+
+
+def test_unlock_deletes_the_accounts_counters_and_the_named_clients(node: NodeDir) -> None:
+    add_doctor(node)
+    with sqlite3.connect(node.data / "mssgw.db") as conn:  # what a serving node wrote (tests/store/test_logins.py)
+        conn.executemany(
+            "INSERT INTO login_failures (kind, account, ip, failures, locked_until, last_failure)"
+            " VALUES (?, ?, ?, 7, 0, 0)",
+            [
+                ("pair", DOCTOR, "192.0.2.1"),
+                ("account", DOCTOR, ""),
+                ("client", "", "192.0.2.1"),
+                ("client", "", "192.0.2.2"),
+                ("pair", SECRETARIAT, "192.0.2.1"),
+            ],
+        )
+    r = node.cli("mailbox", "unlock", DOCTOR.upper(), "--client", "192.0.2.1")
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == [
+        f"{DOCTOR}: lock-out counters removed (from every address, every account from 192.0.2.1, from 192.0.2.1)",
+        "running nodes apply it at the next login attempt",
+    ]
+    with sqlite3.connect(node.data / "mssgw.db") as conn:
+        left = conn.execute("SELECT kind, account, ip FROM login_failures ORDER BY kind, ip").fetchall()
+    assert left == [("client", "", "192.0.2.2"), ("pair", SECRETARIAT, "192.0.2.1")]
+    assert node.cli("mailbox", "unlock", DOCTOR, "--json").json() == {"address": DOCTOR, "removed": []}
+    action, _, response = audit_rows(node)[-2]
+    assert action == "admin.mailbox.unlocked"
+    assert json.loads(response) == {
+        "address": DOCTOR,
+        "removed": [
+            {"kind": "account", "account": DOCTOR},
+            {"kind": "client", "client": "192.0.2.1"},
+            {"kind": "pair", "account": DOCTOR, "client": "192.0.2.1"},
+        ],
+        "result": "done",
+    }
+
+
+def test_unlock_refusals(node: NodeDir) -> None:
+    for argv, reason in [
+        (["mailbox", "unlock", DOCTOR, "--client", "192.0.2.300"], "--client '192.0.2.300' is not an IP address"),
+        (
+            ["mailbox", "unlock", "x@clinique.mssante.fr"],
+            f"x@clinique.mssante.fr is not in a domain of this node ({DOMAIN}, patient.{DOMAIN})",
+        ),
+    ]:
+        r = node.cli(*argv)
+        assert (r.code, r.err.strip()) == (2, f"mssgw: {reason}"), argv
+        assert '"result":"refused"' in audit_rows(node)[-1][2]

@@ -17,10 +17,13 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from gateway.auth.lockout import CONFIRM_AFTER
 from gateway.auth.passwords import hash_password
 from gateway.node import Node
 from tests.conftest import DOMAIN, NodeDir, copy_node
@@ -39,11 +42,11 @@ SMTP_FAILED = (535, b"5.7.8 Authentication credentials invalid")
 SMTP_LOCKED = re.compile(rb"4\.7\.0 Too many failed logins, try again in 6[01] s")
 IMAP_FAILED = r"^\[AUTHENTICATIONFAILED\] Authentication failed$"
 IMAP_LOCKED = r"^\[UNAVAILABLE\] Too many failed logins, try again in 6[01] s$"
+IMAP_STILL_LOCKED = r"^\[UNAVAILABLE\] Too many failed logins, try again in [1-5][0-9] s$"
 
 
-@pytest.fixture(scope="module")
-def guarded(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    node = copy_node(template_node, tmp_path_factory.mktemp("lockout") / "node")
+def _provisioned(template_node: NodeDir, where: Path) -> NodeDir:
+    node = copy_node(template_node, where)
     digest = hash_password(PASSWORD)
 
     async def job(n: Node) -> None:
@@ -51,7 +54,12 @@ def guarded(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) ->
             await n.mailboxes.create(address, "ORG", service="Lock-out", password_hash=digest)
 
     run(node, job)
-    yield from serve(node, SETTINGS)
+    return node
+
+
+@pytest.fixture(scope="module")
+def guarded(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    yield from serve(_provisioned(template_node, tmp_path_factory.mktemp("lockout") / "node"), SETTINGS)
 
 
 def smtp(gw: Gateway, source: str, *, implicit: bool = False) -> smtplib.SMTP:
@@ -200,3 +208,36 @@ def test_a_distributed_guesser_does_not_lock_the_owner_out_of_their_usual_addres
         assert re.match(IMAP_FAILED, imap_login(guarded, f"127.0.0.{n}", target, WRONG))
     assert re.match(IMAP_LOCKED, imap_login(guarded, "127.0.0.25", target, PASSWORD))  # a new address
     assert imap_login(guarded, home, target, PASSWORD) == "OK"
+
+
+def test_a_restart_does_not_forgive_and_the_operator_unlocks_a_running_node(
+    template_node: NodeDir, tmp_path: Path
+) -> None:
+    """The counters outlive the node (gateway/store/logins.py): a guesser locked before a restart is still
+    locked after it. `mssgw mailbox unlock`, run beside the serving node, frees the account there."""
+    node = _provisioned(template_node, tmp_path / "node")
+    source, target = "127.0.0.40", ACCOUNTS[0]
+    first = serve(node, SETTINGS)
+    gw = next(first)
+    assert re.match(IMAP_FAILED, imap_login(gw, source, target, WRONG))
+    assert re.match(IMAP_FAILED, imap_login(gw, source, target, WRONG))  # the threshold: locked for 60 s
+    locked_at = time.monotonic()
+    first.close()  # SIGTERM: the node writes what its counters still owe the database, and stops
+    second = serve(node, SETTINGS)
+    gw = next(second)
+    try:
+        assert re.match(IMAP_STILL_LOCKED, imap_login(gw, source, target, PASSWORD))  # the right password, too
+        assert imap_login(gw, "127.0.0.41", target, PASSWORD) == "OK"  # the pair's lock: elsewhere, free
+        r = node.cli("mailbox", "unlock", target, "--json")
+        assert r.code == 0, r.err
+        assert r.json() == {
+            "address": target,
+            "removed": [
+                {"kind": "account", "account": target},  # 2 failures: under the wide threshold (4)
+                {"kind": "pair", "account": target, "client": source},
+            ],
+        }
+        time.sleep(max(0.0, locked_at + CONFIRM_AFTER + 0.5 - time.monotonic()))
+        assert imap_login(gw, source, target, PASSWORD) == "OK"
+    finally:
+        second.close()

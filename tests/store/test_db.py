@@ -39,6 +39,8 @@ STORE_TABLES = {
     "professionals",
     "queue_messages",
     "queue_recipients",
+    "login_failures",
+    "login_known",
     "relay_receipts",
     "structures",
     "subscriptions",
@@ -57,7 +59,7 @@ async def _tables(db: Database) -> set[str]:
 
 
 def test_head_constants_are_alembic_heads() -> None:
-    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0011"
+    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0012"
     assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
 
 
