@@ -5,8 +5,10 @@ Implementation notes
   the queue worker, periodic audit checkpoints. Listeners bind to the configured address; port 0 picks
   a free port. Each listener's address is printed (`listening NAME HOST:PORT`), then `ready`: the tests
   and the quickstart read them.
-- The node, not uvicorn, owns SIGINT/SIGTERM: the first stops listeners, writes a final audit record
-  and checkpoint, and closes the databases.
+- The node, not uvicorn, owns SIGINT/SIGTERM: the first closes the listeners, lets the work under way
+  finish within `[node] stop_grace` (SMTP transactions, IMAP commands, the queue worker's batch, web
+  requests; sessions between them are told 421 / BYE at once), cuts what is left, writes a final audit
+  record and checkpoint, and closes the databases.
 - Periodic signed audit checkpoints run while serving.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -83,6 +86,14 @@ def _tell_client(protocol: asyncio.Protocol, client: Address) -> None:
     protocol.connection_made = connection_made  # type: ignore[method-assign]
 
 
+async def _drained(count: Callable[[], int], grace: float) -> None:
+    """Wait until `count()` is 0, `grace` seconds at most."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace):
+            while count():  # noqa: ASYNC110 (sessions leave as they end; no event to wait on)
+                await asyncio.sleep(0.05)
+
+
 async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     shrink_asyncio_tls_buffers()
@@ -120,6 +131,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                 access_log=False,
                 server_header=False,
                 proxy_headers=False,  # the client's address comes from PROXY headers, never X-Forwarded-For
+                timeout_graceful_shutdown=math.ceil(cfg.node.stop_grace),  # requests under way finish, within the grace
                 ssl_context_factory=lambda _config, _default: tls,
             ),
             lambda protocol: listen(
@@ -174,9 +186,10 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         for port_, implicit in ((cfg.listen.imap_port, False), (cfg.listen.imaps_port, True)):
             if port_ is not None:
                 listeners.append(await start_imap(imap, host=cfg.listen.host, port=port_, implicit_tls=implicit))
+        delivering = asyncio.create_task(worker.run())
         tasks = [
             asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval)),
-            asyncio.create_task(worker.run()),
+            delivering,
             asyncio.create_task(imap.watch()),
             asyncio.create_task(smime.keep_dev_crls()),
             asyncio.create_task(smime.keep_crls()),
@@ -200,14 +213,25 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
         finally:
             for ln in listeners:
                 ln.server.close()
-            # Open sessions are told (SMTP 421, IMAP BYE [UNAVAILABLE]) rather than cut: clients connect
-            # again, to another node behind a balancer.
-            for stop_sessions in {ln.stop_sessions for ln in listeners if ln.stop_sessions is not None}:
-                stop_sessions()
-            await imap.stop(grace=5.0)
+            # Work under way finishes within the grace period: SMTP transactions (421 after their reply),
+            # IMAP commands (BYE [UNAVAILABLE] after theirs), the queue worker's batch, web requests.
+            # Sessions between transactions or commands are told at once. Clients connect again, to
+            # another node behind a balancer.
+            smtp = [ln.sessions for ln in listeners if ln.sessions is not None]
+            for handler in smtp:
+                handler.stop_sessions()
+            worker.stop()
+            web.should_exit = True
+            grace = cfg.node.stop_grace
+            await asyncio.gather(
+                imap.stop(grace=grace),
+                _drained(lambda: sum(h.open_sessions for h in smtp), grace),
+                asyncio.wait([delivering], timeout=grace),
+            )
+            for handler in smtp:
+                handler.stop_sessions(now=True)  # the grace is over: whatever is left is cut, with a 421
             for t in tasks:
                 t.cancel()
-            web.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await web_task
             for t in tasks:

@@ -43,6 +43,8 @@ class NodeSection(_Section):
     patient_domain: str = ""
     """Domain of patient mailboxes (<INS>@patient.<domain>); defaults to patient.<domain>."""
     name: str = "node1"
+    stop_grace: float = Field(10.0, ge=0, le=300)
+    """Seconds a stopping node lets SMTP transactions, IMAP commands and deliveries under way finish."""
 
     @field_validator("domain", "patient_domain")
     @classmethod
@@ -408,6 +410,9 @@ extra_domains = []
 patient_domain = ""
 # Name of this node (several nodes of one operator share one database).
 name = {_toml_str(node_name)}
+# On SIGTERM: seconds to let SMTP transactions, IMAP commands and deliveries under way finish (each
+# session is told 421 / BYE as soon as it is between transactions or commands); then the rest are cut.
+stop_grace = 10.0
 
 [store]
 # SQLAlchemy async URL. SQLite (default, WAL, synchronous=FULL) or PostgreSQL, e.g.

@@ -242,6 +242,8 @@ class Session:
                 elif isinstance(event, FramingError):
                     await self._framing_error(event)
                 elif isinstance(event, CommandLine):
+                    if self.ending():
+                        raise Closed  # revoked between commands: revoke() is saying BYE, not this loop
                     self.busy = True
                     try:
                         await self.command(event)
@@ -256,6 +258,10 @@ class Session:
             if self.state == LOGOUT and self.user is not None:
                 await self.audit(AuditEvent.IMAP_LOGOUT, result="done")
             self.writer.close()
+
+    def ending(self) -> bool:
+        """Revoked: the session ends (a method, so that type checkers do not narrow it across awaits)."""
+        return self.revoked is not None
 
     async def revoke(self, reason: str) -> None:
         """End the session because its mailbox may no longer be used; between commands at once, else

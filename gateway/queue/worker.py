@@ -81,10 +81,17 @@ class DeliveryWorker:
         self.schedule = RetrySchedule.parse(q.retry_schedule, max_age=parse_duration(q.max_age), jitter=0.1)
         self.lease = timedelta(seconds=q.lease)
         self._wake = asyncio.Event()
+        self._stopping = False
         self._log = get_logger(component="queue", node=self.owner)
         self._domain_limits: dict[str, asyncio.Semaphore] = {}
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the batch under way, then end `run` (the node stops; claimed recipients not handled by
+        then stay leased to this node until it starts again or the lease runs out)."""
+        self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -92,7 +99,7 @@ class DeliveryWorker:
         # than after they expire.
         await self.queue.release(self.owner)
         pruned = -PRUNE_EVERY
-        while True:
+        while not self._stopping:
             try:
                 if time.monotonic() - pruned >= PRUNE_EVERY:
                     pruned = time.monotonic()
@@ -104,7 +111,7 @@ class DeliveryWorker:
                     "queue pass failed", error=f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
                 )
                 handled = 0
-            if not handled:
+            if not handled and not self._stopping:
                 self._wake.clear()
                 # Not wait_for: Python 3.11's returns the event's result and drops a cancellation that
                 # arrives as the event is set (a wake at stop), and the node would wait for it forever.

@@ -112,6 +112,33 @@ class GatewaySMTP(SMTP):
         self._implicit_tls = implicit_tls
         self._client = client  # the real client when the connection came through a load balancer (PROXY)
         self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
+        self._busy = False  # a command is being handled
+        self._draining = False  # the node stops: a 421 once the transaction under way is over
+        self._smtp_methods = {name: self._draining_aware(method) for name, method in self._smtp_methods.items()}
+
+    def _draining_aware(self, method: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
+        """Every command through one gate: while the node stops, a command outside a transaction is
+        answered 421 (RFC 5321 §3.8: "after the server receives any command"), and so is the end of the
+        transaction under way, once its reply is out (a DATA's 250: the message was accepted)."""
+
+        async def run(arg: str) -> None:
+            if self._draining and not self.in_transaction:
+                self.stopping(now=True)
+                return
+            self._busy = True
+            try:
+                await method(arg)
+            finally:
+                self._busy = False
+            if self._draining and not self.in_transaction:
+                self.stopping(now=True)
+
+        return run
+
+    @property
+    def in_transaction(self) -> bool:
+        """Between an accepted MAIL and the end of its DATA (or RSET): a message on its way in."""
+        return self.envelope is not None and self.envelope.mail_from is not None
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         self._command = (AuditEvent.SMTP_SENDER_REFUSED, arg or "")
@@ -141,9 +168,20 @@ class GatewaySMTP(SMTP):
             assert self.session is not None
             self.session.ssl = marker._extra
 
-    def stopping(self) -> None:
-        """The node stops: RFC 5321 §3.8, a 421 and the connection closed. A transaction not yet answered
-        250 was not accepted, and the client sends it again (to another node behind a balancer)."""
+    def connection_lost(self, error: Exception | None) -> None:
+        live = getattr(self.event_handler, "live", None)
+        if live is not None:
+            live.discard(self)
+        super().connection_lost(error)
+
+    def stopping(self, *, now: bool = False) -> None:
+        """The node stops: RFC 5321 §3.8, a 421 and the connection closed. A session between commands gets
+        it at once; one handling a command or within a transaction gets it once that is over (`now`: the
+        node's grace period is over, at once whatever it does: a transaction not yet answered 250 was not
+        accepted, and the client sends it again, to another node behind a balancer)."""
+        if not now and (self._busy or self.in_transaction):
+            self._draining = True
+            return
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(f"421 4.3.2 {self.hostname} Service shutting down, try again later\r\n".encode())
@@ -252,9 +290,13 @@ class _Handler:
         self.live: weakref.WeakSet[GatewaySMTP] = weakref.WeakSet()  # open sessions, told when the node stops
         self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
 
-    def stop_sessions(self) -> None:
+    def stop_sessions(self, now: bool = False) -> None:
         for session in list(self.live):
-            session.stopping()
+            session.stopping(now=now)
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self.live)
 
     @staticmethod
     def info(session: Session) -> SessionInfo:
@@ -808,7 +850,7 @@ class RelayHandler(_Handler):
 class Listener:
     name: str
     server: asyncio.Server | ProxyServer
-    stop_sessions: Callable[[], None] | None = None  # SMTP: a 421 to every open session
+    sessions: _Handler | None = None  # SMTP: its open sessions, told (421) when the node stops
 
     @property
     def port(self) -> int:
@@ -852,7 +894,7 @@ async def start_submission(
 
     name = "submissions" if implicit_tls else "submission"
     server = await listen(node, name, factory, host=host, port=port, tls=tls if implicit_tls else None)
-    return Listener(name, server, handler.stop_sessions)
+    return Listener(name, server, handler)
 
 
 async def start_relay(
@@ -887,4 +929,4 @@ async def start_relay(
         )
 
     server = await listen(node, "relay", factory, host=host, port=port, tls=None)
-    return Listener("relay", server, handler.stop_sessions)
+    return Listener("relay", server, handler)

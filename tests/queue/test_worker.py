@@ -201,6 +201,33 @@ async def test_a_worker_woken_as_it_is_cancelled_stops(node: Node) -> None:
     assert task.cancelled()
 
 
+async def test_a_stopped_worker_finishes_its_batch_and_ends(node: Node) -> None:
+    """`stop()` (the node's SIGTERM): the batch under way is delivered, then `run` returns by itself."""
+    queue = Queue(node.db, node.kek)
+    worker = DeliveryWorker(node, queue)
+    with node.notices.listen(RCPT) as delivered:
+        await queue.enqueue(
+            source="submission",
+            sender=RCPT,
+            recipients=[RCPT],
+            body=b"a\r\n",
+            local_domains=node.cfg.node.local_domains,
+        )
+        real = worker.run_once
+
+        async def stop_during(now: datetime | None = None) -> int:
+            worker.stop()  # asked to stop while this batch is handled
+            return await real(now)
+
+        worker.run_once = stop_during  # type: ignore[method-assign]
+        task = asyncio.create_task(worker.run())
+        done, _ = await asyncio.wait([task], timeout=10)
+        assert done == {task}
+        assert task.result() is None  # ended, not cancelled
+        assert delivered.is_set()
+    assert await stored(node) == 1
+
+
 # -- S/MIME before every relay (gateway.smime.outbound through the node's Smime) ------------------------
 
 

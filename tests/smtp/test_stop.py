@@ -1,0 +1,102 @@
+"""A node stopping (SIGTERM) lets the work under way finish within `[node] stop_grace` (gateway/app.py):
+a message being sent is accepted and then told 421; sessions between transactions or commands are told
+at once; past the grace, what is left is cut with a 421 and nothing half-received is kept."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import NodeDir
+from tests.smtp.conftest import DOCTOR, PASSWORD, SECRETARIAT, Gateway, provision, serve
+
+SHUTTING_DOWN = b"4.3.2 mail.ch-test.mssante.fr Service shutting down, try again later"
+BYE = b"* BYE [UNAVAILABLE] This server is stopping: connect again\r\n"
+
+
+@pytest.fixture
+def stopping(node: NodeDir) -> Iterator[Gateway]:
+    provision(node)
+    yield from serve(node, {"MSSGW_NODE__STOP_GRACE": "3"})
+
+
+def stored(gw: Gateway, address: str) -> int:
+    with sqlite3.connect(gw.node.data / "mssgw.db") as conn:
+        return int(conn.execute("SELECT count(*) FROM messages WHERE address = ?", (address,)).fetchone()[0])
+
+
+def half_sent(gw: Gateway, subject: str) -> tuple[object, bytes]:
+    """A logged-in submission session inside DATA, half of a message sent."""
+    client = gw.submission()
+    assert client.mail(DOCTOR)[0] == 250
+    assert client.rcpt(SECRETARIAT)[0] == 250
+    assert client.docmd("DATA")[0] == 354
+    head = f"From: {DOCTOR}\r\nTo: {SECRETARIAT}\r\nSubject: {subject}\r\nMessage-ID: <{subject}@test>\r\n\r\n"
+    client.send(head.encode() + b"first half\r\n")
+    return client, b"second half\r\n.\r\n"
+
+
+def imap_logged_in(gw: Gateway) -> tuple[socket.socket, object]:
+    sock = gw.tls().wrap_socket(socket.create_connection(("127.0.0.1", gw.port("imaps")), timeout=10))
+    file = sock.makefile("rb")
+    assert file.readline().startswith(b"* OK")
+    sock.sendall(f'a1 LOGIN {DOCTOR} "{PASSWORD}"\r\n'.encode())
+    assert file.readline().startswith(b"a1 OK")
+    return sock, file
+
+
+def test_a_message_under_way_is_accepted_then_told_and_idle_sessions_are_told_at_once(stopping: Gateway) -> None:
+    gw = stopping
+    sending, rest = half_sent(gw, "under-way")
+    between = gw.submission()  # logged in, between transactions
+    imap, imap_file = imap_logged_in(gw)
+    gw.running.proc.send_signal(signal.SIGTERM)
+    assert between.getreply() == (421, SHUTTING_DOWN)
+    assert imap_file.readline() == BYE  # type: ignore[attr-defined]
+    time.sleep(0.5)  # the node waits for the transaction under way
+    assert gw.running.proc.poll() is None
+    sending.send(rest)  # type: ignore[attr-defined]
+    code, text = sending.getreply()  # type: ignore[attr-defined]
+    assert code == 250, text
+    assert sending.getreply() == (421, SHUTTING_DOWN)  # type: ignore[attr-defined]
+    out, _ = gw.running.proc.communicate(timeout=30)
+    assert gw.running.proc.returncode == 0, gw.running.stderr()
+    assert out.strip() == "stopped"
+    assert "Traceback" not in gw.running.stderr()
+    assert stored(gw, SECRETARIAT) == 1
+    imap.close()
+
+
+def test_a_transaction_begun_before_the_stop_goes_on_to_its_end(stopping: Gateway) -> None:
+    """MAIL accepted before the SIGTERM: RCPT, DATA and the message still go through, then the 421."""
+    gw = stopping
+    client = gw.submission()
+    assert client.mail(DOCTOR)[0] == 250
+    gw.running.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert client.rcpt(SECRETARIAT)[0] == 250
+    message = f"From: {DOCTOR}\r\nTo: {SECRETARIAT}\r\nSubject: begun\r\n\r\nbody\r\n".encode()
+    assert client.data(message)[0] == 250
+    assert client.getreply() == (421, SHUTTING_DOWN)
+    gw.running.proc.communicate(timeout=30)
+    assert gw.running.proc.returncode == 0
+    assert stored(gw, SECRETARIAT) == 1
+
+
+def test_past_the_grace_a_transaction_is_cut_with_a_421_and_nothing_is_kept(stopping: Gateway) -> None:
+    gw = stopping
+    sending, _ = half_sent(gw, "never-finished")
+    signalled = time.monotonic()
+    gw.running.proc.send_signal(signal.SIGTERM)
+    assert sending.getreply() == (421, SHUTTING_DOWN)  # type: ignore[attr-defined]
+    waited = time.monotonic() - signalled
+    assert 2.5 <= waited < 6, waited  # stop_grace = 3
+    out, _ = gw.running.proc.communicate(timeout=30)
+    assert gw.running.proc.returncode == 0, gw.running.stderr()
+    assert out.strip() == "stopped"
+    assert stored(gw, SECRETARIAT) == 0
