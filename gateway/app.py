@@ -187,13 +187,13 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             if port_ is not None:
                 listeners.append(await start_imap(imap, host=cfg.listen.host, port=port_, implicit_tls=implicit))
         delivering = asyncio.create_task(worker.run())
+        keeping = asyncio.create_task(logins.keep(lockout))  # stopped last: it writes what is left
         tasks = [
             asyncio.create_task(node.audit.run_checkpoints(cfg.audit.checkpoint_interval)),
             delivering,
             asyncio.create_task(imap.watch()),
             asyncio.create_task(smime.keep_dev_crls()),
             asyncio.create_task(smime.keep_crls()),
-            asyncio.create_task(logins.keep(lockout)),
         ]
         if not node.db.is_sqlite:  # several nodes may share the database: their notices cross over
             bridge = PgNoticeBridge(node.db, node.notices, lockout)  # and lock-out events
@@ -239,6 +239,9 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                     await t
             for ln in listeners:
                 await ln.server.wait_closed()
+            keeping.cancel()  # after the last login attempt (web requests, cut sessions): its final write
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
             await relayer.close()  # QUIT to the peers' kept sessions
             smime.close()
             await node.audit.record(AuditEvent.NODE_STOPPED, author=author)

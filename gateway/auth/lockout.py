@@ -21,10 +21,13 @@ Implementation notes
   tell each other their failures and successes at once (gateway.store.notify, channel `mssgw_login`) and
   each applies the others' to its own counters, so a guesser spread over the nodes behind a balancer meets
   one budget (give or take the attempts in flight during the few milliseconds an event takes to cross).
-- The database's copy wins over memory for a counter at or past its threshold whose last failure is
-  older than `CONFIRM_AFTER` seconds: it is read again before the attempt is judged, so an operator's
-  `mssgw mailbox unlock` (which deletes the rows) frees the account on every running node. Younger
-  counters are not read: the node's own copy may not be written yet, and the guesser is at work then.
+- An operator's `mssgw mailbox unlock` deletes the rows. On PostgreSQL it also tells every node
+  (NOTIFY `u` on `mssgw_login`), which drops those counters from memory at once. On SQLite (one node)
+  the node reads a counter again before judging an attempt with it, when the counter is within one
+  failure of its threshold and neither its last failure nor its last reading is `CONFIRM_AFTER` seconds
+  old: a missing row is an unlock there, since this node writes every counter it keeps, except the ones
+  still to be written (left alone) and the keys the database cannot hold (never read). A reading is kept
+  only if no attempt changed the counter meanwhile.
 - The clock is injectable for tests; the database holds POSIX times (`wall`), memory monotonic ones.
 """
 
@@ -50,6 +53,17 @@ Key = tuple[str, str, str]
 Row = tuple[int, float, float]
 """A counter's failures, locked-until and last failure, in POSIX seconds."""
 Read = Callable[[list[Key]], Awaitable[dict[Key, Row]]]
+
+
+def client_address(ip: str) -> str:
+    """An IPv4 client seen through a dual-stack listener (`::ffff:192.0.2.10`) counts as 192.0.2.10."""
+    return ip[7:] if ip[:7].lower() == "::ffff:" and "." in ip else ip
+
+
+def storable(account: str, ip: str) -> bool:
+    """Whether a counter's key fits the database (gateway.store.models.LoginFailure; PostgreSQL text
+    refuses NUL): a login name can be anything, and the others stay in memory only."""
+    return len(account) <= 320 and len(ip) <= 64 and "\0" not in account and "\0" not in ip
 
 
 def key_parts(key: str) -> Key:
@@ -84,6 +98,7 @@ class _Count:
     failures: int = 0
     locked_until: float = 0.0
     last_failure: float = 0.0
+    confirmed: float = 0.0  # when last read again from the database (wait)
 
 
 class Lockout:
@@ -122,19 +137,36 @@ class Lockout:
             self.outbox.post(LOGIN_CHANNEL, f"{kind}\t{account or ''}\t{ip}")
 
     def told(self, line: str) -> None:
-        """Apply another node's event (a line `_tell` made there); anything malformed is ignored."""
+        """Apply another node's event (a line `_tell` made there, or an operator's unlock from
+        gateway.store.logins); anything malformed is ignored."""
         kind, _, rest = line.partition("\t")
         account, sep, ip = rest.partition("\t")
-        if not sep or not ip:
+        if not sep:
             return
-        if kind == "f":
+        if kind == "u":
+            self.forget(account or None, ip or None)
+        elif not ip:
+            return
+        elif kind == "f":
             self._failure(account or None, ip)
         elif kind == "s" and account:
             self._success(account, ip)
 
+    def forget(self, account: str | None, ip: str | None) -> None:
+        """An operator's unlock: the account's counters (from every address) and the address's own."""
+        if account is not None:
+            account = account.lower()
+            pairs = "pair:" + account + "\0"
+            for key in [k for k in self._counts if k.startswith(pairs)]:
+                del self._counts[key]
+            self._counts.pop("account:" + account, None)
+        if ip is not None:
+            self._counts.pop("client:" + client_address(ip), None)
+
     @staticmethod
     def _keys(account: str | None, ip: str) -> list[tuple[str, int]]:
         """The counters a login attempt touches, each with its threshold kind ("pair" or "wide")."""
+        ip = client_address(ip)
         keys = [("client:" + ip, 1)]
         if account is not None:
             keys += [("pair:" + account.lower() + "\0" + ip, 0), ("account:" + account.lower(), 1)]
@@ -195,9 +227,13 @@ class Lockout:
 
     def success(self, account: str, ip: str) -> None:
         self._tell("s", account, ip)
+        pair = self._keys(account.lower(), ip)[1][0]
+        cleared = pair in self._counts
         if self._success(account, ip):
             self._dirty_known.add((account.lower(), ip))
-        self._mark([self._keys(account.lower(), ip)[1][0]])
+            self.changed.set()
+        if cleared:  # most logins follow no failure: nothing to write for them
+            self._mark([pair])
 
     def _success(self, account: str, ip: str) -> bool:
         """Apply a success; whether the address's last success is worth writing (new, or stale)."""
@@ -270,25 +306,33 @@ class Lockout:
             self._counts[key] = _Count(row[0], row[1] - offset, row[2] - offset)
 
     async def wait(self, account: str | None, ip: str) -> float:
-        """`locked_for`, with the counters at their threshold confirmed against the database first when
-        their last failure is older than `CONFIRM_AFTER` (an operator may have unlocked them)."""
+        """`locked_for`, with the counters at their threshold read again from the database first when
+        neither their last failure nor their last reading is `CONFIRM_AFTER` old (an operator may have
+        unlocked them; see the module notes)."""
         if self.read is not None:
             now = self.clock()
-            stale = [
-                key
-                for key, wide in self._keys(account, ip)
-                if key not in self._dirty
-                and (c := self._counts.get(key)) is not None
-                and c.failures >= self._threshold(wide) - 1
-                and now - c.last_failure >= CONFIRM_AFTER
-            ]
+            stale: dict[str, tuple[int, float]] = {}
+            for key, wide in self._keys(account, ip):
+                c = self._counts.get(key)
+                if (
+                    c is not None
+                    and key not in self._dirty
+                    and c.failures >= self._threshold(wide) - 1
+                    and now - max(c.last_failure, c.confirmed) >= CONFIRM_AFTER
+                    and storable(*key_parts(key)[1:])
+                ):
+                    stale[key] = (c.failures, c.last_failure)
+                    c.confirmed = now
             if stale:
                 try:
                     found = await self.read([key_parts(key) for key in stale])
                 except Exception:  # the database away for a moment: memory's counters stand
                     return self.locked_for(account, ip)
                 offset = self.wall() - self.clock()
-                for key in stale:
-                    if key not in self._dirty:  # not changed by an attempt meanwhile
+                for key, before in stale.items():
+                    c = self._counts.get(key)
+                    if c is not None and (c.failures, c.last_failure) == before:  # no attempt meanwhile
                         self._set(key, found.get(key_parts(key)), offset)
+                        if (c := self._counts.get(key)) is not None:
+                            c.confirmed = now
         return self.locked_for(account, ip)

@@ -174,9 +174,11 @@ async def unlock(ctx: Context, args: argparse.Namespace) -> Outcome:
     clients = []
     for given in args.client:
         try:
-            clients.append(str(ipaddress.ip_address(given)))
+            ip = ipaddress.ip_address(given)
         except ValueError:
             raise UsageError(f"--client {given!r} is not an IP address") from None
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        clients.append(str(mapped or ip))  # an IPv4 client counts under its IPv4 address (lockout.py)
     gone = await LoginRecords(ctx.node.db).unlock(address, clients)
     removed = [
         {"kind": kind, **({"account": account} if account else {}), **({"client": ip} if ip else {})}

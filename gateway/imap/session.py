@@ -278,10 +278,12 @@ class Session:
             self.reader.feed_eof()
 
     async def end_revoked(self) -> None:
-        await self.audit(AuditEvent.IMAP_LOGOUT, result="revoked", reason=self.revoked)
+        # The BYE first: it is in the transport before anything else runs, so a command line arriving
+        # during the audit write (the run loop then closes the session) cannot leave the client without it.
         code, text = BYE.get(self.revoked or "", (None, "This mailbox has been disabled"))
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             await self.send(ser.untagged_status("BYE", text, code))
+        await self.audit(AuditEvent.IMAP_LOGOUT, result="revoked", reason=self.revoked)
 
     async def _framing_error(self, event: FramingError) -> None:
         await self.audit(AuditEvent.IMAP_COMMAND_REFUSED, result="bad", reason=event.text)

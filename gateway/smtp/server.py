@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException, syntax
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -121,6 +121,7 @@ class GatewaySMTP(SMTP):
         answered 421 (RFC 5321 §3.8: "after the server receives any command"), and so is the end of the
         transaction under way, once its reply is out (a DATA's 250: the message was accepted)."""
 
+        @functools.wraps(method)  # keeps aiosmtpd's __smtp_syntax__ for HELP
         async def run(arg: str) -> None:
             if self._draining and not self.in_transaction:
                 self.stopping(now=True)
@@ -140,6 +141,7 @@ class GatewaySMTP(SMTP):
         """Between an accepted MAIL and the end of its DATA (or RSET): a message on its way in."""
         return self.envelope is not None and self.envelope.mail_from is not None
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")  # as aiosmtpd's, for HELP
     async def smtp_MAIL(self, arg: str | None) -> None:
         self._command = (AuditEvent.SMTP_SENDER_REFUSED, arg or "")
         try:
@@ -147,6 +149,7 @@ class GatewaySMTP(SMTP):
         finally:
             self._command = None
 
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         self._command = (AuditEvent.SMTP_RECIPIENT_REFUSED, arg or "")
         try:
@@ -159,6 +162,8 @@ class GatewaySMTP(SMTP):
         live = getattr(self.event_handler, "live", None)
         if live is not None:
             live.add(self)
+        if getattr(self.event_handler, "stopping", False):
+            self._draining = True  # accepted as the node began to stop: its first command gets the 421
         if self._client is not None:
             assert self.session is not None  # aiosmtpd types peer as a str; it holds the peername tuple
             self.session.peer = self._client  # type: ignore[assignment]
@@ -186,6 +191,9 @@ class GatewaySMTP(SMTP):
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(f"421 4.3.2 {self.hostname} Service shutting down, try again later\r\n".encode())
             transport.close()
+        live = getattr(self.event_handler, "live", None)
+        if live is not None:  # told: not waited for (a TLS close can take long with a silent client)
+            live.discard(self)
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2 lets a server drop an idle client; §3.8 asks it to say so with a 421 first.
@@ -288,9 +296,11 @@ class _Handler:
         self.wake = wake
         self.cfg = node.cfg
         self.live: weakref.WeakSet[GatewaySMTP] = weakref.WeakSet()  # open sessions, told when the node stops
+        self.stopping = False  # the node stops: sessions accepted from now on are told at their first command
         self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
 
     def stop_sessions(self, now: bool = False) -> None:
+        self.stopping = True
         for session in list(self.live):
             session.stopping(now=now)
 

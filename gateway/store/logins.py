@@ -10,9 +10,13 @@ Implementation notes
 - Rows past their use are pruned (`PRUNE_EVERY`): a counter `forget_after` after its last failure and
   lock, a known address `known_for` after its last success, as the memory forgets them.
 - Keys are untrusted input (a login name can be anything): a key longer than its column, or holding a
-  NUL (PostgreSQL text refuses it), stays in memory only.
-- `unlock()` is the operator's: it deletes an account's counters (and a client address's); running nodes
-  see it at the next attempt (lockout.CONFIRM_AFTER).
+  NUL (PostgreSQL text refuses it), stays in memory only (lockout.storable).
+- Rows are written in key order: two PostgreSQL nodes writing the same rows then take their locks in
+  the same order and cannot deadlock.
+- `unlock()` is the operator's: it deletes an account's counters (and a client address's) and, on
+  PostgreSQL, tells the serving nodes in the same transaction (lockout.py's notes).
+- `load()` takes the locked counters first, then the most recent: a flood of one-off names before a
+  restart cannot push the real locks past `max_entries`.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ import time
 from collections.abc import Iterable
 
 from gateway.audit.oplog import get_logger
-from gateway.auth.lockout import Changes, Key, Lockout, Row
+from gateway.auth.lockout import LOGIN_CHANNEL, Changes, Key, Lockout, Row, client_address, storable
 from gateway.store.db import Database
 
 WRITE_DELAY = 0.5  # seconds: changes gathered into one write
 RETRY = 5.0  # seconds before writing again after a failed write
 PRUNE_EVERY = 3600.0
-_ACCOUNT_MAX, _IP_MAX = 320, 64  # gateway.store.models.LoginFailure's columns
 
 _UPSERT = (
     "INSERT INTO login_failures (kind, account, ip, failures, locked_until, last_failure)"
@@ -42,10 +45,6 @@ _KNOWN = (
     "INSERT INTO login_known (account, ip, seen) VALUES (:account, :ip, :seen)"
     " ON CONFLICT (account, ip) DO UPDATE SET seen = excluded.seen"
 )
-
-
-def _storable(account: str, ip: str) -> bool:
-    return len(account) <= _ACCOUNT_MAX and len(ip) <= _IP_MAX and "\0" not in account and "\0" not in ip
 
 
 def _key(kind: str, account: str, ip: str) -> dict[str, str]:
@@ -62,7 +61,8 @@ class LoginRecords:
         now = lockout.wall()
         counts = await self.db.rows(
             "SELECT kind, account, ip, failures, locked_until, last_failure FROM login_failures"
-            " WHERE last_failure >= :since OR locked_until > :now ORDER BY last_failure DESC LIMIT :limit",
+            " WHERE last_failure >= :since OR locked_until > :now"
+            " ORDER BY CASE WHEN locked_until > :now THEN 0 ELSE 1 END, last_failure DESC LIMIT :limit",
             {"since": now - lockout.forget_after, "now": now, "limit": lockout.max_entries},
         )
         known = await self.db.rows(
@@ -90,8 +90,8 @@ class LoginRecords:
     async def save(self, changes: Changes) -> None:
         """Write one batch of changes in one transaction."""
         upserts, deletes = [], []
-        for (kind, account, ip), row in changes.counts.items():
-            if not _storable(account, ip):
+        for (kind, account, ip), row in sorted(changes.counts.items(), key=lambda item: item[0]):
+            if not storable(account, ip):
                 continue
             if row is None:
                 deletes.append(_key(kind, account, ip))
@@ -101,7 +101,9 @@ class LoginRecords:
                     _key(kind, account, ip)
                     | {"failures": failures, "locked_until": locked_until, "last_failure": last_failure}
                 )
-        known = [{"account": a, "ip": ip, "seen": seen} for (a, ip), seen in changes.known.items() if _storable(a, ip)]
+        known = [
+            {"account": a, "ip": ip, "seen": seen} for (a, ip), seen in sorted(changes.known.items()) if storable(a, ip)
+        ]
         if not (upserts or deletes or known):
             return
         async with self.db.raw_writing() as tx:
@@ -125,7 +127,8 @@ class LoginRecords:
     async def keep(self, lockout: Lockout) -> None:
         """For the node's lifetime: write `lockout`'s changes as they come, prune now and then. Cancelled,
         it writes what is left first."""
-        lockout.read = self.read
+        if self.db.is_sqlite:  # on PostgreSQL an unlock is told over NOTIFY (lockout.py's notes)
+            lockout.read = self.read
         pruned = time.monotonic()
         try:
             while True:
@@ -150,6 +153,9 @@ class LoginRecords:
             return True
         try:
             await self.save(changes)
+        except asyncio.CancelledError:  # the node stops mid-write: the final write takes them
+            lockout.put_back(changes)
+            raise
         except Exception as exc:  # the database away for a moment: written with the next changes
             lockout.put_back(changes)
             self.log.warning("lock-out counters not written", error=type(exc).__name__)
@@ -157,10 +163,10 @@ class LoginRecords:
         return True
 
     async def unlock(self, account: str, clients: Iterable[str] = ()) -> list[Key]:
-        """Delete `account`'s counters (over every client address) and those of `clients`; the ones that
-        were there."""
+        """Delete `account`'s counters (over every client address) and those of `clients`, and tell the
+        serving nodes; the ones that were there."""
         account = account.lower()
-        clients = list(clients)
+        clients = [client_address(ip) for ip in clients]
         async with self.db.raw_writing() as tx:
             gone = await tx.execute(
                 "DELETE FROM login_failures WHERE account = :account AND kind IN ('pair', 'account')"
@@ -173,4 +179,7 @@ class LoginRecords:
                     " RETURNING kind, account, ip",
                     {"ip": ip},
                 )
+            if not self.db.is_sqlite:  # delivered at commit (gateway.store.notify; lockout.Lockout.told)
+                told = "\n".join([f"u\t{account}\t", *(f"u\t\t{ip}" for ip in clients)])
+                await tx.execute("SELECT pg_notify(:channel, :payload)", {"channel": LOGIN_CHANNEL, "payload": told})
         return sorted((str(k), str(a), str(i)) for k, a, i in gone)

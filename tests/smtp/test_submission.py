@@ -58,6 +58,17 @@ def test_before_starttls_only_starttls_is_offered_and_auth_is_refused(gateway: G
     client.close()
 
 
+def test_help_lists_the_commands_and_their_syntax(gateway: Gateway) -> None:
+    """RFC 5321 §4.1.1.8. Every command passes through the node's stop gate (server.py): HELP must still
+    see each one's syntax."""
+    client = gateway.submission()
+    code, text = client.docmd("HELP")
+    assert code == 250
+    assert text == b"Supported commands: AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET VRFY"
+    assert client.docmd("HELP", "MAIL") == (250, b"Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+    client.quit()
+
+
 def test_after_starttls_auth_is_offered_and_mail_needs_it(gateway: Gateway) -> None:
     client = gateway.submission(login=None)
     assert client.has_extn("auth")

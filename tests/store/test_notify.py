@@ -155,6 +155,40 @@ async def test_lockout_events_cross_nodes(pg_url: str) -> None:
             await db.close()
 
 
+async def test_an_unlock_is_told_to_the_serving_nodes_at_once(pg_url: str) -> None:
+    """`mssgw mailbox unlock` on PostgreSQL: the rows go, and every node drops those counters from memory
+    when the transaction commits (no waiting for a reading of the database)."""
+    from gateway.store.logins import LoginRecords
+
+    user, other = "secretariat@ch-test.mssante.fr", "accueil@ch-test.mssante.fr"
+    node = Lockout(threshold=3, base_delay=10, clock=lambda: 1000.0)
+    db = Database(pg_url)
+    await db.migrate()
+    bridge = PgNoticeBridge(db, MailboxNotices(), node)
+    task = asyncio.create_task(bridge.run())
+    try:
+        await asyncio.wait_for(bridge.connected.wait(), 10)
+        for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            for _ in range(3):
+                node.failure(user, ip)
+        node.failure(other, "192.0.2.1")
+        assert node.locked_for(user, "192.0.2.1") == 10.0
+        async with Database(pg_url) as admin:  # the admin command's own connection
+            await LoginRecords(admin).unlock(user.upper(), ["::ffff:192.0.2.1"])
+        assert await _eventually(lambda: node.locked_for(user, "192.0.2.2") == 0.0)
+        assert sorted(node._counts) == [
+            "account:" + other,
+            "client:192.0.2.2",
+            "client:192.0.2.3",
+            "pair:" + other + "\x00192.0.2.1",
+        ]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await db.close()
+
+
 def test_malformed_lockout_events_change_nothing() -> None:
     lo = Lockout(threshold=1, base_delay=10, clock=lambda: 1000.0)
     for line in ("", "garbage", "f", "f\tuser@x.fr", "f\tuser@x.fr\t", "x\tuser@x.fr\t192.0.2.1", "s\t\t192.0.2.1"):
