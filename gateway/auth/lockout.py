@@ -23,11 +23,11 @@ Implementation notes
   one budget (give or take the attempts in flight during the few milliseconds an event takes to cross).
 - An operator's `mssgw mailbox unlock` deletes the rows. On PostgreSQL it also tells every node
   (NOTIFY `u` on `mssgw_login`), which drops those counters from memory at once. On SQLite (one node)
-  the node reads a counter again before judging an attempt with it, when the counter is within one
-  failure of its threshold and neither its last failure nor its last reading is `CONFIRM_AFTER` seconds
-  old: a missing row is an unlock there, since this node writes every counter it keeps, except the ones
-  still to be written (left alone) and the keys the database cannot hold (never read). A reading is kept
-  only if no attempt changed the counter meanwhile.
+  the node reads the attempt's counters again before judging it, those whose last failure and last
+  reading are both over `CONFIRM_AFTER` seconds old (a read per counter at most that often): a missing
+  row is an unlock there, since this node writes every counter it keeps, except the ones still to be
+  written (left alone) and the keys the database cannot hold (never read). A reading is kept only if
+  no attempt changed the counter meanwhile.
 - The clock is injectable for tests; the database holds POSIX times (`wall`), memory monotonic ones.
 """
 
@@ -306,18 +306,17 @@ class Lockout:
             self._counts[key] = _Count(row[0], row[1] - offset, row[2] - offset)
 
     async def wait(self, account: str | None, ip: str) -> float:
-        """`locked_for`, with the counters at their threshold read again from the database first when
-        neither their last failure nor their last reading is `CONFIRM_AFTER` old (an operator may have
-        unlocked them; see the module notes)."""
+        """`locked_for`, with the attempt's counters read again from the database first when neither their
+        last failure nor their last reading is `CONFIRM_AFTER` old (an operator may have unlocked them; see
+        the module notes)."""
         if self.read is not None:
             now = self.clock()
             stale: dict[str, tuple[int, float]] = {}
-            for key, wide in self._keys(account, ip):
+            for key, _ in self._keys(account, ip):
                 c = self._counts.get(key)
                 if (
                     c is not None
                     and key not in self._dirty
-                    and c.failures >= self._threshold(wide) - 1
                     and now - max(c.last_failure, c.confirmed) >= CONFIRM_AFTER
                     and storable(*key_parts(key)[1:])
                 ):
