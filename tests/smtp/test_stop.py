@@ -95,7 +95,7 @@ def test_past_the_grace_a_transaction_is_cut_with_a_421_and_nothing_is_kept(stop
     gw.running.proc.send_signal(signal.SIGTERM)
     assert sending.getreply() == (421, SHUTTING_DOWN)  # type: ignore[attr-defined]
     waited = time.monotonic() - signalled
-    assert 2.5 <= waited < 6, waited  # stop_grace = 3
+    assert 2.5 <= waited < 15, waited  # stop_grace = 3 (the upper bound: slow CI machines)
     out, _ = gw.running.proc.communicate(timeout=30)
     assert gw.running.proc.returncode == 0, gw.running.stderr()
     assert out.strip() == "stopped"
