@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 KNOWN_PER_ACCOUNT = 16
 LOGIN_CHANNEL = "mssgw_login"  # gateway.store.notify's channel for these events
-CONFIRM_AFTER = 5.0  # seconds: older counters at their threshold are read again from the database
+CONFIRM_AFTER = 5.0  # seconds: on SQLite a counter is read again from the database at most this often
 KNOWN_REFRESH = 86400.0  # a known address's last success is written again at most this often
 
 Key = tuple[str, str, str]
