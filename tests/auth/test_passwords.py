@@ -6,6 +6,8 @@ import time
 
 import pyotp
 import pytest
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import VerificationError
 
 from gateway.auth import passwords, totp
 from gateway.errors import UsageError
@@ -18,6 +20,69 @@ async def test_hash_and_verify_off_the_loop() -> None:
     assert await passwords.verify_async(hashed, "correct horse battery stapler") is False
     assert passwords.verify_password("not-a-hash", "x") is False
     assert passwords.needs_rehash(hashed) is False
+
+
+# (type, t, m KiB, p, salt bytes, digest bytes, libsodium checks it): small memory costs keep this quick.
+HASHES = [
+    (Type.ID, 3, 65536, 4, 16, 32, True),  # the default, as stored
+    (Type.ID, 1, 1024, 1, 16, 32, True),
+    (Type.ID, 2, 256, 8, 8, 16, True),
+    (Type.ID, 1, 64, 2, 32, 32, True),
+    (Type.ID, 1, 64, 1, 16, 12, False),  # digest under libsodium's 16 bytes
+    (Type.ID, 1, 64, 1, 64, 40, False),  # a string of 128 bytes or more
+    (Type.I, 3, 64, 1, 16, 32, False),
+    (Type.D, 1, 64, 1, 16, 32, False),
+]
+
+
+@pytest.mark.parametrize(("kind", "t", "m", "p", "salt", "digest", "sodium"), HASHES)
+def test_libsodium_and_argon2_cffi_agree(
+    kind: Type, t: int, m: int, p: int, salt: int, digest: int, sodium: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "correct horse – battery é"
+    hashed = PasswordHasher(t, m, p, digest, salt, type=kind).hash(password)
+    assert passwords._sodium_takes(hashed) is sodium
+    reference = PasswordHasher()
+    tampered = hashed[:-2] + ("AA" if hashed[-2:] != "AA" else "BB")
+    cases = [
+        (hashed, password, True),
+        (hashed, password + "x", False),
+        (hashed, "", False),
+        (tampered, password, False),
+    ]
+    for h, pw, expected in cases:
+        try:
+            assert reference.verify(h, pw) is expected
+        except VerificationError:
+            assert expected is False
+        assert passwords.verify_password(h, pw) is expected
+    if sodium:  # libsodium answers alone: argon2-cffi's verification is never reached
+        monkeypatch.setattr(passwords, "_HASHER", _Unreachable())
+        assert passwords.verify_password(hashed, password) is True
+        assert passwords.verify_password(hashed, password[:-1]) is False
+
+
+class _Unreachable:
+    def verify(self, *_args: object) -> bool:
+        raise AssertionError("argon2-cffi verified a hash that libsodium takes")
+
+
+@pytest.mark.parametrize(
+    "hashed",
+    [
+        "",
+        "$argon2id$v=19$m=65536,t=3,p=4$",
+        "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$",
+        "$argon2id$v=16$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+        "$argon2id$v=19$m=4,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",  # m under 8 × p
+        "$argon2id$v=19$m=64,t=0,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA\x00",
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA€",
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdH*hbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+    ],
+)
+def test_malformed_hashes_verify_nothing(hashed: str) -> None:
+    assert passwords.verify_password(hashed, "anything at all") is False
 
 
 @pytest.mark.parametrize(
