@@ -189,25 +189,47 @@ def _enveloped(h: Message) -> bool:
 
 def envelope_der(message: bytes) -> bytes:
     """The CMS octets of an `application/pkcs7-mime` message (base64 body, RFC 8551 §3.2)."""
-    if not is_enveloped(message):
+    h = _headers(message)
+    if not _enveloped(h):
         raise MimeError("plaintext", "the message is not encrypted (S/MIME enveloped-data required)")
-    return cms_octets(message, "the encrypted part")
+    return cms_octets(message, "the encrypted part", h)
 
 
 def _parts(body: bytes, boundary: bytes) -> list[bytes]:
     """The body parts of a multipart body, byte-exact (RFC 2046 §5.1.1: the CRLF before a delimiter
-    belongs to it; a delimiter line may carry trailing whitespace; the last one ends with "--")."""
+    belongs to it; a delimiter line may carry trailing whitespace; the last one ends with "--").
+
+    A scan with bytes.find, not a regular expression: the boundary differs in every message, and
+    compiling a pattern for it cost 0.4 ms, a tenth of opening a message."""
     text = CRLF + body  # so that a delimiter opening the body is preceded by CRLF like the others
-    line = re.compile(re.escape(CRLF + b"--" + boundary) + rb"(--)?[ \t]*(?:\r\n|$)")
+    delimiter = CRLF + b"--" + boundary
     parts: list[bytes] = []
-    previous = None
-    for m in line.finditer(text):
-        if previous is not None:
-            parts.append(text[previous.end() : m.start()])
-        if m.group(1):  # the close delimiter
+    start = -1  # where the current part begins, once a first delimiter line was met
+    at = 0
+    while (found := text.find(delimiter, at)) >= 0:
+        end = found + len(delimiter)
+        close = text.startswith(b"--", end)
+        line_end = _delimiter_line_end(text, end + 2 if close else end)
+        if line_end < 0:  # the boundary followed by something else: not a delimiter line
+            at = found + 1
+            continue
+        if start >= 0:
+            parts.append(text[start:found])
+        if close:
             return parts
-        previous = m
+        start = at = line_end
     raise MimeError("malformed", "multipart body without its closing delimiter")
+
+
+def _delimiter_line_end(text: bytes, i: int) -> int:
+    """Past the transport padding ([ \t]*) and CRLF ending a delimiter line that reaches `i`, or at the end
+    of `text` (also before a last lone LF); -1 when the line goes on with anything else."""
+    n = len(text)
+    while i < n and text[i] in (0x20, 0x09):
+        i += 1
+    if text.startswith(CRLF, i):
+        return i + 2
+    return i if i == n or (i == n - 1 and text[i] == 0x0A) else -1
 
 
 def verify_entity(entity: bytes) -> tuple[bytes, cms.Signed]:
@@ -228,14 +250,19 @@ def verify_entity(entity: bytes) -> tuple[bytes, cms.Signed]:
     if kind in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
         smime_type = str(h.get_param("smime-type", "", header="content-type") or "").lower()
         if smime_type == "signed-data":
-            signed = cms.verify(cms_octets(entity, "the signed data"))
+            signed = cms.verify(cms_octets(entity, "the signed data", h))
             return signed.content, signed
     raise MimeError("unsigned", "the message is not signed")
 
 
-def cms_octets(entity: bytes, what: str) -> bytes:
-    """The DER a CMS-carrying entity holds, decoded from its Content-Transfer-Encoding."""
-    h = _headers(entity)
+_WHITESPACE = b" \t\n\r\x0b\x0c"  # what `rb"\s"` matches; bytes.translate drops it 15× faster than re.sub
+
+
+def cms_octets(entity: bytes, what: str, h: Message | None = None) -> bytes:
+    """The DER a CMS-carrying entity holds, decoded from its Content-Transfer-Encoding (`h`: its header,
+    when the caller parsed it already)."""
+    if h is None:
+        h = _headers(entity)
     _, body = split(entity)
     encoding = str(h.get("content-transfer-encoding", "base64")).strip().lower()
     if encoding in ("7bit", "8bit", "binary"):
@@ -243,7 +270,7 @@ def cms_octets(entity: bytes, what: str) -> bytes:
     if encoding != "base64":
         raise MimeError("malformed", f"unsupported Content-Transfer-Encoding {encoding}")
     try:
-        return base64.b64decode(re.sub(rb"\s+", b"", body), validate=True)
+        return base64.b64decode(body.translate(None, _WHITESPACE), validate=True)
     except ValueError:
         raise MimeError("malformed", f"{what} is not valid base64") from None
 

@@ -3,6 +3,8 @@ builds (detached and opaque signatures inside an envelope) read by us; each refu
 
 from __future__ import annotations
 
+import base64
+import re
 import subprocess
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -186,6 +188,35 @@ def test_parts_are_cut_byte_exactly() -> None:
     with pytest.raises(mime.MimeError) as refused:
         mime._parts(b"--b\r\nA\r\n--b\r\nB\r\n", b"b")
     assert refused.value.reason == "malformed"
+    # The boundary inside a longer line is not a delimiter; the close delimiter may end the body.
+    assert mime._parts(b"--b\r\nA\r\n--bb\r\n--b-x\r\n--b--", b"b") == [b"A\r\n--bb\r\n--b-x"]
+    assert mime._parts(b"--b\r\nA\r\n--b--\n", b"b") == [b"A"]
+
+
+def _parts_by_pattern(body: bytes, boundary: bytes) -> list[bytes] | None:
+    """RFC 2046 §5.1.1's delimiter lines as a regular expression: what `_parts` scans for by hand."""
+    text = b"\r\n" + body
+    line = re.compile(re.escape(b"\r\n--" + boundary) + rb"(--)?[ \t]*(?:\r\n|$)")
+    parts: list[bytes] = []
+    previous = None
+    for m in line.finditer(text):
+        if previous is not None:
+            parts.append(text[previous.end() : m.start()])
+        if m.group(1):
+            return parts
+        previous = m
+    return None
+
+
+@given(st.lists(st.sampled_from([b"--b", b"--b--", b"--bb", b"-", b"b", b"x", b" ", b"\t", b"\r\n", b"\n", b"\r"])))
+def test_parts_cut_where_the_rfc_2046_pattern_does(pieces: list[bytes]) -> None:
+    body = b"".join(pieces)
+    expected = _parts_by_pattern(body, b"b")
+    if expected is None:
+        with pytest.raises(mime.MimeError):
+            mime._parts(body, b"b")
+    else:
+        assert mime._parts(body, b"b") == expected
 
 
 def _whole_header(entity: bytes) -> Message:
@@ -243,3 +274,17 @@ def test_only_the_content_lines_are_parsed_with_the_same_outcome(header: bytes) 
 def test_any_mix_of_lines_reads_as_the_whole_header_does(lines: list[bytes], end: bytes) -> None:
     entity = b"".join(line + end for line in lines) + b"\r\nbody\r\n"
     assert _read(mime._headers(entity)) == _read(_whole_header(entity))
+
+
+def test_base64_bodies_may_be_folded_with_any_whitespace() -> None:
+    # RFC 2045 §6.8: line breaks, and whitespace MTAs add, are not part of the data; \s's six octets go.
+    der = bytes(range(256)) * 3
+    encoded = base64.b64encode(der)
+    folded = b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    for ws in (b"\n", b" ", b"\t", b"\x0b", b"\x0c", b"\r\n "):
+        body = folded.replace(b"\r\n", ws) + ws
+        entity = b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body
+        assert mime.cms_octets(entity, "the part") == der
+    with pytest.raises(cms.CmsError) as refused:
+        mime.cms_octets(b"Content-Transfer-Encoding: base64\r\n\r\nAAAA\x00AAAA\r\n", "the part")
+    assert str(refused.value) == "the part is not valid base64"
