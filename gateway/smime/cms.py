@@ -178,8 +178,8 @@ def _find(
 ) -> x509.Certificate | None:
     for raw, cert in zip(carried, certs, strict=True):
         if sid.name == "issuer_and_serial_number":
-            wanted = sid.chosen
-            if raw.serial_number == wanted["serial_number"].native and _same_name(raw.issuer, wanted["issuer"]):
+            wanted = sid.chosen  # the serial from cryptography's parse first: asn1crypto's is slower
+            if cert.serial_number == wanted["serial_number"].native and _same_name(raw.issuer, wanted["issuer"]):
                 return cert
         elif raw.key_identifier is not None and raw.key_identifier == sid.chosen.native:
             return cert
@@ -312,6 +312,10 @@ OAEP_SHA256 = bytes(
     ).dump()
 )
 RSA_PKCS1 = bytes(cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"}).dump())
+_KNOWN_TRANSPORTS: dict[bytes, Callable[[], asym.AsymmetricPadding]] = {
+    OAEP_SHA256: lambda: asym.OAEP(asym.MGF1(hashes.SHA256()), hashes.SHA256(), None),
+    RSA_PKCS1: asym.PKCS1v15,
+}
 
 
 def _key_transport(recipient: Recipient, cek: bytes) -> bytes:
@@ -436,8 +440,19 @@ def _is_for(rid: cms.RecipientIdentifier, cert: x509.Certificate) -> bool:
 
 def _unwrap_key(ktri: cms.KeyTransRecipientInfo, key: rsa.RSAPrivateKey, size: int) -> bytes:
     algorithm = ktri["key_encryption_algorithm"]
-    name = algorithm["algorithm"].native
     encrypted = ktri["encrypted_key"].native
+    known = _KNOWN_TRANSPORTS.get(algorithm.dump())  # what we send: no parse of the OAEP parameters
+    pad = known() if known is not None else _transport_padding(algorithm)
+    try:
+        cek = key.decrypt(encrypted, pad)
+    except ValueError:
+        cek = b""
+    # No early failure (a padding oracle): a wrong key makes the content fail to decrypt like corruption.
+    return cek if len(cek) == size else os.urandom(size)
+
+
+def _transport_padding(algorithm: cms.KeyEncryptionAlgorithm) -> asym.AsymmetricPadding:
+    name = algorithm["algorithm"].native
     if name == "rsaes_oaep":
         params = algorithm["parameters"]
         digest = params["hash_algorithm"]["algorithm"].native
@@ -445,17 +460,10 @@ def _unwrap_key(ktri: cms.KeyTransRecipientInfo, key: rsa.RSAPrivateKey, size: i
         if digest not in OAEP_DIGESTS or mgf_digest not in OAEP_DIGESTS:
             raise CmsError("weak-algorithm", f"unsupported OAEP digest {digest}")
         label = params["p_source_algorithm"]["parameters"].native or None
-        pad: asym.AsymmetricPadding = asym.OAEP(asym.MGF1(OAEP_DIGESTS[mgf_digest]()), OAEP_DIGESTS[digest](), label)
-    elif name in ("rsaes_pkcs1v15", "rsa"):
-        pad = asym.PKCS1v15()
-    else:
-        raise CmsError("weak-algorithm", f"unsupported key transport {name}")
-    try:
-        cek = key.decrypt(encrypted, pad)
-    except ValueError:
-        cek = b""
-    # No early failure (a padding oracle): a wrong key makes the content fail to decrypt like corruption.
-    return cek if len(cek) == size else os.urandom(size)
+        return asym.OAEP(asym.MGF1(OAEP_DIGESTS[mgf_digest]()), OAEP_DIGESTS[digest](), label)
+    if name in ("rsaes_pkcs1v15", "rsa"):
+        return asym.PKCS1v15()
+    raise CmsError("weak-algorithm", f"unsupported key transport {name}")
 
 
 def decrypt(der: bytes, certificate: x509.Certificate, key: PrivateKey) -> bytes:
