@@ -34,6 +34,7 @@ Implementation notes
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -131,6 +132,9 @@ class Lockout:
         self.changed = asyncio.Event()  # set when there are changes to write
         self._dirty: set[str] = set()  # counters changed by this node's attempts, not written yet
         self._dirty_known: set[tuple[str, str]] = set()
+        # Until then, the database may hold counters memory does not (evicted, or left out at start): a
+        # success clears its pair's row even when memory has no counter for it.
+        self._partial_until = -math.inf
 
     def _tell(self, kind: str, account: str | None, ip: str) -> None:
         if self.outbox is not None and "\t" not in (account or "") and "\t" not in ip:
@@ -228,11 +232,11 @@ class Lockout:
     def success(self, account: str, ip: str) -> None:
         self._tell("s", account, ip)
         pair = self._keys(account.lower(), ip)[1][0]
-        cleared = pair in self._counts
+        cleared = pair in self._counts or self.clock() < self._partial_until
         if self._success(account, ip):
             self._dirty_known.add((account.lower(), ip))
             self.changed.set()
-        if cleared:  # most logins follow no failure: nothing to write for them
+        if cleared:  # most logins follow no failure: nothing to write for them (an absent row: no-op)
             self._mark([pair])
 
     def _success(self, account: str, ip: str) -> bool:
@@ -258,6 +262,12 @@ class Lockout:
         free = sorted((c.last_failure, k) for k, c in self._counts.items() if c.locked_until <= now)
         for _, key in free[: len(self._counts) - self.max_entries * 9 // 10]:
             del self._counts[key]
+        self.forgot_some(now)
+
+    def forgot_some(self, now: float | None = None) -> None:
+        """Counters that may be in the database are not in memory: for as long as they may stay there
+        (`forget_after`), successes delete their pairs' rows without knowing whether they exist."""
+        self._partial_until = (self.clock() if now is None else now) + self.forget_after
 
     # The database's copy (module notes).
 

@@ -73,6 +73,8 @@ class LoginRecords:
             (((r[0], r[1], r[2]), (int(r[3]), float(r[4]), float(r[5]))) for r in counts),
             ((r[0], r[1], float(r[2])) for r in known),
         )
+        if len(counts) >= lockout.max_entries:  # some rows were left out
+            lockout.forgot_some()
         return len(counts)
 
     async def read(self, keys: list[Key]) -> dict[Key, Row]:

@@ -283,3 +283,47 @@ async def test_load_takes_the_locked_counters_first(store_db: Database) -> None:
     small = Lockout(threshold=3, wide_threshold=6, base_delay=10, clock=clock, wall=clock.wall, max_entries=1)
     assert await records.load(small) == 1
     assert small.locked_for(USER, "192.0.2.1") == 9.0
+
+
+async def test_a_success_deletes_its_pair_row_after_memory_evicted_it(store_db: Database) -> None:
+    clock = Clock()
+    records = LoginRecords(store_db)
+    node = Lockout(
+        threshold=3, wide_threshold=6, base_delay=10, clock=clock, wall=clock.wall, max_entries=4, forget_after=600
+    )
+    node.failure(USER, "192.0.2.1")
+    node.success("early@ch-test.mssante.fr", "192.0.2.5")  # before any eviction: no pair row to clear
+    changes = node.take_changes()
+    assert changes.counts.keys() == {("pair", USER, "192.0.2.1"), ("account", USER, ""), ("client", "", "192.0.2.1")}
+    await records.save(changes)
+    clock.now += 1
+    node.failure("other@ch-test.mssante.fr", "198.51.100.1")  # 6 counters over 4: USER's, the oldest, go
+    assert node.take_changes().counts.keys() == {
+        ("pair", "other@ch-test.mssante.fr", "198.51.100.1"),
+        ("account", "other@ch-test.mssante.fr", ""),
+        ("client", "", "198.51.100.1"),
+    }
+    node.success(USER, "192.0.2.1")  # memory has no counter for the pair; the database has its row
+    changes = node.take_changes()
+    assert changes.counts == {("pair", USER, "192.0.2.1"): None}
+    await records.save(changes)
+    assert [r[:3] for r in await _rows(store_db)] == [("account", USER, ""), ("client", "", "192.0.2.1")]
+    clock.now += 600  # the rows evicted then are past forget_after: pruned, nothing left to clear
+    node.success("late@ch-test.mssante.fr", "192.0.2.9")
+    assert node.take_changes().counts == {}
+
+
+async def test_a_load_that_left_rows_out_makes_successes_delete_their_pair_rows(store_db: Database) -> None:
+    clock = Clock()
+    records = LoginRecords(store_db)
+    node = lockout(clock)
+    node.failure(USER, "192.0.2.1")
+    await records.save(node.take_changes())
+    complete = lockout(clock)
+    assert await records.load(complete) == 3
+    complete.success("someone@ch-test.mssante.fr", "192.0.2.2")
+    assert complete.take_changes().counts == {}  # everything was loaded: no row can be behind a success
+    small = Lockout(threshold=3, wide_threshold=6, base_delay=10, clock=clock, wall=clock.wall, max_entries=1)
+    assert await records.load(small) == 1
+    small.success("someone@ch-test.mssante.fr", "192.0.2.2")
+    assert small.take_changes().counts == {("pair", "someone@ch-test.mssante.fr", "192.0.2.2"): None}
