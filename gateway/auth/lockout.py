@@ -21,6 +21,9 @@ Implementation notes
   tell each other their failures and successes at once (gateway.store.notify, channel `mssgw_login`) and
   each applies the others' to its own counters, so a guesser spread over the nodes behind a balancer meets
   one budget (give or take the attempts in flight during the few milliseconds an event takes to cross).
+  A success writes nothing unless it clears a pair counter memory holds, or memory may have dropped one
+  the database still has (after an eviction or a start that left rows out, for `forget_after`): then
+  the pair's row is deleted blindly, so that a restart cannot bring back a count the login cleared.
 - An operator's `mssgw mailbox unlock` deletes the rows. On PostgreSQL it also tells every node
   (NOTIFY `u` on `mssgw_login`), which drops those counters from memory at once. On SQLite (one node)
   the node reads the attempt's counters again before judging it, those whose last failure and last
