@@ -21,9 +21,10 @@ Implementation notes
   tell each other their failures and successes at once (gateway.store.notify, channel `mssgw_login`) and
   each applies the others' to its own counters, so a guesser spread over the nodes behind a balancer meets
   one budget (give or take the attempts in flight during the few milliseconds an event takes to cross).
-  A success writes nothing unless it clears a pair counter memory holds, or memory may have dropped one
-  the database still has (after an eviction or a start that left rows out, for `forget_after`): then
-  the pair's row is deleted blindly, so that a restart cannot bring back a count the login cleared.
+  A success writes nothing unless it clears a pair counter memory holds, or one memory evicted while
+  its row may remain (the evicted pairs are remembered, bounded by `max_entries`): then it deletes the
+  pair's row, so that a restart cannot bring back a count the login cleared. After a start that left
+  rows out (or once that memory overflows), every success deletes its pair's row for `forget_after`.
 - An operator's `mssgw mailbox unlock` deletes the rows. On PostgreSQL it also tells every node
   (NOTIFY `u` on `mssgw_login`), which drops those counters from memory at once. On SQLite (one node)
   the node reads the attempt's counters again before judging it, those whose last failure and last
@@ -135,8 +136,10 @@ class Lockout:
         self.changed = asyncio.Event()  # set when there are changes to write
         self._dirty: set[str] = set()  # counters changed by this node's attempts, not written yet
         self._dirty_known: set[tuple[str, str]] = set()
-        # Until then, the database may hold counters memory does not (evicted, or left out at start): a
-        # success clears its pair's row even when memory has no counter for it.
+        # Pair counters memory dropped while the database may still hold them (evicted; until when): a
+        # success deletes such a pair's row. Past the bound, or after a start that left rows out, every
+        # success does so until `_partial_until`.
+        self._evicted: OrderedDict[str, float] = OrderedDict()
         self._partial_until = -math.inf
 
     def _tell(self, kind: str, account: str | None, ip: str) -> None:
@@ -220,6 +223,7 @@ class Lockout:
             c = self._count(key, now)
             if c is None:
                 c = self._counts[key] = _Count()
+                self._evicted.pop(key, None)  # memory holds it again: written, and cleared, as any other
             c.failures += 1
             c.last_failure = now
             threshold = self._threshold(wide)
@@ -235,7 +239,7 @@ class Lockout:
     def success(self, account: str, ip: str) -> None:
         self._tell("s", account, ip)
         pair = self._keys(account.lower(), ip)[1][0]
-        cleared = pair in self._counts or self.clock() < self._partial_until
+        cleared = pair in self._counts or self._row_may_remain(pair)
         if self._success(account, ip):
             self._dirty_known.add((account.lower(), ip))
             self.changed.set()
@@ -263,13 +267,24 @@ class Lockout:
 
     def _evict(self, now: float) -> None:
         free = sorted((c.last_failure, k) for k, c in self._counts.items() if c.locked_until <= now)
-        for _, key in free[: len(self._counts) - self.max_entries * 9 // 10]:
+        for last_failure, key in free[: len(self._counts) - self.max_entries * 9 // 10]:
             del self._counts[key]
-        self.forgot_some(now)
+            if key.startswith("pair:"):  # its row stays until pruned, a day after its last failure
+                self._evicted[key] = last_failure + self.forget_after
+                self._evicted.move_to_end(key)
+        while len(self._evicted) > self.max_entries:
+            self._evicted.popitem(last=False)
+            self.forgot_some(now)  # one forgotten: any pair's row may be left
+
+    def _row_may_remain(self, pair: str) -> bool:
+        """Whether the database may hold a row for this pair that memory has no counter for."""
+        now = self.clock()
+        until = self._evicted.pop(pair, None)
+        return now < self._partial_until or (until is not None and now < until)
 
     def forgot_some(self, now: float | None = None) -> None:
-        """Counters that may be in the database are not in memory: for as long as they may stay there
-        (`forget_after`), successes delete their pairs' rows without knowing whether they exist."""
+        """Counters that may be in the database are not in memory, and which ones is not known: for as
+        long as they may stay there (`forget_after`), every success deletes its pair's row blindly."""
         self._partial_until = (self.clock() if now is None else now) + self.forget_after
 
     # The database's copy (module notes).

@@ -12,7 +12,11 @@ Implementation notes
   CPU-bound: 8.4 against 12.6–14.7 verifications/s with two threads (`tests/auth/test_passwords.py`
   checks that both libraries agree). Hashes libsodium does not take (argon2i/d, other versions, salts
   under 8 bytes, digests under 16, strings of 128 bytes or more) go to argon2-cffi. Hashing stays with
-  argon2-cffi, so stored hashes and `needs_rehash` do not change.
+  argon2-cffi, so stored hashes and `needs_rehash` do not change. Every hash this project makes goes to
+  libsodium, the refusals' dummy hash included, so an unknown account takes as long as a known one; a
+  hash of another kind (imported, argon2i) would take longer through argon2-cffi and stand out.
+  libsodium runs a hash's lanes on one thread: on an idle machine with many cores a single login waits
+  longer than with argon2-cffi's threads (~130 ms here), but a busy node serves more logins.
 - Passwords are never logged and never stored in clear; there are no default passwords: a mailbox
   without a password cannot log in with one.
 """
@@ -49,7 +53,7 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(hashed: str, password: str) -> bool:
-    if not hashed.isascii():  # no hash is; argon2-cffi would raise UnicodeEncodeError
+    if not hashed.isascii() or "\0" in hashed:  # no hash has either; both libraries stop a C string at NUL
         return False
     try:
         if _sodium_takes(hashed):

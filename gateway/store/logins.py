@@ -63,8 +63,10 @@ class LoginRecords:
             "SELECT kind, account, ip, failures, locked_until, last_failure FROM login_failures"
             " WHERE last_failure >= :since OR locked_until > :now"
             " ORDER BY CASE WHEN locked_until > :now THEN 0 ELSE 1 END, last_failure DESC LIMIT :limit",
-            {"since": now - lockout.forget_after, "now": now, "limit": lockout.max_entries},
+            {"since": now - lockout.forget_after, "now": now, "limit": lockout.max_entries + 1},
         )
+        left_out = len(counts) > lockout.max_entries
+        counts = counts[: lockout.max_entries]
         known = await self.db.rows(
             "SELECT account, ip, seen FROM login_known WHERE seen >= :since ORDER BY seen DESC LIMIT :limit",
             {"since": now - lockout.known_for, "limit": lockout.max_entries},
@@ -73,7 +75,7 @@ class LoginRecords:
             (((r[0], r[1], r[2]), (int(r[3]), float(r[4]), float(r[5]))) for r in counts),
             ((r[0], r[1], float(r[2])) for r in known),
         )
-        if len(counts) >= lockout.max_entries:  # some rows were left out
+        if left_out:
             lockout.forgot_some()
         return len(counts)
 

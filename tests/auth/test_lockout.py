@@ -85,6 +85,11 @@ def test_memory_stays_bounded_under_spraying() -> None:
         lo.failure(f"user{n}@ch-test.mssante.fr", f"10.0.{n // 256}.{n % 256}")
         clock.now += 0.001
     assert len(lo._counts) <= 1000
+    # The evicted pairs, remembered to clear their rows, are bounded too; past that, successes clear blindly.
+    assert len(lo._evicted) <= 1000
+    lo.take_changes()
+    lo.success("bystander@ch-test.mssante.fr", "192.0.2.200")  # never failed: a row may be left all the same
+    assert lo.take_changes().counts == {("pair", "bystander@ch-test.mssante.fr", "192.0.2.200"): None}
     for n in range(KNOWN_PER_ACCOUNT + 5):
         lo.success(USER, f"192.0.2.{n}")
     assert not lo.known(USER, "192.0.2.0")  # the least recently used dropped

@@ -85,6 +85,13 @@ def test_malformed_hashes_verify_nothing(hashed: str) -> None:
     assert passwords.verify_password(hashed, "anything at all") is False
 
 
+def test_a_hash_followed_by_a_nul_and_more_is_refused_even_with_the_right_password() -> None:
+    hashed = PasswordHasher(1, 64, 1).hash("correct horse battery")
+    assert passwords.verify_password(hashed, "correct horse battery") is True
+    # Both libraries read the hash as a C string: without the check, the tail would be ignored.
+    assert passwords.verify_password(hashed + "\x00junk", "correct horse battery") is False
+
+
 @pytest.mark.parametrize(
     ("password", "reason"),
     [

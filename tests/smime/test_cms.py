@@ -4,11 +4,13 @@ recipients), we verify and decrypt; and every bad input gets its precise reason.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms as asn1_cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -71,6 +73,26 @@ def test_openssl_decrypts_what_we_encrypt(space: Space, tmp_path: Path, gcm: boo
     info = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", tmp_path / "env.der").decode()
     assert ("aes-256-gcm" if gcm else "aes-256-cbc") in info
     assert info.count("rsaesOaep") == (2 if oaep else 1)  # bob's transport as asked, alice's OAEP (the default)
+
+
+def test_the_octets_are_signed_as_they_are(space: Space, tmp_path: Path) -> None:
+    # Bare LF, lone CR and 8-bit octets: nothing canonicalised before hashing (a signed entity is
+    # checked byte-exact on the way in), and no SMIMECapabilities attribute among the signed ones.
+    content = b"Content-Type: text/plain; charset=utf-8\n\nligne\rsuivante \xc3\xa9\r\n\x00fin\n"
+    der = cms.sign_detached(content, space.alice.certificate, space.alice.issued.key, space.alice.issued.chain)
+    assert [(s.ok, s.reason) for s in cms.verify(der, content).signers] == [(True, "")]
+    assert [s.reason for s in cms.verify(der, content.replace(b"\n", b"\r\n")).signers] == ["bad-digest"]
+    (tmp_path / "sig.der").write_bytes(der)
+    (tmp_path / "content").write_bytes(content)
+    out = openssl(
+        *("cms", "-verify", "-binary", "-inform", "DER", "-in", tmp_path / "sig.der", "-content", tmp_path / "content"),
+        *("-CAfile", space.root, "-purpose", "smimesign"),
+    )
+    assert out == content
+    signer = asn1_cms.ContentInfo.load(der)["content"]["signer_infos"][0]
+    attrs = {a["type"].native: a["values"][0].native for a in signer["signed_attrs"]}
+    assert sorted(attrs) == ["content_type", "message_digest", "signing_time"]
+    assert attrs["message_digest"] == hashlib.sha256(content).digest()
 
 
 def test_our_signature_round_trips_through_our_verifier(space: Space) -> None:

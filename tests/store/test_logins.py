@@ -303,14 +303,22 @@ async def test_a_success_deletes_its_pair_row_after_memory_evicted_it(store_db: 
         ("account", "other@ch-test.mssante.fr", ""),
         ("client", "", "198.51.100.1"),
     }
+    node.success("bystander@ch-test.mssante.fr", "192.0.2.8")  # never evicted: nothing to write
+    assert node.take_changes().counts == {}
     node.success(USER, "192.0.2.1")  # memory has no counter for the pair; the database has its row
     changes = node.take_changes()
     assert changes.counts == {("pair", USER, "192.0.2.1"): None}
     await records.save(changes)
     assert [r[:3] for r in await _rows(store_db)] == [("account", USER, ""), ("client", "", "192.0.2.1")]
-    clock.now += 600  # the rows evicted then are past forget_after: pruned, nothing left to clear
-    node.success("late@ch-test.mssante.fr", "192.0.2.9")
+    node.success(USER, "192.0.2.1")  # deleted once: the next success writes nothing
     assert node.take_changes().counts == {}
+    clock.now += 1
+    for i in range(2):  # two more evictions; other's pair goes, and stays gone past forget_after
+        clock.now += 1
+        node.failure(f"spray{i}@ch-test.mssante.fr", f"198.51.100.{10 + i}")
+    clock.now += 600  # other's row is pruned by now: its success has nothing to clear
+    node.success("other@ch-test.mssante.fr", "198.51.100.1")
+    assert ("pair", "other@ch-test.mssante.fr", "198.51.100.1") not in node.take_changes().counts
 
 
 async def test_a_load_that_left_rows_out_makes_successes_delete_their_pair_rows(store_db: Database) -> None:
@@ -323,6 +331,10 @@ async def test_a_load_that_left_rows_out_makes_successes_delete_their_pair_rows(
     assert await records.load(complete) == 3
     complete.success("someone@ch-test.mssante.fr", "192.0.2.2")
     assert complete.take_changes().counts == {}  # everything was loaded: no row can be behind a success
+    exact = Lockout(threshold=3, wide_threshold=6, base_delay=10, clock=clock, wall=clock.wall, max_entries=3)
+    assert await records.load(exact) == 3  # every row, to the last one the limit allows
+    exact.success("someone@ch-test.mssante.fr", "192.0.2.2")
+    assert exact.take_changes().counts == {}
     small = Lockout(threshold=3, wide_threshold=6, base_delay=10, clock=clock, wall=clock.wall, max_entries=1)
     assert await records.load(small) == 1
     small.success("someone@ch-test.mssante.fr", "192.0.2.2")
