@@ -100,3 +100,23 @@ def test_past_the_grace_a_transaction_is_cut_with_a_421_and_nothing_is_kept(stop
     assert gw.running.proc.returncode == 0, gw.running.stderr()
     assert out.strip() == "stopped"
     assert stored(gw, SECRETARIAT) == 0
+
+
+def test_no_new_connection_is_served_while_the_node_drains(stopping: Gateway) -> None:
+    """The listeners close at the SIGTERM: a client arriving during the grace is refused at once, and
+    the transaction under way still ends with its 250."""
+    gw = stopping
+    sending, rest = half_sent(gw, "draining")
+    gw.running.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert gw.running.proc.poll() is None  # still draining: the half-sent message holds it
+    assert {"submission", "submissions", "relay", "imap", "imaps", "https"} <= set(gw.running.ports)
+    for port in sorted(gw.running.ports):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", gw.port(port)), timeout=5).close()
+    sending.send(rest)  # type: ignore[attr-defined]
+    assert sending.getreply()[0] == 250  # type: ignore[attr-defined]
+    assert sending.getreply() == (421, SHUTTING_DOWN)  # type: ignore[attr-defined]
+    gw.running.proc.communicate(timeout=30)
+    assert gw.running.proc.returncode == 0
+    assert stored(gw, SECRETARIAT) == 1
