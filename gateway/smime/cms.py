@@ -312,6 +312,8 @@ OAEP_SHA256 = bytes(
     ).dump()
 )
 RSA_PKCS1 = bytes(cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"}).dump())
+# The key transports we write (their AlgorithmIdentifier's DER -> padding): encrypt picks from it, and
+# decrypt recognises them by their octets without parsing the OAEP parameters.
 _KNOWN_TRANSPORTS: dict[bytes, Callable[[], asym.AsymmetricPadding]] = {
     OAEP_SHA256: lambda: asym.OAEP(asym.MGF1(hashes.SHA256()), hashes.SHA256(), None),
     RSA_PKCS1: asym.PKCS1v15,
@@ -323,12 +325,8 @@ def _key_transport(recipient: Recipient, cek: bytes) -> bytes:
     public = recipient.certificate.public_key()
     if not isinstance(public, rsa.RSAPublicKey):
         raise CmsError("weak-algorithm", "key transport needs an RSA recipient certificate")
-    if recipient.oaep:
-        encrypted = public.encrypt(cek, asym.OAEP(asym.MGF1(hashes.SHA256()), hashes.SHA256(), None))
-        algorithm = OAEP_SHA256
-    else:
-        encrypted = public.encrypt(cek, asym.PKCS1v15())
-        algorithm = RSA_PKCS1
+    algorithm = OAEP_SHA256 if recipient.oaep else RSA_PKCS1
+    encrypted = public.encrypt(cek, _KNOWN_TRANSPORTS[algorithm]())
     rid = _issuer_and_serial(recipient.certificate.public_bytes(serialization.Encoding.DER))
     return _seq(_integer(0), rid, algorithm, _octets(encrypted))
 
@@ -441,7 +439,7 @@ def _is_for(rid: cms.RecipientIdentifier, cert: x509.Certificate) -> bool:
 def _unwrap_key(ktri: cms.KeyTransRecipientInfo, key: rsa.RSAPrivateKey, size: int) -> bytes:
     algorithm = ktri["key_encryption_algorithm"]
     encrypted = ktri["encrypted_key"].native
-    known = _KNOWN_TRANSPORTS.get(algorithm.dump())  # what we send: no parse of the OAEP parameters
+    known = _KNOWN_TRANSPORTS.get(algorithm.dump())
     pad = known() if known is not None else _transport_padding(algorithm)
     try:
         cek = key.decrypt(encrypted, pad)
