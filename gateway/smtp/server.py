@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException, syntax
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,6 +54,7 @@ from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
 from gateway.smtp import content
+from gateway.smtp.data import DataReader, DataState
 from gateway.store.db import Statements
 from gateway.store.mailstore import Mailstore, QuotaExceeded
 from gateway.store.messages import Delivered, MessageStore, relay_receipt
@@ -95,6 +96,12 @@ _REWRITES: dict[str, str] = {
     "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
     "421 Too many connections": "421 4.7.0 Too many connections",
 }
+
+_DATA_REFUSALS = {
+    DataState.TOO_LONG: "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
+    DataState.TOO_MUCH: "552 5.3.4 Message size exceeds fixed maximum message size",
+}
+_READ_ALL = 1 << 62  # StreamReader.read(n): all that is buffered, up to n octets
 
 
 class _ImplicitTLS:
@@ -156,6 +163,59 @@ class GatewaySMTP(SMTP):
             await super().smtp_RCPT(arg)
         finally:
             self._command = None
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """RFC 5321 §4.1.1.4: aiosmtpd's DATA, with its content read in chunks (gateway/smtp/data.py)
+        instead of a readuntil per line; same checks, replies and hook, and a refused content is audited."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = DataReader(line_limit=self.line_length_limit, size_limit=self.data_size_limit)
+        reader = self._reader
+        rest: bytes | None = None
+        received = 0
+        while rest is None:
+            try:
+                # Everything buffered (bounded by the reader's flow control and one read of the transport).
+                chunk = await reader.read(_READ_ALL)
+            except asyncio.CancelledError:  # the connection was lost or half-closed (aiosmtpd cancels)
+                self._writer.close()
+                raise
+            if not chunk:  # EOF: aiosmtpd's eof_received is cancelling this handler
+                self._writer.close()
+                return
+            received += len(chunk)
+            rest = data.feed(chunk)
+        if rest and not reader.at_eof():
+            # Pipelined commands after the end line (RFC 2920): back in the (now empty) buffer, in order.
+            reader.feed_data(rest)
+        if data.state is not DataState.NOMINAL:
+            reply = _DATA_REFUSALS[data.state]
+            audit = getattr(self.event_handler, "audit", None)
+            if audit is not None and self.session is not None:
+                await audit(
+                    AuditEvent.SMTP_CONTENT_REFUSED,
+                    self.session,
+                    result="refused",
+                    reply=reply,
+                    size=received - len(rest),  # the octets of DATA, end line included
+                )
+            await self.push(reply)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        raw = data.content()
+        self.envelope.content = self.envelope.original_content = raw
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

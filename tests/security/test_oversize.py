@@ -15,6 +15,7 @@ import imaplib
 import smtplib
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,50 @@ def test_data_past_the_size_limit_is_refused_and_the_session_goes_on(
     wire.send(head(sender, rcpt) + b"\r\n" + line * (MAX_MESSAGE_SIZE // len(line) + 10) + b".\r\n")
     assert wire.reply() == TOO_BIG
     assert wire.command("NOOP") == (250, "OK")
+    wire.close()
+    refused = content_refusals(gw)[-1]
+    assert refused["peer"] == "127.0.0.1"
+    assert refused["response"] == {
+        "result": "refused",
+        "reply": "552 5.3.4 Message size exceeds fixed maximum message size",
+        "size": len(head(sender, rcpt)) + 2 + 1000 * (MAX_MESSAGE_SIZE // 1000 + 10) + 3,
+    }
+
+
+def content_refusals(gw: Gateway) -> list[dict[str, Any]]:
+    found = gw.node.cli("audit", "search", "--event", "smtp.content.refused", "--json").json()
+    assert isinstance(found, list)
+    return found
+
+
+@pytest.mark.parametrize("listener", ["submission", "relay"])
+def test_a_line_over_1000_octets_in_data_is_refused_at_the_end_and_audited(
+    gw: Gateway, peer_cert: Path, listener: str
+) -> None:
+    """RFC 5321 §4.5.3.1.6: 1000 octets per line with its CRLF (aiosmtpd allows 1001). The rest of the data
+    is read and dropped, the refusal answers the end line, and a command sent with the end line (RFC 2920
+    pipelining) is still read as a command."""
+    if listener == "relay":
+        wire, sender, rcpt = Wire(gw, listener, cert=peer_cert), f"dr.durand@{PEER}", DOCTOR
+    else:
+        wire, sender, rcpt = Wire(gw, listener), DOCTOR, NURSE
+        wire.login(DOCTOR, PASSWORD)
+    for length, reply in (
+        (1001, (554, "5.6.0 line 5 is longer than 998 octets (RFC 5322 section 2.1.1)")),
+        (1002, (500, "5.5.2 Line too long (see RFC 5321 4.5.3.1.6)")),
+        (70_000, (500, "5.5.2 Line too long (see RFC 5321 4.5.3.1.6)")),
+    ):
+        before = len(content_refusals(gw))
+        assert wire.command(f"MAIL FROM:<{sender}>") == (250, "2.1.0 OK")
+        assert wire.command(f"RCPT TO:<{rcpt}>") == (250, "2.1.5 OK")
+        assert wire.command("DATA")[0] == 354
+        wire.send(head(sender, rcpt) + b"\r\n" + b"L" * (length - 2) + b"\r\nafter\r\n.\r\nNOOP\r\n")
+        assert wire.reply() == reply, length
+        assert wire.reply() == (250, "OK")  # the pipelined NOOP
+        refusals = content_refusals(gw)
+        assert len(refusals) == before + 1
+        # The record keeps the policy's wording; the wire's is ASCII (RFC 5321 §4.2).
+        assert refusals[-1]["response"]["reply"].replace("§", "section ") == f"{reply[0]} {reply[1]}"
     wire.close()
 
 
