@@ -2,13 +2,16 @@
 from peer operators (25, STARTTLS + trust-space client certificate).
 
 Implementation notes
-- aiosmtpd runs inside the node's loop (`loop.create_server`, not `Controller`). Three quirks are
+- aiosmtpd runs inside the node's loop (`loop.create_server`, not `Controller`). Four quirks are
   handled here, in one place:
   * on an implicit-TLS listener aiosmtpd neither offers nor accepts AUTH (it only knows STARTTLS):
     `connection_made` marks the session as protected by TLS (aiosmtpd issues #274/#281);
   * its built-in replies carry no enhanced status codes: `push` rewrites them (RFC 2034, RFC 3463);
   * its built-in AUTH verifies credentials synchronously: the handler's `auth_PLAIN`/`auth_LOGIN`
-    replace them and run argon2 in a thread.
+    replace them and run argon2 in a thread;
+  * its DATA awaits one `readuntil` per line (0.87 ms of CPU per 10 KB message, 0.87 s per 25 MB):
+    `smtp_DATA` reads what arrived in chunks through gateway/smtp/data.py, with the same decisions,
+    and audits a refused DATA (size, line length), which aiosmtpd answered without a trace.
 - Order of checks (RFC 6409 §4): STARTTLS before anything but EHLO/HELO/NOOP/QUIT (530 5.7.0), AUTH
   only under TLS, MAIL only when authenticated (530 5.7.0), then identity policy on MAIL FROM,
   recipient policy on each RCPT TO, content and header identity on DATA.
