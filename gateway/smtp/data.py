@@ -88,10 +88,12 @@ class DataReader:
         """The message (RFC 5321 §4.5.2: one leading dot removed per line), once `done` and NOMINAL."""
         if not self.done or self.state is not DataState.NOMINAL:
             raise ValueError("no content: the data is not complete, or was refused")
-        raw = b"".join(self._parts)
-        self._parts = []
-        unstuffed = raw.replace(b"\r\n.", b"\r\n")
-        return unstuffed[1:] if raw.startswith(b".") else unstuffed
+        parts, self._parts = self._parts, []
+        if parts and parts[0].startswith(b"."):
+            parts[0] = parts[0][1:]  # the first line's dot: no CRLF before it for the replace to find
+        raw = b"".join(parts)
+        del parts  # at most two copies of the message at any time, as aiosmtpd
+        return raw.replace(b"\r\n.", b"\r\n")
 
     def _over_limit(self) -> None:
         if self.state is DataState.NOMINAL:

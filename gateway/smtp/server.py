@@ -202,6 +202,9 @@ class GatewaySMTP(SMTP):
             reader.feed_data(rest)
         if data.state is not DataState.NOMINAL:
             reply = _DATA_REFUSALS[data.state]
+            # The transaction is over before anything can fail: if the audit cannot be written, the client
+            # gets handle_exception's 451 and its next MAIL starts afresh (not on this envelope).
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
             audit = getattr(self.event_handler, "audit", None)
             if audit is not None and self.session is not None:
                 await audit(
@@ -212,7 +215,6 @@ class GatewaySMTP(SMTP):
                     size=received - len(rest),  # the octets of DATA, end line included
                 )
             await self.push(reply)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         raw = data.content()
         self.envelope.content = self.envelope.original_content = raw

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import tracemalloc
 from typing import Any
 from unittest import mock
 
@@ -155,6 +156,25 @@ def test_past_the_size_nothing_is_kept() -> None:
     assert data.feed(b".\r\n") == b""
 
 
+def test_the_content_takes_at_most_two_copies_of_the_message() -> None:
+    """As aiosmtpd's join: the parts and the joined message, then it and the unstuffed one."""
+    line = b"." + b"s" * 75 + b"\r\n"  # every line dot-stuffed: the replace copies
+    data = DataReader(line_limit=1001, size_limit=None)
+    for _ in range(80):
+        assert data.feed(line * 800) is None  # 80 chunks, 4.9 MB in all
+    assert data.feed(b".\r\n") == b""
+    size = data.size
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        content = data.content()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert content == (b"s" * 75 + b"\r\n") * 64000
+    assert peak < 2.1 * size, peak  # the joined message and the unstuffed one (the first version: 3 copies)
+
+
 # -- the model, over random streams and random chunks ---------------------------------------------------
 
 TOKENS = st.sampled_from([b"\r\n", b"\r", b"\n", b".", b"..", b"x", b"\r\n.\r\n", b"\r\n.", b"y" * 9, b"z" * 11])
@@ -192,11 +212,23 @@ SIZE_LIMIT = 150
 class Keep:
     def __init__(self) -> None:
         self.contents: list[bytes] = []
+        self.senders: list[str | None] = []
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope.original_content, bytes)
         self.contents.append(envelope.original_content)
+        self.senders.append(envelope.mail_from)
         return "250 kept"
+
+
+class AuditDown(Keep):
+    """The gateway's handler audits a refused DATA; here its audit database is gone."""
+
+    async def audit(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("audit database unavailable")
+
+    async def handle_exception(self, error: Exception) -> str:
+        return "451 4.3.0 Local error, try again later"
 
 
 class SmallAiosmtpd(SMTP):
@@ -207,10 +239,10 @@ class SmallGateway(GatewaySMTP):
     line_length_limit = LINE_LIMIT
 
 
-async def transcript(factory: Any, chunks: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+async def transcript(factory: Any, chunks: list[bytes], keep: Keep | None = None) -> tuple[list[bytes], list[bytes]]:
     """The reply codes to EHLO, MAIL, RCPT, DATA, then to everything the chunks hold, until the server
     closes after QUIT; and the contents handed to handle_DATA."""
-    keep = Keep()
+    keep = keep or Keep()
     # aiosmtpd closes after 5 unknown commands (what follows an early end line), with the client still
     # writing: its replies could then be lost to the reset, in either server. Not what is compared here.
     bogus = mock.patch.object(aiosmtpd.smtp, "BOGUS_LIMIT", 1_000_000)
@@ -266,3 +298,13 @@ def test_aiosmtpd_and_the_gateway_on_the_edges(body: bytes) -> None:
     wire = body + b"\r\n.\r\nQUIT\r\n"
     theirs = asyncio.run(transcript(SmallAiosmtpd, [wire]))
     assert asyncio.run(transcript(SmallGateway, [wire])) == theirs
+
+
+def test_a_refusal_whose_audit_fails_still_ends_the_transaction() -> None:
+    """451 instead of the 500, and the next MAIL starts a new transaction: nothing is delivered on the
+    refused one's envelope."""
+    handler = AuditDown()
+    refused = b"x" * 30 + b"\r\n.\r\nMAIL FROM:<e@f.fr>\r\nRCPT TO:<g@h.fr>\r\nDATA\r\n"
+    codes, contents = asyncio.run(transcript(SmallGateway, [refused, b"new\r\n.\r\nQUIT\r\n"], handler))
+    assert codes[4:] == [b"354", b"451", b"250", b"250", b"354", b"250", b"221"]
+    assert (contents, handler.senders) == ([b"new\r\n"], ["e@f.fr"])
