@@ -196,6 +196,10 @@ class GatewaySMTP(SMTP):
                 self._writer.close()
                 return
             received += len(chunk)
+            # [smtp] timeout is client silence (RFC 5321 §4.5.3.2.5: per data block, as Postfix's
+            # smtpd_timeout), not the whole DATA: aiosmtpd's one timer per command cut a 25 MB message off
+            # on an uplink under 700 kbit/s.
+            self._reset_timeout()
             rest = data.feed(chunk)
         if rest and not reader.at_eof():
             # Pipelined commands after the end line (RFC 2920): back in the (now empty) buffer, in order.

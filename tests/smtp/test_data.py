@@ -308,3 +308,41 @@ def test_a_refusal_whose_audit_fails_still_ends_the_transaction() -> None:
     codes, contents = asyncio.run(transcript(SmallGateway, [refused, b"new\r\n.\r\nQUIT\r\n"], handler))
     assert codes[4:] == [b"354", b"451", b"250", b"250", b"354", b"250", b"221"]
     assert (contents, handler.senders) == ([b"new\r\n"], ["e@f.fr"])
+
+
+async def slow_upload(pause: float, pieces: int, silence: float) -> tuple[list[bytes], list[bytes]]:
+    """A client that sends its message in `pieces` (none: it falls silent), `pause` seconds apart, to a
+    gateway whose [smtp] timeout is `silence`: the reply codes from DATA on, and what was delivered."""
+    keep = Keep()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SmallGateway(keep, hostname="h", timeout=silence, data_size_limit=None), "127.0.0.1", 0
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    codes = []
+    try:
+        await reader.readline()
+        for command in (b"HELO c", b"MAIL FROM:<a@b.fr>", b"RCPT TO:<c@d.fr>", b"DATA"):
+            writer.write(command + b"\r\n")
+            codes.append((await reader.readline())[:3])
+        for n in range(pieces):
+            await asyncio.sleep(pause)
+            writer.write(b"piece %d\r\n" % n)
+        if pieces:
+            writer.write(b".\r\n")
+        codes.append((await asyncio.wait_for(reader.readline(), 10))[:3])
+        if not pieces:  # silent: after its 421 the server hangs up
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+    return codes[3:], keep.contents
+
+
+def test_the_timeout_is_silence_not_the_length_of_the_upload() -> None:
+    """RFC 5321 §4.5.3.2.5: a slow client that keeps sending is not cut off after `timeout` seconds of
+    DATA; one that falls silent for longer is told 421 and dropped."""
+    codes, contents = asyncio.run(slow_upload(pause=0.3, pieces=8, silence=1.0))  # 2.4 s of DATA
+    assert (codes, contents) == ([b"354", b"250"], [b"".join(b"piece %d\r\n" % n for n in range(8))])
+    codes, contents = asyncio.run(slow_upload(pause=0, pieces=0, silence=1.0))
+    assert (codes, contents) == ([b"354", b"421"], [])
