@@ -18,8 +18,8 @@ Implementation notes
   meeting a lock (SQLITE_BUSY) goes the usual way, which waits off the loop. PostgreSQL: `reading()`.
 - `raw_writing()`: the hottest write transactions (the audit append, APPEND, the queue) in plain SQL.
   On SQLite, a connection per event loop with the engine's settings, under the same writer lock: BEGIN
-  IMMEDIATE and the statements inline, COMMIT (fsync) on a worker thread, which a cancelled task still
-  waits for before the connection is touched again. PostgreSQL: `writing()`.
+  IMMEDIATE and the statements inline, COMMIT (fsync) on the Database's commit thread (`_Committer`),
+  which a cancelled task still waits for before the connection is touched again. PostgreSQL: `writing()`.
 - Schema changes only through alembic migrations (`migrate()`), run on the engine's own connection so the
   async driver is used end to end. Two migration trees: application data and the audit log.
 """
@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import queue
 import sqlite3
 import threading
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +217,68 @@ def _raw_path(url: str) -> str | None:
     return parsed.database
 
 
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.cancelled():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+class _Committer:
+    """A thread of one Database's own that runs its COMMITs (the fsync of synchronous=FULL), in order.
+
+    Why not `run_in_executor`: its round trip (a concurrent Future chained to the loop's, the executor's
+    locks and idle-thread semaphore) costs the loop's thread 47-53 µs of CPU per call on the benchmark
+    machine; a queue and `call_soon_threadsafe` cost 22-23 µs (docs/benchmarks.md, eighth pass). Every
+    APPEND, content FETCH, audit flush and accepted message commits at least once. The commits of one
+    Database are serial anyway (one writer lock per loop, one SQLite writer per file)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Callable[[], object]] | None
+        ]
+        self._jobs = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[], object]) -> asyncio.Future[None]:
+        """`fn()` on the thread; the future is settled on the calling loop."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, args=(self._jobs,), name=self._name, daemon=True)
+                self._thread.start()
+            self._jobs.put((loop, done, fn))
+        return done
+
+    def stop(self) -> None:
+        """The thread ends once the jobs already given are done (without waiting here); a later `run`
+        starts another."""
+        with self._lock:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._jobs, self._thread = queue.SimpleQueue(), None
+
+    @staticmethod
+    def _serve(
+        jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Callable[[], object]] | None],
+    ) -> None:
+        while (job := jobs.get()) is not None:
+            loop, done, fn = job
+            error: BaseException | None = None
+            try:
+                fn()
+            except BaseException as exc:  # handed to the awaiting task, whatever it is
+                error = exc
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, done, error)
+            del job, loop, done, fn, error  # nothing of a finished transaction kept while idle
+
+
 class Database:
     """One database: a write engine, a read engine (the same one on PostgreSQL) and sessions."""
 
@@ -237,6 +300,7 @@ class Database:
         # One lock per event loop (tests and admin commands may run several loops in turn).
         self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self._writing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"writing:{id(self)}", default=False)
+        self._commits = _Committer(f"commit:{Path(self._raw_path).name if self._raw_path else 'db'}")
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -330,7 +394,7 @@ class Database:
                 yield _SQLiteStatements(raw)
                 try:
                     if raw.total_changes != changes:  # a commit that wrote waits for fsync (synchronous=FULL)
-                        await _to_the_end(loop.run_in_executor(None, raw.commit))
+                        await _to_the_end(self._commits.run(raw.commit))
                     else:
                         raw.commit()
                 except sqlite3.Error as exc:
@@ -448,6 +512,7 @@ class Database:
         finally:
             if lock is not None:
                 lock.release()
+        self._commits.stop()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -530,20 +530,24 @@ async def test_raw_writing_waits_for_another_process_off_the_loop(tmp_path: Path
         assert await db.rows("SELECT count(*) FROM scratch", {}) == [(4,)]
 
 
-class _SlowStart(ThreadPoolExecutor):
-    """Worker threads start their call 0.3 s late: what the test does next lands while the COMMIT is pending."""
+def _slow_commits(db: Database) -> None:
+    """The Database's COMMITs start 0.3 s late on its commit thread: what the test does next lands while
+    the COMMIT is pending."""
+    run = db._commits.run
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        def late() -> Any:
+    def late(fn: Callable[[], object]) -> asyncio.Future[None]:
+        def slow() -> object:
             time.sleep(0.3)
-            return fn(*args, **kwargs)
+            return fn()
 
-        return super().submit(late)
+        return run(slow)
+
+    db._commits.run = late  # type: ignore[method-assign]
 
 
 async def _committing(db: Database) -> asyncio.Task[None]:
-    """A task whose write (row "c") is in its COMMIT, held 0.3 s on the worker thread (_SlowStart)."""
-    asyncio.get_running_loop().set_default_executor(_SlowStart(max_workers=2))
+    """A task whose write (row "c") is in its COMMIT, held 0.3 s on the commit thread (_slow_commits)."""
+    _slow_commits(db)
     entered = asyncio.Event()
 
     async def write() -> None:
@@ -593,3 +597,33 @@ async def test_close_waits_for_a_commit_under_way(tmp_path: Path) -> None:
     await writer  # committed, no "Cannot operate on a closed database"
     async with Database(url) as again:
         assert await again.rows("SELECT k FROM scratch ORDER BY k", {}) == [("a",), ("b",), ("c",)]
+
+
+async def test_commits_run_in_order_on_a_thread_of_their_own_and_errors_reach_the_writer(tmp_path: Path) -> None:
+    """`_Committer`: each COMMIT off the loop, on the Database's own thread (not the default executor),
+    one after the other; a failing one raises in the task that awaits it; after close() a new thread."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
+        seen: list[tuple[str, int]] = []
+
+        def job(n: int) -> Callable[[], None]:
+            def run() -> None:
+                time.sleep(0.01 * (3 - n))  # the first takes longest: order is kept anyway
+                seen.append((threading.current_thread().name, n))
+
+            return run
+
+        await asyncio.gather(*(db._commits.run(job(n)) for n in range(3)))
+        assert seen == [("commit:store.db", 0), ("commit:store.db", 1), ("commit:store.db", 2)]
+
+        def failing() -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            await db._commits.run(failing)
+        first = db._commits._thread
+        db._commits.stop()
+        await db._commits.run(job(0))  # a thread again after stop()
+        assert db._commits._thread is not first
+        assert first is not None
+        first.join(5)
+        assert not first.is_alive()
