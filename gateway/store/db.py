@@ -249,9 +249,10 @@ class _Committer:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, args=(self._jobs,), name=self._name, daemon=True)
-                self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._serve, args=(self._jobs,), name=self._name, daemon=True)
+                thread.start()  # may raise (no thread to be had): then nothing is queued for nobody
+                self._thread = thread
             self._jobs.put((loop, done, fn))
         return done
 
@@ -301,6 +302,7 @@ class Database:
         self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self._writing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"writing:{id(self)}", default=False)
         self._commits = _Committer(f"commit:{Path(self._raw_path).name if self._raw_path else 'db'}")
+        weakref.finalize(self, self._commits.stop)  # a Database dropped without close() leaves no thread
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

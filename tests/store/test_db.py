@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
 import time
@@ -627,3 +628,33 @@ async def test_commits_run_in_order_on_a_thread_of_their_own_and_errors_reach_th
         assert first is not None
         first.join(5)
         assert not first.is_alive()
+
+
+async def test_the_commit_thread_goes_with_its_database(tmp_path: Path) -> None:
+    """A Database dropped without close() does not leave its commit thread waiting forever; one whose
+    thread could not start does not queue commits for nobody (the next one starts it)."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    await db._commits.run(lambda: None)
+    thread = db._commits._thread
+    assert thread is not None
+    assert thread.is_alive()
+    await db.engine.dispose()
+    await db.read_engine.dispose()
+    del db
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}") as other:
+        real_start = threading.Thread.start
+
+        def cannot(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        threading.Thread.start = cannot  # type: ignore[method-assign]
+        try:
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                other._commits.run(lambda: None)
+        finally:
+            threading.Thread.start = real_start  # type: ignore[method-assign]
+        await asyncio.wait_for(other._commits.run(lambda: None), 5)  # not queued behind a thread that never ran
