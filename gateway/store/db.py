@@ -497,9 +497,12 @@ class Database:
             return None  # no schema yet
 
     async def close(self) -> None:
-        # This loop's write transaction, if one is under way (its COMMIT may be on a worker thread), ends
-        # first; another loop's open transaction keeps its connection.
-        lock = self._writers.get(asyncio.get_running_loop())
+        # This loop's write transaction, if one is under way (its COMMIT may be on the commit thread),
+        # ends first. Another live loop's writer connection is left to it: on its own thread it may be in
+        # a BEGIN waiting off the loop or in a COMMIT, and closing a connection under a running call
+        # crashes the process. It closes with that loop (weak key) or its own close().
+        here = asyncio.get_running_loop()
+        lock = self._writers.get(here)
         if lock is not None:
             await lock.acquire()
         try:
@@ -508,7 +511,7 @@ class Database:
                     self._raw.close()
                     self._raw = None
                 for loop, conn in list(self._raw_writers.items()):
-                    if not conn.in_transaction:
+                    if (loop is here or loop.is_closed()) and not conn.in_transaction:
                         conn.close()
                         del self._raw_writers[loop]
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -658,3 +659,61 @@ async def test_the_commit_thread_goes_with_its_database(tmp_path: Path) -> None:
         finally:
             threading.Thread.start = real_start  # type: ignore[method-assign]
         await asyncio.wait_for(other._commits.run(lambda: None), 5)  # not queued behind a thread that never ran
+
+
+_CLOSE_RACE = """
+import asyncio, sqlite3, sys, threading, time
+from gateway.store.db import Database
+url, path = sys.argv[1], sys.argv[2]
+db = Database(url)
+blocker = sqlite3.connect(path, isolation_level=None)
+waiting, errors = threading.Event(), []
+
+async def elsewhere():
+    db._raw_writer()  # this loop's write connection
+    waiting.set()
+    async with db.raw_writing() as tx:  # BEGIN meets the blocker: waits on a worker thread, in SQLite
+        await tx.execute("INSERT INTO scratch (k, v) VALUES ('y', 'other loop')", {})
+
+def thread():
+    try:
+        asyncio.run(elsewhere())
+    except BaseException as exc:
+        errors.append(repr(exc))
+
+async def main():
+    blocker.execute("BEGIN IMMEDIATE")
+    other = threading.Thread(target=thread)
+    other.start()
+    await asyncio.get_running_loop().run_in_executor(None, waiting.wait)
+    await asyncio.sleep(0.5)  # the other loop's BEGIN is now waiting inside SQLite
+    await db.close()
+    blocker.execute("COMMIT")
+    await asyncio.get_running_loop().run_in_executor(None, other.join)
+    print(errors)
+
+asyncio.run(main())
+"""
+
+
+async def test_close_leaves_another_live_loop_its_writer(tmp_path: Path) -> None:
+    """Closing from one loop leaves alone the write connection of a loop running on another thread: it
+    may be in a call there (here a BEGIN waiting for another process's lock), and closing a connection
+    under a running call crashed the process (a subprocess here, so that a crash fails only this test)."""
+    path = tmp_path / "store.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    async with Database(url) as db:
+        await _scratch(db)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CLOSE_RACE,
+        url,
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert (proc.returncode, out) == (0, b"[]\n"), err.decode()[-2000:]
+    async with Database(url) as again:
+        assert await again.rows("SELECT k FROM scratch ORDER BY k", {}) == [("a",), ("b",), ("y",)]
