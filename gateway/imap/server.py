@@ -26,7 +26,7 @@ from gateway.auth.lockout import Lockout
 from gateway.auth.service import CertificateLogin, PasswordLogin, Revoked
 from gateway.config import Config
 from gateway.imap.proto import serialize as ser
-from gateway.imap.session import AUTH, NOT_AUTH, SELECTED, Session
+from gateway.imap.session import AUTH, BYE, NOT_AUTH, SELECTED, Session
 from gateway.node import Node
 from gateway.proxy import listen
 from gateway.smtp.server import Listener
@@ -82,6 +82,7 @@ class ImapService:
         self.per_user: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
         self.sessions: set[Session] = set()
+        self.stopping = False  # the node stops: a connection served from now on is told BYE at once
         self.idling: set[Session] = set()  # in IDLE: woken by check_idle when another process changes a folder
 
     async def watch(self) -> None:
@@ -96,6 +97,7 @@ class ImapService:
     async def stop(self, grace: float = 5.0) -> None:
         """End every session with BYE [UNAVAILABLE] (a running command finishes first), waiting up to `grace`
         seconds: clients learn the node is stopping instead of seeing their connection cut."""
+        self.stopping = True
         for session in list(self.sessions):
             await session.revoke("node-stopping")
         with contextlib.suppress(TimeoutError):
@@ -145,8 +147,16 @@ class ImapService:
         client: tuple[str, int] | None = None,
     ) -> None:
         session = Session(self, reader, writer, tls=tls, client=client)
-        if self.per_address[session.client_ip] >= self.cfg.imap.max_connections_per_address:
-            writer.write(ser.untagged_status("BYE", "Too many connections from your address"))
+        # A connection accepted as the stop began (the listener closed, its task or TLS handshake not yet
+        # run when stop() told the sessions): a BYE greeting (RFC 3501 §7.1.5), as the others get.
+        refusal: bytes | None = None
+        if self.stopping:
+            code, text = BYE["node-stopping"]
+            refusal = ser.untagged_status("BYE", text, code)
+        elif self.per_address[session.client_ip] >= self.cfg.imap.max_connections_per_address:
+            refusal = ser.untagged_status("BYE", "Too many connections from your address")
+        if refusal is not None:
+            writer.write(refusal)
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             writer.close()

@@ -4,14 +4,17 @@ at once; past the grace, what is left is cut with a 421 and nothing half-receive
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
+from gateway.smtp.server import GatewaySMTP
 from tests.conftest import NodeDir
 from tests.smtp.conftest import DOCTOR, PASSWORD, SECRETARIAT, Gateway, provision, serve
 
@@ -120,3 +123,39 @@ def test_no_new_connection_is_served_while_the_node_drains(stopping: Gateway) ->
     gw.running.proc.communicate(timeout=30)
     assert gw.running.proc.returncode == 0
     assert stored(gw, SECRETARIAT) == 1
+
+
+class _StoppingHandler:
+    """What GatewaySMTP reads of its handler at connection time: the node began to stop."""
+
+    stopping = True
+
+    def __init__(self) -> None:
+        self.live: weakref.WeakSet[GatewaySMTP] = weakref.WeakSet()
+
+
+def test_a_connection_accepted_as_the_stop_begins_gets_421_at_its_first_command() -> None:
+    """The instant between the stop's start and the listeners' close: a connection the kernel had
+    already accepted is greeted, then told 421 at its first command (RFC 5321 §3.8), not served."""
+
+    async def scenario() -> list[bytes]:
+        handler = _StoppingHandler()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: GatewaySMTP(handler, hostname="mail.ch-test.mssante.fr"), "127.0.0.1", 0
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            lines = [await reader.readline()]
+            writer.write(b"EHLO client.example\r\n")
+            lines.append(await reader.readline())
+            lines.append(await asyncio.wait_for(reader.read(), 10))  # then the connection is closed
+            assert not handler.live  # and no longer counted among the sessions the stop waits for
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+        return lines
+
+    greeting, reply, rest = asyncio.run(scenario())
+    assert greeting.startswith(b"220 mail.ch-test.mssante.fr ")
+    assert (reply, rest) == (b"421 " + SHUTTING_DOWN + b"\r\n", b"")
