@@ -100,9 +100,9 @@ _REWRITES: dict[str, str] = {
     "421 Too many connections": "421 4.7.0 Too many connections",
 }
 
-_DATA_REFUSALS = {
-    DataState.TOO_LONG: "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
-    DataState.TOO_MUCH: "552 5.3.4 Message size exceeds fixed maximum message size",
+_DATA_REFUSALS = {  # aiosmtpd's own wording for these refusals, as push rewrites it
+    DataState.TOO_LONG: _REWRITES["500 Line too long (see RFC5321 4.5.3.1.6)"],
+    DataState.TOO_MUCH: _REWRITES["552 Error: Too much mail data"],
 }
 _READ_ALL = 1 << 62  # StreamReader.read(n): all that is buffered, up to n octets
 

@@ -226,6 +226,10 @@ def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
         done.set_exception(error)
 
 
+_Jobs = queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Callable[[], object]] | None]
+"""A commit thread's work: (the caller's loop, the future to settle there, the call); None ends it."""
+
+
 class _Committer:
     """A thread of one Database's own that runs its COMMITs (the fsync of synchronous=FULL), in order.
 
@@ -238,10 +242,7 @@ class _Committer:
     def __init__(self, name: str) -> None:
         self._name = name
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[
-            tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Callable[[], object]] | None
-        ]
-        self._jobs = queue.SimpleQueue()
+        self._jobs: _Jobs = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def run(self, fn: Callable[[], object]) -> asyncio.Future[None]:
@@ -266,7 +267,7 @@ class _Committer:
 
     @staticmethod
     def _serve(
-        jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Callable[[], object]] | None],
+        jobs: _Jobs,
     ) -> None:
         while (job := jobs.get()) is not None:
             loop, done, fn = job
