@@ -16,16 +16,14 @@ Implementation notes
 from __future__ import annotations
 
 import base64
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 from cryptography import x509
 
+from gateway.headers import fields_of
 from gateway.smime import cms
 
 OUTER_FIELDS = ("from", "to", "cc", "date", "message-id", "mime-version")  # Direct's outer header, plus Cc
@@ -52,29 +50,13 @@ def fields(header: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
-# email.feedparser's test of a header line (its headerRE): a field name and a colon, a continuation, or
-# an mbox "From " line. The first line failing it ends the header for the email package.
-_HEADER_LINE = re.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
 _READ_FIELDS = (b"content-type", b"content-transfer-encoding")
 
 
 def _headers(entity: bytes) -> Message:
-    """The entity's Content-Type and Content-Transfer-Encoding, the only fields read here, parsed by the
-    email package as it parses them in a whole header. Handing it only those lines (cut where it would
-    end the header, continuations kept) spares it the other fields: that parsing was the largest piece
-    of a relayed message's `mime.form` left in the serving loop."""
-    kept: list[bytes] = []
-    keep = False
-    for line in split(entity)[0].splitlines(keepends=True):  # \r\n, \r or \n, as the email package splits
-        if not _HEADER_LINE.match(line):
-            break
-        if line[:1] not in (b" ", b"\t"):
-            keep = line.split(b":", 1)[0].strip().lower() in _READ_FIELDS
-        if keep:
-            kept.append(line)  # with its own line end: a folded value keeps it, as in the whole header
-    if kept and not kept[-1].endswith((b"\n", b"\r")):
-        kept.append(CRLF)
-    return BytesHeaderParser(policy=compat32).parsebytes(b"".join(kept) + CRLF)
+    """The entity's Content-Type and Content-Transfer-Encoding, the only fields read here (parsing the
+    whole header was the largest piece of a relayed message's `mime.form` left in the serving loop)."""
+    return fields_of(entity, _READ_FIELDS)
 
 
 def _b64(data: bytes) -> bytes:

@@ -29,14 +29,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import Literal, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, MssgwError, NotFound, UsageError
+from gateway.headers import field_value
 from gateway.store.crypto import DataKey
 from gateway.store.db import Statements
 from gateway.store.messages import Delivered, MessageStore, QuotaCheck, body_aad
@@ -134,11 +133,8 @@ def check_name(name: str) -> str:
 
 def _message_id(body: bytes) -> str | None:
     """The Message-ID header of a message, unfolded, for audit records (None when absent or unreadable)."""
-    # The header block only (up to the first empty line, RFC 5322 §2.1): the body is not the parser's business.
-    ends = [i for i in (body.find(b"\r\n\r\n"), body.find(b"\n\n")) if i >= 0]
-    head = body[: min(ends) + 2] if ends else body
-    value = BytesHeaderParser(policy=compat32).parsebytes(head).get("Message-ID")
-    if not isinstance(value, str):
+    value = field_value(body, b"message-id")
+    if value is None:
         return None
     value = " ".join(value.split())[:250]
     return value if value.isprintable() and value else None
