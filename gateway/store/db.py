@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -217,17 +217,35 @@ def _raw_path(url: str) -> str | None:
     return parsed.database
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.cancelled():
+class _Job:
+    """A call on the commit thread as its loop sees it: `done` settled there once the call has ended,
+    and `later`, the futures of a cancelled caller that still waits for that end (`_Committer.call`)."""
+
+    __slots__ = ("done", "ended", "fn", "later", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+        self.loop = loop
+        self.fn = fn
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.ended = False
+        self.later: list[asyncio.Future[None]] = []
+
+
+def _settle(job: _Job, error: BaseException | None) -> None:
+    job.ended = True
+    for waiter in job.later:
+        if not waiter.done():
+            waiter.set_result(None)
+    if job.done.cancelled():
         return
     if error is None:
-        done.set_result(None)
+        job.done.set_result(None)
     else:
-        done.set_exception(error)
+        job.done.set_exception(error)
 
 
-_Jobs = queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Callable[[], object]] | None]
-"""A commit thread's work: (the caller's loop, the future to settle there, the call); None ends it."""
+_Jobs = queue.SimpleQueue[_Job | None]
+"""A commit thread's work; None ends it."""
 
 
 class _Committer:
@@ -245,17 +263,36 @@ class _Committer:
         self._jobs: _Jobs = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def run(self, fn: Callable[[], object]) -> asyncio.Future[None]:
-        """`fn()` on the thread; the future is settled on the calling loop."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+    def submit(self, fn: Callable[[], object]) -> _Job:
+        """`fn()` on the thread; its job is settled on the calling loop."""
+        job = _Job(asyncio.get_running_loop(), fn)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 thread = threading.Thread(target=self._serve, args=(self._jobs,), name=self._name, daemon=True)
                 thread.start()  # may raise (no thread to be had): then nothing is queued for nobody
                 self._thread = thread
-            self._jobs.put((loop, done, fn))
-        return done
+            self._jobs.put(job)
+        return job
+
+    def run(self, fn: Callable[[], object]) -> asyncio.Future[None]:
+        """`fn()` on the thread; the future is settled on the calling loop."""
+        return self.submit(fn).done
+
+    async def call(self, fn: Callable[[], object]) -> None:
+        """`fn()` on the thread, waited for to its end even when the caller is cancelled meanwhile (the
+        connection it runs on must not be touched until then); the cancellation is raised afterwards.
+        `_to_the_end` does this with `asyncio.shield`, whose extra future and loop turn cost the loop
+        about 14 µs per commit (docs/benchmarks.md, ninth pass): here a cancelled caller only waits on."""
+        job = self.submit(fn)
+        try:
+            await job.done
+        except asyncio.CancelledError:
+            while not job.ended:  # our cancellation cancelled `done`: the call still runs
+                later = job.loop.create_future()
+                job.later.append(later)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await later
+            raise
 
     def stop(self) -> None:
         """The thread ends once the jobs already given are done (without waiting here); a later `run`
@@ -270,15 +307,74 @@ class _Committer:
         jobs: _Jobs,
     ) -> None:
         while (job := jobs.get()) is not None:
-            loop, done, fn = job
             error: BaseException | None = None
             try:
-                fn()
+                job.fn()
             except BaseException as exc:  # handed to the awaiting task, whatever it is
                 error = exc
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                loop.call_soon_threadsafe(_settle, done, error)
-            del job, loop, done, fn, error  # nothing of a finished transaction kept while idle
+                job.loop.call_soon_threadsafe(_settle, job, error)
+            del job, error  # nothing of a finished transaction kept while idle
+
+
+class _RawTransaction:
+    """`Database.raw_writing()` on SQLite. A class, not a generator-based context manager: every APPEND,
+    audit append and queue change goes through it, and the generators (this one, the lock's, `joined`'s)
+    cost the loop about 25 µs per transaction (docs/benchmarks.md, ninth pass)."""
+
+    __slots__ = ("_changes", "_db", "_lock", "_raw", "_token")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> Statements:
+        db = self._db
+        if db._writing.get():
+            raise RuntimeError("a write transaction is already open in this task: pass its session instead")
+        loop = asyncio.get_running_loop()
+        lock = db._writers.get(loop) or db._writers.setdefault(loop, asyncio.Lock())
+        await lock.acquire()
+        self._lock, self._token = lock, db._writing.set(True)
+        raw: sqlite3.Connection | None = None
+        try:
+            raw = db._raw_writer()
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not sqlite_inline.busy(exc):
+                    raise _dbapi_error("BEGIN IMMEDIATE", exc) from exc
+                # Another process holds the write lock: wait for it off the loop.
+                try:
+                    await _to_the_end(loop.run_in_executor(None, _begin_waiting, raw))
+                except sqlite3.Error as waited:
+                    raise _dbapi_error("BEGIN IMMEDIATE", waited) from waited
+        except BaseException:
+            self._release(raw)  # a BEGIN that ended after a cancellation is rolled back
+            raise
+        self._raw, self._changes = raw, raw.total_changes
+        return _SQLiteStatements(raw)
+
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        raw = self._raw
+        try:
+            if kind is None:
+                try:
+                    if raw.total_changes != self._changes:  # a commit that wrote waits for fsync (synchronous=FULL)
+                        await self._db._commits.call(raw.commit)
+                    else:
+                        raw.commit()
+                except sqlite3.Error as error:
+                    raise _dbapi_error("COMMIT", error) from error
+        finally:
+            self._release(raw)
+
+    def _release(self, raw: sqlite3.Connection | None) -> None:
+        try:
+            if raw is not None and raw.in_transaction:
+                raw.rollback()
+        finally:
+            self._db._writing.reset(self._token)
+            self._lock.release()
 
 
 class Database:
@@ -369,52 +465,29 @@ class Database:
                     return None
                 raise
 
-    @asynccontextmanager
-    async def raw_writing(self) -> AsyncIterator[Statements]:
+    def raw_writing(self) -> AbstractAsyncContextManager[Statements]:
         """A write transaction of plain SQL statements (`:name` parameters), for the hottest writes (the
         audit append, APPEND, the queue). On SQLite (inline driver): a connection of this event loop's own,
-        BEGIN IMMEDIATE and the statements inline, COMMIT (the fsync) on a worker thread, under `write()`'s
-        lock, without SQLAlchemy's per-transaction work. Elsewhere: `writing()`'s connection."""
+        BEGIN IMMEDIATE and the statements inline, COMMIT (the fsync) on the commit thread, under `write()`'s
+        lock, without SQLAlchemy's per-transaction work (`_RawTransaction`). Elsewhere: `writing()`'s
+        connection."""
         if self._raw_path is None:
-            async with self.writing() as conn:
-                yield _EngineStatements(conn, self.is_sqlite)
-            return
-        async with self._writer():
-            raw = self._raw_writer()
-            loop = asyncio.get_running_loop()
-            try:
-                try:
-                    raw.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if not sqlite_inline.busy(exc):
-                        raise _dbapi_error("BEGIN IMMEDIATE", exc) from exc
-                    # Another process holds the write lock: wait for it off the loop.
-                    try:
-                        await _to_the_end(loop.run_in_executor(None, _begin_waiting, raw))
-                    except sqlite3.Error as waited:
-                        raise _dbapi_error("BEGIN IMMEDIATE", waited) from waited
-                changes = raw.total_changes
-                yield _SQLiteStatements(raw)
-                try:
-                    if raw.total_changes != changes:  # a commit that wrote waits for fsync (synchronous=FULL)
-                        await _to_the_end(self._commits.run(raw.commit))
-                    else:
-                        raw.commit()
-                except sqlite3.Error as exc:
-                    raise _dbapi_error("COMMIT", exc) from exc
-            finally:
-                if raw.in_transaction:
-                    raw.rollback()
+            return self._engine_statements()
+        return _RawTransaction(self)
 
     @asynccontextmanager
-    async def joined(self, session: AsyncSession | AsyncConnection | Statements | None) -> AsyncIterator[Statements]:
+    async def _engine_statements(self) -> AsyncIterator[Statements]:
+        async with self.writing() as conn:
+            yield _EngineStatements(conn, self.is_sqlite)
+
+    def joined(
+        self, session: AsyncSession | AsyncConnection | Statements | None
+    ) -> AbstractAsyncContextManager[Statements]:
         """The caller's transaction when given (what runs here commits with its changes), else a
         `raw_writing()` one of its own."""
         if session is not None:
-            yield self.statements(session)
-            return
-        async with self.raw_writing() as tx:
-            yield tx
+            return contextlib.nullcontext(self.statements(session))
+        return self.raw_writing()
 
     def statements(self, session: AsyncSession | AsyncConnection | Statements) -> Statements:
         """The plain-SQL statements of `raw_writing()` in a transaction the caller already holds (an ORM

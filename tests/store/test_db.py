@@ -22,7 +22,7 @@ from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog
 from gateway.audit.models import AuditHead, AuditRecord
 from gateway.errors import ConfigError
 from gateway.store import db as db_module
-from gateway.store.db import STORE_HEAD, STORE_MIGRATIONS, Database, alembic_head
+from gateway.store.db import STORE_HEAD, STORE_MIGRATIONS, Database, _Job, alembic_head
 from gateway.store.models import Mailbox, TrustDomain
 from tests.pg import db_error
 from tests.store.conftest import LoopTicks
@@ -535,16 +535,16 @@ async def test_raw_writing_waits_for_another_process_off_the_loop(tmp_path: Path
 def _slow_commits(db: Database) -> None:
     """The Database's COMMITs start 0.3 s late on its commit thread: what the test does next lands while
     the COMMIT is pending."""
-    run = db._commits.run
+    submit = db._commits.submit
 
-    def late(fn: Callable[[], object]) -> asyncio.Future[None]:
+    def late(fn: Callable[[], object]) -> _Job:
         def slow() -> object:
             time.sleep(0.3)
             return fn()
 
-        return run(slow)
+        return submit(slow)
 
-    db._commits.run = late  # type: ignore[method-assign]
+    db._commits.submit = late  # type: ignore[method-assign]
 
 
 async def _committing(db: Database) -> asyncio.Task[None]:
@@ -575,6 +575,21 @@ async def test_raw_writing_cancelled_in_its_commit_leaves_the_connection_whole(t
         async with db.raw_writing() as tx:
             await tx.execute(_ADD, {"k": "d", "v": "manual"})
         assert await db.rows("SELECT k FROM scratch ORDER BY k", {}) == [("a",), ("b",), ("c",), ("d",)]
+
+
+async def test_a_writer_cancelled_again_while_it_waits_for_its_commit_still_waits(tmp_path: Path) -> None:
+    """Each cancellation while the COMMIT runs only renews the wait (`_Committer.call`): the task ends once
+    the commit has, with the cancellation, and nothing of the connection is touched before."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as db:
+        await _scratch(db)
+        writer = await _committing(db)
+        for _ in range(3):
+            writer.cancel()
+            await asyncio.sleep(0.02)
+            assert not writer.done()  # the commit (0.3 s) is still under way
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        assert await db.rows("SELECT k FROM scratch ORDER BY k", {}) == [("a",), ("b",), ("c",)]
 
 
 async def test_statements_in_a_session_flush_its_pending_objects_first(db_url: str) -> None:
