@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import KeyEncryptionKey
-from gateway.store.db import Database
+from gateway.store.db import Database, _Job
 from gateway.store.mailboxes import MailboxRepository
 from gateway.store.mailstore import Mailstore, QuotaExceeded, canonical, check_name
 from gateway.store.messages import MessageStore
@@ -200,6 +203,84 @@ async def test_quota_refuses_append_and_copy_past_it(box: Mailstore) -> None:
     await unlimited.set_quota(ALICE, None)
     assert (await unlimited.usage(ALICE))[1] is None
     assert (await Mailstore(box.store, default_quota=size).usage(ALICE))[1] == size
+
+
+def _count_commits(db: Database) -> list[int]:
+    """Counts the COMMITs that reach the commit thread (SQLite): one per transaction that wrote."""
+    commits: list[int] = []
+    submit = db._commits.submit
+
+    def counted(fn: Callable[[], object]) -> _Job:
+        commits.append(1)
+        return submit(fn)
+
+    db._commits.submit = counted  # type: ignore[method-assign]
+    return commits
+
+
+async def test_concurrent_appends_share_a_transaction_and_each_refusal_is_its_own(
+    box: Mailstore, store_db: Database
+) -> None:
+    """Group commit (MessageStore._flush): APPENDs made while one commits go into one transaction, each
+    under its own SAVEPOINT. The one over quota is refused alone: the others are stored, with UIDs that
+    follow each other (its UID allocation was rolled back with it) and the usage counts them only."""
+    small, big = body(1), body(2) + b"x" * 5000
+    await box.set_quota(ALICE, 8 * len(small) + 100)
+    commits = _count_commits(store_db)
+    sent = [small] * 4 + [big] + [small] * 4
+    got = await asyncio.gather(*(box.append(ALICE, "INBOX", m) for m in sent), return_exceptions=True)
+    assert isinstance(got[4], QuotaExceeded)
+    stored = [g for i, g in enumerate(got) if i != 4]
+    assert [uid for _, uid in stored] == list(range(1, 9))  # type: ignore[misc]
+    assert await box.usage(ALICE) == (8 * len(small), 8 * len(small) + 100)
+    assert (await box.status(ALICE, "INBOX")).uidnext == 9
+    if store_db.is_sqlite:
+        assert len(commits) == 1  # all nine were waiting when the transaction began
+
+
+async def test_a_refused_folder_in_a_group_leaves_the_others(box: Mailstore) -> None:
+    got = await asyncio.gather(
+        box.append(ALICE, "INBOX", body(1)),
+        box.append(ALICE, "Nowhere", body(2)),
+        box.append(ALICE, "INBOX", body(3)),
+        box.append(BOB, "INBOX", body(4)),
+        return_exceptions=True,
+    )
+    assert isinstance(got[1], NotFound)
+    assert [g[1] for g in (got[0], got[2], got[3])] == [1, 2, 1]  # type: ignore[index]
+    assert (await box.status(ALICE, "INBOX")).messages == 2
+
+
+async def test_an_append_cancelled_before_its_turn_stores_nothing(box: Mailstore) -> None:
+    first = asyncio.create_task(box.append(ALICE, "INBOX", body(1)))
+    second = asyncio.create_task(box.append(ALICE, "INBOX", body(2)))
+    third = asyncio.create_task(box.append(ALICE, "INBOX", body(3)))
+    await asyncio.sleep(0)  # all three queued; the group's transaction has not started
+    second.cancel()
+    assert (await first)[1] == 1
+    assert (await third)[1] == 2
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert (await box.status(ALICE, "INBOX")).messages == 2
+
+
+async def test_a_failed_commit_fails_every_append_of_its_group(box: Mailstore, store_db: Database) -> None:
+    if not store_db.is_sqlite:
+        pytest.skip("the commit thread is SQLite's")
+    submit = store_db._commits.submit
+
+    def failing(fn: Callable[[], object]) -> _Job:
+        def commit_then_fail() -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        return submit(commit_then_fail)
+
+    store_db._commits.submit = failing  # type: ignore[method-assign]
+    got = await asyncio.gather(*(box.append(ALICE, "INBOX", body(i)) for i in range(3)), return_exceptions=True)
+    assert [type(g).__name__ for g in got] == ["OperationalError"] * 3
+    store_db._commits.submit = submit  # type: ignore[method-assign]
+    assert (await box.status(ALICE, "INBOX")).messages == 0
+    assert [uid for _, uid in [await box.append(ALICE, "INBOX", body(9))]] == [1]
 
 
 async def test_usage_is_kept_by_every_change_of_the_messages(box: Mailstore, store_db: Database) -> None:
