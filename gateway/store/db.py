@@ -429,6 +429,10 @@ class Database:
             finally:
                 self._writing.reset(token)
 
+    def in_write(self) -> bool:
+        """Whether this task is in one of this database's write transactions (SQLite's writer lock)."""
+        return self._writing.get()
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read() as session, session.begin():

@@ -19,15 +19,16 @@ duplicate_window`, longer than any peer's queue keeps a message (RFC 5321 §4.5.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from gateway.errors import NotFound
+from gateway.errors import MssgwError, NotFound
 from gateway.store.db import Statements, bound_list
 from gateway.store.folders import allocate_uid
 from gateway.store.mailboxes import MailboxRepository
@@ -76,6 +77,10 @@ QuotaCheck = Callable[[int, int | None], None]
 """Called with the mailbox's (bytes used, quota_bytes column) before a delivery; raises to refuse it."""
 
 
+class DeliveryInterrupted(MssgwError):
+    """The node stopped before a delivery waiting for its transaction was told its outcome."""
+
+
 @dataclass
 class _Delivery:
     address: str
@@ -87,13 +92,31 @@ class _Delivery:
     quota: QuotaCheck | None
     done: asyncio.Future[Delivered] | None = None  # set for a delivery of its own (group commit)
 
+    def settled(self) -> bool:
+        return self.done is None or self.done.done()
+
+    def settle(self, outcome: Delivered | Exception) -> None:
+        assert self.done is not None
+        if isinstance(outcome, Exception):
+            self.done.set_exception(outcome)
+        else:
+            self.done.set_result(outcome)
+
+
+@dataclass
+class _Group:
+    """One event loop's deliveries waiting for a transaction, and the task that makes them."""
+
+    loop: asyncio.AbstractEventLoop
+    pending: list[_Delivery]
+    flusher: asyncio.Task[None] = field(init=False)
+
 
 class MessageStore:
     def __init__(self, mailboxes: MailboxRepository) -> None:
         self.mailboxes = mailboxes
         self.db = mailboxes.db
-        self._pending: list[_Delivery] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: _Group | None = None  # the deliveries waiting for their transaction (SQLite)
 
     async def deliver(
         self,
@@ -108,55 +131,74 @@ class MessageStore:
         quota: QuotaCheck | None = None,
     ) -> Delivered:
         """Store `body` in `folder`; inside `session` (a transaction) when given: it commits with the caller's
-        changes. Without one, deliveries made meanwhile share a transaction and its COMMIT (`_flush`).
+        changes. Without one, on SQLite, deliveries made meanwhile share a transaction and its COMMIT
+        (`_flush`); on PostgreSQL each has its own (a group would lock several mailboxes' folder rows in
+        arrival order, and deadlock with a delivery to several recipients, which locks them sorted).
         `quota` sees the mailbox's usage first (read with its key, in the same statement)."""
         item = _Delivery(address.lower(), body, folder, flags, internal_date, header_message_id, quota)
         if session is not None:
             return await self._deliver(self.db.statements(session), item)
+        if not self.db.is_sqlite:
+            async with self.db.raw_writing() as tx:
+                return await self._deliver(tx, item)
+        if self.db.in_write():  # its transaction would wait for the lock this task holds
+            raise RuntimeError("a write transaction is already open in this task: pass its session instead")
         loop = asyncio.get_running_loop()
         item.done = loop.create_future()
-        self._pending.append(item)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
+        group = self._group
+        if group is None or group.loop is not loop or group.flusher.done():
+            group = self._group = _Group(loop, [item])
+            # A context of its own: not the first caller's (whose contextvars, such as the writer flag,
+            # are no business of the others' transaction).
+            group.flusher = loop.create_task(self._flush(group), context=contextvars.Context())
+        else:
+            group.pending.append(item)
         return await item.done
 
-    async def _flush(self) -> None:
-        """Group commit: the deliveries waiting when a transaction starts go into it, each under a
-        SAVEPOINT of its own, so that one refused (no such folder, over quota) leaves the others. Every
-        APPEND used to wait for the one before it to commit: 5-6 of 8 concurrent APPENDs were queued on
-        the writer lock (docs/benchmarks.md, ninth pass). A caller cancelled before its turn stores nothing;
-        one cancelled later finds its message stored, as after any cancelled COMMIT."""
-        while self._pending:
-            batch = [d for d in self._pending if d.done is not None and not d.done.done()]
-            self._pending = []
-            outcomes: list[Delivered | Exception] = []
-            try:
-                async with self.db.raw_writing() as tx:
-                    for d in batch:
-                        if len(batch) == 1:
-                            outcomes.append(await self._deliver(tx, d))
-                            continue
-                        await tx.execute("SAVEPOINT delivery", {})
-                        try:
-                            outcomes.append(await self._deliver(tx, d))
-                        except Exception as refused:  # this delivery's own: undone alone, told to its caller
-                            await tx.execute("ROLLBACK TO delivery", {})
-                            outcomes.append(refused)
-                        await tx.execute("RELEASE delivery", {})
-            except BaseException as failed:  # the transaction as a whole (its COMMIT, the connection)
-                for d in batch:
-                    if d.done is not None and not d.done.done():
-                        d.done.set_exception(failed)
-                if not isinstance(failed, Exception):
-                    raise
-                continue
-            for d, outcome in zip(batch, outcomes, strict=True):
-                if d.done is None or d.done.done():
-                    continue  # cancelled while its transaction committed: stored all the same
-                if isinstance(outcome, Exception):
-                    d.done.set_exception(outcome)
-                else:
-                    d.done.set_result(outcome)
+    async def _flush(self, group: _Group) -> None:
+        """Group commit: the deliveries waiting once the write lock is ours go into one transaction, each
+        under a SAVEPOINT of its own, so that one refused (no such folder, over quota) leaves the others.
+        Every APPEND used to wait for the one before it to commit: 5-6 of 8 concurrent APPENDs were
+        queued on the writer lock (docs/benchmarks.md, ninth pass). A caller cancelled before its
+        delivery's turn stores nothing; one cancelled later finds its message stored, as after any
+        cancelled COMMIT."""
+        batch: list[_Delivery] = []
+        try:
+            while group.pending:
+                outcomes: list[Delivered | Exception | None] = []
+                try:
+                    async with self.db.raw_writing() as tx:
+                        batch, group.pending = group.pending, []  # chosen with the lock held
+                        for d in batch:
+                            outcomes.append(await self._one(tx, d, alone=len(batch) == 1))
+                except Exception as failed:  # the transaction as a whole (BEGIN, its COMMIT, the connection)
+                    if not batch:  # it failed before the batch was chosen: the waiting ones are told
+                        batch, group.pending = group.pending, []
+                    outcomes = [failed] * len(batch)
+                for d, outcome in zip(batch, outcomes, strict=True):
+                    if outcome is not None and not d.settled():
+                        d.settle(outcome)
+                batch = []
+        finally:  # cancelled (the node stopping): nobody waits for ever, and no CancelledError of ours
+            for d in [*batch, *group.pending]:
+                if not d.settled():
+                    d.settle(DeliveryInterrupted("the node stopped while the message was being stored"))
+            group.pending = []
+
+    async def _one(self, tx: Statements, d: _Delivery, *, alone: bool) -> Delivered | Exception | None:
+        """One delivery of a group: its outcome, None for a caller gone before its turn."""
+        if d.settled():
+            return None
+        if alone:
+            return await self._deliver(tx, d)  # refused: the transaction's rollback undoes it
+        await tx.execute("SAVEPOINT delivery", {})
+        try:
+            outcome: Delivered | Exception = await self._deliver(tx, d)
+        except Exception as refused:  # this delivery's own: undone alone, told to its caller
+            await tx.execute("ROLLBACK TO delivery", {})
+            outcome = refused
+        await tx.execute("RELEASE delivery", {})
+        return outcome
 
     async def _deliver(self, tx: Statements, d: _Delivery) -> Delivered:
         message_id = secrets.token_hex(16)

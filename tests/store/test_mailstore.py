@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text as sql
 
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import KeyEncryptionKey
@@ -221,8 +223,8 @@ def _count_commits(db: Database) -> list[int]:
 async def test_concurrent_appends_share_a_transaction_and_each_refusal_is_its_own(
     box: Mailstore, store_db: Database
 ) -> None:
-    """Group commit (MessageStore._flush): APPENDs made while one commits go into one transaction, each
-    under its own SAVEPOINT. The one over quota is refused alone: the others are stored, with UIDs that
+    """Group commit (MessageStore._flush, SQLite): APPENDs made while one commits go into one transaction,
+    each under its own SAVEPOINT. The one over quota is refused alone: the others are stored, with UIDs that
     follow each other (its UID allocation was rolled back with it) and the usage counts them only."""
     small, big = body(1), body(2) + b"x" * 5000
     await box.set_quota(ALICE, 8 * len(small) + 100)
@@ -231,7 +233,8 @@ async def test_concurrent_appends_share_a_transaction_and_each_refusal_is_its_ow
     got = await asyncio.gather(*(box.append(ALICE, "INBOX", m) for m in sent), return_exceptions=True)
     assert isinstance(got[4], QuotaExceeded)
     stored = [g for i, g in enumerate(got) if i != 4]
-    assert [uid for _, uid in stored] == list(range(1, 9))  # type: ignore[misc]
+    uids = [uid for _, uid in stored]  # type: ignore[misc]
+    assert (uids if store_db.is_sqlite else sorted(uids)) == list(range(1, 9))  # PostgreSQL: row-lock order
     assert await box.usage(ALICE) == (8 * len(small), 8 * len(small) + 100)
     assert (await box.status(ALICE, "INBOX")).uidnext == 9
     if store_db.is_sqlite:
@@ -281,6 +284,129 @@ async def test_a_failed_commit_fails_every_append_of_its_group(box: Mailstore, s
     store_db._commits.submit = submit  # type: ignore[method-assign]
     assert (await box.status(ALICE, "INBOX")).messages == 0
     assert [uid for _, uid in [await box.append(ALICE, "INBOX", body(9))]] == [1]
+
+
+def _sqlite_only(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SQLite's writer lock and group commit")
+
+
+async def test_an_append_in_a_task_holding_the_writer_lock_is_refused_at_once(
+    box: Mailstore, store_db: Database
+) -> None:
+    """Review of b839fb5: its delivery would wait for the lock the task holds. A group's flusher already
+    waiting for that lock (another task's APPEND) must not take the delivery in either."""
+    _sqlite_only(store_db)
+    go = asyncio.Event()
+
+    async def later() -> tuple[int, int]:
+        await go.wait()
+        return await box.append(BOB, "INBOX", body(1))
+
+    other = asyncio.create_task(later())
+    async with store_db.raw_writing():
+        go.set()
+        await asyncio.sleep(0.01)  # the other APPEND's flusher waits for the lock held here
+        with pytest.raises(RuntimeError, match="a write transaction is already open in this task"):
+            await asyncio.wait_for(box.append(ALICE, "INBOX", body(2)), 2)
+    assert (await other)[1] == 1
+
+
+async def test_a_flusher_started_by_a_refused_caller_serves_the_others(box: Mailstore, store_db: Database) -> None:
+    """The flusher runs in a context of its own, not in the one of the caller that started it."""
+    _sqlite_only(store_db)
+
+    async def inside() -> tuple[int, int]:
+        async with store_db.raw_writing():
+            return await box.append(ALICE, "INBOX", body(1))
+
+    got = await asyncio.gather(inside(), box.append(BOB, "INBOX", body(2)), return_exceptions=True)
+    assert isinstance(got[0], RuntimeError)
+    assert got[1] == (got[1][0], 1)  # type: ignore[index]
+
+
+async def test_an_append_cancelled_while_its_group_waits_for_the_lock_stores_nothing(
+    box: Mailstore, store_db: Database
+) -> None:
+    """The group is chosen once the write lock is held (review of b839fb5): a caller cancelled while the
+    lock was someone else's is not in it. PostgreSQL: the delivery waits for the folder's row."""
+    release, locked = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        if store_db.is_sqlite:
+            async with store_db.raw_writing():
+                locked.set()
+                await release.wait()
+        else:
+            async with store_db.writing() as conn:
+                await conn.execute(
+                    sql("UPDATE folders SET highestmodseq = highestmodseq WHERE address = :a AND name = 'INBOX'"),
+                    {"a": ALICE},
+                )
+                locked.set()
+                await release.wait()
+
+    held = asyncio.create_task(holder())
+    await locked.wait()
+    cancelled = asyncio.create_task(box.append(ALICE, "INBOX", body(1)))
+    await asyncio.sleep(0.2)  # its group (SQLite) or its own transaction (PostgreSQL) waits
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    release.set()
+    await held
+    assert (await box.append(ALICE, "INBOX", body(2)))[1] == 1
+    assert (await box.status(ALICE, "INBOX")).messages == 1
+
+
+async def test_a_flusher_cancelled_in_its_commit_tells_every_caller(box: Mailstore, store_db: Database) -> None:
+    """The node stopping cancels the flusher: the callers of its group and those queued behind it are told
+    DeliveryInterrupted (an error the session's boundary answers), never left waiting nor handed the
+    flusher's CancelledError."""
+    _sqlite_only(store_db)
+    submit = store_db._commits.submit
+
+    def late(fn: Callable[[], object]) -> _Job:
+        def slow() -> object:
+            time.sleep(0.3)
+            return fn()
+
+        return submit(slow)
+
+    store_db._commits.submit = late  # type: ignore[method-assign]
+    first = asyncio.create_task(box.append(ALICE, "INBOX", body(1)))
+    await asyncio.sleep(0.05)  # its group is in its COMMIT
+    queued = asyncio.create_task(box.append(ALICE, "INBOX", body(2)))
+    await asyncio.sleep(0)
+    group = box.store._group
+    assert group is not None
+    group.flusher.cancel()
+    done, _ = await asyncio.wait([first, queued], timeout=2)
+    assert done == {first, queued}
+    assert [type(t.exception()).__name__ for t in (first, queued)] == ["DeliveryInterrupted"] * 2
+    store_db._commits.submit = submit  # type: ignore[method-assign]
+    assert (await box.append(ALICE, "INBOX", body(3)))[1] == 2  # the first was committed; a new group serves
+
+
+async def test_postgresql_appends_are_not_grouped_and_cannot_deadlock(box: Mailstore, store_db: Database) -> None:
+    """Review of b839fb5: a group would lock several mailboxes' folder rows in arrival order, and a
+    delivery to several recipients (SMTP, in sorted order) locking them the other way round deadlocked."""
+    if store_db.is_sqlite:
+        pytest.skip("PostgreSQL")
+    update = sql("UPDATE folders SET highestmodseq = highestmodseq WHERE address = :a AND name = 'INBOX'")
+    step = asyncio.Event()
+
+    async def other_order() -> None:
+        async with store_db.writing() as conn:
+            await conn.execute(update, {"a": BOB})
+            step.set()
+            await asyncio.sleep(0.3)
+            await conn.execute(update, {"a": ALICE})
+
+    other = asyncio.create_task(other_order())
+    await step.wait()
+    got = await asyncio.gather(box.append(ALICE, "INBOX", body(1)), box.append(BOB, "INBOX", body(2)), other)
+    assert [got[0][1], got[1][1]] == [1, 1]  # type: ignore[index]
 
 
 async def test_usage_is_kept_by_every_change_of_the_messages(box: Mailstore, store_db: Database) -> None:
