@@ -3,8 +3,8 @@
 The associated data is "<address>\\0<message id>", so a body copied to another row or mailbox does not
 open. Delivery takes the folder's next UID and modseq in the same transaction as the insert, so a
 message is either fully delivered (visible with its UID) or not at all. Deliveries outside a caller's
-transaction (APPEND) are group-committed: those waiting when one transaction starts share it and its
-COMMIT, each under a SAVEPOINT of its own.
+transaction (APPEND) are group-committed on SQLite: those waiting when the write lock comes share one
+transaction and its COMMIT, each under a SAVEPOINT of its own.
 
 Relay receipts make a peer's message arrive once. SMTP between operators is at least once: when the
 peer's `250` is lost, or the sending node dies before recording it, the sender relays the message again
