@@ -31,6 +31,7 @@ import binascii
 import contextlib
 import functools
 import logging
+import re
 import secrets
 import ssl
 import weakref
@@ -105,6 +106,25 @@ _DATA_REFUSALS = {  # aiosmtpd's own wording for these refusals, as push rewrite
     DataState.TOO_MUCH: _REWRITES["552 Error: Too much mail data"],
 }
 _READ_ALL = 1 << 62  # StreamReader.read(n): all that is buffered, up to n octets
+# RFC 2034 §4 / RFC 3463: once ENHANCEDSTATUSCODES is advertised, every reply but the greeting, the
+# positive answers to HELO and EHLO, and the 3xx continuations carries an enhanced code. Ours do; these are
+# for aiosmtpd's own replies without one (NOOP's and RSET's 250 OK, QUIT's 221, STARTTLS's 220, VRFY's
+# 252, EXPN's 502...), by reply code, as Postfix gives them.
+_ENHANCED_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_ENHANCED_BY_REPLY = {
+    "235": "2.7.0",
+    "421": "4.3.2",
+    "451": "4.3.0",
+    "454": "4.7.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+}
 
 
 class _ImplicitTLS:
@@ -124,6 +144,8 @@ class GatewaySMTP(SMTP):
         self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
         self._busy = False  # a command is being handled
         self._draining = False  # the node stops: a 421 once the transaction under way is over
+        self._greeted = False  # the first reply, the greeting, carries no enhanced code (RFC 2034 §4)
+        self._hello = False  # nor do the positive replies to HELO and EHLO
         self._smtp_methods = {name: self._draining_aware(method) for name, method in self._smtp_methods.items()}
 
     def _draining_aware(self, method: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
@@ -283,6 +305,33 @@ class GatewaySMTP(SMTP):
                 await hook(self.session, cause)
             raise
 
+    def _enhanced(self, status: str) -> str:
+        """`status` with an enhanced code (RFC 2034 §4) where it needs one and has none."""
+        if not self._greeted:
+            self._greeted = True
+            return status
+        code, rest = status[:3], status[4:]
+        exempt = code[0] not in "245" or status[3:4] not in (" ", "-") or (self._hello and code == "250")
+        if exempt or _ENHANCED_CODE.match(rest):
+            return status
+        return f"{status[:4]}{_ENHANCED_BY_REPLY.get(code, code[0] + '.0.0')} {rest}"
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._hello = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._hello = False
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._hello = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._hello = False
+
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _REWRITES.get(status, status)
@@ -292,6 +341,7 @@ class GatewaySMTP(SMTP):
                 status = "500 5.5.1 " + status[4:]
             # Replies are ASCII (RFC 5321 §4.2); aiosmtpd would fail on anything else.
             status = status.replace("§", "section ").encode("ascii", "replace").decode()
+            status = self._enhanced(status)
             # aiosmtpd's own syntax refusals of MAIL/RCPT (source routes, bad paths) are audited too;
             # the handler audits its policy refusals itself.
             audit = getattr(self.event_handler, "audit", None)
@@ -301,6 +351,11 @@ class GatewaySMTP(SMTP):
                 event, arg = self._command
                 await audit(event, self.session, result="refused", reply=status, command=arg[:300])
         await super().push(status)
+
+
+def _extensions(responses: list[str]) -> list[str]:
+    """aiosmtpd's EHLO reply with the extensions it leaves to us, before its last line (`250 HELP`)."""
+    return [*responses[:-1], "250-ENHANCEDSTATUSCODES", *responses[-1:]]
 
 
 @dataclass
@@ -696,8 +751,8 @@ class SubmissionHandler(_Handler):
         session.host_name = hostname
         ssl_object = _ssl_object(session)
         if ssl_object is not None and ssl_object.getpeercert(binary_form=True):
-            return responses
-        return [r.replace(" EXTERNAL", "") if r[4:].startswith("AUTH ") else r for r in responses]
+            return _extensions(responses)
+        return _extensions([r.replace(" EXTERNAL", "") if r[4:].startswith("AUTH ") else r for r in responses])
 
     async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
         # RFC 4422 App. A: the identity is the TLS client certificate (APP mailboxes); the optional
@@ -820,7 +875,7 @@ class RelayHandler(_Handler):
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        return [r for r in responses if not r[4:].startswith("AUTH")]
+        return _extensions([r for r in responses if not r[4:].startswith("AUTH")])
 
     async def _identify(self, session: Session) -> Refusal | None:
         info = self.info(session)

@@ -69,7 +69,7 @@ def test_smtp_auth_and_mail_before_tls_are_refused(gw: Gateway, listener: str) -
         ("VRFY", DOCTOR),
     ):
         assert client.docmd(command, argument) == MUST_STARTTLS, command
-    assert client.docmd("NOOP") == (250, b"OK")
+    assert client.docmd("NOOP") == (250, b"2.0.0 OK")
     client.close()
 
 
@@ -91,11 +91,11 @@ def test_smtp_commands_pipelined_behind_starttls_are_discarded(gw: Gateway, list
         pass
     # A man in the middle appends commands to the client's STARTTLS: they must not run inside TLS.
     sock.sendall(b"STARTTLS\r\nVRFY injected\r\nHELP injected\r\n")
-    assert plain.readline() == b"220 Ready to start TLS\r\n"
+    assert plain.readline() == b"220 2.0.0 Ready to start TLS\r\n"
     tls = gw.tls().wrap_socket(sock)
     secure = tls.makefile("rb")
     tls.sendall(b"NOOP\r\n")
-    assert secure.readline() == b"250 OK\r\n"  # the first reply under TLS is NOOP's: nothing else ran
+    assert secure.readline() == b"250 2.0.0 OK\r\n"  # the first reply under TLS is NOOP's: nothing else ran
     tls.settimeout(0.5)
     with pytest.raises(TimeoutError):
         secure.readline()

@@ -47,7 +47,7 @@ def test_data_past_the_size_limit_is_refused_and_the_session_goes_on(
     line = b"x" * 998 + b"\r\n"
     wire.send(head(sender, rcpt) + b"\r\n" + line * (MAX_MESSAGE_SIZE // len(line) + 10) + b".\r\n")
     assert wire.reply() == TOO_BIG
-    assert wire.command("NOOP") == (250, "OK")
+    assert wire.command("NOOP") == (250, "2.0.0 OK")
     wire.close()
     refused = content_refusals(gw)[-1]
     assert refused["peer"] == "127.0.0.1"
@@ -87,7 +87,7 @@ def test_a_line_over_1000_octets_in_data_is_refused_at_the_end_and_audited(
         assert wire.command("DATA")[0] == 354
         wire.send(head(sender, rcpt) + b"\r\n" + b"L" * (length - 2) + b"\r\nafter\r\n.\r\nNOOP\r\n")
         assert wire.reply() == reply, length
-        assert wire.reply() == (250, "OK")  # the pipelined NOOP
+        assert wire.reply() == (250, "2.0.0 OK")  # the pipelined NOOP
         refusals = content_refusals(gw)
         assert len(refusals) == before + 1
         # The record keeps the policy's wording; the wire's is ASCII (RFC 5321 §4.2).
@@ -149,14 +149,14 @@ def test_command_lines_of_any_length_before_tls(gw: Gateway, size: int) -> None:
     assert replies.readline().startswith(b"220 ")
     sock.sendall(b"EHLO " + b"x" * size + b"\r\nNOOP\r\n")
     assert replies.readline() == b"500 5.5.2 Command line too long\r\n"
-    assert replies.readline() == b"250 OK\r\n"
+    assert replies.readline() == b"250 2.0.0 OK\r\n"
     sock.close()
 
 
 def test_auth_line_too_long(gw: Gateway) -> None:
     client = gw.submission(login=None)
     assert client.docmd("AUTH", "PLAIN " + "A" * 1000) == (500, b"5.5.2 Command line too long")
-    assert client.docmd("NOOP") == (250, b"OK")
+    assert client.docmd("NOOP") == (250, b"2.0.0 OK")
     client.quit()
 
 

@@ -59,6 +59,7 @@ def test_auth_external_with_the_app_certificate_submits_as_the_app(certs: tuple[
     gw, base = certs
     client = smtp(gw, base / "app")
     assert client.esmtp_features["auth"].split() == ["EXTERNAL", "LOGIN", "PLAIN"]
+    assert client.has_extn("enhancedstatuscodes")  # the EHLO reply with a certificate is built apart
     assert client.docmd("AUTH", "EXTERNAL =") == (235, b"2.7.0 Authentication successful")
     assert client.sendmail(APP, [DOCTOR], message(APP, DOCTOR, "Résultat automatique")) == {}
     assert client.docmd("MAIL", f"FROM:<{DOCTOR}>") == (550, f"5.7.1 {APP} may not send as {DOCTOR}".encode())

@@ -101,6 +101,7 @@ def test_peer_relays_to_a_local_mailbox(gateway: Gateway, peer_cert: Path, duran
     protected = openssl(*encrypt, "-recip", durand.doctor, *oaep, data=signed).replace(b"\n", b"\r\n")
     client = relay_client(gateway, peer_cert)
     assert "auth" not in client.esmtp_features  # certificates are the only credential between operators
+    assert client.has_extn("enhancedstatuscodes")  # RFC 2034, as on the submission ports
     assert client.sendmail(SENDER, [DOCTOR], protected) == {}
     client.quit()
     got = wait_for_message(gateway.node, DOCTOR, b"Subject: relais entrant")

@@ -64,9 +64,42 @@ def test_help_lists_the_commands_and_their_syntax(gateway: Gateway) -> None:
     client = gateway.submission()
     code, text = client.docmd("HELP")
     assert code == 250
-    assert text == b"Supported commands: AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET VRFY"
-    assert client.docmd("HELP", "MAIL") == (250, b"Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+    assert text == b"2.0.0 Supported commands: AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET VRFY"
+    assert client.docmd("HELP", "MAIL") == (250, b"2.0.0 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
     client.quit()
+
+
+def test_every_reply_but_the_greeting_ehlo_and_continuations_has_an_enhanced_code(gateway: Gateway) -> None:
+    """RFC 2034 §4: ENHANCEDSTATUSCODES is advertised, so aiosmtpd's own plain replies get one too (as
+    Postfix gives them); the greeting, the positive EHLO/HELO replies and 3xx continuations do not."""
+    enhanced = re.compile(rb"[245]\.\d{1,3}\.\d{1,3}( |$)")
+    client = smtplib.SMTP(timeout=30)
+    code, greeting = client.connect("127.0.0.1", gateway.port("submission"))  # connect() gives the greeting
+    client._host = "127.0.0.1"  # type: ignore[attr-defined]  # what SMTP(host) would set, for starttls()
+    assert code == 220
+    assert not enhanced.match(greeting)
+    code, ehlo = client.ehlo("client.example")
+    assert code == 250
+    assert not any(enhanced.match(line) for line in ehlo.split(b"\n"))
+    assert client.has_extn("enhancedstatuscodes")
+    assert client.docmd("NOOP") == (250, b"2.0.0 OK")
+    assert client.docmd("EHLO") == (501, b"5.5.4 Syntax: EHLO hostname")
+    assert client.starttls(context=gateway.tls()) == (220, b"2.0.0 Ready to start TLS")
+    code, helo = client.docmd("HELO", "client.example")  # (before TLS, only EHLO, NOOP and QUIT: 530 5.7.0)
+    assert code == 250
+    assert not enhanced.match(helo)
+    assert client.docmd("RSET") == (250, b"2.0.0 OK")
+    assert client.docmd("EXPN", "x") == (502, b"5.5.1 EXPN not implemented")
+    client.ehlo("client.example")
+    client.login(DOCTOR, PASSWORD)
+    assert client.mail(DOCTOR) == (250, b"2.1.0 OK")
+    assert client.rcpt(NURSE) == (250, b"2.1.5 OK")
+    assert client.docmd("DATA") == (354, b"End data with <CR><LF>.<CR><LF>")
+    client.send(f"From: <{DOCTOR}>\r\nTo: <{NURSE}>\r\nSubject: x\r\n\r\nbody\r\n.\r\n".encode())
+    code, text = client.getreply()
+    assert code == 250, text
+    assert text.startswith(b"2.0.0 OK ")
+    assert client.docmd("QUIT") == (221, b"2.0.0 Bye")
 
 
 def test_after_starttls_auth_is_offered_and_mail_needs_it(gateway: Gateway) -> None:
@@ -438,8 +471,8 @@ def test_a_client_signed_message_is_verified_against_the_sender(gateway: Gateway
     # Signed by the nurse's certificate while sending as the doctor: refused.
     forged = openssl_sign(gateway, NURSE, message(DOCTOR, NURSE, "signé par une autre"))
     client = gateway.submission()
-    client.mail(DOCTOR)
-    client.rcpt(NURSE)
+    assert client.mail(DOCTOR) == (250, b"2.1.0 OK")
+    assert client.rcpt(NURSE) == (250, b"2.1.5 OK")
     assert client.data(forged) == (550, b"5.7.1 message refused: the signer is not the sender")
     client.quit()
 
