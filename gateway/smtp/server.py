@@ -35,7 +35,7 @@ import re
 import secrets
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -316,21 +316,23 @@ class GatewaySMTP(SMTP):
             return status
         return f"{status[:4]}{_ENHANCED_BY_REPLY.get(code, code[0] + '.0.0')} {rest}"
 
-    @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str) -> None:
+    @contextlib.contextmanager
+    def _answering_hello(self) -> Iterator[None]:
         self._hello = True
         try:
-            await super().smtp_HELO(hostname)
+            yield
         finally:
             self._hello = False
 
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        with self._answering_hello():
+            await super().smtp_HELO(hostname)
+
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
-        self._hello = True
-        try:
+        with self._answering_hello():
             await super().smtp_EHLO(hostname)
-        finally:
-            self._hello = False
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):

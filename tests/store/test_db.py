@@ -22,9 +22,10 @@ from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog
 from gateway.audit.models import AuditHead, AuditRecord
 from gateway.errors import ConfigError
 from gateway.store import db as db_module
-from gateway.store.db import STORE_HEAD, STORE_MIGRATIONS, Database, _Job, alembic_head
+from gateway.store.db import STORE_HEAD, STORE_MIGRATIONS, Database, alembic_head
 from gateway.store.models import Mailbox, TrustDomain
 from tests.pg import db_error
+from tests.store.commits import slow_commits
 from tests.store.conftest import LoopTicks
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -532,24 +533,9 @@ async def test_raw_writing_waits_for_another_process_off_the_loop(tmp_path: Path
         assert await db.rows("SELECT count(*) FROM scratch", {}) == [(4,)]
 
 
-def _slow_commits(db: Database) -> None:
-    """The Database's COMMITs start 0.3 s late on its commit thread: what the test does next lands while
-    the COMMIT is pending."""
-    submit = db._commits.submit
-
-    def late(fn: Callable[[], object]) -> _Job:
-        def slow() -> object:
-            time.sleep(0.3)
-            return fn()
-
-        return submit(slow)
-
-    db._commits.submit = late  # type: ignore[method-assign]
-
-
 async def _committing(db: Database) -> asyncio.Task[None]:
     """A task whose write (row "c") is in its COMMIT, held 0.3 s on the commit thread (_slow_commits)."""
-    _slow_commits(db)
+    slow_commits(db)
     entered = asyncio.Event()
 
     async def write() -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -13,10 +11,11 @@ from sqlalchemy import text as sql
 
 from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import KeyEncryptionKey
-from gateway.store.db import Database, _Job
+from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
 from gateway.store.mailstore import Mailstore, QuotaExceeded, canonical, check_name
 from gateway.store.messages import MessageStore
+from tests.store.commits import slow_commits, wrap_commits
 
 DOMAIN = "ch-test.mssante.fr"
 ALICE = f"alice.martin@{DOMAIN}"
@@ -207,19 +206,6 @@ async def test_quota_refuses_append_and_copy_past_it(box: Mailstore) -> None:
     assert (await Mailstore(box.store, default_quota=size).usage(ALICE))[1] == size
 
 
-def _count_commits(db: Database) -> list[int]:
-    """Counts the COMMITs that reach the commit thread (SQLite): one per transaction that wrote."""
-    commits: list[int] = []
-    submit = db._commits.submit
-
-    def counted(fn: Callable[[], object]) -> _Job:
-        commits.append(1)
-        return submit(fn)
-
-    db._commits.submit = counted  # type: ignore[method-assign]
-    return commits
-
-
 async def test_concurrent_appends_share_a_transaction_and_each_refusal_is_its_own(
     box: Mailstore, store_db: Database
 ) -> None:
@@ -228,7 +214,8 @@ async def test_concurrent_appends_share_a_transaction_and_each_refusal_is_its_ow
     follow each other (its UID allocation was rolled back with it) and the usage counts them only."""
     small, big = body(1), body(2) + b"x" * 5000
     await box.set_quota(ALICE, 8 * len(small) + 100)
-    commits = _count_commits(store_db)
+    commits: list[int] = []
+    wrap_commits(store_db, lambda fn: commits.append(1) or fn)
     sent = [small] * 4 + [big] + [small] * 4
     got = await asyncio.gather(*(box.append(ALICE, "INBOX", m) for m in sent), return_exceptions=True)
     assert isinstance(got[4], QuotaExceeded)
@@ -267,21 +254,17 @@ async def test_an_append_cancelled_before_its_turn_stores_nothing(box: Mailstore
     assert (await box.status(ALICE, "INBOX")).messages == 2
 
 
+def _disk_error() -> None:
+    raise sqlite3.OperationalError("disk I/O error")
+
+
 async def test_a_failed_commit_fails_every_append_of_its_group(box: Mailstore, store_db: Database) -> None:
     if not store_db.is_sqlite:
         pytest.skip("the commit thread is SQLite's")
-    submit = store_db._commits.submit
-
-    def failing(fn: Callable[[], object]) -> _Job:
-        def commit_then_fail() -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
-        return submit(commit_then_fail)
-
-    store_db._commits.submit = failing  # type: ignore[method-assign]
+    undo = wrap_commits(store_db, lambda fn: _disk_error)
     got = await asyncio.gather(*(box.append(ALICE, "INBOX", body(i)) for i in range(3)), return_exceptions=True)
     assert [type(g).__name__ for g in got] == ["OperationalError"] * 3
-    store_db._commits.submit = submit  # type: ignore[method-assign]
+    undo()
     assert (await box.status(ALICE, "INBOX")).messages == 0
     assert [uid for _, uid in [await box.append(ALICE, "INBOX", body(9))]] == [1]
 
@@ -364,16 +347,7 @@ async def test_a_flusher_cancelled_in_its_commit_tells_every_caller(box: Mailsto
     DeliveryInterrupted (an error the session's boundary answers), never left waiting nor handed the
     flusher's CancelledError."""
     _sqlite_only(store_db)
-    submit = store_db._commits.submit
-
-    def late(fn: Callable[[], object]) -> _Job:
-        def slow() -> object:
-            time.sleep(0.3)
-            return fn()
-
-        return submit(slow)
-
-    store_db._commits.submit = late  # type: ignore[method-assign]
+    undo = slow_commits(store_db)
     first = asyncio.create_task(box.append(ALICE, "INBOX", body(1)))
     await asyncio.sleep(0.05)  # its group is in its COMMIT
     queued = asyncio.create_task(box.append(ALICE, "INBOX", body(2)))
@@ -384,7 +358,7 @@ async def test_a_flusher_cancelled_in_its_commit_tells_every_caller(box: Mailsto
     done, _ = await asyncio.wait([first, queued], timeout=2)
     assert done == {first, queued}
     assert [type(t.exception()).__name__ for t in (first, queued)] == ["DeliveryInterrupted"] * 2
-    store_db._commits.submit = submit  # type: ignore[method-assign]
+    undo()
     assert (await box.append(ALICE, "INBOX", body(3)))[1] == 2  # the first was committed; a new group serves
 
 
