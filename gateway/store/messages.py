@@ -103,6 +103,21 @@ class _Delivery:
             self.done.set_result(outcome)
 
 
+GROUP_BYTES = 32 << 20
+"""A group commit takes deliveries up to this many octets (at least one): a few 25 MB APPENDs do not
+hold the small ones behind them for one long transaction."""
+
+
+def _take(pending: list[_Delivery]) -> tuple[list[_Delivery], list[_Delivery]]:
+    """(the next group, the deliveries left for the one after)."""
+    size = 0
+    for i, d in enumerate(pending):
+        size += len(d.body)
+        if size > GROUP_BYTES and i:
+            return pending[:i], pending[i:]
+    return pending, []
+
+
 @dataclass
 class _Group:
     """One event loop's deliveries waiting for a transaction, and the task that makes them."""
@@ -168,7 +183,7 @@ class MessageStore:
                 outcomes: list[Delivered | Exception | None] = []
                 try:
                     async with self.db.raw_writing() as tx:
-                        batch, group.pending = group.pending, []  # chosen with the lock held
+                        batch, group.pending = _take(group.pending)  # chosen with the lock held
                         for d in batch:
                             outcomes.append(await self._one(tx, d, alone=len(batch) == 1))
                 except Exception as failed:  # the transaction as a whole (BEGIN, its COMMIT, the connection)

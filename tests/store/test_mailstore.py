@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text as sql
 
 from gateway.errors import Conflict, NotFound, UsageError
+from gateway.store import messages
 from gateway.store.crypto import KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
@@ -226,6 +227,18 @@ async def test_concurrent_appends_share_a_transaction_and_each_refusal_is_its_ow
     assert (await box.status(ALICE, "INBOX")).uidnext == 9
     if store_db.is_sqlite:
         assert len(commits) == 1  # all nine were waiting when the transaction began
+
+
+async def test_a_group_stops_at_its_size_and_the_rest_follow_in_order(
+    box: Mailstore, store_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sqlite_only(store_db)
+    monkeypatch.setattr(messages, "GROUP_BYTES", 2 * len(body(1)) + 10)  # two of them a group
+    commits: list[int] = []
+    wrap_commits(store_db, lambda fn: commits.append(1) or fn)
+    got = await asyncio.gather(*(box.append(ALICE, "INBOX", body(i)) for i in range(1, 10)))
+    assert [uid for _, uid in got] == list(range(1, 10))
+    assert len(commits) == 5  # 2 + 2 + 2 + 2 + 1
 
 
 async def test_a_refused_folder_in_a_group_leaves_the_others(box: Mailstore) -> None:
