@@ -33,8 +33,17 @@ def test_clear_text_pipelined_behind_starttls_never_runs_under_tls(imap_gw: Gate
             line = file.readline()
             if not line or line.startswith(b"s "):
                 break
-        # refused before TLS, or the connection dropped: never "s OK" followed by "y OK" under TLS
-        assert line in (b"s BAD commands after STARTTLS must wait for TLS\r\n", b""), line
+        if line == b"s OK Begin TLS negotiation now\r\n":
+            # The CAPABILITY reached the server after its first look (the client's last segment came
+            # late, as under load): it is found once the OK is out, or read as a broken TLS handshake.
+            # Either way the session ends there and the command never runs.
+            plain.settimeout(10)
+            rest = b""
+            while chunk := plain.recv(4096):
+                rest += chunk
+            assert b"y " not in rest, rest
+        else:  # refused before TLS, or the connection dropped
+            assert line in (b"s BAD commands after STARTTLS must wait for TLS\r\n", b""), line
         plain.close()
 
 
