@@ -96,6 +96,13 @@ def _ephemeral_range() -> range:
         return range(32768, 61000)  # Linux's default
 
 
+def listener_ports() -> dict[str, dict[str, int]]:
+    """Each operator's listeners' ports, all distinct: one draw for both operators (two draws could give
+    them the same port, each draw's being distinct only among themselves)."""
+    picked = iter(free_ports(len(PORTS) * len(OPERATORS)))
+    return {op["dir"]: {name: next(picked) for name in PORTS} for op in OPERATORS}
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct free loopback ports, held open together so they differ, then released.
 
@@ -206,7 +213,7 @@ async def init(args: argparse.Namespace, author: str) -> Outcome:
     pki = TrustSpacePKI.create(
         root / "pki", label="espace-de-confiance.test", crl_base_url="http://crl.mssante.test/pki"
     )
-    ports = {op["dir"]: dict(zip(PORTS, free_ports(len(PORTS)), strict=True)) for op in OPERATORS}
+    ports = listener_ports()
     # What the national directory would publish beside its data: every operator's S/MIME certificates
     # (address-bound and domain-bound), read by both operators' certificate discovery.
     published = root / "published"

@@ -9,11 +9,23 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 from argon2 import PasswordHasher
 
+from gateway.cli import demo
 from tests.conftest import NodeDir, run_cli
 
 A, B = "hopital-a.mssante.test", "clinique-b.mssante.test"
+
+
+def test_the_two_operators_never_draw_the_same_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ports come from one draw: with the candidates in order (no shuffle), two draws, one per
+    operator, gave both the same six ports (seen once in a suite run, shuffled, as 11 distinct of 12)."""
+    monkeypatch.setattr(demo.random.SystemRandom, "shuffle", lambda self, x: None)
+    ports = demo.listener_ports()
+    assert list(ports) == [op["dir"] for op in demo.OPERATORS]
+    drawn = [p for each in ports.values() for p in each.values()]
+    assert len(drawn) == len(set(drawn)) == 2 * len(demo.PORTS)
 
 
 def test_demo_init_lays_out_two_federated_operators(tmp_path: Path) -> None:

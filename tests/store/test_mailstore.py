@@ -207,6 +207,11 @@ async def test_quota_refuses_append_and_copy_past_it(box: Mailstore) -> None:
     assert (await Mailstore(box.store, default_quota=size).usage(ALICE))[1] == size
 
 
+def _sqlite_only(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SQLite's writer lock and group commit")
+
+
 async def test_concurrent_appends_share_a_transaction_and_each_refusal_is_its_own(
     box: Mailstore, store_db: Database
 ) -> None:
@@ -254,7 +259,8 @@ async def test_a_refused_folder_in_a_group_leaves_the_others(box: Mailstore) -> 
     assert (await box.status(ALICE, "INBOX")).messages == 2
 
 
-async def test_an_append_cancelled_before_its_turn_stores_nothing(box: Mailstore) -> None:
+async def test_an_append_cancelled_before_its_turn_stores_nothing(box: Mailstore, store_db: Database) -> None:
+    _sqlite_only(store_db)  # PostgreSQL: each APPEND its own transaction, committed in row-lock order
     first = asyncio.create_task(box.append(ALICE, "INBOX", body(1)))
     second = asyncio.create_task(box.append(ALICE, "INBOX", body(2)))
     third = asyncio.create_task(box.append(ALICE, "INBOX", body(3)))
@@ -280,11 +286,6 @@ async def test_a_failed_commit_fails_every_append_of_its_group(box: Mailstore, s
     undo()
     assert (await box.status(ALICE, "INBOX")).messages == 0
     assert [uid for _, uid in [await box.append(ALICE, "INBOX", body(9))]] == [1]
-
-
-def _sqlite_only(db: Database) -> None:
-    if not db.is_sqlite:
-        pytest.skip("SQLite's writer lock and group commit")
 
 
 async def test_an_append_in_a_task_holding_the_writer_lock_is_refused_at_once(
