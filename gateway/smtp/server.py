@@ -80,22 +80,13 @@ class _NoLegacyLoginDataWarning(logging.Filter):
 logging.getLogger("mail.log").addFilter(_NoLegacyLoginDataWarning())
 T = TypeVar("T")
 
-# aiosmtpd's fixed replies, with the enhanced status codes RFC 3463 gives them.
+# aiosmtpd's fixed replies reworded, or coded otherwise than by reply code (`GatewaySMTP._enhanced`).
 _REWRITES: dict[str, str] = {
-    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
-    "530 5.7.0 Authentication required": "530 5.7.0 Authentication required",
-    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
-    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
-    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
-    "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
-    "503 Already authenticated": "503 5.5.1 Already authenticated",
-    "501 Syntax: STARTTLS": "501 5.5.4 Syntax: STARTTLS",
     "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
     "552 Error: message size exceeds fixed maximum message size": (
         "552 5.3.4 Message size exceeds fixed maximum message size"
     ),
     "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
-    "500 Command line too long": "500 5.5.2 Command line too long",
     "500 Error: strict ASCII mode": "500 5.6.7 Error: strict ASCII mode",
     "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
     "421 Too many connections": "421 4.7.0 Too many connections",
@@ -337,9 +328,7 @@ class GatewaySMTP(SMTP):
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _REWRITES.get(status, status)
-            if status.startswith("501 Syntax: "):
-                status = "501 5.5.4 " + status[4:]
-            elif status.startswith("500 Error: command ") and status.endswith(" not recognized"):
+            if status.startswith("500 Error: command ") and status.endswith(" not recognized"):
                 status = "500 5.5.1 " + status[4:]
             # Replies are ASCII (RFC 5321 §4.2); aiosmtpd would fail on anything else.
             status = status.replace("§", "section ").encode("ascii", "replace").decode()
