@@ -127,6 +127,10 @@ class SmtpSection(_Section):
     max_recipients: int = Field(100, gt=0)
     timeout: float = Field(300.0, gt=0)
     """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
+    min_data_rate: int = Field(500, ge=0)
+    """Octets a second a DATA must average (Postfix's smtpd_min_data_rate): its time left starts at `timeout`,
+    runs down as the clock does, and each octet received adds 1/min_data_rate s, up to `timeout`; so a client
+    trickling its message, never silent for `timeout`, is still cut off. 0: only silence counts."""
     duplicate_window: str = "7d"
     """How long a message relayed in from a peer is remembered (gateway.store.messages, relay receipts):
     the same message sent again within it is acknowledged and not stored twice."""
@@ -468,6 +472,9 @@ max_message_size = 26214400
 max_recipients = 100
 # Seconds of client silence before a session is dropped.
 timeout = 300
+# Octets a second a DATA must average: each octet adds 1/min_data_rate s to its time left (at most
+# `timeout`); a client that trickles its message is cut off with 421 4.4.2. 0: only silence counts.
+min_data_rate = 500
 # How long a message relayed in from a peer operator is remembered: sent again within it (the peer did
 # not get our 250, or died before recording it), it is acknowledged and not stored twice.
 duplicate_window = "7d"

@@ -96,6 +96,7 @@ _DATA_REFUSALS = {  # aiosmtpd's own wording for these refusals, as push rewrite
     DataState.TOO_LONG: _REWRITES["500 Line too long (see RFC5321 4.5.3.1.6)"],
     DataState.TOO_MUCH: _REWRITES["552 Error: Too much mail data"],
 }
+_AUDITS: set[asyncio.Task[None]] = set()  # audits started from timer callbacks, referenced until done
 _READ_ALL = 1 << 62  # StreamReader.read(n): all that is buffered, up to n octets
 # RFC 2034 §4 / RFC 3463: once ENHANCEDSTATUSCODES is advertised, every reply but the greeting, the
 # positive answers to HELO and EHLO, and the 3xx continuations carries an enhanced code. Ours do; these are
@@ -127,9 +128,18 @@ class _ImplicitTLS:
 
 class GatewaySMTP(SMTP):
     def __init__(
-        self, handler: Any, *, implicit_tls: bool = False, client: tuple[str, int] | None = None, **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        implicit_tls: bool = False,
+        client: tuple[str, int] | None = None,
+        min_data_rate: int = 0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._min_data_rate = min_data_rate  # octets/s a DATA must average ([smtp] min_data_rate; 0: none)
+        self._data_octets: int | None = None  # octets of the DATA being read, None outside one
+        self._data_slow = False  # its time left has run below [smtp] timeout: it is being cut for its rate
         self._implicit_tls = implicit_tls
         self._client = client  # the real client when the connection came through a load balancer (PROXY)
         self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
@@ -198,22 +208,37 @@ class GatewaySMTP(SMTP):
         reader = self._reader
         rest: bytes | None = None
         received = 0
-        while rest is None:
-            try:
-                # Everything buffered (bounded by the reader's flow control and one read of the transport).
-                chunk = await reader.read(_READ_ALL)
-            except asyncio.CancelledError:  # the connection was lost or half-closed (aiosmtpd cancels)
-                self._writer.close()
-                raise
-            if not chunk:  # EOF: aiosmtpd's eof_received is cancelling this handler
-                self._writer.close()
-                return
-            received += len(chunk)
-            # [smtp] timeout is client silence (RFC 5321 §4.5.3.2.5: per data block, as Postfix's
-            # smtpd_timeout), not the whole DATA: aiosmtpd's one timer per command cut a 25 MB message off
-            # on an uplink under 700 kbit/s.
-            self._reset_timeout()
-            rest = data.feed(chunk)
+        # [smtp] timeout is client silence (RFC 5321 §4.5.3.2.5: per data block, as Postfix's smtpd_timeout),
+        # not the whole DATA: aiosmtpd's one timer per command cut a 25 MB message off on an uplink under
+        # 700 kbit/s. A client that is never silent that long must still average [smtp] min_data_rate:
+        # the time left runs down with the clock and each octet adds 1/rate s, up to the timeout.
+        timeout, rate, clock = self._timeout_duration, self._min_data_rate, self.loop.time
+        left, last = timeout, clock()
+        self._data_octets, self._data_slow = 0, False
+        try:
+            while rest is None:
+                try:
+                    # Everything buffered (bounded by the reader's flow control and one read of the transport).
+                    chunk = await reader.read(_READ_ALL)
+                except asyncio.CancelledError:  # the connection was lost or half-closed (aiosmtpd cancels)
+                    self._writer.close()
+                    raise
+                if not chunk:  # EOF: aiosmtpd's eof_received is cancelling this handler
+                    self._writer.close()
+                    return
+                received += len(chunk)
+                self._data_octets = received
+                if rate:
+                    now = clock()
+                    left = min(timeout, left - (now - last) + len(chunk) / rate)
+                    last = now
+                    self._data_slow = left < timeout
+                    self._reset_timeout(max(left, 1e-3))  # 0 would mean aiosmtpd's default
+                else:
+                    self._reset_timeout()
+                rest = data.feed(chunk)
+        finally:
+            self._data_octets = None
         if rest and not reader.at_eof():
             # Pipelined commands after the end line (RFC 2920): back in the (now empty) buffer, in order.
             reader.feed_data(rest)
@@ -279,9 +304,27 @@ class GatewaySMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2 lets a server drop an idle client; §3.8 asks it to say so with a 421 first.
+        reply = f"421 4.4.2 {self.hostname} Error: timeout exceeded"
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+            transport.write(f"{reply}\r\n".encode())
+        audit = getattr(self.event_handler, "audit", None)
+        if self._data_octets is not None and audit is not None and self.session is not None:
+            # A message cut off on its way in: audited as the other refused contents (the handler's task is
+            # about to be cancelled with the connection, so not awaited there).
+            reason = "data rate below [smtp] min_data_rate" if self._data_slow else "client silent for [smtp] timeout"
+            task = self.loop.create_task(
+                audit(
+                    AuditEvent.SMTP_CONTENT_REFUSED,
+                    self.session,
+                    result="refused",
+                    reply=reply,
+                    size=self._data_octets,
+                    reason=reason,
+                )
+            )
+            _AUDITS.add(task)
+            task.add_done_callback(_AUDITS.discard)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -1013,6 +1056,7 @@ async def start_submission(
             auth_require_tls=True,
             auth_exclude_mechanism=["CRAM-MD5"],
             timeout=cfg.smtp.timeout,
+            min_data_rate=cfg.smtp.min_data_rate,
             decode_data=False,
             enable_SMTPUTF8=False,
         )
@@ -1049,6 +1093,7 @@ async def start_relay(
             auth_require_tls=True,
             auth_exclude_mechanism=["PLAIN", "LOGIN", "CRAM-MD5"],
             timeout=cfg.smtp.timeout,
+            min_data_rate=cfg.smtp.min_data_rate,
             decode_data=False,
             enable_SMTPUTF8=False,
         )

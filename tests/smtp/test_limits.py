@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import select
 import time
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ from tests.smtp.conftest import DOCTOR, NURSE, PASSWORD, SECRETARIAT, Gateway, R
 
 LIMITS = {
     "MSSGW_SMTP__TIMEOUT": "1.5",
+    "MSSGW_SMTP__MIN_DATA_RATE": "2000",
     "MSSGW_SMTP__MAX_RECIPIENTS": "2",
     "MSSGW_AUTH__LOCKOUT_THRESHOLD": "2",
     "MSSGW_AUTH__LOCKOUT_BASE_DELAY": "60",
@@ -27,11 +29,7 @@ def limited(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_stall_after_data_times_out(limited: Gateway) -> None:
-    raw = RawSMTP(limited)
-    raw.command("AUTH PLAIN " + base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
-    assert raw.command(f"MAIL FROM:<{DOCTOR}>")[0] == 250
-    assert raw.command(f"RCPT TO:<{NURSE}>")[0] == 250
-    assert raw.command("DATA")[0] == 354
+    raw = open_data(limited)
     raw.send(b"Subject: half a message\r\n")  # then nothing
     started = time.monotonic()
     code, text = raw.reply()
@@ -39,6 +37,82 @@ def test_stall_after_data_times_out(limited: Gateway) -> None:
     assert (code, text) == (421, "4.4.2 mail.ch-test.mssante.fr Error: timeout exceeded")
     assert 1.4 < waited < 5
     assert raw.reply() == (0, "connection closed")
+    cut = content_refusals(limited)[-1]
+    assert cut == {
+        "result": "refused",
+        "reply": "421 4.4.2 mail.ch-test.mssante.fr Error: timeout exceeded",
+        "size": len(b"Subject: half a message\r\n"),
+        "reason": "client silent for [smtp] timeout",
+    }
+
+
+def content_refusals(gw: Gateway, *, at_least: int = 1) -> list[dict[str, object]]:
+    """The `smtp.content.refused` events' responses, once the node has written them (audits are batched)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = gw.node.cli("audit", "search", "--event", "smtp.content.refused", "--json").json()
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return [event["response"] for event in found]  # type: ignore[index]
+        time.sleep(0.1)
+
+
+def open_data(gw: Gateway) -> RawSMTP:
+    raw = RawSMTP(gw)
+    raw.command("AUTH PLAIN " + base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
+    assert raw.command(f"MAIL FROM:<{DOCTOR}>")[0] == 250
+    assert raw.command(f"RCPT TO:<{NURSE}>")[0] == 250
+    assert raw.command("DATA")[0] == 354
+    return raw
+
+
+LINE = b"x" * 98 + b"\r\n"  # 100 octets
+
+
+def test_trickled_data_below_the_minimum_rate_is_cut_off(limited: Gateway) -> None:
+    """Never silent for the 1.5 s timeout, but 400 octets/s against a minimum of 2,000: each 0.25 s costs
+    0.25 s of the time left and gives back 0.05 s, so it runs out after about 1.9 s (Postfix's
+    smtpd_min_data_rate); without the rate the client could hold the session for ever."""
+    before = len(content_refusals(limited, at_least=0))
+    raw = open_data(limited)
+    header = b"Subject: trickled\r\n"
+    raw.send(header)
+    started = time.monotonic()
+    sent = 0
+    while True:
+        if raw.sock.pending() or select.select([raw.sock], [], [], 0.25)[0]:
+            break
+        assert time.monotonic() - started < 10, "never cut off"
+        raw.send(LINE)
+        sent += 1
+    waited = time.monotonic() - started
+    assert raw.reply() == (421, "4.4.2 mail.ch-test.mssante.fr Error: timeout exceeded")
+    assert raw.reply() == (0, "connection closed")
+    assert 1.6 < waited < 5  # past the silence timeout: only the rate cut it
+    assert sent >= 6
+    cut = content_refusals(limited, at_least=before + 1)[before:]
+    assert len(cut) == 1
+    size = cut[0].pop("size")
+    assert isinstance(size, int)
+    lines, odd = divmod(size - len(header), len(LINE))  # what had arrived when the time ran out
+    assert odd == 0
+    assert sent - 1 <= lines <= sent
+    assert cut[0] == {
+        "result": "refused",
+        "reply": "421 4.4.2 mail.ch-test.mssante.fr Error: timeout exceeded",
+        "reason": "data rate below [smtp] min_data_rate",
+    }
+
+
+def test_data_at_the_minimum_rate_may_last_longer_than_the_timeout(limited: Gateway) -> None:
+    """4,000 octets/s for 3 s, twice the 1.5 s timeout: the time left stays full, and the message is taken."""
+    raw = open_data(limited)
+    raw.send(b"From: <" + DOCTOR.encode() + b">\r\nTo: <" + NURSE.encode() + b">\r\nSubject: steady\r\n\r\n")
+    started = time.monotonic()
+    while time.monotonic() - started < 3:
+        raw.send(LINE * 10)
+        assert not select.select([raw.sock], [], [], 0.25)[0], raw.reply()
+    assert raw.command(".")[0] == 250
+    raw.close()
 
 
 def test_recipients_are_capped(limited: Gateway) -> None:
