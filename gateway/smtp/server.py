@@ -388,8 +388,12 @@ class GatewaySMTP(SMTP):
 
 
 def _extensions(responses: list[str]) -> list[str]:
-    """aiosmtpd's EHLO reply with the extensions it leaves to us, before its last line (`250 HELP`)."""
-    return [*responses[:-1], "250-ENHANCEDSTATUSCODES", *responses[-1:]]
+    """aiosmtpd's EHLO reply with the extensions it leaves to us, before its last line (`250 HELP`).
+
+    PIPELINING (RFC 2920): aiosmtpd already reads one command at a time from the stream and answers in
+    order, DATA's reader hands what follows the end line back to it, and nothing ever discards buffered
+    input except STARTTLS (RFC 3207 §4.2 requires that); replies are not batched (§3.1's SHOULD)."""
+    return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *responses[-1:]]
 
 
 @dataclass

@@ -591,3 +591,83 @@ def test_an_internal_error_is_a_temporary_reply_without_internals() -> None:
 
     reply = asyncio.run(_Handler.handle_exception(None, RuntimeError("connection to server lost")))  # type: ignore[arg-type]
     assert reply == "451 4.3.0 Local error in processing, try again later"
+
+
+def test_pipelined_commands_are_answered_in_order(gateway: Gateway) -> None:
+    """RFC 2920 §3.1: PIPELINING is advertised; a group of MAIL, RCPTs and DATA sent at once gets one reply
+    each, in order, a refused RCPT among them; the commands pipelined behind the end of DATA are run next."""
+    raw = RawSMTP(gateway)
+    raw.send(b"EHLO raw.example\r\n")
+    assert "PIPELINING" in raw.expect(250).splitlines()
+    raw.command("AUTH PLAIN " + base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
+    stranger = f"nobody@{DOMAIN}"
+    group = [f"MAIL FROM:<{DOCTOR}>", f"RCPT TO:<{NURSE}>", f"RCPT TO:<{stranger}>", f"RCPT TO:<{SECRETARIAT}>", "DATA"]
+    raw.send("".join(f"{line}\r\n" for line in group).encode())
+    no_such = (550, f"5.1.1 {stranger}: no such mailbox")
+    assert [raw.reply() for _ in range(5)] == [
+        (250, "2.1.0 OK"),
+        (250, "2.1.5 OK"),
+        no_such,
+        (250, "2.1.5 OK"),
+        (354, "End data with <CR><LF>.<CR><LF>"),
+    ]
+    raw.send(
+        f"From: <{DOCTOR}>\r\nTo: <{NURSE}>\r\nSubject: pipelined\r\n\r\nbody\r\n.\r\n"
+        f"RSET\r\nMAIL FROM:<{DOCTOR}>\r\nRCPT TO:<{stranger}>\r\nDATA\r\nQUIT\r\n".encode()
+    )
+    code, text = raw.reply()
+    assert (code, text[: len("2.0.0 OK delivered as ")]) == (250, "2.0.0 OK delivered as ")
+    assert [raw.reply() for _ in range(6)] == [
+        (250, "2.0.0 OK"),
+        (250, "2.1.0 OK"),
+        no_such,
+        (503, "5.5.1 Error: need RCPT command"),  # every RCPT refused: no DATA (RFC 2920 §3.1)
+        (221, "2.0.0 Bye"),
+        (0, "connection closed"),
+    ]
+    for mailbox in (NURSE, SECRETARIAT):
+        wait_for_message(gateway.node, mailbox, b"Subject: pipelined")
+
+
+def test_swaks_pipelines_a_submission(gateway: Gateway) -> None:
+    """swaks --pipeline sends MAIL, both RCPTs and DATA in one write once EHLO offers PIPELINING."""
+    out = subprocess.run(
+        [
+            "swaks",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(gateway.port("submission")),
+            "--tls",
+            "--tls-ca-path",
+            str(gateway.root),
+            "--tls-verify",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            NURSE,
+            "--auth-password",
+            PASSWORD,
+            "--from",
+            NURSE,
+            "--to",
+            f"{DOCTOR},{SECRETARIAT}",
+            "--header",
+            "Subject: swaks pipelined",
+            "--pipeline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "<~  250-PIPELINING\n" in out.stdout
+    group = (  # the group written at once, then its four replies
+        f" ~> MAIL FROM:<{NURSE}>\n ~> RCPT TO:<{DOCTOR}>\n ~> RCPT TO:<{SECRETARIAT}>\n ~> DATA\n"
+        "<~  250 2.1.0 OK\n<~  250 2.1.5 OK\n<~  250 2.1.5 OK\n<~  354 End data with <CR><LF>.<CR><LF>\n"
+    )
+    assert group in out.stdout, out.stdout
+    assert "<~  250 2.0.0 OK delivered as " in out.stdout
+    for mailbox in (DOCTOR, SECRETARIAT):
+        wait_for_message(gateway.node, mailbox, b"Subject: swaks pipelined")
