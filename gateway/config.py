@@ -127,6 +127,9 @@ class SmtpSection(_Section):
     max_recipients: int = Field(100, gt=0)
     timeout: float = Field(300.0, gt=0)
     """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
+    max_connections_per_address: int = Field(50, ge=1)
+    """Concurrent connections from one client address, per listener (Postfix's
+    smtpd_client_connection_count_limit, per service); past it, `421 4.7.0` at once."""
     min_data_rate: int = Field(500, ge=0)
     """Octets a second a DATA must average (Postfix's smtpd_min_data_rate): its time left starts at `timeout`,
     runs down as the clock does, and each octet received adds 1/min_data_rate s, up to `timeout`; so a client
@@ -470,6 +473,8 @@ hostname = ""
 # Largest message accepted (bytes; advertised with SIZE) and most recipients per message.
 max_message_size = 26214400
 max_recipients = 100
+# Concurrent connections from one client address on each SMTP listener; past it, 421 4.7.0 at once.
+max_connections_per_address = 50
 # Seconds of client silence before a session is dropped.
 timeout = 300
 # Octets a second a DATA must average: each octet adds 1/min_data_rate s to its time left (at most

@@ -241,6 +241,14 @@ class Quieter:
         self._last[address] = now
         return True, unrecorded
 
+    def response(self, address: str, response: dict[str, object]) -> dict[str, object] | None:
+        """`response` to record now, with the count of this address's unrecorded refusals since its last
+        record, or None to record nothing."""
+        record, unrecorded = self.admit(address)
+        if not record:
+            return None
+        return {**response, "unrecorded": unrecorded} if unrecorded else response
+
 
 TLS_REFUSED = {"imaps": AuditEvent.IMAP_TLS_REFUSED, "https": AuditEvent.WEB_TLS_REFUSED}
 """The audit event of a failed handshake per implicit-TLS listener; submissions': smtp.tls.refused."""
@@ -277,12 +285,9 @@ async def listen(
     quieter = Quieter()
 
     async def tls_refused(client: Address, exc: ssl.SSLError) -> None:
-        record, unrecorded = quieter.admit(client[0])
-        if not record:
+        response = quieter.response(client[0], {"result": "refused", "listener": name, "reason": refusal_reason(exc)})
+        if response is None:
             return
-        response: dict[str, object] = {"result": "refused", "listener": name, "reason": refusal_reason(exc)}
-        if unrecorded:
-            response["unrecorded"] = unrecorded  # this address's refusals since its last record
         await node.audit.record(
             TLS_REFUSED.get(name, AuditEvent.SMTP_TLS_REFUSED), author=author, peer=client[0], response=response
         )

@@ -91,6 +91,7 @@ class AuditEvent(StrEnum):
     SMTP_SENDER_REFUSED = "smtp.sender.refused"
     SMTP_RECIPIENT_REFUSED = "smtp.recipient.refused"
     SMTP_CONTENT_REFUSED = "smtp.content.refused"
+    SMTP_CONNECTION_REFUSED = "smtp.connection.refused"  # too many from one address (once a minute per address)
     SMTP_MESSAGE_ACCEPTED = "smtp.message.accepted"
 
     # IMAP sessions of professionals' clients
@@ -98,6 +99,7 @@ class AuditEvent(StrEnum):
     IMAP_LOGIN_FAILED = "imap.login.failed"
     IMAP_LOGIN_LOCKED = "imap.login.locked"
     IMAP_TLS_REFUSED = "imap.tls.refused"
+    IMAP_CONNECTION_REFUSED = "imap.connection.refused"  # too many from one address (once a minute per address)
     IMAP_COMMAND_REFUSED = "imap.command.refused"  # BAD or NO for a malformed or forbidden command
     IMAP_FETCH_BODY = "imap.fetch.body"  # content returned: folder, UIDs, Message-IDs (never the content)
     IMAP_APPEND = "imap.append"

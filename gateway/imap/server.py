@@ -21,6 +21,7 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+from gateway.audit.events import AuditEvent
 from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import Lockout
 from gateway.auth.service import CertificateLogin, PasswordLogin, Revoked
@@ -28,7 +29,7 @@ from gateway.config import Config
 from gateway.imap.proto import serialize as ser
 from gateway.imap.session import AUTH, BYE, NOT_AUTH, SELECTED, Session
 from gateway.node import Node
-from gateway.proxy import listen
+from gateway.proxy import Quieter, listen
 from gateway.smtp.server import Listener
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
@@ -81,6 +82,7 @@ class ImapService:
         )
         self.per_user: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
+        self._crowd_quieter = Quieter()  # an address over its limit is audited once a minute at most
         self.sessions: set[Session] = set()
         self.stopping = False  # the node stops: a connection served from now on is told BYE at once
         self.idling: set[Session] = set()  # in IDLE: woken by check_idle when another process changes a folder
@@ -150,16 +152,20 @@ class ImapService:
         # A connection accepted as the stop began (the listener closed, its task or TLS handshake not yet
         # run when stop() told the sessions): a BYE greeting (RFC 3501 §7.1.5), as the others get.
         refusal: bytes | None = None
+        crowded = False
         if self.stopping:
             code, text = BYE["node-stopping"]
             refusal = ser.untagged_status("BYE", text, code)
         elif self.per_address[session.client_ip] >= self.cfg.imap.max_connections_per_address:
             refusal = ser.untagged_status("BYE", "Too many connections from your address")
+            crowded = True
         if refusal is not None:
             writer.write(refusal)
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             writer.close()
+            if crowded:
+                await self.crowded(session.client_ip)
             return
         self.per_address[session.client_ip] += 1
         self.sessions.add(session)
@@ -168,8 +174,18 @@ class ImapService:
         finally:
             self.sessions.discard(session)
             self.per_address[session.client_ip] -= 1
+            if self.per_address[session.client_ip] <= 0:
+                del self.per_address[session.client_ip]  # not one key per address ever seen
             if session.user is not None and session.state != NOT_AUTH:
                 self.per_user[session.user] -= 1
+
+    async def crowded(self, address: str) -> None:
+        reply = "* BYE Too many connections from your address"
+        limit = self.cfg.imap.max_connections_per_address
+        response = self._crowd_quieter.response(address, {"result": "refused", "reply": reply, "limit": limit})
+        if response is not None:
+            event = AuditEvent.IMAP_CONNECTION_REFUSED
+            await self.node.audit.record(event, author="imap", peer=address, response=response)
 
 
 async def start_imap(service: ImapService, *, host: str, port: int, implicit_tls: bool) -> Listener:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import functools
 import logging
@@ -53,7 +54,7 @@ from gateway.errors import NotFound
 from gateway.node import Node
 from gateway.policy import identity, patients, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
-from gateway.proxy import ProxyServer, listen
+from gateway.proxy import ProxyServer, Quieter, listen
 from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
@@ -96,7 +97,16 @@ _DATA_REFUSALS = {  # aiosmtpd's own wording for these refusals, as push rewrite
     DataState.TOO_LONG: _REWRITES["500 Line too long (see RFC5321 4.5.3.1.6)"],
     DataState.TOO_MUCH: _REWRITES["552 Error: Too much mail data"],
 }
-_AUDITS: set[asyncio.Task[None]] = set()  # audits started from timer callbacks, referenced until done
+_AUDITS: set[asyncio.Task[None]] = set()  # audits started from callbacks, referenced until done
+
+
+def _spawn(audit: Awaitable[None]) -> None:
+    """An audit record written from a protocol callback, which cannot await it."""
+    task = asyncio.ensure_future(audit)
+    _AUDITS.add(task)
+    task.add_done_callback(_AUDITS.discard)
+
+
 _READ_ALL = 1 << 62  # StreamReader.read(n): all that is buffered, up to n octets
 # RFC 2034 §4 / RFC 3463: once ENHANCEDSTATUSCODES is advertised, every reply but the greeting, the
 # positive answers to HELO and EHLO, and the 3xx continuations carries an enhanced code. Ours do; these are
@@ -140,6 +150,8 @@ class GatewaySMTP(SMTP):
         self._min_data_rate = min_data_rate  # octets/s a DATA must average ([smtp] min_data_rate; 0: none)
         self._data_octets: int | None = None  # octets of the DATA being read, None outside one
         self._data_slow = False  # its time left has run below [smtp] timeout: it is being cut for its rate
+        self._address: str | None = None  # the client's address, once counted against its listener's limit
+        self._crowded = False  # refused for that limit: aiosmtpd never saw this connection
         self._implicit_tls = implicit_tls
         self._client = client  # the real client when the connection came through a load balancer (PROXY)
         self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
@@ -265,6 +277,19 @@ class GatewaySMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        handler = self.event_handler
+        if self._address is None and isinstance(handler, _Handler):  # not the second call, after STARTTLS
+            address = str((self._client or transport.get_extra_info("peername") or ("",))[0])
+            if not handler.admit(address):
+                # Before aiosmtpd's own connection_made: no greeting, no session, no timer to undo.
+                self._crowded = True
+                reply = f"421 4.7.0 {self.hostname} Error: too many connections from {address}"
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(f"{reply}\r\n".encode())
+                transport.close()
+                _spawn(handler.crowded(address, reply))
+                return
+            self._address = address
         super().connection_made(transport)
         live = getattr(self.event_handler, "live", None)
         if live is not None:
@@ -281,10 +306,19 @@ class GatewaySMTP(SMTP):
             self.session.ssl = marker._extra
 
     def connection_lost(self, error: Exception | None) -> None:
-        live = getattr(self.event_handler, "live", None)
+        if self._crowded:
+            return
+        handler = self.event_handler
+        if self._address is not None and isinstance(handler, _Handler):
+            handler.release(self._address)
+            self._address = None
+        live = getattr(handler, "live", None)
         if live is not None:
             live.discard(self)
         super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        return False if self._crowded else super().eof_received()
 
     def stopping(self, *, now: bool = False) -> None:
         """The node stops: RFC 5321 §3.8, a 421 and the connection closed. A session between commands gets
@@ -313,7 +347,7 @@ class GatewaySMTP(SMTP):
             # A message cut off on its way in: audited as the other refused contents (the handler's task is
             # about to be cancelled with the connection, so not awaited there).
             reason = "data rate below [smtp] min_data_rate" if self._data_slow else "client silent for [smtp] timeout"
-            task = self.loop.create_task(
+            _spawn(
                 audit(
                     AuditEvent.SMTP_CONTENT_REFUSED,
                     self.session,
@@ -323,8 +357,6 @@ class GatewaySMTP(SMTP):
                     reason=reason,
                 )
             )
-            _AUDITS.add(task)
-            task.add_done_callback(_AUDITS.discard)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -460,6 +492,32 @@ class _Handler:
         self.live: weakref.WeakSet[GatewaySMTP] = weakref.WeakSet()  # open sessions, told when the node stops
         self.stopping = False  # the node stops: sessions accepted from now on are told at their first command
         self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
+        self.per_address: collections.Counter[str] = collections.Counter()  # this listener's open connections
+        self._crowd_quieter = Quieter()  # an address over its limit is audited once a minute at most
+
+    def admit(self, address: str) -> bool:
+        """A new connection from `address`: counted, or False past [smtp] max_connections_per_address (per
+        listener, as Postfix's smtpd_client_connection_count_limit is per service)."""
+        if self.per_address[address] >= self.cfg.smtp.max_connections_per_address:
+            return False
+        self.per_address[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.per_address[address] -= 1
+        if self.per_address[address] <= 0:
+            del self.per_address[address]
+
+    async def crowded(self, address: str, reply: str) -> None:
+        limit = self.cfg.smtp.max_connections_per_address
+        response = self._crowd_quieter.response(address, {"result": "refused", "reply": reply, "limit": limit})
+        if response is not None:
+            await self.node.audit.record(
+                AuditEvent.SMTP_CONNECTION_REFUSED,
+                author=f"{self.author_prefix}:{self.cfg.node.name}",
+                peer=address,
+                response=response,
+            )
 
     def stop_sessions(self, now: bool = False) -> None:
         self.stopping = True

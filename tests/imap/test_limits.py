@@ -58,6 +58,13 @@ def test_sessions_per_mailbox_and_per_address(limited: Gateway) -> None:
     assert fifth.greeting == b"* BYE Too many connections from your address"
     for raw in (*sessions[1:], *more, fifth):
         raw.close()
+    deadline = time.monotonic() + 10
+    while not (found := limited.node.cli("audit", "search", "--event", "imap.connection.refused", "--json").json()):
+        assert time.monotonic() < deadline, "not audited"
+        time.sleep(0.1)
+    assert [(event["peer"], event["response"]) for event in found] == [  # type: ignore[index]
+        ("127.0.0.1", {"result": "refused", "reply": "* BYE Too many connections from your address", "limit": 4})
+    ]
 
 
 def test_a_silent_client_is_logged_out_before_login(limited: Gateway) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import select
+import socket
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from tests.smtp.conftest import DOCTOR, NURSE, PASSWORD, SECRETARIAT, Gateway, R
 LIMITS = {
     "MSSGW_SMTP__TIMEOUT": "1.5",
     "MSSGW_SMTP__MIN_DATA_RATE": "2000",
+    "MSSGW_SMTP__MAX_CONNECTIONS_PER_ADDRESS": "3",
     "MSSGW_SMTP__MAX_RECIPIENTS": "2",
     "MSSGW_AUTH__LOCKOUT_THRESHOLD": "2",
     "MSSGW_AUTH__LOCKOUT_BASE_DELAY": "60",
@@ -136,3 +138,50 @@ def test_repeated_failures_lock_the_account_and_the_address_out(limited: Gateway
     client.close()
     locked = limited.node.cli("audit", "search", "--event", "smtp.auth.locked", "--json").json()
     assert locked[-1]["response"]["login"] == SECRETARIAT  # type: ignore[index]
+
+
+def greeting(gw: Gateway, listener: str = "submission") -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", gw.port(listener)), timeout=10)
+    return sock, sock.makefile("rb").readline()
+
+
+def test_connections_per_address_are_capped_per_listener(limited: Gateway) -> None:
+    """Postfix's smtpd_client_connection_count_limit: 3 here. STARTTLS does not count a connection twice, a
+    closed one frees its slot, the relay listener counts apart, and the refusals are audited once a minute."""
+    time.sleep(0.5)  # the other tests' connections are counted out
+    tls = [RawSMTP(limited), RawSMTP(limited)]  # through STARTTLS
+    plain, text = greeting(limited)
+    assert text.startswith(b"220 mail.ch-test.mssante.fr ")
+    refused = b"421 4.7.0 mail.ch-test.mssante.fr Error: too many connections from 127.0.0.1\r\n"
+    for _ in range(2):
+        extra, text = greeting(limited)
+        assert text == refused
+        assert extra.recv(1) == b""  # closed, nothing more said
+        extra.close()
+    peer, text = greeting(limited, "relay")
+    assert text.startswith(b"220 mail.ch-test.mssante.fr ")
+    peer.close()
+    plain.close()
+    deadline = time.monotonic() + 5
+    while True:  # the freed slot, once the server has seen the close
+        again, text = greeting(limited)
+        if text != refused or time.monotonic() > deadline:
+            break
+        again.close()
+        time.sleep(0.05)
+    assert text.startswith(b"220 mail.ch-test.mssante.fr ")
+    assert tls[0].command("NOOP") == (250, "2.0.0 OK")  # the sessions under TLS go on
+    for conn in (again, *[raw.sock for raw in tls]):
+        conn.close()
+    deadline = time.monotonic() + 10
+    while True:
+        found = limited.node.cli("audit", "search", "--event", "smtp.connection.refused", "--json").json()
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [(event["peer"], event["response"]) for event in found] == [  # type: ignore[index]
+        (
+            "127.0.0.1",
+            {"result": "refused", "reply": refused.decode().rstrip(), "limit": 3},
+        )
+    ]  # the second refusal, within the minute, is counted in the next record (`unrecorded`)
