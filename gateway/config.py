@@ -154,6 +154,9 @@ class ImapSection(_Section):
     """Seconds of silence before an authenticated session is logged out (RFC 3501 §5.4: at least 30 min)."""
     login_timeout: float = Field(60.0, gt=0)
     """Seconds of silence allowed before login."""
+    login_deadline: float = Field(180.0, gt=0)
+    """Seconds a connection may stay without logging in, however busy (as Dovecot's login processes): a
+    client that never logs in cannot hold a connection by talking."""
     max_connections_per_user: int = Field(20, ge=1)
     max_connections_per_address: int = Field(50, ge=1)
     account_check: float = Field(10.0, gt=0)
@@ -488,6 +491,8 @@ duplicate_window = "7d"
 # Seconds of silence before logging a session out: after login (RFC 3501: 30 min or more), before login.
 autologout = 1800
 login_timeout = 60
+# Seconds a connection may stay without logging in, however busy it is.
+login_deadline = 180
 # Concurrent IMAP connections per mailbox and per client address.
 max_connections_per_user = 20
 max_connections_per_address = 50

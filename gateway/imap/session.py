@@ -136,6 +136,7 @@ class Session:
         self._out: list[bytes] = []  # responses not written yet (see write())
         self._pending = 0  # their octets
         self.log = get_logger(component="imap", node=service.cfg.node.name)
+        self._login_by = asyncio.get_running_loop().time() + service.cfg.imap.login_deadline
 
     def new_reader(self) -> CommandReader:
         # Before login a literal can only be a user name or a password: a client that has not logged in
@@ -198,10 +199,14 @@ class Session:
 
     async def _fill(self, seconds: float) -> None:
         try:
+            if seconds <= 0:  # the login deadline is past: even octets already buffered are not read
+                raise TimeoutError
             async with asyncio.timeout(seconds):  # not wait_for: 3.11's can swallow a cancellation
                 data = await self.reader.read(65536)
         except TimeoutError:
-            await self.send(ser.untagged_status("BYE", "Autologout; idle for too long"))
+            late = self.state == NOT_AUTH and asyncio.get_running_loop().time() >= self._login_by
+            text = "Autologout; no login in time" if late else "Autologout; idle for too long"
+            await self.send(ser.untagged_status("BYE", text))
             raise Closed from None
         except (ConnectionError, ssl.SSLError):
             raise Closed from None
@@ -211,8 +216,12 @@ class Session:
 
     @property
     def timeout(self) -> float:
-        # RFC 3501 §5.4: at least 30 minutes once authenticated; less before (a login takes seconds).
-        return self.service.cfg.imap.autologout if self.state != NOT_AUTH else self.service.cfg.imap.login_timeout
+        # RFC 3501 §5.4: at least 30 minutes once authenticated; less before (a login takes seconds), and
+        # no later than [imap] login_deadline after the connection, however busy the client keeps it.
+        cfg = self.service.cfg.imap
+        if self.state != NOT_AUTH:
+            return cfg.autologout
+        return max(0.0, min(cfg.login_timeout, self._login_by - asyncio.get_running_loop().time()))
 
     async def read_line(self) -> bytes:
         """The next line, raw (AUTHENTICATE responses, IDLE's DONE)."""

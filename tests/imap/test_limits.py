@@ -17,6 +17,7 @@ from tests.smtp.conftest import PASSWORD, Gateway, serve
 
 LIMITS = {
     "MSSGW_IMAP__LOGIN_TIMEOUT": "1",
+    "MSSGW_IMAP__LOGIN_DEADLINE": "3",
     "MSSGW_IMAP__MAX_CONNECTIONS_PER_USER": "2",
     "MSSGW_IMAP__MAX_CONNECTIONS_PER_ADDRESS": "4",
     "MSSGW_AUTH__LOCKOUT_THRESHOLD": "2",
@@ -185,3 +186,22 @@ def test_sessions_that_logged_out_are_not_ended_again_by_the_stop(
         served.close()
     events = node.cli("audit", "search", "--event", "imap.logout", "--principal", address, "--json").json()
     assert [e["response"] for e in events] == [{"result": "done"}] * sessions  # type: ignore[index]
+
+
+def test_a_busy_client_that_never_logs_in_is_logged_out_at_the_login_deadline(limited: Gateway) -> None:
+    """[imap] login_deadline (3 s here): a NOOP every 0.3 s, never silent for the 1 s login timeout, is still
+    logged out, as Dovecot's login processes do; a login within it is not affected (the other tests)."""
+    raw = Raw(limited, tls=False)
+    started = time.monotonic()
+    answered = 0
+    while True:
+        lines = raw.command(f"n{answered}", "NOOP")
+        if lines[-1] != f"n{answered} OK NOOP completed".encode():
+            break
+        answered += 1
+        assert time.monotonic() - started < 10, "never logged out"
+        time.sleep(0.3)
+    assert lines == [b"* BYE Autologout; no login in time", b""]  # then closed
+    assert 2.5 < time.monotonic() - started < 6
+    assert answered >= 5
+    raw.close()
