@@ -104,7 +104,13 @@ def _spawn(audit: Awaitable[None]) -> None:
     """An audit record written from a protocol callback, which cannot await it."""
     task = asyncio.ensure_future(audit)
     _AUDITS.add(task)
-    task.add_done_callback(_AUDITS.discard)
+    task.add_done_callback(_spawned_done)
+
+
+def _spawned_done(task: asyncio.Task[None]) -> None:
+    _AUDITS.discard(task)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("smtp.audit_failed", error=f"{type(error).__name__}: {error}"[:300])
 
 
 _READ_ALL = 1 << 62  # StreamReader.read(n): all that is buffered, up to n octets
@@ -152,6 +158,7 @@ class GatewaySMTP(SMTP):
         self._data_slow = False  # its time left has run below [smtp] timeout: it is being cut for its rate
         self._address: str | None = None  # the client's address, once counted against its listener's limit
         self._crowded = False  # refused for that limit: aiosmtpd never saw this connection
+        self._tls_up = False  # STARTTLS's handshake completed (aiosmtpd's second connection_made)
         self._implicit_tls = implicit_tls
         self._client = client  # the real client when the connection came through a load balancer (PROXY)
         self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
@@ -251,6 +258,9 @@ class GatewaySMTP(SMTP):
                 rest = data.feed(chunk)
         finally:
             self._data_octets = None
+        # The rate's budget was for reading: handling the message, then the next command, get the whole
+        # timeout again (a 421 while the message is being stored would have the client send it twice).
+        self._reset_timeout()
         if rest and not reader.at_eof():
             # Pipelined commands after the end line (RFC 2920): back in the (now empty) buffer, in order.
             reader.feed_data(rest)
@@ -290,6 +300,8 @@ class GatewaySMTP(SMTP):
                 _spawn(handler.crowded(address, reply))
                 return
             self._address = address
+        elif self._original_transport is not None:
+            self._tls_up = True
         super().connection_made(transport)
         live = getattr(self.event_handler, "live", None)
         if live is not None:
@@ -364,6 +376,11 @@ class GatewaySMTP(SMTP):
         # audit why before aiosmtpd closes it.
         try:
             await super().smtp_STARTTLS(arg)
+            if self._original_transport is not None and not self._tls_up:
+                # The session's timer closed the connection mid-handshake: asyncio's SSLProtocol then
+                # settles the handshake's waiter as a success, and tells us nothing of the lost
+                # connection. aiosmtpd's handshake-failure path ends the session (and its count).
+                raise TLSSetupException()
         except TLSSetupException as exc:
             hook = getattr(self.event_handler, "tls_refused", None)
             cause = exc.__cause__
@@ -741,7 +758,8 @@ class _Handler:
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's hook for an exception a command raised (the database failing, a bug): a temporary
         reply without internals, so the client keeps the message and tries again (RFC 5321 §4.2.5)."""
-        log.error("smtp.internal_error", error=f"{type(error).__name__}: {error}"[:300])
+        if not isinstance(error, TLSSetupException):  # a refused handshake: audited, and nothing is said
+            log.error("smtp.internal_error", error=f"{type(error).__name__}: {error}"[:300])
         return "451 4.3.0 Local error in processing, try again later"
 
     async def patient_rules(self, envelope: Envelope, headers: content.Headers, size: int) -> patients.Decision:

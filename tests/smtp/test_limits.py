@@ -185,3 +185,38 @@ def test_connections_per_address_are_capped_per_listener(limited: Gateway) -> No
             {"result": "refused", "reply": refused.decode().rstrip(), "limit": 3},
         )
     ]  # the second refusal, within the minute, is counted in the next record (`unrecorded`)
+
+
+def test_after_a_slow_data_the_next_command_has_the_whole_timeout(limited: Gateway) -> None:
+    """The rate's budget is DATA's: silent 1.2 s of the 1.5 s timeout inside DATA (0.3 s left), the message
+    is still taken, and the session then waits the whole timeout for its next command, not what was left
+    (a 421 while the message is stored would have the client send it twice)."""
+    raw = open_data(limited)
+    raw.send(f"From: <{DOCTOR}>\r\nTo: <{NURSE}>\r\nSubject: slow end\r\n\r\nbody\r\n".encode())
+    time.sleep(1.2)
+    code, text = raw.command(".")
+    assert (code, text[: len("2.0.0 OK delivered as ")]) == (250, "2.0.0 OK delivered as ")
+    time.sleep(0.9)
+    assert raw.command("NOOP") == (250, "2.0.0 OK")
+    raw.close()
+
+
+def test_a_starttls_left_without_its_handshake_frees_its_slot(limited: Gateway) -> None:
+    """The timeout ends a STARTTLS whose client never starts the handshake; asyncio then reports the
+    handshake as done and the connection's loss to nobody, so the session must end it itself: else
+    its slot of the address's 3 stays taken until the node restarts."""
+    time.sleep(0.5)  # the other tests' connections are counted out
+    stalled, text = greeting(limited)
+    assert text.startswith(b"220 ")
+    stalled.sendall(b"EHLO stalled.example\r\nSTARTTLS\r\n")
+    replies = stalled.makefile("rb")
+    while not (line := replies.readline()).startswith(b"250 "):
+        assert line.startswith(b"250-"), line
+    assert replies.readline() == b"220 2.0.0 Ready to start TLS\r\n"
+    time.sleep(2.5)  # past the 1.5 s timeout, no ClientHello sent
+    stalled.close()
+    time.sleep(0.5)
+    opened = [greeting(limited) for _ in range(3)]
+    assert [text[:4] for _, text in opened] == [b"220 "] * 3
+    for sock, _ in opened:
+        sock.close()
