@@ -34,7 +34,7 @@ from gateway.queue.store import Queue
 from gateway.queue.worker import DeliveryWorker
 from gateway.smime.service import Smime
 from gateway.smtp.client import Relayer
-from gateway.smtp.server import Listener, start_relay, start_submission
+from gateway.smtp.server import Listener, settle_spawned_audits, start_relay, start_submission
 from gateway.store.logins import LoginRecords
 from gateway.store.notify import PgNoticeBridge
 from gateway.tls import RelayContexts, server_context, shrink_asyncio_tls_buffers
@@ -244,6 +244,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                 await keeping
             await relayer.close()  # QUIT to the peers' kept sessions
             smime.close()
+            await settle_spawned_audits()  # refusals and cut DATAs audited from protocol callbacks
             await node.audit.record(AuditEvent.NODE_STOPPED, author=author)
             await node.audit.checkpoint()
             announce("stopped")

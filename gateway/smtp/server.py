@@ -107,6 +107,12 @@ def _spawn(audit: Awaitable[None]) -> None:
     task.add_done_callback(_spawned_done)
 
 
+async def settle_spawned_audits() -> None:
+    """Wait for the audits `_spawn` started (the node stops: they are written before it says so)."""
+    if _AUDITS:
+        await asyncio.gather(*_AUDITS, return_exceptions=True)
+
+
 def _spawned_done(task: asyncio.Task[None]) -> None:
     _AUDITS.discard(task)
     if not task.cancelled() and (error := task.exception()) is not None:
