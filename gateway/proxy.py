@@ -26,6 +26,7 @@ import contextlib
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -248,6 +249,32 @@ class Quieter:
         if not record:
             return None
         return {**response, "unrecorded": unrecorded} if unrecorded else response
+
+
+class PerAddress:
+    """A listener's open connections per client address, at most `limit` each (Postfix's
+    smtpd_client_connection_count_limit; IMAP's per-address cap). `admit` counts a new connection or refuses
+    it; `release` uncounts it (no key is kept for an address with none open); `refusal` is the audit response
+    for a refused one, once a minute per address at most (Quieter), else None."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: Counter[str] = Counter()
+        self._quieter = Quieter()
+
+    def admit(self, address: str) -> bool:
+        if self.open[address] >= self.limit:
+            return False
+        self.open[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
+
+    def refusal(self, address: str, reply: str) -> dict[str, object] | None:
+        return self._quieter.response(address, {"result": "refused", "reply": reply, "limit": self.limit})
 
 
 TLS_REFUSED = {"imaps": AuditEvent.IMAP_TLS_REFUSED, "https": AuditEvent.WEB_TLS_REFUSED}

@@ -368,6 +368,19 @@ def test_the_quieter_records_an_address_once_a_minute_and_counts_the_rest() -> N
     assert quieter.admit("192.0.2.1") == (True, 0)
 
 
+def test_per_address_counts_caps_and_forgets() -> None:
+    limits = proxy.PerAddress(2)
+    assert [limits.admit("192.0.2.1") for _ in range(3)] == [True, True, False]
+    assert limits.admit("192.0.2.2")  # another address has its own count
+    limits.release("192.0.2.1")
+    assert limits.admit("192.0.2.1")  # a freed slot
+    limits.release("192.0.2.2")
+    assert dict(limits.open) == {"192.0.2.1": 2}  # no key for an address with nothing open
+    reply = "421 4.7.0 too many"
+    assert limits.refusal("192.0.2.1", reply) == {"result": "refused", "reply": reply, "limit": 2}
+    assert limits.refusal("192.0.2.1", reply) is None  # within the minute: counted, not recorded
+
+
 @pytest.mark.parametrize("tls", [False, True])
 async def test_accepted_connections_have_nagle_off(tmp_path: Path, tls: bool) -> None:
     """Replies written in several pieces (a FETCH's literal, then the tagged OK) leave at once: with

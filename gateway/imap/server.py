@@ -29,7 +29,7 @@ from gateway.config import Config
 from gateway.imap.proto import serialize as ser
 from gateway.imap.session import AUTH, BYE, NOT_AUTH, SELECTED, Session
 from gateway.node import Node
-from gateway.proxy import Quieter, listen
+from gateway.proxy import PerAddress, listen
 from gateway.smtp.server import Listener
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
@@ -66,6 +66,9 @@ async def _every(seconds: Callable[[], float], job: Callable[[], Awaitable[None]
             get_logger(component="imap").warning(f"{what} failed", error=type(exc).__name__)
 
 
+_CROWDED = "Too many connections from your address"
+
+
 class ImapService:
     """What every IMAP session of this node shares: the node, the store, the login check, the limits."""
 
@@ -81,8 +84,7 @@ class ImapService:
             max_folders=node.cfg.store.max_folders,
         )
         self.per_user: Counter[str] = Counter()
-        self.per_address: Counter[str] = Counter()
-        self._crowd_quieter = Quieter()  # an address over its limit is audited once a minute at most
+        self.per_address = PerAddress(node.cfg.imap.max_connections_per_address)
         self.sessions: set[Session] = set()
         self.stopping = False  # the node stops: a connection served from now on is told BYE at once
         self.idling: set[Session] = set()  # in IDLE: woken by check_idle when another process changes a folder
@@ -156,36 +158,27 @@ class ImapService:
         if self.stopping:
             code, text = BYE["node-stopping"]
             refusal = ser.untagged_status("BYE", text, code)
-        elif self.per_address[session.client_ip] >= self.cfg.imap.max_connections_per_address:
-            refusal = ser.untagged_status("BYE", "Too many connections from your address")
+        elif not self.per_address.admit(session.client_ip):
+            refusal = ser.untagged_status("BYE", _CROWDED)
             crowded = True
         if refusal is not None:
             writer.write(refusal)
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             writer.close()
-            if crowded:
-                await self.crowded(session.client_ip)
+            response = self.per_address.refusal(session.client_ip, f"* BYE {_CROWDED}") if crowded else None
+            if response is not None:
+                event = AuditEvent.IMAP_CONNECTION_REFUSED
+                await self.node.audit.record(event, author="imap", peer=session.client_ip, response=response)
             return
-        self.per_address[session.client_ip] += 1
         self.sessions.add(session)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
-            self.per_address[session.client_ip] -= 1
-            if self.per_address[session.client_ip] <= 0:
-                del self.per_address[session.client_ip]  # not one key per address ever seen
+            self.per_address.release(session.client_ip)
             if session.user is not None and session.state != NOT_AUTH:
                 self.per_user[session.user] -= 1
-
-    async def crowded(self, address: str) -> None:
-        reply = "* BYE Too many connections from your address"
-        limit = self.cfg.imap.max_connections_per_address
-        response = self._crowd_quieter.response(address, {"result": "refused", "reply": reply, "limit": limit})
-        if response is not None:
-            event = AuditEvent.IMAP_CONNECTION_REFUSED
-            await self.node.audit.record(event, author="imap", peer=address, response=response)
 
 
 async def start_imap(service: ImapService, *, host: str, port: int, implicit_tls: bool) -> Listener:

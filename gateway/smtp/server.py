@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import contextlib
 import functools
 import logging
@@ -54,7 +53,7 @@ from gateway.errors import NotFound
 from gateway.node import Node
 from gateway.policy import identity, patients, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
-from gateway.proxy import ProxyServer, Quieter, listen
+from gateway.proxy import PerAddress, ProxyServer, listen
 from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
@@ -296,7 +295,7 @@ class GatewaySMTP(SMTP):
         handler = self.event_handler
         if self._address is None and isinstance(handler, _Handler):  # not the second call, after STARTTLS
             address = str((self._client or transport.get_extra_info("peername") or ("",))[0])
-            if not handler.admit(address):
+            if not handler.per_address.admit(address):
                 # Before aiosmtpd's own connection_made: no greeting, no session, no timer to undo.
                 self._crowded = True
                 reply = f"421 4.7.0 {self.hostname} Error: too many connections from {address}"
@@ -328,7 +327,7 @@ class GatewaySMTP(SMTP):
             return
         handler = self.event_handler
         if self._address is not None and isinstance(handler, _Handler):
-            handler.release(self._address)
+            handler.per_address.release(self._address)
             self._address = None
         live = getattr(handler, "live", None)
         if live is not None:
@@ -515,25 +514,10 @@ class _Handler:
         self.live: weakref.WeakSet[GatewaySMTP] = weakref.WeakSet()  # open sessions, told when the node stops
         self.stopping = False  # the node stops: sessions accepted from now on are told at their first command
         self.mailstore = Mailstore(MessageStore(node.mailboxes), default_quota=node.cfg.store.default_quota or None)
-        self.per_address: collections.Counter[str] = collections.Counter()  # this listener's open connections
-        self._crowd_quieter = Quieter()  # an address over its limit is audited once a minute at most
-
-    def admit(self, address: str) -> bool:
-        """A new connection from `address`: counted, or False past [smtp] max_connections_per_address (per
-        listener, as Postfix's smtpd_client_connection_count_limit is per service)."""
-        if self.per_address[address] >= self.cfg.smtp.max_connections_per_address:
-            return False
-        self.per_address[address] += 1
-        return True
-
-    def release(self, address: str) -> None:
-        self.per_address[address] -= 1
-        if self.per_address[address] <= 0:
-            del self.per_address[address]
+        self.per_address = PerAddress(node.cfg.smtp.max_connections_per_address)  # this listener's connections
 
     async def crowded(self, address: str, reply: str) -> None:
-        limit = self.cfg.smtp.max_connections_per_address
-        response = self._crowd_quieter.response(address, {"result": "refused", "reply": reply, "limit": limit})
+        response = self.per_address.refusal(address, reply)
         if response is not None:
             await self.node.audit.record(
                 AuditEvent.SMTP_CONNECTION_REFUSED,
