@@ -157,6 +157,14 @@ class ImapSection(_Section):
     login_deadline: float = Field(180.0, gt=0)
     """Seconds a connection may stay without logging in, however busy (as Dovecot's login processes): a
     client that never logs in cannot hold a connection by talking."""
+    command_timeout: float = Field(300.0, gt=0)
+    """Seconds of silence allowed after login once a command has begun (a line not ended, a literal under
+    way), as SMTP's `timeout` within DATA; between commands `autologout` applies."""
+    min_command_rate: int = Field(500, ge=0)
+    """Octets a second a command must average once begun (an APPEND's literal), after login: its time
+    left starts at `command_timeout`, runs down as the clock does, and each octet received adds
+    1/min_command_rate s, up to `command_timeout`; so a client trickling a literal cannot hold a session
+    for ever. 0: only silence counts."""
     max_connections_per_user: int = Field(20, ge=1)
     max_connections_per_address: int = Field(50, ge=1)
     account_check: float = Field(10.0, gt=0)
@@ -493,6 +501,11 @@ autologout = 1800
 login_timeout = 60
 # Seconds a connection may stay without logging in, however busy it is.
 login_deadline = 180
+# After login, seconds of silence allowed in the middle of a command (a literal under way), and the
+# octets a second it must average: each octet adds 1/min_command_rate s to its time left (at most
+# command_timeout). 0: only silence counts.
+command_timeout = 300
+min_command_rate = 500
 # Concurrent IMAP connections per mailbox and per client address.
 max_connections_per_user = 20
 max_connections_per_address = 50

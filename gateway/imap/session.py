@@ -137,6 +137,10 @@ class Session:
         self._pending = 0  # their octets
         self.log = get_logger(component="imap", node=service.cfg.node.name)
         self._login_by = asyncio.get_running_loop().time() + service.cfg.imap.login_deadline
+        # Seconds the command under way has left, as of _budget_at ([imap] min_command_rate); None between
+        # commands.
+        self._budget: float | None = None
+        self._budget_at = 0.0
 
     def new_reader(self) -> CommandReader:
         # Before login a literal can only be a user name or a password: a client that has not logged in
@@ -197,31 +201,66 @@ class Session:
 
     # -- input -----------------------------------------------------------------------------------
 
-    async def _fill(self, seconds: float) -> None:
+    async def _fill(self) -> None:
+        clock = asyncio.get_running_loop().time
+        seconds = self._read_timeout(clock())
         try:
-            if seconds <= 0:  # the login deadline is past: even octets already buffered are not read
+            if seconds <= 0:  # a deadline is past: even octets already buffered are not read
                 raise TimeoutError
             async with asyncio.timeout(seconds):  # not wait_for: 3.11's can swallow a cancellation
                 data = await self.reader.read(65536)
         except TimeoutError:
-            late = self.state == NOT_AUTH and asyncio.get_running_loop().time() >= self._login_by
-            text = "Autologout; no login in time" if late else "Autologout; idle for too long"
-            await self.send(ser.untagged_status("BYE", text))
+            await self._timed_out(clock())
             raise Closed from None
         except (ConnectionError, ssl.SSLError):
             raise Closed from None
         if not data:
             raise Closed
+        if self._budget is not None:
+            cfg, now = self.service.cfg.imap, clock()
+            credit = len(data) / cfg.min_command_rate if cfg.min_command_rate else cfg.command_timeout
+            self._budget = min(cfg.command_timeout, self._left(now) + credit)
+            self._budget_at = now
         self.frames.feed(data)
 
-    @property
-    def timeout(self) -> float:
+    def _read_timeout(self, now: float) -> float:
         # RFC 3501 §5.4: at least 30 minutes once authenticated; less before (a login takes seconds), and
         # no later than [imap] login_deadline after the connection, however busy the client keeps it.
         cfg = self.service.cfg.imap
-        if self.state != NOT_AUTH:
-            return cfg.autologout
-        return max(0.0, min(cfg.login_timeout, self._login_by - asyncio.get_running_loop().time()))
+        if self.state == NOT_AUTH:
+            return max(0.0, min(cfg.login_timeout, self._login_by - now))
+        if self.frames.pending:
+            # Mid-command (a literal under way, a line not ended): [imap] command_timeout of silence, and
+            # the command must average [imap] min_command_rate, as a DATA does in SMTP.
+            if self._budget is None:
+                self._budget, self._budget_at = cfg.command_timeout, now
+            return self._left(now)
+        return cfg.autologout
+
+    def _left(self, now: float) -> float:
+        assert self._budget is not None
+        return max(0.0, self._budget - (now - self._budget_at))
+
+    def _command_ended(self) -> None:
+        self._budget = None
+
+    async def _timed_out(self, now: float) -> None:
+        cfg = self.service.cfg.imap
+        if self.state == NOT_AUTH:
+            late = now >= self._login_by
+            text = "Autologout; no login in time" if late else "Autologout; idle for too long"
+            await self.send(ser.untagged_status("BYE", text))
+            return
+        # A budget below command_timeout means octets came, too slowly (as Postfix's smtpd_min_data_rate).
+        slow = self._budget is not None and self._budget < cfg.command_timeout
+        with contextlib.suppress(ConnectionError, ssl.SSLError):  # audited even if the client is gone
+            text = "Autologout; command too slow" if slow else "Autologout; idle for too long"
+            await self.send(ser.untagged_status("BYE", text))
+        if slow:
+            reason = "command rate below [imap] min_command_rate"
+        else:
+            reason = f"client silent for [imap] {'autologout' if self._budget is None else 'command_timeout'}"
+        await self.audit(AuditEvent.IMAP_LOGOUT, result="timeout", reason=reason)
 
     async def read_line(self) -> bytes:
         """The next line, raw (AUTHENTICATE responses, IDLE's DONE)."""
@@ -229,9 +268,10 @@ class Session:
         while True:
             event = self.frames.next_event()
             if event is None:
-                await self._fill(self.timeout)
+                await self._fill()
                 continue
             if isinstance(event, RawLine):
+                self._command_ended()
                 return event.data
             if isinstance(event, FramingError):
                 if not event.fatal:  # the command that asked for the line is refused, the session goes on
@@ -245,12 +285,14 @@ class Session:
             while self.state != LOGOUT:
                 event = self.frames.next_event()
                 if event is None:
-                    await self._fill(self.timeout)
+                    await self._fill()
                 elif isinstance(event, Continuation):
                     await self.send(ser.continuation("Ready for literal data"))
                 elif isinstance(event, FramingError):
+                    self._command_ended()
                     await self._framing_error(event)
                 elif isinstance(event, CommandLine):
+                    self._command_ended()
                     if self.ending():
                         raise Closed  # revoked between commands: revoke() is saying BYE, not this loop
                     self.busy = True

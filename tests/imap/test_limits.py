@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ LIMITS = {
     "MSSGW_AUTH__LOCKOUT_THRESHOLD": "2",
     "MSSGW_IMAP__ACCOUNT_CHECK": "0.5",
     "MSSGW_STORE__MAX_FOLDERS": "10",
+    "MSSGW_IMAP__COMMAND_TIMEOUT": "1.5",
+    "MSSGW_IMAP__MIN_COMMAND_RATE": "2000",
 }
 
 
@@ -126,6 +129,90 @@ def test_disabling_a_mailbox_ends_its_sessions(limited: Gateway) -> None:
     assert {e["response"]["reason"] for e in revoked} == {"mailbox-disabled"}  # type: ignore[index]
     for raw in (waiting, idling):
         raw.close()
+
+
+def logouts(gw: Gateway, address: str) -> list[object]:
+    deadline = time.monotonic() + 10
+    while not (
+        found := gw.node.cli("audit", "search", "--event", "imap.logout", "--principal", address, "--json").json()
+    ):
+        assert time.monotonic() < deadline, "not audited"
+        time.sleep(0.1)
+    return [event["response"] for event in found]  # type: ignore[index]
+
+
+def trickle(raw: Raw, rate: int, seconds: float) -> tuple[int, list[bytes]]:
+    """Send a literal's octets at `rate` a second, 10 times a second, for `seconds` or until the server
+    speaks; the octets sent and what it said."""
+    sent, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        try:
+            raw.send(b"x" * (rate // 10))
+        except OSError:
+            break
+        sent += rate // 10
+        if select.select([raw.sock], [], [], 0.1)[0]:
+            return sent, [raw.line()]
+    return sent, []
+
+
+def test_a_literal_trickled_after_login_is_cut(limited: Gateway) -> None:
+    """[imap] min_command_rate (2,000 octets/s here, command_timeout 1.5 s): an APPEND whose literal comes at
+    400 octets/s, never silent, loses 0.8 s of its 1.5 s a second and is cut after about 1.9 s, where the
+    autologout (30 min) alone would have let it run for ever."""
+    time.sleep(0.5)  # the previous tests' connections are counted out
+    address = mailbox(limited)
+    raw = Raw(limited)
+    assert raw.command("l", f'LOGIN {address} "{PASSWORD}"')[-1].endswith(b"Logged in")
+    time.sleep(2)  # between commands the autologout applies, not command_timeout
+    raw.send(b"a APPEND INBOX {100000+}\r\n")
+    started = time.monotonic()
+    sent, said = trickle(raw, 400, 10)
+    assert said == [b"* BYE Autologout; command too slow"]
+    assert 1.5 < time.monotonic() - started < 4
+    assert sent < 2000
+    assert raw.line() == b""  # closed
+    raw.close()
+    assert logouts(limited, address) == [{"result": "timeout", "reason": "command rate below [imap] min_command_rate"}]
+    check = Raw(limited)
+    check.command("l", f'LOGIN {address} "{PASSWORD}"')
+    assert b"* STATUS INBOX (MESSAGES 0)" in check.command("s", "STATUS INBOX (MESSAGES)")
+    check.close()
+
+
+def test_a_literal_at_the_rate_is_not_cut(limited: Gateway) -> None:
+    """4,000 octets/s for 3 s, twice command_timeout: each octet's credit keeps the APPEND going."""
+    time.sleep(0.5)
+    address = mailbox(limited)
+    raw = Raw(limited)
+    raw.command("l", f'LOGIN {address} "{PASSWORD}"')
+    body = b"Subject: lent\r\n\r\n" + b"y" * 11_980 + b"\r\n"
+    raw.send(b"a APPEND INBOX {%d+}\r\n" % len(body))
+    started = time.monotonic()
+    for i in range(0, len(body), 400):
+        raw.send(body[i : i + 400])
+        time.sleep(0.1)
+    raw.send(b"\r\n")
+    reply = raw.until(b"a")
+    assert time.monotonic() - started > 2.9
+    assert reply[-1].startswith(b"a OK [APPENDUID ")
+    assert raw.command("n", "NOOP")[-1] == b"n OK NOOP completed"
+    raw.close()
+
+
+def test_silence_in_the_middle_of_a_command_ends_the_session(limited: Gateway) -> None:
+    """A command begun and not ended: command_timeout (1.5 s) of silence, not the autologout."""
+    time.sleep(0.5)
+    address = mailbox(limited)
+    raw = Raw(limited)
+    raw.command("l", f'LOGIN {address} "{PASSWORD}"')
+    raw.send(b"a NOOP")
+    started = time.monotonic()
+    assert raw.line() == b"* BYE Autologout; idle for too long"
+    assert 1.4 < time.monotonic() - started < 4
+    assert raw.line() == b""
+    raw.close()
+    assert logouts(limited, address) == [{"result": "timeout", "reason": "client silent for [imap] command_timeout"}]
 
 
 def test_parallel_guesses_cannot_outrun_the_lock_out(limited: Gateway) -> None:
