@@ -25,6 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from directory.addresses import check_domain
 from gateway.errors import ConfigError
 from gateway.queue.retry import parse_duration
 
@@ -34,6 +35,14 @@ CONFIG_FILENAME = "mssgw.toml"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _domain(value: str, *, empty: bool = False) -> str:
+    # Checked here, once: a name mail cannot carry (an underscore, one label) would otherwise fail later
+    # wherever it is first written, a DSN's Reporting-MTA or a Message-ID, and keep failing there.
+    if not (empty and value == "") and (reason := check_domain(value)):
+        raise ValueError(reason)
+    return value
 
 
 class NodeSection(_Section):
@@ -49,7 +58,12 @@ class NodeSection(_Section):
     @field_validator("domain", "patient_domain")
     @classmethod
     def _lower(cls, v: str) -> str:
-        return v.strip().lower().rstrip(".")
+        return _domain(v.strip().lower().rstrip("."), empty=True)
+
+    @field_validator("extra_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        return [_domain(d.strip().lower().rstrip(".")) for d in v]
 
     @property
     def patient(self) -> str:
@@ -137,6 +151,11 @@ class SmtpSection(_Section):
     duplicate_window: str = "7d"
     """How long a message relayed in from a peer is remembered (gateway.store.messages, relay receipts):
     the same message sent again within it is acknowledged and not stored twice."""
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        return _domain(v.strip().rstrip("."), empty=True)
 
     @field_validator("duplicate_window")
     @classmethod

@@ -370,14 +370,18 @@ class Queue:
         return list(out.values())
 
     async def retry_now(self, queue_id: str) -> int:
-        """Make a message's pending recipients due now; returns how many."""
+        """Make a message's pending recipients due now; returns how many.
+
+        Leases are left alone: a recipient a worker is relaying at this moment stays its own (freed, it
+        would be sent again by the next pass, or by another node at once), and an expired lease can be
+        claimed anyway."""
         async with self.db.write() as s:
             if await s.get(QueuedMessage, queue_id) is None:
                 raise NotFound(f"no queued message {queue_id}")
             result = await s.execute(
                 update(QueuedRecipient)
                 .where(QueuedRecipient.message_id == queue_id, QueuedRecipient.status == "pending")
-                .values(next_attempt_at=utcnow(), lease_owner=None, lease_until=None)
+                .values(next_attempt_at=utcnow())
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

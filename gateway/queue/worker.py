@@ -180,7 +180,9 @@ class DeliveryWorker:
         for job, res in results:
             if res.ok:
                 continue  # recorded with the delivery itself
-            retry = None if res.permanent else self.schedule.next_delay(job.attempts + 1, age=now - env.created_at)
+            # Another node's clock may run a little ahead of ours: a message it queued is not from the future.
+            age = max(now - env.created_at, timedelta(0))
+            retry = None if res.permanent else self.schedule.next_delay(job.attempts + 1, age=age)
             if retry is not None:
                 with contextlib.suppress(LeaseLost):
                     await self.queue.mark(job, "pending", error=res.diagnostic, retry_at=now + retry)
@@ -189,7 +191,7 @@ class DeliveryWorker:
                         env,
                         rcpt=job.recipient,
                         reason=res.diagnostic,
-                        retry_in=retry.seconds,
+                        retry_in=int(retry.total_seconds()),
                     )
                 continue
             status = res.status if res.permanent else "4.4.7"  # RFC 3463: delivery time expired
@@ -211,17 +213,23 @@ class DeliveryWorker:
 
     async def _fail(self, env: Envelope, body: bytes, failed: list[tuple[Job, RecipientStatus]]) -> None:
         """Fail the recipients and queue the sender's DSN in one transaction: never one without the other."""
-        dsn = None
+        dsn, dsn_error = None, None
         if needs_dsn(env.sender):
-            dsn = build_dsn(
-                reporting_mta=self.cfg.smtp_hostname,
-                original_envelope_id=None,
-                sender=env.sender,
-                recipients=[st for _, st in failed],
-                original_headers=header_block(body),
-                arrival=env.created_at,
-                message_id_domain=self.cfg.node.domain,
-            )
+            try:
+                dsn = build_dsn(
+                    reporting_mta=self.cfg.smtp_hostname,
+                    original_envelope_id=None,
+                    sender=env.sender,
+                    recipients=[st for _, st in failed],
+                    original_headers=header_block(body),
+                    arrival=env.created_at,
+                    message_id_domain=self.cfg.node.domain,
+                )
+            except ValueError as exc:
+                # The recipients fail all the same: left pending, they would be claimed and tried again
+                # every lease, for ever, and never given up.
+                dsn_error = str(exc)
+                self._log.error("dsn not built", queue_id=env.queue_id, error=dsn_error)
         try:
             async with self.node.db.raw_writing() as s:
                 for job, st in failed:
@@ -241,8 +249,11 @@ class DeliveryWorker:
                 )
         except LeaseLost:
             return  # another worker holds these recipients now and will conclude
+        extra = {"dsn_error": dsn_error} if dsn_error is not None else {}
         for job, st in failed:
-            await self._audit(AuditEvent.QUEUE_FAILED, env, rcpt=job.recipient, status=st.status, reason=st.diagnostic)
+            await self._audit(
+                AuditEvent.QUEUE_FAILED, env, rcpt=job.recipient, status=st.status, reason=st.diagnostic, **extra
+            )
         if dsn_id is not None:
             await self._audit(
                 AuditEvent.QUEUE_DSN_SENT,

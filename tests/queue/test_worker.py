@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import cms as asn1_cms
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from certs.pki import TrustSpacePKI, write_bundle
 from gateway.audit.events import AuditEvent
 from gateway.audit.verify import query
 from gateway.config import SmimePeer
 from gateway.node import Node
+from gateway.queue.retry import RetrySchedule
 from gateway.queue.store import Envelope, Job, LeaseLost, Queue
-from gateway.queue.worker import DeliveryWorker, Result
+from gateway.queue.worker import DeliveryWorker, Relay, Result
 from gateway.smime import cms, mime
 from gateway.smime.service import Smime
 from gateway.store.mailstore import Mailstore
@@ -347,3 +348,99 @@ async def test_a_slow_batch_keeps_its_leases_while_it_works(node: Node) -> None:
     assert await queue.list() == []
     relayed = await query(node.audit_db, action="queue.relayed")
     assert [r["author"] for r in relayed] == ["queue:slow"]
+
+
+REMOTE = "quelquun@ch-pair.mssante.fr"
+
+
+async def queued_for_peer(node: Node, queue: Queue) -> str:
+    return await queue.enqueue(
+        source="submission",
+        sender=RCPT,
+        recipients=[REMOTE],
+        body=b"Subject: x\r\n\r\nx\r\n",
+        local_domains=node.cfg.node.local_domains,
+    )
+
+
+def relaying(status: str, diagnostic: str, *, permanent: bool) -> Relay:
+    async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        return [Result(j.recipient, False, permanent, status, diagnostic, "mx.ch-pair.mssante.fr") for j in jobs]
+
+    return relay
+
+
+async def test_queue_retry_during_a_relay_does_not_send_it_twice(node: Node) -> None:
+    """`mssgw queue retry` while a worker relays the message: the worker's lease stays its own, so its
+    `relayed` is recorded and the next pass finds nothing (freeing the lease had it relayed again)."""
+    queue = Queue(node.db, node.kek)
+    qid = await queued_for_peer(node, queue)
+    sent: list[str] = []
+
+    async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        if not sent:
+            assert await queue.retry_now(qid) == 1  # the operator, while the peer is being sent the message
+        sent.extend(j.recipient for j in jobs)
+        return [Result(j.recipient, True, remote_mta="mx.ch-pair.mssante.fr") for j in jobs]
+
+    worker = DeliveryWorker(node, queue, relay=relay)
+    assert await worker.run_once() == 1
+    assert await worker.run_once() == 0
+    assert sent == [REMOTE]
+    assert len(await query(node.audit_db, action="queue.relayed")) == 1
+
+
+async def test_queue_retry_makes_a_deferred_recipient_due_at_once(node: Node) -> None:
+    queue = Queue(node.db, node.kek)
+    qid = await queued_for_peer(node, queue)
+    worker = DeliveryWorker(node, queue, relay=relaying("4.4.1", "smtp; 451 4.4.1 plus tard", permanent=False))
+    assert await worker.run_once() == 1
+    assert await worker.run_once() == 0  # deferred
+    assert await queue.retry_now(qid) == 1
+    assert await worker.run_once() == 1
+    [r] = await queue.recipients(qid)
+    assert (r.status, r.attempts) == ("pending", 2)
+
+
+async def test_a_deferral_of_days_is_audited_in_whole_seconds(node: Node) -> None:
+    queue = Queue(node.db, node.kek)
+    await queued_for_peer(node, queue)
+    worker = DeliveryWorker(node, queue, relay=relaying("4.4.1", "smtp; 451 4.4.1 plus tard", permanent=False))
+    worker.schedule = RetrySchedule.parse("1d", max_age=timedelta(days=5))
+    await worker.run_once()
+    [record] = await query(node.audit_db, action="queue.deferred")
+    assert record["response"]["retry_in"] == 86400  # timedelta.seconds said 0
+
+
+async def test_a_message_queued_by_a_node_whose_clock_is_ahead_is_deferred(node: Node) -> None:
+    """Another node's clock 2 s ahead: the message's age is negative here; it counts as 0, and the
+    temporary failure is recorded and scheduled (it raised, leaving the recipient leased and uncounted)."""
+    queue = Queue(node.db, node.kek)
+    qid = await queued_for_peer(node, queue)
+    async with node.db.write() as s:
+        await s.execute(
+            update(QueuedMessage).where(QueuedMessage.id == qid).values(created_at=utcnow() + timedelta(seconds=2))
+        )
+    worker = DeliveryWorker(node, queue, relay=relaying("4.4.1", "smtp; 451 4.4.1 plus tard", permanent=False))
+    await worker.run_once()
+    [r] = await queue.recipients(qid)
+    assert (r.status, r.attempts, r.lease_owner) == ("pending", 1, None)
+    assert r.last_error == "smtp; 451 4.4.1 plus tard"
+
+
+async def test_a_dsn_that_cannot_be_built_still_fails_the_recipient(node: Node) -> None:
+    """A DSN the builder refuses (here a reporting MTA the configuration now refuses at load, set behind its
+    back): the recipient is failed all the same and the refusal audited; left pending, it was claimed and
+    relayed again every lease, for ever."""
+    object.__setattr__(node.cfg.smtp, "hostname", "mx_1.ch-test.mssante.fr")
+    queue = Queue(node.db, node.kek)
+    await queued_for_peer(node, queue)
+    worker = DeliveryWorker(node, queue, relay=relaying("5.1.1", "smtp; 550 5.1.1 inconnu", permanent=True))
+    assert await worker.run_once() == 1
+    async with node.db.read() as s:
+        assert (await s.execute(select(func.count()).select_from(QueuedMessage))).scalar_one() == 0
+    assert await worker.run_once(now=utcnow() + timedelta(minutes=10)) == 0
+    [record] = await query(node.audit_db, action="queue.failed")
+    assert record["response"]["status"] == "5.1.1"
+    assert "is not a DNS host name" in record["response"]["dsn_error"]
+    assert await query(node.audit_db, action="queue.dsn.sent") == []

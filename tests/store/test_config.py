@@ -112,6 +112,18 @@ def test_config_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         (MINIMAL + "[listen]\nhttps_port = 70000\n", "listen.https_port: Input should be less than or equal to 65535"),
         (MINIMAL + "[audit]\ncheckpoint_interval = 0\n", "audit.checkpoint_interval: Input should be greater than 0"),
         ("[node]\nname = 'n'\n", "node.domain: Field required"),
+        (
+            MINIMAL.replace("CH-Test", "CH_Test"),
+            "node.domain: Value error, the domain label 'ch_test' is not letters, digits and inner hyphens (1 to 63)",
+        ),
+        (
+            MINIMAL + "extra_domains = ['localhost']\n",
+            "node.extra_domains: Value error, the domain 'localhost' has a single label",
+        ),
+        (
+            MINIMAL + "[smtp]\nhostname = 'mx_1.ch-test.mssante.fr'\n",
+            "smtp.hostname: Value error, the domain label 'mx_1' is not letters, digits and inner hyphens (1 to 63)",
+        ),
         ("", "node: Field required"),
         ("[node\n", "Expected ']' at the end of a table declaration (at line 1, column 6)"),
     ],
