@@ -279,7 +279,12 @@ class DeliveryWorker:
                 await self.queue.settle(s, job, "delivered")
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
             return Result(job.recipient, True)
-        except QuotaExceeded:  # RFC 3463 X.2.2: temporary, the owner may make room before the message expires
+        except QuotaExceeded as exc:
+            if exc.larger:  # RFC 3463 X.2.3: no room the owner makes will let it in; bounced now, saying so
+                return Result(
+                    job.recipient, False, True, "5.2.3", "smtp; 552 5.2.3 message larger than the mailbox quota"
+                )
+            # RFC 3463 X.2.2: temporary, the owner may make room before the message expires
             return Result(job.recipient, False, False, "4.2.2", "smtp; 452 4.2.2 mailbox full")
         if delivered is None:  # a peer's message this mailbox already got: settled, stored once
             await self._audit(AuditEvent.QUEUE_DUPLICATE, env, rcpt=job.recipient, message_id=env.header_message_id)

@@ -68,7 +68,12 @@ class HasInferiors(UsageError):
 
 
 class QuotaExceeded(MssgwError):
-    """The mailbox would go over its storage quota (RFC 9208 OVERQUOTA, SMTP 4.2.2)."""
+    """The mailbox would go over its storage quota (RFC 9208 OVERQUOTA, SMTP 4.2.2); `larger` when the
+    message alone is larger than the whole quota, so that no room made will ever let it in."""
+
+    def __init__(self, text: str, *, larger: bool = False) -> None:
+        super().__init__(text)
+        self.larger = larger
 
 
 @dataclass(frozen=True)
@@ -841,7 +846,8 @@ class Mailstore:
     @staticmethod
     def _over(address: str, used: int, quota: int | None, adding: int) -> None:
         if quota is not None and used + adding > quota:
-            raise QuotaExceeded(f"mailbox {address} is over its quota ({used + adding} > {quota} octets)")
+            text = f"mailbox {address} is over its quota ({used + adding} > {quota} octets)"
+            raise QuotaExceeded(text, larger=adding > quota)
 
     async def set_quota(self, address: str, quota: int | None) -> None:
         async with self.db.write() as s:

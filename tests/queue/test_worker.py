@@ -92,19 +92,44 @@ async def test_a_restarted_node_takes_back_its_leases_at_once(node: Node) -> Non
 
 async def test_a_full_mailbox_defers_delivery_with_4_2_2(node: Node) -> None:
     body = b"Subject: gros\r\n\r\n" + b"x" * 1000 + b"\r\n"
-    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body) - 1)
+    first = b"Subject: d\xc3\xa9j\xc3\xa0 l\xc3\xa0\r\n\r\nx\r\n"
+    await MessageStore(node.mailboxes).deliver(RCPT, first)
+    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body) + len(first) - 1)  # the body alone fits
     queue = Queue(node.db, node.kek)
     queue_id = await queue.enqueue(
         source="submission", sender=RCPT, recipients=[RCPT], body=body, local_domains=node.cfg.node.local_domains
     )
     assert await DeliveryWorker(node, queue).run_once() == 1
-    assert await stored(node) == 0
+    assert await stored(node) == 1  # the first message only
     [rcpt] = await queue.recipients(queue_id)
     assert (rcpt.status, rcpt.attempts, rcpt.last_error) == ("pending", 1, "smtp; 452 4.2.2 mailbox full")
     assert rcpt.next_attempt_at > utcnow() + timedelta(seconds=50)  # the schedule's first step: 1 minute
-    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body))  # room made: delivered on retry
+    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body) + len(first))  # room made: retried
     assert await DeliveryWorker(node, queue).run_once(now=utcnow() + timedelta(minutes=2)) == 1
+    assert await stored(node) == 2
+
+
+async def test_a_message_larger_than_the_whole_quota_bounces_at_once_with_5_2_3(node: Node) -> None:
+    """No room the owner makes will let it in: failed now, the DSN naming the size (not 4.4.7 after days)."""
+    body = b"Subject: gros\r\n\r\n" + b"x" * 1000 + b"\r\n"
+    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body) - 1)
+    sender = f"expediteur@{DOMAIN}"
+    await node.mailboxes.create(sender, "ORG")
+    queue = Queue(node.db, node.kek)
+    await queue.enqueue(
+        source="submission", sender=sender, recipients=[RCPT], body=body, local_domains=node.cfg.node.local_domains
+    )
+    worker = DeliveryWorker(node, queue)
+    assert await worker.run_once() == 1
+    [failed] = await query(node.audit_db, action="queue.failed")
+    assert (failed["response"]["status"], failed["response"]["reason"]) == (
+        "5.2.3",
+        "smtp; 552 5.2.3 message larger than the mailbox quota",
+    )
+    assert await worker.run_once() == 1  # the DSN, delivered to the sender
     assert await stored(node) == 1
+    async with node.db.read() as s:
+        assert (await s.execute(select(func.count()).select_from(QueuedMessage))).scalar_one() == 0
 
 
 async def test_a_local_delivery_wakes_the_mailbox_listeners(node: Node) -> None:
