@@ -57,11 +57,25 @@ def canonical_json(value: Any) -> str:
     )
 
 
+def storable(text: str) -> str:
+    """`text` as both databases store it: a lone surrogate (a client's undecodable octets, kept by
+    `surrogateescape`) and NUL (which PostgreSQL's text refuses) written as escapes. One such value in
+    a group commit would otherwise fail every record of the group."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def summary(value: Mapping[str, Any] | None) -> str:
     text = canonical_json(scrub(dict(value or {})))
-    if len(text.encode()) > MAX_SUMMARY:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SUMMARY:
         text = canonical_json({"truncated": True, "keys": sorted(value or {})})
-    return text
+    # JSON escapes NUL itself; a lone surrogate becomes the JSON escape \udcxx, the same string once read.
+    return storable(text)
 
 
 def record_bytes(
@@ -164,6 +178,7 @@ class AuditLog:
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._last_ts = ""
+        self._appended = -1  # the head's size after this log's last append
         self._bound = {"component": "audit", "node": node}  # the fields of this log's operational lines
         self._log = get_logger(**self._bound)
 
@@ -182,6 +197,8 @@ class AuditLog:
         if not isinstance(event, AuditEvent):
             raise TypeError("audit events come from the AuditEvent vocabulary")
         req, resp = summary(request), summary(response)
+        author = storable(author)
+        principal, peer, cid = (None if v is None else storable(v) for v in (principal, peer, cid))
         loop = asyncio.get_running_loop()
         item = _Pending(str(event), author, principal, peer, cid, req, resp, loop.create_future())
         self._pending.append(item)
@@ -214,9 +231,9 @@ class AuditLog:
             ((size, frontier),) = await tx.execute(_HEAD + tx.for_update, {})
             tree = merkle.CompactRange(size, split_frontier(frontier))
             first = size + 1
-            if size and not self._last_ts:
-                # Another process (an admin command, another node) may have appended last: continue
-                # from its timestamp so the log's time never goes backwards, even if clocks differ.
+            if size and size != self._appended:
+                # Another process (an admin command, another node) appended last: continue from its
+                # timestamp so the log's time never goes backwards, even if clocks differ.
                 last = await tx.execute(_LAST_TS, {"seq": size})
                 self._last_ts = last[0][0] if last else ""
             rows = []
@@ -256,6 +273,7 @@ class AuditLog:
                 )
             await tx.execute(_INSERT, rows)
             await tx.execute(_HEAD_MOVE, {"size": tree.size, "frontier": b"".join(tree.nodes)})
+        self._appended = tree.size
         return int(first)
 
     async def flush(self) -> None:

@@ -15,12 +15,21 @@ Implementation notes
     neither counted as verified nor compared with the records;
   * checkpoint order: a checkpoint covers fewer records than an earlier one;
   * head: the append head (read first, so records a running node appends meanwhile do not count)
-    disagrees with the first head-size records.
+    disagrees with the first head-size records, or is missing or unreadable;
+  * inserted: a record numbered below 1 (the writer starts at 1), or past the append head as read again
+    after the records (a running node moves the head in the transaction that appends, so a record
+    read before that second look and past it was never appended by the log; it would also stop the
+    next append);
+  * altered, too: a record whose request or response is not a JSON object. The leaf hash covers the
+    two texts joined by a comma, and only JSON objects make that join unambiguous;
+  * malformed: a record or checkpoint whose stored values have the wrong types or sizes (written
+    behind the log's back); reported, never a crash.
 - Inclusion and consistency proofs are computed over the stored leaf hashes after checking them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,18 +83,14 @@ class Report:
 
 
 async def _records(db: Database) -> AsyncIterator[AuditRecord]:
-    after = 0
+    """Every record in sequence order, from the lowest number stored (a forged 0 or -1 included)."""
+    after: int | None = None
     while True:
+        stmt = select(AuditRecord).order_by(AuditRecord.seq).limit(_CHUNK)
+        if after is not None:
+            stmt = stmt.where(AuditRecord.seq > after)
         async with db.read() as s:
-            rows = (
-                (
-                    await s.execute(
-                        select(AuditRecord).where(AuditRecord.seq > after).order_by(AuditRecord.seq).limit(_CHUNK)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            rows = (await s.execute(stmt)).scalars().all()
         if not rows:
             return
         for r in rows:
@@ -106,6 +111,41 @@ def _moved_from(rec: AuditRecord) -> int | None:
             if seq >= 1 and leaf_of(rec, seq) == rec.leaf_hash:
                 return seq
     return None
+
+
+def _json_objects(rec: AuditRecord) -> bool:
+    """Whether the record's request and response are each a JSON object (so their join has one reading)."""
+    try:
+        return isinstance(json.loads(rec.request), dict) and isinstance(json.loads(rec.response), dict)
+    except (ValueError, TypeError):
+        return False
+
+
+def _well_formed(cp: Checkpoint) -> bool:
+    return (
+        isinstance(cp.tree_size, int)
+        and cp.tree_size >= 0
+        and isinstance(cp.root_hash, bytes)
+        and len(cp.root_hash) == merkle.HASH_SIZE
+        and isinstance(cp.signature, bytes)
+        and all(isinstance(v, str) for v in (cp.ts, cp.node, cp.key_id))
+    )
+
+
+async def _head(db: Database, report: Report) -> tuple[int, bytes] | None:
+    """The append head's size and root, or None (reported) when it is missing or unreadable."""
+    async with db.read() as s:
+        head = (await s.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one_or_none()
+    if head is None:
+        report.findings.append(Finding("head", "the append head is missing"))
+        return None
+    try:
+        if not isinstance(head.size, int) or not isinstance(head.frontier, bytes):
+            raise TypeError("wrong types")
+        return head.size, merkle.CompactRange(head.size, split_frontier(head.frontier)).root()
+    except (ValueError, TypeError) as exc:
+        report.findings.append(Finding("head", f"the append head is unreadable ({exc})"))
+        return None
 
 
 def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], report: Report) -> bool:
@@ -134,12 +174,16 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
     cps = await _checkpoints(db)
     report.checkpoints = len(cps)
     # The head is read before the records: a node appending meanwhile only adds records after it.
-    async with db.read() as s:
-        head = (await s.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
-    head_root = merkle.CompactRange(head.size, split_frontier(head.frontier)).root()
+    first_head = await _head(db, report)
+    head_size, head_root = first_head if first_head is not None else (-1, b"")
     trusted: list[Checkpoint] = []
     prev: Checkpoint | None = None  # the largest so far
     for cp in cps:
+        if not _well_formed(cp):
+            report.findings.append(
+                Finding("malformed", f"checkpoint #{cp.id} holds values of the wrong type or size", checkpoint=cp.id)
+            )
+            continue
         if _check_signature(cp, by_id, report):
             trusted.append(cp)
         if prev is not None and cp.tree_size < prev.tree_size:
@@ -159,7 +203,8 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
     expected = 1
     i = 0
 
-    seen_head_root = tree.root() if head.size == 0 else None
+    seen_head_root = tree.root() if head_size == 0 else None
+    last_seq = 0
 
     def span(first: int, last: int) -> str:
         return f"in record {first}" if first == last else f"between record {first} and record {last}"
@@ -177,7 +222,7 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
 
     def settle() -> None:
         nonlocal i, last_good, seen_head_root
-        if tree.size == head.size:
+        if tree.size == head_size:
             seen_head_root = tree.root()
         while i < len(pending) and pending[i].tree_size == tree.size:
             cp = pending[i]
@@ -190,6 +235,16 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
 
     settle()  # checkpoints of the empty tree
     async for rec in _records(db):
+        number: object = rec.seq  # what the database holds, whatever the model says (SQLite stores any type)
+        if not isinstance(number, int):
+            report.findings.append(Finding("malformed", f"a record is numbered {str(number)[:40]!r}, not an integer"))
+            continue
+        if rec.seq < 1:
+            report.findings.append(
+                Finding("inserted", f"record {rec.seq} is numbered below 1: inserted, never appended", seq=rec.seq)
+            )
+            continue
+        last_seq = rec.seq
         if rec.seq != expected:
             gap = f"record {expected}" if rec.seq == expected + 1 else f"records {expected} to {rec.seq - 1}"
             report.findings.append(Finding("missing", f"{gap} missing (deleted)", seq=expected))
@@ -210,6 +265,15 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
                 report.findings.append(
                     Finding("altered", f"record {rec.seq} ({rec.action}, {rec.ts}) was altered", seq=rec.seq)
                 )
+        elif not _json_objects(rec):
+            report.findings.append(
+                Finding(
+                    "altered",
+                    f"record {rec.seq} ({rec.action}, {rec.ts}) was altered: its request and response are not "
+                    "two JSON objects (the text between them was moved)",
+                    seq=rec.seq,
+                )
+            )
         tree.append(leaf)
         report.records += 1
         settle()
@@ -227,14 +291,25 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
             )
         )
     report.root_hash = tree.root().hex()
-    if seen_head_root != head_root:
+    if first_head is not None and seen_head_root != head_root:
+        report.findings.append(Finding("head", head_message(head_size, report.records)))
+    # Looked at again after the records: what a running node appended meanwhile is under it now.
+    last_head = await _head(db, Report())
+    if last_head is not None and last_seq > last_head[0]:
+        first = last_head[0] + 1
         report.findings.append(
             Finding(
-                "head",
-                head_message(head.size, report.records),
+                "inserted",
+                f"{span_of(first, last_seq)} past the append head ({last_head[0]} records): inserted, never "
+                "appended (the next append would fail on them)",
+                seq=first,
             )
         )
     return report
+
+
+def span_of(first: int, last: int) -> str:
+    return f"record {first} is" if first == last else f"records {first} to {last} are"
 
 
 def head_message(head_size: int, records: int) -> str:
@@ -268,9 +343,16 @@ async def consistency_proof(db: Database, old_size: int, new_size: int) -> list[
     return merkle.consistency_proof(await _leaves(db, new_size), old_size)
 
 
-def record_dict(rec: AuditRecord) -> dict[str, Any]:
-    import json
+def _loaded(text: str) -> Any:
+    """A summary as its JSON value; as the stored text when that is not JSON (a tampered record: shown,
+    not a crash of export or search; audit verify names it)."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return text
 
+
+def record_dict(rec: AuditRecord) -> dict[str, Any]:
     return {
         "seq": rec.seq,
         "ts": rec.ts,
@@ -280,8 +362,8 @@ def record_dict(rec: AuditRecord) -> dict[str, Any]:
         "principal": rec.principal,
         "peer": rec.peer,
         "cid": rec.cid,
-        "request": json.loads(rec.request),
-        "response": json.loads(rec.response),
+        "request": _loaded(rec.request),
+        "response": _loaded(rec.response),
         "leaf_hash": rec.leaf_hash.hex(),
     }
 
@@ -305,7 +387,10 @@ async def query(
         stmt = stmt.where((AuditRecord.principal == principal) | (AuditRecord.author == principal))
     if action:
         stmt = stmt.where(
-            AuditRecord.action.startswith(action) if action.endswith(".") else AuditRecord.action == action
+            # autoescape: "_" in an event name is a character, not LIKE's wildcard
+            AuditRecord.action.startswith(action, autoescape=True)
+            if action.endswith(".")
+            else AuditRecord.action == action
         )
     if limit:
         stmt = stmt.limit(limit)

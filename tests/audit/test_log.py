@@ -9,6 +9,7 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.audit import log as audit_log
 from gateway.audit import merkle
 from gateway.audit import verify as averify
 from gateway.audit.checkpoint import CheckpointSigner, checkpoint_message
@@ -115,6 +117,32 @@ async def test_sequence_numbers_start_at_one_without_gaps_and_time_never_goes_ba
     assert await log.size() == 30
     assert await log.count() == 30
     assert head_size(db_path) == 30
+
+
+async def test_time_never_goes_back_between_two_nodes_whose_clocks_differ(
+    db: Database, log: AuditLog, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node B's clock an hour ahead appends between two of node A's records: A's next record takes B's
+    time, not A's own (A used to continue from the last time it had written itself)."""
+    skew = [timedelta(0)]
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Clock:
+            return cls.fromtimestamp((datetime.now(tz) + skew[0]).timestamp(), tz)
+
+    monkeypatch.setattr(audit_log, "datetime", Clock)
+    async with Database(f"sqlite+aiosqlite:///{db_path}", AUDIT_MIGRATIONS, AUDIT_HEAD) as other:
+        b = AuditLog(other, "node-b.ch-test.mssante.fr", None)
+        await log.record(AuditEvent.NODE_STARTED, author="node-a")
+        skew[0] = timedelta(hours=1)
+        await b.record(AuditEvent.NODE_STARTED, author="node-b")
+        skew[0] = timedelta(0)
+        await log.record(AuditEvent.NODE_STOPPED, author="node-a")
+        await log.record(AuditEvent.NODE_STOPPED, author="node-a")  # no other writer since: its own time
+    stamps = [r["ts"] for r in rows(db_path)]
+    assert stamps[2] == stamps[1] > stamps[0]
+    assert stamps == sorted(stamps)
 
 
 async def test_concurrent_records_share_one_transaction_per_batch(db: Database, log: AuditLog, db_path: Path) -> None:

@@ -509,3 +509,139 @@ async def test_verify_while_another_process_appends(log: Log) -> None:
     assert appended > 0
     assert [r.findings for r in reports] == [[]] * 30
     assert all(r.records >= 50 for r in reports)
+
+
+# --- What the review of stop 26 found: tampering verify missed, and contents it crashed on ------------------
+
+
+def insert(path: Path, r: dict[str, Any]) -> None:
+    """Add a record row with its leaf computed: INSERT is what the node's own role may do."""
+    r = {**r, "leaf_hash": leaf_of_row(r)}
+    con = sqlite3.connect(path)
+    try:
+        con.execute(
+            "INSERT INTO audit_records VALUES (:seq, :ts, :node, :author, :action, :principal, :peer, :cid, "
+            ":request, :response, :leaf_hash)",
+            r,
+        )
+        con.commit()
+    finally:
+        con.close()
+
+
+async def test_text_moved_between_request_and_response_is_altered(log: Log) -> None:
+    """The leaf covers request and response joined by a comma: moving that comma keeps the leaf. Both must
+    still be JSON objects, which only the original split gives."""
+    r = row(log.path, 30)
+    joined = f"{r['request']},{r['response']}"
+    cut = r["request"].index(",")
+    tamper(
+        log.path, "UPDATE audit_records SET request = ?, response = ? WHERE seq = 30", joined[:cut], joined[cut + 1 :]
+    )
+    assert leaf_of_row(row(log.path, 30)) == log.leaves[29]  # the same leaf: no hash can tell
+    report = await check(log)
+    assert report.findings == [
+        Finding(
+            "altered",
+            f"record 30 ({r['action']}, {r['ts']}) was altered: its request and response are not two JSON objects "
+            "(the text between them was moved)",
+            seq=30,
+        )
+    ]
+    db = db_of(log.path)
+    try:  # export and search show the stored text rather than failing
+        shown = (await averify.query(db))[29]
+    finally:
+        await db.close()
+    assert (shown["request"], shown["response"]) == (joined[:cut], joined[cut + 1 :])
+
+
+async def test_records_numbered_below_one_are_inserted(log: Log) -> None:
+    for seq in (0, -1):
+        insert(log.path, {**row(log.path, 1), "seq": seq, "action": "admin.mailbox.deleted", "author": "forger"})
+    report = await check(log)
+    assert report.findings == [
+        Finding("inserted", "record -1 is numbered below 1: inserted, never appended", seq=-1),
+        Finding("inserted", "record 0 is numbered below 1: inserted, never appended", seq=0),
+    ]
+    assert report.records == 50
+
+
+async def test_a_record_past_the_append_head_is_inserted(log: Log) -> None:
+    """A forged record 51, the head left alone: it used to pass as a concurrent append (and would have made
+    the node's next append fail on its number)."""
+    insert(log.path, {**row(log.path, 50), "seq": 51, "author": "forger"})
+    report = await check(log)
+    assert report.findings == [
+        Finding(
+            "inserted",
+            "record 51 is past the append head (50 records): inserted, never appended (the next "
+            "append would fail on them)",
+            seq=51,
+        )
+    ]
+
+
+async def test_a_head_rolled_back_leaves_records_past_it(log: Log) -> None:
+    tree = merkle.CompactRange()
+    for leaf in log.leaves[:40]:
+        tree.append(leaf)
+    tamper(log.path, "UPDATE audit_head SET size = ?, frontier = ? WHERE id = 1", 40, b"".join(tree.nodes))
+    report = await check(log)
+    assert report.findings == [
+        Finding(
+            "inserted",
+            "records 41 to 50 are past the append head (40 records): inserted, never appended (the "
+            "next append would fail on them)",
+            seq=41,
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "finding"),
+    [
+        ("DELETE FROM audit_head", (), Finding("head", "the append head is missing")),
+        (
+            "UPDATE audit_head SET frontier = ? WHERE id = 1",
+            (b"\x00" * 5,),
+            Finding("head", "the append head is unreadable (a compact range of size 50 has 3 nodes, got 1)"),
+        ),
+        (
+            "UPDATE audit_head SET size = 'many' WHERE id = 1",
+            (),
+            Finding("head", "the append head is unreadable (wrong types)"),
+        ),
+        (
+            "INSERT INTO audit_records (seq, ts, node, author, action, request, response, leaf_hash) "
+            "VALUES ('x', 't', 'n', 'a', 'b', '{}', '{}', x'00')",
+            (),
+            Finding("malformed", "a record is numbered 'x', not an integer"),
+        ),
+        (
+            "UPDATE audit_checkpoints SET root_hash = 'text' WHERE id = 2",
+            (),
+            Finding("malformed", "checkpoint #2 holds values of the wrong type or size", checkpoint=2),
+        ),
+        (
+            "UPDATE audit_checkpoints SET tree_size = 'ten' WHERE id = 1",
+            (),
+            Finding("malformed", "checkpoint #1 holds values of the wrong type or size", checkpoint=1),
+        ),
+    ],
+)
+async def test_hostile_contents_are_findings_not_crashes(
+    log: Log, sql: str, params: tuple[Any, ...], finding: Finding
+) -> None:
+    tamper(log.path, sql, *params)
+    report = await check(log)
+    assert report.findings == [finding]
+
+
+async def test_search_by_event_prefix_treats_underscore_as_a_character(log: Log) -> None:
+    db = db_of(log.path)
+    try:
+        assert len(await averify.query(db, action="admin.")) > 0
+        assert await averify.query(db, action="a_min.") == []  # LIKE's wildcard would have matched "admin."
+    finally:
+        await db.close()

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from gateway.audit.events import AuditEvent
 from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog
 from gateway.audit.models import AuditHead, AuditRecord
+from gateway.audit.verify import verify
 from gateway.errors import ConfigError
 from gateway.store import db as db_module
 from gateway.store.db import STORE_HEAD, STORE_MIGRATIONS, Database, alembic_head
@@ -175,6 +176,39 @@ async def test_audit_records_are_append_only(db_url: str, make_db_url: Callable[
             size = (await s.execute(select(AuditHead.size))).scalar_one()
         assert sorted(tuple(r) for r in rows) == [(1, "tester@ci", "node.started"), (2, "tester@ci", "node.stopped")]
         assert size == 2
+
+
+async def test_an_unstorable_value_does_not_fail_the_other_records_of_its_group(
+    db_url: str, make_db_url: Callable[[str], str]
+) -> None:
+    """A lone surrogate (a client's undecodable octets) or NUL (refused by PostgreSQL's text) in one record:
+    it is stored escaped, and the records committed with it in one group are stored too (all failed)."""
+    async with Database(make_db_url("audit"), AUDIT_MIGRATIONS, AUDIT_HEAD) as db:
+        await db.migrate()
+        log = AuditLog(db, "node-t", None)
+        seqs = await asyncio.gather(
+            log.record(AuditEvent.NODE_STARTED, author="tester@ci"),
+            log.record(AuditEvent.SMTP_AUTH_FAILED, author="smtp", principal="dr\udcff@ch-test.mssante.fr"),
+            log.record(AuditEvent.SMTP_AUTH_FAILED, author="smtp", peer="a\x00b", request={"user": "x\udcfey"}),
+            log.record(AuditEvent.NODE_STOPPED, author="tester@ci"),
+        )
+        assert seqs == [1, 2, 3, 4]
+        async with db.read() as s:
+            rows = (
+                await s.execute(
+                    select(AuditRecord.seq, AuditRecord.principal, AuditRecord.peer, AuditRecord.request).order_by(
+                        AuditRecord.seq
+                    )
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            (1, None, None, "{}"),
+            (2, "dr\\udcff@ch-test.mssante.fr", None, "{}"),
+            (3, None, "a\\x00b", '{"user":"x\\udcfey"}'),
+            (4, None, None, "{}"),
+        ]
+        report = await verify(db, [])
+        assert (report.records, report.findings) == (4, [])
 
 
 async def test_two_databases_write_the_same_sqlite_file(tmp_path: Path) -> None:
