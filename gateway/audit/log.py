@@ -16,6 +16,8 @@ Implementation notes
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,12 +131,39 @@ class Checkpoint:
     node: str
     key_id: str
     signature: bytes
+    outside: bool = False  # a copy kept off the database (`audit verify --checkpoint`), not a row
 
     @classmethod
     def of(cls, row: AuditCheckpoint) -> Checkpoint:
         return cls(row.id, row.tree_size, row.root_hash, row.ts, row.node, row.key_id, row.signature)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Checkpoint:
+        """A copy kept elsewhere, as `as_dict` wrote it (the operational log's checkpoint lines, or
+        `mssgw audit checkpoint --json`); ValueError if it is not one."""
+        try:
+            cp = cls(
+                int(d.get("id", 0)),
+                int(d["tree_size"]),
+                bytes.fromhex(d["root_hash"]),
+                str(d["ts"]),
+                str(d["node"]),
+                str(d["key_id"]),
+                base64.b64decode(d["signature"], validate=True),
+                outside=True,
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise ValueError(f"not a checkpoint ({type(exc).__name__}: {exc})") from None
+        if cp.tree_size < 0 or len(cp.root_hash) != merkle.HASH_SIZE:
+            raise ValueError("not a checkpoint (tree size or root hash out of range)")
+        return cp
+
+    @property
+    def label(self) -> str:
+        return f"checkpoint #{self.id}" + (" (kept outside)" if self.outside else "")
+
     def as_dict(self) -> dict[str, Any]:
+        # The signature too: a copy kept off the node (the operational log) can then be checked on its own.
         return {
             "id": self.id,
             "tree_size": self.tree_size,
@@ -142,6 +171,7 @@ class Checkpoint:
             "ts": self.ts,
             "node": self.node,
             "key_id": self.key_id,
+            "signature": base64.b64encode(self.signature).decode(),
         }
 
 

@@ -14,6 +14,8 @@ Implementation notes
   * bad signature / unknown key: a checkpoint not signed by a trusted key; it proves nothing, so it is
     neither counted as verified nor compared with the records;
   * checkpoint order: a checkpoint covers fewer records than an earlier one;
+  * checkpoint missing: a checkpoint kept outside (`outside`) is not in the database; it is also compared
+    with the records like the others (a log rolled back to an older checkpoint is truncated against it);
   * head: the append head (read first, so records a running node appends meanwhile do not count)
     disagrees with the first head-size records, or is missing or unreadable;
   * inserted: a record numbered below 1 (the writer starts at 1), or past the append head as read again
@@ -153,14 +155,14 @@ def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], rep
     verifier = keys.get(cp.key_id)
     if verifier is None:
         report.findings.append(
-            Finding("unknown_key", f"checkpoint #{cp.id} is signed by unknown key {cp.key_id}", checkpoint=cp.id)
+            Finding("unknown_key", f"{cp.label} is signed by unknown key {cp.key_id}", checkpoint=cp.id)
         )
         return False
     if not verifier.verify(checkpoint_message(cp.node, cp.tree_size, cp.root_hash, cp.ts), cp.signature):
         report.findings.append(
             Finding(
                 "bad_signature",
-                f"checkpoint #{cp.id} (tree size {cp.tree_size}, {cp.ts}) has an invalid signature",
+                f"{cp.label} (tree size {cp.tree_size}, {cp.ts}) has an invalid signature",
                 checkpoint=cp.id,
             )
         )
@@ -168,11 +170,14 @@ def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], rep
     return True
 
 
-async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
+async def verify(db: Database, keys: Sequence[CheckpointVerifier], outside: Sequence[Checkpoint] = ()) -> Report:
+    """`outside`: checkpoints copied off the node. Each must be in the database, and the records must match
+    it: rolling the log back to an older checkpoint, the later ones deleted, is seen only against such a
+    copy."""
     by_id = {k.key_id: k for k in keys}
     report = Report()
     cps = await _checkpoints(db)
-    report.checkpoints = len(cps)
+    report.checkpoints = len(cps) + len(outside)
     # The head is read before the records: a node appending meanwhile only adds records after it.
     first_head = await _head(db, report)
     head_size, head_root = first_head if first_head is not None else (-1, b"")
@@ -197,6 +202,19 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
             )
         if prev is None or cp.tree_size >= prev.tree_size:
             prev = cp
+    kept = {(c.tree_size, c.root_hash, c.signature) for c in cps if _well_formed(c)}
+    for cp in outside:
+        if not _check_signature(cp, by_id, report):
+            continue
+        trusted.append(cp)
+        if (cp.tree_size, cp.root_hash, cp.signature) not in kept:
+            report.findings.append(
+                Finding(
+                    "checkpoint_missing",
+                    f"{cp.label} (tree size {cp.tree_size}, {cp.ts}) is not in the database (deleted)",
+                    checkpoint=cp.id,
+                )
+            )
     pending = sorted(trusted, key=lambda c: (c.tree_size, c.id))
     tree = merkle.CompactRange()
     last_good = 0
@@ -213,7 +231,7 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
         report.findings.append(
             Finding(
                 "checkpoint_mismatch",
-                f"checkpoint #{cp.id} (tree size {cp.tree_size}, {cp.ts}) does not match the records: "
+                f"{cp.label} (tree size {cp.tree_size}, {cp.ts}) does not match the records: "
                 f"they differ from what was signed {span(last_good + 1, cp.tree_size)}",
                 seq=last_good + 1,
                 checkpoint=cp.id,
@@ -284,8 +302,7 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier]) -> Report:
         report.findings.append(
             Finding(
                 "truncated",
-                f"log truncated: checkpoint #{cp.id} ({cp.ts}) covers {cp.tree_size} records, the log holds "
-                f"{report.records}",
+                f"log truncated: {cp.label} ({cp.ts}) covers {cp.tree_size} records, the log holds {report.records}",
                 seq=expected,
                 checkpoint=cp.id,
             )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.audit import verify as averify
 from gateway.audit.checkpoint import CheckpointVerifier
 from gateway.audit.events import AuditEvent
+from gateway.audit.log import Checkpoint
 from gateway.cli.base import Command, Context, Outcome, table
 from gateway.errors import UsageError
 
@@ -37,8 +39,9 @@ async def verify(ctx: Context, args: argparse.Namespace) -> Outcome:
             keys.append(CheckpointVerifier.from_pem(Path(path).read_bytes()))
         except OSError as exc:
             raise UsageError(f"{path}: {exc.strerror}") from None
+    outside = [cp for path in args.checkpoint or [] for cp in _kept_checkpoints(Path(path))]
     # Verify what is committed before this command's own record is appended.
-    report = await averify.verify(ctx.node.audit_db, keys)
+    report = await averify.verify(ctx.node.audit_db, keys, outside)
     lines = [
         f"{report.records} records, {report.checkpoints} checkpoints ({report.checkpoints_verified} verified), "
         f"root {report.root_hash}"
@@ -53,6 +56,36 @@ async def verify(ctx: Context, args: argparse.Namespace) -> Outcome:
     )
 
 
+def _kept_checkpoints(path: Path) -> list[Checkpoint]:
+    """The checkpoints in a file kept off the node: the output of `mssgw audit checkpoint --json`, or JSON
+    lines such as the operational log, whose other lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        whole = json.loads(text)
+        items = whole if isinstance(whole, list) else [whole]
+    except ValueError:
+        items = []
+        for line in text.splitlines():
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                continue
+    found = []
+    for item in items:
+        if not isinstance(item, dict) or "signature" not in item or "tree_size" not in item:
+            continue  # another line of the operational log
+        try:
+            found.append(Checkpoint.from_dict(item))
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+    if not found:
+        raise UsageError(f"{path}: no checkpoint in it (a signed checkpoint line or `mssgw audit checkpoint --json`)")
+    return found
+
+
 async def export(ctx: Context, args: argparse.Namespace) -> Outcome:
     rows = await averify.query(ctx.node.audit_db, since=_when(args.since), until=_when(args.until))
     return Outcome(rows, _render(rows), audit={"results": len(rows)})
@@ -61,6 +94,8 @@ async def export(ctx: Context, args: argparse.Namespace) -> Outcome:
 async def search(ctx: Context, args: argparse.Namespace) -> Outcome:
     if not (args.principal or args.event):
         raise UsageError("give --principal and/or --event")
+    if args.limit < 1:  # 0 would read as "no limit" below
+        raise UsageError(f"--limit must be at least 1, not {args.limit}")
     rows = await averify.query(ctx.node.audit_db, principal=args.principal, action=args.event, limit=args.limit)
     return Outcome(rows, _render(rows), audit={"results": len(rows)})
 
@@ -94,6 +129,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     grp = sub.add_parser("audit", help="the audit log").add_subparsers(required=True, metavar="ACTION")
     p = grp.add_parser("verify", parents=[common], help="check every record against the signed checkpoints")
     p.add_argument("--public-key", action="append", help="another trusted checkpoint public key (PEM); repeatable")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        help="a file of checkpoints kept off the node (the operational log, or audit checkpoint --json); repeatable",
+    )
     p.set_defaults(_command=Command(AuditEvent.AUDIT_VERIFIED, verify))
     p = grp.add_parser("export", parents=[common], help="records in a time range")
     p.add_argument("--since", help="ISO-8601 date or date-time, inclusive (UTC unless an offset is given)")

@@ -645,3 +645,74 @@ async def test_search_by_event_prefix_treats_underscore_as_a_character(log: Log)
         assert await averify.query(db, action="a_min.") == []  # LIKE's wildcard would have matched "admin."
     finally:
         await db.close()
+
+
+async def check_with(log: Log, outside: Sequence[Checkpoint]) -> Report:
+    db = db_of(log.path)
+    try:
+        return await averify.verify(db, [log.signer.verifier], outside)
+    finally:
+        await db.close()
+
+
+def kept(cp: Checkpoint) -> Checkpoint:
+    """A copy as an operator keeps it off the node: the dict the operational log line carries."""
+    return Checkpoint.from_dict(cp.as_dict())
+
+
+async def test_a_log_rolled_back_to_an_older_checkpoint_is_seen_against_a_copy_kept_outside(log: Log) -> None:
+    """Records 26 to 50 and checkpoint #3 deleted, the head made to agree: the database alone is consistent
+    (checkpoints #1 and #2 still match), so only a copy of #3 kept elsewhere can tell."""
+    tamper(log.path, "DELETE FROM audit_records WHERE seq > 25")
+    tamper(log.path, "DELETE FROM audit_checkpoints WHERE id = 3")
+    rewrite_head(log.path)
+    alone = await check(log)
+    assert (alone.findings, alone.records, alone.checkpoints_verified) == ([], 25, 2)
+    report = await check_with(log, [kept(cp) for cp in log.cps])
+    cp3 = log.cps[2]
+    assert report.findings == [
+        Finding(
+            "checkpoint_missing",
+            f"checkpoint #3 (kept outside) (tree size 50, {cp3.ts}) is not in the database (deleted)",
+            checkpoint=3,
+        ),
+        Finding(
+            "truncated",
+            f"log truncated: checkpoint #3 (kept outside) ({cp3.ts}) covers 50 records, the log holds 25",
+            seq=26,
+            checkpoint=3,
+        ),
+    ]
+    assert (report.checkpoints, report.checkpoints_verified) == (5, 4)
+
+
+async def test_copies_kept_outside_of_an_intact_log_verify(log: Log) -> None:
+    report = await check_with(log, [kept(cp) for cp in log.cps])
+    assert (report.findings, report.checkpoints, report.checkpoints_verified) == ([], 6, 6)
+
+
+async def test_a_copy_kept_outside_must_be_signed(log: Log) -> None:
+    cp = log.cps[1]
+    forged = Checkpoint.from_dict({**cp.as_dict(), "tree_size": 24})
+    report = await check_with(log, [forged])
+    assert report.findings == [
+        Finding(
+            "bad_signature",
+            f"checkpoint #2 (kept outside) (tree size 24, {cp.ts}) has an invalid signature",
+            checkpoint=2,
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"signature": "not base64!"}, "Error: Only base64 data is allowed"),
+        ({"root_hash": "00"}, "tree size or root hash out of range"),
+        ({"tree_size": None}, "TypeError"),
+    ],
+)
+def test_a_copy_that_is_not_a_checkpoint_is_refused(log: Log, change: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError, match="not a checkpoint") as exc:
+        Checkpoint.from_dict({**log.cps[0].as_dict(), **change})
+    assert reason in str(exc.value)

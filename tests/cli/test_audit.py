@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from tests.conftest import DOMAIN, NodeDir
 
@@ -74,6 +75,8 @@ def test_export_and_search(node: NodeDir) -> None:
     )
     r = node.cli("audit", "search")
     assert (r.code, r.err.strip()) == (2, "mssgw: give --principal and/or --event")
+    r = node.cli("audit", "search", "--event", "admin.", "--limit", "0")
+    assert (r.code, r.err.strip()) == (2, "mssgw: --limit must be at least 1, not 0")
 
 
 def test_checkpoint_on_demand(node: NodeDir) -> None:
@@ -84,3 +87,29 @@ def test_checkpoint_on_demand(node: NodeDir) -> None:
     # The checkpoint covers what came before; the command's own record follows it.
     assert cp["tree_size"] == size - 1  # type: ignore[index]
     assert len(cp["root_hash"]) == 64  # type: ignore[index]
+
+
+def test_verify_against_a_checkpoint_kept_off_the_node(node: NodeDir, tmp_path: Path) -> None:
+    """The checkpoint's JSON (as `audit checkpoint --json` prints it, or the operational log's line) kept
+    elsewhere: deleting its row, which the database alone cannot show, is reported."""
+    copy = tmp_path / "checkpoint.json"
+    printed = node.cli("audit", "checkpoint", "--json")
+    copy.write_text(printed.out)
+    cp = printed.json()
+    r = node.cli("audit", "verify", "--checkpoint", str(copy))
+    assert (r.code, r.out.splitlines()[-1]) == (0, "audit log intact")
+    tamper(node, "DELETE FROM audit_checkpoints WHERE id = ?", cp["id"])  # type: ignore[index]
+    assert node.cli("audit", "verify").code == 0  # nothing left to tell on the node itself
+    r = node.cli("audit", "verify", "--checkpoint", str(copy))
+    assert r.code == 1
+    assert (
+        f"TAMPERED: checkpoint #{cp['id']} (kept outside) (tree size {cp['tree_size']}, {cp['ts']}) "  # type: ignore[index]
+        "is not in the database (deleted)"
+    ) in r.out
+    other = tmp_path / "other.log"
+    other.write_text('{"event": "node.started"}\nnot json\n')
+    r = node.cli("audit", "verify", "--checkpoint", str(other))
+    assert (r.code, r.err.strip()) == (
+        2,
+        f"mssgw: {other}: no checkpoint in it (a signed checkpoint line or `mssgw audit checkpoint --json`)",
+    )
