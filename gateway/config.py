@@ -17,7 +17,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -230,6 +239,39 @@ class QueueSection(_Section):
     message); a session serves for a minute at most, then a new handshake judges the peer again."""
 
 
+class RetentionSection(_Section):
+    inactive_after: str = "365d"
+    """A mailbox hosted here with no login for this long (since its creation if it never logged in) is
+    deleted by `mssgw retention run`, with its messages: at most a year (domain brief §8)."""
+    warn_before: str = "30d"
+    """How long before that deletion its owner is warned, by a notice delivered into the mailbox; the
+    deletion waits until the notice is this old, however long ago the last login was."""
+
+    @field_validator("inactive_after", "warn_before")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RetentionSection:
+        if self.inactive_after_delta > timedelta(days=365):
+            raise ValueError(f"inactive_after {self.inactive_after} is longer than a year (365d at most)")
+        if self.warn_before_delta >= self.inactive_after_delta:
+            raise ValueError(
+                f"warn_before {self.warn_before} must be shorter than inactive_after {self.inactive_after}"
+            )
+        return self
+
+    @property
+    def inactive_after_delta(self) -> timedelta:
+        return parse_duration(self.inactive_after)
+
+    @property
+    def warn_before_delta(self) -> timedelta:
+        return parse_duration(self.warn_before)
+
+
 class SmimeIdentity(_Section):
     """A domain-bound (organisation) S/MIME certificate and its key, for a `[[smime.organisation]]` entry."""
 
@@ -313,6 +355,7 @@ class Config(BaseSettings):
     web: WebSection = Field(default_factory=WebSection)
     smime: SmimeSection = Field(default_factory=SmimeSection)
     audit: AuditSection = Field(default_factory=AuditSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
     base_dir: Path = Path(".")
     """Directory relative paths are resolved against (the config file's directory)."""
 
@@ -564,6 +607,12 @@ resolver = ""
 routes = {routes_line}
 # Seconds an idle relay session to a peer host waits for the next message to it (0 = a session each).
 relay_reuse = 5
+
+[retention]
+# `mssgw retention run` (daily: deploy/mssgw-retention.timer) deletes a mailbox with no login for
+# inactive_after (365d at most), once a notice delivered into it warn_before earlier went unheeded.
+inactive_after = "365d"
+warn_before = "30d"
 
 [smime]
 # Recipients' certificates: this node's mailboxes first, then the published ones below, then DNS CERT

@@ -24,6 +24,9 @@ class AuditEvent(StrEnum):
     MAILBOX_DISABLED = "admin.mailbox.disabled"
     MAILBOX_ENABLED = "admin.mailbox.enabled"
     MAILBOX_DELETED = "admin.mailbox.deleted"
+    RETENTION_RUN = "admin.retention.run"
+    RETENTION_WARNED = "retention.mailbox.warned"  # no login for long: its owner warned by a notice in it
+    RETENTION_DELETED = "retention.mailbox.deleted"  # still no login after the notice: deleted with its messages
     MAILBOX_PASSWORD_SET = "admin.mailbox.password_set"  # noqa: S105 (an event name)
     MAILBOX_DELEGATED = "admin.mailbox.delegated"
     MAILBOX_UNDELEGATED = "admin.mailbox.undelegated"

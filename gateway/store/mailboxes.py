@@ -331,12 +331,40 @@ class MailboxRepository:
     async def delete(self, address: str) -> None:
         async with self.db.write() as s:
             mb, _ = await self._local(s, address)
-            await s.execute(
-                delete(MailboxDelegation).where(
-                    (MailboxDelegation.mailbox == mb.address) | (MailboxDelegation.user == mb.address)
-                )
+            await self._delete(s, mb)
+
+    async def delete_inactive(self, address: str, *, idle_since: datetime, warned_by: datetime) -> bool:
+        """Delete a mailbox for its inactivity (`mssgw retention run`) if, in this transaction, it still has
+        had no login since `idle_since` and its owner was warned no later than `warned_by`: a login
+        between the decision and the deletion keeps it."""
+        async with self.db.write() as s:
+            try:
+                mb, acct = await self._local(s, address)
+            except NotFound:
+                return False  # deleted meanwhile (another node's run, an operator)
+            if acct.retention_warned_at is None or acct.retention_warned_at > warned_by:
+                return False
+            if (acct.last_login_at or acct.created_at) > idle_since:
+                return False
+            await self._delete(s, mb)
+            return True
+
+    async def warn_inactive(self, s: AsyncSession, address: str, now: datetime) -> bool:
+        """Record that the owner is being warned, once (other nodes' runs included): False if it was."""
+        result = await s.execute(
+            update(Account)
+            .where(Account.address == address, Account.retention_warned_at.is_(None))
+            .values(retention_warned_at=now)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def _delete(self, s: AsyncSession, mb: Mailbox) -> None:
+        await s.execute(
+            delete(MailboxDelegation).where(
+                (MailboxDelegation.mailbox == mb.address) | (MailboxDelegation.user == mb.address)
             )
-            await s.delete(mb)  # cascades to the account, its messages and certificates
+        )
+        await s.delete(mb)  # cascades to the account, its messages and certificates
 
     async def set_password(self, address: str, password_hash: str) -> None:
         async with self.db.write() as s:
@@ -556,6 +584,7 @@ class MailboxRepository:
             acct = await s.get(Account, address.lower())
             if acct is not None:
                 acct.last_login_at = utcnow()
+                acct.retention_warned_at = None  # back in use: a later inactivity is warned of afresh
 
     async def data_key(self, address: str) -> DataKey:
         address = address.lower()

@@ -191,6 +191,9 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When `mssgw retention run` warned the owner that inactivity will have the mailbox deleted; a login
+    # clears it (migration 0013).
+    retention_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: the node's default
     # The sizes of the mailbox's messages, summed by triggers on messages (migration 0009): never written here.
     used_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -26,6 +26,10 @@ UNITS = [
     "mssgw-audit-verify.timer",
     "mssgw-audit-verify@.service",
     "mssgw-audit-verify@.timer",
+    "mssgw-retention.service",
+    "mssgw-retention.timer",
+    "mssgw-retention@.service",
+    "mssgw-retention@.timer",
 ]
 INSTALLED = "/opt/mssgw/.venv/bin/mssgw"
 ANALYZE = shutil.which("systemd-analyze")
@@ -117,7 +121,15 @@ def test_node_units_expose_only_what_they_explain(tmp_path: Path, name: str) -> 
 
 
 @needs_analyze
-@pytest.mark.parametrize("name", ["mssgw-audit-verify.service", "mssgw-audit-verify@.service"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mssgw-audit-verify.service",
+        "mssgw-audit-verify@.service",
+        "mssgw-retention.service",
+        "mssgw-retention@.service",
+    ],
+)
 def test_the_audit_check_has_no_capability_and_its_own_user_namespace(tmp_path: Path, name: str) -> None:
     if "--offline" not in analyze("--help").stdout:
         pytest.skip("this systemd-analyze has no `security --offline` (systemd < 252)")

@@ -113,6 +113,19 @@ def test_config_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         (MINIMAL + "[audit]\ncheckpoint_interval = 0\n", "audit.checkpoint_interval: Input should be greater than 0"),
         ("[node]\nname = 'n'\n", "node.domain: Field required"),
         (
+            MINIMAL + "[retention]\ninactive_after = '400d'\n",
+            "retention: Value error, inactive_after 400d is longer than a year (365d at most)",
+        ),
+        (
+            MINIMAL + "[retention]\ninactive_after = '30d'\nwarn_before = '30d'\n",
+            "retention: Value error, warn_before 30d must be shorter than inactive_after 30d",
+        ),
+        (
+            MINIMAL + "[retention]\nwarn_before = '1 month'\n",
+            "retention.warn_before: Value error, interval '1 month' is not a whole number followed by a unit "
+            "(s, m, h or d), e.g. 90m rather than 1.5h",
+        ),
+        (
             MINIMAL.replace("CH-Test", "CH_Test"),
             "node.domain: Value error, the domain label 'ch_test' is not letters, digits and inner hyphens (1 to 63)",
         ),
