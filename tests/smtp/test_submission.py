@@ -492,14 +492,21 @@ def _queued(gw: Gateway) -> list[tuple[str, str, str]]:
         return conn.execute("SELECT message_id, recipient, status FROM queue_recipients ORDER BY id").fetchall()
 
 
-def _set_quota(gw: Gateway, address: str, quota: int | None) -> None:
+def _set_quota(gw: Gateway, address: str, quota: int | None, *, fill: int = 0) -> None:
+    """Set the mailbox's quota; with `fill`, first store a message of that many octets, and make the quota
+    what the mailbox then holds: full, yet larger than any small message alone (that would be 5.2.3)."""
     from gateway.node import Node
     from gateway.store.mailstore import Mailstore
     from gateway.store.messages import MessageStore
 
     async def go() -> None:
         async with Node(gw.node.cfg()) as n:
-            await Mailstore(MessageStore(n.mailboxes)).set_quota(address, quota)
+            box = Mailstore(MessageStore(n.mailboxes))
+            limit = quota
+            if fill:
+                await MessageStore(n.mailboxes).deliver(address, b"Subject: lest\r\n\r\n" + b"x" * fill + b"\r\n")
+                limit = (await box.usage(address))[0]
+            await box.set_quota(address, limit)
 
     asyncio.run(go())
 
@@ -537,7 +544,7 @@ def test_a_message_for_local_mailboxes_is_in_them_at_250(gateway: Gateway) -> No
 
 
 def test_a_mailbox_over_its_quota_gets_the_message_through_the_queue(gateway: Gateway) -> None:
-    _set_quota(gateway, SECRETARIAT, 10)  # bytes: any message is too big
+    _set_quota(gateway, SECRETARIAT, None, fill=20_000)  # full: no message gets in until room is made
     try:
         before = len(inbox(gateway.node, NURSE))
         queue_id = _accepted(gateway, [NURSE, SECRETARIAT], "Boite pleine", "queued")
