@@ -141,6 +141,15 @@ def logouts(gw: Gateway, address: str) -> list[object]:
     return [event["response"] for event in found]  # type: ignore[index]
 
 
+def logged_in(gw: Gateway) -> tuple[str, Raw]:
+    """A new mailbox and a session logged in to it (after the previous tests' connections are counted out)."""
+    time.sleep(0.5)
+    address = mailbox(gw)
+    raw = Raw(gw)
+    assert raw.command("l", f'LOGIN {address} "{PASSWORD}"')[-1].endswith(b"Logged in")
+    return address, raw
+
+
 def trickle(raw: Raw, rate: int, seconds: float) -> tuple[int, list[bytes]]:
     """Send a literal's octets at `rate` a second, 10 times a second, for `seconds` or until the server
     speaks; the octets sent and what it said."""
@@ -160,10 +169,7 @@ def test_a_literal_trickled_after_login_is_cut(limited: Gateway) -> None:
     """[imap] min_command_rate (2,000 octets/s here, command_timeout 1.5 s): an APPEND whose literal comes at
     400 octets/s, never silent, loses 0.8 s of its 1.5 s a second and is cut after about 1.9 s, where the
     autologout (30 min) alone would have let it run for ever."""
-    time.sleep(0.5)  # the previous tests' connections are counted out
-    address = mailbox(limited)
-    raw = Raw(limited)
-    assert raw.command("l", f'LOGIN {address} "{PASSWORD}"')[-1].endswith(b"Logged in")
+    address, raw = logged_in(limited)
     time.sleep(2)  # between commands the autologout applies, not command_timeout
     raw.send(b"a APPEND INBOX {100000+}\r\n")
     started = time.monotonic()
@@ -182,10 +188,7 @@ def test_a_literal_trickled_after_login_is_cut(limited: Gateway) -> None:
 
 def test_a_literal_at_the_rate_is_not_cut(limited: Gateway) -> None:
     """4,000 octets/s for 3 s, twice command_timeout: each octet's credit keeps the APPEND going."""
-    time.sleep(0.5)
-    address = mailbox(limited)
-    raw = Raw(limited)
-    raw.command("l", f'LOGIN {address} "{PASSWORD}"')
+    _, raw = logged_in(limited)
     body = b"Subject: lent\r\n\r\n" + b"y" * 11_980 + b"\r\n"
     raw.send(b"a APPEND INBOX {%d+}\r\n" % len(body))
     started = time.monotonic()
@@ -202,10 +205,7 @@ def test_a_literal_at_the_rate_is_not_cut(limited: Gateway) -> None:
 
 def test_silence_in_the_middle_of_a_command_ends_the_session(limited: Gateway) -> None:
     """A command begun and not ended: command_timeout (1.5 s) of silence, not the autologout."""
-    time.sleep(0.5)
-    address = mailbox(limited)
-    raw = Raw(limited)
-    raw.command("l", f'LOGIN {address} "{PASSWORD}"')
+    address, raw = logged_in(limited)
     raw.send(b"a NOOP")
     started = time.monotonic()
     assert raw.line() == b"* BYE Autologout; idle for too long"
