@@ -46,11 +46,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _domain(value: str, *, empty: bool = False) -> str:
+def _domain(value: str, *, empty: bool = False, first_label: str | None = None) -> str:
     # Checked here, once: a name mail cannot carry (an underscore, one label) would otherwise fail later
     # wherever it is first written, a DSN's Reporting-MTA or a Message-ID, and keep failing there.
     if not (empty and value == "") and (reason := check_domain(value)):
         raise ValueError(reason)
+    if value and first_label is not None and value.split(".", 1)[0] != first_label:
+        raise ValueError(f"the domain {value!r} does not begin with the label {first_label!r}")
     return value
 
 
@@ -64,10 +66,17 @@ class NodeSection(_Section):
     stop_grace: float = Field(10.0, ge=0, le=300)
     """Seconds a stopping node lets SMTP transactions, IMAP commands and deliveries under way finish."""
 
-    @field_validator("domain", "patient_domain")
+    @field_validator("domain")
     @classmethod
     def _lower(cls, v: str) -> str:
         return _domain(v.strip().lower().rstrip("."), empty=True)
+
+    @field_validator("patient_domain")
+    @classmethod
+    def _patient(cls, v: str) -> str:
+        # Patient mailboxes are <INS>@patient.<domain> (domain brief): the exchange rules know a patient by
+        # that shape, so another name would leave every patient message unchecked.
+        return _domain(v.strip().lower().rstrip("."), empty=True, first_label="patient")
 
     @field_validator("extra_domains")
     @classmethod

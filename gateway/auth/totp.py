@@ -7,6 +7,7 @@ password); the otpauth URI is shown once, at enrolment, and never logged.
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ import pyotp
 
 DIGITS = 6
 PERIOD = 30
+_CODE = re.compile(rf"[0-9]{{{DIGITS}}}")
 
 
 def new_secret() -> str:
@@ -35,7 +37,9 @@ def matched_step(secret: str, code: str, *, valid_window: int = 1, now: float | 
     The step is what makes a code single-use (RFC 6238 §5.2): once a step's code is accepted, that
     step and the earlier ones are spent for the account."""
     code = code.strip()
-    if len(code) != DIGITS or not code.isdigit():
+    # ASCII digits only: str.isdigit() also accepts other scripts' digits ("١٢٣٤٥٦"), which compare_digest
+    # refuses with a TypeError, after the password has matched (an oracle, and a failure never counted).
+    if not _CODE.fullmatch(code):
         return None
     otp = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
     current = otp.timecode(datetime.fromtimestamp(time.time() if now is None else now, UTC))

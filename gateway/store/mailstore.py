@@ -802,6 +802,17 @@ class Mailstore:
         )
         return delivered.uidvalidity, delivered.uid
 
+    async def append_within(
+        self, s: AsyncSession, address: str, name: str, body: bytes, *, flags: Iterable[str] = ()
+    ) -> Delivered:
+        """`append` inside the caller's transaction `s` (it commits with the caller's changes). The quota is
+        checked before anything is written, so a QuotaExceeded leaves `s` as it was (deliver's own check
+        comes after the folder's UID is taken)."""
+        await self.check_quota(s, address, len(body))
+        return await self.store.deliver(
+            address, body, folder=canonical(name), flags=_text(flags), header_message_id=_message_id(body), session=s
+        )
+
     # -- quota -----------------------------------------------------------------------------------
 
     async def usage(self, address: str) -> tuple[int, int | None]:

@@ -5,7 +5,9 @@ Implementation notes
   `Patient` row) whose address is derived from the INS: one INS, one mailbox.
 - Enrolment: `create` and `reset_activation` store only the SHA-256 of a one-time activation code (the
   code has 100 bits of entropy, so a fast digest is enough) with its expiry; `enrol` checks it, sets the
-  password hash and the sealed TOTP secret, and clears it, in one transaction: a code works once.
+  password hash and the sealed TOTP secret, and clears it, in one transaction: a code works once. Both end
+  the patient's web sessions in that transaction: a reset is for a lost or stolen phone or password, and
+  a cookie opened with the old credentials must not outlive them.
 - Conversations are kept for every patient a message of this node involves (see policy.patients);
   `apply` runs inside the caller's transaction, so the state changes exactly when the message is queued.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, NotFound
@@ -29,7 +31,7 @@ from gateway.policy.verdict import ACCEPT
 from gateway.store.crypto import KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
-from gateway.store.models import Account, Mailbox, Patient, utcnow
+from gateway.store.models import Account, Mailbox, Patient, WebSession, utcnow
 from gateway.store.models import Conversation as ConversationRow
 
 ACTIVATION_VALIDITY = timedelta(days=14)
@@ -145,6 +147,7 @@ class PatientRepository:
             p.enrolled_at = None
             acct.password_hash = None
             acct.totp_secret = None
+            await s.execute(delete(WebSession).where(WebSession.address == p.address))
         return await self.describe(address)
 
     async def activation_matches(self, address: str, code: str, now: datetime | None = None) -> bool:
@@ -157,8 +160,11 @@ class PatientRepository:
             return False
         return hmac.compare_digest(row.activation_digest, activation_digest(code))
 
-    async def enrol(self, address: str, code: str, *, password_hash: str, totp_secret: str) -> bool:
-        """Set the password and TOTP secret if `code` is still the pending activation code; False otherwise."""
+    async def enrol(
+        self, address: str, code: str, *, password_hash: str, totp_secret: str, totp_step: int | None = None
+    ) -> bool:
+        """Set the password and TOTP secret if `code` is still the pending activation code; False otherwise.
+        `totp_step`: the step of the TOTP code that proved the secret, spent like a login's (RFC 6238 §5.2)."""
         if self.kek is None:
             raise RuntimeError("enrolment needs the key-encryption key")
         async with self.db.write() as s:
@@ -171,6 +177,9 @@ class PatientRepository:
             acct.password_hash = password_hash
             acct.password_changed_at = utcnow()
             acct.totp_secret = self.kek.seal(totp_secret.encode(), b"totp\0" + acct.address.encode())
+            if totp_step is not None:
+                acct.totp_last_step = max(acct.totp_last_step or totp_step, totp_step)
+            await s.execute(delete(WebSession).where(WebSession.address == p.address))
             p.activation_digest = None
             p.activation_expires_at = None
             p.enrolled_at = utcnow()

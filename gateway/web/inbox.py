@@ -16,7 +16,10 @@ Implementation notes
 - A reply is a message like any other: built here (From: the patient, To: the correspondent or the
   Reply-To address, In-Reply-To/References), judged by the same exchange rules as SMTP
   (`PatientRepository.decide`), queued with its effects in one transaction (the worker signs it with the
-  patient domain's certificate and encrypts it for a peer), and filed in the patient's Sent folder.
+  patient domain's certificate and encrypts it for a peer), and filed in the patient's Sent folder in that
+  transaction (over the quota, it leaves without the Sent copy: page and audit record say so).
+- Stored messages are untrusted: render.py runs in a worker thread; the listing reads header fields only,
+  and a message it cannot read is a placeholder row.
 - Audit: web.login.succeeded/failed/locked, web.enrolled, web.logout, web.message.opened,
   web.attachment.downloaded, web.reply.sent, patient.refused, web.refused (CSRF, expired session, bad
   input) - with the patient's address and client address, never content.
@@ -24,6 +27,7 @@ Implementation notes
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,7 +56,7 @@ from gateway.node import Node
 from gateway.policy.verdict import Refusal
 from gateway.queue.store import Queue
 from gateway.smtp import content
-from gateway.store.mailstore import Mailstore
+from gateway.store.mailstore import Mailstore, QuotaExceeded
 from gateway.store.messages import MessageStore
 from gateway.store.patients import PatientRepository
 from gateway.web import render
@@ -164,7 +168,9 @@ class Inbox:
             try:
                 return await handler(request)
             except Refused as exc:
-                await self.audit(AuditEvent.WEB_REFUSED, request, None, result="refused", reason=exc.reason)
+                # Who was refused: the session's patient (set by _current), None before login.
+                principal = getattr(request.state, "address", None)
+                await self.audit(AuditEvent.WEB_REFUSED, request, principal, result="refused", reason=exc.reason)
                 return self.page(request, "error.html", {"message": exc.message}, status=exc.status)
             except Exception as exc:
                 _log.error("web request failed", path=request.url.path, error=type(exc).__name__)
@@ -216,13 +222,18 @@ class Inbox:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             raise Refused(400, "Formulaire invalide.", "form-content-type")
-        return await request.form(max_files=0, max_fields=20)
+        try:
+            return await request.form(max_files=0, max_fields=20)
+        except HTTPException as exc:  # Starlette's own refusal of the body (too many fields): a 4xx, not a 500
+            raise Refused(exc.status_code, "Formulaire invalide.", "form-fields") from None
 
     async def _current(self, request: Request) -> Current | None:
         current = await self.sessions.current(request.cookies.get(SESSION_COOKIE))
         if current is not None and not (await self.node.mailboxes.active_among([current.address])):
             await self.sessions.end_all(current.address)
             return None
+        if current is not None:
+            request.state.address = current.address
         return current
 
     async def _require(self, request: Request) -> Current | Response:
@@ -366,13 +377,17 @@ class Inbox:
             error = f"Le mot de passe doit compter au moins {MIN_PASSWORD} caractères."
         elif password != confirm:
             error = "Les deux mots de passe ne sont pas identiques."
-        elif not totp.verify(secret, str(form.get("code") or "")):
+        elif (step := totp.matched_step(secret, str(form.get("code") or ""))) is None:
             error = "Le code de l'application d'authentification est incorrect : vérifiez l'heure du téléphone."
         if error is not None:
             await self.audit(AuditEvent.WEB_ENROLLED, request, address, result="refused", reason=error[:60])
             context = {**self._enrol_context(address, code, secret, str(form.get("sealed"))), "error": error}
             return self._pre_page(request, "enrol.html", context, 400)
-        if not await self.patients.enrol(address, code, password_hash=await hash_async(password), totp_secret=secret):
+        # The code that proved the secret is spent: it must not also open the first session (RFC 6238 §5.2).
+        enrolled = await self.patients.enrol(
+            address, code, password_hash=await hash_async(password), totp_secret=secret, totp_step=step
+        )
+        if not enrolled:
             raise Refused(409, "Ce code d'activation a déjà servi ou a expiré.", "activation-used")
         self.lockout.success(address, self.client_ip(request))
         await self.audit(AuditEvent.WEB_ENROLLED, request, address, result="done")
@@ -400,7 +415,11 @@ class Inbox:
         directory = self.node.directory
         entries: list[InboxEntry] = []
         for meta in reversed(selected.messages):
-            shown = render.render(await self.mailstore.body(current.address, meta.id))
+            try:  # the listing shows header fields only: no MIME tree, no attachment is parsed for it
+                shown = await asyncio.to_thread(render.summary, await self.mailstore.body(current.address, meta.id))
+            except Exception as exc:  # one unreadable message is a row that says so, not a failed inbox
+                _log.warning("message not listed", message=meta.id, error=type(exc).__name__)
+                shown = render.Rendered("", "", (), (), "(message illisible)", None, None, "")
             known = await directory.show(shown.from_address) if shown.from_address else None
             entries.append(
                 InboxEntry(
@@ -442,7 +461,7 @@ class Inbox:
             return current
         message_id = request.path_params["id"]
         folder_id, uid, raw = await self._message(current, message_id)
-        shown = render.render(raw)
+        shown = await asyncio.to_thread(render.render, raw)  # untrusted MIME and ZIP: off the event loop
         await self.mailstore.store_flags(current.address, folder_id, [uid], "add", ["\\Seen"])
         self.node.notices.publish(current.address)
         known = await self.node.directory.show(shown.from_address) if shown.from_address else None
@@ -458,7 +477,7 @@ class Inbox:
         if isinstance(current, Response):
             return current
         _, uid, raw = await self._message(current, request.path_params["id"])
-        found = render.attachment(raw, request.path_params["part"])
+        found = await asyncio.to_thread(render.attachment, raw, request.path_params["part"])
         if found is None:
             raise Refused(404, "Cette pièce jointe n'existe pas.", "no-such-attachment")
         filename, data = found
@@ -486,7 +505,7 @@ class Inbox:
         current, form = checked
         message_id = request.path_params["id"]
         _, uid, raw = await self._message(current, message_id)
-        shown = render.render(raw)
+        shown = await asyncio.to_thread(render.render, raw)
         text = str(form.get("body") or "").replace("\r\n", "\n").strip()
         if not text:
             raise Refused(400, "Le message de réponse est vide.", "empty-reply")
@@ -511,6 +530,10 @@ class Inbox:
             message = _rule_message(decision.rule, target)
             context = {"m": shown, "id": message_id, "known": {}, "target": target, "no_reply": message}
             return self.page(request, "message.html", context, status=409, current=current)
+        # The Sent copy is filed in the transaction that queues the reply: a reply queued is a reply filed, and
+        # a failure leaves neither (a retry sends one copy, not two). A mailbox over its quota does not stop
+        # the reply (the patient cannot delete anything here, and a professional waits for the answer): it
+        # leaves without a Sent copy, which the page and the audit record say.
         async with self.node.db.write() as s:
             await PatientRepository.apply(s, decision.effects)
             queue_id = await self.queue.enqueue(
@@ -524,8 +547,12 @@ class Inbox:
                 header_message_id=facts.message_id,
                 session=s,
             )
+            try:
+                await self.mailstore.append_within(s, current.address, "Sent", body, flags=["\\Seen"])
+                sent_copy = "kept"
+            except QuotaExceeded:
+                sent_copy = "over-quota"
         self.wake()
-        await self.mailstore.append(current.address, "Sent", body, flags=["\\Seen"])
         await self.audit(
             AuditEvent.WEB_REPLY_SENT,
             request,
@@ -536,8 +563,10 @@ class Inbox:
             in_reply_to_uid=uid,
             message_id=facts.message_id,
             size=len(body),
+            sent_copy=sent_copy,
         )
-        return self.page(request, "sent.html", {"target": target}, current=current)
+        context = {"target": target, "copy_kept": sent_copy == "kept"}
+        return self.page(request, "sent.html", context, current=current)
 
     def _compose(self, sender: str, patient: dict[str, Any], target: str, shown: render.Rendered, text: str) -> bytes:
         msg = EmailMessage()

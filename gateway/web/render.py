@@ -12,6 +12,14 @@ Implementation notes
 - An IHE XDM archive (ITI-32: `IHE_XDM/SUBSET01/METADATA.XML`) is listed as its documents: the
   ExtrinsicObjects of the metadata (title, type, file) or, without readable metadata, the files of its
   subsets. The ZIP is read in memory with bounded sizes (entries, metadata bytes); nothing is extracted.
+  One message's archives share one budget of inflated metadata (`MAX_METADATA`) and list at most
+  `MAX_METADATA_FILES` metadata files and `MAX_DOCUMENTS` documents each: a few KiB of deflate stream
+  inflate to megabytes, and the inbox must not spend seconds of CPU on one message.
+- The MIME tree is shown to `MAX_DEPTH` levels; deeper parts are neither shown nor downloadable. A message
+  the parser cannot read at all (nesting past Python's recursion limit) is shown by its header only
+  (`Rendered.unreadable`). The inbox listing reads headers only (`summary`), never the MIME tree.
+- The callers run `render`, `summary` and `attachment` in a worker thread: they parse untrusted input,
+  and the event loop also serves SMTP and IMAP.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ import io
 import re
 import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from urllib.parse import quote
 
@@ -33,7 +42,10 @@ import nh3
 from defusedxml import ElementTree
 
 MAX_XDM_ENTRIES = 1000
-MAX_METADATA = 5 * 1024 * 1024
+MAX_METADATA = 5 * 1024 * 1024  # inflated metadata, all archives of one message together
+MAX_METADATA_FILES = 20  # IHE_XDM/<subset>/METADATA.XML read per archive (one per submission set)
+MAX_DOCUMENTS = 200  # documents listed per archive
+MAX_DEPTH = 50  # MIME nesting shown
 ALLOWED_TAGS = {
     "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt", "em",
     "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "ins", "kbd", "li", "ol", "p", "pre", "q", "s", "small",
@@ -41,6 +53,9 @@ ALLOWED_TAGS = {
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan", "scope"}}
 _RIM = "{urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0}"
+# What the email package raises on a malformed header field; RecursionError: its parser recurses per
+# nested comment, "((((...))))" thousands deep.
+_MALFORMED = (ValueError, TypeError, IndexError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,14 @@ class Rendered:
     text: str | None = None
     html: str | None = None  # sanitised
     attachments: list[Attachment] = field(default_factory=list)
+    unreadable: bool = False  # the MIME tree could not be parsed: header only
+
+
+@dataclass
+class _Budget:
+    """Inflated metadata bytes one message's XDM archives may still read."""
+
+    left: int = MAX_METADATA
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -86,14 +109,14 @@ def _header(msg: EmailMessage, name: str) -> str:
     try:
         value = msg.get(name)
         return " ".join(str(value).split()) if value is not None else ""
-    except (ValueError, TypeError, IndexError):  # a malformed field is shown as absent, not a crash
+    except _MALFORMED:  # a malformed field is shown as absent, not a crash
         return ""
 
 
 def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
     try:
         values = [str(v) for v in msg.get_all(name, [])]
-    except (ValueError, TypeError, IndexError):
+    except _MALFORMED:
         return []
     return [(n, a.lower()) for n, a in getaddresses(values) if "@" in a]
 
@@ -102,7 +125,7 @@ def _date(msg: EmailMessage) -> datetime | None:
     raw = _header(msg, "date")
     try:
         return parsedate_to_datetime(raw) if raw else None
-    except (TypeError, ValueError, IndexError):
+    except _MALFORMED:
         return None
 
 
@@ -130,8 +153,9 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _xdm_documents(data: bytes) -> tuple[Document, ...] | None:
+def _xdm_documents(data: bytes, budget: _Budget | None = None) -> tuple[Document, ...] | None:
     """The documents of an IHE XDM archive, or None if `data` is not one."""
+    budget = budget or _Budget()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             infos = z.infolist()[:MAX_XDM_ENTRIES]
@@ -140,14 +164,22 @@ def _xdm_documents(data: bytes) -> tuple[Document, ...] | None:
             if not metadata:
                 return None
             docs: list[Document] = []
-            for info in metadata:
+            for info in metadata[:MAX_METADATA_FILES]:
                 subset = info.filename.rsplit("/", 1)[0]
                 # z.read() would inflate the whole member before cutting it to its declared size (a small
-                # file_size over a large deflate stream is a zip bomb): read at most MAX_METADATA bytes, and
-                # only from stored or deflated members (bzip2 and LZMA chunks inflate without a bound).
-                if info.file_size <= MAX_METADATA and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    with z.open(info) as member:
-                        docs += _metadata_documents(member.read(MAX_METADATA), subset)
+                # file_size over a large deflate stream is a zip bomb): read at most what the budget has
+                # left, and only from stored or deflated members (bzip2 and LZMA inflate without a bound).
+                if info.file_size <= budget.left and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    try:
+                        with z.open(info) as member:
+                            xml = member.read(budget.left)
+                    except (zipfile.BadZipFile, zlib.error, EOFError):  # zlib.error: a corrupt deflate stream
+                        continue  # unreadable metadata, as when it does not parse
+                    budget.left -= len(xml)
+                    docs += _metadata_documents(xml, subset)
+                if len(docs) >= MAX_DOCUMENTS:
+                    break
+            docs = docs[:MAX_DOCUMENTS]
             if not docs:  # unreadable metadata: list the subset's files
                 docs = [
                     Document(n.rsplit("/", 1)[-1], "", n)
@@ -155,9 +187,9 @@ def _xdm_documents(data: bytes) -> tuple[Document, ...] | None:
                     if n.upper().startswith("IHE_XDM/")
                     and not n.endswith("/")
                     and not n.upper().endswith("METADATA.XML")
-                ]
+                ][:MAX_DOCUMENTS]
             return tuple(docs)
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError, EOFError):
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError, EOFError, zlib.error):
         return None
 
 
@@ -182,15 +214,23 @@ def _metadata_documents(xml: bytes, subset: str) -> list[Document]:
 
 
 def parts(msg: EmailMessage) -> list[EmailMessage]:
-    """The MIME tree in walk order; `Attachment.part` indexes it."""
-    return [p for p in msg.walk() if isinstance(p, EmailMessage)]
+    """The MIME tree in walk order, `MAX_DEPTH` levels deep at most; `Attachment.part` indexes it."""
+    found: list[EmailMessage] = []
+    stack: list[tuple[EmailMessage, int]] = [(msg, 0)]
+    while stack:  # iterative, unlike Message.walk(): no recursion on hostile nesting
+        part, depth = stack.pop()
+        found.append(part)
+        if part.is_multipart() and depth < MAX_DEPTH:
+            children = part.get_payload()
+            assert isinstance(children, list)
+            stack += [(c, depth + 1) for c in reversed(children) if isinstance(c, EmailMessage)]
+    return found
 
 
-def render(raw: bytes) -> Rendered:
-    msg = parse(raw)
+def _headers(msg: EmailMessage, *, unreadable: bool = False) -> Rendered:
     sender = _addresses(msg, "from")
     name, address = sender[0] if sender else ("", "")
-    out = Rendered(
+    return Rendered(
         from_name=name,
         from_address=address,
         reply_to=tuple(a for _, a in _addresses(msg, "reply-to")),
@@ -199,7 +239,28 @@ def render(raw: bytes) -> Rendered:
         date=_date(msg),
         message_id=_header(msg, "message-id") or None,
         references=_header(msg, "references"),
+        unreadable=unreadable,
     )
+
+
+def summary(raw: bytes) -> Rendered:
+    """The header fields only (the inbox listing): the body and its MIME tree are not parsed."""
+    return _headers(_header_only(raw))
+
+
+def _header_only(raw: bytes) -> EmailMessage:
+    msg = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def render(raw: bytes) -> Rendered:
+    try:
+        msg = parse(raw)
+    except RecursionError:  # the stdlib parser recurses per MIME level: shown by its header alone
+        return _headers(_header_only(raw), unreadable=True)
+    out = _headers(msg)
+    budget = _Budget()
     for index, part in enumerate(parts(msg)):
         if part.is_multipart():
             continue
@@ -207,7 +268,7 @@ def render(raw: bytes) -> Rendered:
         try:
             disposition = part.get_content_disposition()
             filename = part.get_filename()
-        except (ValueError, TypeError, IndexError):
+        except _MALFORMED:
             disposition, filename = "attachment", None
         body = (ctype == "text/plain" and out.text is None) or (ctype == "text/html" and out.html is None)
         if disposition != "attachment" and not filename and body:  # a later text part is listed, not dropped
@@ -224,20 +285,24 @@ def render(raw: bytes) -> Rendered:
         data = part.get_payload(decode=True) or b""
         assert isinstance(data, bytes)
         shown = safe_filename(filename or "", f"piece-jointe-{index}")
-        documents = _xdm_documents(data) if shown.lower().endswith(".zip") or ctype == "application/zip" else None
+        xdm = shown.lower().endswith(".zip") or ctype == "application/zip"
+        documents = _xdm_documents(data, budget) if xdm else None
         out.attachments.append(Attachment(index, shown, ctype, len(data), documents))
     return out
 
 
 def attachment(raw: bytes, part: int) -> tuple[str, bytes] | None:
     """(file name, bytes) of the attachment at `part`, or None."""
-    found = parts(parse(raw))
+    try:
+        found = parts(parse(raw))
+    except RecursionError:
+        return None
     if not 0 <= part < len(found) or found[part].is_multipart():
         return None
     p = found[part]
     try:
         filename = p.get_filename()
-    except (ValueError, TypeError, IndexError):
+    except _MALFORMED:
         filename = None
     data = p.get_payload(decode=True) or b""
     assert isinstance(data, bytes)

@@ -134,6 +134,12 @@ def test_config_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
             "node.extra_domains: Value error, the domain 'localhost' has a single label",
         ),
         (
+            # Patient mailboxes are <INS>@patient.<domain>: the exchange rules know patients by that shape.
+            MINIMAL + "patient_domain = 'mes-patients.ch-test.mssante.fr'\n",
+            "node.patient_domain: Value error, the domain 'mes-patients.ch-test.mssante.fr' does not begin with "
+            "the label 'patient'",
+        ),
+        (
             MINIMAL + "[smtp]\nhostname = 'mx_1.ch-test.mssante.fr'\n",
             "smtp.hostname: Value error, the domain label 'mx_1' is not letters, digits and inner hyphens (1 to 63)",
         ),

@@ -16,9 +16,10 @@ from gateway.policy.verdict import ACCEPT, Reject
 from gateway.store.crypto import KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
-from gateway.store.models import Account, Folder, Patient
+from gateway.store.models import Account, Folder, Patient, WebSession
 from gateway.store.models import Conversation as ConversationRow
 from gateway.store.patients import ACTIVATION_VALIDITY, Identity, PatientRepository, activation_digest
+from gateway.web.sessions import WebSessions
 
 DOMAIN = "ch-test.mssante.fr"
 PAT = f"patient.{DOMAIN}"
@@ -211,6 +212,47 @@ async def test_reset_activation_forgets_password_and_authenticator(
     assert await repo.enrol(PATIENT, "NEW0-CODE-2345-6789-ABCD", password_hash=HASH, totp_secret=TOTP)
     with pytest.raises(NotFound):
         await repo.reset_activation(f"nobody@{PAT}", CODE)
+
+
+async def sessions_of(db: Database) -> list[str]:
+    async with db.read() as s:
+        return sorted((await s.execute(select(WebSession.address))).scalars().all())
+
+
+async def test_reset_activation_and_enrolment_end_the_web_sessions(repo: PatientRepository) -> None:
+    """A reset is for a lost phone or a leaked password: a cookie opened with the old credentials dies with
+    them, in the reset's transaction; an enrolment (again) starts from no session either."""
+    await repo.create(PATIENT, IDENTITY, CODE)
+    await repo.create(PATIENT2, IDENTITY2, CODE)
+    assert await repo.enrol(PATIENT, CODE, password_hash=HASH, totp_secret=TOTP)
+    sessions = WebSessions(repo.db, idle=600, absolute=3600)
+    mine, theirs = await sessions.start(PATIENT), await sessions.start(PATIENT2)
+
+    await repo.reset_activation(PATIENT, "NEW0-CODE-2345-6789-ABCD")
+
+    assert await sessions_of(repo.db) == [PATIENT2]
+    assert await sessions.current(mine) is None
+    assert await sessions.current(theirs) is not None
+    # One opened between the reset and the new enrolment (impossible through the web, not in the store).
+    await sessions.start(PATIENT)
+    assert await repo.enrol(PATIENT, "NEW0-CODE-2345-6789-ABCD", password_hash=HASH, totp_secret=TOTP)
+    assert await sessions_of(repo.db) == [PATIENT2]
+
+
+async def test_enrol_spends_the_totp_step_that_proved_the_secret(
+    repo: PatientRepository, kek: KeyEncryptionKey
+) -> None:
+    await repo.create(PATIENT, IDENTITY, CODE)
+    assert await repo.enrol(PATIENT, CODE, password_hash=HASH, totp_secret=TOTP, totp_step=58_000_000)
+    mailboxes = MailboxRepository(repo.db, kek)
+    assert not await mailboxes.use_totp_step(PATIENT, 58_000_000)  # the enrolment's code: a replay at login
+    assert await mailboxes.use_totp_step(PATIENT, 58_000_001)
+    # Re-enrolment never moves the spent step backwards.
+    await repo.reset_activation(PATIENT, "NEW0-CODE-2345-6789-ABCD")
+    assert await repo.enrol(PATIENT, "NEW0-CODE-2345-6789-ABCD", password_hash=HASH, totp_secret=TOTP, totp_step=57)
+    async with repo.db.read() as s:
+        last = (await s.execute(select(Account.totp_last_step).where(Account.address == PATIENT))).scalar()
+    assert last == 58_000_001
 
 
 # -- conversations -------------------------------------------------------------------------------------

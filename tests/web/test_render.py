@@ -608,6 +608,122 @@ def test_xdm_metadata_compressed_with_bzip2_is_not_read() -> None:
     assert only_attachment(xdm(compression=zipfile.ZIP_STORED)).documents == XDM_DOCUMENTS
 
 
+def padded(metadata: bytes, size: int) -> bytes:
+    """`metadata` grown to `size` bytes by a comment (which deflates to almost nothing)."""
+    return metadata.replace(b"<lcm:", b"<!--" + b"x" * (size - len(metadata) - 7) + b"--><lcm:", 1)
+
+
+def subsets(*metadata: bytes) -> bytes:
+    """An XDM archive with one subset per metadata file, SUBSET01 first."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, xml in enumerate(metadata, 1):
+            z.writestr(f"IHE_XDM/SUBSET{n:02d}/METADATA.XML", xml)
+    return buf.getvalue()
+
+
+def documents_of(subset: int) -> tuple[Document, ...]:
+    return tuple(
+        Document(d.title, d.mime_type, d.uri.replace("SUBSET01", f"SUBSET{subset:02d}")) for d in XDM_DOCUMENTS
+    )
+
+
+def test_xdm_metadata_of_one_message_share_one_inflated_budget() -> None:
+    """Each METADATA.XML under the bound was read, however many: 1000 of 5 MB each from a 5 KiB deflate
+    stream apiece kept the event loop for minutes. Now the message's archives share MAX_METADATA."""
+    two_mb = padded(METADATA, 2 * 1024 * 1024)
+    assert len(subsets(two_mb)) < 10_000
+    msg = message()
+    msg.set_content("Deux archives.\n")
+    for name in ("a.zip", "b.zip"):
+        msg.add_attachment(subsets(two_mb, two_mb, two_mb), maintype="application", subtype="zip", filename=name)
+
+    first, second = render.render(msg.as_bytes()).attachments
+
+    assert first.documents == documents_of(1) + documents_of(2)  # the third would pass 5 MB: not read
+    assert second.documents == ()  # the budget is spent: nothing is read, and no subset has other files
+
+
+def test_xdm_reads_at_most_max_metadata_files_and_lists_at_most_max_documents() -> None:
+    many = only_attachment(subsets(*[METADATA] * (render.MAX_METADATA_FILES + 5))).documents
+    assert many == tuple(d for n in range(1, render.MAX_METADATA_FILES + 1) for d in documents_of(n))
+
+    one = METADATA.split(b"<rim:ExtrinsicObject", 2)
+    crowded = one[0] + (b"<rim:ExtrinsicObject" + one[1]) * 300 + b"<rim:ExtrinsicObject" + one[2]
+    listed = only_attachment(subsets(crowded)).documents
+    assert listed is not None
+    assert len(listed) == render.MAX_DOCUMENTS
+    assert listed[0] == XDM_DOCUMENTS[0]
+
+
+def test_xdm_with_a_corrupt_deflate_stream_has_no_documents() -> None:
+    """zipfile lets zlib.error through: it was a 500 on the inbox for as long as the message stayed."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("IHE_XDM/SUBSET01/METADATA.XML", b"<a>" + b"x" * 5000 + b"</a>")
+    data = bytearray(buf.getvalue())
+    start = 30 + len("IHE_XDM/SUBSET01/METADATA.XML")  # the deflate stream, after the local header
+    data[start : start + 2] = b"\xff\xff"
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z, pytest.raises(zlib.error):
+        z.read("IHE_XDM/SUBSET01/METADATA.XML")
+
+    assert only_attachment(bytes(data)).documents == ()
+
+
+# -- hostile structure ------------------------------------------------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    """A message whose text part is `depth` multiparts deep."""
+    head = f"From: Dr Claire Martin <{DOCTOR}>\r\nTo: {PATIENT}\r\nSubject: Profond\r\n".encode()
+    levels = b"".join(
+        b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1) for i in range(depth)
+    )
+    return head + b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + levels + b"--b%d\r\n\r\nfond\r\n" % depth
+
+
+def test_mime_parts_deeper_than_max_depth_are_not_shown() -> None:
+    assert render.render(nested(render.MAX_DEPTH - 1)).text == "fond"
+    deep = nested(render.MAX_DEPTH + 10)
+
+    shown = render.render(deep)
+
+    assert (shown.subject, shown.from_address, shown.text, shown.attachments) == ("Profond", DOCTOR, None, [])
+    assert len(render.parts(render.parse(deep))) == render.MAX_DEPTH + 1
+    assert attachment(deep, render.MAX_DEPTH + 1) is None
+
+
+def test_mime_nested_past_the_recursion_limit_is_shown_by_its_header() -> None:
+    """The stdlib parser recurses per level: 1200 levels (67 KB) raised RecursionError, a 500 on the inbox
+    and on the message."""
+    deep = nested(1200)
+    with pytest.raises(RecursionError):
+        render.parse(deep)
+
+    shown = render.render(deep)
+
+    assert shown == render.Rendered(
+        "Dr Claire Martin", DOCTOR, (), (PATIENT,), "Profond", None, None, "", unreadable=True
+    )
+    assert attachment(deep, 1) is None
+
+
+def test_summary_reads_the_header_only() -> None:
+    """The inbox listing: no MIME tree, no archive is parsed for it."""
+    msg = message()
+    msg.set_content("Voir le dossier joint.\n")
+    msg.add_attachment(
+        subsets(padded(METADATA, 4 * 1024 * 1024)), maintype="application", subtype="zip", filename="a.zip"
+    )
+
+    for raw in (msg.as_bytes(), nested(1200)):
+        shown = render.summary(raw)
+        assert (shown.text, shown.html, shown.attachments, shown.unreadable) == (None, None, [], False)
+    assert render.summary(msg.as_bytes()) == render.Rendered(
+        "Dr Claire Martin", DOCTOR, (), (PATIENT,), "Vos résultats", DATE, f"<r1@{DOMAIN}>", ""
+    )
+
+
 # -- malformed headers ------------------------------------------------------------------------------------
 
 
@@ -641,6 +757,7 @@ def test_date_keeps_its_offset() -> None:
         ("=?utf-8?b?!!!?= <Claire.Martin@ch-test.mssante.fr>", "", DOCTOR),
         ("=?utf-8?q?Dr_Claire_Martin?= <claire.martin@ch-test.mssante.fr>", "Dr Claire Martin", DOCTOR),
         ('"Martin, Claire" <claire.martin@ch-test.mssante.fr>, autre@ch.fr', "Martin, Claire", DOCTOR),
+        ("(" * 3000 + ")" * 3000 + f" <{DOCTOR}>", "", ""),  # the header parser recurses per comment level
     ],
 )
 def test_broken_from_does_not_raise(header: str, name: str, address: str) -> None:
