@@ -248,6 +248,11 @@ class QueueSection(_Section):
     message); a session serves for a minute at most, then a new handshake judges the peer again."""
 
 
+RETENTION_SLACK = timedelta(days=3)
+"""How much earlier than `inactive_after - warn_before` a mailbox is warned (and deleted): the daily run, its
+random delay and a missed day, so that the deletion comes before `inactive_after`, never after."""
+
+
 class RetentionSection(_Section):
     inactive_after: str = "365d"
     """A mailbox hosted here with no login for this long (since its creation if it never logged in) is
@@ -266,9 +271,10 @@ class RetentionSection(_Section):
     def _bounds(self) -> RetentionSection:
         if self.inactive_after_delta > timedelta(days=365):
             raise ValueError(f"inactive_after {self.inactive_after} is longer than a year (365d at most)")
-        if self.warn_before_delta >= self.inactive_after_delta:
+        if self.warn_before_delta + RETENTION_SLACK >= self.inactive_after_delta:
             raise ValueError(
-                f"warn_before {self.warn_before} must be shorter than inactive_after {self.inactive_after}"
+                f"warn_before {self.warn_before} must be shorter than inactive_after {self.inactive_after} by more "
+                f"than {RETENTION_SLACK.days} days (the daily runs' slack)"
             )
         return self
 

@@ -20,7 +20,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from directory import national
@@ -333,30 +333,48 @@ class MailboxRepository:
             mb, _ = await self._local(s, address)
             await self._delete(s, mb)
 
-    async def delete_inactive(self, address: str, *, idle_since: datetime, warned_by: datetime) -> bool:
-        """Delete a mailbox for its inactivity (`mssgw retention run`) if, in this transaction, it still has
-        had no login since `idle_since` and its owner was warned no later than `warned_by`: a login
-        between the decision and the deletion keeps it."""
+    async def delete_inactive(self, address: str, *, idle_by: datetime, warned_by: datetime) -> bool:
+        """Delete a mailbox for its inactivity (`mssgw retention run`) if, in this transaction, it still has had
+        no login since `idle_by` and its owner was warned, after that last login, no later than `warned_by`:
+        a login between the decision and the deletion keeps it."""
         async with self.db.write() as s:
             try:
                 mb, acct = await self._local(s, address)
             except NotFound:
                 return False  # deleted meanwhile (another node's run, an operator)
-            if acct.retention_warned_at is None or acct.retention_warned_at > warned_by:
-                return False
-            if (acct.last_login_at or acct.created_at) > idle_since:
+            since = acct.last_login_at or acct.created_at
+            warned = acct.retention_warned_at
+            if warned is None or warned > warned_by or warned < since or since > idle_by:
                 return False
             await self._delete(s, mb)
             return True
 
-    async def warn_inactive(self, s: AsyncSession, address: str, now: datetime) -> bool:
-        """Record that the owner is being warned, once (other nodes' runs included): False if it was."""
+    async def warn_inactive(self, s: AsyncSession, address: str, now: datetime, idle_by: datetime) -> bool:
+        """Record that the owner is being warned, if the mailbox has had no login since `idle_by` and is not
+        warned already since its last login (other nodes' runs included): False otherwise."""
+        idle = or_(
+            Account.last_login_at <= idle_by, and_(Account.last_login_at.is_(None), Account.created_at <= idle_by)
+        )
+        unwarned = or_(
+            Account.retention_warned_at.is_(None),
+            Account.retention_warned_at < Account.last_login_at,
+            and_(Account.last_login_at.is_(None), Account.retention_warned_at < Account.created_at),
+        )
         result = await s.execute(
-            update(Account)
-            .where(Account.address == address, Account.retention_warned_at.is_(None))
-            .values(retention_warned_at=now)
+            update(Account).where(Account.address == address, idle, unwarned).values(retention_warned_at=now)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def clear_stale_warnings(self) -> int:
+        """Forget warnings a login came after (touch_login clears them, but a run may record one just after a
+        login it did not see): such a warning must not count towards a deletion."""
+        async with self.db.write() as s:
+            result = await s.execute(
+                update(Account)
+                .where(Account.retention_warned_at < Account.last_login_at)
+                .values(retention_warned_at=None)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def _delete(self, s: AsyncSession, mb: Mailbox) -> None:
         await s.execute(

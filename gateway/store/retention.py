@@ -5,21 +5,24 @@ Implementation notes
   any successful authentication (SMTP, IMAP, the web inbox, a TLS client certificate): each writes
   `accounts.last_login_at` and clears `retention_warned_at`. A mailbox that never logged in counts from
   its creation.
-- `run` is what `mssgw retention run` does (a daily timer, deploy/): first the warnings, then the
-  deletions. A mailbox idle for `inactive_after - warn_before` gets a notice in its INBOX (the only
-  channel the operator has to its owner) and `retention_warned_at`; it is deleted once that notice is
-  `warn_before` old and there has still been no login. The deletion therefore never comes earlier than
-  `warn_before` after the warning, even for a mailbox found long idle (the rule's first run, a restored
-  backup).
-- Each step is its own transaction and re-checks its conditions there: the warning is recorded once
-  (`WHERE retention_warned_at IS NULL`), so two nodes running it at once deliver one notice; a login
-  between the listing and the deletion keeps the mailbox. Each warning and deletion is audited
+- `run` is what `mssgw retention run` does (a daily timer, deploy/). A mailbox idle for
+  `inactive_after - warn_before - RETENTION_SLACK` gets a notice in its INBOX (the only channel the
+  operator has to its owner) and `retention_warned_at`; it is deleted once that notice is `warn_before`
+  old and there has still been no login. The slack (3 days) absorbs the daily run's time and a missed
+  run, so the deletion comes before `inactive_after` (the rule's "at most a year"). It never comes
+  earlier than `warn_before` after the warning, even for a mailbox found long idle (the first run, a
+  restored backup).
+- Each step is its own transaction and re-checks its conditions there: the warning is recorded once, and
+  only if the mailbox is still idle (two nodes running at once deliver one notice; a login since the
+  listing gets none); a login between the listing and the deletion keeps the mailbox. A warning older
+  than the last login counts for nothing. One mailbox's failure is logged and audited, and the run goes
+  on. Each warning and deletion is audited
   (`retention.mailbox.warned`, `retention.mailbox.deleted`), the mailbox as principal.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -30,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, or_, select
 
 from gateway.audit.events import AuditEvent
+from gateway.audit.oplog import get_logger
+from gateway.config import RETENTION_SLACK
 from gateway.store.mailboxes import MailboxRepository
 from gateway.store.messages import MessageStore
 from gateway.store.models import Account, Mailbox
@@ -62,6 +67,7 @@ class RunResult:
     warned: list[Idle]
     deleted: list[Idle]
     waiting: list[Idle]  # warned, and the notice not yet `warn_before` old
+    failed: list[Idle]  # the step failed (logged, audited): tried again at the next run
 
 
 class Retention:
@@ -71,10 +77,14 @@ class Retention:
         self.audit = audit
         self.inactive_after = cfg.retention.inactive_after_delta
         self.warn_before = cfg.retention.warn_before_delta
+        # Idle this long, a mailbox is warned; deleted warn_before later: before inactive_after, whatever the
+        # runs' times.
+        self.warn_after = self.inactive_after - self.warn_before - RETENTION_SLACK
+        self.log = get_logger(component="retention", node=cfg.node.name)
 
     async def idle(self, now: datetime) -> list[Idle]:
         """Every hosted mailbox idle long enough to be warned, or warned already, in address order."""
-        cutoff = now - (self.inactive_after - self.warn_before)
+        cutoff = now - self.warn_after
         stmt = (
             select(
                 Account.address, Mailbox.kind, Account.last_login_at, Account.created_at, Account.retention_warned_at
@@ -91,33 +101,59 @@ class Retention:
         )
         async with self.mailboxes.db.read() as s:
             rows = (await s.execute(stmt)).all()
-        return [Idle(r[0], r[1], r[2] or r[3], r[4]) for r in rows]
+        found = [Idle(r[0], r[1], r[2] or r[3], r[4]) for r in rows]
+        # A warning older than the last login is no warning (see clear_stale_warnings).
+        return [
+            replace(mb, warned_at=None) if mb.warned_at is not None and mb.warned_at < mb.idle_since else mb
+            for mb in found
+        ]
 
     async def run(self, now: datetime | None = None, *, dry_run: bool = False) -> RunResult:
         now = now or datetime.now(UTC)
-        out = RunResult([], [], [])
+        out = RunResult([], [], [], [])
+        if not dry_run:
+            await self.mailboxes.clear_stale_warnings()
         for mb in await self.idle(now):
             if mb.warned_at is None:
-                if dry_run or await self._warn(mb, now):
-                    out.warned.append(mb)
+                if mb.idle_since > now - self.warn_after:
+                    continue  # a stale warning's mailbox, in use again
+                step, done = "warn", out.warned
             elif mb.warned_at + self.warn_before > now:
                 out.waiting.append(mb)
-            elif dry_run or await self._delete(mb, now):
-                out.deleted.append(mb)
+                continue
+            else:
+                step, done = "delete", out.deleted
+            if dry_run:
+                done.append(mb)
+                continue
+            try:
+                if await (self._warn(mb, now) if step == "warn" else self._delete(mb, now)):
+                    done.append(mb)
+            except Exception as exc:  # one mailbox's trouble (a key no longer configured) must not stop the rest
+                self.log.error("retention step failed", address=mb.address, step=step, error=type(exc).__name__)
+                event = AuditEvent.RETENTION_WARNED if step == "warn" else AuditEvent.RETENTION_DELETED
+                await self.audit.record(
+                    event,
+                    author="retention",
+                    principal=mb.address,
+                    response={"result": "failed", "error": type(exc).__name__},
+                )
+                out.failed.append(mb)
         return out
 
     async def _warn(self, mb: Idle, now: datetime) -> bool:
         deadline = now + self.warn_before
         store = MessageStore(self.mailboxes)
         async with self.mailboxes.db.write() as s:
-            if not await self.mailboxes.warn_inactive(s, mb.address, now):
-                return False  # warned meanwhile (another node's run)
+            if not await self.mailboxes.warn_inactive(s, mb.address, now, now - self.warn_after):
+                return False  # warned meanwhile (another node's run), or logged in since the listing
             delivered = await store.deliver(mb.address, notice(self.cfg, mb, deadline, now), session=s)
         await self.audit.record(
             AuditEvent.RETENTION_WARNED,
             author="retention",
             principal=mb.address,
             response={
+                "result": "done",
                 "idle_since": mb.idle_since.isoformat(),
                 "deletion_after": deadline.isoformat(),
                 "folder": delivered.folder,
@@ -128,14 +164,14 @@ class Retention:
 
     async def _delete(self, mb: Idle, now: datetime) -> bool:
         deleted = await self.mailboxes.delete_inactive(
-            mb.address, idle_since=now - self.inactive_after, warned_by=now - self.warn_before
+            mb.address, idle_by=now - self.warn_after - self.warn_before, warned_by=now - self.warn_before
         )
         if deleted:
             await self.audit.record(
                 AuditEvent.RETENTION_DELETED,
                 author="retention",
                 principal=mb.address,
-                response={"idle_since": mb.idle_since.isoformat(), "warned_at": str(mb.warned_at)},
+                response={"result": "done", "idle_since": mb.idle_since.isoformat(), "warned_at": str(mb.warned_at)},
             )
         return deleted
 

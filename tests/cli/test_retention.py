@@ -31,9 +31,9 @@ def test_retention_run_warns_an_idle_mailbox_once(node: NodeDir) -> None:
 
     runs = node.cli("audit", "search", "--event", "admin.retention.run", "--json").json()
     assert [r["response"] for r in runs] == [  # type: ignore[index,union-attr]
-        {"result": "done", "dry_run": True, "warned": 1, "deleted": 0},
-        {"result": "done", "dry_run": False, "warned": 1, "deleted": 0},
-        {"result": "done", "dry_run": False, "warned": 0, "deleted": 0},
+        {"result": "done", "dry_run": True, "warned": 1, "deleted": 0, "failed": 0},
+        {"result": "done", "dry_run": False, "warned": 1, "deleted": 0, "failed": 0},
+        {"result": "done", "dry_run": False, "warned": 0, "deleted": 0, "failed": 0},
     ]
     warned = node.cli("audit", "search", "--event", "retention.mailbox.warned", "--json").json()
     assert [(r["principal"], r["author"]) for r in warned] == [(IDLE, "retention")]  # type: ignore[index,union-attr]

@@ -118,7 +118,8 @@ def test_config_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         ),
         (
             MINIMAL + "[retention]\ninactive_after = '30d'\nwarn_before = '30d'\n",
-            "retention: Value error, warn_before 30d must be shorter than inactive_after 30d",
+            "retention: Value error, warn_before 30d must be shorter than inactive_after 30d by more than 3 days (the "
+            "daily runs' slack)",
         ),
         (
             MINIMAL + "[retention]\nwarn_before = '1 month'\n",

@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.policy import default
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 
 from gateway.audit.verify import query
 from gateway.node import Node
+from gateway.store import retention as retention_module
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
 from gateway.store.models import Account
-from gateway.store.retention import Retention
+from gateway.store.retention import Idle, Retention
 from tests.conftest import DOMAIN, NodeDir, copy_node
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -32,7 +34,7 @@ async def node(template_node: NodeDir, tmp_path: Path) -> AsyncIterator[Node]:
     async with Node(nd.cfg()) as n:
         for address in (IDLE, NEVER, BUSY):
             await n.mailboxes.create(address, "ORG")
-        await since(n, IDLE, last_login=NOW - timedelta(days=340))  # 365d - 30d: due for its notice
+        await since(n, IDLE, last_login=NOW - timedelta(days=340))  # past 365d - 30d - 3d: due for its notice
         await since(n, NEVER, created=NOW - timedelta(days=400))  # never logged in, long ago
         await since(n, BUSY, last_login=NOW - timedelta(days=10), created=NOW - timedelta(days=900))
         yield n
@@ -130,3 +132,61 @@ async def test_two_runs_at_once_warn_once(node: Node) -> None:
     assert sorted(mb.address for r in results for mb in r.warned) == [IDLE, NEVER]
     assert len(await inbox(node, IDLE)) == 1
     assert len(await query(node.audit_db, action="retention.mailbox.warned")) == 2
+
+
+async def test_a_login_since_the_listing_gets_no_notice(node: Node) -> None:
+    """The run lists IDLE, its owner logs in, then the run reaches it: no notice, no warning recorded (it
+    was recorded, older than the login, and a year later the mailbox went without a new notice)."""
+    rule = retention(node)
+    idle = [mb for mb in await rule.idle(NOW) if mb.address == IDLE]
+    await node.mailboxes.touch_login(IDLE)
+    assert not await rule._warn(idle[0], NOW)
+    assert await inbox(node, IDLE) == []
+    assert [mb.address for mb in (await rule.idle(NOW)) if mb.address == IDLE] == []
+
+
+async def test_a_warning_older_than_the_last_login_counts_for_nothing(node: Node) -> None:
+    async with node.db.write() as s:
+        await s.execute(
+            update(Account).where(Account.address == IDLE).values(retention_warned_at=NOW - timedelta(days=400))
+        )
+    result = await retention(node).run(NOW)
+    assert IDLE in [mb.address for mb in result.warned]  # warned afresh, not deleted on the old warning
+    assert IDLE not in [mb.address for mb in result.deleted]
+    assert len(await inbox(node, IDLE)) == 1
+
+
+async def test_with_daily_runs_the_deletion_comes_within_inactive_after(node: Node) -> None:
+    """Runs at 00:30 every day (plus the timer's hour of random delay), a last login at 10:00: warned, then
+    deleted at least warn_before later, and before 365 days without a login."""
+    login = datetime(2025, 1, 10, 10, 0, tzinfo=UTC)
+    await since(node, BUSY, last_login=login)
+    warned_at = deleted_at = None
+    day = datetime(2025, 11, 1, 1, 30, tzinfo=UTC)  # 00:30 plus the hour's delay: the latest a run comes
+    while deleted_at is None:
+        result = await retention(node).run(day)
+        if BUSY in [mb.address for mb in result.warned]:
+            warned_at = day
+        if BUSY in [mb.address for mb in result.deleted]:
+            deleted_at = day
+        day += timedelta(days=1)
+        assert day < login + timedelta(days=400)
+    assert warned_at is not None
+    assert deleted_at - warned_at >= timedelta(days=30)
+    assert deleted_at - login < timedelta(days=365)
+
+
+async def test_one_mailbox_that_fails_does_not_stop_the_run(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = retention_module.notice
+
+    def notice(cfg: Any, mb: Idle, deadline: datetime, now: datetime) -> bytes:
+        if mb.address == IDLE:
+            raise RuntimeError("no data key")
+        return real(cfg, mb, deadline, now)
+
+    monkeypatch.setattr(retention_module, "notice", notice)
+    result = await retention(node).run(NOW)
+    assert ([mb.address for mb in result.failed], [mb.address for mb in result.warned]) == ([IDLE], [NEVER])
+    failed = [r for r in await query(node.audit_db, action="retention.mailbox.warned") if r["principal"] == IDLE]
+    assert [r["response"] for r in failed] == [{"result": "failed", "error": "RuntimeError"}]
+    assert await inbox(node, IDLE) == []  # nothing recorded for it: warned at the next run
