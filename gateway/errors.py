@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class MssgwError(Exception):
-    """Base of every expected failure; `str(exc)` is the precise one-line reason."""
+    """Base of every expected failure; `str(exc)` is the precise one-line reason. `audit_reason`, when
+    given, is what the audit log keeps instead: the reason shown to the operator may quote personal data
+    (a patient's birth name or date) that the audit log must not hold."""
+
+    def __init__(self, *args: object, audit_reason: str | None = None) -> None:
+        super().__init__(*args)
+        self.audit_reason = audit_reason
 
 
 class ConfigError(MssgwError):

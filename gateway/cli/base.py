@@ -145,7 +145,7 @@ async def run_command(args: argparse.Namespace) -> int:
                 command.event,
                 author=author,
                 request=request,
-                response={"result": "refused", "reason": str(exc)},
+                response={"result": "refused", "reason": exc.audit_reason or str(exc)},
             )
             await node.audit.checkpoint()
             return fail(str(exc))

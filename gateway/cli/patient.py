@@ -13,6 +13,7 @@ from directory.identifiers import (
     INS_NIA_TEST_OID,
     INS_NIR_OID,
     INS_NIR_TEST_OID,
+    check_ins,
     check_ins_traits,
     compact_ins,
 )
@@ -39,16 +40,24 @@ def new_activation_code() -> str:
 def _name(value: str, what: str) -> str:
     v = " ".join(value.split())
     if not v or len(v) > 200 or any(not (c.isalpha() or c in " -'") for c in v):
-        raise UsageError(f"{what} must be letters, spaces, hyphens or apostrophes (1 to 200), got {value!r}")
+        raise UsageError(
+            f"{what} must be letters, spaces, hyphens or apostrophes (1 to 200), got {value!r}",
+            audit_reason=f"{what} must be letters, spaces, hyphens or apostrophes (1 to 200)",
+        )
     return v.upper()
 
 
 def identity_from(args: argparse.Namespace) -> Identity:
     ins = compact_ins(args.ins)
     sex = args.sex.upper()
-    reason = check_ins_traits(ins, sex=sex, birth_date=args.birth_date)
-    if reason:
+    if reason := check_ins(ins):  # the number itself (format, key): no trait in the reason
         raise UsageError(f"invalid INS {args.ins!r}: {reason}")
+    if reason := check_ins_traits(ins, sex=sex, birth_date=args.birth_date):
+        # This reason quotes the traits (birth date, sex), which the audit log must not hold (base.py).
+        raise UsageError(
+            f"invalid INS {args.ins!r}: {reason}",
+            audit_reason=f"invalid INS {args.ins!r}: the birth date or sex given does not match it",
+        )
     kind = args.oid or ("nia" if ins[0] in _NIA_FIRST else "nir")
     oid = OIDS[kind]
     if (ins[0] in _NIA_FIRST) != (oid in (INS_NIA_OID, INS_NIA_TEST_OID)):
