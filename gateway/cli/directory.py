@@ -63,16 +63,23 @@ async def import_(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 async def export(ctx: Context, args: argparse.Namespace) -> Outcome:
     path: Path = args.file
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory: give the export file's name")
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        fh.write(national.HEADER + "\n")
-        async for fields in ctx.node.directory.export_rows(origin=args.origin, include_hidden=args.include_hidden):
-            fh.write(national.format_row(fields))
-            n += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            fh.write(national.HEADER + "\n")
+            async for fields in ctx.node.directory.export_rows(origin=args.origin, include_hidden=args.include_hidden):
+                fh.write(national.format_row(fields))
+                n += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError as exc:  # no such directory, no space: said, and no partial copy of the directory left
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return Outcome({"file": str(path), "rows": n}, f"{path}: {n} rows written", audit={"file": str(path), "rows": n})
 
 

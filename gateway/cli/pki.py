@@ -47,6 +47,10 @@ def open_pki(ctx: Context, args: argparse.Namespace) -> TrustSpacePKI:
     return TrustSpacePKI(path, passphrase.encode() if passphrase else None)
 
 
+BUNDLE_FILES = frozenset({"cert.pem", "chain.pem", "fullchain.pem", "key.pem", "root.pem"})
+"""What write_bundle writes whatever the certificate (and <CN>.p12)."""
+
+
 def _pki_call(fn: Callable[[], Any]) -> Any:
     """PKI library errors are precise already; they become command errors here."""
     try:
@@ -91,11 +95,18 @@ async def _issue(
 ) -> Outcome:
     pki = open_pki(ctx, args)
     out = Path(args.out)
+    _check_out(out)  # before issuing: a certificate whose key cannot be written is one nobody holds
     password, shown = _p12_password(args)
     issued: Issued = _pki_call(lambda: issue(pki))
     name = issued.certificate.subject.rfc4514_string().split("CN=")[-1].split(",")[0] or "bundle"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    files = _pki_call(lambda: write_bundle(issued, out, name=safe, p12_password=password, root=pki.root))
+    try:
+        files = _pki_call(lambda: write_bundle(issued, out, name=safe, p12_password=password, root=pki.root))
+    except (OSError, UsageError) as exc:  # issued, not written (a full disk): revoked, so no one can use it
+        pki.revoke(issued.serial, x509.ReasonFlags.cessation_of_operation)
+        _pki_call(pki.publish_crls)
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"{out}: {text}; certificate {issued.serial} was issued, then revoked") from None
     data: dict[str, Any] = {
         "serial": issued.serial,
         "subject": issued.certificate.subject.rfc4514_string(),
@@ -260,10 +271,30 @@ async def crl(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(data, "\n".join(f"{k}: {v}" for k, v in data.items()), audit=data)
 
 
+def _check_out(out: Path) -> None:
+    """The bundle directory exists or can be made, and holds none of the bundle's files (checked before
+    issuing; a failure while writing is still possible, and revokes what was issued)."""
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"{out}: not a directory")
+        existing = sorted(p.name for p in out.iterdir() if p.name in BUNDLE_FILES)
+        if existing:
+            raise UsageError(f"bundle files already exist in {out}: {', '.join(existing)}")
+        return
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: cannot be made in {parent}")
+
+
 async def export_root(ctx: Context, args: argparse.Namespace) -> Outcome:
     pki = open_pki(ctx, args)
     path = Path(args.file)
-    path.write_bytes(pki.root.public_bytes(serialization.Encoding.PEM))
+    try:
+        path.write_bytes(pki.root.public_bytes(serialization.Encoding.PEM))
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
     data = {"file": str(path), "subject": pki.root.subject.rfc4514_string()}
     return Outcome(data, f"root certificate written to {path}", audit=data)
 

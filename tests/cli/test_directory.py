@@ -81,3 +81,12 @@ def test_a_file_that_is_not_an_extraction_is_refused(node: NodeDir, tmp_path: Pa
     missing = tmp_path / "nope.txt"
     r = node.cli("directory", "import", missing)
     assert (r.code, r.err.strip()) == (2, f"mssgw: {missing}: no such file")
+
+
+def test_export_to_a_bad_path_is_refused_and_leaves_nothing(node: NodeDir, tmp_path: Path) -> None:
+    r = node.cli("directory", "export", tmp_path)
+    assert (r.code, r.err.strip()) == (2, f"mssgw: {tmp_path} is a directory: give the export file's name")
+    nowhere = tmp_path / "no" / "such" / "dir.txt"
+    r = node.cli("directory", "export", nowhere)
+    assert (r.code, r.err.strip()) == (2, f"mssgw: {nowhere}: No such file or directory")
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}*.tmp"))

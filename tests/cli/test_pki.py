@@ -161,6 +161,28 @@ def test_pki_refusals(node: NodeDir, tmp_path: Path) -> None:
     assert (r.code, r.err.strip()) == (2, f"mssgw: PKI already exists at {node.data / 'pki'}")
 
 
+def test_output_paths_are_checked_before_anything_is_issued(node: NodeDir, tmp_path: Path) -> None:
+    """A bad --out or file is a precise refusal (it was an internal error), and no certificate is issued
+    that nobody holds the key of."""
+    before = node.cli("pki", "list", "--json").json()
+    r = node.cli("pki", "export-root", tmp_path / "nope" / "root.pem")
+    assert (r.code, r.err.strip()) == (2, f"mssgw: {tmp_path / 'nope' / 'root.pem'}: No such file or directory")
+    taken = tmp_path / "taken"
+    assert node.cli("pki", "issue-address", f"claire.martin@{DOMAIN}", "--out", taken).code == 0
+    issued = node.cli("pki", "list", "--json").json()
+    r = node.cli("pki", "issue-address", f"claire.martin@{DOMAIN}", "--out", taken)
+    assert (r.code, r.err.strip()) == (
+        2,
+        f"mssgw: bundle files already exist in {taken}: cert.pem, chain.pem, fullchain.pem, key.pem, root.pem",
+    )
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    r = node.cli("pki", "issue-app", f"dpi@{DOMAIN}", "--out", afile / "sub")
+    assert (r.code, r.err.strip()) == (2, f"mssgw: {afile / 'sub'}: cannot be made in {afile}")
+    assert node.cli("pki", "list", "--json").json() == issued
+    assert len(issued) == len(before) + 1  # type: ignore[arg-type]
+
+
 def test_publish_dns_prints_cert_records_a_zone_reader_reads_back(node: NodeDir, tmp_path: Path) -> None:
     claire, gone, plain = f"claire.martin@{DOMAIN}", f"ancien@{DOMAIN}", f"secretariat@{DOMAIN}"
     node.cli("mailbox", "add", claire, "--type", "PER", "--idnat", "810000000009")
