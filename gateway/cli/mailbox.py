@@ -53,7 +53,7 @@ async def add(ctx: Context, args: argparse.Namespace) -> Outcome:
             raise UsageError(f"invalid IdNatPS {args.idnat!r}: {reason}")
         id_type, id_pp = split_idnatps(args.idnat)
         owner = Owner(
-            id_nat_ps=args.idnat,
+            id_nat_ps=id_type + id_pp,  # as validated: stripped (" 8100..." made a second professional)
             id_type=id_type,
             id_pp=id_pp,
             last_name=args.last_name or "",

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from directory import national
@@ -134,69 +135,77 @@ class MailboxRepository:
         """`extra`: rows written in the same transaction once the mailbox exists (a patient's record)."""
         address = address.lower()
         now = utcnow()
-        async with self.db.write() as s:
-            if await s.get(Account, address) is not None:
-                raise Conflict(f"mailbox {address} already exists")
-            mb = await s.get(Mailbox, address)
-            if mb is not None and mb.kind != kind:
-                raise Conflict(
-                    f"{address} is already in the directory as a {mb.kind} mailbox; a mailbox's type cannot change"
-                )
-            pro_key = None
-            if owner is not None:
-                pro_key = owner.id_nat_ps
-                pro = await s.get(Professional, pro_key)
-                if pro is None:
-                    pro = Professional(
-                        key=pro_key,
-                        id_nat_ps=owner.id_nat_ps,
-                        id_type=owner.id_type,
-                        id_pp=owner.id_pp,
-                        civility=owner.civility,
-                        last_name=owner.last_name,
-                        first_name=owner.first_name,
-                        profession_code=owner.profession_code,
-                        profession_label=owner.profession_label,
+        try:
+            async with self.db.write() as s:
+                if await s.get(Account, address) is not None:
+                    raise Conflict(f"mailbox {address} already exists")
+                mb = await s.get(Mailbox, address)
+                if mb is not None and mb.kind != kind:
+                    raise Conflict(
+                        f"{address} is already in the directory as a {mb.kind} mailbox; a mailbox's type cannot change"
                     )
-                    s.add(pro)
-                    await s.flush()  # no ORM relationship orders this insert before the mailbox's
-                name_parts = (pro.last_name, pro.first_name, pro.profession_label)
-            else:
-                name_parts = ("", "", "")
-            text = national.fold(" ".join(p for p in (address, pro_key or "", *name_parts, service) if p))
-            if mb is None:
-                mb = Mailbox(
-                    address=address,
-                    kind=kind,
-                    origin="local",
-                    professional_key=pro_key,
-                    service=service,
-                    list_rouge=list_rouge,
-                    active=True,
-                    search_text=text,
-                    created_at=now,
-                    updated_at=now,
+                pro_key = None
+                if owner is not None:
+                    pro_key = owner.id_nat_ps
+                    pro = await s.get(Professional, pro_key)
+                    if pro is None:
+                        pro = Professional(
+                            key=pro_key,
+                            id_nat_ps=owner.id_nat_ps,
+                            id_type=owner.id_type,
+                            id_pp=owner.id_pp,
+                            civility=owner.civility,
+                            last_name=owner.last_name,
+                            first_name=owner.first_name,
+                            profession_code=owner.profession_code,
+                            profession_label=owner.profession_label,
+                        )
+                        s.add(pro)
+                        await s.flush()  # no ORM relationship orders this insert before the mailbox's
+                    name_parts = (pro.last_name, pro.first_name, pro.profession_label)
+                else:
+                    name_parts = ("", "", "")
+                text = national.fold(" ".join(p for p in (address, pro_key or "", *name_parts, service) if p))
+                if mb is None:
+                    mb = Mailbox(
+                        address=address,
+                        kind=kind,
+                        origin="local",
+                        professional_key=pro_key,
+                        service=service,
+                        list_rouge=list_rouge,
+                        active=True,
+                        search_text=text,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    s.add(mb)
+                else:  # adopt the national entry: it is ours
+                    mb.origin = "local"
+                    mb.list_rouge = list_rouge
+                    mb.professional_key = pro_key or mb.professional_key
+                    mb.service = service or mb.service
+                    mb.updated_at = now
+                await s.flush()
+                s.add(
+                    Account(
+                        address=address,
+                        password_hash=password_hash,
+                        data_key=self.kek.wrap(DataKey.generate(), address),
+                        kek_id=self.kek.key_id,
+                        created_at=now,
+                        password_changed_at=now if password_hash else None,
+                    )
                 )
-                s.add(mb)
-            else:  # adopt the national entry: it is ours
-                mb.origin = "local"
-                mb.list_rouge = list_rouge
-                mb.professional_key = pro_key or mb.professional_key
-                mb.service = service or mb.service
-                mb.updated_at = now
-            await s.flush()
-            s.add(
-                Account(
-                    address=address,
-                    password_hash=password_hash,
-                    data_key=self.kek.wrap(DataKey.generate(), address),
-                    kek_id=self.kek.key_id,
-                    created_at=now,
-                    password_changed_at=now if password_hash else None,
-                )
-            )
-            await s.flush()
-            s.add_all([*standard_folders(address), *standard_subscriptions(address), *extra])
+                await s.flush()
+                s.add_all([*standard_folders(address), *standard_subscriptions(address), *extra])
+        except IntegrityError:
+            # Another command (another node, on PostgreSQL) created it, or its owner, between the looks and
+            # the inserts: said as the look would have said it.
+            async with self.db.read() as s:
+                if await s.get(Account, address) is not None:
+                    raise Conflict(f"mailbox {address} already exists") from None
+            raise Conflict(f"mailbox {address}: its directory entry changed meanwhile; try again") from None
         return await self.describe(address)
 
     async def _local(self, s: Any, address: str) -> tuple[Mailbox, Account]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from gateway.store.db import Database
 from gateway.store.models import TrustDomain, utcnow
@@ -30,11 +31,14 @@ class TrustRepository:
 
     async def add(self, domain: str) -> bool:
         """Add a manual entry; False if the domain was already trusted."""
-        async with self.db.write() as s:
-            if await s.get(TrustDomain, domain) is not None:
-                return False
-            s.add(TrustDomain(domain=domain, source="manual", added_at=utcnow()))
-            return True
+        try:
+            async with self.db.write() as s:
+                if await s.get(TrustDomain, domain) is not None:
+                    return False
+                s.add(TrustDomain(domain=domain, source="manual", added_at=utcnow()))
+        except IntegrityError:  # another node added it between the look and the insert (PostgreSQL)
+            return False
+        return True
 
     async def remove(self, domain: str) -> str | None:
         """Remove a domain whatever its source; returns that source, None if it was not trusted."""

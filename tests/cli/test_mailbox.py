@@ -218,3 +218,13 @@ def test_unlock_refusals(node: NodeDir) -> None:
         r = node.cli(*argv)
         assert (r.code, r.err.strip()) == (2, f"mssgw: {reason}"), argv
         assert '"result":"refused"' in audit_rows(node)[-1][2]
+
+
+def test_an_idnat_given_with_spaces_is_stored_as_validated(node: NodeDir) -> None:
+    """Validated stripped, it was stored as typed: a second professional, " 8..." beside "8..."."""
+    add_doctor(node)
+    r = node.cli("mailbox", "add", f"cabinet.martin@{DOMAIN}", "--type", "PER", "--idnat", f" {IDNAT} ", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["owner"] == IDNAT  # type: ignore[index]
+    with sqlite3.connect(node.data / "mssgw.db") as conn:
+        assert conn.execute("SELECT key FROM professionals").fetchall() == [(IDNAT,)]

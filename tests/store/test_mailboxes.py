@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from gateway.store.crypto import DecryptionError, KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository, Owner
 from gateway.store.models import Account, Mailbox, MailboxCertificate, MailboxDelegation, Professional
+from gateway.store.trust import TrustRepository
 
 DOMAIN = "ch-test.mssante.fr"
 PER = f"camille.andre@{DOMAIN}"
@@ -463,3 +465,28 @@ async def test_deliverable_names_the_active_local_mailboxes_only(repo: MailboxRe
 async def test_deliverable_of_no_address_is_empty(repo: MailboxRepository) -> None:
     async with repo.db.write() as s:  # no "IN ()", which PostgreSQL refuses
         assert await repo.deliverable(s, set()) == set()
+
+
+async def test_two_nodes_creating_one_mailbox_get_a_conflict_not_an_error(
+    store_db: Database, kek: KeyEncryptionKey
+) -> None:
+    """Two repositories on one database, as two nodes' admin commands: one creates, the other is told it
+    exists (on PostgreSQL both looked before either inserted, and the second got an IntegrityError)."""
+    other = Database(store_db.url)
+    try:
+        for i in range(5):
+            address = f"course{i}@{DOMAIN}"
+            results = await asyncio.gather(
+                MailboxRepository(store_db, kek).create(address, "ORG"),
+                MailboxRepository(other, kek).create(address, "ORG"),
+                return_exceptions=True,
+            )
+            refused = [r for r in results if isinstance(r, BaseException)]
+            assert [type(r) for r in refused] == [Conflict], results
+            assert str(refused[0]) == f"mailbox {address} already exists"
+            added = await asyncio.gather(
+                TrustRepository(store_db).add(f"d{i}.example"), TrustRepository(other).add(f"d{i}.example")
+            )
+            assert sorted(added) == [False, True]
+    finally:
+        await other.close()
