@@ -957,7 +957,12 @@ class SubmissionHandler(_Handler):
                     signer_serial=f"{checked.signer.serial_number:X}" if checked.signer else None,
                     mail_from=envelope.mail_from,
                 )
-        return await self.accept(session, envelope, "submission", body, headers, effects=rules.effects)
+        reply = await self.accept(session, envelope, "submission", body, headers, effects=rules.effects)
+        if reply.startswith("250") and envelope.mail_from.lower() != info.principal.address.lower():
+            # A delegate sent as an ORG mailbox: that mailbox is in use, though nobody logs in to it
+            # (mailbox retention counts from its last use).
+            await self.node.mailboxes.touch_login(envelope.mail_from)
+        return reply
 
 
 class RelayHandler(_Handler):

@@ -2,9 +2,9 @@
 
 Implementation notes
 - Domain brief §8: delete a mailbox after at most a year without login, after warning its owner. A login is
-  any successful authentication (SMTP, IMAP, the web inbox, a TLS client certificate): each writes
-  `accounts.last_login_at` and clears `retention_warned_at`. A mailbox that never logged in counts from
-  its creation.
+  any successful authentication (SMTP, IMAP, the web inbox, a TLS client certificate), and a message a
+  delegate sends as an ORG mailbox counts as its use: each writes `accounts.last_login_at` and clears
+  `retention_warned_at`. A mailbox that never logged in counts from its creation.
 - `run` is what `mssgw retention run` does (a daily timer, deploy/). A mailbox idle for
   `inactive_after - warn_before - RETENTION_SLACK` gets a notice in its INBOX (the only channel the
   operator has to its owner) and `retention_warned_at`; it is deleted once that notice is `warn_before`

@@ -187,10 +187,20 @@ def test_mail_from_must_be_an_identity_of_the_principal(
 
 
 def test_delegated_user_sends_as_the_org_mailbox(gateway: Gateway) -> None:
+    def last_use() -> str | None:
+        with sqlite3.connect(gateway.node.data / "mssgw.db") as conn:
+            (when,) = conn.execute("SELECT last_login_at FROM accounts WHERE address = ?", (SECRETARIAT,)).fetchone()
+        return when  # type: ignore[no-any-return]
+
+    before = last_use()
     client = gateway.submission(login=DOCTOR)
     raw = message(SECRETARIAT, NURSE, "Convocation", Sender=DOCTOR)
     assert client.sendmail(SECRETARIAT, [NURSE], raw) == {}
     client.quit()
+    # The ORG mailbox is in use, though nobody logged in to it: retention counts from this.
+    after = last_use()
+    assert after is not None
+    assert after != before
 
 
 def test_from_header_must_match_the_envelope(gateway: Gateway) -> None:
