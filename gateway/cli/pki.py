@@ -140,7 +140,12 @@ async def issue_server(ctx: Context, args: argparse.Namespace) -> Outcome:
     return await _issue(ctx, args, lambda pki: pki.issue_server(args.hosts), None)
 
 
+PATIENT_KEYS = "patient mailboxes hold no keys: the operator signs for them with its domain certificate"
+
+
 async def issue_address(ctx: Context, args: argparse.Namespace) -> Outcome:
+    if domain_of(args.address.strip().lower()) == ctx.cfg.node.patient:
+        raise UsageError(PATIENT_KEYS)  # as attach-address: else the node would sign as the patient's address
     return await _issue(ctx, args, lambda pki: pki.issue_address(args.address), (args.address.lower(), "smime"))
 
 
@@ -205,7 +210,7 @@ async def attach_address(ctx: Context, args: argparse.Namespace) -> Outcome:
     CRL directory, e-mail protection, key strength, the address in the subjectAltName)."""
     address = args.address.strip().lower()
     if domain_of(address) == ctx.cfg.node.patient:
-        raise UsageError("patient mailboxes hold no keys: the operator signs for them with its domain certificate")
+        raise UsageError(PATIENT_KEYS)
     await ctx.node.mailboxes.describe(address)  # NotFound: not a local mailbox
     cert, key, chain = _read_identity(args)
     verdict = await trust_store(ctx.cfg).check(cert, chain, [address])

@@ -433,3 +433,14 @@ def test_attach_address_refusals(node: NodeDir, tmp_path: Path) -> None:
     # Nothing was attached by any of them: Claire signs with the certificate issue-address attached itself.
     certs = node.cli("mailbox", "show", claire, "--json").json()["certificates"]  # type: ignore[index]
     assert len(certs) == 2  # the revoked one and the good one, both from issue-address (attached there)
+
+
+def test_no_address_certificate_for_a_patient(node: NodeDir, tmp_path: Path) -> None:
+    """As attach-address: the operator signs for patients with its domain certificate."""
+    before = node.cli("pki", "list", "--json").json()
+    r = node.cli("pki", "issue-address", f"285037512345688@patient.{DOMAIN}", "--out", tmp_path / "p")
+    assert (r.code, r.err.strip()) == (
+        2,
+        "mssgw: patient mailboxes hold no keys: the operator signs for them with its domain certificate",
+    )
+    assert node.cli("pki", "list", "--json").json() == before
