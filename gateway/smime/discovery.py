@@ -14,27 +14,36 @@ Implementation notes
   A local part that cannot be a DNS name (an empty label, a label over 63 octets, a name over 255)
   skips the address name; the domain is still asked.
 - Record types: PKIX (1) holds a DER certificate; IPKIX (4) a URL, fetched here (http and https only,
-  a few seconds, a size cap; DER or PEM). Other types (SPKI, PGP, URI ...) are not certificates for
-  S/MIME and count as nothing found.
+  a few seconds, a size cap; DER or PEM). At most IPKIX_MAX URLs per name are fetched, together, within
+  one IPKIX_DEADLINE for the step (the others are `url-skipped`): the records are the peer's to choose,
+  and the queue worker waits for them. A URL that cannot be fetched at all (a host that is not a valid
+  name) is `url-refused`; anything else a fetch raises is `url-failed`, never an exception out of `find`.
+  Other types (SPKI, PGP, URI ...) are not certificates for S/MIME and count as nothing found.
 - A found certificate counts when `TrustStore.check(cert, others, [address])` accepts it: trusted path
   (the step's other certificates and the configured intermediates may complete it), unrevoked,
-  emailProtection, strong key, and bound to the recipient (rfc822Name = address, or dNSName = domain).
+  emailProtection, keyEncipherment and an RSA key of 2048 bits or more (what our key transport can use:
+  an EC certificate is refused for that recipient alone, not at encryption for the whole message), and
+  bound to the recipient (rfc822Name = address, or dNSName = domain).
   Found-but-invalid drops the recipient: no fallback to a later step (DCDT "found but not used").
   Every invalid certificate is reported with one reason from `REASONS`.
 - DNS never raises out of `find`: NXDOMAIN and an empty answer are "nothing here"; SERVFAIL, REFUSED,
   a timeout or an unreachable server are `unavailable` (the caller defers: 4.x), distinct from
   `no-certificate` and `invalid` (5.x). An IPKIX URL that times out or answers 5xx is `unavailable`
   too when no other certificate of the step is valid (the certificate behind it may be the good one).
+  So is a step whose only rejections are `no-revocation-info`: our CRLs are missing or stale, ours to fix
+  (the inbound side answers 451 4.7.5 for the same condition), not the recipient's (5.7.5).
 - Answers over 512 octets: the resolver sends no EDNS (dnspython's default with explicit servers), the
   server sets TC, and dnspython's resolver asks again over TCP by itself (resolver.py `query_result`:
   `Truncated` -> `retry_with_tcp`); tests/smime/test_discovery.py checks it against dnsmasq.
 - Results are cached per address (lower-cased): usable certificates for `ttl` seconds (never past the
   earliest notAfter among them), `no-certificate`, `invalid` and `bad-address` for at most
-  `NEGATIVE_TTL`; `unavailable` is never cached. The resolver keeps no cache of its own.
+  `NEGATIVE_TTL`; `unavailable` is never cached. The resolver keeps no cache of its own. New CRLs
+  (`TrustStore.set_crls`) empty the cache: its results were judged with the old ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import time
@@ -51,14 +60,17 @@ import dns.resolver
 from cryptography import x509
 
 from gateway.config import SmimeSection
+from gateway.smime.cms import MALFORMED
 from gateway.smime.trust import REASONS as TRUST_REASONS
-from gateway.smime.trust import TrustStore
+from gateway.smime.trust import RECIPIENT, TrustStore
 
 CERT_PKIX = 1  # RFC 4398 §2.1: an X.509 certificate, DER
 CERT_IPKIX = 4  # RFC 4398 §2.1: the URL of an X.509 data object
 NEGATIVE_TTL = 300.0
 FETCH_TIMEOUT = 5.0
 FETCH_LIMIT = 64 * 1024
+IPKIX_DEADLINE = 8.0  # every IPKIX URL of one step, fetched together
+IPKIX_MAX = 4  # IPKIX records read at one name; the others are skipped
 CACHE_SIZE = 10_000
 
 REASONS = {
@@ -68,6 +80,7 @@ REASONS = {
     "url-refused": "the IPKIX URL is not an http or https URL",
     "url-failed": "the IPKIX URL answered with an error",
     "url-too-large": "the object at the IPKIX URL is too large",
+    "url-skipped": f"more than {IPKIX_MAX} IPKIX records at the name: this one was not fetched",
 }
 
 
@@ -149,7 +162,8 @@ async def fetch_ipkix(url: str, *, seconds: float = FETCH_TIMEOUT, limit: int = 
                 body += chunk
                 if len(body) > limit:
                     raise FetchError("url-too-large", f"{url}: over {limit} octets")
-    except (aiohttp.NonHttpUrlClientError, aiohttp.InvalidURL) as exc:
+    except (aiohttp.NonHttpUrlClientError, aiohttp.InvalidURL, UnicodeError, ValueError) as exc:
+        # UnicodeError: the host cannot be IDNA-encoded (an empty or over-long label, http://a..b/)
         raise FetchError("url-refused", f"{url}: {exc}") from None
     except aiohttp.TooManyRedirects:
         raise FetchError("url-failed", f"{url}: too many redirections") from None
@@ -159,10 +173,11 @@ async def fetch_ipkix(url: str, *, seconds: float = FETCH_TIMEOUT, limit: int = 
 
 
 def _load(data: bytes) -> x509.Certificate | None:
-    with contextlib.suppress(ValueError):
+    # MALFORMED, not ValueError alone: x509.InvalidVersion (a version field other than v1-v3) is not one.
+    with contextlib.suppress(*MALFORMED):
         return x509.load_der_x509_certificate(data)
     if b"-----BEGIN CERTIFICATE-----" in data:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(*MALFORMED):
             return x509.load_pem_x509_certificate(data)
     return None
 
@@ -205,6 +220,7 @@ class Discovery:
         fetch: Fetcher = fetch_ipkix,
         clock: Callable[[], float] = time.monotonic,
         use_dns: bool = True,
+        ipkix_deadline: float = IPKIX_DEADLINE,
     ) -> None:
         self.trust = trust
         self.use_dns = use_dns  # False: the local and published steps only (the reference client without --dns)
@@ -214,6 +230,7 @@ class Discovery:
         self.negative_ttl = min(negative_ttl, ttl)
         self.intermediates = list(intermediates)
         self.fetch = fetch
+        self.ipkix_deadline = ipkix_deadline
         self.clock = clock
         self.resolver = dns.asyncresolver.Resolver(configure=not nameservers)
         if nameservers:
@@ -222,6 +239,7 @@ class Discovery:
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 2.0)
         self._cache: dict[str, tuple[float, Found]] = {}
+        self._crls = trust.crls  # the lists the cached results were judged with
 
     @classmethod
     def from_config(
@@ -246,6 +264,9 @@ class Discovery:
     async def find(self, address: str) -> Found:
         key = address.strip().lower()
         now = self.clock()
+        if self.trust.crls is not self._crls:  # new CRLs (TrustStore.set_crls): judge everything again
+            self._crls = self.trust.crls
+            self._cache.clear()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
@@ -323,11 +344,25 @@ class Discovery:
             if rd.certificate_type in (CERT_PKIX, CERT_IPKIX)
         ]
 
+    async def _fetch_all(self, urls: list[str]) -> list[bytes | BaseException]:
+        """The objects at the first IPKIX_MAX `urls`, fetched together within IPKIX_DEADLINE seconds in
+        all: a URL still unanswered then is a TimeoutError, like one that timed out alone."""
+        tasks = [asyncio.ensure_future(self.fetch(url)) for url in urls[:IPKIX_MAX]]
+        if not tasks:
+            return []
+        _, late = await asyncio.wait(tasks, timeout=self.ipkix_deadline)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        return [TimeoutError() if t in late else (t.exception() or t.result()) for t in tasks]
+
     async def _records(self, address: str, step: Step, name: dns.name.Name, records: list[tuple[int, bytes]]) -> Found:
         source = name.to_text()
         certs: list[tuple[str, x509.Certificate]] = []
         rejected: list[Rejected] = []
         pending: list[str] = []  # IPKIX URLs that failed for now
+        urls = [data.decode("utf-8", "replace").strip() for kind, data in records if kind == CERT_IPKIX]
+        fetched = dict(zip(urls, await self._fetch_all(urls), strict=False))  # the first IPKIX_MAX only
         for kind, data in records:
             if kind == CERT_PKIX:
                 cert = _load(data)
@@ -337,14 +372,24 @@ class Discovery:
                     certs.append((source, cert))
                 continue
             url = data.decode("utf-8", "replace").strip()
-            try:
-                cert = _load(await self.fetch(url))
-            except FetchError as exc:
-                if exc.reason:
-                    rejected.append(Rejected(url, exc.reason))
-                else:
-                    pending.append(str(exc))
+            result = fetched.get(url)
+            if result is None:
+                rejected.append(Rejected(url, "url-skipped"))
                 continue
+            if isinstance(result, FetchError):
+                if result.reason:
+                    rejected.append(Rejected(url, result.reason))
+                else:
+                    pending.append(str(result))
+                continue
+            if isinstance(result, TimeoutError):
+                pending.append(f"{url}: no answer within {self.ipkix_deadline:g} s")
+                continue
+            if isinstance(result, BaseException):
+                # A fetch that raised anything else (a safety net: a peer's record must not make find() raise)
+                rejected.append(Rejected(url, "url-failed"))
+                continue
+            cert = _load(result)
             if cert is None:
                 rejected.append(Rejected(url, "unparsable"))
             else:
@@ -361,12 +406,17 @@ class Discovery:
         found = [c for _, c in certs]
         for source, cert in certs:
             others = [c for c in found if c is not cert] + self.intermediates
-            verdict = await self.trust.check(cert, others, [address])
+            verdict = await self.trust.check(cert, others, [address], purpose=RECIPIENT)
             if verdict.ok:
                 usable.append(cert)
             else:
                 reason = "address-mismatch" if verdict.reason == "sender-mismatch" else verdict.reason
                 rejected.append(Rejected(source, reason, cert))
+        if not usable and rejected and all(r.reason == "no-revocation-info" for r in rejected):
+            # Our CRLs are missing or stale: ours to fix, and the same certificate will do once they
+            # come; temporary (4.7.5) as inbound says of a signer, and never cached.
+            detail = "no current revocation list for the recipient's certificate"
+            return Found(address, Outcome.UNAVAILABLE, step, rejected=tuple(rejected), detail=detail)
         outcome = Outcome.FOUND if usable else Outcome.INVALID
         return Found(address, outcome, step, tuple(usable), tuple(rejected))
 
@@ -432,7 +482,7 @@ class PublishedCertificates:
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle, or the one DER certificate; [] when there is none."""
     if b"-----BEGIN CERTIFICATE-----" in data:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(*MALFORMED):
             return x509.load_pem_x509_certificates(data)
         return []
     cert = _load(data)

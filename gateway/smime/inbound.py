@@ -11,6 +11,8 @@ Implementation notes
   cryptographic failure (cannot decrypt, untrusted/revoked/expired signer), 5.7.6 algorithm not
   supported (weak), 5.7.7 message integrity failure (bad digest or signature). A missing or stale CRL is
   ours to fix, not the sender's: 451 4.7.5, so the peer retries.
+- At most MAX_SIGNERS SignerInfos are judged: each may cost a path validation and an OCSP request, and
+  the sender chooses how many there are (the reply to its DATA waits for them).
 - The stored message carries RFC 7281's `smime` method in an Authentication-Results field (RFC 8601)
   naming the signer, its certificate serial and issuer, and the validation time.
 """
@@ -49,6 +51,7 @@ REFUSALS: dict[str, tuple[int, str, str]] = {
     "expired": (550, "5.7.5", "message refused: the signer's certificate has expired"),
     "not-yet-valid": (550, "5.7.5", "message refused: the signer's certificate is not valid yet"),
     "no-email-protection": (550, "5.7.5", "message refused: the signer's certificate is not for e-mail"),
+    "not-for-signing": (550, "5.7.5", "message refused: the signer's certificate is not for signing"),
     "sender-mismatch": (550, "5.7.1", "message refused: the signer is not the sender"),
     "no-revocation-info": (451, "4.7.5", "no current revocation list for the signer, try again later"),
     # End-to-end submissions (a message the author already protected):
@@ -69,9 +72,13 @@ PRIORITY = [
     "not-yet-valid",
     "untrusted",
     "no-email-protection",
+    "not-for-signing",
     "no-certificate",
     "no-revocation-info",
 ]
+
+
+MAX_SIGNERS = 4
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ async def judge(
     """The first valid signer's verdict, or the most telling reason none is (see PRIORITY); `at` None is now."""
     carried = [x509.load_der_x509_certificate(c) for c in opened.certificates]
     failures: list[str] = []
-    for cert_der, signature_ok, reason in opened.signers:
+    for cert_der, signature_ok, reason in opened.signers[:MAX_SIGNERS]:
         if not signature_ok:
             failures.append(reason)
             continue

@@ -6,8 +6,9 @@ Implementation notes
 - CRLs come from `[smime] crl_dir` (default: the development PKI's `crl/`, kept fresh by
   `keep_dev_crls`; or `crl-cache/` filled from `[smime] crl_urls` by `keep_crls`, each fetched CRL
   checked against the trust-space CAs before it replaces the cached one): PEM or DER files, re-read
-  when one changes (looked at no more than every `CRL_CHECK` seconds). A change also empties the
-  discovery cache, so a recipient certificate revoked since it was found is judged again. The TLS
+  when one changes (looked at no more than every `CRL_CHECK` seconds). A change (the first CRLs after
+  none too) also empties the discovery cache, so a recipient certificate revoked since it was found is
+  judged again. The TLS
   checks of the relay, both directions, read the same directory (`Config.crl_dir`,
   `gateway.tls.CrlContexts`); a trust-space CA without a current CRL there is logged at each change,
   since everything under it is then refused (hard-fail, in S/MIME and TLS alike).
@@ -134,11 +135,11 @@ class Smime:
         self._crl_checked = -CRL_CHECK
         self.trust = TrustStore(anchors, [], intermediates)
         self.trust.ocsp = OcspFetcher()  # certificates that name an OCSP responder are asked it too
-        self._refresh_crls()
         published = PublishedCertificates([cfg.path(p) for p in section.published]) if section.published else None
         self.discovery = Discovery.from_config(
             section, self.trust, local=node.mailboxes.smime_certificates, published=published
         )
+        self._refresh_crls()
         try:
             self.organisations = [load_organisation(cfg.path(o.cert), cfg.path(o.key)) for o in section.organisation]
         except (OSError, ValueError) as exc:  # the operator's file: say which and why, not a traceback
@@ -161,8 +162,8 @@ class Smime:
         for path, error in errors:
             self._log.warning("unreadable CRL", path=path, error=error)
         self.trust.set_crls([crl.public_bytes(serialization.Encoding.DER) for crl in crls])
-        if self._crl_stamp:
-            self.discovery.forget()  # a recipient certificate found earlier may be revoked now
+        # Also the first CRLs after starting with none: what was judged without them may be usable now.
+        self.discovery.forget()  # and a recipient certificate found earlier may be revoked now
         self._crl_stamp = stamp
         for ca in self.uncovered_cas(crls):
             # Hard-fail, here and in TLS: every certificate under this CA is refused until its CRL comes.
@@ -326,11 +327,15 @@ class Smime:
         for url in self.section.crl_urls:
             try:
                 data = await fetch_ipkix(url, limit=16 * 1024 * 1024)
-                crl = load_crl(data)
             except FetchError as exc:
                 outcomes[url] = f"unavailable: {exc}"
                 continue
-            except ValueError:
+            except Exception as exc:  # a safety net: one bad crl_urls entry must not stop keep_crls
+                outcomes[url] = f"unavailable: {type(exc).__name__} {exc}".rstrip()
+                continue
+            try:
+                crl = load_crl(data)
+            except cms.MALFORMED:
                 outcomes[url] = "not a CRL"
                 continue
             issuer = next((ca for ca in self.cas if ca.subject == crl.issuer), None)

@@ -9,6 +9,12 @@ Implementation notes
   and the sender binding: the envelope sender and the From: address must each equal an rfc822Name of
   the SAN (case-insensitively: mixed-case local parts occur in the wild) or have their domain among its
   dNSNames (domain-bound certificates). The subject DN's e-mail attribute is never used (RFC 8550 §3).
+- A purpose: a signer's keyUsage (when present) has digitalSignature or nonRepudiation; a recipient's
+  (discovery, `purpose=RECIPIENT`) has keyEncipherment and an RSA key, the only key transport
+  `cms.encrypt` does (RFC 8550 §4.4.2). pyhanko is given no key usage: it requires all it is given.
+- OCSP is asked only when the certificate's issuer is one of our trust-space CAs (anchors and configured
+  intermediates): a CA carried in the message vouches for nothing, and the responder URL of a
+  certificate it issued is the sender's choice of where we connect.
 - One verdict per signer, with one reason from a fixed vocabulary: the SMTP reply and the audit name it.
 - Path validation's outcome is remembered per (signer, carried certificates, OCSP answer) while nothing
   it depended on can have changed: until new CRLs are set, the earliest CRL next-update or certificate
@@ -54,7 +60,13 @@ REASONS = {
     "weak-algorithm": "the signer's certificate uses a weak algorithm (MD5 or SHA-1)",
     "no-email-protection": "the signer's certificate is not for e-mail protection",
     "sender-mismatch": "the signer's certificate is not bound to the sender address",
+    "not-for-signing": "the signer's certificate's key usage allows neither digitalSignature nor nonRepudiation",
+    # Recipient checks (purpose "recipient", discovery): our key transport is RSA (cms._key_transport).
+    "not-for-encryption": "the certificate's key usage does not allow keyEncipherment",
+    "no-key-transport": "the certificate's key is not RSA: no key transport for it",
 }
+SIGNER = "signer"
+RECIPIENT = "recipient"
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,18 @@ def key_is_strong(cert: x509.Certificate) -> bool:
     if isinstance(key, ec.EllipticCurvePublicKey):
         return key.curve.name in STRONG_CURVES
     return False
+
+
+def usage_allows(cert: x509.Certificate, purpose: str) -> bool:
+    """RFC 8550 §4.4.2: a signer's keyUsage, when present, has digitalSignature or nonRepudiation; a key
+    transport recipient's has keyEncipherment (RFC 5280 §4.2.1.3: no extension, no restriction)."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    if purpose == RECIPIENT:
+        return usage.key_encipherment
+    return usage.digital_signature or usage.content_commitment  # content_commitment = nonRepudiation
 
 
 def binding(cert: x509.Certificate, addresses: Iterable[str]) -> str | None:
@@ -195,10 +219,12 @@ class TrustStore:
         addresses: Iterable[str],
         *,
         at: dt.datetime | None = None,
+        purpose: str = SIGNER,
     ) -> SignerVerdict:
-        """The verdict on one signer of a message sent by `addresses` (envelope sender, From:)."""
+        """The verdict on one signer of a message sent by `addresses` (envelope sender, From:), or with
+        `purpose` RECIPIENT on a certificate to encrypt to for `addresses`."""
         try:
-            return await self._check(cert, intermediates, addresses, at)
+            return await self._check(cert, intermediates, addresses, at, purpose)
         except MALFORMED:
             # The signer's certificate (or one carried with it) cannot even be read: an unknown signature
             # algorithm, a malformed or repeated extension, a malformed name met while building the path.
@@ -211,7 +237,12 @@ class TrustStore:
         intermediates: Sequence[x509.Certificate],
         addresses: Iterable[str],
         at: dt.datetime | None,
+        purpose: str,
     ) -> SignerVerdict:
+        if purpose == RECIPIENT and not isinstance(cert.public_key(), rsa.RSAPublicKey):
+            # An EC key is strong but we only do RSA key transport: refused here, not by cms.encrypt for
+            # the whole message.
+            return SignerVerdict(cert, False, "no-key-transport")
         if not key_is_strong(cert):
             return SignerVerdict(cert, False, "weak-key")
         hash_algorithm = cert.signature_hash_algorithm
@@ -220,9 +251,13 @@ class TrustStore:
         bound = binding(cert, addresses)
         if bound is None:
             return SignerVerdict(cert, False, "sender-mismatch")
+        if not usage_allows(cert, purpose):
+            return SignerVerdict(cert, False, "not-for-encryption" if purpose == RECIPIENT else "not-for-signing")
         ocsps: list[asn1_ocsp.OCSPResponse] = []
         if self.ocsp is not None:
-            issuer = next((c for c in [*self._cas, *intermediates] if c.subject == cert.issuer), None)
+            # Only for an issuer of our trust space: an issuer carried in the message vouches for nothing,
+            # and its certificate's responder URL is the sender's choice of where we connect.
+            issuer = next((c for c in self._cas if c.subject == cert.issuer), None)
             response = await self.ocsp.response(cert, issuer) if issuer is not None else None
             if response is not None:
                 ocsps.append(asn1_ocsp.OCSPResponse.load(response))

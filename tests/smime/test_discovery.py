@@ -6,8 +6,10 @@ one server down, over 512 octets by TCP, no record), the local directory first, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import struct
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +30,18 @@ from gateway.smime.discovery import (
     CERT_IPKIX,
     CERT_PKIX,
     FETCH_LIMIT,
+    IPKIX_MAX,
     NEGATIVE_TTL,
     REASONS,
     Discovery,
+    FetchError,
     Found,
     Outcome,
     Rejected,
     Step,
     cert_names,
+    fetch_ipkix,
+    load_certificates,
 )
 from gateway.smime.trust import TrustStore
 from gateway.store.crypto import KeyEncryptionKey
@@ -57,6 +63,14 @@ def pkix(name: str, data: bytes) -> tuple[str, int, bytes]:
 
 def ipkix(name: str, url: str) -> tuple[str, int, bytes]:
     return name, CERT, struct.pack("!HHB", CERT_IPKIX, 0, 0) + url.encode()
+
+
+def unknown_version(cert: x509.Certificate) -> bytes:
+    """`cert`'s DER with version 6 for v3: cryptography raises x509.InvalidVersion, not a ValueError."""
+    data = bytearray(der(cert))
+    at = data.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))  # [0] EXPLICIT INTEGER 2
+    data[at + 4] = 0x05
+    return bytes(data)
 
 
 @dataclass
@@ -114,6 +128,7 @@ def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
             *(pkix("team.ch-a.test", der(c)) for c in world.team),
             pkix("accueil.ch-a.test", der(world.alice_other)),
             ("pgp.ch-b.test", CERT, struct.pack("!HHB", 3, 0, 0) + b"an OpenPGP packet"),
+            pkix("odd.ch-a.test", unknown_version(world.dave)),
         ],
     )
     with dnsmasq(zone, tmp_path_factory.mktemp("dnsmasq")) as running:
@@ -238,6 +253,16 @@ async def test_garbage_and_a_certificate_of_someone_else(world: World, server: D
         ),
     )
     assert [r.text for r in found.rejected] == [REASONS["unparsable"], REASONS["address-mismatch"]]
+
+
+async def test_a_certificate_of_an_unknown_version_is_unparsable(world: World, server: Dnsmasq) -> None:
+    found = await world.discovery(server.address).find("odd@ch-a.test")
+    assert found == Found(
+        "odd@ch-a.test", Outcome.INVALID, Step.DNS_ADDRESS, (), (Rejected("odd.ch-a.test.", "unparsable"),)
+    )
+    data = unknown_version(world.dave)
+    armored = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(data) + b"-----END CERTIFICATE-----\n"
+    assert (load_certificates(data), load_certificates(armored)) == ([], [])
 
 
 async def test_the_domain_certificate_serves_every_address_of_the_domain(world: World, server: Dnsmasq) -> None:
@@ -402,6 +427,104 @@ async def test_ipkix_urls(world: World, web_server: str, tmp_path: Path) -> None
         assert (later.outcome, later.step, later.temporary) == (Outcome.UNAVAILABLE, Step.DNS_ADDRESS, True)
         assert later.detail == f"{web_server}/unavailable.cer: HTTP 503"
         assert later.rejected == (Rejected(f"{web_server}/ivan.cer", "address-mismatch", world.alice),)
+
+
+async def test_an_ipkix_url_that_cannot_be_fetched_is_a_rejection(world: World, tmp_path: Path) -> None:
+    """A host aiohttp cannot IDNA-encode (an empty or over-long label) is a refused URL; anything else a
+    fetch raises is a failed one: never an exception out of find()."""
+    long_label = "http://" + "x" * 64 + ".example/c.cer"
+
+    async def fetch(url: str) -> bytes:
+        if url == "http://broken.test/d.cer":
+            raise RuntimeError("a bug in the fetcher")
+        return await fetch_ipkix(url)
+
+    zone = Zone(
+        rr=[
+            ipkix("badhost.ch-a.test", "http://a..b/eve.cer"),
+            ipkix("badhost.ch-a.test", long_label),
+            ipkix("broken.ch-a.test", "http://broken.test/d.cer"),
+        ]
+    )
+    with dnsmasq(zone, tmp_path) as own:
+        discovery = world.discovery(own.address, fetch=fetch)
+        found = await discovery.find("badhost@ch-a.test")
+        assert (found.outcome, found.step, found.certificates) == (Outcome.INVALID, Step.DNS_ADDRESS, ())
+        assert sorted(found.rejected, key=lambda r: r.source) == [
+            Rejected("http://a..b/eve.cer", "url-refused"),
+            Rejected(long_label, "url-refused"),
+        ]
+        found = await discovery.find("broken@ch-a.test")
+        assert found == Found(
+            "broken@ch-a.test",
+            Outcome.INVALID,
+            Step.DNS_ADDRESS,
+            (),
+            (Rejected("http://broken.test/d.cer", "url-failed"),),
+        )
+    with pytest.raises(FetchError) as refused:
+        await fetch_ipkix("http://a..b/eve.cer")
+    assert refused.value.reason == "url-refused"
+
+
+async def test_ipkix_urls_share_one_deadline_and_a_cap(world: World, tmp_path: Path) -> None:
+    """Six IPKIX records whose servers never answer: the first IPKIX_MAX are fetched together, the rest
+    skipped, and the step waits ipkix_deadline in all (not 5 s per URL, one after another)."""
+    urls = [f"http://127.0.0.1:9/{i}.cer" for i in range(IPKIX_MAX + 2)]
+    asked: list[str] = []
+
+    async def hang(url: str) -> bytes:
+        asked.append(url)
+        await asyncio.sleep(3)  # cancelled at the deadline before this
+        raise FetchError("", f"{url}: slow")
+
+    with dnsmasq(Zone(rr=[ipkix("slow.ch-a.test", u) for u in urls]), tmp_path) as own:
+        discovery = world.discovery(own.address, fetch=hang, ipkix_deadline=0.5)
+        started = time.monotonic()
+        found = await discovery.find("slow@ch-a.test")
+        assert time.monotonic() - started < 2.0
+    assert len(asked) == IPKIX_MAX == 4
+    skipped = sorted(set(urls) - set(asked))
+    assert (found.outcome, found.step, found.certificates, found.temporary) == (
+        Outcome.UNAVAILABLE,
+        Step.DNS_ADDRESS,
+        (),
+        True,
+    )
+    assert sorted(found.rejected, key=lambda r: r.source) == [Rejected(u, "url-skipped") for u in skipped]
+    assert sorted(found.detail.split("; ")) == [f"{u}: no answer within 0.5 s" for u in sorted(asked)]
+
+
+async def test_without_current_crls_the_recipient_waits_and_new_crls_count_at_once(world: World) -> None:
+    """Our own CRLs missing or stale (hard-fail) is ours to fix: temporary (4.7.5 in the DSN), never
+    cached; and a result judged before new CRLs (TrustStore.set_crls) is not reused after them."""
+    zoe = world.pki.issue_address("zoe@ch-a.test")
+    trust = TrustStore([world.pki.root])
+
+    async def local(address: str) -> list[x509.Certificate]:
+        return [zoe.certificate] if address == "zoe@ch-a.test" else []
+
+    cas = [world.pki.ca("personnes"), world.pki.ca("organisations")]
+    discovery = Discovery(trust, local=local, use_dns=False, intermediates=cas)
+    found = await discovery.find("zoe@ch-a.test")
+    assert found == Found(
+        "zoe@ch-a.test",
+        Outcome.UNAVAILABLE,
+        Step.LOCAL,
+        (),
+        (Rejected("local", "no-revocation-info", zoe.certificate),),
+        detail="no current revocation list for the recipient's certificate",
+    )
+    assert discovery._ttl(found) == 0.0
+    trust.set_crls([p.read_bytes() for p in world.pki.publish_crls().values()])
+    found = await discovery.find("zoe@ch-a.test")
+    assert found == Found("zoe@ch-a.test", Outcome.FOUND, Step.LOCAL, (zoe.certificate,))
+    world.pki.revoke(zoe.serial, parse_reason("keyCompromise"))
+    trust.set_crls([p.read_bytes() for p in world.pki.publish_crls().values()])
+    found = await discovery.find("zoe@ch-a.test")
+    assert found == Found(
+        "zoe@ch-a.test", Outcome.INVALID, Step.LOCAL, (), (Rejected("local", "revoked", zoe.certificate),)
+    )
 
 
 def test_configuration(world: World) -> None:

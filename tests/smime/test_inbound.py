@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from certs.pki import Issued, TrustSpacePKI
 from gateway.smime import cms, inbound, mime
 from gateway.smime.pool import CryptoPool
-from gateway.smime.trust import TrustStore
+from gateway.smime.trust import SignerVerdict, TrustStore
 
 NOW = dt.datetime.now(dt.UTC)  # when the module's PKI is made (4 years before it)
 
@@ -275,3 +275,36 @@ async def test_without_a_current_crl_the_peer_is_asked_to_retry(world: World, po
         451,
         "4.7.5 no current revocation list for the signer, try again later",
     )
+
+
+async def test_an_encryption_only_signer(world: World, pool: CryptoPool) -> None:
+    """RFC 8550 §4.4.2: a keyUsage of keyEncipherment alone does not allow signing."""
+    from tests.smime.test_trust import custom
+
+    cert, key = custom(world.pki, A, signing=False)
+    content = mime.wrap(MESSAGE)
+    signed = mime.signed_entity(content, cms.sign_detached(content, cert, key), "b1")
+    assert await refusal(world, pool, envelope(world, signed)) == (
+        550,
+        "5.7.5 message refused: the signer's certificate is not for signing",
+    )
+
+
+async def test_signer_infos_past_the_cap_are_not_judged(world: World, pool: CryptoPool, tmp_path: Path) -> None:
+    """Each SignerInfo may cost a path validation and an OCSP request on the peer's DATA reply, and the
+    sender chooses how many there are: only the first MAX_SIGNERS are judged."""
+
+    judged: list[x509.Certificate] = []
+
+    class Counting(TrustStore):
+        async def check(self, cert: x509.Certificate, *args: object, **kw: object) -> SignerVerdict:
+            judged.append(cert)
+            return await super().check(cert, *args, **kw)  # type: ignore[arg-type]
+
+    elsewhere = TrustSpacePKI.create(tmp_path / "s", label="Stranger", crl_base_url="http://s/")
+    strangers = [(elsewhere.issue_address(A), f"stranger{i}") for i in range(inbound.MAX_SIGNERS + 2)]
+    published = world.pki.publish_crls(now=now() - dt.timedelta(minutes=5))
+    store = Counting([world.pki.root], [p.read_bytes() for p in published.values()], [world.pki.ca("personnes")])
+    raw = envelope(world, openssl_signed(world, *strangers))
+    assert await refusal(world, pool, raw, store=store) == (550, "5.7.5 message refused: the signer is not trusted")
+    assert len(judged) == inbound.MAX_SIGNERS == 4

@@ -150,3 +150,44 @@ async def test_no_signing_key_refuses_everyone(world: World, server: Dnsmasq, po
             outbound.Refused("accueil@ch-b.test", True, "5.7.1", text),
         ],
     )
+
+
+async def test_an_ec_recipient_certificate_is_refused_alone(world: World, pool: CryptoPool) -> None:
+    """A valid P-256 certificate: our key transport is RSA only, so discovery does not count it, and that
+    recipient alone gets a DSN naming why (not a failure of the whole message at cms.encrypt)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.smime.test_trust import custom
+
+    curved, _ = custom(world.pki, "ec@ch-b.test", enciphering=False, key=ec.generate_private_key(ec.SECP256R1()))
+    found = {"bob@ch-b.test": [world.bob.certificate], "ec@ch-b.test": [curved]}
+
+    async def local(address: str) -> list[x509.Certificate]:
+        return found.get(address, [])
+
+    cas = [world.pki.ca("personnes"), world.pki.ca("organisations")]
+    finder = Discovery(world.trust, local=local, use_dns=False, intermediates=cas)
+    done = await outbound.protect(
+        MESSAGE, sender=A, recipients=[*found], identity=world.identity, finder=finder, pool=pool
+    )
+    assert done.recipients == ["bob@ch-b.test"]
+    assert done.refused == [
+        outbound.Refused("ec@ch-b.test", True, "5.7.5", "no usable certificate for the recipient (no-key-transport)")
+    ]
+    assert done.message is not None
+    assert mime.unprotect(done.message, world.bob.certificate, world.bob.key).message == MESSAGE
+
+
+async def test_missing_crls_on_our_side_defer_the_recipient(world: World, pool: CryptoPool) -> None:
+    """Hard-fail without a current CRL is ours to fix: 4.7.5 (the message waits), as inbound answers 451."""
+
+    async def local(address: str) -> list[x509.Certificate]:
+        return [world.bob.certificate] if address == "bob@ch-b.test" else []
+
+    cas = [world.pki.ca("personnes"), world.pki.ca("organisations")]
+    finder = Discovery(TrustStore([world.pki.root], [], cas), local=local, use_dns=False)
+    done = await outbound.protect(
+        MESSAGE, sender=A, recipients=["bob@ch-b.test"], identity=world.identity, finder=finder, pool=pool
+    )
+    text = "certificate discovery failed for now: no current revocation list for the recipient's certificate"
+    assert done == outbound.Protected(None, [], [outbound.Refused("bob@ch-b.test", False, "4.7.5", text)])

@@ -118,16 +118,19 @@ async def test_crls_are_fetched_checked_and_cached(template_node: NodeDir, tmp_p
     base = f"http://127.0.0.1:{port}"
     cfg = nd.cfg()
     urls = [f"{base}/personnes.crl", f"{base}/rogue.crl", f"{base}/junk.crl", f"{base}/missing.crl", f"{base}/root.crl"]
+    urls.append("http://a..b/bad-host.crl")  # aiohttp's IDNA encoding raised UnicodeError out of keep_crls
     cfg.smime = cfg.smime.model_copy(update={"workers": 0, "crl_urls": urls})
     async with Node(cfg) as n:
         smime = Smime(n)
         assert smime.crl_dir == nd.data / "crl-cache"
+        idna = "label empty or too long"
         assert await smime.fetch_crls() == {
             urls[0]: "updated",
             urls[1]: "not signed by a trust-space CA",
             urls[2]: "not a CRL",
             urls[3]: f"unavailable: {urls[3]}: HTTP 404",
             urls[4]: "updated",
+            urls[5]: f"unavailable: {urls[5]}: encoding with 'idna' codec failed (UnicodeError: {idna})",
         }
         assert sorted(p.suffix for p in (nd.data / "crl-cache").iterdir()) == [".crl", ".crl"]
         # Both the signer's CA and the root's CRLs are needed (hard-fail): the path checks out revoked.

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from certs.pki import TrustSpacePKI
-from gateway.smime.trust import REASONS, SignerVerdict, TrustStore, binding
+from gateway.smime.trust import REASONS, RECIPIENT, SignerVerdict, TrustStore, binding
 
 NOW = dt.datetime.now(dt.UTC)
 ALICE = "alice.martin@ch-a.mssante.fr"
@@ -31,9 +31,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TrustSpacePKI:
     )
 
 
-def store(pki: TrustSpacePKI, *, crls: bool = True) -> TrustStore:
+def store(pki: TrustSpacePKI, *, crls: bool = True, cas: bool = False) -> TrustStore:
+    """`cas`: the trust space's intermediate CAs configured too (as a node has them), not only carried."""
     published = pki.publish_crls(now=NOW - dt.timedelta(minutes=5)) if crls else {}
-    return TrustStore([pki.root], [p.read_bytes() for p in published.values()])
+    intermediates = [pki.ca("personnes"), pki.ca("organisations")] if cas else []
+    return TrustStore([pki.root], [p.read_bytes() for p in published.values()], intermediates)
 
 
 async def verdict(trust: TrustStore, issued: object, *addresses: str) -> tuple[bool, str, str]:
@@ -85,6 +87,72 @@ async def test_sender_mismatch_envelope_or_from(pki: TrustSpacePKI) -> None:
     trust = store(pki)
     assert await verdict(trust, alice, "bob.durand@ch-a.mssante.fr", ALICE) == (False, "sender-mismatch", "")
     assert await verdict(trust, alice, ALICE, "bob.durand@ch-a.mssante.fr") == (False, "sender-mismatch", "")
+
+
+def custom(
+    pki: TrustSpacePKI,
+    address: str,
+    *,
+    signing: bool = True,
+    enciphering: bool = True,
+    non_repudiation: bool = False,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None,
+    ocsp_url: str | None = None,
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
+    """An address-bound certificate of the PERSONNES CA with the keyUsage bits asked for (the PKI's
+    profiles always have digitalSignature + keyEncipherment), and its key."""
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca = pki.ca("personnes")
+    usage = x509.KeyUsage(signing, non_repudiation, enciphering, False, False, False, False, False, False)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False)  # type: ignore[arg-type]
+    )
+    if ocsp_url:
+        where = x509.UniformResourceIdentifier(ocsp_url)
+        access = x509.AuthorityInformationAccess([x509.AccessDescription(AuthorityInformationAccessOID.OCSP, where)])
+        builder = builder.add_extension(access, critical=False)
+    return builder.sign(pki._ca_key("personnes"), hashes.SHA256()), key  # type: ignore[arg-type]
+
+
+async def test_key_usage_for_each_purpose(pki: TrustSpacePKI) -> None:
+    """RFC 8550 §4.4.2: a signer needs digitalSignature or nonRepudiation; a recipient we encrypt to by
+    RSA key transport needs keyEncipherment."""
+    trust = store(pki, cas=True)
+    signing_only, _ = custom(pki, ALICE, enciphering=False)
+    enciphering_only, _ = custom(pki, ALICE, signing=False)
+    non_repudiation_only, _ = custom(pki, ALICE, signing=False, enciphering=False, non_repudiation=True)
+    assert await trust.check(signing_only, [], [ALICE]) == SignerVerdict(signing_only, True, binding="address")
+    assert await trust.check(non_repudiation_only, [], [ALICE]) == SignerVerdict(
+        non_repudiation_only, True, binding="address"
+    )
+    v = await trust.check(enciphering_only, [], [ALICE])
+    assert (v.ok, v.reason, v.text) == (False, "not-for-signing", REASONS["not-for-signing"])
+    assert await trust.check(enciphering_only, [], [ALICE], purpose=RECIPIENT) == SignerVerdict(
+        enciphering_only, True, binding="address"
+    )
+    v = await trust.check(signing_only, [], [ALICE], purpose=RECIPIENT)
+    assert (v.ok, v.reason, v.text) == (False, "not-for-encryption", REASONS["not-for-encryption"])
+
+
+async def test_an_ec_key_signs_but_takes_no_key_transport(pki: TrustSpacePKI) -> None:
+    """P-256 is a strong signer key; as a recipient it is refused here, since cms.encrypt only does RSA
+    key transport (it would otherwise fail the whole message for every recipient)."""
+    trust = store(pki, cas=True)
+    cert, _ = custom(pki, ALICE, enciphering=False, key=ec.generate_private_key(ec.SECP256R1()))
+    assert await trust.check(cert, [], [ALICE]) == SignerVerdict(cert, True, binding="address")
+    v = await trust.check(cert, [], [ALICE], purpose=RECIPIENT)
+    assert (v.ok, v.reason, v.text) == (False, "no-key-transport", REASONS["no-key-transport"])
 
 
 def handmade(bits: int, digest: hashes.HashAlgorithm, san: list[x509.GeneralName]) -> x509.Certificate:
@@ -216,7 +284,7 @@ async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -
         bad = pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")
         responder.certificates = {c.certificate.serial_number: c.certificate for c in (good, bad)}
         responder.revoked.add(bad.certificate.serial_number)
-        trust = store(pki)  # CRLs published now: neither is on them
+        trust = store(pki, cas=True)  # CRLs published now: neither is on them
         trust.ocsp = OcspFetcher()
         assert await verdict(trust, good) == (True, "", "address")
         assert await verdict(trust, bad) == (False, "revoked", "")
@@ -226,13 +294,46 @@ async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -
     finally:
         await runner.cleanup()
     # The responder gone: the CRLs decide, in the same hard-fail mode.
-    trust = store(pki)
+    trust = store(pki, cas=True)
     trust.ocsp = OcspFetcher(timeout=2)
     assert await verdict(trust, pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")) == (
         True,
         "",
         "address",
     )
+
+
+async def test_ocsp_is_asked_only_for_an_issuer_of_the_trust_space(pki: TrustSpacePKI, tmp_path: Path) -> None:
+    """An issuer carried in the message vouches for nothing: its certificates' responder URLs are the
+    sender's choice of where we connect (and each one a wait on the peer's DATA reply)."""
+    from aiohttp import web
+
+    from gateway.smime.trust import OcspFetcher
+
+    responder = Responder(pki)
+    app = web.Application()
+    app.router.add_post("/ocsp", responder.handle)  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/ocsp"  # type: ignore[union-attr]
+    try:
+        other = TrustSpacePKI.create(tmp_path / "other", label="Elsewhere", crl_base_url="http://crl.elsewhere/")
+        stranger = other.issue_address(ALICE, ocsp_url=url)
+        ours = pki.issue_address(ALICE, ocsp_url=url)
+        responder.certificates = {ours.certificate.serial_number: ours.certificate}
+        trust = store(pki)  # no CA configured: each issuer is only among the certificates carried
+        trust.ocsp = OcspFetcher()
+        assert await verdict(trust, stranger) == (False, "untrusted", "")
+        assert await verdict(trust, ours) == (True, "", "address")  # the CRLs decide
+        assert responder.asked == 0
+        trust = store(pki, cas=True)
+        trust.ocsp = OcspFetcher()
+        assert await verdict(trust, ours) == (True, "", "address")
+        assert responder.asked == 1
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_path_outcome_is_reused_until_the_crls_change(
