@@ -3,8 +3,10 @@ certificates of a real trust-space PKI (certs.pki) and its published CRLs."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -266,10 +268,10 @@ class Responder:
         return web.Response(body=body, content_type="application/ocsp-response")
 
 
-async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -> None:
+@contextlib.asynccontextmanager
+async def ocsp_responder(pki: TrustSpacePKI) -> AsyncIterator[tuple[Responder, str]]:
+    """A Responder served on loopback, and its URL."""
     from aiohttp import web
-
-    from gateway.smime.trust import OcspFetcher
 
     responder = Responder(pki)
     app = web.Application()
@@ -278,10 +280,18 @@ async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        good = pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")
-        bad = pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")
+        yield responder, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/ocsp"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -> None:
+    from gateway.smime.trust import OcspFetcher
+
+    async with ocsp_responder(pki) as (responder, url):
+        good = pki.issue_address(ALICE, ocsp_url=url)
+        bad = pki.issue_address(ALICE, ocsp_url=url)
         responder.certificates = {c.certificate.serial_number: c.certificate for c in (good, bad)}
         responder.revoked.add(bad.certificate.serial_number)
         trust = store(pki, cas=True)  # CRLs published now: neither is on them
@@ -291,34 +301,18 @@ async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -
         assert responder.asked == 2
         assert await verdict(trust, good) == (True, "", "address")
         assert responder.asked == 2  # answered from the cache until the response's nextUpdate
-    finally:
-        await runner.cleanup()
     # The responder gone: the CRLs decide, in the same hard-fail mode.
     trust = store(pki, cas=True)
     trust.ocsp = OcspFetcher(timeout=2)
-    assert await verdict(trust, pki.issue_address(ALICE, ocsp_url=f"http://127.0.0.1:{port}/ocsp")) == (
-        True,
-        "",
-        "address",
-    )
+    assert await verdict(trust, pki.issue_address(ALICE, ocsp_url=url)) == (True, "", "address")
 
 
 async def test_ocsp_is_asked_only_for_an_issuer_of_the_trust_space(pki: TrustSpacePKI, tmp_path: Path) -> None:
     """An issuer carried in the message vouches for nothing: its certificates' responder URLs are the
     sender's choice of where we connect (and each one a wait on the peer's DATA reply)."""
-    from aiohttp import web
-
     from gateway.smime.trust import OcspFetcher
 
-    responder = Responder(pki)
-    app = web.Application()
-    app.router.add_post("/ocsp", responder.handle)  # type: ignore[arg-type]
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/ocsp"  # type: ignore[union-attr]
-    try:
+    async with ocsp_responder(pki) as (responder, url):
         other = TrustSpacePKI.create(tmp_path / "other", label="Elsewhere", crl_base_url="http://crl.elsewhere/")
         stranger = other.issue_address(ALICE, ocsp_url=url)
         ours = pki.issue_address(ALICE, ocsp_url=url)
@@ -332,8 +326,6 @@ async def test_ocsp_is_asked_only_for_an_issuer_of_the_trust_space(pki: TrustSpa
         trust.ocsp = OcspFetcher()
         assert await verdict(trust, ours) == (True, "", "address")
         assert responder.asked == 1
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_path_outcome_is_reused_until_the_crls_change(
