@@ -178,7 +178,19 @@ class ImapService:
             self.sessions.discard(session)
             self.per_address.release(session.client_ip)
             if session.user is not None and session.state != NOT_AUTH:
-                self.per_user[session.user] -= 1
+                self.release_user(session.user)
+
+    def admit_user(self, address: str) -> bool:
+        """Count one more session of `address`, unless it has [imap] max_connections_per_user already."""
+        if self.per_user[address] >= self.cfg.imap.max_connections_per_user:
+            return False
+        self.per_user[address] += 1
+        return True
+
+    def release_user(self, address: str) -> None:
+        self.per_user[address] -= 1
+        if self.per_user[address] <= 0:
+            del self.per_user[address]  # a key per mailbox logged in now, not per mailbox ever logged in
 
 
 async def start_imap(service: ImapService, *, host: str, port: int, implicit_tls: bool) -> Listener:

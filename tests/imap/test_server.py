@@ -43,3 +43,23 @@ def test_a_connection_served_after_the_stop_began_is_told_bye_at_once(node: Node
     greeting, told, late, rest = asyncio.run(scenario())
     assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
     assert (told, late, rest) == (BYE, BYE, b"")
+
+
+def test_sessions_per_mailbox_are_counted_and_forgotten(node: NodeDir) -> None:
+    """[imap] max_connections_per_user: a mailbox's last session gone, its key goes too (the counter kept one
+    key per mailbox ever logged in, for the node's lifetime)."""
+
+    async def scenario() -> None:
+        async with Node(node.cfg()) as n:
+            service = ImapService(n, ssl.create_default_context(), Lockout())
+            cap = n.cfg.imap.max_connections_per_user
+            assert all(service.admit_user("a@x.fr") for _ in range(cap))
+            assert not service.admit_user("a@x.fr")
+            assert service.admit_user("b@x.fr")
+            for _ in range(cap):
+                service.release_user("a@x.fr")
+            assert dict(service.per_user) == {"b@x.fr": 1}
+            service.release_user("b@x.fr")
+            assert dict(service.per_user) == {}
+
+    asyncio.run(scenario())

@@ -32,10 +32,9 @@ async def authenticated(s: Session, username: str, password: str, mechanism: str
 async def open_session(s: Session, account: Credentials, mechanism: str) -> Reply:
     """An authenticated account: check the per-mailbox session limit, then enter the authenticated state."""
     service = s.service
-    if service.per_user[account.address] >= service.cfg.imap.max_connections_per_user:
+    if not service.admit_user(account.address):
         await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", login=account.address, reason="too-many-sessions")
         raise No("Too many sessions for this mailbox", "LIMIT")
-    service.per_user[account.address] += 1
     s.user, s.user_kind, s.state = account.address, account.kind, AUTH
     s.frames.max_literal = service.cfg.smtp.max_message_size  # APPEND's limit from now on
     s.frames.max_command = max(s.frames.max_command, service.cfg.smtp.max_message_size + 65536)
