@@ -253,9 +253,10 @@ class Quieter:
 
 class PerAddress:
     """A listener's open connections per client address, at most `limit` each (Postfix's
-    smtpd_client_connection_count_limit; IMAP's per-address cap). `admit` counts a new connection or refuses
-    it; `release` uncounts it (no key is kept for an address with none open); `refusal` is the audit response
-    for a refused one, once a minute per address at most (Quieter), else None."""
+    smtpd_client_connection_count_limit; IMAP's per-address cap; IMAP's sessions per mailbox, keyed by the
+    mailbox). `admit` counts a new connection or refuses it; `release` uncounts it (no key is kept for an
+    address with none open); `refusal` is the audit response for a refused one, once a minute per address
+    at most (Quieter), else None."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

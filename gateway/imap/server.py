@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from gateway.audit.events import AuditEvent
@@ -83,7 +82,7 @@ class ImapService:
             default_quota=node.cfg.store.default_quota or None,
             max_folders=node.cfg.store.max_folders,
         )
-        self.per_user: Counter[str] = Counter()
+        self.per_user = PerAddress(node.cfg.imap.max_connections_per_user)  # counted per mailbox, not address
         self.per_address = PerAddress(node.cfg.imap.max_connections_per_address)
         self.sessions: set[Session] = set()
         self.stopping = False  # the node stops: a connection served from now on is told BYE at once
@@ -178,19 +177,7 @@ class ImapService:
             self.sessions.discard(session)
             self.per_address.release(session.client_ip)
             if session.user is not None and session.state != NOT_AUTH:
-                self.release_user(session.user)
-
-    def admit_user(self, address: str) -> bool:
-        """Count one more session of `address`, unless it has [imap] max_connections_per_user already."""
-        if self.per_user[address] >= self.cfg.imap.max_connections_per_user:
-            return False
-        self.per_user[address] += 1
-        return True
-
-    def release_user(self, address: str) -> None:
-        self.per_user[address] -= 1
-        if self.per_user[address] <= 0:
-            del self.per_user[address]  # a key per mailbox logged in now, not per mailbox ever logged in
+                self.per_user.release(session.user)
 
 
 async def start_imap(service: ImapService, *, host: str, port: int, implicit_tls: bool) -> Listener:

@@ -53,13 +53,13 @@ def test_sessions_per_mailbox_are_counted_and_forgotten(node: NodeDir) -> None:
         async with Node(node.cfg()) as n:
             service = ImapService(n, ssl.create_default_context(), Lockout())
             cap = n.cfg.imap.max_connections_per_user
-            assert all(service.admit_user("a@x.fr") for _ in range(cap))
-            assert not service.admit_user("a@x.fr")
-            assert service.admit_user("b@x.fr")
+            assert all(service.per_user.admit("a@x.fr") for _ in range(cap))
+            assert not service.per_user.admit("a@x.fr")
+            assert service.per_user.admit("b@x.fr")
             for _ in range(cap):
-                service.release_user("a@x.fr")
-            assert dict(service.per_user) == {"b@x.fr": 1}
-            service.release_user("b@x.fr")
-            assert dict(service.per_user) == {}
+                service.per_user.release("a@x.fr")
+            assert dict(service.per_user.open) == {"b@x.fr": 1}
+            service.per_user.release("b@x.fr")
+            assert dict(service.per_user.open) == {}
 
     asyncio.run(scenario())

@@ -32,7 +32,7 @@ async def authenticated(s: Session, username: str, password: str, mechanism: str
 async def open_session(s: Session, account: Credentials, mechanism: str) -> Reply:
     """An authenticated account: check the per-mailbox session limit, then enter the authenticated state."""
     service = s.service
-    if not service.admit_user(account.address):
+    if not service.per_user.admit(account.address):
         await s.audit(AuditEvent.IMAP_LOGIN_FAILED, result="refused", login=account.address, reason="too-many-sessions")
         raise No("Too many sessions for this mailbox", "LIMIT")
     s.user, s.user_kind, s.state = account.address, account.kind, AUTH
