@@ -329,6 +329,8 @@ class SmimeSection(_Section):
     dns_servers: list[str] = Field(default_factory=list)
     """DNS servers (IP addresses) asked for recipients' CERT records; empty means the system's."""
     dns_port: int = Field(53, ge=1, le=65535)
+    ldap: bool = True
+    """Ask the LDAP servers of a recipient's domain (`_ldap._tcp` SRV records) when DNS has no CERT record."""
     discovery_ttl: float = Field(3600.0, gt=0)
     """Seconds a discovered certificate (or its absence, for less) is reused before asking again."""
 

@@ -2,7 +2,7 @@
 
 `Dnsmasq` runs Debian's dnsmasq (package dnsmasq-base, installed by tests/run.sh) as a subprocess on
 127.0.0.1 and an unprivileged port, serving exactly the records a test declares in a `Zone`:
-MX records with preferences (`--mx-host`), addresses (`--host-record`), TXT records, a null MX as a raw
+MX records with preferences (`--mx-host`), addresses (`--host-record`), TXT and SRV records, a null MX as a raw
 RR (`--dns-rr=NAME,15,000000`: preference 0, exchange the root name, RFC 7505), NXDOMAIN for any other
 name under the `local` domains (`--local`), REFUSED for names elsewhere (no upstream server), and
 forwarding of chosen domains to another server (`--server=/domain/ip#port`), and any other record as
@@ -71,6 +71,8 @@ class Zone:
     """(domain, server address, port): queries for the domain are forwarded there."""
     rr: Sequence[tuple[str, int, bytes]] = ()
     """(name, RR type number, RDATA in wire form): served as is."""
+    srv: Sequence[tuple[str, str, int, int, int]] = ()
+    """(name, target, port, priority, weight): SRV records (RFC 2782)."""
 
     def arguments(self) -> list[str]:
         args = [f"--local=/{d}/" for d in self.local]
@@ -80,6 +82,7 @@ class Zone:
         args += [f"--txt-record={name},{text}" for name, text in self.txt]
         args += [f"--server=/{domain}/{ip}#{port}" for domain, ip, port in self.forward]
         args += [f"--dns-rr={name},{rrtype},{rdata.hex()}" for name, rrtype, rdata in self.rr]
+        args += [f"--srv-host={name},{target},{port},{prio},{weight}" for name, target, port, prio, weight in self.srv]
         return args
 
 

@@ -8,7 +8,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     # isync (mbsync) and neomutt: real IMAP clients for tests/imap/test_interop.py.
     # chromium: the patient web inbox's browser tests (Playwright drives Debian's build, no download).
     # dovecot-imapd: the IMAP benchmark's reference (a private instance; the system one never starts).
-    for pkg in openssl curl postgresql swaks dnsmasq-base postfix isync neomutt chromium haproxy systemd dovecot-imapd; do
+    # slapd: private OpenLDAP servers for the LDAP step of certificate discovery (same).
+    for pkg in openssl curl postgresql swaks dnsmasq-base postfix isync neomutt chromium haproxy systemd dovecot-imapd slapd; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
     done
     python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
@@ -17,7 +18,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         # relay benchmark: installed unconfigured, so no system mailer starts.
         echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
         apt-get update -qq
-        # No daemon starts at install (Dovecot, HAProxy, PostgreSQL's cluster): tests run private ones.
+        # No daemon starts at install (Dovecot, HAProxy, slapd, PostgreSQL's cluster): tests run private ones.
         guard=""
         if [ ! -e /usr/sbin/policy-rc.d ]; then
             printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && guard=1

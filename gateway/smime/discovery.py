@@ -13,6 +13,9 @@ Implementation notes
      labels), `dns-address`; then at the domain name, `dns-domain`.
   A local part that cannot be a DNS name (an empty label, a label over 63 octets, a name over 255)
   skips the address name; the domain is still asked.
+  4. LDAP (gateway/smime/ldap.py): the servers of the domain's `_ldap._tcp` SRV records (priority, then
+     weight), asked for the entry whose `mail` is the address, `ldap-address`, then the domain,
+     `ldap-domain`. No SRV record is "nothing found"; servers named but none answering is `unavailable`.
 - Record types: PKIX (1) holds a DER certificate; IPKIX (4) a URL, fetched here (http and https only,
   a few seconds, a size cap; DER or PEM). At most IPKIX_MAX URLs per name are fetched, together, within
   one IPKIX_DEADLINE for the step (the others are `url-skipped`): the records are the peer's to choose,
@@ -61,6 +64,7 @@ from cryptography import x509
 
 from gateway.config import SmimeSection
 from gateway.smime.cms import MALFORMED
+from gateway.smime.ldap import LDAP_DEADLINE, LdapFinder, LdapUnavailable, certificates_of, escape
 from gateway.smime.trust import REASONS as TRUST_REASONS
 from gateway.smime.trust import RECIPIENT, TrustStore
 
@@ -97,13 +101,15 @@ class Step(StrEnum):
     PUBLISHED = "published"
     DNS_ADDRESS = "dns-address"
     DNS_DOMAIN = "dns-domain"
+    LDAP_ADDRESS = "ldap-address"
+    LDAP_DOMAIN = "ldap-domain"
 
 
 @dataclass(frozen=True)
 class Rejected:
     """One found certificate (or record) that cannot be used, and why."""
 
-    source: str  # "local", the DNS name, or the IPKIX URL
+    source: str  # "local", the DNS name, the IPKIX URL, or the LDAP server and entry
     reason: str  # a key of REASONS
     certificate: x509.Certificate | None = None
 
@@ -221,6 +227,9 @@ class Discovery:
         clock: Callable[[], float] = time.monotonic,
         use_dns: bool = True,
         ipkix_deadline: float = IPKIX_DEADLINE,
+        use_ldap: bool = True,
+        ldap_deadline: float = LDAP_DEADLINE,
+        srv_uniform: Callable[[int], int] | None = None,
     ) -> None:
         self.trust = trust
         self.use_dns = use_dns  # False: the local and published steps only (the reference client without --dns)
@@ -238,6 +247,11 @@ class Discovery:
         self.resolver.port = port
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 2.0)
+        self.ldap = (
+            LdapFinder(self.resolver, timeout=timeout, deadline=ldap_deadline, uniform=srv_uniform)
+            if use_ldap
+            else None
+        )
         self._cache: dict[str, tuple[float, Found]] = {}
         self._crls = trust.crls  # the lists the cached results were judged with
 
@@ -259,6 +273,7 @@ class Discovery:
             port=section.dns_port,
             ttl=section.discovery_ttl,
             intermediates=intermediates,
+            use_ldap=section.ldap,
         )
 
     async def find(self, address: str) -> Found:
@@ -322,7 +337,31 @@ class Discovery:
                 return Found(address, Outcome.UNAVAILABLE, detail=str(exc))
             if records:
                 return await self._records(address, step, name, records)
+        if self.ldap is not None:
+            return await self._ldap(address, domain_name)
         return Found(address, Outcome.NO_CERTIFICATE)
+
+    async def _ldap(self, address: str, domain: dns.name.Name) -> Found:
+        """Step 4: the first LDAP server of the domain that answers, for the address, else the domain."""
+        filters = [f"(mail={escape(address)})", f"(mail={escape(domain.to_text(omit_final_dot=True))})"]
+        try:
+            answer = await self.ldap.search(domain, filters) if self.ldap is not None else None
+        except LdapUnavailable as exc:
+            return Found(address, Outcome.UNAVAILABLE, detail=str(exc))
+        if answer is None or not answer.values:
+            return Found(address, Outcome.NO_CERTIFICATE)
+        step = Step.LDAP_ADDRESS if answer.filter_index == 0 else Step.LDAP_DOMAIN
+        certs: list[tuple[str, x509.Certificate]] = []
+        helpers: list[x509.Certificate] = []
+        rejected: list[Rejected] = []
+        for dn, value in answer.values:
+            source = f"{answer.server}/{dn}"
+            candidates, chain = certificates_of(value)
+            if not candidates and not chain:
+                rejected.append(Rejected(source, "unparsable"))
+            certs += [(source, c) for c in candidates]
+            helpers += chain
+        return await self._judge(address, step, certs, rejected, helpers)
 
     async def _cert_records(self, name: dns.name.Name) -> list[tuple[int, bytes]]:
         """(certificate type, certificate field) of the PKIX and IPKIX records at `name`, in answer order."""
@@ -400,12 +439,17 @@ class Discovery:
         return found
 
     async def _judge(
-        self, address: str, step: Step, certs: list[tuple[str, x509.Certificate]], rejected: list[Rejected]
+        self,
+        address: str,
+        step: Step,
+        certs: list[tuple[str, x509.Certificate]],
+        rejected: list[Rejected],
+        helpers: Sequence[x509.Certificate] = (),
     ) -> Found:
         usable: list[x509.Certificate] = []
         found = [c for _, c in certs]
         for source, cert in certs:
-            others = [c for c in found if c is not cert] + self.intermediates
+            others = [c for c in found if c is not cert] + list(helpers) + self.intermediates
             verdict = await self.trust.check(cert, others, [address], purpose=RECIPIENT)
             if verdict.ok:
                 usable.append(cert)

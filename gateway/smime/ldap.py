@@ -1,0 +1,270 @@
+"""LDAP certificate discovery, the last step of the DCDT order (domain brief §7): the servers named by
+`_ldap._tcp.<domain>` SRV records, asked for the entry whose `mail` is the address, then the domain.
+
+Implementation notes
+- Server order, RFC 2782: lowest priority first; within one priority, a weighted random order (records
+  of weight 0 first in the list, then the running-sum selection). A single record whose target is "."
+  says the service is not offered there. Targets are resolved with the discovery's own resolver (the
+  configured DNS servers), not the system's, and each of their addresses is tried.
+- The first server that answers the searches is the answer, even an empty one; a server that cannot be
+  reached, or answers with an error other than "no such base", gives way to the next. When every server
+  failed, the step is unavailable (the caller defers, 4.x).
+- The search (DCDT, Direct Applicability Statement §5.3): anonymous, plain LDAP (the certificates are
+  public and judged on their own), each naming context of the root DSE as base (the root itself when it
+  lists none), subtree, filter `(mail=<address>)` then `(mail=<domain>)`, the attributes
+  `userSMIMECertificate` and `userCertificate`. A value is a DER or PEM certificate or a PKCS #7
+  SignedData bag (RFC 2798's form of userSMIMECertificate, carrying its chain): the bag's CA certificates
+  help build the path, its other certificates are candidates.
+- Bounds, the records being a peer's to choose: at most LDAP_MAX_SERVERS servers, LDAP_MAX_ENTRIES
+  entries a search, LDAP_MAX_VALUES certificates in all; connect and each reply within the discovery's
+  timeout, the whole step within LDAP_DEADLINE.
+- ldap3 (LGPL-3.0, pure Python) speaks the protocol; it is synchronous, so each server's exchange runs
+  on a thread, bounded by its own socket timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import ldap3
+import ldap3.core.exceptions
+from asn1crypto import cms as asn1_cms
+from cryptography import x509
+from ldap3.utils.conv import escape_filter_chars
+
+from gateway.smime.cms import MALFORMED
+
+LDAP_MAX_SERVERS = 4  # SRV targets (addresses) tried, in order
+LDAP_MAX_ENTRIES = 10  # entries a search returns
+LDAP_MAX_VALUES = 16  # certificates read from one server's answer
+LDAP_DEADLINE = 12.0  # the whole step: every server tried
+ATTRIBUTES = ("userSMIMECertificate", "userCertificate")
+NO_SUCH_OBJECT = 32  # RFC 4511 §4.1.9 resultCode noSuchObject: a naming context with nothing under it
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One SRV record of `_ldap._tcp.<domain>` (RFC 2782)."""
+
+    host: str
+    port: int
+    priority: int
+    weight: int
+
+
+def srv_order(targets: Sequence[Target], uniform: Callable[[int], int] | None = None) -> list[Target]:
+    """RFC 2782's order: by priority, and within one priority a weighted random order. `uniform(n)`
+    draws an integer in [0, n] (random.randint(0, n) by default)."""
+    draw = uniform or (lambda n: random.randint(0, n))  # noqa: S311 - load spreading, not a secret
+    ordered: list[Target] = []
+    for priority in sorted({t.priority for t in targets}):
+        # "all those with weight 0 are placed at the beginning of the list"
+        left = sorted((t for t in targets if t.priority == priority), key=lambda t: t.weight != 0)
+        while left:
+            pick = draw(sum(t.weight for t in left))
+            running = 0
+            for index, target in enumerate(left):
+                running += target.weight
+                if running >= pick:
+                    ordered.append(left.pop(index))
+                    break
+    return ordered
+
+
+def certificates_of(value: bytes) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """(candidates, helpers) of one attribute value: a DER or PEM certificate, or a PKCS #7 SignedData
+    whose CA certificates are helpers (a path to build) and the others candidates. ([], []) otherwise."""
+    with contextlib.suppress(*MALFORMED):
+        return [x509.load_der_x509_certificate(value)], []
+    if b"-----BEGIN CERTIFICATE-----" in value:
+        with contextlib.suppress(*MALFORMED):
+            return list(x509.load_pem_x509_certificates(value)), []
+        return [], []
+    try:
+        info = asn1_cms.ContentInfo.load(value, strict=True)
+        if info["content_type"].native != "signed_data":
+            return [], []
+        carried = [
+            x509.load_der_x509_certificate(choice.chosen.dump())
+            for choice in info["content"]["certificates"] or []
+            if choice.name == "certificate"
+        ]
+    except MALFORMED:
+        return [], []
+    candidates: list[x509.Certificate] = []
+    helpers: list[x509.Certificate] = []
+    for cert in carried:
+        (helpers if _is_ca(cert) else candidates).append(cert)
+    return candidates, helpers
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, *MALFORMED):
+        return False
+
+
+def escape(value: str) -> str:
+    """RFC 4515 §3: an assertion value with `*`, `(`, `)`, `\\` and NUL escaped."""
+    return escape_filter_chars(value)
+
+
+@dataclass
+class Answer:
+    """What one server said: the entries' certificate values for the first filter that found any."""
+
+    server: str  # ldap://address:port
+    filter_index: int = -1  # which of the filters found values (-1: none)
+    values: list[tuple[str, bytes]] = field(default_factory=list)  # (entry DN, attribute value)
+
+
+class LdapUnavailable(Exception):
+    """No server of the domain could be asked (every one down, or the SRV lookup failed): defer."""
+
+
+def _ask(host: str, port: int, filters: Sequence[str], timeout: float) -> Answer:
+    """One server's answer (on a thread): the root DSE's naming contexts, then each filter in turn until
+    one finds certificate values. Raises OSError or an ldap3 exception when the server fails."""
+    server = ldap3.Server(host, port=port, connect_timeout=timeout, get_info=ldap3.NONE)
+    url = f"ldap://{host}:{port}" if ":" not in host else f"ldap://[{host}]:{port}"
+    answer = Answer(url)
+    # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds
+    conn = ldap3.Connection(server, receive_timeout=math.ceil(timeout), read_only=True, raise_exceptions=False)
+    try:
+        if not conn.bind():
+            raise ldap3.core.exceptions.LDAPBindError(f"anonymous bind refused: {conn.result.get('description')}")
+        conn.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=["namingContexts"], size_limit=1)
+        if conn.result.get("result") != 0:
+            raise ldap3.core.exceptions.LDAPOperationResult(f"root DSE: {conn.result.get('description')}")
+        bases = [str(b) for e in conn.response or [] for b in e.get("attributes", {}).get("namingContexts", [])]
+        for index, flt in enumerate(filters):
+            for base in bases[:LDAP_MAX_SERVERS] or [""]:
+                conn.search(
+                    base,
+                    flt,
+                    search_scope=ldap3.SUBTREE,
+                    attributes=list(ATTRIBUTES),
+                    size_limit=LDAP_MAX_ENTRIES,
+                    time_limit=max(1, int(timeout)),
+                )
+                code = conn.result.get("result")
+                # 4 sizeLimitExceeded: the entries returned so far are used
+                if code not in (0, 4, NO_SUCH_OBJECT):
+                    raise ldap3.core.exceptions.LDAPOperationResult(f"search: {conn.result.get('description')}")
+                for entry in conn.response or []:
+                    if entry.get("type") != "searchResEntry":
+                        continue
+                    raw = entry.get("raw_attributes", {})
+                    for name in raw:
+                        if name.split(";", 1)[0].lower() in {a.lower() for a in ATTRIBUTES}:
+                            answer.values += [(str(entry.get("dn", "")), bytes(v)) for v in raw[name]]
+            if answer.values:
+                answer.filter_index = index
+                del answer.values[LDAP_MAX_VALUES:]
+                return answer
+        return answer
+    finally:
+        with contextlib.suppress(Exception):
+            conn.unbind()
+
+
+class LdapFinder:
+    """The LDAP step for one discovery: SRV lookup, server order, the searches."""
+
+    def __init__(
+        self,
+        resolver: dns.asyncresolver.Resolver,
+        *,
+        timeout: float = 5.0,
+        deadline: float = LDAP_DEADLINE,
+        uniform: Callable[[int], int] | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.timeout = timeout
+        self.deadline = deadline
+        self.uniform = uniform
+
+    async def search(self, domain: dns.name.Name, filters: Sequence[str]) -> Answer | None:
+        """The first answering server's answer; None when the domain names no LDAP server.
+        Raises LdapUnavailable when it names some and none answered."""
+        targets = await self._targets(domain)
+        if not targets:
+            return None
+        end = time.monotonic() + self.deadline
+        failures: list[str] = []
+        tried = 0
+        for target in srv_order(targets, self.uniform):
+            if tried >= LDAP_MAX_SERVERS or time.monotonic() >= end:
+                break
+            for address in await self._addresses(target.host, failures):
+                if tried >= LDAP_MAX_SERVERS or time.monotonic() >= end:
+                    break
+                tried += 1
+                try:
+                    return await asyncio.wait_for(
+                        asyncio.to_thread(_ask, address, target.port, filters, self.timeout),
+                        max(0.001, end - time.monotonic()),
+                    )
+                except (OSError, TimeoutError, ldap3.core.exceptions.LDAPException, *MALFORMED) as exc:
+                    failures.append(f"{target.host} ({address}:{target.port}): {type(exc).__name__} {exc}".rstrip())
+        raise LdapUnavailable("no LDAP server answered: " + ("; ".join(failures) or "none could be reached"))
+
+    async def _targets(self, domain: dns.name.Name) -> list[Target]:
+        name = dns.name.from_text("_ldap._tcp", origin=None).concatenate(domain)
+        answer = await self._resolve(name, dns.rdatatype.SRV)
+        if answer is None:
+            return []
+        targets = [Target(rd.target.to_text(), rd.port, rd.priority, rd.weight) for rd in answer]
+        # RFC 2782: 'A Target of "." means that the service is decidedly not available at this domain.'
+        return [t for t in targets if t.host != "."]
+
+    async def _addresses(self, host: str, failures: list[str]) -> list[str]:
+        found: list[str] = []
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            try:
+                answer = await self._resolve(dns.name.from_text(host), rdtype)
+            except LdapUnavailable as exc:
+                failures.append(str(exc))
+                continue
+            found += [rd.address for rd in answer or []]
+        if not found:
+            failures.append(f"{host}: no address")
+        return found
+
+    async def _resolve(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns.rrset.RRset | None:
+        try:
+            answer = await self.resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN:
+            return None
+        except dns.resolver.NoNameservers as exc:
+            raise LdapUnavailable(f"{name}: no server answered ({exc})") from None
+        except dns.exception.Timeout:
+            raise LdapUnavailable(f"{name}: DNS timeout") from None
+        except (dns.exception.DNSException, OSError) as exc:
+            raise LdapUnavailable(f"{name}: {type(exc).__name__} {exc}".rstrip()) from None
+        return answer.rrset
+
+
+__all__ = [
+    "LDAP_DEADLINE",
+    "LDAP_MAX_SERVERS",
+    "Answer",
+    "LdapFinder",
+    "LdapUnavailable",
+    "Target",
+    "certificates_of",
+    "escape",
+    "srv_order",
+]

@@ -1,0 +1,274 @@
+"""The LDAP step of recipient certificate discovery (gateway/smime/ldap.py) against real servers: Debian's
+OpenLDAP (slapd) on loopback ports, named by SRV records that Debian's dnsmasq serves, with
+certificates of a real trust-space PKI: address- and domain-bound entries, found but not used, one
+server down and one silent, SRV priority, every server down, no SRV, PKCS #7 bags carrying their chain,
+filter escaping, DNS CERT first (domain brief §7 and §9, discovery cases)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from certs.pki import TrustSpacePKI, parse_reason
+from gateway.config import SmimeSection
+from gateway.smime.discovery import Discovery, Found, Outcome, Rejected, Step
+from gateway.smime.ldap import Target, certificates_of, escape, srv_order
+from gateway.smime.trust import TrustStore
+from tests.dns import Dnsmasq, Zone, dnsmasq
+from tests.ldap import Entry, Search, Slapd, free_port, slapd
+from tests.smime.test_discovery import der, pkix
+
+SMIME = "userSMIMECertificate"
+
+
+@dataclass
+class World:
+    pki: TrustSpacePKI
+    trust: TrustStore
+    alice: x509.Certificate  # alice@ch-l.test, in LDAP
+    domain_l: x509.Certificate  # ch-l.test, domain-bound, in LDAP (mail=ch-l.test)
+    bob_revoked: x509.Certificate  # bob@ch-l.test, revoked, in LDAP
+    carol: x509.Certificate  # carol@ch-l.test, in LDAP as a PKCS #7 bag with its CA
+    dave: x509.Certificate  # dave@ch-l.test, in LDAP as userCertificate;binary
+    eve: x509.Certificate  # eve@ch-l.test, in DNS
+    eve_other: x509.Certificate  # eve@ch-l.test, in LDAP
+    zoe: x509.Certificate  # zoe@ch-m.test, on the priority-10 server
+    zoe_other: x509.Certificate  # zoe@ch-m.test, on the priority-20 server
+
+    def discovery(self, server: Dnsmasq, *, chain: bool = True, **kw: object) -> Discovery:
+        cas = [self.pki.ca("personnes"), self.pki.ca("organisations")] if chain else []
+        return Discovery(self.trust, nameservers=["127.0.0.1"], port=server.port, intermediates=cas, **kw)  # type: ignore[arg-type]
+
+
+@dataclass
+class Servers:
+    dns: Dnsmasq
+    first: Slapd  # ch-l.test's server, priority 20 for ch-m.test
+    second: Slapd  # ch-m.test's priority-10 server
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    pki = TrustSpacePKI.create(
+        tmp_path_factory.mktemp("ldap") / "pki", label="LDAP Test", crl_base_url="http://crl.test/"
+    )
+    bob = pki.issue_address("bob@ch-l.test")
+    pki.revoke(bob.serial, parse_reason("keyCompromise"))
+    world = World(
+        pki=pki,
+        trust=TrustStore([pki.root]),
+        alice=pki.issue_address("alice@ch-l.test").certificate,
+        domain_l=pki.issue_domain("ch-l.test").certificate,
+        bob_revoked=bob.certificate,
+        carol=pki.issue_address("carol@ch-l.test").certificate,
+        dave=pki.issue_address("dave@ch-l.test").certificate,
+        eve=pki.issue_address("eve@ch-l.test").certificate,
+        eve_other=pki.issue_address("eve@ch-l.test").certificate,
+        zoe=pki.issue_address("zoe@ch-m.test").certificate,
+        zoe_other=pki.issue_address("zoe@ch-m.test").certificate,
+    )
+    world.trust = TrustStore([pki.root], [p.read_bytes() for p in pki.publish_crls().values()])
+    return world
+
+
+def bag(*certs: x509.Certificate) -> bytes:
+    """A certs-only PKCS #7 SignedData (RFC 2798's userSMIMECertificate form)."""
+    return pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    workdir = tmp_path_factory.mktemp("ldap-servers")
+    first_entries = [
+        Entry("alice", "alice@ch-l.test", [(SMIME, der(world.alice))]),
+        Entry("ch-l", "ch-l.test", [(SMIME, der(world.domain_l))]),
+        Entry("bob", "bob@ch-l.test", [(SMIME, der(world.bob_revoked))]),
+        Entry("carol", "carol@ch-l.test", [(SMIME, bag(world.carol, world.pki.ca("personnes")))]),
+        Entry("dave", "dave@ch-l.test", [("userCertificate;binary", der(world.dave))]),
+        Entry("eve", "eve@ch-l.test", [(SMIME, der(world.eve_other))]),
+        Entry("odd", "odd@ch-l.test", [(SMIME, b"not a certificate")]),
+        Entry("nocert", "nocert@ch-l.test"),
+        Entry("zoe", "zoe@ch-m.test", [(SMIME, der(world.zoe_other))]),
+    ]
+    second_entries = [Entry("zoe", "zoe@ch-m.test", [(SMIME, der(world.zoe))])]
+    with (
+        slapd("o=ch-l", first_entries, workdir / "first") as first,
+        slapd("dc=ch-m,dc=test", second_entries, workdir / "second") as second,
+        socket.socket() as silent,
+    ):
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections (the kernel does) and never answers
+        closed = free_port()  # nothing listens there: refused at once
+        zone = Zone(
+            hosts=[("ldap.ch-l.test", "127.0.0.1"), ("down.ch-l.test", "127.0.0.1")],
+            srv=[
+                ("_ldap._tcp.ch-l.test", "ldap.ch-l.test", first.port, 0, 0),
+                ("_ldap._tcp.ch-m.test", "down.ch-l.test", closed, 0, 0),
+                ("_ldap._tcp.ch-m.test", "down.ch-l.test", silent.getsockname()[1], 5, 0),
+                ("_ldap._tcp.ch-m.test", "ldap.ch-l.test", second.port, 10, 0),
+                ("_ldap._tcp.ch-m.test", "ldap.ch-l.test", first.port, 20, 0),
+                ("_ldap._tcp.ch-n.test", "down.ch-l.test", closed, 0, 0),
+                ("_ldap._tcp.ch-n.test", "nowhere.ch-l.test", 389, 1, 0),
+                ("_ldap._tcp.ch-p.test", ".", 389, 0, 0),
+            ],
+            rr=[pkix("eve.ch-l.test", der(world.eve))],
+        )
+        with dnsmasq(zone, workdir / "dns") as dns:
+            yield Servers(dns, first, second)
+
+
+def person_searches(server: Slapd, since: int = 0) -> list[Search]:
+    return [s for s in server.searches()[since:] if s.base]
+
+
+async def test_an_address_bound_certificate_in_ldap(world: World, servers: Servers) -> None:
+    before = len(servers.first.searches())
+    found = await world.discovery(servers.dns).find("alice@ch-l.test")
+    assert found == Found("alice@ch-l.test", Outcome.FOUND, Step.LDAP_ADDRESS, (world.alice,))
+    # the root DSE for the naming contexts, then the address under the one it lists
+    assert servers.first.searches()[before:] == [
+        Search("", "(objectClass=*)"),
+        Search("o=ch-l", "(mail=alice@ch-l.test)"),
+    ]
+
+
+async def test_a_domain_bound_certificate_when_the_address_has_no_entry(world: World, servers: Servers) -> None:
+    before = len(servers.first.searches())
+    found = await world.discovery(servers.dns).find("Secretariat@CH-L.test")
+    assert (found.outcome, found.step, found.certificates) == (Outcome.FOUND, Step.LDAP_DOMAIN, (world.domain_l,))
+    assert person_searches(servers.first, before) == [  # slapd logs the filter normalised (mail ignores case)
+        Search("o=ch-l", "(mail=secretariat@ch-l.test)"),
+        Search("o=ch-l", "(mail=ch-l.test)"),
+    ]
+
+
+async def test_an_entry_without_certificate_falls_to_the_domain(world: World, servers: Servers) -> None:
+    found = await world.discovery(servers.dns).find("nocert@ch-l.test")
+    assert (found.outcome, found.step, found.certificates) == (Outcome.FOUND, Step.LDAP_DOMAIN, (world.domain_l,))
+
+
+async def test_found_but_not_used_drops_the_recipient(world: World, servers: Servers) -> None:
+    """DCDT "found but not used": a revoked certificate at the address; the domain's valid one is not
+    asked for."""
+    before = len(servers.first.searches())
+    found = await world.discovery(servers.dns).find("bob@ch-l.test")
+    source = f"ldap://127.0.0.1:{servers.first.port}/cn=bob,o=ch-l"
+    assert found == Found(
+        "bob@ch-l.test", Outcome.INVALID, Step.LDAP_ADDRESS, (), (Rejected(source, "revoked", world.bob_revoked),)
+    )
+    assert person_searches(servers.first, before) == [Search("o=ch-l", "(mail=bob@ch-l.test)")]
+
+
+async def test_a_value_that_is_no_certificate(world: World, servers: Servers) -> None:
+    found = await world.discovery(servers.dns).find("odd@ch-l.test")
+    source = f"ldap://127.0.0.1:{servers.first.port}/cn=odd,o=ch-l"
+    assert found == Found("odd@ch-l.test", Outcome.INVALID, Step.LDAP_ADDRESS, (), (Rejected(source, "unparsable"),))
+
+
+async def test_a_pkcs7_bag_carries_the_chain(world: World, servers: Servers) -> None:
+    """Without the configured intermediates the path needs the bag's CA; its CA is no candidate."""
+    found = await world.discovery(servers.dns, chain=False).find("carol@ch-l.test")
+    assert found == Found("carol@ch-l.test", Outcome.FOUND, Step.LDAP_ADDRESS, (world.carol,))
+    # the same certificate alone, without its chain: the path cannot be built
+    alone = await world.discovery(servers.dns, chain=False).find("alice@ch-l.test")
+    assert (alone.outcome, [r.reason for r in alone.rejected]) == (Outcome.INVALID, ["untrusted"])
+
+
+async def test_user_certificate_binary(world: World, servers: Servers) -> None:
+    found = await world.discovery(servers.dns).find("dave@ch-l.test")
+    assert found == Found("dave@ch-l.test", Outcome.FOUND, Step.LDAP_ADDRESS, (world.dave,))
+
+
+async def test_dns_cert_comes_first(world: World, servers: Servers) -> None:
+    before = len(servers.first.searches())
+    found = await world.discovery(servers.dns).find("eve@ch-l.test")
+    assert found == Found("eve@ch-l.test", Outcome.FOUND, Step.DNS_ADDRESS, (world.eve,))
+    assert servers.first.searches()[before:] == []
+
+
+async def test_srv_priority_with_one_server_down_and_one_silent(world: World, servers: Servers) -> None:
+    """Priority 0 refuses the connection, priority 5 never answers, priority 10 answers: its certificate,
+    not priority 20's."""
+    first, second = len(servers.first.searches()), len(servers.second.searches())
+    finder = world.discovery(servers.dns, timeout=0.5)
+    found = await finder.find("zoe@ch-m.test")
+    assert found == Found("zoe@ch-m.test", Outcome.FOUND, Step.LDAP_ADDRESS, (world.zoe,))
+    assert person_searches(servers.second, second) == [Search("dc=ch-m,dc=test", "(mail=zoe@ch-m.test)")]
+    assert servers.first.searches()[first:] == []
+
+
+async def test_every_server_down_is_temporary_and_not_cached(world: World, servers: Servers) -> None:
+    finder = world.discovery(servers.dns, timeout=0.5)
+    found = await finder.find("x@ch-n.test")
+    assert (found.outcome, found.temporary, found.step) == (Outcome.UNAVAILABLE, True, None)
+    assert found.detail.startswith("no LDAP server answered: down.ch-l.test. (127.0.0.1:")
+    assert "nowhere.ch-l.test.: no address" in found.detail
+    assert finder._cache == {}
+
+
+async def test_no_srv_record_and_a_dot_target_find_nothing(world: World, servers: Servers) -> None:
+    finder = world.discovery(servers.dns)
+    assert await finder.find("x@ch-o.test") == Found("x@ch-o.test", Outcome.NO_CERTIFICATE)
+    # RFC 2782: a target of "." says the service is not offered at this domain
+    assert await finder.find("x@ch-p.test") == Found("x@ch-p.test", Outcome.NO_CERTIFICATE)
+
+
+async def test_filter_metacharacters_are_escaped(world: World, servers: Servers) -> None:
+    """An address crafted to widen the filter (RFC 4515 metacharacters) matches nothing: the domain's
+    certificate answers, not a wildcard's first entry."""
+    before = len(servers.first.searches())
+    found = await world.discovery(servers.dns).find("*)(mail=*@ch-l.test")
+    assert (found.outcome, found.step, found.certificates) == (Outcome.FOUND, Step.LDAP_DOMAIN, (world.domain_l,))
+    assert person_searches(servers.first, before)[0] == Search("o=ch-l", r"(mail=\2A\29\28mail=\2A@ch-l.test)")
+
+
+async def test_ldap_off_in_the_configuration(world: World, servers: Servers) -> None:
+    section = SmimeSection(dns_servers=["127.0.0.1"], dns_port=servers.dns.port, ldap=False)
+    finder = Discovery.from_config(section, world.trust, intermediates=[world.pki.ca("personnes")])
+    before = len(servers.first.searches())
+    assert await finder.find("alice@ch-l.test") == Found("alice@ch-l.test", Outcome.NO_CERTIFICATE)
+    assert servers.first.searches()[before:] == []
+    cas = [world.pki.ca("personnes")]
+    on = Discovery.from_config(section.model_copy(update={"ldap": True}), world.trust, intermediates=cas)
+    assert (await on.find("alice@ch-l.test")).certificates == (world.alice,)
+
+
+async def test_concurrent_finds_share_nothing(world: World, servers: Servers) -> None:
+    finder = world.discovery(servers.dns)
+    found = await asyncio.gather(*(finder.find(a) for a in ("alice@ch-l.test", "dave@ch-l.test", "zoe@ch-m.test")))
+    assert [f.certificates for f in found[:2]] == [(world.alice,), (world.dave,)]
+
+
+def test_srv_order_priority_then_weight() -> None:
+    """RFC 2782: lowest priority first; within one, weight-0 records first in the list, then each pick is
+    the first record whose running sum of weights reaches the number drawn in [0, sum]."""
+    a, b, c = Target("a.", 1, 10, 0), Target("b.", 2, 10, 10), Target("c.", 3, 10, 90)
+    low = Target("low.", 4, 5, 50)
+    draws = iter([0, 95, 10, 0])  # low (alone), then among a(0) b(10) c(90): 95 -> c, then 10 -> b, 0 -> a
+    seen: list[int] = []
+
+    def uniform(n: int) -> int:
+        seen.append(n)
+        return next(draws)
+
+    assert srv_order([a, b, c, low], uniform) == [low, c, b, a]
+    assert seen == [50, 100, 10, 0]
+    # draws of 0: the weight-0 record first, then the others in the order given
+    assert srv_order([c, a, b], lambda n: 0) == [a, c, b]
+
+
+def test_certificates_of_each_form(world: World) -> None:
+    pem = world.alice.public_bytes(serialization.Encoding.PEM)
+    assert certificates_of(der(world.alice)) == ([world.alice], [])
+    assert certificates_of(pem) == ([world.alice], [])
+    assert certificates_of(bag(world.carol, world.pki.ca("personnes"))) == ([world.carol], [world.pki.ca("personnes")])
+    assert certificates_of(b"\x30\x03\x02\x01") == ([], [])
+    assert certificates_of(b"-----BEGIN CERTIFICATE-----\nnot base64\n") == ([], [])
+    assert escape("a*(b)\\c\x00") == r"a\2a\28b\29\5cc\00"
