@@ -171,9 +171,15 @@ class GatewaySMTP(SMTP):
         self._draining = False  # the node stops: a 421 once the transaction under way is over
         self._greeted = False  # the first reply, the greeting, carries no enhanced code (RFC 2034 §4)
         self._hello = False  # nor do the positive replies to HELO and EHLO
-        self._smtp_methods = {name: self._draining_aware(method) for name, method in self._smtp_methods.items()}
+        self._groupable = False  # answering RSET, MAIL or RCPT: a reply RFC 2920 lets us hold back
+        self._held = bytearray()  # replies held back, written with the next one
+        self._smtp_methods = {
+            name: self._draining_aware(method, name in _GROUPABLE) for name, method in self._smtp_methods.items()
+        }
 
-    def _draining_aware(self, method: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
+    def _draining_aware(
+        self, method: Callable[[str], Awaitable[None]], groupable: bool
+    ) -> Callable[[str], Awaitable[None]]:
         """Every command through one gate: while the node stops, a command outside a transaction is
         answered 421 (RFC 5321 §3.8: "after the server receives any command"), and so is the end of the
         transaction under way, once its reply is out (a DATA's 250: the message was accepted)."""
@@ -183,11 +189,11 @@ class GatewaySMTP(SMTP):
             if self._draining and not self.in_transaction:
                 self.stopping(now=True)
                 return
-            self._busy = True
+            self._busy, self._groupable = True, groupable
             try:
                 await method(arg)
             finally:
-                self._busy = False
+                self._busy = self._groupable = False
             if self._draining and not self.in_transaction:
                 self.stopping(now=True)
 
@@ -347,7 +353,7 @@ class GatewaySMTP(SMTP):
             return
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(f"421 4.3.2 {self.hostname} Service shutting down, try again later\r\n".encode())
+            transport.write(self._release(f"421 4.3.2 {self.hostname} Service shutting down, try again later"))
             transport.close()
         live = getattr(self.event_handler, "live", None)
         if live is not None:  # told: not waited for (a TLS close can take long with a silent client)
@@ -358,7 +364,7 @@ class GatewaySMTP(SMTP):
         reply = f"421 4.4.2 {self.hostname} Error: timeout exceeded"
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(f"{reply}\r\n".encode())
+            transport.write(self._release(reply))
         audit = getattr(self.event_handler, "audit", None)
         if self._data_octets is not None and audit is not None and self.session is not None:
             # A message cut off on its way in: audited as the other refused contents (the handler's task is
@@ -438,7 +444,26 @@ class GatewaySMTP(SMTP):
             if self._command is not None and status[:3] in ("501", "553") and audit is not None and not already:
                 event, arg = self._command
                 await audit(event, self.session, result="refused", reply=status, command=arg[:300])
-        await super().push(status)
+        # RFC 2920 §3.1: the replies to RSET, MAIL and RCPT may be held while the client's next command is
+        # already buffered, so a group's replies leave in one write (one TLS record, one segment) with the
+        # reply to its last command; any other reply, or no complete command waiting, sends them all.
+        line = (status if isinstance(status, bytes) else status.encode("ascii")) + b"\r\n"
+        buffered = getattr(self._reader, "_buffer", b"")  # StreamReader keeps no public view of it
+        if self._groupable and b"\n" in buffered and len(self._held) < _HOLD_LIMIT:
+            self._held += line
+            return
+        self._writer.write(self._release(line))
+        await self._writer.drain()
+
+    def _release(self, reply: str | bytes) -> bytes:
+        """The held replies, then `reply` (a line; CRLF added to a str), as one write."""
+        data = bytes(self._held) + (reply if isinstance(reply, bytes) else reply.encode("ascii") + b"\r\n")
+        self._held.clear()
+        return data
+
+
+_GROUPABLE = frozenset({"RSET", "MAIL", "RCPT"})  # RFC 2920 §3.1: the replies a server may hold back
+_HOLD_LIMIT = 4096  # held octets past which they are written anyway
 
 
 def _extensions(responses: list[str]) -> list[str]:
@@ -446,7 +471,8 @@ def _extensions(responses: list[str]) -> list[str]:
 
     PIPELINING (RFC 2920): aiosmtpd already reads one command at a time from the stream and answers in
     order, DATA's reader hands what follows the end line back to it, and nothing ever discards buffered
-    input except STARTTLS (RFC 3207 §4.2 requires that); replies are not batched (§3.1's SHOULD)."""
+    input except STARTTLS (RFC 3207 §4.2 requires that); the replies to a group's RSET, MAIL and RCPT
+    commands leave with the reply to its last command (`GatewaySMTP.push`)."""
     return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *responses[-1:]]
 
 

@@ -647,6 +647,27 @@ def test_pipelined_commands_are_answered_in_order(gateway: Gateway) -> None:
         wait_for_message(gateway.node, mailbox, b"Subject: pipelined")
 
 
+def test_a_groups_replies_leave_in_one_write(gateway: Gateway) -> None:
+    """RFC 2920 §3.1: the replies to the group's RSET, MAIL and RCPTs are held while its next command is
+    buffered and leave with the reply to DATA: one TLS record, so one recv() returns all five. A MAIL sent
+    alone is answered at once."""
+    raw = RawSMTP(gateway)
+    raw.command("AUTH PLAIN " + base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
+    group = ["RSET", f"MAIL FROM:<{DOCTOR}>", f"RCPT TO:<{NURSE}>", f"RCPT TO:<nobody@{DOMAIN}>", "DATA"]
+    raw.send("".join(f"{line}\r\n" for line in group).encode())
+    assert raw.sock.recv(65536) == (
+        b"250 2.0.0 OK\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n"
+        + f"550 5.1.1 nobody@{DOMAIN}: no such mailbox\r\n".encode()
+        + b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    )
+    raw.send(f"From: <{DOCTOR}>\r\nTo: <{NURSE}>\r\nSubject: grouped\r\n\r\nbody\r\n.\r\nRSET\r\n".encode())
+    assert raw.sock.recv(65536).startswith(b"250 2.0.0 OK delivered as ")
+    assert raw.sock.recv(65536) == b"250 2.0.0 OK\r\n"
+    raw.send(f"MAIL FROM:<{DOCTOR}>\r\n".encode())
+    assert raw.sock.recv(65536) == b"250 2.1.0 OK\r\n"
+    raw.close()
+
+
 def test_swaks_pipelines_a_submission(gateway: Gateway) -> None:
     """swaks --pipeline sends MAIL, both RCPTs and DATA in one write once EHLO offers PIPELINING."""
     out = swaks(gateway, "--to", f"{DOCTOR},{SECRETARIAT}", "--header", "Subject: swaks pipelined", "--pipeline")
