@@ -544,16 +544,15 @@ class Mailstore:
         wanted = frozenset(flags)
         async with self.db.write() as s:
             folder = await self._locked(s, address, folder_id)
-            rows = (
-                await s.execute(
-                    select(StoredMessage)
-                    .where(StoredMessage.folder_id == folder_id, StoredMessage.uid.in_(list(uids)))
-                    .order_by(StoredMessage.uid)
-                )
-            ).scalars()
+            rows: list[StoredMessage] = []
+            # In chunks: `STORE 1:*` over a large folder names more UIDs than a statement may bind
+            # (PostgreSQL: 32,767); sorted, so that modseqs still go up with the UIDs.
+            for some in _chunks(sorted(set(uids)), _IN_LIST):
+                q = select(StoredMessage).where(StoredMessage.folder_id == folder_id, StoredMessage.uid.in_(some))
+                rows += (await s.execute(q.order_by(StoredMessage.uid))).scalars()
             changed: list[MessageMeta] = []
             refused: list[int] = []
-            for m in list(rows):
+            for m in rows:
                 assert m.uid is not None
                 if unchanged_since is not None and m.modseq > unchanged_since:
                     refused.append(m.uid)
@@ -583,11 +582,19 @@ class Mailstore:
             q = select(StoredMessage.id, StoredMessage.uid, StoredMessage.flags).where(
                 StoredMessage.folder_id == folder_id
             )
-            if uids is not None:
-                q = q.where(StoredMessage.uid.in_(list(uids)))
-            gone = [(r.id, int(r.uid)) for r in (await s.execute(q)).all() if "\\Deleted" in _flags(r.flags)]
+            # In chunks, as store_flags: UID EXPUNGE may name more UIDs than a statement may bind.
+            queries = (
+                [q] if uids is None else [q.where(StoredMessage.uid.in_(some)) for some in _chunks(uids, _IN_LIST)]
+            )
+            gone = [
+                (r.id, int(r.uid))
+                for one in queries
+                for r in (await s.execute(one)).all()
+                if "\\Deleted" in _flags(r.flags)
+            ]
+            for some_gone in _chunks(gone, _IN_LIST):
+                await s.execute(delete(StoredMessage).where(StoredMessage.id.in_([i for i, _ in some_gone])))
             if gone:
-                await s.execute(delete(StoredMessage).where(StoredMessage.id.in_([i for i, _ in gone])))
                 folder.highestmodseq += 1
             return sorted(u for _, u in gone)
 

@@ -157,6 +157,19 @@ async def test_expunge_removes_only_deleted_and_uid_expunge_only_listed(box: Mai
     assert await box.expunge(ALICE, fid) == []
 
 
+async def test_flags_and_expunge_over_more_uids_than_one_statement_binds(box: Mailstore) -> None:
+    # STORE 1:* or UID EXPUNGE over a folder of 40,000 messages: PostgreSQL (asyncpg) binds at most
+    # 32,767 parameters a statement, so one IN list of every UID was an internal error there.
+    await fill(box, 3)
+    fid = (await box.folder(ALICE, "INBOX")).id
+    every = list(range(1, 40_001))
+    changed, refused = await box.store_flags(ALICE, fid, every, "add", ["\\Deleted"])
+    assert ([m.uid for m in changed], refused) == ([1, 2, 3], [])
+    assert [m.modseq for m in changed] == sorted(m.modseq for m in changed)  # modseqs in UID order, as before
+    assert await box.expunge(ALICE, fid, every) == [1, 2, 3]
+    assert await box.uids(fid) == []
+
+
 async def test_copy_reseals_and_move_keeps_the_row(box: Mailstore) -> None:
     await fill(box, 3)
     inbox = await box.folder(ALICE, "INBOX")
