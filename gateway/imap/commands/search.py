@@ -95,7 +95,24 @@ def _date_matches(name: str, when: dt.date, day: dt.date) -> bool:
     return when >= day  # SINCE
 
 
-def matches(key: SearchKey, c: Candidate, sel: Selection) -> bool:
+def seq_members(key: SearchKey, sel: Selection, out: dict[int, frozenset[int]]) -> dict[int, frozenset[int]]:
+    """The numbers (or UIDs) each sequence-set key names, by the key's id: worked out once per SEARCH, by
+    bisection, rather than resolving (sorting) every range of the set again for each message."""
+    if isinstance(key, SeqKey):
+        existing = sel.uids if key.uid else range(1, len(sel.uids) + 1)
+        out[id(key)] = frozenset(key.set.select(existing))
+    elif isinstance(key, NotKey):
+        seq_members(key.key, sel, out)
+    elif isinstance(key, OrKey):
+        seq_members(key.left, sel, out)
+        seq_members(key.right, sel, out)
+    elif isinstance(key, AndKey):
+        for k in key.keys:
+            seq_members(k, sel, out)
+    return out
+
+
+def matches(key: SearchKey, c: Candidate, sel: Selection, sets: dict[int, frozenset[int]]) -> bool:
     if isinstance(key, SimpleKey):
         name = key.name
         if name == "ALL":
@@ -115,9 +132,7 @@ def matches(key: SearchKey, c: Candidate, sel: Selection) -> bool:
     if isinstance(key, SizeKey):
         return c.meta.size > key.size if key.name == "LARGER" else c.meta.size < key.size
     if isinstance(key, SeqKey):
-        if key.uid:
-            return key.set.contains(c.meta.uid, sel.uids[-1] if sel.uids else 0)
-        return key.set.contains(c.number, len(sel.uids))
+        return (c.meta.uid if key.uid else c.number) in sets[id(key)]
     if isinstance(key, ModSeqKey):
         return c.meta.modseq >= key.modseq
     if isinstance(key, DateKey):
@@ -140,10 +155,10 @@ def matches(key: SearchKey, c: Candidate, sel: Selection) -> bool:
         needle = key.value.casefold()
         return any(needle in v.casefold() for v in c.headers.get(key.field))
     if isinstance(key, NotKey):
-        return not matches(key.key, c, sel)
+        return not matches(key.key, c, sel, sets)
     if isinstance(key, OrKey):
-        return matches(key.left, c, sel) or matches(key.right, c, sel)
-    return all(matches(k, c, sel) for k in key.keys)
+        return matches(key.left, c, sel, sets) or matches(key.right, c, sel, sets)
+    return all(matches(k, c, sel, sets) for k in key.keys)
 
 
 async def run(s: Session, cmd: Command) -> Reply:
@@ -153,6 +168,7 @@ async def run(s: Session, cmd: Command) -> Reply:
     assert s.user is not None
     args = cmd.args
     content = needs_content(args.key)
+    sets = seq_members(args.key, sel, {})
     found: list[Candidate] = []
     read: list[int] = []
     for number, uid in enumerate(sel.uids, 1):
@@ -166,7 +182,7 @@ async def run(s: Session, cmd: Command) -> Reply:
                 # left to match (RFC 2180 §4.1), so it is not found.
                 continue
             read.append(uid)
-        if matches(args.key, c, sel):
+        if matches(args.key, c, sel, sets):
             found.append(c)
     if read:
         await s.audit(AuditEvent.IMAP_FETCH_BODY, result="done", folder=sel.folder.name, uids=read, search=True)
