@@ -83,6 +83,28 @@ def test_sequence_sets_in_search_cannot_stall_the_node(box: Box) -> None:
     raw.close()
 
 
+def test_the_structure_of_a_large_message_does_not_stall_the_node(box: Box) -> None:
+    # ENVELOPE and BODYSTRUCTURE parse addresses octet by octet in Python (~2 s a megabyte at worst): a message
+    # (submitted, relayed or appended) embedding a message/rfc822 part with megabytes of addresses held the
+    # event loop, every session of the node, for seconds each time a client opened it.
+    addresses = b"a@b, " * 500_000  # 2.5 MB
+    box.put(
+        b"From: a@b\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\nTo: " + addresses + b"\r\n\r\nhello\r\n--b--\r\n"
+    )
+    raw, other = login(box), login(box, None)
+    raw.send(b"f FETCH 1 BODYSTRUCTURE\r\n")
+    time.sleep(0.2)  # the FETCH is under way
+    started = time.monotonic()
+    assert other.command("n", "NOOP") == [b"n OK NOOP completed"]
+    assert time.monotonic() - started < 1
+    reply = raw.until(b"f")
+    assert reply[0].startswith(b'* 1 FETCH (BODYSTRUCTURE (("message" "rfc822" NIL NIL NIL "7bit" ')
+    assert reply[-1] == b"f OK FETCH completed"
+    raw.close()
+    other.close()
+
+
 def test_the_selected_folder_deleted_elsewhere_ends_the_session_cleanly(box: Box) -> None:
     other = login(box, None)
     other.command("c", "CREATE Dossier")

@@ -6,6 +6,10 @@ Bodies are opened only when an item needs them; each message whose content is re
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
+
 from gateway.audit.events import AuditEvent
 from gateway.errors import NotFound
 from gateway.imap.commands import Reply
@@ -21,6 +25,16 @@ PREFETCH_COUNT = 50
 PREFETCH_BYTES = 4 << 20
 """A FETCH of content for at most this many messages and octets reads them with its presence check (one
 statement); a bigger one checks presence, then reads each body as it is sent (memory stays one body)."""
+
+
+OFF_LOOP = 64 << 10
+"""ENVELOPE and BODY/BODYSTRUCTURE of a message larger than this are worked out in a worker thread."""
+
+
+async def _structure(size: int, make: Callable[[], bytes]) -> bytes:
+    # They parse addresses octet by octet in Python, up to ~2 s a megabyte (a message/rfc822 part with a
+    # header of megabytes of addresses): on the loop, every session of the node would wait that long.
+    return make() if size <= OFF_LOOP else await asyncio.to_thread(make)
 
 
 def _literal(data: bytes) -> bytes:
@@ -116,9 +130,11 @@ async def run(s: Session, cmd: Command) -> Reply:
             else:
                 assert parsed is not None
                 if item == FetchAtt.ENVELOPE:
-                    out.append(("ENVELOPE", envelope(parsed)))
+                    out.append(("ENVELOPE", await _structure(meta.size, functools.partial(envelope, parsed))))
                 elif item in (FetchAtt.BODY, FetchAtt.BODYSTRUCTURE):
-                    out.append((item.value, bodystructure(parsed, extensible=item == FetchAtt.BODYSTRUCTURE)))
+                    extensible = item == FetchAtt.BODYSTRUCTURE
+                    make = functools.partial(bodystructure, parsed, extensible=extensible)
+                    out.append((item.value, await _structure(meta.size, make)))
                 elif item == FetchAtt.RFC822:
                     out.append(("RFC822", _literal(parsed.raw)))
                 elif item == FetchAtt.RFC822_HEADER:
