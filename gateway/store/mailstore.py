@@ -286,9 +286,10 @@ class Mailstore:
         highest = (await s.execute(select(func.max(Folder.uidvalidity)).where(Folder.address == address))).scalar()
         return max(int(time.time()), (highest or 0) + 1)
 
-    async def delete_folder(self, address: str, name: str) -> None:
-        """Delete a folder and its messages. Its inferiors stay: the name lives on as a level of the
-        hierarchy (\\Noselect, computed from their names) until they go too (RFC 3501 §6.3.4)."""
+    async def delete_folder(self, address: str, name: str) -> list[tuple[int, str | None]]:
+        """Delete a folder and its messages; (UID, Message-ID) of each message deleted, for the audit record.
+        Its inferiors stay: the name lives on as a level of the hierarchy (\\Noselect, computed from their
+        names) until they go too (RFC 3501 §6.3.4)."""
         name = canonical(name)
         if name == "INBOX":
             raise UsageError("INBOX cannot be deleted")
@@ -300,6 +301,10 @@ class Mailstore:
                     raise HasInferiors(f'Name "{name}" has inferior hierarchical names')
                 raise NotFound(f"no folder {name}")
             uidvalidity = folder.uidvalidity
+            held = select(StoredMessage.uid, StoredMessage.header_message_id).where(
+                StoredMessage.folder_id == folder.id
+            )
+            deleted = [(int(r.uid), r.header_message_id) for r in await s.execute(held.order_by(StoredMessage.uid))]
             await s.execute(delete(StoredMessage).where(StoredMessage.folder_id == folder.id))
             await s.delete(folder)
             await s.flush()
@@ -311,6 +316,7 @@ class Mailstore:
             wait = uidvalidity + 1 - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+        return deleted
 
     @staticmethod
     async def _names(s: AsyncSession, address: str) -> list[str]:

@@ -23,12 +23,20 @@ async def run(s: Session, cmd: Command) -> Reply:
         if target is not None and target.id == s.selection.folder.id:  # by id: it may have been renamed
             raise No("cannot delete the selected folder", "INUSE")
     try:
-        await s.service.mailstore.delete_folder(s.user, name)
+        deleted = await s.service.mailstore.delete_folder(s.user, name)
     except NotFound:
         raise no_folder(name) from None
     except HasInferiors as exc:  # RFC 3501 §6.3.4; the code is RFC 9051's (§7.1)
         raise No(said(exc), "HASCHILDREN") from None
     except UsageError as exc:
         raise No(said(exc), "CANNOT") from None
-    await s.audit(AuditEvent.IMAP_FOLDER_DELETED, result="done", folder=name)
+    # The messages deleted with it are on record, as an EXPUNGE's are (their UIDs die with the folder: the
+    # Message-IDs say which they were).
+    await s.audit(
+        AuditEvent.IMAP_FOLDER_DELETED,
+        result="done",
+        folder=name,
+        uids=[uid for uid, _ in deleted],
+        message_ids=[message_id for _, message_id in deleted],
+    )
     return None

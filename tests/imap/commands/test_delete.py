@@ -47,6 +47,20 @@ def test_delete_a_folder_and_its_messages(box: Box) -> None:
     raw.close()
 
 
+def test_the_messages_deleted_with_a_folder_are_on_record(box: Box) -> None:
+    first, second = message(1), message(2)
+    box.put(first, folder="Archive")
+    box.put(second, folder="Archive")
+    raw = box.raw()
+    assert raw.command("a1", "DELETE Archive") == [b"a1 OK DELETE completed"]
+    raw.close()
+    events = box.gw.node.cli("audit", "search", "--event", "imap.folder.deleted", "--principal", box.address, "--json")
+    ids = [m.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode() for m in (first, second)]
+    assert [e["response"] for e in events.json()] == [  # type: ignore[index]
+        {"result": "done", "folder": "Archive", "uids": [1, 2], "message_ids": ids}
+    ]
+
+
 def test_the_subscription_stays(box: Box) -> None:
     raw = box.raw()
     raw.command("a1", "CREATE Courrier")
