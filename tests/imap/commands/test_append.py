@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from gateway.node import Node
+from gateway.smtp.content import MAX_HEADER_BYTES
 from gateway.store.mailstore import Mailstore
 from gateway.store.messages import MessageStore
 from tests.imap.conftest import Box, Raw, message, run
@@ -53,6 +54,30 @@ def test_append_refusals(box: Box) -> None:
     assert raw.line() == b"a3 BAD [TOOBIG] literal too big (max 26214400 octets)"
     assert raw.command("a4", "NOOP") == [b"a4 OK NOOP completed"]
     raw.close()
+
+
+def test_a_header_block_over_the_smtp_bound_is_refused(box: Box) -> None:
+    """The header is bounded as SMTP bounds it (256 KiB): FETCH and SEARCH parse it on the node's loop. A
+    header of the bound with its body appends; one octet more is refused, audited, and nothing is stored."""
+    raw = box.raw()
+    field = b"X-Pad: " + b"a" * 70 + b"\r\n"
+    fits = b"".join([field] * ((MAX_HEADER_BYTES - 2) // len(field)))
+    ok = fits + b"\r\nbody\r\n"
+    raw.send(b"a1 APPEND INBOX {%d+}\r\n" % len(ok) + ok + b"\r\n")
+    assert re.fullmatch(rb"a1 OK \[APPENDUID \d+ 1\] APPEND completed", raw.until(b"a1")[-1])
+    over = fits + b"X" * (MAX_HEADER_BYTES - len(fits)) + b"\r\n\r\nbody\r\n"  # blank line past the bound
+    raw.send(b"a2 APPEND INBOX {%d+}\r\n" % len(over) + over + b"\r\n")
+    refusal = f"header block larger than {MAX_HEADER_BYTES} octets refused"
+    assert raw.until(b"a2") == [b"a2 NO [LIMIT] " + refusal.encode()]
+    lf_only = b"X-Pad: " + b"a" * MAX_HEADER_BYTES + b"\n\nbody\n"
+    raw.send(b"a3 APPEND INBOX {%d+}\r\n" % len(lf_only) + lf_only + b"\r\n")
+    assert raw.until(b"a3") == [b"a3 NO [LIMIT] " + refusal.encode()]
+    raw.command("a4", "SELECT INBOX")
+    assert raw.command("a5", "SEARCH ALL") == [b"* SEARCH 1", b"a5 OK SEARCH completed"]
+    raw.close()
+    events = box.gw.node.cli("audit", "search", "--event", "imap.command.refused", "--json").json()
+    mine = [e["response"] for e in events if e["principal"] == box.address]  # type: ignore[index]
+    assert mine[-2:] == [{"result": "no", "command": "APPEND", "reason": refusal}] * 2
 
 
 def test_append_past_the_quota_is_refused(box: Box) -> None:
