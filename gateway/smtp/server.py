@@ -206,6 +206,11 @@ class GatewaySMTP(SMTP):
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")  # as aiosmtpd's, for HELP
     async def smtp_MAIL(self, arg: str | None) -> None:
+        if self.envelope is not None and self.envelope.mail_from == "":
+            # The null reverse-path was accepted (relay: RFC 5321 §4.5.5); aiosmtpd tests the sender's
+            # truth and would take this MAIL as the first one, keeping the recipients given so far.
+            await self.push("503 Error: nested MAIL command")
+            return
         self._command = (AuditEvent.SMTP_SENDER_REFUSED, arg or "")
         try:
             await super().smtp_MAIL(arg)
@@ -214,11 +219,21 @@ class GatewaySMTP(SMTP):
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
+        envelope = self.envelope
+        # After `MAIL FROM:<>` the sender is "" (the node's null sender), which aiosmtpd's RCPT takes for
+        # "no MAIL yet" (503): bounces from peers would all be refused. It sees a sender for the check.
+        null = envelope is not None and envelope.mail_from == ""
         self._command = (AuditEvent.SMTP_RECIPIENT_REFUSED, arg or "")
         try:
+            if null:
+                assert envelope is not None
+                envelope.mail_from = "<>"
             await super().smtp_RCPT(arg)
         finally:
             self._command = None
+            if null:
+                assert envelope is not None
+                envelope.mail_from = ""
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

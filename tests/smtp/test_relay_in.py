@@ -441,3 +441,23 @@ def test_the_receipt_is_the_senders_and_the_message_ids(gateway: Gateway, peer_c
         assert client.sendmail(sender, [DOCTOR], raw) == {}
         client.quit()
     assert [_copies(gateway, DOCTOR, f"Subject: recu {n}".encode()) for n in range(4)] == [1, 1, 1, 1]
+
+
+def test_a_peers_delivery_notification_with_the_null_sender_is_taken(
+    gateway: Gateway, peer_cert: Path, durand: PeerSender
+) -> None:
+    """RFC 5321 §4.5.5: bounces travel with `MAIL FROM:<>`, bound by their From: alone. aiosmtpd reads an
+    empty sender as "no MAIL yet": its RCPT answered 503 and a second MAIL was taken, so every DSN a peer
+    sent (mssgw's own worker sends them so) was lost."""
+    raw = protect(durand, message(SENDER, DOCTOR, "avis de non-remise"), [durand.doctor])
+    client = relay_client(gateway, peer_cert)
+    assert client.docmd("MAIL", "FROM:<>") == (250, b"2.1.0 OK")
+    assert client.docmd("MAIL", f"FROM:<{SENDER}>") == (503, b"5.5.1 Error: nested MAIL command")
+    assert client.docmd("RCPT", f"TO:<{DOCTOR}>") == (250, b"2.1.5 OK")
+    code, reply = client.data(raw)
+    assert code == 250, reply
+    assert re.fullmatch(rb"2\.0\.0 OK delivered as [0-9a-f]{32}", reply)
+    client.quit()
+    assert b"smime=pass" in wait_for_message(gateway.node, DOCTOR, b"Subject: avis de non-remise")
+    accepted = gateway.node.cli("audit", "search", "--event", "smtp.message.accepted", "--json").json()
+    assert accepted[-1]["response"]["mail_from"] == ""  # type: ignore[index]
