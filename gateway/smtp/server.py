@@ -796,6 +796,12 @@ class _Handler:
     async def patient_rules(self, envelope: Envelope, headers: content.Headers, size: int) -> patients.Decision:
         """The exchange rules (domain brief §6) for this message, from the store's facts."""
         assert envelope.mail_from is not None
+        if not envelope.mail_from and headers.from_:
+            # A notification (null sender, from a peer) joins no conversation, but the rules judge its From:
+            # author (bound to its signer): a null envelope sender must not let a patient write first, nor
+            # anyone write to a patient who opposed messaging.
+            decision = await self.node.patients.decide(headers.from_[0], envelope.rcpt_tos, headers, size)
+            return patients.Decision(decision.verdict, decision.rule)
         return await self.node.patients.decide(envelope.mail_from, envelope.rcpt_tos, headers, size)
 
 

@@ -45,6 +45,7 @@ OURS = {
     "other": ("2020133123456", "F", "2002-01-20"),
     "relayed": ("1850375123458", "M", "1985-03-01"),
     "login": ("2850375123456", "F", "1985-03-08"),
+    "notified": ("2850375123457", "F", "1985-03-09"),
 }
 P = {name: f"{ins(first13)}@{PAT}" for name, (first13, _, _) in OURS.items()}
 # Patients of the peer operator.
@@ -328,6 +329,26 @@ def test_a_peers_patient_replies_until_fin(gateway: Gateway, peer: Peer) -> None
         "reply": f"550 {text}",
         "rule": "conversation-closed",
     }
+
+
+def test_the_null_sender_does_not_lift_the_rules(gateway: Gateway, peer: Peer) -> None:
+    """A notification (`MAIL FROM:<>`) belongs to no conversation, but is judged as its From: author's: a
+    peer's patient who writes first, or a professional writing to our opposed patient, is refused all the
+    same when the envelope sender is null."""
+    raw = from_peer_patient(gateway, peer, STRANGER, NURSE, "Question sans expediteur")
+    text = (
+        f"5.7.1 a patient may only reply to a professional who wrote to them; {NURSE} did not (rule patient-reply-only)"
+    )
+    assert relay(gateway, peer, "", [NURSE], raw) == (550, text)
+    assert refused(gateway, "patient-reply-only")["reply"] == f"550 {text}"
+    patient = P["opposed"]
+    raw = from_peer_doctor(gateway, peer, patient, "Avis sans expediteur")
+    text = f"5.7.1 the patient {patient} has opposed secure messaging (rule patient-opposed)"
+    assert relay(gateway, peer, "", [patient], raw) == (550, text)
+    # A notification to a patient who may receive it is delivered, and opens no conversation.
+    patient = P["notified"]
+    queued(relay(gateway, peer, "", [patient], from_peer_doctor(gateway, peer, patient, "Avis de remise")))
+    assert conversations(gateway, patient) == {}
 
 
 # -- patients read in the web inbox only ---------------------------------------------------------------
