@@ -156,6 +156,8 @@ class SmtpSection(_Section):
     hostname: str = ""
     """Name in the greeting and Received: fields; empty means mail.<domain>."""
     max_message_size: int = Field(25 * 1024 * 1024, gt=0)
+    """Octets of a message (SIZE, RFC 1870); the relay port takes and advertises its S/MIME form
+    (gateway.smtp.server.relay_size_limit) and holds the opened message to this."""
     max_recipients: int = Field(100, gt=0)
     timeout: float = Field(300.0, gt=0)
     """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
@@ -560,7 +562,8 @@ proxy_from = []
 [smtp]
 # Name in the SMTP greeting and Received: fields; empty means mail.<domain>.
 hostname = ""
-# Largest message accepted (bytes; advertised with SIZE) and most recipients per message.
+# Largest message accepted (bytes; advertised with SIZE; the relay port takes its S/MIME form, about
+# 4/3 larger) and most recipients per message.
 max_message_size = 26214400
 max_recipients = 100
 # Concurrent connections from one client address on each SMTP listener; past it, 421 4.7.0 at once.

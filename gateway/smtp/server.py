@@ -97,6 +97,18 @@ _DATA_REFUSALS = {  # aiosmtpd's own wording for these refusals, as push rewrite
     DataState.TOO_MUCH: _REWRITES["552 Error: Too much mail data"],
 }
 _AUDITS: set[asyncio.Task[None]] = set()  # audits started from callbacks, referenced until done
+# A peer's message opened past [smtp] max_message_size (the relay listener takes its larger S/MIME form).
+_TOO_BIG = Reject(552, "5.3.4", "Message size exceeds fixed maximum message size", AuditEvent.SMTP_CONTENT_REFUSED)
+
+
+def relay_size_limit(max_message_size: int) -> int:
+    """What the relay listener takes and advertises (SIZE, RFC 1870): the S/MIME form of a message of
+    `max_message_size` octets. Peers send it signed then encrypted (domain brief §7) in base64 lines of 76
+    characters and CRLF, 4/3 x 78/76 of the signed message, plus the signature with its certificates, a
+    key-transport entry per recipient and MIME headers (1 MiB is ample). Held to `max_message_size`
+    alone, a message just under it, accepted at the sender's operator, bounced here. The opened message
+    is held to `max_message_size` (RelayHandler.handle_DATA)."""
+    return -(-max_message_size * 4 * 78 // (3 * 76)) + 1024 * 1024
 
 
 def _spawn(audit: Awaitable[None]) -> None:
@@ -1088,6 +1100,8 @@ class RelayHandler(_Handler):
             opened = await self.smime.open(raw, sender=envelope.mail_from, recipients=envelope.rcpt_tos)
             if not opened.ok:
                 return await self.refuse(smime_refusal(opened), session, reason=opened.reason, size=len(raw))
+            if len(opened.message) - len(opened.results) > self.cfg.smtp.max_message_size:
+                return await self.refuse(_TOO_BIG, session, size=len(opened.message) - len(opened.results))
             assert opened.signer is not None
             await self.audit(
                 AuditEvent.SMIME_VERIFIED,
@@ -1128,6 +1142,8 @@ class RelayHandler(_Handler):
                 session, envelope, "relay", prepared[0], prepared[1], effects=rules.effects, receipt=receipt
             )
         body, headers = prepared
+        if len(raw) > self.cfg.smtp.max_message_size:  # a clear message: no S/MIME form to allow for
+            return await self.refuse(_TOO_BIG, session, size=len(raw))
         rules = await self.patient_rules(envelope, headers, len(body))
         if isinstance(rules.verdict, Refusal):
             return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
@@ -1208,7 +1224,7 @@ async def start_relay(
             client=client,
             hostname=cfg.smtp_hostname,
             ident="mssgw ESMTP",
-            data_size_limit=cfg.smtp.max_message_size,
+            data_size_limit=relay_size_limit(cfg.smtp.max_message_size),
             tls_context=contexts.get(),  # per connection: picks up freshly published CRLs
             require_starttls=True,
             auth_required=False,

@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
+from certs.pki import TrustSpacePKI
+from gateway.smime import cms, mime
+from gateway.smtp.server import relay_size_limit
 from tests.imap.conftest import Raw
-from tests.security.conftest import MAX_MESSAGE_SIZE, Wire
+from tests.security.conftest import MAX_MESSAGE_SIZE, Wire, relay_client
 from tests.smtp.conftest import DOCTOR, NURSE, PASSWORD, PEER, Gateway
 
 TOO_BIG = (552, "5.3.4 Message size exceeds fixed maximum message size")
@@ -36,16 +40,18 @@ def test_data_past_the_size_limit_is_refused_and_the_session_goes_on(
 ) -> None:
     if listener == "relay":
         wire, sender, rcpt = Wire(gw, listener, cert=peer_cert), f"dr.durand@{PEER}", DOCTOR
+        limit = relay_size_limit(MAX_MESSAGE_SIZE)  # the S/MIME form of a message at the limit
     else:
         wire, sender, rcpt = Wire(gw, listener), DOCTOR, NURSE
         wire.login(DOCTOR, PASSWORD)
-    assert f"SIZE {MAX_MESSAGE_SIZE}" in wire.features.splitlines()
-    assert wire.command(f"MAIL FROM:<{sender}> SIZE={MAX_MESSAGE_SIZE + 1}") == TOO_BIG  # announced: at once
+        limit = MAX_MESSAGE_SIZE
+    assert f"SIZE {limit}" in wire.features.splitlines()
+    assert wire.command(f"MAIL FROM:<{sender}> SIZE={limit + 1}") == TOO_BIG  # announced: at once
     assert wire.command(f"MAIL FROM:<{sender}>") == (250, "2.1.0 OK")  # not announced: read, then refused
     assert wire.command(f"RCPT TO:<{rcpt}>") == (250, "2.1.5 OK")
     assert wire.command("DATA")[0] == 354
     line = b"x" * 998 + b"\r\n"
-    wire.send(head(sender, rcpt) + b"\r\n" + line * (MAX_MESSAGE_SIZE // len(line) + 10) + b".\r\n")
+    wire.send(head(sender, rcpt) + b"\r\n" + line * (limit // len(line) + 10) + b".\r\n")
     assert wire.reply() == TOO_BIG
     assert wire.command("NOOP") == (250, "2.0.0 OK")
     wire.close()
@@ -54,8 +60,35 @@ def test_data_past_the_size_limit_is_refused_and_the_session_goes_on(
     assert refused["response"] == {
         "result": "refused",
         "reply": "552 5.3.4 Message size exceeds fixed maximum message size",
-        "size": len(head(sender, rcpt)) + 2 + 1000 * (MAX_MESSAGE_SIZE // 1000 + 10) + 3,
+        "size": len(head(sender, rcpt)) + 2 + 1000 * (limit // 1000 + 10) + 3,
     }
+
+
+def test_the_smime_form_of_a_message_within_the_limit_passes_the_relay(gw: Gateway, peer_cert: Path) -> None:
+    """Domain brief §7: peers relay messages signed then encrypted, in base64: a message just under the size
+    limit is a third larger on the relay port. Held to the message's limit there, it was accepted with 250
+    at the sender's operator and bounced here. The opened message is held to the limit instead."""
+    sender = f"dr.durand@{PEER}"
+    signer = TrustSpacePKI(gw.node.data / "pki").issue_address(sender)
+    doctor = cms.Recipient(x509.load_pem_x509_certificate((gw.node.data / "smime" / DOCTOR / "cert.pem").read_bytes()))
+    line = b"x" * 76 + b"\r\n"
+
+    def protected(size: int) -> bytes:
+        plain = head(sender, DOCTOR) + b"\r\n" + line * (size // len(line))
+        return mime.protect(plain, signer=signer.certificate, key=signer.key, chain=signer.chain, recipients=[doctor])
+
+    at_limit = protected(MAX_MESSAGE_SIZE - 1000)
+    assert len(at_limit) > MAX_MESSAGE_SIZE * 4 // 3
+    client = relay_client(gw, peer_cert)
+    assert client.sendmail(sender, [DOCTOR], at_limit) == {}
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail(sender, [DOCTOR], protected(MAX_MESSAGE_SIZE + 1000))
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (552, TOO_BIG[1].encode())
+    client.quit()
+    record = content_refusals(gw)[-1]
+    assert record["author"] == "relay:node1"
+    assert record["response"]["reply"] == f"552 {TOO_BIG[1]}"
+    assert MAX_MESSAGE_SIZE < record["response"]["size"] < MAX_MESSAGE_SIZE + 2000
 
 
 def content_refusals(gw: Gateway) -> list[dict[str, Any]]:
