@@ -149,7 +149,10 @@ _ENHANCED_BY_REPLY = {
     "530": "5.7.0",
     "552": "5.3.4",
     "553": "5.1.3",
+    "555": "5.5.4",  # MAIL/RCPT parameters not recognised (RFC 5321 §4.1.1.11; RFC 3463 X.5.4)
 }
+_PARSER_REFUSALS = ("501", "552", "553", "555")  # aiosmtpd's refusals of MAIL and RCPT that are audited
+_AUTH_REFUSALS = ("501", "504", "535")  # and of AUTH
 
 
 class _ImplicitTLS:
@@ -178,7 +181,8 @@ class GatewaySMTP(SMTP):
         self._tls_up = False  # STARTTLS's handshake completed (aiosmtpd's second connection_made)
         self._implicit_tls = implicit_tls
         self._client = client  # the real client when the connection came through a load balancer (PROXY)
-        self._command: tuple[AuditEvent, str] | None = None  # MAIL/RCPT being handled, for auditing
+        # MAIL/RCPT/AUTH being handled, for auditing aiosmtpd's refusals of it: (event, what to record, codes)
+        self._command: tuple[AuditEvent, str, tuple[str, ...]] | None = None
         self._busy = False  # a command is being handled
         self._draining = False  # the node stops: a 421 once the transaction under way is over
         self._greeted = False  # the first reply, the greeting, carries no enhanced code (RFC 2034 §4)
@@ -223,7 +227,7 @@ class GatewaySMTP(SMTP):
             # truth and would take this MAIL as the first one, keeping the recipients given so far.
             await self.push("503 Error: nested MAIL command")
             return
-        self._command = (AuditEvent.SMTP_SENDER_REFUSED, arg or "")
+        self._command = (AuditEvent.SMTP_SENDER_REFUSED, arg or "", _PARSER_REFUSALS)
         try:
             await super().smtp_MAIL(arg)
         finally:
@@ -235,7 +239,7 @@ class GatewaySMTP(SMTP):
         # After `MAIL FROM:<>` the sender is "" (the node's null sender), which aiosmtpd's RCPT takes for
         # "no MAIL yet" (503): bounces from peers would all be refused. It sees a sender for the check.
         null = envelope is not None and envelope.mail_from == ""
-        self._command = (AuditEvent.SMTP_RECIPIENT_REFUSED, arg or "")
+        self._command = (AuditEvent.SMTP_RECIPIENT_REFUSED, arg or "", _PARSER_REFUSALS)
         try:
             if null:
                 assert envelope is not None
@@ -246,6 +250,17 @@ class GatewaySMTP(SMTP):
             if null:
                 assert envelope is not None
                 envelope.mail_from = ""
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        # RFC 4954 §4: aiosmtpd's own refusals (no or an unknown mechanism, a response that is not base64, a
+        # cancelled exchange) are audited as failed logins. Only the mechanism is recorded: the initial
+        # response holds the credentials.
+        self._command = (AuditEvent.SMTP_AUTH_FAILED, (arg or "").split(" ", 1)[0][:20], _AUTH_REFUSALS)
+        try:
+            await super().smtp_AUTH(arg)
+        finally:
+            self._command = None
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -463,13 +478,16 @@ class GatewaySMTP(SMTP):
             # Replies are ASCII (RFC 5321 §4.2); aiosmtpd would fail on anything else.
             status = status.replace("§", "section ").encode("ascii", "replace").decode()
             status = self._enhanced(status)
-            # aiosmtpd's own syntax refusals of MAIL/RCPT (source routes, bad paths) are audited too;
-            # the handler audits its policy refusals itself.
+            # aiosmtpd's own refusals of MAIL/RCPT (source routes, bad paths, SIZE, unknown parameters) and
+            # AUTH are audited too; the handler audits its own refusals itself.
             audit = getattr(self.event_handler, "audit", None)
             info = getattr(self.session, "mssgw", None)
             already = isinstance(info, SessionInfo) and info.audited_reply == status
-            if self._command is not None and status[:3] in ("501", "553") and audit is not None and not already:
-                event, arg = self._command
+            if already:
+                assert isinstance(info, SessionInfo)
+                info.audited_reply = None
+            if self._command is not None and status[:3] in self._command[2] and audit is not None and not already:
+                event, arg, _ = self._command
                 await audit(event, self.session, result="refused", reply=status, command=arg[:300])
         # RFC 2920 §3.1: the replies to RSET, MAIL and RCPT may be held while the client's next command is
         # already buffered, so a group's replies leave in one write (one TLS record, one segment) with the
@@ -516,6 +534,14 @@ class SessionInfo:
     peer_domains: tuple[str, ...] = ()  # relay: its certificate's dNSNames that are on the trust list
     accepted: int = 0
     audited_reply: str | None = None  # the last refusal the handler audited itself
+
+
+def _refused(session: Session, reply: str) -> AuthResult:
+    """A refused AUTH whose audit record the handler wrote (GatewaySMTP.push must not write another)."""
+    found = getattr(session, "mssgw", None)
+    if isinstance(found, SessionInfo):
+        found.audited_reply = reply
+    return AuthResult(success=False, handled=False, message=reply)
 
 
 def _ssl_object(session: Session) -> ssl.SSLObject | None:
@@ -849,11 +875,7 @@ class SubmissionHandler(_Handler):
                 login=outcome.address,
                 seconds=round(outcome.wait),
             )
-            return AuthResult(
-                success=False,
-                handled=False,
-                message=f"454 4.7.0 Too many failed logins, try again in {int(outcome.wait) + 1} s",
-            )
+            return _refused(session, f"454 4.7.0 Too many failed logins, try again in {int(outcome.wait) + 1} s")
         account = outcome.account
         if account is None:  # refused: audited, the client learns nothing more
             await self.audit(
@@ -864,7 +886,7 @@ class SubmissionHandler(_Handler):
                 reason=outcome.reason,
                 locked_for=round(outcome.locked_for),
             )
-            return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+            return _refused(session, "535 5.7.8 Authentication credentials invalid")
         info.principal = identity.Principal(account.address, account.kind, "password")
         await self.audit(AuditEvent.SMTP_AUTH_SUCCEEDED, session, result="done", mechanism="password")
         return AuthResult(success=True, auth_data=LoginPassword(account.address.encode(), b""))
@@ -887,7 +909,16 @@ class SubmissionHandler(_Handler):
             return AuthResult(success=False, handled=False, message="501 5.5.2 Malformed PLAIN response")
         authzid, user, password = (p.decode("utf-8", "replace") for p in parts)
         if authzid and authzid.lower() != user.lower():
-            return AuthResult(success=False, handled=False, message="535 5.7.8 Authorization identity not allowed")
+            assert server.session is not None
+            await self.audit(
+                AuditEvent.SMTP_AUTH_FAILED,
+                server.session,
+                result="refused",
+                login=user[:254],
+                authzid=authzid[:254],
+                reason="authzid-not-allowed",
+            )
+            return _refused(server.session, "535 5.7.8 Authorization identity not allowed")
         return await self._login(server, user, password)
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -938,7 +969,7 @@ class SubmissionHandler(_Handler):
         outcome = await self.certificates.check(der, info.client_ip, authzid.decode("utf-8", "replace"))
         if outcome.result == "locked":
             await self.audit(AuditEvent.SMTP_AUTH_LOCKED, session, result="refused", mechanism="EXTERNAL")
-            return AuthResult(success=False, handled=False, message="454 4.7.0 Too many failed logins, try later")
+            return _refused(session, "454 4.7.0 Too many failed logins, try later")
         account = outcome.account
         if account is None:
             await self.audit(
@@ -949,7 +980,7 @@ class SubmissionHandler(_Handler):
                 login=outcome.address or None,
                 reason=outcome.reason,
             )
-            return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+            return _refused(session, "535 5.7.8 Authentication credentials invalid")
         info.principal = identity.Principal(account.address, account.kind, "certificate")
         await self.audit(AuditEvent.SMTP_AUTH_SUCCEEDED, session, result="done", mechanism="certificate")
         return AuthResult(success=True, auth_data=LoginPassword(account.address.encode(), b""))

@@ -271,6 +271,59 @@ def test_refusals_by_the_smtp_parser_are_audited_once(gateway: Gateway) -> None:
     assert "command" not in last[1]  # the policy's refusal, audited once by the handler
 
 
+def test_refusals_of_auth_size_and_parameters_are_audited(gateway: Gateway) -> None:
+    """Every refusal is audited: an authorization identity that is not the user's, a response that is not
+    base64, SIZE past the limit, and the DSN parameters (RFC 3461) this node does not offer (555, with
+    its enhanced code X.5.4, RFC 3463). A record of AUTH names the mechanism, never the response."""
+
+    def last(event: str, n: int) -> list[dict[str, Any]]:
+        found = gateway.node.cli("audit", "search", "--event", event, "--json").json()
+        return [r["response"] for r in found[-n:]]  # type: ignore[index]
+
+    client = gateway.submission(login=None)
+    token = base64.b64encode(f"{SECRETARIAT}\0{DOCTOR}\0{PASSWORD}".encode()).decode()
+    assert client.docmd("AUTH", f"PLAIN {token}") == (535, b"5.7.8 Authorization identity not allowed")
+    assert client.docmd("AUTH", "PLAIN #%@!") == (501, b"5.5.2 Can't decode base64")
+    assert client.docmd("AUTH", "CRAM-MD5") == (504, b"5.5.4 Unrecognized authentication type")
+    assert last("smtp.auth.failed", 3) == [
+        {"result": "refused", "login": DOCTOR, "authzid": SECRETARIAT, "reason": "authzid-not-allowed"},
+        {"result": "refused", "reply": "501 5.5.2 Can't decode base64", "command": "PLAIN"},
+        {"result": "refused", "reply": "504 5.5.4 Unrecognized authentication type", "command": "CRAM-MD5"},
+    ]
+    wrong = base64.b64encode(f"\0{NURSE}\0not the password".encode()).decode()
+    assert client.docmd("AUTH", f"PLAIN {wrong}") == (535, b"5.7.8 Authentication credentials invalid")
+    assert last("smtp.auth.failed", 2)[0]["command"] == "CRAM-MD5"  # the handler's record, not a second one
+    assert last("smtp.auth.failed", 1)[0]["reason"] == "bad-password"
+    client.login(DOCTOR, PASSWORD)
+    too_big = f"FROM:<{DOCTOR}> SIZE=30000000"
+    assert client.docmd("MAIL", too_big) == (552, b"5.3.4 Message size exceeds fixed maximum message size")
+    assert client.docmd("MAIL", f"FROM:<{DOCTOR}> RET=HDRS") == (
+        555,
+        b"5.5.4 MAIL FROM parameters not recognized or not implemented",
+    )
+    assert client.mail(DOCTOR) == (250, b"2.1.0 OK")
+    assert client.docmd("RCPT", f"TO:<{NURSE}> NOTIFY=NEVER") == (
+        555,
+        b"5.5.4 RCPT TO parameters not recognized or not implemented",
+    )
+    client.quit()
+    assert last("smtp.sender.refused", 2) == [
+        {"result": "refused", "reply": "552 5.3.4 Message size exceeds fixed maximum message size", "command": too_big},
+        {
+            "result": "refused",
+            "reply": "555 5.5.4 MAIL FROM parameters not recognized or not implemented",
+            "command": f"FROM:<{DOCTOR}> RET=HDRS",
+        },
+    ]
+    assert last("smtp.recipient.refused", 1) == [
+        {
+            "result": "refused",
+            "reply": "555 5.5.4 RCPT TO parameters not recognized or not implemented",
+            "command": f"TO:<{NURSE}> NOTIFY=NEVER",
+        }
+    ]
+
+
 def test_recipient_in_a_peer_domain_is_accepted(gateway: Gateway) -> None:
     client = gateway.submission(login=DOCTOR)
     client.mail(DOCTOR)
