@@ -10,7 +10,9 @@ Implementation notes
   is the one kept, as an upsert would.
 - A professional or structure described differently by two rows is reported (the later row's
   description is kept): export can only give back one description per person and per structure.
-- `--prune` deletes national mailboxes absent from the file; local mailboxes are never pruned.
+- `--prune` deletes national mailboxes absent from the file; local mailboxes are never pruned. A
+  refused row still says that its mailbox exists: the stored mailbox it names (by its address field,
+  even when the row is too damaged to read otherwise) is kept as the last valid row described it.
 - A duplicate whose type differs from its first row's is refused like a type change (the stored
   mailbox would otherwise keep the first type with the later row's description).
 - Each professional and structure is written once per import (with its first description, or again
@@ -75,6 +77,12 @@ class ImportSummary:
 def _packed(values: tuple[str, ...], line: int) -> int:
     """A 64-bit digest of a description and a line number in one int (within one import: hash() is salted)."""
     return ((hash(values) & 0xFFFF_FFFF_FFFF_FFFF) << 32) | line
+
+
+def _named_address(raw: bytes) -> str:
+    """The address field of a line too damaged to parse (wrong field count, not UTF-8), lower-cased; or ""."""
+    fields = raw.split(b"|", 2)
+    return fields[1].decode("utf-8", "replace").strip().lower() if len(fields) > 1 else ""
 
 
 class _Described:
@@ -147,14 +155,18 @@ async def import_extraction(
     seen: dict[str, int] = {}  # address -> first line << 2 | index of its type
     pros = _Described("professional", summary)
     structs = _Described("structure", summary)
-    unchanged_in_place: list[str] = []
+    unchanged_in_place: list[str] = []  # and stored mailboxes named by refused rows: present, kept by --prune
     writing: asyncio.Future[None] | None = None
     stop = threading.Event()
 
-    def reject(r: Rejection) -> None:
+    def reject(r: Rejection, raw: bytes) -> None:
         summary.rejected += 1
         if len(summary.rejections) < MAX_DETAILS:
             summary.rejections.append({"line": r.line, "address": r.address, "reason": r.reason})
+        if prune:
+            named = r.address or _named_address(raw)
+            if named in known:
+                unchanged_in_place.append(named)
 
     def fill(lines: Iterator[tuple[int, bytes]], batch: Batch) -> bool:
         """Parse rows into `batch` until it is full (True) or the file ends (False)."""
@@ -166,7 +178,7 @@ async def import_extraction(
                 progress(len(raw))
             row = national.parse_row(line_no, raw)
             if isinstance(row, Rejection):
-                reject(row)
+                reject(row, raw)
                 continue
             addr, kind = row.address, row.kind
             kind_index = _KIND_INDEX[kind]
@@ -180,7 +192,8 @@ async def import_extraction(
                             f"Type de BAL {kind} differs from line {first_line}'s type {first_kind}; "
                             "a mailbox's type cannot change",
                             addr,
-                        )
+                        ),
+                        raw,
                     )
                     continue
                 summary.duplicates += 1
@@ -197,7 +210,8 @@ async def import_extraction(
                             f"Type de BAL {kind} differs from the existing mailbox's type {old.kind}; "
                             "a mailbox's type cannot change",
                             addr,
-                        )
+                        ),
+                        raw,
                     )
                     continue
                 seen[addr] = line_no << 2 | kind_index

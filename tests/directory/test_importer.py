@@ -472,6 +472,28 @@ async def test_prune_deletes_absent_national_rows_never_local_ones(
     assert shown["account"] is not None
 
 
+async def test_prune_keeps_mailboxes_whose_rows_were_refused(
+    db: Database, rows: list[tuple[str, ...]], tmp_path: Path
+) -> None:
+    """A refused row still says its mailbox exists: --prune must not delete the stored mailbox it names."""
+    repo = DirectoryRepository(db)
+    await import_extraction(repo, write_rows(tmp_path / "v1.txt", rows[:50]))
+    assert [rows[k][0] for k in (10, 11, 12)] == ["PER", "PER", "ORG"]
+    v2 = list(rows[:49])  # rows[49] is absent: pruned
+    v2[10] = changed(rows[10], {"Type de BAL": "ORG"})  # a type change, refused
+    v2[11] = changed(rows[11], {"Identification nationale PP": ""})  # incomplete identifiers, refused
+    v2[12] = rows[12][:30]  # a field missing: refused before its fields are read
+    summary = await import_extraction(repo, write_rows(tmp_path / "v2.txt", v2), prune=True)
+    assert counts(summary) == expect(read=49, unchanged=46, rejected=3, pruned=1)
+    assert [r["line"] for r in summary.rejections] == [12, 13, 14]
+    for k in (10, 11, 12):
+        shown = await repo.show(rows[k][1])
+        assert shown is not None, rows[k][1]
+        assert shown["type"] == rows[k][0]
+    assert await repo.show(rows[49][1]) is None
+    assert await export(db) == rows[:49]  # the refused rows' mailboxes as the last valid rows described them
+
+
 # --------------------------------------------------------------------------- search and show
 
 PP = rpps(4242)
