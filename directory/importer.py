@@ -16,7 +16,9 @@ Implementation notes
 - A duplicate whose type differs from its first row's is refused like a type change (the stored
   mailbox would otherwise keep the first type with the later row's description).
 - Each professional and structure is written once per import (with its first description, or again
-  when a later row describes it differently): a structure has many mailboxes.
+  when a later row describes it differently): a structure has many mailboxes. Unchanged rows take part
+  too: their descriptions are the stored ones, not written again, but a changed row that contradicts
+  them is reported, and the later row's description is the one kept, as in an empty directory.
 - Speed (the national file in about 20 s on 2 cores): parsing runs in a worker thread, batch after
   batch, while the event loop writes the previous batch; the repository hands SQLite a whole batch
   in a few statements that run without the GIL. The file is read in 1 MiB blocks: every read
@@ -98,18 +100,19 @@ class _Described:
         self.rewritten: dict[str, int] = {}  # digest of the last description written, if not the first
         self.summary = summary
 
-    def check(self, key: str | None, values: tuple[str, ...] | None, line: int) -> bool:
-        """Report a contradiction; True if the description must be written."""
+    def check(self, key: str | None, values: tuple[str, ...] | None, line: int, *, stored: bool = False) -> bool:
+        """Report a contradiction; True if the description must be written. `stored`: the row is unchanged
+        since the last import, its description is the stored one."""
         if key is None or values is None:
             return False
         if key.startswith("bal:"):
-            return True  # described by one row only, by construction (a later duplicate row wins)
+            return not stored  # described by one row only, by construction (a later duplicate row wins)
         if key.startswith("anon:"):
-            return self.first.setdefault(key, line) == line  # the key is a digest of the description
+            return self.first.setdefault(key, line) == line and not stored  # the key digests the description
         packed = _packed(values, line)
         prev = self.first.setdefault(key, packed)
         if prev == packed:
-            return True  # first seen
+            return not stored  # first seen
         digest = packed >> 32
         if prev >> 32 == digest:
             if self.rewritten.get(key, digest) == digest:
@@ -181,6 +184,7 @@ async def import_extraction(
                 reject(row, raw)
                 continue
             addr, kind = row.address, row.kind
+            unchanged = False
             kind_index = _KIND_INDEX[kind]
             first = seen.get(addr)
             if first is not None:  # a duplicate: its first row passed the checks against the stored mailbox
@@ -219,25 +223,24 @@ async def import_extraction(
                     known.pop(addr)  # no longer needed: later rows of this address are duplicates
                     if old.digest == row.digest:
                         summary.unchanged += 1
+                        unchanged = True
                         if old.ordinal != line_no:
                             batch.move(addr, line_no)
                         elif prune:
                             unchanged_in_place.append(addr)
-                        continue
-                    summary.updated += 1
+                    else:
+                        summary.updated += 1
                 else:
                     summary.imported += 1
             pkey, skey = row.professional_key, row.structure_key
             pro = row.values("professional") if pkey is not None else None
             st = row.values("structure") if skey is not None else None
-            batch.add(
-                row,
-                line_no,
-                pkey,
-                pro if pros.check(pkey, pro, line_no) else None,
-                skey,
-                st if structs.check(skey, st, line_no) else None,
-            )
+            pro_written = pro if pros.check(pkey, pro, line_no, stored=unchanged) else None
+            st_written = st if structs.check(skey, st, line_no, stored=unchanged) else None
+            if unchanged:  # the mailbox needs no write; a description an earlier row changed goes back
+                batch.describe(pkey, pro_written, skey, st_written)
+                continue
+            batch.add(row, line_no, pkey, pro_written, skey, st_written)
             if len(batch) >= batch_rows:
                 return True
         return False
@@ -258,7 +261,7 @@ async def import_extraction(
                 if writing is not None:
                     await writing  # one batch written at a time, in file order
                     writing = None
-                if len(batch):
+                if len(batch) or batch.professionals or batch.structures:
                     writing = asyncio.ensure_future(repo.write(batch))
             if writing is not None:
                 await writing

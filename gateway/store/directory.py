@@ -169,12 +169,7 @@ class Batch:
     ) -> None:
         """Add a row, with its professional's and structure's keys (`Row.professional_key`, ...) and their
         descriptions (`Row.values(...)`), None when they need no writing (this import wrote them)."""
-        if professional_key is not None and professional is not None:
-            pro: list[Any] = [professional_key, *professional]
-            pro[1 + _ID_NAT_PS] = pro[1 + _ID_NAT_PS] or None
-            self.professionals[professional_key] = tuple(pro)
-        if structure_key is not None and structure is not None:
-            self.structures[structure_key] = (structure_key, *structure)
+        self.describe(professional_key, professional, structure_key, structure)
         self.mailboxes[row.address] = (
             *row.values("mailbox"),
             professional_key,
@@ -183,6 +178,21 @@ class Batch:
             national.search_text(row.fields),
             row.digest,
         )
+
+    def describe(
+        self,
+        professional_key: str | None,
+        professional: tuple[str, ...] | None,
+        structure_key: str | None,
+        structure: tuple[str, ...] | None,
+    ) -> None:
+        """Write a professional's and a structure's descriptions (each None: nothing to write)."""
+        if professional_key is not None and professional is not None:
+            pro: list[Any] = [professional_key, *professional]
+            pro[1 + _ID_NAT_PS] = pro[1 + _ID_NAT_PS] or None
+            self.professionals[professional_key] = tuple(pro)
+        if structure_key is not None and structure is not None:
+            self.structures[structure_key] = (structure_key, *structure)
 
     def move(self, address: str, ordinal: int) -> None:
         self.reordered.append((address, ordinal))

@@ -397,6 +397,33 @@ async def test_last_description_is_kept_even_when_it_is_the_first_one(
     assert [r[IDX["Nom d'exercice"]] for r in await export(db)] == ["MARTIN"] * 3
 
 
+@pytest.mark.parametrize("unchanged_first", [False, True])
+async def test_incremental_import_keeps_descriptions_as_a_fresh_import_does(
+    rows: list[tuple[str, ...]], tmp_path: Path, unchanged_first: bool
+) -> None:
+    """A professional described by an unchanged row and by a changed one: the later row's description is kept
+    and the contradiction reported, exactly as when the same file is imported into an empty directory (the
+    unchanged row used to be skipped without its description being looked at)."""
+    a = rows[0]
+    b = changed(a, {"Adresse BAL": "c.martin@autre.mssante.fr"})
+    a2 = changed(a, {"Nom d'exercice": "MARTIN-DURAND"})
+    v2 = [b, a2] if unchanged_first else [a2, b]
+    path = write_rows(tmp_path / "v2.txt", v2)
+    results = []
+    for name, before in (("fresh", []), ("incremental", [a, b])):
+        async with Database(f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}") as database:
+            await database.migrate()
+            repo = DirectoryRepository(database)
+            if before:
+                await import_extraction(repo, write_rows(tmp_path / "v1.txt", before))
+            summary = await import_extraction(repo, path)
+            results.append(([c["line"] for c in summary.conflicting], await export(database)))
+    fresh, incremental = results
+    later = v2[1][IDX["Nom d'exercice"]]
+    assert fresh == ([3], [changed(r, {"Nom d'exercice": later}) for r in v2])
+    assert incremental == fresh
+
+
 async def test_conflicting_structure_reported(db: Database, rows: list[tuple[str, ...]], tmp_path: Path) -> None:
     org = next(r for r in rows if r[0] == "ORG")
     key = f"{org[5]}:{org[6]}"
