@@ -306,6 +306,12 @@ class DirectoryRepository:
                     await _sqlite_json_upsert(
                         driver, conn.dialect, table, cols, rows, const, ["key"], [*update_cols, "updated_at"]
                     )
+                if batch.reordered:  # before the mailbox upsert: a moved row's later duplicate keeps its place
+                    await driver.execute(
+                        "UPDATE mailboxes SET ordinal = json_extract(j.value, '$[1]'), import_id = ?2 "
+                        "FROM json_each(?1) AS j WHERE mailboxes.address = json_extract(j.value, '$[0]')",
+                        (json.dumps(batch.reordered, ensure_ascii=False), batch.import_id),
+                    )
                 await _sqlite_json_upsert(
                     driver,
                     conn.dialect,
@@ -317,20 +323,11 @@ class DirectoryRepository:
                     _MAILBOX_UPDATE,
                     "row_hash",
                 )
-                if batch.reordered:
-                    await driver.execute(
-                        "UPDATE mailboxes SET ordinal = json_extract(j.value, '$[1]'), import_id = ?2 "
-                        "FROM json_each(?1) AS j WHERE mailboxes.address = json_extract(j.value, '$[0]')",
-                        (json.dumps(batch.reordered, ensure_ascii=False), batch.import_id),
-                    )
                 return
             for table, cols, rows, const, update_cols in parts:
                 dicts = [{**dict(zip(cols, r, strict=True)), **const} for r in rows]
                 await upsert(s, table, dicts, ["key"], [*update_cols, "updated_at"])
-            names = [*_MAILBOX_ROW, "row_hash"]
-            dicts = [{**dict(zip(names, r, strict=True)), **mailbox_const} for r in mailboxes]
-            await upsert(s, _table(Mailbox), dicts, ["address"], _MAILBOX_UPDATE)
-            if batch.reordered:
+            if batch.reordered:  # before the upsert, as above
                 stmt = (
                     update(_table(Mailbox))
                     .where(_table(Mailbox).c.address == bindparam("b_address"))
@@ -338,6 +335,9 @@ class DirectoryRepository:
                 )
                 moves = [{"b_address": a, "b_ordinal": o, "b_import": batch.import_id} for a, o in batch.reordered]
                 await s.execute(stmt, moves)
+            names = [*_MAILBOX_ROW, "row_hash"]
+            dicts = [{**dict(zip(names, r, strict=True)), **mailbox_const} for r in mailboxes]
+            await upsert(s, _table(Mailbox), dicts, ["address"], _MAILBOX_UPDATE)
 
     async def mark_seen(self, addresses: Iterable[str], import_id: str) -> None:
         """Record that unchanged rows were present in this import (for --prune)."""

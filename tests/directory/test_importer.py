@@ -338,6 +338,24 @@ async def test_duplicate_address_later_row_kept(db: Database, rows: list[tuple[s
     assert await export(db) == expected
 
 
+@pytest.mark.parametrize("fast", [True, False])
+async def test_duplicate_of_a_moved_unchanged_row_takes_the_kept_row_position(
+    db: Database, rows: list[tuple[str, ...]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """An unchanged row that moved, then a changed duplicate in the same batch: the kept (later) row's position
+    wins, as in an empty directory (the move used to be applied after the duplicate's upsert)."""
+    if not fast:
+        monkeypatch.setattr(store_directory, "_JSON_SQLITE", (9999,))
+    repo = DirectoryRepository(db)
+    await import_extraction(repo, write_rows(tmp_path / "v1.txt", rows[:10]))
+    x = rows[0]
+    again = changed(x, {"Service de rattachement": "Service bis"})
+    v2 = [rows[1], x, rows[2], rows[3], again, *rows[4:10]]
+    summary = await import_extraction(repo, write_rows(tmp_path / "v2.txt", v2))
+    assert counts(summary) == expect(read=11, unchanged=10, duplicates=1)
+    assert await export(db) == [r for r in v2 if r is not x]
+
+
 async def test_duplicate_with_another_type_is_refused(
     db: Database, rows: list[tuple[str, ...]], tmp_path: Path
 ) -> None:
