@@ -16,6 +16,9 @@ Implementation notes
   "Identification Structure" is the structure's national identification, i.e. its type code
   (1 cabinet ADELI, 3 FINESS, 4 SIREN, 5 SIRET, 6 cabinet RPPS) followed by the identifier.
 - Addresses are lower-cased (the trust space compares them case-insensitively).
+- Writing: with no quoting, a value holding `|` or a line break would split its row or add one. Rows
+  read by the import cannot hold them; local mailboxes' values are checked by `field_problem` when made
+  (`mssgw mailbox add`), and `unwritable` keeps any other such row out of an export.
 - `parse_row` is the import's hot path (536,000 rows): the usual valid row takes fast checks (control
   bytes found with `bytes.translate`, lengths compared in C, RPPS/ADELI Luhn digits summed over bytes,
   each structure's identifier checked once); anything unusual goes through the reference checks, which
@@ -282,6 +285,34 @@ def parse_row(line_no: int, raw: bytes) -> Row | Rejection:
 
 def format_row(fields: tuple[str, ...] | list[str]) -> str:
     return "|".join(fields) + "\n"
+
+
+def column(part: Part, attr: str) -> Column:
+    return COLUMNS[_IDX[part, attr]]
+
+
+def field_problem(col: Column, value: str) -> str | None:
+    """Why `value` cannot be written in column `col` and read back, or None: the format has no quoting, so a
+    '|' or a line break would split the row (the import refuses every control character and over-long value)."""
+    if _CONTROL.search(value):
+        return f"column {col.header!r} holds a control character"
+    if "|" in value:
+        return f"column {col.header!r} holds a '|' (the format has no quoting)"
+    if len(value) > col.max_len:
+        return f"column {col.header!r} is {len(value)} characters long, more than {col.max_len}"
+    return None
+
+
+def unwritable(fields: tuple[str, ...]) -> str | None:
+    """Why a row cannot be written as one line the import would read back, or None (the usual case, cheap)."""
+    line = "|".join(fields)
+    if (
+        line.count("|") == N_COLUMNS - 1
+        and not _CONTROL.search(line)
+        and all(map(operator.le, map(len, fields), _MAX_LENS))
+    ):
+        return None
+    return next(filter(None, map(field_problem, COLUMNS, fields)), None)
 
 
 def fields_from(mailbox: dict[str, str], professional: dict[str, str], structure: dict[str, str]) -> tuple[str, ...]:

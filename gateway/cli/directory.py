@@ -67,10 +67,17 @@ async def export(ctx: Context, args: argparse.Namespace) -> Outcome:
         raise UsageError(f"{path} is a directory: give the export file's name")
     tmp = path.with_name(path.name + ".tmp")
     n = 0
+    not_written: list[dict[str, str]] = []
     try:
         with tmp.open("w", encoding="utf-8", newline="") as fh:
             fh.write(national.HEADER + "\n")
             async for fields in ctx.node.directory.export_rows(origin=args.origin, include_hidden=args.include_hidden):
+                # A value with '|' or a line break (local fields written before they were checked) would split
+                # the row, or add one: such a row is named, not written.
+                reason = national.unwritable(fields)
+                if reason is not None:
+                    not_written.append({"address": fields[1], "reason": reason})
+                    continue
                 fh.write(national.format_row(fields))
                 n += 1
             fh.flush()
@@ -80,7 +87,12 @@ async def export(ctx: Context, args: argparse.Namespace) -> Outcome:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return Outcome({"file": str(path), "rows": n}, f"{path}: {n} rows written", audit={"file": str(path), "rows": n})
+    data: dict[str, Any] = {"file": str(path), "rows": n}
+    text = f"{path}: {n} rows written"
+    if not_written:
+        data["not_written"] = not_written
+        text += "".join(f"\n  not written: {r['address']}: {r['reason']}" for r in not_written)
+    return Outcome(data, text, audit={"file": str(path), "rows": n, "not_written": len(not_written)})
 
 
 async def search(ctx: Context, args: argparse.Namespace) -> Outcome:

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 from typing import Any
 
+from directory import national
 from directory.addresses import check_address, domain_of
 from directory.identifiers import PP_ID_TYPES, check_idnatps, split_idnatps
 from gateway.audit.events import AuditEvent
@@ -42,8 +43,23 @@ async def _new_password(args: argparse.Namespace) -> tuple[str | None, str | Non
     return None, None
 
 
+# Options that become directory fields: refused if the national format cannot hold them (`directory export`).
+_DIRECTORY_FIELDS: dict[str, tuple[national.Part, str]] = {
+    "service": ("mailbox", "service"),
+    "last_name": ("professional", "last_name"),
+    "first_name": ("professional", "first_name"),
+    "civility": ("professional", "civility"),
+    "profession_code": ("professional", "profession_code"),
+    "profession_label": ("professional", "profession_label"),
+}
+
+
 async def add(ctx: Context, args: argparse.Namespace) -> Outcome:
     address = local_address(ctx, args.address)
+    for option, (part, attr) in _DIRECTORY_FIELDS.items():
+        problem = national.field_problem(national.column(part, attr), getattr(args, option) or "")
+        if problem:
+            raise UsageError(f"--{option.replace('_', '-')}: {problem}")
     if domain_of(address) == ctx.cfg.node.patient:
         raise UsageError(f"{address} is in the patient domain: patient mailboxes are made by `mssgw patient add`")
     owner = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from directory import synthetic
 from directory.national import HEADER
-from tests.conftest import NodeDir
+from tests.conftest import DOMAIN, NodeDir
 
 BAD_LINES = [
     "PER|bad-address|||||||||||||||||||||||||||||",  # 31 fields, invalid address
@@ -90,3 +91,40 @@ def test_export_to_a_bad_path_is_refused_and_leaves_nothing(node: NodeDir, tmp_p
     r = node.cli("directory", "export", nowhere)
     assert (r.code, r.err.strip()) == (2, f"mssgw: {nowhere}: No such file or directory")
     assert not list(tmp_path.parent.glob(f"{tmp_path.name}*.tmp"))
+
+
+def test_export_row_injection_from_local_fields_is_refused(node: NodeDir, tmp_path: Path) -> None:
+    """The format has no quoting: a '|' or a line break in a local mailbox's field would split its row (a line
+    break even adds a row of the author's choosing). Refused when the mailbox is made, and not written by an
+    export when such a value is already stored."""
+    address = f"accueil@{DOMAIN}"
+    r = node.cli("mailbox", "add", address, "--type", "ORG", "--service", "Accueil|Urgences")
+    assert (r.code, r.err.strip()) == (
+        2,
+        "mssgw: --service: column 'Service de rattachement' holds a '|' (the format has no quoting)",
+    )
+    injected = "Accueil\nPER|faux@medecin.mssante.fr" + "|" * 29
+    r = node.cli("mailbox", "add", address, "--type", "ORG", "--service", injected)
+    assert (r.code, r.err.strip()) == (
+        2,
+        "mssgw: --service: column 'Service de rattachement' holds a control character",
+    )
+    assert node.cli("mailbox", "add", address, "--type", "ORG", "--service", "Accueil").code == 0
+    assert node.cli("mailbox", "add", f"secretariat@{DOMAIN}", "--type", "ORG", "--service", "Secrétariat").code == 0
+    with sqlite3.connect(node.data / "mssgw.db") as conn:  # stored before the check existed
+        conn.execute("UPDATE mailboxes SET service = ? WHERE address = ?", (injected, address))
+    out = tmp_path / "export.txt"
+    r = node.cli("directory", "export", out, "--json")
+    assert r.code == 0, r.err
+    assert r.json() == {
+        "file": str(out),
+        "rows": 1,
+        "not_written": [{"address": address, "reason": "column 'Service de rattachement' holds a control character"}],
+    }
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines == [HEADER, "|".join(["ORG", f"secretariat@{DOMAIN}", *[""] * 5, "Secrétariat", *[""] * 23])]
+    r = node.cli("directory", "export", out)
+    assert r.out.splitlines() == [
+        f"{out}: 1 rows written",
+        f"  not written: {address}: column 'Service de rattachement' holds a control character",
+    ]
