@@ -7,7 +7,8 @@ Implementation notes
 - `COLUMNS` is the single description of the format: header text, the attribute each column fills,
   the model it belongs to (mailbox, professional, structure) and its maximum length. Parsing, database
   mapping and export are all driven by it, so a row read and written back is the same row.
-- A row is refused (with its line number and a precise reason) when it does not have 31 fields, holds
+- A row is refused (with its line number and a precise reason) when its line is longer than `MAX_LINE`
+  bytes (never read whole: a ZIP of 1 MB can inflate to one line of 1 GB), does not have 31 fields, holds
   a control character or bytes that are not UTF-8, exceeds a column's length, has an unknown mailbox
   type, an invalid address, or identifiers that fail their check digits or disagree with each other.
   A refused row never stops the import.
@@ -178,6 +179,9 @@ def check_header(line: str) -> None:
             raise HeaderError(f"header column {i} is {g!r}, expected {c.header!r}")
 
 
+MAX_LINE: Final = 1 << 16
+"""Bytes of a line, its ending included: a row holds at most 4,157 characters (4 bytes at most each in UTF-8)."""
+
 _LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")  # a digit doubled, its two digits added
 
 
@@ -249,6 +253,8 @@ def _check_structure_pair(st_type: str, st_id: str) -> str | None:
 
 def parse_row(line_no: int, raw: bytes) -> Row | Rejection:
     """Validate one data line (bytes, with or without its line ending)."""
+    if len(raw) > MAX_LINE:
+        return Rejection(line_no, f"the line is longer than {MAX_LINE} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -436,16 +442,28 @@ def open_extraction(path: Path) -> tuple[IO[bytes], int]:
     return path.open("rb", buffering=READ_BUFFER), path.stat().st_size
 
 
+def _bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream's lines, each cut after MAX_LINE + 1 bytes (the rest of a longer line is read and dropped in
+    pieces): one endless line, such as a small ZIP bomb inflates to, never sits in memory whole."""
+    while raw := stream.readline(MAX_LINE + 1):
+        if len(raw) > MAX_LINE:
+            rest = raw
+            while not rest.endswith(b"\n") and (rest := stream.readline(MAX_LINE)):
+                pass
+        yield raw
+
+
 def iter_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) for every data line after a checked header line."""
-    first = stream.readline()
+    """(line number, raw line) for every data line after a checked header line (longer lines: see parse_row)."""
+    lines = _bounded_lines(stream)
+    first = next(lines, b"")
     if not first:
         raise HeaderError("the file is empty: no header line")
     try:
         check_header(first.decode("utf-8"))
     except UnicodeDecodeError:
         raise HeaderError("the header line is not valid UTF-8") from None
-    for n, raw in enumerate(stream, 2):
+    for n, raw in enumerate(lines, 2):
         if raw.strip(b"\r\n"):
             yield n, raw
 

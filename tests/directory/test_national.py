@@ -207,6 +207,28 @@ def test_iter_lines_numbers_lines_and_skips_blank_ones() -> None:
     assert list(read_text_lines(data.decode())) == [(2, line(PER_ROW)), (5, line(ORG_ROW))]
 
 
+def test_over_long_line_is_refused_and_never_read_whole() -> None:
+    """No row is longer than 4,157 characters: a longer line (a damaged file, a ZIP bomb of one endless line) is
+    refused by its number, read and dropped in bounded pieces, and the lines after it still imported."""
+    assert sum(c.max_len for c in COLUMNS) * 4 + N_COLUMNS + 1 < national.MAX_LINE
+    endless = b"A" * (5 * national.MAX_LINE) + b"|" * 30 + b"\n"
+    longest = b"PER" + b"|" * 30 + b"A" * (national.MAX_LINE - 34) + b"\n"  # MAX_LINE bytes with its line ending
+    data = (HEADER + "\n").encode() + line(PER_ROW) + endless + line(ORG_ROW) + longest
+    stream = io.BufferedReader(io.BytesIO(data), 4096)
+    got = list(iter_lines(stream))
+    assert [(n, len(raw)) for n, raw in got] == [
+        (2, len(line(PER_ROW))),
+        (3, national.MAX_LINE + 1),
+        (4, len(line(ORG_ROW))),
+        (5, national.MAX_LINE),
+    ]
+    assert parse_row(*got[1]) == Rejection(3, f"the line is longer than {national.MAX_LINE} bytes")
+    assert isinstance(parse_row(*got[2]), Row)
+    assert parse_row(*got[3]) == Rejection(
+        5, f"column 'Pays structure BAL' is {national.MAX_LINE - 34} characters long, more than 64", ""
+    )
+
+
 # --------------------------------------------------------------------------- rejections, one per reason
 
 
