@@ -195,6 +195,12 @@ def _plainly_valid(ident: str, length: int) -> bool:
     return total % 10 == 0
 
 
+def _padded(header: str, value: str) -> str:
+    # The identifiers module strips what it checks; the import stores values as read, so an identifier with
+    # whitespace around it ("810000000009 ") would be a second professional or structure: refused.
+    return f"{header} {value!r} has whitespace around it"
+
+
 def _check_identifiers(f: list[str]) -> str | None:
     return _check_professional_ids(f) or _check_structure_ids(f[_ST_TYPE], f[_ST_ID])
 
@@ -211,6 +217,8 @@ def _check_professional_ids(f: list[str]) -> str | None:
         else:
             allowed = ", ".join(f"{k} ({v})" for k, v in PP_ID_TYPES.items())
             return f"Type Identifiant PP {pp_type!r} is not one of {allowed}"
+        if reason is None and pp_id != pp_id.strip():  # plainly valid values never have whitespace
+            return _padded("Identifiant PP", pp_id)
         if reason:
             return f"Identifiant PP: {reason}"
         if pp_nat != pp_type + pp_id:
@@ -246,6 +254,8 @@ def _check_structure_pair(st_type: str, st_id: str) -> str | None:
         allowed = ", ".join(f"{k} ({v})" for k, v in STRUCTURE_ID_TYPES.items())
         return f"Type identifiant structure {st_type!r} is not one of {allowed}"
     reason = check_structure_id(st_type, st_id)
+    if reason is None and st_id != st_id.strip():
+        return _padded("Identification Structure", st_id)
     if reason:
         return f"Identification Structure: {reason}"
     return None

@@ -380,6 +380,33 @@ def test_idnatps_must_be_type_plus_identifier() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        (
+            {"Identifiant PP": "10000000009 ", "Identification nationale PP": "810000000009 "},
+            "Identifiant PP '10000000009 ' has whitespace around it",
+        ),
+        (
+            {"Type Identifiant PP": "0", "Identifiant PP": " 780000030", "Identification nationale PP": "0 780000030"},
+            "Identifiant PP ' 780000030' has whitespace around it",
+        ),
+        (
+            {"Type identifiant structure": "3", "Identification Structure": " 3750712184"},
+            "Identification Structure ' 3750712184' has whitespace around it",
+        ),
+        (
+            {"Type identifiant structure": "5", "Identification Structure": "573282932000074\u00a0"},
+            "Identification Structure '573282932000074\\xa0' has whitespace around it",
+        ),
+    ],
+)
+def test_identifiers_with_surrounding_whitespace_are_refused(changes: dict[str, str], reason: str) -> None:
+    """The identifiers module strips what it checks; stored as read, "810000000009 " was a second professional
+    beside "810000000009" (and a structure key "3: 3750712184"): the import refuses it, it does not guess."""
+    assert rejected(changes) == Rejection(7, reason, ADDRESS)
+
+
 @pytest.mark.parametrize("changes", [{"Type identifiant structure": ""}, {"Identification Structure": ""}])
 def test_structure_identifiers_incomplete(changes: dict[str, str]) -> None:
     assert rejected(changes) == Rejection(
