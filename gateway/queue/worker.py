@@ -218,6 +218,9 @@ class DeliveryWorker:
             try:
                 dsn = build_dsn(
                     reporting_mta=self.cfg.smtp_hostname,
+                    # From: at the node's domain, not the host: a DSN for a peer's sender crosses signed
+                    # with the domain's certificate, and the peer binds a null sender's From: to its dNSName.
+                    from_address=f"MAILER-DAEMON@{self.cfg.node.domain}",
                     original_envelope_id=None,
                     sender=env.sender,
                     recipients=[st for _, st in failed],

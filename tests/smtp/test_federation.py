@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -140,6 +141,26 @@ def test_unknown_remote_mailbox_bounces_with_a_dsn(space: TrustSpace) -> None:
     assert b"Final-Recipient: rfc822; nobody@clinique-b.mssante.test" in dsn
     assert b"Status: 5.1.1" in dsn
     assert b"Compte rendu." not in dsn  # headers only, never the content
+
+
+def test_a_bounce_for_a_peers_sender_crosses_back(space: TrustSpace) -> None:
+    """B accepts a message for a mailbox whose whole quota is smaller than it: its worker bounces it (5.2.3)
+    to the sender at A. The DSN crosses null-sender, signed with B's domain certificate, and A takes it:
+    its From: is MAILER-DAEMON at B's domain, which that certificate's dNSName binds."""
+    sender, rcpt = f"lucas.bernard@{A}", f"accueil@{B}"
+    with sqlite3.connect(space.node("operator-b").data / "mssgw.db", timeout=30) as db:
+        db.execute("UPDATE accounts SET quota_bytes = 100 WHERE address = ?", (rcpt,))
+    try:
+        space.submit("operator-a", sender, [rcpt], "trop grand")
+        dsn = wait(space.node("operator-a"), sender, b"Final-Recipient: rfc822; " + rcpt.encode())
+    finally:
+        with sqlite3.connect(space.node("operator-b").data / "mssgw.db", timeout=30) as db:
+            db.execute("UPDATE accounts SET quota_bytes = NULL WHERE address = ?", (rcpt,))
+    assert f"From: Postmaster <MAILER-DAEMON@{B}>\r\n".encode() in dsn
+    assert b"Status: 5.2.3\r\n" in dsn
+    assert f"Authentication-Results: mail.{A};\r\n smime=pass body.smime-identifier={B}\r\n".encode() in dsn
+    verified = space.node("operator-a").cli("audit", "search", "--event", "smime.verified", "--json").json()
+    assert verified[-1]["response"]["binding"] == "domain"  # type: ignore[index]
 
 
 def test_a_message_the_professional_signed_is_encrypted_and_verified_across(space: TrustSpace) -> None:
