@@ -10,7 +10,9 @@ Implementation notes
   is the one kept, as an upsert would.
 - A professional or structure described differently by two rows is reported (the later row's
   description is kept): export can only give back one description per person and per structure.
-- `--prune` deletes national mailboxes absent from the file; local mailboxes are never pruned. A
+- `--prune` deletes national mailboxes absent from the file; local mailboxes are never pruned. Past
+  `prune_limit` (a fraction of the stored national mailboxes) it deletes none: a truncated plain-text
+  download (nothing tells it from a shorter file) would otherwise delete every row after the cut. A
   refused row still says that its mailbox exists: the stored mailbox it names (by its address field,
   even when the row is too damaged to read otherwise) is kept as the last valid row described it.
 - A duplicate whose type differs from its first row's is refused like a type change (the stored
@@ -60,6 +62,7 @@ class ImportSummary:
     duplicates: int = 0
     conflicts: int = 0
     pruned: int = 0
+    prune_refused: int = 0  # national mailboxes --prune would have deleted, past its limit: none was
     seconds: float = 0.0
     rejections: list[dict[str, Any]] = field(default_factory=list)
     duplicate_addresses: list[dict[str, Any]] = field(default_factory=list)
@@ -139,10 +142,14 @@ async def import_extraction(
     path: Path,
     *,
     prune: bool = False,
+    prune_limit: float | None = None,
     progress: Callable[[int], None] | None = None,
     batch_rows: int = BATCH_ROWS,
 ) -> ImportSummary:
     """Import `path` (.txt or .zip); raises national.HeaderError if it is not an extraction at all.
+
+    `prune_limit`: the fraction of the stored national mailboxes `prune` may delete; past it, it deletes
+    none (`summary.prune_refused` says how many it would have): a cut download must not empty the directory.
 
     `progress`, if given, is called with each line's size in bytes, from a worker thread.
     """
@@ -271,6 +278,10 @@ async def import_extraction(
             await asyncio.gather(writing, return_exceptions=True)
     if prune:
         await repo.mark_seen(unchanged_in_place, import_id)
-        summary.pruned = await repo.prune(import_id)
+        pruned = await repo.prune(import_id, limit=prune_limit)
+        if pruned < 0:
+            summary.prune_refused = -pruned
+        else:
+            summary.pruned = pruned
     summary.seconds = time.perf_counter() - started
     return summary

@@ -15,6 +15,13 @@ from gateway.cli.base import Command, Context, Outcome, table
 from gateway.errors import NotFound, UsageError
 
 
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not a percentage between 0 and 100")
+    return value
+
+
 def _progress(total: int) -> Any:
     """A progress bar on a terminal (standard error), nothing otherwise."""
     if not sys.stderr.isatty():
@@ -34,7 +41,11 @@ async def import_(ctx: Context, args: argparse.Namespace) -> Outcome:
         bar = _progress(size)
         try:
             summary = await import_extraction(
-                ctx.node.directory, path, prune=args.prune, progress=bar.update if bar else None
+                ctx.node.directory,
+                path,
+                prune=args.prune,
+                prune_limit=args.prune_limit / 100,
+                progress=bar.update if bar else None,
             )
         finally:
             if bar is not None:
@@ -43,7 +54,18 @@ async def import_(ctx: Context, args: argparse.Namespace) -> Outcome:
         raise UsageError(f"{path}: {exc}") from None
     d = summary.as_dict()
     counts = {
-        k: d[k] for k in ("read", "imported", "updated", "unchanged", "rejected", "duplicates", "conflicts", "pruned")
+        k: d[k]
+        for k in (
+            "read",
+            "imported",
+            "updated",
+            "unchanged",
+            "rejected",
+            "duplicates",
+            "conflicts",
+            "pruned",
+            "prune_refused",
+        )
     }
     lines = [
         f"{path}: {summary.read} rows read in {summary.seconds:.1f} s ({d['rows_per_second']} rows/s)",
@@ -51,6 +73,11 @@ async def import_(ctx: Context, args: argparse.Namespace) -> Outcome:
         f"rejected {summary.rejected}, duplicate addresses {summary.duplicates}, conflicts {summary.conflicts}"
         + (f", pruned {summary.pruned}" if args.prune else ""),
     ]
+    if summary.prune_refused:
+        lines.append(
+            f"  nothing pruned: {summary.prune_refused} national mailboxes are absent from the file, more than"
+            f" --prune-limit {args.prune_limit:g} % of them (a cut download?); check the file, or raise the limit"
+        )
     lines += [f"  line {r['line']}: {r['reason']}" for r in summary.rejections[:20]]
     if summary.rejected > 20:
         lines.append(f"  ... {summary.rejected - 20} more rejected rows (see --json)")
@@ -58,7 +85,9 @@ async def import_(ctx: Context, args: argparse.Namespace) -> Outcome:
         f"  duplicate {r['address']}: lines {r['lines'][0]} and {r['lines'][1]}"
         for r in summary.duplicate_addresses[:10]
     ]
-    return Outcome(d, "\n".join(lines), audit={"file": str(path), **counts})
+    return Outcome(
+        d, "\n".join(lines), audit={"file": str(path), **counts}, exit_code=1 if summary.prune_refused else 0
+    )
 
 
 async def export(ctx: Context, args: argparse.Namespace) -> Outcome:
@@ -123,6 +152,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = grp.add_parser("import", parents=[common], help="import the national extraction (.txt or .zip)")
     p.add_argument("file", type=Path)
     p.add_argument("--prune", action="store_true", help="delete national entries absent from the file")
+    p.add_argument(
+        "--prune-limit",
+        type=_percent,
+        default=10.0,
+        metavar="PERCENT",
+        help="prune nothing when more than this share of the national mailboxes would go (default 10)",
+    )
     p.set_defaults(_command=Command(AuditEvent.DIRECTORY_IMPORTED, import_))
     p = grp.add_parser("export", parents=[common], help="write the directory in the national format")
     p.add_argument("file", type=Path)

@@ -352,12 +352,19 @@ class DirectoryRepository:
             )
             await s.execute(stmt, rows)
 
-    async def prune(self, import_id: str) -> int:
-        """Delete national mailboxes absent from import `import_id` (local mailboxes are never pruned)."""
+    async def prune(self, import_id: str, *, limit: float | None = None) -> int:
+        """Delete national mailboxes absent from import `import_id` (local mailboxes are never pruned): how
+        many. With `limit` (a fraction of the national mailboxes), when more would go, none does and the
+        count comes back negative."""
+        absent = (Mailbox.origin == "national", Mailbox.import_id != import_id)
         async with self.db.write() as s:
-            result = await s.execute(
-                delete(Mailbox).where(Mailbox.origin == "national", Mailbox.import_id != import_id)
-            )
+            if limit is not None:
+                national_count = func.count().filter(Mailbox.origin == "national")
+                gone_count = func.count().filter(*absent)
+                total, gone = (await s.execute(select(national_count, gone_count).select_from(Mailbox))).one()
+                if gone > limit * total:
+                    return -int(gone)
+            result = await s.execute(delete(Mailbox).where(*absent))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def _export_stmt(self, origin: str | None, include_hidden: bool) -> Any:

@@ -42,6 +42,29 @@ def test_import_reports_json_summary_with_rejected_lines(node: NodeDir, tmp_path
     assert (again["imported"], again["updated"], again["unchanged"]) == (0, 0, 300)  # type: ignore[index]
 
 
+def test_prune_of_a_cut_file_is_refused_past_the_limit(node: NodeDir, tmp_path: Path) -> None:
+    full = sample(tmp_path, n=300)
+    assert node.cli("directory", "import", full).code == 0
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(b"".join(full.read_bytes().splitlines(keepends=True)[:101]))  # the header and 100 rows
+    r = node.cli("directory", "import", cut, "--prune")
+    assert r.code == 1
+    assert r.out.splitlines()[-1] == (
+        "  nothing pruned: 200 national mailboxes are absent from the file, more than --prune-limit 10 % of them"
+        " (a cut download?); check the file, or raise the limit"
+    )
+    assert node.cli("directory", "export", tmp_path / "after.txt").out.strip().endswith(": 300 rows written")
+    event = node.cli("audit", "search", "--event", "admin.directory.imported", "--json").json()[-1]  # type: ignore[index]
+    assert (event["response"]["pruned"], event["response"]["prune_refused"]) == (0, 200)  # type: ignore[index]
+    r = node.cli("directory", "import", cut, "--prune", "--prune-limit", "70", "--json")
+    assert (r.code, r.json()["pruned"]) == (0, 200)  # type: ignore[index]
+    r = node.cli("directory", "import", cut, "--prune", "--prune-limit", "101")
+    assert (r.code, r.err.strip().splitlines()[-1]) == (
+        2,
+        "mssgw directory import: error: argument --prune-limit: 101 is not a percentage between 0 and 100",
+    )
+
+
 def test_import_then_export_gives_the_same_rows(node: NodeDir, tmp_path: Path) -> None:
     path = sample(tmp_path, n=500, zipped=True)
     assert node.cli("directory", "import", path).code == 0

@@ -517,6 +517,24 @@ async def test_prune_deletes_absent_national_rows_never_local_ones(
     assert shown["account"] is not None
 
 
+async def test_prune_limit_keeps_everything_when_too_much_would_go(
+    db: Database, rows: list[tuple[str, ...]], tmp_path: Path
+) -> None:
+    """A cut download (here, the first third of the file) must not empty the directory: past `prune_limit`
+    nothing is pruned and the summary says how much would have gone; within it, pruning happens."""
+    repo = DirectoryRepository(db)
+    await import_extraction(repo, write_rows(tmp_path / "v1.txt", rows))
+    cut = write_rows(tmp_path / "cut.txt", rows[:1000])
+    summary = await import_extraction(repo, cut, prune=True, prune_limit=0.1)
+    assert counts(summary) == expect(read=1000, unchanged=1000)
+    assert summary.prune_refused == N - 1000
+    assert len(await export(db)) == N
+    # 300 of 3,000 absent: exactly the limit, pruned
+    summary = await import_extraction(repo, write_rows(tmp_path / "most.txt", rows[300:]), prune=True, prune_limit=0.1)
+    assert (summary.pruned, summary.prune_refused) == (300, 0)
+    assert await export(db) == rows[300:]
+
+
 async def test_prune_keeps_mailboxes_whose_rows_were_refused(
     db: Database, rows: list[tuple[str, ...]], tmp_path: Path
 ) -> None:

@@ -138,7 +138,9 @@ async def test_duplicates_reorder_and_prune(pg_url: str, tmp_path: Path) -> None
         kept = list(reversed(rows[:1000]))
         short = tmp_path / "short.txt"
         write_extraction(short, iter(kept))
-        pruned = await import_extraction(repo, short, prune=True)
+        refused = await import_extraction(repo, short, prune=True, prune_limit=0.5)  # most would go: none does
+        assert (refused.pruned, refused.prune_refused) == (0, N - 1000)
+        pruned = await import_extraction(repo, short, prune=True, prune_limit=1.0)
         expected_short = _expected_export(kept)
         assert pruned.pruned == N - len(expected_short)
         assert pruned.rejected == 0
