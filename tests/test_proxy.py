@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import smtplib
 import socket
 import ssl
@@ -416,3 +417,46 @@ async def test_accepted_connections_have_nagle_off(tmp_path: Path, tls: bool) ->
     finally:
         server.close()
         plain.close()
+
+
+SPRAY_SETTINGS = {
+    "MSSGW_LISTEN__PROXY_FROM": '["127.0.0.1"]',
+    "MSSGW_AUTH__LOCKOUT_THRESHOLD": "2",
+    "MSSGW_AUTH__LOCKOUT_WIDE_THRESHOLD": "4",
+    "MSSGW_AUTH__LOCKOUT_BASE_DELAY": "60",
+}
+
+
+def imaps_login_from(running: Running, client: str, user: str, password: str) -> bytes:
+    """LOGIN over 993 through the balancer for `client` (a PROXY v1 header): the tagged reply."""
+    family = "TCP6" if ":" in client else "TCP4"
+    sock = connect(running.ports["imaps"], source="127.0.0.1")
+    sock.sendall(f"PROXY {family} {client} {'::1' if ':' in client else '127.0.0.1'} 40000 993\r\n".encode())
+    with tls_client(running.node).wrap_socket(sock) as tls:
+        assert tls.recv(4096).startswith(b"* OK [CAPABILITY IMAP4rev1")
+        tls.sendall(f'a1 LOGIN {user} "{password}"\r\n'.encode())
+        return tls.recv(4096).rstrip(b"\r\n")
+
+
+def test_one_ipv6_subscriber_spraying_from_every_address_of_its_64_is_locked(node: NodeDir) -> None:
+    """An IPv6 subscriber holds a /64 at least (2^64 addresses): counted per address, one guesser spraying
+    accounts from a new address each time met no per-address limit at all. A /64 counts as one client."""
+    r = node.cli(
+        "mailbox", "add", DOCTOR, "--type", "PER", "--idnat", "810000000009", "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert r.code == 0, r.err
+    running = start_node(node, env=SPRAY_SETTINGS)
+    try:
+        failed = b"a1 NO [AUTHENTICATIONFAILED] Authentication failed"
+        for n in range(4):  # the wide threshold: 4 accounts, each from another address of 2001:db8:1:2::/64
+            got = imaps_login_from(running, f"2001:db8:1:2::{n + 1:x}", f"user{n}@{DOMAIN}", "wrong password")
+            assert got == failed
+        got = imaps_login_from(running, "2001:db8:1:2:aaaa:bbbb:cccc:dddd", f"user9@{DOMAIN}", "wrong password")
+        assert re.fullmatch(rb"a1 NO \[UNAVAILABLE\] Too many failed logins, try again in 6[01] s", got)
+        # Another subscriber's /64 is not concerned: the doctor logs in from there.
+        assert imaps_login_from(running, "2001:db8:1:3::1", DOCTOR, PASSWORD).startswith(b"a1 OK ")
+    finally:
+        running.proc.kill()
+        running.proc.wait()
+    locked = audit(node, "imap.login.locked")
+    assert [e["peer"] for e in locked] == ["2001:db8:1:2:aaaa:bbbb:cccc:dddd"]  # the audit keeps the address

@@ -7,6 +7,7 @@ Implementation notes
   alone: a guesser spreading over many addresses, locked after `wide_threshold` — but that lock does
   not apply to an address the account logged in from successfully within `known_for`, so a stranger
   who knows an address cannot lock its owner out of their usual places (OWASP "account lockout" DoS).
+  A client address is an IPv4 address or an IPv6 /64 (`client_address`): one subscriber's share.
 - A lock is checked before any password check, so a locked-out guesser gets no signal and costs no
   argon2. Past its threshold, each further failure locks the key for base × 2^(n − threshold) seconds,
   capped at `max_delay`. A counter is forgotten `forget_after` seconds after its last failure.
@@ -38,6 +39,7 @@ Implementation notes
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -61,8 +63,20 @@ Read = Callable[[list[Key]], Awaitable[dict[Key, Row]]]
 
 
 def client_address(ip: str) -> str:
-    """An IPv4 client seen through a dual-stack listener (`::ffff:192.0.2.10`) counts as 192.0.2.10."""
-    return ip[7:] if ip[:7].lower() == "::ffff:" and "." in ip else ip
+    """The client a failure counts under. An IPv4 client seen through a dual-stack listener or a PROXY v2
+    header (`::ffff:192.0.2.10`) counts as 192.0.2.10; an IPv6 client as its /64 (`2001:db8:1:2::/64`):
+    a subscriber gets a /64 at least and may use any address of it (RFC 4941 privacy addresses), so
+    counted per address a guesser would have 2^64 fresh counters. Anything else (a /64 already, as an
+    unlock or another node gives it; no address) is kept as it is."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(addr), 64), strict=False))
+    return ip
 
 
 def storable(account: str, ip: str) -> bool:
@@ -194,7 +208,7 @@ class Lockout:
 
     def known(self, account: str, ip: str) -> bool:
         known = self._known.get(account.lower())
-        seen = known.get(ip) if known is not None else None
+        seen = known.get(client_address(ip)) if known is not None else None
         return seen is not None and self.clock() - seen < self.known_for
 
     def locked_for(self, account: str | None, ip: str) -> float:
@@ -241,14 +255,14 @@ class Lockout:
         pair = self._keys(account.lower(), ip)[1][0]
         cleared = pair in self._counts or self._row_may_remain(pair)
         if self._success(account, ip):
-            self._dirty_known.add((account.lower(), ip))
+            self._dirty_known.add((account.lower(), client_address(ip)))
             self.changed.set()
         if cleared:  # most logins follow no failure: nothing to write for them (an absent row: no-op)
             self._mark([pair])
 
     def _success(self, account: str, ip: str) -> bool:
         """Apply a success; whether the address's last success is worth writing (new, or stale)."""
-        account = account.lower()
+        account, ip = account.lower(), client_address(ip)
         self._counts.pop(self._keys(account, ip)[1][0], None)  # the pair's
         known = self._known.setdefault(account, OrderedDict())
         now = self.clock()
@@ -323,7 +337,7 @@ class Lockout:
             self._set(key_of(*parts), row, offset)
         for account, ip, seen in sorted(known, key=lambda k: k[2]):
             kept = self._known.setdefault(account, OrderedDict())
-            kept[ip] = seen - offset
+            kept[client_address(ip)] = seen - offset
             while len(kept) > KNOWN_PER_ACCOUNT:
                 kept.popitem(last=False)
 

@@ -168,3 +168,19 @@ def test_restored_counters_lock_as_before_the_restart() -> None:
     assert after.locked_for(USER, "198.51.100.7") == before.locked_for(USER, "198.51.100.7") == 95.0
     assert after.locked_for(USER, "192.0.2.1") == 0.0  # the owner's known address is still spared
     assert after.failure(USER, "198.51.100.7") == 100.0  # the account's 11th failure: capped, counted on
+
+
+def test_an_ipv6_client_counts_as_its_64_and_its_owner_is_known_across_it() -> None:
+    """One subscriber's /64 is one client: a guesser moving through it meets one budget, and an owner whose
+    privacy address changed (RFC 4941) is still at a known address; an IPv4-mapped client is its IPv4."""
+    clock = Clock()
+    lo = lockout(clock)
+    locks = [lo.failure(f"user{n}@ch-test.mssante.fr", f"2001:db8:1:2::{n + 1:x}") for n in range(7)]
+    assert locks == [0.0] * 5 + [10.0, 20.0]
+    assert lo.locked_for("someone@ch-test.mssante.fr", "2001:db8:1:2:ffff::9") == 20.0
+    assert lo.locked_for("someone@ch-test.mssante.fr", "2001:db8:1:3::1") == 0.0
+    lo.success(USER, "2001:db8:5:6::aaaa")
+    assert lo.known(USER, "2001:db8:5:6:1234:5678:9abc:def0")
+    assert not lo.known(USER, "2001:db8:5:7::aaaa")
+    assert lo.failure("x@ch-test.mssante.fr", "::ffff:c000:207") == 0.0  # as a PROXY v2 header gives it
+    assert lo.take_changes().counts[("client", "", "192.0.2.7")] is not None
