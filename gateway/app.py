@@ -26,7 +26,7 @@ import uvicorn
 from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
 from gateway.config import Config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SecretKeyError
 from gateway.imap.server import ImapService, start_imap
 from gateway.node import Node
 from gateway.proxy import Address, ProxyServer, listen
@@ -109,6 +109,16 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             raise ConfigError(
                 f"a node named {cfg.node.name!r} is already serving from this database: "
                 "give each node its own [node] name"
+            )
+        # A wrong KEK must not serve: mail queued meanwhile would be sealed under it (lost once the right key
+        # is back) and every local delivery would fail. A mailbox's data key is the one proof stored.
+        if unopened := await node.mailboxes.unopened_keys():
+            kek = node.kek
+            raise SecretKeyError(
+                f"the key-encryption key {kek.key_id} (and previous keys: {', '.join(kek.previous_ids) or 'none'})"
+                " does not open the data keys of "
+                + ", ".join(f"{n} mailbox{'es' if n > 1 else ''}, wrapped by {k}" for k, n in unopened.items())
+                + ": give that key as [store] kek_file or in previous_kek_files"
             )
         tls = server_context(cfg.path(cfg.pki.cert), cfg.path(cfg.pki.key))
         queue = Queue(node.db, node.kek)

@@ -332,6 +332,21 @@ class MailboxRepository:
                     )
         return keys, seeds
 
+    async def unopened_keys(self) -> dict[str, int]:
+        """How many data keys neither the current KEK nor a previous one opens, by the id of the KEK that
+        wrapped them (`serve` refuses to start on any): one key tried per KEK id, as a key opens all or none."""
+        rows = await self.db.rows(
+            "SELECT a.kek_id, count(*), min(a.address) FROM accounts a GROUP BY a.kek_id ORDER BY a.kek_id", {}
+        )
+        unopened = {}
+        for kek_id, count, address in rows:
+            [(wrapped,)] = await self.db.rows("SELECT data_key FROM accounts WHERE address = :a", {"a": address})
+            try:
+                self.kek.unwrap(wrapped, address)
+            except DecryptionError:
+                unopened[str(kek_id)] = int(count)
+        return unopened
+
     async def kek_ids(self) -> dict[str, int]:
         """How many data keys each KEK id wrapped."""
         rows = await self.db.rows("SELECT kek_id, count(*) FROM accounts GROUP BY kek_id ORDER BY kek_id", {})

@@ -17,7 +17,8 @@ from gateway.store.crypto import DecryptionError, KeyEncryptionKey
 from gateway.store.messages import MessageStore
 from tests.cli.test_mailbox import DOCTOR, add_doctor
 from tests.cli.test_queue import BODY, enqueue, on_node
-from tests.conftest import NodeDir
+from tests.conftest import NodeDir, run_cli
+from tests.test_serve import start_node
 
 LETTER = b"Subject: compte rendu\r\n\r\nCORPS-7f3a\r\n"
 
@@ -148,3 +149,26 @@ def test_new_never_overwrites_and_keeps_keys_out_of_the_data(node: NodeDir, tmp_
         "keep keys apart from the data they protect"
     )
     assert not inside.exists()
+
+
+def test_serve_refuses_a_key_that_wraps_no_mailbox_data_key(sealed: tuple[NodeDir, str], tmp_path: Path) -> None:
+    """A wrong KEK at start (another node's file, a typo in MSSGW_STORE__KEK, the old key dropped before
+    `kek rewrap`): the node served anyway, gave 250 to mail it sealed in the queue under that key (lost
+    once the right key is back) and failed every local delivery. It now refuses to start."""
+    node, seed = sealed
+    old = node.keys / "kek.key"
+    stranger = tmp_path / "other" / "kek.key"
+    assert node.cli("kek", "new", "--out", stranger).code == 0
+    use_keys(node, stranger, [])
+    r = run_cli("serve", "-c", node.config, timeout=30)
+    assert r.code == 2
+    assert r.err.strip() == (
+        f"mssgw: the key-encryption key {key_id(stranger)} (and previous keys: none) does not open the data keys"
+        f" of 1 mailbox, wrapped by {key_id(old)}: give that key as [store] kek_file or in previous_kek_files"
+    )
+    use_keys(node, old, [])
+    assert state(node) == (LETTER, BODY, seed.encode())  # nothing sealed under the wrong key
+    use_keys(node, stranger, [old])  # the old key as a previous one: served (a rotation under way)
+    running = start_node(node)
+    running.proc.terminate()
+    assert running.proc.wait(timeout=30) == 0
