@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Literal
 
 import nacl.exceptions
 from argon2 import PasswordHasher, Type, extract_parameters
@@ -38,12 +39,24 @@ MIN_LENGTH = 12
 MAX_LENGTH = 1024
 
 
-def check_password_policy(password: str) -> None:
+def policy_violation(password: str) -> Literal["short", "long", "spaces"] | None:
+    """What the password policy refuses in `password`, if anything (each caller words it for its users)."""
     if len(password) < MIN_LENGTH:
-        raise UsageError(f"the password must be at least {MIN_LENGTH} characters long")
+        return "short"
     if len(password) > MAX_LENGTH:
-        raise UsageError(f"the password must be at most {MAX_LENGTH} characters long")
+        return "long"
     if password != password.strip() or any(ord(c) < 32 for c in password):
+        return "spaces"
+    return None
+
+
+def check_password_policy(password: str) -> None:
+    violation = policy_violation(password)
+    if violation == "short":
+        raise UsageError(f"the password must be at least {MIN_LENGTH} characters long")
+    if violation == "long":
+        raise UsageError(f"the password must be at most {MAX_LENGTH} characters long")
+    if violation == "spaces":
         raise UsageError("the password must not start or end with spaces nor hold control characters")
 
 

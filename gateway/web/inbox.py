@@ -50,7 +50,7 @@ from gateway.audit import oplog
 from gateway.audit.events import AuditEvent
 from gateway.auth import totp
 from gateway.auth.lockout import Lockout
-from gateway.auth.passwords import hash_async
+from gateway.auth.passwords import MAX_LENGTH, MIN_LENGTH, hash_async, policy_violation
 from gateway.auth.service import PatientLogin
 from gateway.node import Node
 from gateway.policy.verdict import Refusal
@@ -76,7 +76,6 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
-MIN_PASSWORD = 12
 MAX_REPLY = 100_000
 MAX_FORM = 200_000
 _log = oplog.get_logger(component="web")
@@ -373,8 +372,13 @@ class Inbox:
             raise Refused(400, "Formulaire d'activation invalide : recommencez l'activation.", "enrol-secret")
         password, confirm = str(form.get("password") or ""), str(form.get("confirm") or "")
         error = None
-        if len(password) < MIN_PASSWORD:
-            error = f"Le mot de passe doit compter au moins {MIN_PASSWORD} caractères."
+        # The policy hash_password enforces, checked here first: a refusal is this page, not a 500.
+        if (violation := policy_violation(password)) == "short":
+            error = f"Le mot de passe doit compter au moins {MIN_LENGTH} caractères."
+        elif violation == "long":
+            error = f"Le mot de passe doit compter au plus {MAX_LENGTH} caractères."
+        elif violation == "spaces":
+            error = "Le mot de passe ne doit ni commencer ni finir par un espace, ni contenir de caractère de contrôle."
         elif password != confirm:
             error = "Les deux mots de passe ne sont pas identiques."
         elif (step := totp.matched_step(secret, str(form.get("code") or ""))) is None:

@@ -49,8 +49,9 @@ FIRST13 = {
     "reply": "1850375123458",
     "fresh": "2850375123456",
     "fresh-digits": "1700175000001",
+    "fresh-policy": "2880175000004",
 }
-NOT_ENROLLED = {"fresh", "fresh-digits"}
+NOT_ENROLLED = {"fresh", "fresh-digits", "fresh-policy"}
 BOMBS = 12
 P = {name: f"{first13}{ins_key(first13)}@{PAT}" for name, first13 in FIRST13.items()}
 SECRETS = {name: pyotp.random_base32() for name in FIRST13}
@@ -280,6 +281,36 @@ def test_a_code_in_other_digits_does_not_enrol(web: tuple[Gateway, dict]) -> Non
     assert store_rows(
         gw, "SELECT enrolled_at, activation_digest IS NOT NULL FROM patients WHERE address = ?", address
     ) == [(None, 1)]
+
+
+SPACES = "Le mot de passe ne doit ni commencer ni finir par un espace, ni contenir de caractère de contrôle."
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("  espaces autour du mot de passe", SPACES),
+        ("tabulation\tdans le mot de passe", SPACES),
+        ("x" * 1025, "Le mot de passe doit compter au plus 1024 caractères."),
+    ],
+)
+def test_a_password_the_policy_refuses_is_an_enrolment_error_not_a_500(
+    web: tuple[Gateway, dict], password: str, reason: str
+) -> None:
+    """The enrolment form checked the length's minimum only; hash_password's policy (at most 1024
+    characters, no surrounding spaces, no control characters) then raised: a 500 page, unaudited."""
+    gw, _ = web
+    address = P["fresh-policy"]
+    client = Client(gw)
+    csrf, sealed, secret = enrolment_page(client, address)
+    form = {"csrf": csrf, "address": address, "activation": ACTIVATION, "sealed": sealed,
+            "password": password, "confirm": password, "code": pyotp.TOTP(secret).now()}  # fmt: skip
+    status, _, page = client.request("POST", "/activation/fin", form)
+    assert status == 400, page
+    assert reason in page.replace("&#39;", "'")
+    refused = audit(gw, "web.enrolled", address)
+    assert (refused[-1]["response"]["result"], refused[-1]["response"]["reason"]) == ("refused", reason[:60])
+    assert store_rows(gw, "SELECT enrolled_at FROM patients WHERE address = ?", address) == [(None,)]
 
 
 def test_the_code_that_proved_the_authenticator_does_not_also_log_in(web: tuple[Gateway, dict]) -> None:
