@@ -86,7 +86,9 @@ def client_of(data: ProxyData, balancer: Address) -> Address:
         return balancer
     if data.family not in (AF.INET, AF.INET6) or data.src_addr is None or data.src_port is None:
         return balancer
-    return str(data.src_addr), int(data.src_port)
+    # An IPv4 client of a balancer listening on IPv6 comes mapped in a TCP6 header: it is its IPv4 address.
+    mapped = getattr(data.src_addr, "ipv4_mapped", None)
+    return str(mapped or data.src_addr), int(data.src_port)
 
 
 async def read_header(loop: asyncio.AbstractEventLoop, sock: socket.socket, balancer: Address) -> Address:

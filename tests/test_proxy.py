@@ -92,6 +92,16 @@ async def test_v2_tcp4_and_tcp6() -> None:
     assert rest == b""
 
 
+async def test_an_ipv4_client_in_a_tcp6_header_is_its_ipv4_address() -> None:
+    """A balancer listening on IPv6 (HAProxy's `bind :::587 v4v6`) names IPv4 clients by their mapped
+    address in TCP6 headers; Python 3.11 spells it ::ffff:c000:20a, which neither the audit log's reader
+    nor the per-address limits related to 192.0.2.10."""
+    outcome, _ = await _read([v2_tcp6("::ffff:192.0.2.10", 4321)])
+    assert outcome == ("192.0.2.10", 4321)
+    outcome, _ = await _read([b"PROXY TCP6 ::ffff:192.0.2.10 ::1 4321 587\r\n"])
+    assert outcome == ("192.0.2.10", 4321)
+
+
 async def test_health_checks_keep_the_balancer_address() -> None:
     outcome, _ = await _read([v2(0, 0x00, b"")])  # LOCAL: the balancer's own check
     assert outcome == BALANCER
