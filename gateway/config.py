@@ -162,7 +162,7 @@ class SmtpSection(_Section):
     timeout: float = Field(300.0, gt=0)
     """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
     max_connections_per_address: int = Field(50, ge=1)
-    """Concurrent connections from one client address, per listener (Postfix's
+    """Concurrent connections from one client address (an IPv6 client: its /64), per listener (Postfix's
     smtpd_client_connection_count_limit, per service); past it, `421 4.7.0` at once."""
     min_data_rate: int = Field(500, ge=0)
     """Octets a second a DATA must average (Postfix's smtpd_min_data_rate): its time left starts at `timeout`,
@@ -215,7 +215,7 @@ class ImapSection(_Section):
 
 class AuthSection(_Section):
     lockout_threshold: int = Field(5, ge=1)
-    """Failed logins on one account from one client address before delays start."""
+    """Failed logins on one account from one client address (an IPv6 client: its /64) before delays start."""
     lockout_wide_threshold: int = Field(20, ge=1)
     """Failed logins from one address (any account), or on one account from addresses it never logged in
     from, before delays start there."""
@@ -566,7 +566,7 @@ hostname = ""
 # 4/3 larger) and most recipients per message.
 max_message_size = 26214400
 max_recipients = 100
-# Concurrent connections from one client address on each SMTP listener; past it, 421 4.7.0 at once.
+# Concurrent connections from one client address (IPv6: its /64) on each SMTP listener; past it, 421 4.7.0.
 max_connections_per_address = 50
 # Seconds of client silence before a session is dropped.
 timeout = 300
@@ -588,7 +588,7 @@ login_deadline = 180
 # command_timeout). 0: only silence counts.
 command_timeout = 300
 min_command_rate = 500
-# Concurrent IMAP connections per mailbox and per client address.
+# Concurrent IMAP connections per mailbox and per client address (IPv6: its /64).
 max_connections_per_user = 20
 max_connections_per_address = 50
 # Seconds between checks that logged-in mailboxes are still active: a disabled mailbox's sessions end.

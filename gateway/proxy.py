@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from aiosmtpd.proxy_protocol import AF, V2_CMD, ProxyData, get_proxy
 
 from gateway.audit.events import AuditEvent
+from gateway.auth.lockout import client_address
 from gateway.tls import refusal_reason
 
 if TYPE_CHECKING:
@@ -256,28 +257,33 @@ class Quieter:
 class PerAddress:
     """A listener's open connections per client address, at most `limit` each (Postfix's
     smtpd_client_connection_count_limit; IMAP's per-address cap; IMAP's sessions per mailbox, keyed by the
-    mailbox). `admit` counts a new connection or refuses it; `release` uncounts it (no key is kept for an
-    address with none open); `refusal` is the audit response for a refused one, once a minute per address
-    at most (Quieter), else None."""
+    mailbox: `key` the identity). An IPv6 client counts as its /64, as in the lock-out. `admit` counts a
+    new connection or refuses it; `release` uncounts it (no key is kept for an address with none open);
+    `refusal` is the audit response for a refused one, once a minute per address at most (Quieter), else
+    None."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, key: Callable[[str], str] = client_address) -> None:
         self.limit = limit
+        self.key = key  # a client address counts as lockout.client_address says (an IPv6 client: its /64)
         self.open: Counter[str] = Counter()
         self._quieter = Quieter()
 
     def admit(self, address: str) -> bool:
-        if self.open[address] >= self.limit:
+        key = self.key(address)
+        if self.open[key] >= self.limit:
             return False
-        self.open[address] += 1
+        self.open[key] += 1
         return True
 
     def release(self, address: str) -> None:
-        self.open[address] -= 1
-        if self.open[address] <= 0:
-            del self.open[address]
+        key = self.key(address)
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]
 
     def refusal(self, address: str, reply: str) -> dict[str, object] | None:
-        return self._quieter.response(address, {"result": "refused", "reply": reply, "limit": self.limit})
+        response = {"result": "refused", "reply": reply, "limit": self.limit}
+        return self._quieter.response(self.key(address), response)
 
 
 TLS_REFUSED = {"imaps": AuditEvent.IMAP_TLS_REFUSED, "https": AuditEvent.WEB_TLS_REFUSED}

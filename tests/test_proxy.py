@@ -470,3 +470,45 @@ def test_one_ipv6_subscriber_spraying_from_every_address_of_its_64_is_locked(nod
         running.proc.wait()
     locked = audit(node, "imap.login.locked")
     assert [e["peer"] for e in locked] == ["2001:db8:1:2:aaaa:bbbb:cccc:dddd"]  # the audit keeps the address
+
+
+def test_one_ipv6_subscriber_meets_one_connection_limit_over_its_64(node: NodeDir) -> None:
+    """The per-address connection caps (Postfix's smtpd_client_connection_count_limit, IMAP's) counted each
+    IPv6 address apart: one subscriber could hold 50 connections from each of its 2^64 addresses."""
+    running = start_node(
+        node,
+        env={
+            "MSSGW_LISTEN__PROXY_FROM": '["127.0.0.1"]',
+            "MSSGW_SMTP__MAX_CONNECTIONS_PER_ADDRESS": "2",
+            "MSSGW_IMAP__MAX_CONNECTIONS_PER_ADDRESS": "2",
+        },
+    )
+    held: list[socket.socket] = []
+    try:
+        for n in (1, 2):
+            sock = connect(running.ports["submission"], source="127.0.0.1")
+            sock.sendall(f"PROXY TCP6 2001:db8:1:2::{n} ::1 40000 587\r\n".encode())
+            assert sock.recv(4096).startswith(b"220 ")
+            held.append(sock)
+            sock = connect(running.ports["imap"], source="127.0.0.1")
+            sock.sendall(f"PROXY TCP6 2001:db8:1:2::{n} ::1 40000 143\r\n".encode())
+            assert sock.recv(4096).startswith(b"* OK ")
+            held.append(sock)
+        sock = connect(running.ports["submission"], source="127.0.0.1")
+        sock.sendall(b"PROXY TCP6 2001:db8:1:2::3 ::1 40000 587\r\n")
+        refused = b"421 4.7.0 mail.ch-test.mssante.fr Error: too many connections from 2001:db8:1:2::3\r\n"
+        assert sock.recv(4096) == refused
+        sock.close()
+        sock = connect(running.ports["imap"], source="127.0.0.1")
+        sock.sendall(b"PROXY TCP6 2001:db8:1:2::3 ::1 40000 143\r\n")
+        assert sock.recv(4096).startswith(b"* BYE ")
+        sock.close()
+        sock = connect(running.ports["submission"], source="127.0.0.1")  # another subscriber is served
+        sock.sendall(b"PROXY TCP6 2001:db8:1:3::1 ::1 40000 587\r\n")
+        assert sock.recv(4096).startswith(b"220 ")
+        held.append(sock)
+    finally:
+        for sock in held:
+            sock.close()
+        running.proc.kill()
+        running.proc.wait()

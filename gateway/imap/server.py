@@ -82,7 +82,7 @@ class ImapService:
             default_quota=node.cfg.store.default_quota or None,
             max_folders=node.cfg.store.max_folders,
         )
-        self.per_user = PerAddress(node.cfg.imap.max_connections_per_user)  # counted per mailbox, not address
+        self.per_user = PerAddress(node.cfg.imap.max_connections_per_user, str)  # per mailbox, not address
         self.per_address = PerAddress(node.cfg.imap.max_connections_per_address)
         self.sessions: set[Session] = set()
         self.stopping = False  # the node stops: a connection served from now on is told BYE at once
