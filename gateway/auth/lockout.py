@@ -157,8 +157,15 @@ class Lockout:
         self._partial_until = -math.inf
 
     def _tell(self, kind: str, account: str | None, ip: str) -> None:
-        if self.outbox is not None and "\t" not in (account or "") and "\t" not in ip:
-            self.outbox.post(LOGIN_CHANNEL, f"{kind}\t{account or ''}\t{ip}")
+        if self.outbox is None or not storable("", ip) or "\t" in ip:
+            return
+        if account is not None and ("\t" in account or not storable(account, "")):
+            # Not an account name (a tab would split the line; NUL fails the whole NOTIFY, with the events
+            # sent alongside): a failure still counts for the client on the other nodes.
+            if kind != "f":
+                return
+            account = None
+        self.outbox.post(LOGIN_CHANNEL, f"{kind}\t{account or ''}\t{ip}")
 
     def told(self, line: str) -> None:
         """Apply another node's event (a line `_tell` made there, or an operator's unlock from

@@ -199,3 +199,32 @@ def test_malformed_lockout_events_change_nothing() -> None:
     assert lo.locked_for("user@x.fr", "192.0.2.1") == 10.0
     lo.told("f\t\t192.0.2.7")  # a certificate login's failure: the address alone
     assert lo._counts["client:192.0.2.7"].failures == 1
+
+
+async def test_a_user_name_postgresql_cannot_carry_does_not_lose_the_events_sent_with_it(pg_url: str) -> None:
+    """AUTH LOGIN's user name is any bytes, NUL included; PostgreSQL text refuses NUL, so the NOTIFY carrying
+    that failure failed with every event batched with it (a guesser's real attempts among them: each node
+    then counted only its own) and the connection was dropped. The name cannot be an account: the failure
+    is told as the client's only."""
+    user, ip = "secretariat@ch-test.mssante.fr", "192.0.2.1"
+    locks = [Lockout(threshold=3, wide_threshold=20, base_delay=10, clock=lambda: 1000.0) for _ in range(2)]
+    dbs = [Database(pg_url), Database(pg_url)]
+    bridges = [PgNoticeBridge(db, MailboxNotices(), lo) for db, lo in zip(dbs, locks, strict=True)]
+    tasks = [asyncio.create_task(b.run()) for b in bridges]
+    try:
+        for b in bridges:
+            await asyncio.wait_for(b.connected.wait(), 10)
+        locks[0].failure("x\0" + user, ip)
+        locks[0].failure(user, ip)  # the same batch
+        locks[0].failure("x\t" + user, ip)
+        pair, client = "pair:" + user + "\0" + ip, "client:" + ip
+        assert await _eventually(lambda: pair in locks[1]._counts and locks[1]._counts[client].failures == 3)
+        assert bridges[0].connected.is_set()
+        assert sorted(locks[1]._counts) == sorted([pair, client, "account:" + user])
+    finally:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for db in dbs:
+            await db.close()
