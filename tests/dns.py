@@ -101,6 +101,17 @@ def _free_port() -> int:
     raise RuntimeError("no free loopback port for the DNS server")
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a test server (dnsmasq, slapd) stopped for good."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 _QUERY_LINE = re.compile(r"dnsmasq\[(?P<pid>\d+)\]: query\[(?P<type>[A-Z0-9]+)\] (?P<name>\S+) from ")
 
 
@@ -136,13 +147,7 @@ class Dnsmasq:
         return found
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     @classmethod
     def start(cls, zone: Zone, workdir: Path) -> Dnsmasq:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dns import stop_process
+
 APT_PACKAGE = "slapd"
 SCHEMAS = ("core", "cosine", "inetorgperson")
 
@@ -78,13 +80,7 @@ class Slapd:
         return [Search(m["base"], m["filter"]) for m in _SEARCH.finditer(text)]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     @classmethod
     def start(cls, suffix: str, entries: Sequence[Entry], workdir: Path) -> Slapd:
