@@ -19,6 +19,7 @@ async def run(s: Session, cmd: Command) -> Reply:
         except FolderGone:
             gone = []  # deleted by another session meanwhile: nothing left to expunge, and the client leaves it
         if gone:
+            s.node.notices.publish(s.user)  # other sessions' IDLE learns at once, as after EXPUNGE
             await s.audit(AuditEvent.IMAP_EXPUNGE, result="done", folder=sel.folder.name, uids=gone)
     s.selection, s.state = None, AUTH
     return None

@@ -4,10 +4,17 @@ another session's STORE and EXPUNGE pushed, DONE ending it, a line other than DO
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterator
 
-from tests.imap.conftest import Box, Raw, message
-from tests.smtp.conftest import PASSWORD
+import pytest
+
+from gateway.auth.passwords import hash_password
+from gateway.node import Node
+from tests.conftest import DOMAIN, NodeDir, copy_node
+from tests.imap.conftest import Box, Raw, message, run
+from tests.smtp.conftest import PASSWORD, Gateway, serve
 
 
 def test_idle_reports_a_delivery_and_ends_on_done(box: Box) -> None:
@@ -81,3 +88,34 @@ def test_idle_without_a_selected_folder_and_in_the_wrong_state(box: Box) -> None
     unauthenticated = Raw(box.gw)
     assert unauthenticated.command("d3", "IDLE") == [b"d3 BAD IDLE is not allowed in the not authenticated state"]
     unauthenticated.close()
+
+
+@pytest.fixture(scope="module")
+def slow_look(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A node whose periodic look for IDLE sessions comes every 30 s: only a push reaches them sooner."""
+    node = copy_node(template_node, tmp_path_factory.mktemp("idle") / "node")
+    yield from serve(node, {"MSSGW_IMAP__IDLE_CHECK": "30"})
+
+
+def test_close_pushes_its_expunges_to_idle_sessions(slow_look: Gateway) -> None:
+    """CLOSE expunges silently (RFC 3501 §6.4.2) and, as EXPUNGE, tells the other sessions at once."""
+    box = Box(slow_look, f"close-{secrets.token_hex(3)}@{DOMAIN}")
+
+    async def job(n: Node) -> None:
+        await n.mailboxes.create(box.address, "ORG", service="Tests IMAP", password_hash=hash_password(PASSWORD))
+
+    run(slow_look.node, job)
+    box.put(message(1))
+    idler, other = box.selected(), box.selected()
+    idler.send(b"c1 IDLE\r\n")
+    assert idler.line() == b"+ idling"
+    assert other.command("c2", "STORE 1 +FLAGS (\\Deleted)")[-1] == b"c2 OK STORE completed"
+    assert idler.line() == b"* 1 FETCH (FLAGS (\\Deleted \\Recent))"
+    started = time.monotonic()
+    assert other.command("c3", "CLOSE") == [b"c3 OK CLOSE completed"]
+    assert idler.line() == b"* 1 EXPUNGE"
+    assert time.monotonic() - started < 5  # the periodic look would take up to 30 s
+    idler.send(b"DONE\r\n")
+    assert idler.line() == b"c1 OK IDLE completed"
+    idler.close()
+    other.close()
