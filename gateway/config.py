@@ -640,6 +640,9 @@ warn_before = "30d"
 # system's) on this port.
 dns_servers = []
 dns_port = 53
+# Last, the LDAP servers of the recipient's domain (_ldap._tcp SRV records): the entry whose mail is the
+# address, then the domain. false: never asked.
+ldap = true
 # Seconds a discovery result is reused (an absent certificate: at most 5 minutes).
 discovery_ttl = 3600
 # Certificates published with the national directory data (files or directories), asked before DNS.
