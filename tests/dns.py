@@ -42,17 +42,22 @@ import pytest
 APT_PACKAGE = "dnsmasq-base"
 
 
-def dnsmasq_binary() -> str:
-    """Path of dnsmasq; skips the test (or fails it where it is required) when it is not installed."""
-    found = shutil.which("dnsmasq") or next(
-        (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if os.access(p, os.X_OK)), None
+def require_binary(name: str, package: str) -> str:
+    """Path of a server binary of Debian's `package` (on PATH or in /usr/sbin, /sbin); skips the test (or
+    fails it where the packages are required: CI, tests/run.sh) when it is not installed."""
+    found = shutil.which(name) or next(
+        (p for d in ("/usr/sbin", "/sbin") if os.access(p := f"{d}/{name}", os.X_OK)), None
     )
     if found:
         return found
-    reason = f"dnsmasq not found: install it with `apt-get install -y {APT_PACKAGE}`"
+    reason = f"{name} not found: install it with `apt-get install -y {package}`"
     if os.environ.get("CI") or os.environ.get("MSSGW_REQUIRE_POSTGRES"):
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+def dnsmasq_binary() -> str:
+    return require_binary("dnsmasq", APT_PACKAGE)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -24,22 +22,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.dns import stop_process
+from tests.dns import require_binary, stop_process
 
 APT_PACKAGE = "slapd"
 SCHEMAS = ("core", "cosine", "inetorgperson")
 
 
 def slapd_binary() -> str:
-    found = shutil.which("slapd") or next((p for p in ("/usr/sbin/slapd",) if os.access(p, os.X_OK)), None)
-    if found and shutil.which("slapadd", path="/usr/sbin:" + os.environ.get("PATH", "")):
-        return found
-    reason = f"slapd not found: install it with `apt-get install -y {APT_PACKAGE}`"
-    if os.environ.get("CI") or os.environ.get("MSSGW_REQUIRE_POSTGRES"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    require_binary("slapadd", APT_PACKAGE)
+    return require_binary("slapd", APT_PACKAGE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +92,7 @@ class Slapd:
         data = f"dn: {suffix}\nobjectClass: {kind[attribute]}\n{attribute}: {value}\n\n"
         data += "\n".join(e.ldif(suffix) for e in entries)
         (workdir / "data.ldif").write_text(data)
-        slapadd = shutil.which("slapadd", path="/usr/sbin:" + os.environ.get("PATH", "")) or "slapadd"
+        slapadd = require_binary("slapadd", APT_PACKAGE)
         subprocess.run(
             [slapadd, "-f", str(conf), "-l", str(workdir / "data.ldif")], check=True, capture_output=True, timeout=60
         )

@@ -64,7 +64,7 @@ from cryptography import x509
 
 from gateway.config import SmimeSection
 from gateway.smime.cms import MALFORMED
-from gateway.smime.ldap import LDAP_DEADLINE, LdapFinder, LdapUnavailable, certificates_of, escape
+from gateway.smime.ldap import LDAP_DEADLINE, LdapFinder, Unavailable, certificates_of, escape, lookup
 from gateway.smime.trust import REASONS as TRUST_REASONS
 from gateway.smime.trust import RECIPIENT, TrustStore
 
@@ -333,7 +333,7 @@ class Discovery:
                 continue
             try:
                 records = await self._cert_records(name)
-            except _Unavailable as exc:
+            except Unavailable as exc:
                 return Found(address, Outcome.UNAVAILABLE, detail=str(exc))
             if records:
                 return await self._records(address, step, name, records)
@@ -346,7 +346,7 @@ class Discovery:
         filters = [f"(mail={escape(address)})", f"(mail={escape(domain.to_text(omit_final_dot=True))})"]
         try:
             answer = await self.ldap.search(domain, filters) if self.ldap is not None else None
-        except LdapUnavailable as exc:
+        except Unavailable as exc:
             return Found(address, Outcome.UNAVAILABLE, detail=str(exc))
         if answer is None or not answer.values:
             return Found(address, Outcome.NO_CERTIFICATE)
@@ -365,21 +365,10 @@ class Discovery:
 
     async def _cert_records(self, name: dns.name.Name) -> list[tuple[int, bytes]]:
         """(certificate type, certificate field) of the PKIX and IPKIX records at `name`, in answer order."""
-        try:
-            answer = await self.resolver.resolve(name, dns.rdatatype.CERT, raise_on_no_answer=False, search=False)
-        except dns.resolver.NXDOMAIN:
-            return []
-        except dns.resolver.NoNameservers as exc:  # SERVFAIL, REFUSED, unreachable from every server
-            raise _Unavailable(f"{name}: no server answered ({exc})") from None
-        except dns.exception.Timeout:
-            raise _Unavailable(f"{name}: DNS timeout") from None
-        except (dns.exception.DNSException, OSError) as exc:
-            raise _Unavailable(f"{name}: {type(exc).__name__} {exc}".rstrip()) from None
-        if answer.rrset is None:
-            return []
+        rrset = await lookup(self.resolver, name, dns.rdatatype.CERT)
         return [
             (rd.certificate_type, rd.certificate)
-            for rd in answer.rrset
+            for rd in rrset or []
             if rd.certificate_type in (CERT_PKIX, CERT_IPKIX)
         ]
 
@@ -463,10 +452,6 @@ class Discovery:
             return Found(address, Outcome.UNAVAILABLE, step, rejected=tuple(rejected), detail=detail)
         outcome = Outcome.FOUND if usable else Outcome.INVALID
         return Found(address, outcome, step, tuple(usable), tuple(rejected))
-
-
-class _Unavailable(Exception):
-    pass
 
 
 class PublishedCertificates:

@@ -50,6 +50,8 @@ LDAP_MAX_ENTRIES = 10  # entries a search returns
 LDAP_MAX_VALUES = 16  # certificates read from one server's answer
 LDAP_DEADLINE = 12.0  # the whole step: every server tried
 ATTRIBUTES = ("userSMIMECertificate", "userCertificate")
+_ATTRIBUTE_NAMES = frozenset(a.lower() for a in ATTRIBUTES)
+LDAP_MAX_BASES = 4  # naming contexts of the root DSE searched
 NO_SUCH_OBJECT = 32  # RFC 4511 §4.1.9 resultCode noSuchObject: a naming context with nothing under it
 
 
@@ -130,8 +132,26 @@ class Answer:
     values: list[tuple[str, bytes]] = field(default_factory=list)  # (entry DN, attribute value)
 
 
-class LdapUnavailable(Exception):
-    """No server of the domain could be asked (every one down, or the SRV lookup failed): defer."""
+class Unavailable(Exception):
+    """DNS failed for now, or no LDAP server of the domain could be asked: the recipient is deferred."""
+
+
+async def lookup(
+    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> dns.rrset.RRset | None:
+    """The records of `rdtype` at `name`; None for NXDOMAIN or no answer. SERVFAIL, REFUSED, a timeout or
+    an unreachable server raise Unavailable (discovery's CERT lookups and this step's SRV and addresses)."""
+    try:
+        answer = await resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
+    except dns.resolver.NXDOMAIN:
+        return None
+    except dns.resolver.NoNameservers as exc:  # SERVFAIL, REFUSED, unreachable from every server
+        raise Unavailable(f"{name}: no server answered ({exc})") from None
+    except dns.exception.Timeout:
+        raise Unavailable(f"{name}: DNS timeout") from None
+    except (dns.exception.DNSException, OSError) as exc:
+        raise Unavailable(f"{name}: {type(exc).__name__} {exc}".rstrip()) from None
+    return answer.rrset
 
 
 def _ask(host: str, port: int, filters: Sequence[str], timeout: float) -> Answer:
@@ -150,7 +170,7 @@ def _ask(host: str, port: int, filters: Sequence[str], timeout: float) -> Answer
             raise ldap3.core.exceptions.LDAPOperationResult(f"root DSE: {conn.result.get('description')}")
         bases = [str(b) for e in conn.response or [] for b in e.get("attributes", {}).get("namingContexts", [])]
         for index, flt in enumerate(filters):
-            for base in bases[:LDAP_MAX_SERVERS] or [""]:
+            for base in bases[:LDAP_MAX_BASES] or [""]:
                 conn.search(
                     base,
                     flt,
@@ -168,7 +188,7 @@ def _ask(host: str, port: int, filters: Sequence[str], timeout: float) -> Answer
                         continue
                     raw = entry.get("raw_attributes", {})
                     for name in raw:
-                        if name.split(";", 1)[0].lower() in {a.lower() for a in ATTRIBUTES}:
+                        if name.split(";", 1)[0].lower() in _ATTRIBUTE_NAMES:
                             answer.values += [(str(entry.get("dn", "")), bytes(v)) for v in raw[name]]
             if answer.values:
                 answer.filter_index = index
@@ -198,7 +218,7 @@ class LdapFinder:
 
     async def search(self, domain: dns.name.Name, filters: Sequence[str]) -> Answer | None:
         """The first answering server's answer; None when the domain names no LDAP server.
-        Raises LdapUnavailable when it names some and none answered."""
+        Raises Unavailable when it names some and none answered."""
         targets = await self._targets(domain)
         if not targets:
             return None
@@ -219,11 +239,11 @@ class LdapFinder:
                     )
                 except (OSError, TimeoutError, ldap3.core.exceptions.LDAPException, *MALFORMED) as exc:
                     failures.append(f"{target.host} ({address}:{target.port}): {type(exc).__name__} {exc}".rstrip())
-        raise LdapUnavailable("no LDAP server answered: " + ("; ".join(failures) or "none could be reached"))
+        raise Unavailable("no LDAP server answered: " + ("; ".join(failures) or "none could be reached"))
 
     async def _targets(self, domain: dns.name.Name) -> list[Target]:
         name = dns.name.from_text("_ldap._tcp", origin=None).concatenate(domain)
-        answer = await self._resolve(name, dns.rdatatype.SRV)
+        answer = await lookup(self.resolver, name, dns.rdatatype.SRV)
         if answer is None:
             return []
         targets = [Target(rd.target.to_text(), rd.port, rd.priority, rd.weight) for rd in answer]
@@ -234,8 +254,8 @@ class LdapFinder:
         found: list[str] = []
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             try:
-                answer = await self._resolve(dns.name.from_text(host), rdtype)
-            except LdapUnavailable as exc:
+                answer = await lookup(self.resolver, dns.name.from_text(host), rdtype)
+            except Unavailable as exc:
                 failures.append(str(exc))
                 continue
             found += [rd.address for rd in answer or []]
@@ -243,28 +263,16 @@ class LdapFinder:
             failures.append(f"{host}: no address")
         return found
 
-    async def _resolve(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns.rrset.RRset | None:
-        try:
-            answer = await self.resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
-        except dns.resolver.NXDOMAIN:
-            return None
-        except dns.resolver.NoNameservers as exc:
-            raise LdapUnavailable(f"{name}: no server answered ({exc})") from None
-        except dns.exception.Timeout:
-            raise LdapUnavailable(f"{name}: DNS timeout") from None
-        except (dns.exception.DNSException, OSError) as exc:
-            raise LdapUnavailable(f"{name}: {type(exc).__name__} {exc}".rstrip()) from None
-        return answer.rrset
-
 
 __all__ = [
     "LDAP_DEADLINE",
     "LDAP_MAX_SERVERS",
     "Answer",
     "LdapFinder",
-    "LdapUnavailable",
     "Target",
+    "Unavailable",
     "certificates_of",
     "escape",
+    "lookup",
     "srv_order",
 ]
