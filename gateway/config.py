@@ -248,6 +248,21 @@ class QueueSection(_Section):
     relay_reuse: float = Field(5.0, ge=0)
     """Seconds an idle relay session to a peer host is kept for the next message to it (0: a session per
     message); a session serves for a minute at most, then a new handshake judges the peer again."""
+    notice_timeout: str = "1h"
+    """How long a message relayed to a peer waits for its delivery notification (the processed MDN, or the
+    dispatched one when its sender asked); then its sender gets a failure notice and later ones are dropped."""
+    send_mdn: bool = True
+    """Send peers a processed MDN for each message of theirs accepted here (and a dispatched one when asked)."""
+
+    @field_validator("notice_timeout")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)  # ValueError with the reason: pydantic reports it against the key
+        return v.strip()
+
+    @property
+    def notice_timeout_delta(self) -> timedelta:
+        return parse_duration(self.notice_timeout)
 
 
 RETENTION_SLACK = timedelta(days=3)
@@ -627,6 +642,10 @@ resolver = ""
 routes = {routes_line}
 # Seconds an idle relay session to a peer host waits for the next message to it (0 = a session each).
 relay_reuse = 5
+# Delivery notifications between operators (Direct MDNs): how long a relayed message waits for the
+# recipient operator's notice before its sender is told it failed, and whether peers get ours.
+notice_timeout = "1h"
+send_mdn = true
 
 [retention]
 # `mssgw retention run` (daily: deploy/mssgw-retention.timer) deletes a mailbox with no login for

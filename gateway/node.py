@@ -11,6 +11,7 @@ from types import TracebackType
 from gateway.audit.checkpoint import CheckpointSigner
 from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog
 from gateway.config import Config
+from gateway.queue.notices import Notices
 from gateway.store.crypto import KeyEncryptionKey, load_kek
 from gateway.store.db import Database
 from gateway.store.directory import DirectoryRepository
@@ -29,6 +30,7 @@ class Node:
         self._signer: CheckpointSigner | None = None
         self.audit = AuditLog(self.audit_db, cfg.node.name, None)
         self.notices = MailboxNotices()  # mailbox changed: wakes this node's IMAP IDLE sessions
+        self.tracking = Notices(self.db)  # messages relayed to peers, waiting for their delivery notice
 
     async def open(self) -> Node:
         await self.db.migrate()

@@ -127,6 +127,12 @@ class AuditEvent(StrEnum):
     QUEUE_DEFERRED = "queue.deferred"
     QUEUE_FAILED = "queue.failed"
     QUEUE_DSN_SENT = "queue.dsn.sent"
+    # Delivery notifications between operators (gateway.queue.mdn, gateway.queue.notices)
+    MDN_QUEUED = "notice.mdn.queued"  # receiving side: our processed/dispatched MDN for a peer's message
+    NOTICE_TRACKED = "notice.tracked"  # sending side: a relayed message now waits for its notice
+    NOTICE_RECEIVED = "notice.received"  # a peer's notice, given to the sender (verdict per recipient)
+    NOTICE_DROPPED = "notice.dropped"  # a peer's notice not given: intermediate, late or a duplicate
+    NOTICE_TIMEOUT = "notice.timeout"  # no final notice in time: the sender gets a failure DSN
     QUEUE_LISTED = "admin.queue.listed"
     QUEUE_SHOWN = "admin.queue.shown"
     QUEUE_RETRIED = "admin.queue.retried"

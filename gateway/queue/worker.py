@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING
 from gateway.audit.events import AuditEvent
 from gateway.audit.oplog import get_logger
 from gateway.node import Node
+from gateway.queue import mdn
 from gateway.queue.dsn import RecipientStatus, build_dsn, header_block, needs_dsn
+from gateway.queue.notices import Tracked
 from gateway.queue.retry import RetrySchedule, parse_duration
 from gateway.queue.store import Envelope, Job, LeaseLost, Queue
 from gateway.smime.cms import CmsError
@@ -54,6 +56,8 @@ class Result:
 
 PRUNE_EVERY = 3600.0
 """Seconds between prunings of old relay receipts."""
+NOTICE_SWEEP = 5.0
+"""Seconds between looks for relayed messages whose delivery notice is overdue."""
 
 Relay = Callable[[str, Envelope, Sequence[Job], bytes], Awaitable[list[Result]]]
 """Sends one message to the recipients of one remote domain; one Result per job, in order."""
@@ -98,12 +102,15 @@ class DeliveryWorker:
         # Leases this node held when it last stopped died with that process: take them back now rather
         # than after they expire.
         await self.queue.release(self.owner)
-        pruned = -PRUNE_EVERY
+        pruned = swept = -PRUNE_EVERY
         while not self._stopping:
             try:
                 if time.monotonic() - pruned >= PRUNE_EVERY:
                     pruned = time.monotonic()
                     await self.prune_receipts()
+                if time.monotonic() - swept >= NOTICE_SWEEP:
+                    swept = time.monotonic()
+                    await self.expire_notices()
                 handled = await self.run_once()
             except Exception as exc:  # the database away for a moment (a restart, a lock): the worker goes on
                 # The first line only: SQLAlchemy's next ones quote the statement and its parameters.
@@ -120,8 +127,85 @@ class DeliveryWorker:
                         await self._wake.wait()
 
     async def prune_receipts(self, now: datetime | None = None) -> int:
-        """Forget relay receipts older than `[smtp] duplicate_window` (every node does it: idempotent)."""
-        return await self.store.prune_receipts((now or utcnow()) - self.cfg.smtp.duplicate_window_delta)
+        """Forget relay receipts older than `[smtp] duplicate_window` (every node does it: idempotent), and
+        the notice tracking of messages relayed before it (or before twice the notice timeout, if longer)."""
+        now = now or utcnow()
+        keep = max(self.cfg.smtp.duplicate_window_delta, 2 * self.cfg.queue.notice_timeout_delta)
+        await self.node.tracking.prune(now - keep)
+        return await self.store.prune_receipts(now - self.cfg.smtp.duplicate_window_delta)
+
+    async def expire_notices(self, now: datetime | None = None) -> int:
+        """Settle the relayed messages whose final notice is overdue (domain brief §7): each sender gets a
+        failure DSN, queued in the transaction that settles the row, so a notice arriving meanwhile (on
+        this node or another) and the timeout never both reach the sender. Returns how many."""
+        now = now or utcnow()
+        settled = 0
+        for row in await self.node.tracking.due(now):
+            built = self._timeout_dsn(row, now)
+            dsn, dsn_error = (None, built) if isinstance(built, str) else (built, None)
+            dsn_id = None
+            async with self.node.db.raw_writing() as tx:
+                if not await self.node.tracking.settle_timeout(tx, row, now):
+                    continue
+                if dsn is not None:
+                    dsn_id = await self.queue.enqueue(
+                        source="dsn",
+                        sender="",
+                        recipients=[row.sender],
+                        body=dsn,
+                        local_domains=self.cfg.node.local_domains,
+                        peer=row.queue_id,
+                        session=tx,
+                    )
+            settled += 1
+            await self.node.audit.record(
+                AuditEvent.NOTICE_TIMEOUT,
+                author=f"queue:{self.owner}",
+                principal=row.sender,
+                cid=row.queue_id,
+                response={
+                    "rcpt": row.recipient,
+                    "message_id": row.message_id,
+                    "waited_for": "dispatched" if row.state == "processed" else "processed",
+                    "dsn_queue_id": dsn_id,
+                    **({"dsn_error": dsn_error} if dsn_error else {}),
+                },
+            )
+        if settled:
+            self.wake()
+        return settled
+
+    def _timeout_dsn(self, row: Tracked, now: datetime) -> bytes | str:
+        """The failure DSN for an overdue notice (4.4.7, delivery time expired), or why it cannot be built."""
+        waited = self.cfg.queue.notice_timeout
+        if row.state == "processed":
+            what = f"the recipient's operator took the message, but did not confirm its delivery within {waited}"
+        else:
+            what = f"no delivery notification from the recipient's operator within {waited}"
+        try:
+            return build_dsn(
+                reporting_mta=self.cfg.smtp_hostname,
+                from_address=f"MAILER-DAEMON@{self.cfg.node.domain}",
+                original_envelope_id=None,
+                sender=row.sender,
+                recipients=[
+                    RecipientStatus(
+                        recipient=row.recipient,
+                        action="failed",
+                        status="4.4.7",
+                        diagnostic=f"x-mssgw; {what}",
+                        last_attempt=now,
+                    )
+                ],
+                # The body is gone: the headers that name the message, rebuilt from the tracking.
+                original_headers=f"Message-ID: {row.message_id}\r\nTo: <{row.recipient}>\r\n".encode(),
+                arrival=row.created_at,
+                message_id_domain=self.cfg.node.domain,
+                now=now,
+            )
+        except ValueError as exc:
+            self._log.error("dsn not built", queue_id=row.queue_id, error=str(exc))
+            return str(exc)
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Claim and handle one batch; returns how many recipients were handled."""
@@ -274,12 +358,24 @@ class DeliveryWorker:
         if not state.active:
             return Result(job.recipient, False, True, "5.2.1", "smtp; 550 5.2.1 mailbox disabled")
         env = job.envelope
+        dispatched = self._dispatched(job.recipient, env, body)
+        mdn_id = None
         try:
             async with self.node.db.raw_writing() as s:
                 delivered = await self.mailstore.deliver_checked(
                     s, job.recipient, body, env.header_message_id, env.receipt
                 )
                 await self.queue.settle(s, job, "delivered")
+                if delivered is not None and dispatched is not None:
+                    mdn_id = await self.queue.enqueue(
+                        source="mdn",
+                        sender="",
+                        recipients=[env.sender],
+                        body=dispatched,
+                        local_domains=self.cfg.node.local_domains,
+                        peer=env.queue_id,
+                        session=s,
+                    )
         except LeaseLost:  # rolled back: the worker that holds the lease now delivers it, once
             return Result(job.recipient, True)
         except QuotaExceeded as exc:
@@ -289,6 +385,11 @@ class DeliveryWorker:
                 )
             # RFC 3463 X.2.2: temporary, the owner may make room before the message expires
             return Result(job.recipient, False, False, "4.2.2", "smtp; 452 4.2.2 mailbox full")
+        if delivered is not None and mdn_id is not None:
+            await self._audit(
+                AuditEvent.MDN_QUEUED, env, rcpt=job.recipient, mdn_queue_ids=[mdn_id], to=env.sender, dispatched=True
+            )
+            self.wake()
         if delivered is None:  # a peer's message this mailbox already got: settled, stored once
             await self._audit(AuditEvent.QUEUE_DUPLICATE, env, rcpt=job.recipient, message_id=env.header_message_id)
             return Result(job.recipient, True)
@@ -302,6 +403,56 @@ class DeliveryWorker:
             message_id=env.header_message_id,
         )
         return Result(job.recipient, True)
+
+    def _dispatched(self, recipient: str, env: Envelope, body: bytes) -> bytes | None:
+        """The dispatched MDN a peer's message gets once in `recipient`'s mailbox, when its sender asked for
+        it (gateway.queue.mdn); None otherwise, or when no MDN can quote it."""
+        if env.source != "relay" or not self.cfg.queue.send_mdn or not env.sender or not needs_dsn(env.sender):
+            return None
+        if env.header_message_id is None:
+            return None
+        if not mdn.wants_final_delivery(mdn.header_value(body, "Disposition-Notification-Options")):
+            return None
+        try:
+            return mdn.build_mdn(
+                reporting_ua=self.cfg.smtp_hostname,
+                recipient=recipient,
+                to=env.sender,
+                original_message_id=env.header_message_id,
+                disposition="dispatched",
+                message_id_domain=self.cfg.node.domain,
+            )
+        except ValueError as exc:
+            self._log.warning("mdn not built", queue_id=env.queue_id, error=str(exc)[:200])
+            return None
+
+    async def _track(self, env: Envelope, jobs: Sequence[Job], body: bytes) -> None:
+        """Wait for the notices of a message of ours just relayed (gateway.queue.notices); not for a
+        notification (no notice about a notice) nor a message without a Message-ID an MDN can quote."""
+        if env.source in ("dsn", "mdn") or not env.sender or not needs_dsn(env.sender):
+            return
+        if env.header_message_id is None:
+            return
+        try:
+            mdn.check_message_id(env.header_message_id)
+        except ValueError:
+            return
+        final = mdn.wants_final_delivery(mdn.header_value(body, "Disposition-Notification-Options"))
+        await self.node.tracking.track(
+            sender=env.sender,
+            message_id=env.header_message_id,
+            recipients=[j.recipient for j in jobs],
+            queue_id=env.queue_id,
+            final_delivery=final,
+            wait=self.cfg.queue.notice_timeout_delta,
+        )
+        await self._audit(
+            AuditEvent.NOTICE_TRACKED,
+            env,
+            rcpts=[j.recipient for j in jobs],
+            message_id=env.header_message_id,
+            final_delivery=final,
+        )
 
     async def _protect(self, domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> Protected | list[Result]:
         """Sign and encrypt for the peer (gateway.smime.outbound); every refusal audited with its reason."""
@@ -361,6 +512,8 @@ class DeliveryWorker:
                 results = await self.relay(domain, env, going, message)
         relayed = {job.recipient: res for job, res in zip(going, results, strict=True)}
         results = [early.get(j.recipient) or relayed[j.recipient] for j in jobs]
+        # Tracked before the relay is recorded: a crash in between relays again, and the tracking stays one row.
+        await self._track(env, [j for j, res in zip(jobs, results, strict=True) if res.ok], body)
         for job, res in zip(jobs, results, strict=True):
             if res.ok:
                 with contextlib.suppress(LeaseLost):  # already relayed: the other worker's retry is the duplicate

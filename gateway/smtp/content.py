@@ -451,6 +451,7 @@ class Headers:
     header_bytes: int
     subject: str | None = None  # the first Subject:, unfolded and RFC 2047-decoded (the FIN rule reads it)
     reply_to: tuple[str, ...] = ()  # Reply-To: addr-specs (the patient rules let a patient write to them)
+    notification_options: str | None = None  # the first Disposition-Notification-Options: (RFC 8098 §2.2)
 
 
 def _facts(fields: list[_Field]) -> Headers | Reject:
@@ -493,6 +494,7 @@ def _facts(fields: list[_Field]) -> Headers | Reject:
         header_bytes=sum(len(f.raw) for f in fields),
         subject=_subject(fields),
         reply_to=tuple(addresses["reply-to"]),
+        notification_options=next((f.value() for f in fields if f.name == "disposition-notification-options"), None),
     )
 
 

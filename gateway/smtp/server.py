@@ -54,6 +54,9 @@ from gateway.node import Node
 from gateway.policy import identity, patients, recipients
 from gateway.policy.verdict import Refusal, Reject, TempFail, Verdict
 from gateway.proxy import PerAddress, ProxyServer, listen
+from gateway.queue import mdn
+from gateway.queue.dsn import needs_dsn
+from gateway.queue.notices import Plan, Raced
 from gateway.queue.store import Queue
 from gateway.smime.inbound import Inbound, strip_results
 from gateway.smime.service import Smime
@@ -700,19 +703,44 @@ class _Handler:
         parts: list[tuple[list[str], bytes]] | None = None,
         effects: Sequence[patients.Effect] = (),
         receipt: str | None = None,
+        mdns: Mdns | None = None,
+        tracking: Plan | None = None,
     ) -> str:
         """Commit the message durably, audit it, wake the worker, and only then answer 250. `parts`: when
         recipients get different forms of it, (recipients, body) each, queued together. `effects`: the
         patient rules' conversation changes, committed with it. `receipt`: a relayed message's
-        (messages.relay_receipt), taken by each delivery. Shielded: a session cut (or a node
-        stopping) in the middle still finishes what it began, the commit and its audit records."""
+        (messages.relay_receipt), taken by each delivery. `mdns`: the notifications a peer's message gets,
+        queued with it; `tracking`: a peer's notification's settlement, committed with it (Raced: another node
+        settled it first). Shielded: a session cut (or a node stopping) in the middle still finishes what it
+        began, the commit and its audit records."""
         info = self.info(session)
         assert envelope.mail_from is not None
         forms = [(rcpts, form) for rcpts, form in parts or [(envelope.rcpt_tos, body)] if rcpts]
-        delivered = await self.deliver_now(forms, headers.message_id, effects, receipt)
+        mdn_ids: list[str] = []
+
+        async def alongside(s: AsyncSession | Statements, delivered_now: bool) -> None:
+            mdn_ids.clear()  # a delivery rolled back before the queue took the message: its MDNs went with it
+            if tracking is not None:
+                await self.node.tracking.apply(s, tracking)
+            if mdns is not None:
+                for notice in mdns.processed + (mdns.dispatched if delivered_now else []):
+                    mdn_ids.append(
+                        await self.queue.enqueue(
+                            source="mdn",
+                            sender="",
+                            recipients=[mdns.to],
+                            body=notice,
+                            local_domains=self.cfg.node.local_domains,
+                            peer=info.peer_name or info.client_ip,
+                            session=s,
+                        )
+                    )
+
+        delivered = await self.deliver_now(forms, headers.message_id, effects, receipt, alongside)
         ids = [qid for qid, _ in delivered] if delivered is not None else []
         if delivered is None:
             async with self._transaction(effects) as s:
+                await alongside(s, False)
                 for rcpts, form in forms:
                     ids.append(
                         await self.queue.enqueue(
@@ -773,7 +801,27 @@ class _Handler:
                         message_id=headers.message_id,
                     )
                 )
+        if mdn_ids:
+            records.append(
+                self.audit(
+                    AuditEvent.MDN_QUEUED,
+                    session,
+                    result="done",
+                    queue_id=queue_id,
+                    mdn_queue_ids=list(mdn_ids),
+                    to=mdns.to if mdns else None,
+                    message_id=headers.message_id,
+                )
+            )
+        if tracking is not None:
+            records.append(
+                self.audit(
+                    AuditEvent.NOTICE_RECEIVED, session, result="done", queue_id=queue_id, verdicts=tracking.verdicts
+                )
+            )
         await asyncio.gather(*records)
+        if mdn_ids:
+            self.wake()
         if delivered is not None:
             return f"250 2.0.0 OK delivered as {queue_id}"
         self.wake()
@@ -797,6 +845,7 @@ class _Handler:
         message_id: str | None,
         effects: Sequence[patients.Effect],
         receipt: str | None = None,
+        alongside: Callable[[AsyncSession | Statements, bool], Awaitable[None]] | None = None,
     ) -> list[tuple[str, list[tuple[str, Delivered | None]]]] | None:
         """Deliver into the local mailboxes in one transaction when every recipient is one: (an id in the
         queue's form, the recipients' deliveries) for each form; a delivery is None where the relay
@@ -817,6 +866,8 @@ class _Handler:
                     return None
                 for i, r in wanted:
                     done[i].append((r, await self.mailstore.deliver_checked(s, r, forms[i][1], message_id, receipt)))
+                if alongside is not None:
+                    await alongside(s, True)
         except (QuotaExceeded, NotFound):
             return None
         except DBAPIError as exc:  # rolled back: the queue, whose worker retries, gets the message
@@ -1153,25 +1204,14 @@ class RelayHandler(_Handler):
             # our Authentication-Results field on top of it says when it was checked, so it is left out.
             receipt = relay_receipt(envelope.mail_from, prepared[1].message_id, opened.message[len(opened.results) :])
             keep = await self.node.mailboxes.keeping_smime(envelope.rcpt_tos)
+            parts = None
             if keep:
                 # Mailboxes read by end-to-end clients also get the S/MIME form, under the same verdict.
                 kept = content.prepare_relay(opened.results + strip_results(raw, self.smime.host), received=received)
                 assert not isinstance(kept, Refusal)  # the outer message passed these checks above
                 inner = [r for r in envelope.rcpt_tos if r not in keep]
                 parts = [(inner, prepared[0]), ([r for r in envelope.rcpt_tos if r in keep], kept[0])]
-                return await self.accept(
-                    session,
-                    envelope,
-                    "relay",
-                    prepared[0],
-                    prepared[1],
-                    parts=parts,
-                    effects=rules.effects,
-                    receipt=receipt,
-                )
-            return await self.accept(
-                session, envelope, "relay", prepared[0], prepared[1], effects=rules.effects, receipt=receipt
-            )
+            return await self._take(session, envelope, prepared, rules.effects, receipt, parts)
         body, headers = prepared
         if len(raw) > self.cfg.smtp.max_message_size:  # a clear message: no S/MIME form to allow for
             return await self.refuse(_TOO_BIG, session, size=len(raw))
@@ -1180,7 +1220,101 @@ class RelayHandler(_Handler):
             return await self.refuse(rules.verdict, session, rule=rules.rule, size=len(raw))
         assert envelope.mail_from is not None
         receipt = relay_receipt(envelope.mail_from, headers.message_id, raw)
-        return await self.accept(session, envelope, "relay", body, headers, effects=rules.effects, receipt=receipt)
+        return await self._take(session, envelope, prepared, rules.effects, receipt, None)
+
+    async def _take(
+        self,
+        session: Session,
+        envelope: Envelope,
+        prepared: tuple[bytes, content.Headers],
+        effects: Sequence[patients.Effect],
+        receipt: str | None,
+        parts: list[tuple[list[str], bytes]] | None,
+    ) -> str:
+        """Accept a peer's checked message, with its delivery notifications (domain brief §7): a notification
+        about one of our messages is judged by the tracking first (given to its sender, or dropped); any other
+        message gets our MDNs, queued with it."""
+        body, headers = prepared
+        report = mdn.read_report(body) if not envelope.mail_from else None
+        tracking = await self.node.tracking.plan(report, envelope.rcpt_tos) if report is not None else None
+        if report is not None and tracking is not None and not tracking.deliver:
+            return await self._drop_notice(session, report, tracking)
+        mdns = self._mdns(envelope, headers) if report is None else None
+        try:
+            return await self.accept(
+                session,
+                envelope,
+                "relay",
+                body,
+                headers,
+                parts=parts,
+                effects=effects,
+                receipt=receipt,
+                mdns=mdns,
+                tracking=tracking,
+            )
+        except Raced:  # another node gave the sender this message's notice a moment ago
+            assert report is not None
+            assert tracking is not None
+            late = Plan(False, verdicts=dict.fromkeys(tracking.verdicts, "late"))
+            return await self._drop_notice(session, report, late)
+
+    async def _drop_notice(self, session: Session, report: mdn.Report, plan: Plan) -> str:
+        """A notice the sender must not get (intermediate, late, a duplicate): its rows move, it is not stored."""
+        if plan.changes:
+            with contextlib.suppress(Raced):
+                async with self.node.db.raw_writing() as tx:
+                    await self.node.tracking.apply(tx, plan)
+        await self.audit(
+            AuditEvent.NOTICE_DROPPED,
+            session,
+            result="done",
+            kind=report.kind,
+            original_message_id=report.original_message_id,
+            verdicts=plan.verdicts,
+        )
+        return "250 2.0.0 OK notification recorded"
+
+    def _mdns(self, envelope: Envelope, headers: content.Headers) -> Mdns | None:
+        """Our processed MDN for each recipient of a peer's message, and the dispatched one when asked for
+        (gateway.queue.mdn); none for a notification (null sender, RFC 8098 §2.1) or a message whose
+        Message-ID we cannot quote."""
+        sender = envelope.mail_from
+        if not self.cfg.queue.send_mdn or not sender or not needs_dsn(sender) or headers.message_id is None:
+            return None
+        now = datetime.now(UTC)
+        rcpts = list({r.lower(): r for r in envelope.rcpt_tos}.values())
+
+        mid = headers.message_id
+
+        def build(rcpt: str, disposition: mdn.Disposition) -> bytes:
+            return mdn.build_mdn(
+                reporting_ua=self.cfg.smtp_hostname,
+                recipient=rcpt,
+                to=sender,
+                original_message_id=mid,
+                disposition=disposition,
+                message_id_domain=self.cfg.node.domain,
+                now=now,
+            )
+
+        try:
+            processed = [build(r, "processed") for r in rcpts]
+            final = mdn.wants_final_delivery(headers.notification_options)
+            return Mdns(sender, processed, [build(r, "dispatched") for r in rcpts] if final else [])
+        except ValueError as exc:  # a Message-ID or address an MDN cannot carry: the message still goes in
+            log.warning("smtp.mdn_not_built", error=str(exc)[:200])
+            return None
+
+
+@dataclass(frozen=True)
+class Mdns:
+    """A peer's message's MDNs, from each of its recipients to `to`, its envelope sender: the processed ones,
+    queued with it, and the dispatched ones, queued with its delivery."""
+
+    to: str
+    processed: list[bytes]
+    dispatched: list[bytes]
 
 
 @dataclass

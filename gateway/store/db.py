@@ -52,7 +52,7 @@ from gateway.store import sqlite_inline
 registry.register(f"sqlite.{sqlite_inline.DRIVER}", "gateway.store.sqlite_inline", "dialect")
 
 STORE_MIGRATIONS = Path(__file__).parent / "migrations"
-STORE_HEAD = "0013"
+STORE_HEAD = "0014"
 """Head revision of the application schema; tests keep it equal to alembic's head."""
 
 

@@ -365,6 +365,31 @@ class RelayReceipt(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class TrackedNotice(Base):
+    """A message relayed to a peer operator, waiting for the one final notice its sender gets (domain brief §7
+    "Delivery notifications", gateway.queue.notices): `state` waiting -> (processed, when the sender asked for
+    the dispatched MDN) -> done; `outcome` the notice that settled it (processed, dispatched, delivered,
+    failed, timeout)."""
+
+    __tablename__ = "notice_tracking"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sender: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str] = mapped_column(String(255))  # the original's Message-ID, "<...>"
+    recipient: Mapped[str] = mapped_column(String(320))
+    queue_id: Mapped[str] = mapped_column(String(32))
+    final_delivery: Mapped[bool] = mapped_column(Boolean)  # the dispatched MDN was asked for
+    state: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("sender", "message_id", "recipient", name="uq_notice_tracking_message"),
+        Index("ix_notice_tracking_due", "state", "deadline"),
+    )
+
+
 class LoginFailure(Base):
     """A lock-out counter (gateway.auth.lockout), kept so that a restart does not forgive a guesser and every
     node starts from the others' counts. `kind` is "client" (one client address over all accounts: `account`

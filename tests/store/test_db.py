@@ -38,6 +38,7 @@ STORE_TABLES = {
     "mailbox_certificates",
     "mailbox_delegations",
     "mailboxes",
+    "notice_tracking",
     "messages",
     "patients",
     "professionals",
@@ -63,7 +64,7 @@ async def _tables(db: Database) -> set[str]:
 
 
 def test_head_constants_are_alembic_heads() -> None:
-    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0013"
+    assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0014"
     assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
 
 

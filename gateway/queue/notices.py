@@ -1,0 +1,229 @@
+"""Implementation notes: the sending side of delivery notifications (domain brief §7): each message relayed
+to a peer is tracked per recipient until its sender has had exactly one final notice.
+
+- `track` records (sender, Message-ID, recipient) when the worker relays a message of one of our users, with a
+  deadline `[queue] notice_timeout` away (Direct's reference implementation waits one hour) and whether the
+  sender asked for the dispatched MDN (`Disposition-Notification-Options`, gateway.queue.mdn).
+- A peer's notification (gateway.queue.mdn.read_report) is judged per recipient by `judge`:
+  * processed: final when the dispatched MDN was not asked for; otherwise it only moves the row on, and the
+    sender is not told (the dispatched MDN, or the timeout, will be the final notice);
+  * dispatched, or a DSN's delivered/relayed/expanded: final, positive;
+  * failed (an MDN's failed type, error modifier, deleted or denied; a DSN's failed): final, negative;
+  * a DSN's delayed: not final, not given (the sender would get two notices);
+  * a row already settled: late or a duplicate, dropped (audited); but a failure after a final processed MDN
+    is given: processed said the peer's operator took the message, the failure says it never reached the
+    mailbox (a quota, a mailbox closed meanwhile), and the sender must not be left believing it arrived;
+  * displayed (a person's read receipt) or anything unknown, or a message we do not track: delivered as it
+    came. A notification is never dropped unless this table says its sender already had one.
+- The final notice and the row's settlement commit together: the row is settled inside the transaction that
+  stores the notice (a conditional UPDATE, so two nodes taking two notices for one message at once give one).
+- `due` lists rows past their deadline; the worker settles each as `timeout` and queues a failure DSN to the
+  sender in the same transaction.
+- Rows are forgotten `[smtp] duplicate_window` after they were created (default 7 days), with the receipts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.queue.mdn import Outcome, Report
+from gateway.store.db import Database, Statements, bound_list, utc_datetime
+from gateway.store.models import utcnow
+
+Verdict = Literal["given", "intermediate", "late", "passthrough", "untracked"]
+
+_TRACK = (
+    "INSERT INTO notice_tracking (sender, message_id, recipient, queue_id, final_delivery, state, deadline,"
+    " created_at) VALUES (:sender, :message_id, :recipient, :queue_id, :final_delivery, 'waiting', :deadline,"
+    " :now) ON CONFLICT DO NOTHING"
+)
+_COLUMNS = "id, sender, message_id, recipient, queue_id, final_delivery, state, outcome, deadline, created_at"
+_SETTLE = (
+    "UPDATE notice_tracking SET state = :state, outcome = coalesce(:outcome, outcome),"
+    " settled_at = coalesce(:settled, settled_at) WHERE id = :id AND state = :expected"
+    " AND coalesce(outcome, '') = :expected_outcome"
+    " RETURNING id"
+)
+
+
+@dataclass(frozen=True)
+class Tracked:
+    id: int
+    sender: str
+    message_id: str
+    recipient: str
+    queue_id: str
+    final_delivery: bool
+    state: str
+    outcome: str | None
+    deadline: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row moved by a notice: from `expected` to `state`, `outcome` recorded when it is final."""
+
+    id: int
+    expected: str
+    state: str
+    outcome: str | None
+    expected_outcome: str | None = None
+
+
+@dataclass
+class Plan:
+    """What to do with a peer's notification: deliver it or not, the rows it moves, and each recipient's
+    verdict (for the audit record)."""
+
+    deliver: bool
+    changes: list[Change] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+
+class Raced(Exception):
+    """Another node settled a row this notice was to settle: it is late after all."""
+
+
+def judge(state: str, settled_by: str | None, final_delivery: bool, outcome: Outcome) -> tuple[Verdict, str | None]:
+    """The verdict on one recipient's outcome for a tracked row in `state` (settled by the outcome
+    `settled_by`, if done), and the row's next state."""
+    if outcome in ("displayed", "other"):
+        return "passthrough", None
+    if state == "done":
+        if settled_by == "processed" and outcome == "failed":
+            return "given", "done"  # a correction: processed only said the peer took it, not that it arrived
+        return "late", None
+    if outcome == "delayed":
+        return "intermediate", None
+    if outcome == "processed" and final_delivery:
+        return ("intermediate", "processed") if state == "waiting" else ("late", None)
+    return "given", "done"
+
+
+class Notices:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def track(
+        self,
+        *,
+        sender: str,
+        message_id: str,
+        recipients: Sequence[str],
+        queue_id: str,
+        final_delivery: bool,
+        wait: timedelta,
+        now: datetime | None = None,
+    ) -> None:
+        """Start waiting for the recipients' notices (a row already there, from a relay done twice, stays)."""
+        now = now or utcnow()
+        async with self.db.raw_writing() as tx:
+            await tx.execute(
+                _TRACK,
+                [
+                    {
+                        "sender": sender.lower(),
+                        "message_id": message_id,
+                        "recipient": r.lower(),
+                        "queue_id": queue_id,
+                        "final_delivery": final_delivery,
+                        "deadline": now + wait,
+                        "now": now,
+                    }
+                    for r in recipients
+                ],
+            )
+
+    async def _rows(self, where: str, params: dict[str, object]) -> list[Tracked]:
+        rows = await self.db.rows(
+            f"SELECT {_COLUMNS} FROM notice_tracking WHERE {where}",  # noqa: S608 (this module's clauses; values bound)
+            params,
+        )
+        return [
+            Tracked(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], utc_datetime(r[8]), utc_datetime(r[9]))
+            for r in rows
+        ]
+
+    async def plan(self, report: Report, senders: Sequence[str]) -> Plan:
+        """How to treat `report`, a notification addressed to `senders` (the envelope's local recipients)."""
+        recipients = [r for r, _ in report.outcomes]
+        smarks, sparams = bound_list("s", [s.lower() for s in senders])
+        rmarks, rparams = bound_list("r", recipients)
+        rows = await self._rows(
+            f"message_id = :mid AND sender IN ({smarks}) AND recipient IN ({rmarks})",
+            {"mid": report.original_message_id, **sparams, **rparams},
+        )
+        plan = Plan(deliver=False)
+        for recipient, outcome in report.outcomes:
+            tracked = [row for row in rows if row.recipient == recipient]
+            if not tracked:
+                plan.verdicts[recipient] = "passthrough" if outcome in ("displayed", "other") else "untracked"
+                plan.deliver = True
+                continue
+            for row in tracked:
+                verdict, state = judge(row.state, row.outcome, row.final_delivery, outcome)
+                plan.verdicts[recipient] = verdict
+                if verdict in ("given", "passthrough"):
+                    plan.deliver = True
+                if state is not None:
+                    plan.changes.append(
+                        Change(row.id, row.state, state, outcome if state == "done" else None, row.outcome)
+                    )
+        return plan
+
+    async def apply(self, tx: AsyncSession | Statements, plan: Plan, now: datetime | None = None) -> None:
+        """Move the plan's rows within `tx`; Raced when one was moved meanwhile (by another node)."""
+        now = now or utcnow()
+        async with self.db.joined(tx) as t:
+            for change in plan.changes:
+                moved = await t.execute(
+                    _SETTLE,
+                    {
+                        "id": change.id,
+                        "expected": change.expected,
+                        "expected_outcome": change.expected_outcome or "",
+                        "state": change.state,
+                        "outcome": change.outcome,
+                        "settled": now if change.state == "done" else None,
+                    },
+                )
+                if not moved:
+                    raise Raced(change.id)
+
+    async def settle_timeout(self, tx: AsyncSession | Statements, row: Tracked, now: datetime | None = None) -> bool:
+        """Settle `row` as timed out within `tx`; False when a notice settled it first."""
+        plan = Plan(deliver=False, changes=[Change(row.id, row.state, "done", "timeout", row.outcome)])
+        try:
+            await self.apply(tx, plan, now)
+        except Raced:
+            return False
+        return True
+
+    async def due(self, now: datetime | None = None, limit: int = 100) -> list[Tracked]:
+        """Rows whose deadline passed without a final notice, oldest deadline first."""
+        return await self._rows(
+            "state IN ('waiting', 'processed') AND deadline < :now ORDER BY deadline, id LIMIT :limit",
+            {"now": now or utcnow(), "limit": limit},
+        )
+
+    async def prune(self, before: datetime) -> int:
+        """Forget rows created before `before`; how many."""
+        async with self.db.raw_writing() as tx:
+            gone = await tx.execute(
+                "DELETE FROM notice_tracking WHERE created_at < :before RETURNING 1", {"before": before}
+            )
+            return len(gone)
+
+    async def state(self, sender: str, message_id: str, recipient: str) -> tuple[str, str | None] | None:
+        """(state, outcome) of one tracked row, for tests and `mssgw queue` listings."""
+        rows = await self.db.rows(
+            "SELECT state, outcome FROM notice_tracking WHERE sender = :s AND message_id = :m AND recipient = :r",
+            {"s": sender.lower(), "m": message_id, "r": recipient.lower()},
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
