@@ -385,11 +385,6 @@ class DeliveryWorker:
                 )
             # RFC 3463 X.2.2: temporary, the owner may make room before the message expires
             return Result(job.recipient, False, False, "4.2.2", "smtp; 452 4.2.2 mailbox full")
-        if delivered is not None and mdn_id is not None:
-            await self._audit(
-                AuditEvent.MDN_QUEUED, env, rcpt=job.recipient, mdn_queue_ids=[mdn_id], to=env.sender, dispatched=True
-            )
-            self.wake()
         if delivered is None:  # a peer's message this mailbox already got: settled, stored once
             await self._audit(AuditEvent.QUEUE_DUPLICATE, env, rcpt=job.recipient, message_id=env.header_message_id)
             return Result(job.recipient, True)
@@ -402,6 +397,11 @@ class DeliveryWorker:
             uid=delivered.uid,
             message_id=env.header_message_id,
         )
+        if mdn_id is not None:
+            await self._audit(
+                AuditEvent.MDN_QUEUED, env, rcpt=job.recipient, mdn_queue_ids=[mdn_id], to=env.sender, dispatched=True
+            )
+            self.wake()
         return Result(job.recipient, True)
 
     def _dispatched(self, recipient: str, env: Envelope, body: bytes) -> bytes | None:

@@ -469,3 +469,108 @@ async def test_a_dsn_that_cannot_be_built_still_fails_the_recipient(node: Node) 
     assert record["response"]["status"] == "5.1.1"
     assert "is not a DNS host name" in record["response"]["dsn_error"]
     assert await query(node.audit_db, action="queue.dsn.sent") == []
+
+
+async def bodies(n: Node, address: str) -> list[bytes]:
+    """`address`'s stored messages, opened, oldest first."""
+    async with n.db.read() as s:
+        ids = (
+            (
+                await s.execute(
+                    select(StoredMessage.id).where(StoredMessage.address == address).order_by(StoredMessage.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    got = await MessageStore(n.mailboxes).get_many(address, list(ids))
+    return [got[i] for i in ids]
+
+
+def relayed_ok() -> Relay:
+    async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        return [Result(j.recipient, True, remote_mta="mx.ch-pair.mssante.fr") for j in jobs]
+
+    return relay
+
+
+async def test_a_relayed_message_without_its_notice_in_time_gets_one_failure_dsn(node: Node) -> None:
+    """Domain brief §7: the sending side waits `[queue] notice_timeout` for the peer's notice, then tells the
+    sender once (4.4.7) in the transaction that settles the tracking; a notice after that is late."""
+    queue = Queue(node.db, node.kek)
+    body = b"Message-ID: <cr.9@here>\r\nSubject: x\r\n\r\nx\r\n"
+    await queue.enqueue(
+        source="submission",
+        sender=RCPT,
+        recipients=[REMOTE],
+        body=body,
+        local_domains=node.cfg.node.local_domains,
+        header_message_id="<cr.9@here>",
+    )
+    worker = DeliveryWorker(node, queue, relay=relayed_ok())
+    assert await worker.run_once() == 1
+    [tracked] = await query(node.audit_db, action=AuditEvent.NOTICE_TRACKED)
+    assert tracked["response"] == {"rcpts": [REMOTE], "message_id": "<cr.9@here>", "final_delivery": False}
+    assert await node.tracking.state(RCPT, "<cr.9@here>", REMOTE) == ("waiting", None)
+    assert await worker.expire_notices() == 0  # not overdue yet
+    later = utcnow() + timedelta(hours=1, seconds=1)
+    assert await worker.expire_notices(later) == 1
+    assert await worker.expire_notices(later) == 0  # settled once
+    assert await node.tracking.state(RCPT, "<cr.9@here>", REMOTE) == ("done", "timeout")
+    [timeout] = await query(node.audit_db, action=AuditEvent.NOTICE_TIMEOUT)
+    assert timeout["principal"] == RCPT
+    assert {k: timeout["response"][k] for k in ("rcpt", "message_id", "waited_for")} == {
+        "rcpt": REMOTE,
+        "message_id": "<cr.9@here>",
+        "waited_for": "processed",
+    }
+    assert await worker.run_once() == 1  # the DSN, delivered to the sender
+    [dsn] = await bodies(node, RCPT)
+    assert f"Final-Recipient: rfc822; {REMOTE}\r\nAction: failed\r\nStatus: 4.4.7\r\n".encode() in dsn
+    unfolded = dsn.replace(b"\r\n ", b" ")
+    assert b"Diagnostic-Code: x-mssgw; no delivery notification from the recipient's operator within 1h\r\n" in unfolded
+    assert b"Message-ID: <cr.9@here>\r\n" in dsn  # the headers part names the message
+    assert b"From: Postmaster <MAILER-DAEMON@" in dsn
+    # Notifications are not tracked (no notice about a notice), nor a message without a Message-ID.
+    for source, mid in (("dsn", "<d@here>"), ("mdn", "<m@here>"), ("submission", None)):
+        await queue.enqueue(
+            source=source,
+            sender="" if source != "submission" else RCPT,
+            recipients=[REMOTE],
+            body=b"Subject: n\r\n\r\nn\r\n",
+            local_domains=node.cfg.node.local_domains,
+            header_message_id=mid,
+        )
+    assert await worker.run_once() == 3
+    assert len(await query(node.audit_db, action=AuditEvent.NOTICE_TRACKED)) == 1
+
+
+async def test_a_peers_message_asking_for_it_gets_a_dispatched_mdn_with_its_delivery(node: Node) -> None:
+    """Queued when it came (here by hand), a peer's message asking for Direct's final delivery notice gets
+    our dispatched MDN queued in the delivery's transaction; one that does not ask gets none."""
+    queue = Queue(node.db, node.kek)
+    peer = "dr.durand@ch-peer.mssante.fr"
+    for n, options in enumerate(("X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true", None)):
+        field = f"Disposition-Notification-Options: {options}\r\n" if options else ""
+        await queue.enqueue(
+            source="relay",
+            sender=peer,
+            recipients=[RCPT],
+            body=f"Message-ID: <r{n}@peer>\r\n{field}Subject: x\r\n\r\nx\r\n".encode(),
+            local_domains=node.cfg.node.local_domains,
+            header_message_id=f"<r{n}@peer>",
+        )
+    worker = DeliveryWorker(node, queue)
+    assert await worker.run_once() == 2
+    [queued] = await query(node.audit_db, action=AuditEvent.MDN_QUEUED)
+    assert queued["response"]["rcpt"] == RCPT
+    assert queued["response"]["dispatched"] is True
+    [mdn_id] = queued["response"]["mdn_queue_ids"]
+    [entry] = [m for m in await queue.list() if m["id"] == mdn_id]
+    assert (entry["source"], entry["sender"], [r["recipient"] for r in entry["recipients"]]) == ("mdn", "", [peer])
+    notice = await queue.body(mdn_id)
+    assert f"From: {RCPT}\r\nTo: {peer}\r\n".encode() in notice
+    assert (
+        b"Original-Message-ID: <r0@peer>\r\nDisposition: automatic-action/MDN-sent-automatically; dispatched\r\n"
+        in notice
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import smtplib
 import sqlite3
 import ssl
@@ -162,6 +163,65 @@ def test_a_bounce_for_a_peers_sender_crosses_back(space: TrustSpace) -> None:
     assert f"Authentication-Results: mail.{A};\r\n smime=pass body.smime-identifier={B}\r\n".encode() in dsn
     verified = space.node("operator-a").cli("audit", "search", "--event", "smime.verified", "--json").json()
     assert verified[-1]["response"]["binding"] == "domain"  # type: ignore[index]
+
+
+def audited(node: NodeDir, event: str, key: str, value: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """The `event` records whose response has `key` = `value`, once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = node.cli("audit", "search", "--event", event, "--json").json()
+        found = [r for r in records if r["response"].get(key) == value]  # type: ignore[union-attr]
+        if found or time.monotonic() > deadline:
+            return found  # type: ignore[return-value]
+        time.sleep(0.3)
+
+
+def tracked_message(sender: str, rcpt: str, *extra: str) -> tuple[str, bytes]:
+    mid = f"<suivi.{secrets.token_hex(6)}@{A}>"
+    head = [f"From: {sender}", f"To: {rcpt}", "Subject: Suivi", f"Message-ID: {mid}", *extra]
+    return mid, ("\r\n".join(head) + "\r\n\r\nSuivi du patient.\r\n").encode()
+
+
+def test_a_relayed_message_gets_its_sender_one_processed_notice(space: TrustSpace) -> None:
+    """Domain brief §7: B sends a signed, encrypted processed MDN for the message it accepted; A binds it to
+    B's domain certificate, matches it to the message it relayed, and gives it to the sender, once."""
+    sender, rcpt = f"claire.martin@{A}", f"paul.durand@{B}"
+    mid, raw = tracked_message(sender, rcpt)
+    space.submit_raw("operator-a", sender, [rcpt], raw)
+    notice = wait(space.node("operator-a"), sender, f"Original-Message-ID: {mid}\r\n".encode())
+    head = notice.split(b"\r\n\r\n", 1)[0].decode()
+    assert f"\r\nFrom: {rcpt}\r\nTo: {sender}\r\n" in head
+    assert f"\r\nIn-Reply-To: {mid}\r\n" in head
+    assert "report-type=disposition-notification" in head
+    assert f"Authentication-Results: mail.{A};\r\n smime=pass body.smime-identifier={B}\r\n" in head
+    assert b"Disposition: automatic-action/MDN-sent-automatically; processed\r\n" in notice
+    assert b"Suivi du patient" not in notice  # never the content
+    [queued] = audited(space.node("operator-b"), "notice.mdn.queued", "message_id", mid)
+    assert queued["response"]["to"] == sender
+    [tracked] = audited(space.node("operator-a"), "notice.tracked", "message_id", mid)
+    assert tracked["response"]["rcpts"] == [rcpt]
+    received = space.node("operator-a").cli("audit", "search", "--event", "notice.received", "--json").json()
+    assert received[-1]["response"]["verdicts"] == {rcpt: "given"}  # type: ignore[index]
+    # The notice itself gets no notice back: A queued no MDN for it (null sender).
+    [notice_id] = [line[12:] for line in head.split("\r\n") if line.startswith("Message-ID: ")]
+    assert notice_id.startswith("<mdn.")
+    assert audited(space.node("operator-a"), "notice.mdn.queued", "message_id", notice_id, timeout=2) == []
+    assert [b for b in inbox(space.node("operator-a"), sender) if mid.encode() in b] == [notice]
+
+
+def test_asking_for_the_dispatched_notice_gives_that_one_and_holds_processed_back(space: TrustSpace) -> None:
+    sender, rcpt = f"lucas.bernard@{A}", f"paul.durand@{B}"
+    options = "Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true"
+    mid, raw = tracked_message(sender, rcpt, options)
+    space.submit_raw("operator-a", sender, [rcpt], raw)
+    notice = wait(space.node("operator-a"), sender, f"Original-Message-ID: {mid}\r\n".encode())
+    assert b"; dispatched\r\nX-DIRECT-FINAL-DESTINATION-DELIVERY:\r\n" in notice
+    [dropped] = audited(space.node("operator-a"), "notice.dropped", "original_message_id", mid)
+    # Processed came first (held back: the sender asked for more) or after (late): either way, not given.
+    assert dropped["response"]["verdicts"][rcpt] in ("intermediate", "late")
+    [queued] = audited(space.node("operator-b"), "notice.mdn.queued", "message_id", mid)
+    assert len(queued["response"]["mdn_queue_ids"]) == 2  # processed and dispatched, with the delivery
+    assert [b for b in inbox(space.node("operator-a"), sender) if mid.encode() in b] == [notice]
 
 
 def test_a_message_the_professional_signed_is_encrypted_and_verified_across(space: TrustSpace) -> None:

@@ -1,0 +1,153 @@
+"""The sending side's notice tracking (gateway.queue.notices) on SQLite and PostgreSQL: one final notice per
+relayed message and recipient, intermediate ones held back, late ones dropped, races settled once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from gateway.queue.mdn import Outcome, Report
+from gateway.queue.notices import Notices, Plan, Raced, judge
+from gateway.store.db import Database
+from gateway.store.models import utcnow
+from tests.store.conftest import db_url  # noqa: F401 - the fixture, parametrised over both backends
+
+SENDER, PAUL, ACCUEIL = "claire.martin@a.test", "paul.durand@b.test", "accueil@b.test"
+MID = "<cr.1@a.test>"
+
+
+@pytest.fixture
+async def notices(db_url: str) -> AsyncIterator[Notices]:  # noqa: F811
+    async with Database(db_url) as db:
+        await db.migrate()
+        yield Notices(db)
+
+
+def report(*outcomes: tuple[str, Outcome], mid: str = MID) -> Report:
+    return Report("mdn", mid, tuple(outcomes))
+
+
+async def receive(n: Notices, rep: Report, senders: tuple[str, ...] = (SENDER,)) -> Plan:
+    """What the relay handler does: plan, then settle the rows in the transaction that would store it."""
+    plan = await n.plan(rep, list(senders))
+    async with n.db.raw_writing() as tx:
+        await n.apply(tx, plan)
+    return plan
+
+
+async def track(n: Notices, final_delivery: bool = False, rcpts: tuple[str, ...] = (PAUL,)) -> None:
+    await n.track(
+        sender=SENDER.upper(),
+        message_id=MID,
+        recipients=list(rcpts),
+        queue_id="q1",
+        final_delivery=final_delivery,
+        wait=timedelta(hours=1),
+    )
+
+
+async def test_a_processed_mdn_is_the_one_final_notice_and_a_second_is_dropped(notices: Notices) -> None:
+    await track(notices, rcpts=(PAUL, ACCUEIL))
+    await track(notices, rcpts=(PAUL,))  # relayed twice (a crash before it was recorded): still one row
+    first = await receive(notices, report((PAUL, "processed")))
+    assert (first.deliver, first.verdicts) == (True, {PAUL: "given"})
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "processed")
+    assert await notices.state(SENDER, MID, ACCUEIL) == ("waiting", None)
+    again = await receive(notices, report((PAUL, "processed")))
+    assert (again.deliver, again.verdicts, again.changes) == (False, {PAUL: "late"}, [])
+
+
+async def test_with_the_dispatched_mdn_asked_for_processed_is_held_back(notices: Notices) -> None:
+    await track(notices, final_delivery=True)
+    processed = await receive(notices, report((PAUL, "processed")))
+    assert (processed.deliver, processed.verdicts) == (False, {PAUL: "intermediate"})
+    assert await notices.state(SENDER, MID, PAUL) == ("processed", None)
+    dispatched = await receive(notices, report((PAUL, "dispatched")))
+    assert (dispatched.deliver, dispatched.verdicts) == (True, {PAUL: "given"})
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "dispatched")
+    late = await receive(notices, report((PAUL, "processed")))  # arriving after the dispatched one
+    assert (late.deliver, late.verdicts) == (False, {PAUL: "late"})
+
+
+async def test_a_failure_corrects_a_processed_notice_once(notices: Notices) -> None:
+    await track(notices)
+    await receive(notices, report((PAUL, "processed")))
+    failure = await receive(notices, Report("dsn", MID, ((PAUL, "failed"),)))
+    assert (failure.deliver, failure.verdicts) == (True, {PAUL: "given"})
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "failed")
+    second = await receive(notices, report((PAUL, "failed")))
+    assert (second.deliver, second.verdicts) == (False, {PAUL: "late"})
+
+
+async def test_a_delay_is_not_given_and_moves_nothing(notices: Notices) -> None:
+    await track(notices)
+    delayed = await receive(notices, Report("dsn", MID, ((PAUL, "delayed"),)))
+    assert (delayed.deliver, delayed.verdicts, delayed.changes) == (False, {PAUL: "intermediate"}, [])
+    assert await notices.state(SENDER, MID, PAUL) == ("waiting", None)
+
+
+async def test_read_receipts_and_untracked_notices_are_delivered_as_they_came(notices: Notices) -> None:
+    await track(notices)
+    displayed = await receive(notices, report((PAUL, "displayed")))
+    assert (displayed.deliver, displayed.verdicts, displayed.changes) == (True, {PAUL: "passthrough"}, [])
+    other = await receive(notices, report((PAUL, "processed"), mid="<other@a.test>"))
+    assert (other.deliver, other.verdicts) == (True, {PAUL: "untracked"})
+    stranger = await receive(notices, report((PAUL, "processed")), senders=("someone@a.test",))
+    assert (stranger.deliver, stranger.verdicts) == (True, {PAUL: "untracked"})  # not that sender's message
+    assert await notices.state(SENDER, MID, PAUL) == ("waiting", None)
+
+
+async def test_two_notices_judged_at_once_settle_the_row_once(notices: Notices) -> None:
+    await track(notices)
+    one = await notices.plan(report((PAUL, "processed")), [SENDER])
+    two = await notices.plan(Report("dsn", MID, ((PAUL, "delivered"),)), [SENDER])
+    assert (one.deliver, two.deliver) == (True, True)  # both judged before either committed (two nodes)
+    async with notices.db.raw_writing() as tx:
+        await notices.apply(tx, two)
+    with pytest.raises(Raced):
+        async with notices.db.raw_writing() as tx:
+            await notices.apply(tx, one)
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "delivered")
+
+
+async def test_overdue_rows_time_out_once_and_later_notices_are_late(notices: Notices) -> None:
+    await track(notices, rcpts=(PAUL, ACCUEIL))
+    await receive(notices, report((ACCUEIL, "processed")))
+    assert await notices.due() == []
+    later = utcnow() + timedelta(hours=1, seconds=1)
+    [row] = await notices.due(later)
+    assert (row.sender, row.recipient, row.message_id, row.state) == (SENDER.lower(), PAUL, MID, "waiting")
+    async with notices.db.raw_writing() as tx:
+        assert await notices.settle_timeout(tx, row, later)
+    async with notices.db.raw_writing() as tx:
+        assert not await notices.settle_timeout(tx, row, later)  # another node's sweep got there first
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "timeout")
+    assert await notices.due(later) == []
+    late = await receive(notices, report((PAUL, "processed")))
+    assert (late.deliver, late.verdicts) == (False, {PAUL: "late"})
+    assert await notices.prune(utcnow() - timedelta(seconds=1)) == 0
+    assert await notices.prune(later) == 2
+
+
+@pytest.mark.parametrize(
+    ("state", "settled_by", "final", "outcome", "expected"),
+    [
+        ("waiting", None, False, "processed", ("given", "done")),
+        ("waiting", None, True, "processed", ("intermediate", "processed")),
+        ("processed", None, True, "processed", ("late", None)),
+        ("processed", None, True, "failed", ("given", "done")),
+        ("waiting", None, True, "delivered", ("given", "done")),
+        ("waiting", None, False, "delayed", ("intermediate", None)),
+        ("done", "processed", False, "failed", ("given", "done")),
+        ("done", "processed", False, "dispatched", ("late", None)),
+        ("done", "timeout", False, "failed", ("late", None)),
+        ("done", "failed", False, "failed", ("late", None)),
+        ("done", "dispatched", True, "other", ("passthrough", None)),
+    ],
+)
+def test_judge(
+    state: str, settled_by: str | None, final: bool, outcome: Outcome, expected: tuple[str, str | None]
+) -> None:
+    assert judge(state, settled_by, final, outcome) == expected
