@@ -108,6 +108,13 @@ def header_value(message: bytes, name: str) -> str | None:
     return " ".join(str(value).split()) if value is not None else None
 
 
+def auto_submitted(message: bytes) -> bool:
+    """Whether `message` says it was sent automatically (RFC 3834 §5: an `Auto-Submitted` value but `no`), so
+    that no automatic notice answers it (§2)."""
+    value = header_value(message, "Auto-Submitted")
+    return value is not None and value.split(";", 1)[0].strip().lower() != "no"
+
+
 def build_mdn(
     *,
     reporting_ua: str,

@@ -84,6 +84,7 @@ class Plan:
     deliver: bool
     changes: list[Change] = field(default_factory=list)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    original_message_id: str | None = None
 
 
 class Raced(Exception):
@@ -159,7 +160,7 @@ class Notices:
             f"message_id = :mid AND sender IN ({smarks}) AND recipient IN ({rmarks})",
             {"mid": report.original_message_id, **sparams, **rparams},
         )
-        plan = Plan(deliver=False)
+        plan = Plan(deliver=False, original_message_id=report.original_message_id)
         for recipient, outcome in report.outcomes:
             tracked = [row for row in rows if row.recipient == recipient]
             if not tracked:

@@ -409,7 +409,7 @@ class DeliveryWorker:
         it (gateway.queue.mdn); None otherwise, or when no MDN can quote it."""
         if env.source != "relay" or not self.cfg.queue.send_mdn or not env.sender or not needs_dsn(env.sender):
             return None
-        if env.header_message_id is None:
+        if env.header_message_id is None or mdn.auto_submitted(body):
             return None
         if not mdn.wants_final_delivery(mdn.header_value(body, "Disposition-Notification-Options")):
             return None

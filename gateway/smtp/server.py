@@ -816,7 +816,12 @@ class _Handler:
         if tracking is not None:
             records.append(
                 self.audit(
-                    AuditEvent.NOTICE_RECEIVED, session, result="done", queue_id=queue_id, verdicts=tracking.verdicts
+                    AuditEvent.NOTICE_RECEIVED,
+                    session,
+                    result="done",
+                    queue_id=queue_id,
+                    original_message_id=tracking.original_message_id,
+                    verdicts=tracking.verdicts,
                 )
             )
         await asyncio.gather(*records)
@@ -1235,11 +1240,12 @@ class RelayHandler(_Handler):
         about one of our messages is judged by the tracking first (given to its sender, or dropped); any other
         message gets our MDNs, queued with it."""
         body, headers = prepared
-        report = mdn.read_report(body) if not envelope.mail_from else None
+        # Any envelope sender: some Direct implementations send their MDNs from the recipient's address.
+        report = mdn.read_report(body)
         tracking = await self.node.tracking.plan(report, envelope.rcpt_tos) if report is not None else None
         if report is not None and tracking is not None and not tracking.deliver:
             return await self._drop_notice(session, report, tracking)
-        mdns = self._mdns(envelope, headers) if report is None else None
+        mdns = self._mdns(envelope, headers, body) if report is None else None
         try:
             return await self.accept(
                 session,
@@ -1275,12 +1281,15 @@ class RelayHandler(_Handler):
         )
         return "250 2.0.0 OK notification recorded"
 
-    def _mdns(self, envelope: Envelope, headers: content.Headers) -> Mdns | None:
+    def _mdns(self, envelope: Envelope, headers: content.Headers, body: bytes) -> Mdns | None:
         """Our processed MDN for each recipient of a peer's message, and the dispatched one when asked for
-        (gateway.queue.mdn); none for a notification (null sender, RFC 8098 §2.1) or a message whose
+        (gateway.queue.mdn); none for a notification (null sender, RFC 8098 §2.1; a report, the caller's
+        test), an automatic message (RFC 3834 §2: `Auto-Submitted` other than `no`) or a message whose
         Message-ID we cannot quote."""
         sender = envelope.mail_from
         if not self.cfg.queue.send_mdn or not sender or not needs_dsn(sender) or headers.message_id is None:
+            return None
+        if mdn.auto_submitted(body):
             return None
         now = datetime.now(UTC)
         rcpts = list({r.lower(): r for r in envelope.rcpt_tos}.values())

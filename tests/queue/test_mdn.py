@@ -207,3 +207,17 @@ def test_header_value_reads_the_header_block_only() -> None:
         )
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "automatic"),
+    [
+        (b"Auto-Submitted: auto-replied\r\n", True),
+        (b"Auto-Submitted: Auto-Generated; owner-email=x@y\r\n", True),
+        (b"Auto-Submitted: no\r\n", False),
+        (b"Auto-Submitted: No ; comment\r\n", False),
+        (b"", False),
+    ],
+)
+def test_automatic_messages_are_told_by_rfc_3834_auto_submitted(field: bytes, automatic: bool) -> None:
+    assert mdn.auto_submitted(b"Subject: x\r\n" + field + b"\r\nAuto-Submitted: auto-replied\r\n") is automatic

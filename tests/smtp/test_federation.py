@@ -224,6 +224,39 @@ def test_asking_for_the_dispatched_notice_gives_that_one_and_holds_processed_bac
     assert [b for b in inbox(space.node("operator-a"), sender) if mid.encode() in b] == [notice]
 
 
+def test_no_mdn_answers_an_automatic_message_or_a_read_receipt(space: TrustSpace) -> None:
+    """RFC 3834 §2: B's user's automatic reply gets no MDN from A. A mail client's read receipt, sent from the
+    user's own address (not the null sender), is judged as a notice all the same: not ours to track
+    (`displayed`), it passes through to the sender, and gets no MDN either."""
+    sender, rcpt = f"paul.durand@{B}", f"claire.martin@{A}"
+    auto_mid = f"<auto.{secrets.token_hex(6)}@{B}>"
+    auto = (
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: Absent\r\nMessage-ID: {auto_mid}\r\n"
+        "Auto-Submitted: auto-replied\r\n\r\nAbsent.\r\n"
+    ).encode()
+    space.submit_raw("operator-b", sender, [rcpt], auto)
+    wait(space.node("operator-a"), rcpt, f"Message-ID: {auto_mid}".encode())
+    # claire's message to paul, then paul's client's read receipt for it.
+    mid, raw = tracked_message(rcpt, sender)
+    space.submit_raw("operator-a", rcpt, [sender], raw)
+    wait(space.node("operator-a"), rcpt, f"Original-Message-ID: {mid}\r\nDisposition: automatic-action".encode())
+    receipt_mid = f"<lu.{secrets.token_hex(6)}@{B}>"
+    receipt = (
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: Lu\r\nMessage-ID: {receipt_mid}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nLu.\r\n"
+        "--b\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        f"Reporting-UA: poste; Thunderbird\r\nFinal-Recipient: rfc822;{sender}\r\nOriginal-Message-ID: {mid}\r\n"
+        "Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--b--\r\n"
+    ).encode()
+    space.submit_raw("operator-b", sender, [rcpt], receipt)
+    wait(space.node("operator-a"), rcpt, f"Message-ID: {receipt_mid}".encode())
+    judged = audited(space.node("operator-a"), "notice.received", "original_message_id", mid)
+    assert [r["response"]["verdicts"] for r in judged] == [{sender: "given"}, {sender: "passthrough"}]
+    for answered in (auto_mid, receipt_mid):
+        assert audited(space.node("operator-a"), "notice.mdn.queued", "message_id", answered, timeout=2) == []
+
+
 def test_a_message_the_professional_signed_is_encrypted_and_verified_across(space: TrustSpace) -> None:
     # End-to-end mode: claire's mail client signs with her key (openssl here); A encrypts without a
     # second signature; B verifies her own signature.
