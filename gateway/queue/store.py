@@ -182,6 +182,28 @@ class Queue:
             )
         return queue_id
 
+    async def enqueue_notice(
+        self,
+        *,
+        source: str,
+        to: str,
+        body: bytes,
+        local_domains: Iterable[str],
+        peer: str | None,
+        session: AsyncSession | Statements | None = None,
+    ) -> str:
+        """Queue a notification (a DSN or an MDN) for `to`: the null reverse-path (RFC 5321 §4.5.5, RFC 8098
+        §2.1), so that nothing ever answers it; `peer` names what it reports on."""
+        return await self.enqueue(
+            source=source,
+            sender="",
+            recipients=[to],
+            body=body,
+            local_domains=local_domains,
+            peer=peer,
+            session=session,
+        )
+
     async def claim(self, *, owner: str, lease: timedelta, limit: int = 100, now: datetime | None = None) -> Claim:
         """Take up to `limit` due recipients for `lease`."""
         now = now or utcnow()

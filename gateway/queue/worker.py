@@ -78,6 +78,7 @@ class DeliveryWorker:
         self.relay = relay
         self.smime = smime  # `serve` always gives one: nothing leaves for a peer unprotected
         self.cfg = node.cfg
+        self.local = node.cfg.node.local_domains
         self.owner = owner or node.cfg.node.name
         self.store = MessageStore(node.mailboxes)
         self.mailstore = Mailstore(self.store, default_quota=node.cfg.store.default_quota or None)
@@ -148,14 +149,8 @@ class DeliveryWorker:
                 if not await self.node.tracking.settle_timeout(tx, row, now):
                     continue
                 if dsn is not None:
-                    dsn_id = await self.queue.enqueue(
-                        source="dsn",
-                        sender="",
-                        recipients=[row.sender],
-                        body=dsn,
-                        local_domains=self.cfg.node.local_domains,
-                        peer=row.queue_id,
-                        session=tx,
+                    dsn_id = await self.queue.enqueue_notice(
+                        source="dsn", to=row.sender, body=dsn, local_domains=self.local, peer=row.queue_id, session=tx
                     )
             settled += 1
             await self.node.audit.record(
@@ -322,14 +317,8 @@ class DeliveryWorker:
                 for job, st in failed:
                     await self.queue.settle(s, job, "failed", error=st.diagnostic)
                 dsn_id = (
-                    await self.queue.enqueue(
-                        source="dsn",
-                        sender="",
-                        recipients=[env.sender],
-                        body=dsn,
-                        local_domains=self.cfg.node.local_domains,
-                        peer=env.queue_id,
-                        session=s,
+                    await self.queue.enqueue_notice(
+                        source="dsn", to=env.sender, body=dsn, local_domains=self.local, peer=env.queue_id, session=s
                     )
                     if dsn is not None
                     else None
@@ -367,12 +356,11 @@ class DeliveryWorker:
                 )
                 await self.queue.settle(s, job, "delivered")
                 if delivered is not None and dispatched is not None:
-                    mdn_id = await self.queue.enqueue(
+                    mdn_id = await self.queue.enqueue_notice(
                         source="mdn",
-                        sender="",
-                        recipients=[env.sender],
+                        to=env.sender,
                         body=dispatched,
-                        local_domains=self.cfg.node.local_domains,
+                        local_domains=self.local,
                         peer=env.queue_id,
                         session=s,
                     )

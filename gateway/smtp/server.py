@@ -725,10 +725,9 @@ class _Handler:
             if mdns is not None:
                 for notice in mdns.processed + (mdns.dispatched if delivered_now else []):
                     mdn_ids.append(
-                        await self.queue.enqueue(
+                        await self.queue.enqueue_notice(
                             source="mdn",
-                            sender="",
-                            recipients=[mdns.to],
+                            to=mdns.to,
                             body=notice,
                             local_domains=self.cfg.node.local_domains,
                             peer=info.peer_name or info.client_ip,
