@@ -108,6 +108,19 @@ def header_value(message: bytes, name: str) -> str | None:
     return " ".join(str(value).split()) if value is not None else None
 
 
+def is_report(message: bytes) -> bool:
+    """Whether `message` is a `multipart/report` (RFC 6522) of any report type, readable or not: a notification
+    of some kind, which no notification answers (and which its sender's own system does not answer either)."""
+    value = header_value(message, "Content-Type")
+    return value is not None and value.split(";", 1)[0].strip().lower() == "multipart/report"
+
+
+def automatic(message: bytes) -> bool:
+    """Whether no delivery notification may answer `message`, nor be waited for: a report or an automatic
+    message (RFC 3834)."""
+    return is_report(message) or auto_submitted(message)
+
+
 def auto_submitted(message: bytes) -> bool:
     """Whether `message` says it was sent automatically (RFC 3834 §5: an `Auto-Submitted` value but `no`), so
     that no automatic notice answers it (§2)."""

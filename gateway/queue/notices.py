@@ -13,7 +13,8 @@ to a peer is tracked per recipient until its sender has had exactly one final no
   * a row already settled: late or a duplicate, dropped (audited); but a failure after a final processed MDN
     is given: processed said the peer's operator took the message, the failure says it never reached the
     mailbox (a quota, a mailbox closed meanwhile), and the sender must not be left believing it arrived;
-  * displayed (a person's read receipt) or anything unknown, or a message we do not track: delivered as it
+  * displayed (a person's read receipt) or anything unknown, or a message we do not track, or an outcome
+    for a recipient outside the reporting peer's domains (`foreign`: it settles nothing): delivered as it
     came. A notification is never dropped unless this table says its sender already had one.
 - The final notice and the row's settlement commit together: the row is settled inside the transaction that
   stores the notice (a conditional UPDATE, so two nodes taking two notices for one message at once give one).
@@ -24,7 +25,7 @@ to a peer is tracked per recipient until its sender has had exactly one final no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -35,7 +36,7 @@ from gateway.queue.mdn import Outcome, Report
 from gateway.store.db import Database, Statements, bound_list, utc_datetime
 from gateway.store.models import utcnow
 
-Verdict = Literal["given", "intermediate", "late", "passthrough", "untracked"]
+Verdict = Literal["given", "intermediate", "late", "passthrough", "untracked", "foreign"]
 
 _TRACK = (
     "INSERT INTO notice_tracking (sender, message_id, recipient, queue_id, final_delivery, state, deadline,"
@@ -123,6 +124,8 @@ class Notices:
         now: datetime | None = None,
     ) -> None:
         """Start waiting for the recipients' notices (a row already there, from a relay done twice, stays)."""
+        if not recipients:
+            return  # nothing relayed (and an empty executemany is an error on PostgreSQL)
         now = now or utcnow()
         async with self.db.raw_writing() as tx:
             await tx.execute(
@@ -151,17 +154,29 @@ class Notices:
             for r in rows
         ]
 
-    async def plan(self, report: Report, senders: Sequence[str]) -> Plan:
-        """How to treat `report`, a notification addressed to `senders` (the envelope's local recipients)."""
-        recipients = [r for r, _ in report.outcomes]
+    async def plan(self, report: Report, senders: Sequence[str], peer_domains: Collection[str]) -> Plan:
+        """How to treat `report`, a notification addressed to `senders` (the envelope's local recipients) by the
+        peer serving `peer_domains`. A peer reports on its own recipients only: an outcome for another
+        operator's recipient (a peer that got the same message, trying to settle or silence that operator's
+        notice) moves nothing, and the report is delivered as it came."""
+        domains = {d.lower().rstrip(".") for d in peer_domains}
+        recipients = [r for r, _ in report.outcomes if r.rpartition("@")[2] in domains]
         smarks, sparams = bound_list("s", [s.lower() for s in senders])
         rmarks, rparams = bound_list("r", recipients)
-        rows = await self._rows(
-            f"message_id = :mid AND sender IN ({smarks}) AND recipient IN ({rmarks})",
-            {"mid": report.original_message_id, **sparams, **rparams},
+        rows = (
+            await self._rows(
+                f"message_id = :mid AND sender IN ({smarks}) AND recipient IN ({rmarks})",
+                {"mid": report.original_message_id, **sparams, **rparams},
+            )
+            if recipients and senders
+            else []
         )
         plan = Plan(deliver=False, original_message_id=report.original_message_id)
         for recipient, outcome in report.outcomes:
+            if recipient not in recipients:
+                plan.verdicts[recipient] = "foreign"
+                plan.deliver = True
+                continue
             tracked = [row for row in rows if row.recipient == recipient]
             if not tracked:
                 plan.verdicts[recipient] = "passthrough" if outcome in ("displayed", "other") else "untracked"

@@ -41,9 +41,9 @@ FINAL = ("delivered", "relayed", "failed")
 
 # Plain SQL (Database.raw_writing / statements): every queued message goes through these.
 _ENQUEUE = (
-    "INSERT INTO queue_messages (id, source, sender, principal, peer, header_message_id, receipt, size, body,"
-    " created_at) VALUES (:id, :source, :sender, :principal, :peer, :header_message_id, :receipt, :size, :body,"
-    " :created_at)"
+    "INSERT INTO queue_messages (id, source, sender, principal, peer, header_message_id, receipt, final_notice,"
+    " size, body, created_at) VALUES (:id, :source, :sender, :principal, :peer, :header_message_id, :receipt,"
+    " :final_notice, :size, :body, :created_at)"
 )
 _ENQUEUE_RECIPIENT = (
     "INSERT INTO queue_recipients (message_id, recipient, domain, local, status, attempts, next_attempt_at,"
@@ -66,7 +66,8 @@ _CLAIMABLE = (
 _LEASE = "UPDATE queue_recipients SET lease_owner = :owner, lease_until = :until WHERE id IN ({marks})"
 _CLAIMED = (
     "SELECT r.id, r.recipient, r.domain, r.local, r.attempts, m.id, m.source, m.sender, m.principal, m.peer,"
-    " m.header_message_id, m.size, m.created_at, m.receipt FROM queue_recipients r JOIN queue_messages m"
+    " m.header_message_id, m.size, m.created_at, m.receipt, m.final_notice FROM queue_recipients r"
+    " JOIN queue_messages m"
     " ON m.id = r.message_id WHERE r.id IN ({marks}) ORDER BY r.id"
 )
 _OPEN = (
@@ -93,6 +94,7 @@ class Envelope:
     size: int
     created_at: datetime
     receipt: str | None = None  # relayed in: the receipt its deliveries take (gateway.store.messages)
+    final_notice: bool = False  # relayed in: its sender asked for the dispatched MDN (gateway.queue.mdn)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,18 @@ class Claim:
 
 
 def _envelope(m: QueuedMessage) -> Envelope:
-    return Envelope(m.id, m.source, m.sender, m.principal, m.peer, m.header_message_id, m.size, m.created_at, m.receipt)
+    return Envelope(
+        m.id,
+        m.source,
+        m.sender,
+        m.principal,
+        m.peer,
+        m.header_message_id,
+        m.size,
+        m.created_at,
+        m.receipt,
+        m.final_notice,
+    )
 
 
 class Queue:
@@ -142,6 +155,7 @@ class Queue:
         peer: str | None = None,
         header_message_id: str | None = None,
         receipt: str | None = None,
+        final_notice: bool = False,
         session: AsyncSession | Statements | None = None,
     ) -> str:
         """Commit a message and its recipients durably (or add them to `session`); returns the queue id."""
@@ -162,6 +176,7 @@ class Queue:
                     "peer": peer,
                     "header_message_id": header_message_id,
                     "receipt": receipt,
+                    "final_notice": final_notice,
                     "size": len(body),
                     "body": self.kek.seal(body, _aad(queue_id)),
                     "created_at": now,
@@ -218,8 +233,10 @@ class Queue:
         jobs = []
         for row in rows:
             rid, rcpt, domain, local, attempts = row[:5]
-            queue_id, source, sender, principal, peer, mid, size, created, receipt = row[5:]
-            envelope = Envelope(queue_id, source, sender, principal, peer, mid, size, utc_datetime(created), receipt)
+            queue_id, source, sender, principal, peer, mid, size, created, receipt, final = row[5:]
+            envelope = Envelope(
+                queue_id, source, sender, principal, peer, mid, size, utc_datetime(created), receipt, bool(final)
+            )
             jobs.append(Job(rid, rcpt, domain, bool(local), attempts, envelope, owner))
         return Claim(jobs)
 

@@ -347,7 +347,7 @@ class DeliveryWorker:
         if not state.active:
             return Result(job.recipient, False, True, "5.2.1", "smtp; 550 5.2.1 mailbox disabled")
         env = job.envelope
-        dispatched = self._dispatched(job.recipient, env, body)
+        dispatched = self._dispatched(job.recipient, env)
         mdn_id = None
         try:
             async with self.node.db.raw_writing() as s:
@@ -392,14 +392,13 @@ class DeliveryWorker:
             self.wake()
         return Result(job.recipient, True)
 
-    def _dispatched(self, recipient: str, env: Envelope, body: bytes) -> bytes | None:
+    def _dispatched(self, recipient: str, env: Envelope) -> bytes | None:
         """The dispatched MDN a peer's message gets once in `recipient`'s mailbox, when its sender asked for
-        it (gateway.queue.mdn); None otherwise, or when no MDN can quote it."""
-        if env.source != "relay" or not self.cfg.queue.send_mdn or not env.sender or not needs_dsn(env.sender):
+        it (`final_notice`, decided when it came: the relay handler's `_mdns`); None otherwise, or when no MDN
+        can quote it."""
+        if env.source != "relay" or not env.final_notice or not self.cfg.queue.send_mdn:
             return None
-        if env.header_message_id is None or mdn.auto_submitted(body):
-            return None
-        if not mdn.wants_final_delivery(mdn.header_value(body, "Disposition-Notification-Options")):
+        if not env.sender or env.header_message_id is None:
             return None
         try:
             return mdn.build_mdn(
@@ -416,11 +415,12 @@ class DeliveryWorker:
 
     async def _track(self, env: Envelope, jobs: Sequence[Job], body: bytes) -> None:
         """Wait for the notices of a message of ours just relayed (gateway.queue.notices); not for a
-        notification (no notice about a notice) nor a message without a Message-ID an MDN can quote."""
+        notification or an automatic message (no notice answers those) nor a message without a Message-ID an
+        MDN can quote."""
         if env.source in ("dsn", "mdn") or not env.sender or not needs_dsn(env.sender):
             return
-        if env.header_message_id is None:
-            return
+        if env.header_message_id is None or not jobs or mdn.automatic(body):
+            return  # a read receipt or an automatic reply: the peer answers it with no notice
         try:
             mdn.check_message_id(env.header_message_id)
         except ValueError:

@@ -104,6 +104,10 @@ _AUDITS: set[asyncio.Task[None]] = set()  # audits started from callbacks, refer
 _TOO_BIG = Reject(552, "5.3.4", "Message size exceeds fixed maximum message size", AuditEvent.SMTP_CONTENT_REFUSED)
 
 
+_RACES = 3
+"""Times a peer's notice is judged again when another settled its message's row first (gateway.queue.notices)."""
+
+
 def relay_size_limit(max_message_size: int) -> int:
     """What the relay listener takes and advertises (SIZE, RFC 1870): the S/MIME form of a message of
     `max_message_size` octets. Peers send it signed then encrypted (domain brief §7) in base64 lines of 76
@@ -718,12 +722,21 @@ class _Handler:
         forms = [(rcpts, form) for rcpts, form in parts or [(envelope.rcpt_tos, body)] if rcpts]
         mdn_ids: list[str] = []
 
-        async def alongside(s: AsyncSession | Statements, delivered_now: bool) -> None:
+        async def alongside(s: AsyncSession | Statements, copies: set[str] | None) -> None:
+            """Within the transaction that stores (`copies`: the recipients that already had it, by their relay
+            receipt, and get no MDN again) or queues (None) the message."""
             mdn_ids.clear()  # a delivery rolled back before the queue took the message: its MDNs went with it
             if tracking is not None:
                 await self.node.tracking.apply(s, tracking)
             if mdns is not None:
-                for notice in mdns.processed + (mdns.dispatched if delivered_now else []):
+                notices = [
+                    notice
+                    for rcpt, (processed, dispatched) in mdns.by_recipient.items()
+                    if copies is None or rcpt not in copies
+                    for notice in (processed, dispatched if copies is not None else None)
+                    if notice is not None
+                ]
+                for notice in notices:
                     mdn_ids.append(
                         await self.queue.enqueue_notice(
                             source="mdn",
@@ -739,7 +752,7 @@ class _Handler:
         ids = [qid for qid, _ in delivered] if delivered is not None else []
         if delivered is None:
             async with self._transaction(effects) as s:
-                await alongside(s, False)
+                await alongside(s, None)
                 for rcpts, form in forms:
                     ids.append(
                         await self.queue.enqueue(
@@ -752,6 +765,7 @@ class _Handler:
                             peer=info.peer_name or info.client_ip,
                             header_message_id=headers.message_id,
                             receipt=receipt,
+                            final_notice=mdns is not None and mdns.final,
                             session=s,
                         )
                     )
@@ -849,7 +863,7 @@ class _Handler:
         message_id: str | None,
         effects: Sequence[patients.Effect],
         receipt: str | None = None,
-        alongside: Callable[[AsyncSession | Statements, bool], Awaitable[None]] | None = None,
+        alongside: Callable[[AsyncSession | Statements, set[str] | None], Awaitable[None]] | None = None,
     ) -> list[tuple[str, list[tuple[str, Delivered | None]]]] | None:
         """Deliver into the local mailboxes in one transaction when every recipient is one: (an id in the
         queue's form, the recipients' deliveries) for each form; a delivery is None where the relay
@@ -871,7 +885,7 @@ class _Handler:
                 for i, r in wanted:
                     done[i].append((r, await self.mailstore.deliver_checked(s, r, forms[i][1], message_id, receipt)))
                 if alongside is not None:
-                    await alongside(s, True)
+                    await alongside(s, {r for d in done for r, where in d if where is None})
         except (QuotaExceeded, NotFound):
             return None
         except DBAPIError as exc:  # rolled back: the queue, whose worker retries, gets the message
@@ -1241,28 +1255,30 @@ class RelayHandler(_Handler):
         body, headers = prepared
         # Any envelope sender: some Direct implementations send their MDNs from the recipient's address.
         report = mdn.read_report(body)
-        tracking = await self.node.tracking.plan(report, envelope.rcpt_tos) if report is not None else None
-        if report is not None and tracking is not None and not tracking.deliver:
-            return await self._drop_notice(session, report, tracking)
         mdns = self._mdns(envelope, headers, body) if report is None else None
-        try:
-            return await self.accept(
-                session,
-                envelope,
-                "relay",
-                body,
-                headers,
-                parts=parts,
-                effects=effects,
-                receipt=receipt,
-                mdns=mdns,
-                tracking=tracking,
-            )
-        except Raced:  # another node gave the sender this message's notice a moment ago
-            assert report is not None
-            assert tracking is not None
-            late = Plan(False, verdicts=dict.fromkeys(tracking.verdicts, "late"))
-            return await self._drop_notice(session, report, late)
+        peer_domains = self.info(session).peer_domains
+        for _attempt in range(_RACES):
+            tracking = await self.node.tracking.plan(report, envelope.rcpt_tos, peer_domains) if report else None
+            if report is not None and tracking is not None and not tracking.deliver:
+                return await self._drop_notice(session, report, tracking)
+            try:
+                return await self.accept(
+                    session,
+                    envelope,
+                    "relay",
+                    body,
+                    headers,
+                    parts=parts,
+                    effects=effects,
+                    receipt=receipt,
+                    mdns=mdns,
+                    tracking=tracking,
+                )
+            except Raced:
+                # A notice for the same message settled a row meanwhile (the peer's processed and dispatched
+                # MDNs come together, on two sessions): rolled back, judged again from the rows as they are.
+                continue
+        return "451 4.3.0 Too many concurrent notices for this message, try again later"
 
     async def _drop_notice(self, session: Session, report: mdn.Report, plan: Plan) -> str:
         """A notice the sender must not get (intermediate, late, a duplicate): its rows move, it is not stored."""
@@ -1288,7 +1304,7 @@ class RelayHandler(_Handler):
         sender = envelope.mail_from
         if not self.cfg.queue.send_mdn or not sender or not needs_dsn(sender) or headers.message_id is None:
             return None
-        if mdn.auto_submitted(body):
+        if mdn.automatic(body):  # any multipart/report, readable or not; RFC 3834 automatic messages
             return None
         now = datetime.now(UTC)
         rcpts = list({r.lower(): r for r in envelope.rcpt_tos}.values())
@@ -1307,9 +1323,9 @@ class RelayHandler(_Handler):
             )
 
         try:
-            processed = [build(r, "processed") for r in rcpts]
             final = mdn.wants_final_delivery(headers.notification_options)
-            return Mdns(sender, processed, [build(r, "dispatched") for r in rcpts] if final else [])
+            notices = {r.lower(): (build(r, "processed"), build(r, "dispatched") if final else None) for r in rcpts}
+            return Mdns(sender, notices, final)
         except ValueError as exc:  # a Message-ID or address an MDN cannot carry: the message still goes in
             log.warning("smtp.mdn_not_built", error=str(exc)[:200])
             return None
@@ -1317,12 +1333,13 @@ class RelayHandler(_Handler):
 
 @dataclass(frozen=True)
 class Mdns:
-    """A peer's message's MDNs, from each of its recipients to `to`, its envelope sender: the processed ones,
-    queued with it, and the dispatched ones, queued with its delivery."""
+    """A peer's message's MDNs, from each of its recipients (lower-cased) to `to`, its envelope sender: the
+    processed one, queued with it, and the dispatched one when `final` (asked for), queued with its delivery
+    (here when delivered at once, else by the worker)."""
 
     to: str
-    processed: list[bytes]
-    dispatched: list[bytes]
+    by_recipient: dict[str, tuple[bytes, bytes | None]]
+    final: bool
 
 
 @dataclass

@@ -262,6 +262,9 @@ class QueuedMessage(Base):
     peer: Mapped[str | None] = mapped_column(String(320), nullable=True)
     header_message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
     receipt: Mapped[str | None] = mapped_column(String(64), nullable=True)  # relayed in: the delivery's receipt
+    # Relayed in: its sender asked for the dispatched MDN (decided from the inner message when it came, as a
+    # mailbox keeping the S/MIME form is queued the outer one, which does not carry the request).
+    final_notice: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     size: Mapped[int] = mapped_column(Integer)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -221,3 +221,18 @@ def test_header_value_reads_the_header_block_only() -> None:
 )
 def test_automatic_messages_are_told_by_rfc_3834_auto_submitted(field: bytes, automatic: bool) -> None:
     assert mdn.auto_submitted(b"Subject: x\r\n" + field + b"\r\nAuto-Submitted: auto-replied\r\n") is automatic
+
+
+@pytest.mark.parametrize(
+    ("head", "report", "automatic"),
+    [
+        (b'Content-Type: multipart/report; report-type="x-unknown"; boundary=b\r\n', True, True),
+        (b"Content-Type: MULTIPART/REPORT\r\n", True, True),
+        (b"Content-Type: multipart/mixed; boundary=b\r\n", False, False),
+        (b"Auto-Submitted: auto-generated\r\n", False, True),
+        (b"", False, False),
+    ],
+)
+def test_any_report_counts_as_a_notification_readable_or_not(head: bytes, report: bool, automatic: bool) -> None:
+    message = b"Subject: x\r\n" + head + b"\r\nContent-Type: multipart/report\r\n"
+    assert (mdn.is_report(message), mdn.automatic(message)) == (report, automatic)

@@ -16,6 +16,7 @@ from tests.store.conftest import db_url  # noqa: F401 - the fixture, parametrise
 
 SENDER, PAUL, ACCUEIL = "claire.martin@a.test", "paul.durand@b.test", "accueil@b.test"
 MID = "<cr.1@a.test>"
+PEER = ("B.test.",)  # the reporting peer's domains, as its certificate names them
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def report(*outcomes: tuple[str, Outcome], mid: str = MID) -> Report:
 
 async def receive(n: Notices, rep: Report, senders: tuple[str, ...] = (SENDER,)) -> Plan:
     """What the relay handler does: plan, then settle the rows in the transaction that would store it."""
-    plan = await n.plan(rep, list(senders))
+    plan = await n.plan(rep, list(senders), PEER)
     async with n.db.raw_writing() as tx:
         await n.apply(tx, plan)
     return plan
@@ -99,10 +100,33 @@ async def test_read_receipts_and_untracked_notices_are_delivered_as_they_came(no
     assert await notices.state(SENDER, MID, PAUL) == ("waiting", None)
 
 
+async def test_a_peer_settles_nothing_for_another_operators_recipient(notices: Notices) -> None:
+    """A peer that got the same message (it knows its Message-ID and the other recipients) reports on a
+    recipient at another operator: delivered as it came, moving nothing, so that operator's real notice (a
+    failure, say) still reaches the sender."""
+    other = "bob@q.test"
+    await track(notices, rcpts=(PAUL, other))
+    forged = await notices.plan(report((other, "dispatched"), (PAUL, "processed")), [SENDER], PEER)
+    assert forged.verdicts == {other: "foreign", PAUL: "given"}
+    assert [c.id for c in forged.changes] == [
+        c.id for c in (await notices.plan(report((PAUL, "processed")), [SENDER], PEER)).changes
+    ]
+    async with notices.db.raw_writing() as tx:
+        await notices.apply(tx, forged)
+    assert await notices.state(SENDER, MID, other) == ("waiting", None)
+    real = await notices.plan(report((other, "failed")), [SENDER], ("q.test",))
+    assert (real.deliver, real.verdicts) == (True, {other: "given"})
+    nothing = await notices.plan(report((other, "failed")), [], ("q.test",))  # no local recipient named
+    assert nothing.verdicts == {other: "untracked"}
+    await notices.track(
+        sender=SENDER, message_id=MID, recipients=[], queue_id="q2", final_delivery=False, wait=timedelta(hours=1)
+    )
+
+
 async def test_two_notices_judged_at_once_settle_the_row_once(notices: Notices) -> None:
     await track(notices)
-    one = await notices.plan(report((PAUL, "processed")), [SENDER])
-    two = await notices.plan(Report("dsn", MID, ((PAUL, "delivered"),)), [SENDER])
+    one = await notices.plan(report((PAUL, "processed")), [SENDER], PEER)
+    two = await notices.plan(Report("dsn", MID, ((PAUL, "delivered"),)), [SENDER], PEER)
     assert (one.deliver, two.deliver) == (True, True)  # both judged before either committed (two nodes)
     async with notices.db.raw_writing() as tx:
         await notices.apply(tx, two)

@@ -531,17 +531,24 @@ async def test_a_relayed_message_without_its_notice_in_time_gets_one_failure_dsn
     assert b"Diagnostic-Code: x-mssgw; no delivery notification from the recipient's operator within 1h\r\n" in unfolded
     assert b"Message-ID: <cr.9@here>\r\n" in dsn  # the headers part names the message
     assert b"From: Postmaster <MAILER-DAEMON@" in dsn
-    # Notifications are not tracked (no notice about a notice), nor a message without a Message-ID.
-    for source, mid in (("dsn", "<d@here>"), ("mdn", "<m@here>"), ("submission", None)):
+    # Notifications are not tracked (no notice about a notice), nor what the peer answers with none (a read
+    # receipt, an automatic reply), nor a message without a Message-ID.
+    for source, mid, head in (
+        ("dsn", "<d@here>", b""),
+        ("mdn", "<m@here>", b""),
+        ("submission", None, b""),
+        ("submission", "<lu@here>", b"Content-Type: Multipart/Report; report-type=disposition-notification\r\n"),
+        ("submission", "<auto@here>", b"Auto-Submitted: auto-replied\r\n"),
+    ):
         await queue.enqueue(
             source=source,
             sender="" if source != "submission" else RCPT,
             recipients=[REMOTE],
-            body=b"Subject: n\r\n\r\nn\r\n",
+            body=head + b"Subject: n\r\n\r\nn\r\n",
             local_domains=node.cfg.node.local_domains,
             header_message_id=mid,
         )
-    assert await worker.run_once() == 3
+    assert await worker.run_once() == 5
     assert len(await query(node.audit_db, action=AuditEvent.NOTICE_TRACKED)) == 1
 
 
@@ -550,15 +557,18 @@ async def test_a_peers_message_asking_for_it_gets_a_dispatched_mdn_with_its_deli
     our dispatched MDN queued in the delivery's transaction; one that does not ask gets none."""
     queue = Queue(node.db, node.kek)
     peer = "dr.durand@ch-peer.mssante.fr"
-    for n, options in enumerate(("X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true", None)):
-        field = f"Disposition-Notification-Options: {options}\r\n" if options else ""
+    for n, final in enumerate((True, False)):
+        # The request is read from the inner message when it came (a mailbox keeping the S/MIME form is queued
+        # the outer one, which does not carry it): the header alone asks nothing here.
         await queue.enqueue(
             source="relay",
             sender=peer,
             recipients=[RCPT],
-            body=f"Message-ID: <r{n}@peer>\r\n{field}Subject: x\r\n\r\nx\r\n".encode(),
+            body=f"Message-ID: <r{n}@peer>\r\nDisposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY"
+            "=optional,true\r\nSubject: x\r\n\r\nx\r\n".encode(),
             local_domains=node.cfg.node.local_domains,
             header_message_id=f"<r{n}@peer>",
+            final_notice=final,
         )
     worker = DeliveryWorker(node, queue)
     assert await worker.run_once() == 2

@@ -420,6 +420,10 @@ def test_a_message_relayed_again_is_acknowledged_and_stored_once(
     delivered = gateway.node.cli("audit", "search", "--event", "queue.delivered", "--json").json()
     mine = [d["response"]["rcpt"] for d in delivered if d["response"].get("message_id") == mid]  # type: ignore[index,union-attr]
     assert mine == [DOCTOR, NURSE]
+    # Our processed MDN went once to each mailbox's first copy: none again for the doctor's.
+    mdns = gateway.node.cli("audit", "search", "--event", "notice.mdn.queued", "--json").json()
+    sent = [len(m["response"]["mdn_queue_ids"]) for m in mdns if m["response"].get("message_id") == mid]  # type: ignore[index,union-attr]
+    assert sent == [1, 1]
 
 
 def test_the_receipt_is_the_senders_and_the_message_ids(gateway: Gateway, peer_cert: Path, durand: PeerSender) -> None:

@@ -1,4 +1,5 @@
-"""Messages relayed to peers are tracked until their sender has had its one final delivery notice.
+"""Messages relayed to peers are tracked until their sender has had its one final delivery notice; a
+queued message from a peer says whether its sender asked for the dispatched MDN.
 
 Revision ID: 0014
 Revises: 0013
@@ -35,9 +36,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_notice_tracking_due", "notice_tracking", ["state", "deadline"], unique=False)
     op.create_index("ix_notice_tracking_created_at", "notice_tracking", ["created_at"], unique=False)
+    # Plain ADD/DROP COLUMN, not batch mode: SQLite's table copy would cascade-delete rows (see 0004).
+    op.add_column("queue_messages", sa.Column("final_notice", sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    op.drop_column("queue_messages", "final_notice")
     op.drop_index("ix_notice_tracking_created_at", table_name="notice_tracking")
     op.drop_index("ix_notice_tracking_due", table_name="notice_tracking")
     op.drop_table("notice_tracking")
