@@ -36,7 +36,8 @@ from gateway.queue.mdn import Outcome, Report
 from gateway.store.db import Database, Statements, bound_list, utc_datetime
 from gateway.store.models import utcnow
 
-Verdict = Literal["given", "intermediate", "late", "passthrough", "untracked", "foreign"]
+Verdict = Literal["given", "intermediate", "late", "passthrough", "untracked", "foreign", "quiet"]
+POSITIVE: tuple[Outcome, ...] = ("processed", "dispatched", "delivered")
 
 _TRACK = (
     "INSERT INTO notice_tracking (sender, message_id, recipient, queue_id, final_delivery, state, deadline,"
@@ -154,11 +155,16 @@ class Notices:
             for r in rows
         ]
 
-    async def plan(self, report: Report, senders: Sequence[str], peer_domains: Collection[str]) -> Plan:
+    async def plan(
+        self, report: Report, senders: Sequence[str], peer_domains: Collection[str], quiet: Collection[str] = ()
+    ) -> Plan:
         """How to treat `report`, a notification addressed to `senders` (the envelope's local recipients) by the
         peer serving `peer_domains`. A peer reports on its own recipients only: an outcome for another
         operator's recipient (a peer that got the same message, trying to settle or silence that operator's
-        notice) moves nothing, and the report is delivered as it came."""
+        notice) moves nothing, and the report is delivered as it came. Senders in the `quiet` domains (the
+        patients': their web inbox shows the conversation, not receipts) are given failures only: a positive
+        notice settles their row as for anyone, and is not delivered (`quiet`)."""
+        quiet_senders = bool(senders) and all(s.rpartition("@")[2].lower() in quiet for s in senders)
         domains = {d.lower().rstrip(".") for d in peer_domains}
         recipients = [r for r, _ in report.outcomes if r.rpartition("@")[2] in domains]
         smarks, sparams = bound_list("s", [s.lower() for s in senders])
@@ -179,11 +185,16 @@ class Notices:
                 continue
             tracked = [row for row in rows if row.recipient == recipient]
             if not tracked:
-                plan.verdicts[recipient] = "passthrough" if outcome in ("displayed", "other") else "untracked"
-                plan.deliver = True
+                verdict: Verdict = "passthrough" if outcome in ("displayed", "other") else "untracked"
+                if verdict == "untracked" and quiet_senders and outcome in POSITIVE:
+                    verdict = "quiet"
+                plan.verdicts[recipient] = verdict
+                plan.deliver = plan.deliver or verdict != "quiet"
                 continue
             for row in tracked:
                 verdict, state = judge(row.state, row.outcome, row.final_delivery, outcome)
+                if verdict == "given" and outcome in POSITIVE and row.sender.rpartition("@")[2] in quiet:
+                    verdict = "quiet"
                 plan.verdicts[recipient] = verdict
                 if verdict in ("given", "passthrough"):
                     plan.deliver = True

@@ -1258,7 +1258,11 @@ class RelayHandler(_Handler):
         mdns = self._mdns(envelope, headers, body) if report is None else None
         peer_domains = self.info(session).peer_domains
         for _attempt in range(_RACES):
-            tracking = await self.node.tracking.plan(report, envelope.rcpt_tos, peer_domains) if report else None
+            tracking = (
+                await self.node.tracking.plan(report, envelope.rcpt_tos, peer_domains, (self.cfg.node.patient,))
+                if report
+                else None
+            )
             if report is not None and tracking is not None and not tracking.deliver:
                 return await self._drop_notice(session, report, tracking)
             try:

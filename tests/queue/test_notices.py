@@ -123,6 +123,27 @@ async def test_a_peer_settles_nothing_for_another_operators_recipient(notices: N
     )
 
 
+async def test_a_patient_is_given_failures_only(notices: Notices) -> None:
+    """Patients read their conversations in the web inbox: a positive notice settles their message's row and is
+    not delivered; a failure still reaches them."""
+    patient = "285037512345688@patient.a.test"
+    await notices.track(
+        sender=patient, message_id=MID, recipients=[PAUL], queue_id="q", final_delivery=False, wait=timedelta(hours=1)
+    )
+    quiet = ("patient.a.test",)
+    processed = await notices.plan(report((PAUL, "processed")), [patient], PEER, quiet)
+    assert (processed.deliver, processed.verdicts) == (False, {PAUL: "quiet"})
+    async with notices.db.raw_writing() as tx:
+        await notices.apply(tx, processed)
+    assert await notices.state(patient, MID, PAUL) == ("done", "processed")
+    failed = await notices.plan(report((PAUL, "failed")), [patient], PEER, quiet)
+    assert (failed.deliver, failed.verdicts) == (True, {PAUL: "given"})
+    other = report((PAUL, "dispatched"), mid="<x@a.test>")
+    assert (await notices.plan(other, [patient], PEER, quiet)).verdicts == {PAUL: "quiet"}
+    assert (await notices.plan(other, [patient], PEER, quiet)).deliver is False
+    assert (await notices.plan(other, [SENDER], PEER, quiet)).verdicts == {PAUL: "untracked"}  # not a patient
+
+
 async def test_two_notices_judged_at_once_settle_the_row_once(notices: Notices) -> None:
     await track(notices)
     one = await notices.plan(report((PAUL, "processed")), [SENDER], PEER)
