@@ -15,9 +15,10 @@ import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -40,6 +41,15 @@ from gateway.queue.retry import parse_duration
 
 CONFIG_ENV = "MSSGW_CONFIG"
 CONFIG_FILENAME = "mssgw.toml"
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)  # ValueError with the reason: pydantic reports it against the key
+    return value.strip()
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+"""An interval such as "15m" (gateway.queue.retry.parse_duration), checked when the configuration loads."""
 
 
 class _Section(BaseModel):
@@ -168,7 +178,7 @@ class SmtpSection(_Section):
     """Octets a second a DATA must average (Postfix's smtpd_min_data_rate): its time left starts at `timeout`,
     runs down as the clock does, and each octet received adds 1/min_data_rate s, up to `timeout`; so a client
     trickling its message, never silent for `timeout`, is still cut off. 0: only silence counts."""
-    duplicate_window: str = "7d"
+    duplicate_window: Duration = "7d"
     """How long a message relayed in from a peer is remembered (gateway.store.messages, relay receipts):
     the same message sent again within it is acknowledged and not stored twice."""
 
@@ -176,12 +186,6 @@ class SmtpSection(_Section):
     @classmethod
     def _hostname(cls, v: str) -> str:
         return _domain(v.strip().rstrip("."), empty=True)
-
-    @field_validator("duplicate_window")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)  # ValueError with the reason: pydantic reports it against the key
-        return v.strip()
 
     @property
     def duplicate_window_delta(self) -> timedelta:
@@ -248,17 +252,11 @@ class QueueSection(_Section):
     relay_reuse: float = Field(5.0, ge=0)
     """Seconds an idle relay session to a peer host is kept for the next message to it (0: a session per
     message); a session serves for a minute at most, then a new handshake judges the peer again."""
-    notice_timeout: str = "1h"
+    notice_timeout: Duration = "1h"
     """How long a message relayed to a peer waits for its delivery notification (the processed MDN, or the
     dispatched one when its sender asked); then its sender gets a failure notice and later ones are dropped."""
     send_mdn: bool = True
     """Send peers a processed MDN for each message of theirs accepted here (and a dispatched one when asked)."""
-
-    @field_validator("notice_timeout")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)  # ValueError with the reason: pydantic reports it against the key
-        return v.strip()
 
     @property
     def notice_timeout_delta(self) -> timedelta:

@@ -101,31 +101,47 @@ def wants_final_delivery(options: str | None) -> bool:
     return False
 
 
-def header_value(message: bytes, name: str) -> str | None:
+Head = Message
+"""A message's header block, parsed once (`head`) for the questions below."""
+
+
+def head(message: bytes | Head) -> Head:
+    """The header block of `message`, parsed (compat32: values as written); a parsed one as it is."""
+    if isinstance(message, Message):
+        return message
+    return BytesHeaderParser(policy=policy.compat32).parsebytes(header_block(message))
+
+
+def header_value(message: bytes | Head, name: str) -> str | None:
     """The first `name:` field of `message`'s header block, unfolded, or None (for the worker, which keeps
     only the queued bytes)."""
-    value = BytesHeaderParser(policy=policy.compat32).parsebytes(header_block(message)).get(name)
+    value = head(message).get(name)
     return " ".join(str(value).split()) if value is not None else None
 
 
-def is_report(message: bytes) -> bool:
+def _token(message: bytes | Head, name: str) -> str | None:
+    """The first `;`-separated token of a field, lower-cased (a media type, an Auto-Submitted keyword)."""
+    value = header_value(message, name)
+    return value.split(";", 1)[0].strip().lower() if value is not None else None
+
+
+def is_report(message: bytes | Head) -> bool:
     """Whether `message` is a `multipart/report` (RFC 6522) of any report type, readable or not: a notification
     of some kind, which no notification answers (and which its sender's own system does not answer either)."""
-    value = header_value(message, "Content-Type")
-    return value is not None and value.split(";", 1)[0].strip().lower() == "multipart/report"
+    return _token(message, "Content-Type") == "multipart/report"
 
 
-def automatic(message: bytes) -> bool:
+def automatic(message: bytes | Head) -> bool:
     """Whether no delivery notification may answer `message`, nor be waited for: a report or an automatic
-    message (RFC 3834)."""
-    return is_report(message) or auto_submitted(message)
+    message (RFC 3834). One parse of the header block for both questions."""
+    parsed = head(message)
+    return is_report(parsed) or auto_submitted(parsed)
 
 
-def auto_submitted(message: bytes) -> bool:
+def auto_submitted(message: bytes | Head) -> bool:
     """Whether `message` says it was sent automatically (RFC 3834 §5: an `Auto-Submitted` value but `no`), so
     that no automatic notice answers it (§2)."""
-    value = header_value(message, "Auto-Submitted")
-    return value is not None and value.split(";", 1)[0].strip().lower() != "no"
+    return _token(message, "Auto-Submitted") not in (None, "no")
 
 
 def build_mdn(

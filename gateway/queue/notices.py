@@ -248,7 +248,7 @@ class Notices:
             return len(gone)
 
     async def state(self, sender: str, message_id: str, recipient: str) -> tuple[str, str | None] | None:
-        """(state, outcome) of one tracked row, for tests and `mssgw queue` listings."""
+        """(state, outcome) of one tracked row (tests, and an operator's look from Python)."""
         rows = await self.db.rows(
             "SELECT state, outcome FROM notice_tracking WHERE sender = :s AND message_id = :m AND recipient = :r",
             {"s": sender.lower(), "m": message_id, "r": recipient.lower()},

@@ -419,13 +419,14 @@ class DeliveryWorker:
         MDN can quote."""
         if env.source in ("dsn", "mdn") or not env.sender or not needs_dsn(env.sender):
             return
-        if env.header_message_id is None or not jobs or mdn.automatic(body):
+        fields = mdn.head(body)  # parsed once for both questions
+        if env.header_message_id is None or not jobs or mdn.automatic(fields):
             return  # a read receipt or an automatic reply: the peer answers it with no notice
         try:
             mdn.check_message_id(env.header_message_id)
         except ValueError:
             return
-        final = mdn.wants_final_delivery(mdn.header_value(body, "Disposition-Notification-Options"))
+        final = mdn.wants_final_delivery(mdn.header_value(fields, "Disposition-Notification-Options"))
         await self.node.tracking.track(
             sender=env.sender,
             message_id=env.header_message_id,
