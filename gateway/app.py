@@ -25,6 +25,7 @@ import uvicorn
 
 from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
+from gateway.auth.oidc import token_login
 from gateway.config import Config
 from gateway.errors import ConfigError, SecretKeyError
 from gateway.imap.server import ImapService, start_imap
@@ -131,6 +132,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             base_delay=cfg.auth.lockout_base_delay,
             max_delay=cfg.auth.lockout_max_delay,
         )
+        tokens = token_login(cfg.oidc, cfg.path, node.mailboxes, lockout)
         logins = LoginRecords(node.db)
         await logins.load(lockout)  # a restart does not forgive a guesser
         web = _EmbeddedServer(
@@ -178,6 +180,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                         wake=worker.wake,
                         smime=smime,
                         revoked=clients.revoked,
+                        tokens=tokens,
                     )
                 )
         if cfg.listen.relay_port is not None:
@@ -192,7 +195,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
                     smime=smime,
                 )
             )
-        imap = ImapService(node, clients_tls, lockout, clients.revoked)
+        imap = ImapService(node, clients_tls, lockout, clients.revoked, tokens)
         for port_, implicit in ((cfg.listen.imap_port, False), (cfg.listen.imaps_port, True)):
             if port_ is not None:
                 listeners.append(await start_imap(imap, host=cfg.listen.host, port=port_, implicit_tls=implicit))

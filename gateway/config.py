@@ -227,6 +227,56 @@ class AuthSection(_Section):
     lockout_max_delay: float = Field(900.0, gt=0)
 
 
+_BEARER_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+class OidcSection(_Section):
+    """Bearer-token logins (SASL XOAUTH2 and OAUTHBEARER, RFC 7628) with the access tokens of the national
+    professional identity provider (domain brief §4): off while `issuer` is empty."""
+
+    issuer: str = ""
+    """The identity provider's issuer (`iss`), exactly; empty: bearer tokens are not offered nor taken."""
+    jwks: str = ""
+    """Its signing keys: the `jwks_uri` (https only) or a JWKS file (relative to this file's directory)."""
+    audience: str = ""
+    """This service's client id at the provider: a token must name it in `aud` or `azp`."""
+    identity_claim: str = "preferred_username"
+    """The claim holding the professional's IdNatPS (8 + RPPS or 0 + ADELI), checked with its check digit
+    and matched against the owner of the mailbox asked for."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256"])
+    """Signature algorithms taken (asymmetric only: a shared-secret HS* token could be forged with a public key)."""
+    leeway: float = Field(30.0, ge=0, le=300)
+    """Seconds of clock difference allowed on `exp`, `nbf` and `iat`."""
+    max_lifetime: Duration = "1h"
+    """Longest `exp` - `iat` taken: the provider's tokens live about 5 minutes."""
+    jwks_refresh: Duration = "1h"
+    """How long fetched keys are used before they are fetched again (an unknown `kid` fetches them at once,
+    at most once a minute)."""
+    ca_file: Path | None = None
+    """CA certificates for the `jwks_uri` HTTPS connection; the system's when empty."""
+    scope: str = "openid"
+    """The scope named in a refusal's error (RFC 7628 §3.2.2), for the client to ask for a new token."""
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a not in _BEARER_ALGORITHMS]
+        if unknown or not value:
+            raise ValueError(f"algorithms must be among {', '.join(_BEARER_ALGORITHMS)} (got {unknown or 'none'})")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcSection:
+        if self.issuer:
+            if not self.issuer.startswith("https://"):
+                raise ValueError("issuer must be an https:// URL")
+            if not self.jwks or not self.audience:
+                raise ValueError("with an issuer, jwks and audience are required")
+            if "://" in self.jwks and not self.jwks.startswith("https://"):
+                raise ValueError("jwks must be an https:// URL or a file")
+        return self
+
+
 class WebSection(_Section):
     """The patient web inbox (HTTPS listener)."""
 
@@ -383,6 +433,7 @@ class Config(BaseSettings):
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     imap: ImapSection = Field(default_factory=ImapSection)
     auth: AuthSection = Field(default_factory=AuthSection)
+    oidc: OidcSection = Field(default_factory=OidcSection)
     queue: QueueSection = Field(default_factory=QueueSection)
     web: WebSection = Field(default_factory=WebSection)
     smime: SmimeSection = Field(default_factory=SmimeSection)
@@ -617,6 +668,21 @@ lockout_threshold = 5
 lockout_wide_threshold = 20
 lockout_base_delay = 2.0
 lockout_max_delay = 900.0
+
+[oidc]
+# Logins with the national identity provider's access tokens (SASL XOAUTH2 and OAUTHBEARER, SMTP and
+# IMAP): off while issuer is empty. jwks: the provider's jwks_uri (https) or a JWKS file; audience: this
+# service's client id (in the token's aud or azp); identity_claim: the claim with the professional's
+# IdNatPS, matched against the owner of the mailbox logged in to.
+issuer = ""
+jwks = ""
+audience = ""
+identity_claim = "preferred_username"
+algorithms = ["RS256", "PS256", "ES256"]
+leeway = 30
+max_lifetime = "1h"
+jwks_refresh = "1h"
+scope = "openid"
 
 [web]
 # The patient web inbox, on the HTTPS listener. Address given to patients; empty: https://<host>:<https_port>/.

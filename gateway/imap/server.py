@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from gateway.audit.events import AuditEvent
 from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import Lockout
+from gateway.auth.oidc import TokenLogin
 from gateway.auth.service import CertificateLogin, PasswordLogin, Revoked
 from gateway.config import Config
 from gateway.imap.proto import serialize as ser
@@ -71,12 +72,20 @@ _CROWDED = "Too many connections from your address"
 class ImapService:
     """What every IMAP session of this node shares: the node, the store, the login check, the limits."""
 
-    def __init__(self, node: Node, tls: ssl.SSLContext, lockout: Lockout, revoked: Revoked | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        tls: ssl.SSLContext,
+        lockout: Lockout,
+        revoked: Revoked | None = None,
+        tokens: TokenLogin | None = None,
+    ) -> None:
         self.node = node
         self.cfg: Config = node.cfg
         self.tls = tls
         self.login = PasswordLogin(node.mailboxes, lockout)
         self.certificates = CertificateLogin(node.mailboxes, lockout, revoked)
+        self.tokens = tokens  # bearer-token logins (XOAUTH2, OAUTHBEARER), when [oidc] names a provider
         self.mailstore = Mailstore(
             MessageStore(node.mailboxes),
             default_quota=node.cfg.store.default_quota or None,
@@ -133,6 +142,8 @@ class ImapService:
             caps.append("AUTH=PLAIN")
             if session.client_certificate() is not None:  # else clients like mbsync try it and give up
                 caps.append("AUTH=EXTERNAL")
+            if self.tokens is not None:
+                caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
         else:
             caps += ["STARTTLS", "LOGINDISABLED"]
         return caps

@@ -49,7 +49,7 @@ class Principal:
 
     address: str
     kind: str  # PER ORG APP CAB
-    via: Literal["password", "certificate"]
+    via: Literal["password", "certificate", "token"]
 
 
 @dataclass(frozen=True, slots=True)

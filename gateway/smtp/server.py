@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import functools
 import logging
@@ -47,7 +48,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from directory.addresses import domain_of
 from gateway.audit.events import AuditEvent
 from gateway.audit.oplog import get_logger
+from gateway.auth import sasl_oauth
 from gateway.auth.lockout import Lockout
+from gateway.auth.oidc import TokenLogin, openid_configuration
 from gateway.auth.service import CertificateLogin, PasswordLogin, Revoked
 from gateway.errors import NotFound
 from gateway.node import Node
@@ -177,9 +180,17 @@ class GatewaySMTP(SMTP):
         implicit_tls: bool = False,
         client: tuple[str, int] | None = None,
         min_data_rate: int = 0,
+        auth_line_limit: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        # aiosmtpd's limits per command live in a dict shared by every instance (cleared by each new one):
+        # this connection's own. `auth_line_limit`: RFC 4954 §4's 12,288 octets for an AUTH line, which a
+        # bearer token needs (aiosmtpd reads every line under one limit, 1,001 octets, and AUTH's at 512).
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        if auth_line_limit is not None:
+            self.command_size_limits["AUTH"] = auth_line_limit
+            self._reader._limit = max(self._reader._limit, auth_line_limit)  # type: ignore[attr-defined]
         self._min_data_rate = min_data_rate  # octets/s a DATA must average ([smtp] min_data_rate; 0: none)
         self._data_octets: int | None = None  # octets of the DATA being read, None outside one
         self._data_slow = False  # its time left has run below [smtp] timeout: it is being cut for its rate
@@ -923,11 +934,13 @@ class SubmissionHandler(_Handler):
         wake: Callable[[], None],
         smime: Smime | None = None,
         revoked: Revoked | None = None,
+        tokens: TokenLogin | None = None,
     ) -> None:
         super().__init__(node, queue, wake)
         self.smime = smime
         self.login = PasswordLogin(node.mailboxes, lockout)
         self.certificates = CertificateLogin(node.mailboxes, lockout, revoked)
+        self.tokens = tokens  # bearer-token logins (XOAUTH2, OAUTHBEARER), when [oidc] names a provider
 
     # -- RFC 4954 AUTH ----------------------------------------------------------------------------
 
@@ -1013,9 +1026,15 @@ class SubmissionHandler(_Handler):
         # know (mbsync's default) would otherwise try it without one and give up.
         session.host_name = hostname
         ssl_object = _ssl_object(session)
-        if ssl_object is not None and ssl_object.getpeercert(binary_form=True):
-            return _extensions(responses)
-        return _extensions([r.replace(" EXTERNAL", "") if r[4:].startswith("AUTH ") else r for r in responses])
+        hidden = set() if self.tokens is not None else {"OAUTHBEARER", "XOAUTH2"}
+        if ssl_object is None or not ssl_object.getpeercert(binary_form=True):
+            hidden.add("EXTERNAL")
+        return _extensions(
+            [
+                " ".join(m for m in r.split(" ") if m not in hidden) if r[4:].startswith("AUTH ") else r
+                for r in responses
+            ]
+        )
 
     async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
         # RFC 4422 App. A: the identity is the TLS client certificate (APP mailboxes); the optional
@@ -1052,6 +1071,67 @@ class SubmissionHandler(_Handler):
             return _refused(session, "535 5.7.8 Authentication credentials invalid")
         info.principal = identity.Principal(account.address, account.kind, "certificate")
         await self.audit(AuditEvent.SMTP_AUTH_SUCCEEDED, session, result="done", mechanism="certificate")
+        return AuthResult(success=True, auth_data=LoginPassword(account.address.encode(), b""))
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "OAUTHBEARER")
+
+    async def _bearer(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
+        # RFC 7628 §4.3 (and Google's XOAUTH2): the client's message with the token, initial or after an
+        # empty 334; a refused token gets the error JSON as a 334 challenge, the client's answer, then 535.
+        session = server.session
+        assert session is not None
+        if self.tokens is None:  # not offered without [oidc] (handle_EHLO): answered as aiosmtpd does the unknown
+            return AuthResult(success=False, handled=False, message="504 5.5.4 Unrecognized authentication type")
+        info = self.info(session)
+        if len(args) > 1:
+            try:
+                raw = base64.b64decode(b"" if args[1] == "=" else args[1].encode(), validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+        else:
+            got = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(got, bytes):
+                return AuthResult(success=False, handled=True)
+            raw = got
+        try:
+            response = sasl_oauth.PARSERS[mechanism](raw)
+        except ValueError as exc:
+            await self.audit(
+                AuditEvent.SMTP_AUTH_FAILED, session, result="refused", mechanism=mechanism, reason=f"malformed: {exc}"
+            )
+            return _refused(session, f"501 5.5.2 Malformed {mechanism} response")
+        checked = await self.tokens.check(response.token, response.user, info.client_ip)
+        outcome, facts = checked.outcome, checked.facts
+        token = {"idnat": facts.identifier, "token_id": facts.token_id} if facts is not None else {}
+        if outcome.result == "locked":
+            await self.audit(
+                AuditEvent.SMTP_AUTH_LOCKED, session, result="refused", mechanism=mechanism, login=outcome.address
+            )
+            return _refused(session, f"454 4.7.0 Too many failed logins, try again in {int(outcome.wait) + 1} s")
+        account = outcome.account
+        if account is None:
+            await self.audit(
+                AuditEvent.SMTP_AUTH_FAILED,
+                session,
+                result="refused",
+                mechanism=mechanism,
+                login=outcome.address or None,
+                reason=outcome.reason,
+                locked_for=round(outcome.locked_for),
+                **token,
+            )
+            error = sasl_oauth.error_challenge(
+                mechanism, scope=self.cfg.oidc.scope, openid_configuration=openid_configuration(self.cfg.oidc)
+            )
+            if not isinstance(await server.challenge_auth(error), bytes):
+                return AuthResult(success=False, handled=True)  # '*' or bad base64: aiosmtpd has answered 501
+            return _refused(session, "535 5.7.8 Authentication credentials invalid")
+        info.principal = identity.Principal(account.address, account.kind, "token")
+        await self.audit(AuditEvent.SMTP_AUTH_SUCCEEDED, session, result="done", mechanism=mechanism, **token)
         return AuthResult(success=True, auth_data=LoginPassword(account.address.encode(), b""))
 
     # -- RFC 5321 transaction -----------------------------------------------------------------------
@@ -1370,8 +1450,9 @@ async def start_submission(
     wake: Callable[[], None],
     smime: Smime | None = None,
     revoked: Revoked | None = None,
+    tokens: TokenLogin | None = None,
 ) -> Listener:
-    handler = SubmissionHandler(node, queue, lockout, wake, smime, revoked)
+    handler = SubmissionHandler(node, queue, lockout, wake, smime, revoked, tokens)
     cfg = node.cfg
 
     def factory(client: tuple[str, int] | None) -> GatewaySMTP:
@@ -1387,6 +1468,7 @@ async def start_submission(
             auth_required=True,
             auth_require_tls=True,
             auth_exclude_mechanism=["CRAM-MD5"],
+            auth_line_limit=sasl_oauth.MAX_RESPONSE,
             timeout=cfg.smtp.timeout,
             min_data_rate=cfg.smtp.min_data_rate,
             decode_data=False,

@@ -594,6 +594,25 @@ class MailboxRepository:
             return None
         return Credentials(row.address, row.kind, row.password_hash, row.active)
 
+    async def token_holder(self, address: str | None, identifier: str) -> tuple[Credentials, str | None, bool] | None:
+        """For a bearer-token login: the mailbox `address` (or, when None, the one PER or CAB mailbox owned by
+        the professional `identifier`), its owner's IdNatPS and whether the owner is active."""
+        query = (
+            select(Mailbox.address, Mailbox.kind, Mailbox.active, Professional.id_nat_ps, Professional.active)
+            .join(Professional, Professional.key == Mailbox.professional_key, isouter=True)
+            .join(Account, Account.address == Mailbox.address)
+        )
+        if address is not None:
+            query = query.where(Mailbox.address == address.lower())
+        else:
+            query = query.where(Professional.id_nat_ps == identifier, Mailbox.kind.in_(("PER", "CAB"))).limit(2)
+        async with self.db.read() as s:
+            rows = (await s.execute(query)).all()
+        if len(rows) != 1:
+            return None
+        address_, kind, active, owner, owner_active = rows[0]
+        return Credentials(address_, kind, None, active), owner, bool(owner_active)
+
     async def certificate_holder(self, fingerprint: str) -> tuple[Credentials, str] | None:
         """The local mailbox a certificate (SHA-256 of its DER, hex) is registered to, with its usage."""
         async with self.db.read() as s:

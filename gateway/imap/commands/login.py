@@ -29,7 +29,7 @@ async def authenticated(s: Session, username: str, password: str, mechanism: str
     return await open_session(s, outcome.account, mechanism)
 
 
-async def open_session(s: Session, account: Credentials, mechanism: str) -> Reply:
+async def open_session(s: Session, account: Credentials, mechanism: str, **facts: str | None) -> Reply:
     """An authenticated account: check the per-mailbox session limit, then enter the authenticated state."""
     service = s.service
     if not service.per_user.admit(account.address):
@@ -38,7 +38,7 @@ async def open_session(s: Session, account: Credentials, mechanism: str) -> Repl
     s.user, s.user_kind, s.state = account.address, account.kind, AUTH
     s.frames.max_literal = service.cfg.smtp.max_message_size  # APPEND's limit from now on
     s.frames.max_command = max(s.frames.max_command, service.cfg.smtp.max_message_size + 65536)
-    await s.audit(AuditEvent.IMAP_LOGIN_SUCCEEDED, result="done", mechanism=mechanism)
+    await s.audit(AuditEvent.IMAP_LOGIN_SUCCEEDED, result="done", mechanism=mechanism, **facts)
     return ("CAPABILITY " + " ".join(service.capabilities(s)), "Logged in")
 
 

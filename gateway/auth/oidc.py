@@ -1,0 +1,315 @@
+"""Logins with the national identity provider's access tokens (domain brief §4): SASL XOAUTH2 and OAUTHBEARER.
+
+Implementation notes
+- A professional's mail client gets a short-lived access token (about 5 minutes) from the identity
+  provider (OpenID Connect; smart card or mobile app behind it) and presents it as a bearer token
+  (RFC 6750) in the SASL message (gateway/auth/sasl_oauth.py). The token is checked here, offline, against
+  the provider's signing keys (JWKS, RFC 7517), and never stored nor logged: only its facts are audited
+  (issuer, the professional's identifier, `jti`, expiry).
+- The token (RFC 7519/7515, verified by PyJWT): signed with one of `[oidc] algorithms` (asymmetric only:
+  an HS256 token "signed" with the provider's public key as a shared secret is the classic forgery; `none`
+  is never taken); a key of the provider's set picked by `kid` (a token without `kid` only when the set
+  has exactly one key for its algorithm), of the algorithm's key type and, when the key names one, that
+  algorithm; `iss` exactly `[oidc] issuer`; `exp` and `iat` present, `exp`/`nbf`/`iat` within `[oidc]
+  leeway`; `exp - iat` at most `[oidc] max_lifetime`; this service (`[oidc] audience`) in `aud`, or as
+  `azp` (Keycloak-based providers, Pro Santé Connect among them, name the client there).
+- Who: the claim `[oidc] identity_claim` must be an IdNatPS (8 + RPPS or 0 + ADELI) with a good check
+  digit, and the mailbox asked for (`user=` / `a=`) a PER or CAB mailbox owned by the directory entry of
+  that identifier, both active. Without a mailbox named (OAUTHBEARER allows it), the owner's only
+  mailbox. A delegate sends as an ORG mailbox after logging in to their own, as with passwords.
+- Keys: from a file (read again when it changes) or the `jwks_uri` over HTTPS (TLS 1.2+, the system's CAs
+  or `[oidc] ca_file`, 1 MiB at most, 10 s), kept `[oidc] jwks_refresh`; a `kid` not in the set fetches it
+  again at once, at most once a minute (a provider's key rotation), so that unknown `kid`s cannot make
+  the node hammer the provider. A failed fetch keeps the keys already known.
+- Refusals are one outcome for the client (RFC 7628 §3.2.2's error, then the protocol's failure reply),
+  the reason is the audit record's; they count against the client address in the lock-out, as
+  certificate logins do (a token is not guessed, but a flood of them still costs signature checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import structlog
+from jwt import PyJWK
+
+from directory.identifiers import check_idnatps
+from gateway.auth.lockout import Lockout
+from gateway.auth.service import LoginOutcome
+from gateway.config import OidcSection
+from gateway.queue.retry import parse_duration
+from gateway.store.mailboxes import MailboxRepository
+
+log = structlog.get_logger("gateway.auth.oidc")
+
+MAX_JWKS = 1024 * 1024
+FETCH_TIMEOUT = 10.0
+MIN_REFETCH = 60.0  # seconds between two fetches the keys' age did not call for (an unknown kid)
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+TOKEN_MAILBOXES = ("PER", "CAB")  # mailboxes a professional logs in to as themselves
+
+
+class Refused(Exception):
+    """A token or a login refused; `reason` is for the audit record only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """What is audited of a token that was verified: never the token."""
+
+    issuer: str
+    identifier: str  # the professional's IdNatPS
+    token_id: str | None  # its `jti`
+    expires: int
+
+
+@dataclass(frozen=True)
+class _Key:
+    kid: str | None
+    alg: str | None  # the algorithm the key is bound to, when the set says
+    jwk: PyJWK
+
+
+class Jwks:
+    """The provider's signing keys, by `kid`."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        ca_file: Path | None = None,
+        refresh: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.clock = clock
+        self.refresh = refresh
+        self.ca_file = ca_file
+        self._keys: list[_Key] = []
+        self._loaded = float("-inf")  # monotonic time of the last keys read
+        self._tried = float("-inf")  # and of the last attempt
+        self._stamp: tuple[int, int] | None = None  # the file's (mtime_ns, size) when read
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str | None, alg: str) -> PyJWK:
+        now = self.clock()
+        if self._file_changed() or (now - self._loaded > self.refresh and now - self._tried >= MIN_REFETCH):
+            await self._load(self._tried)
+        found = self._pick(kid, alg)
+        if found is None and self.clock() - self._tried >= MIN_REFETCH:
+            await self._load(self._tried)  # a key the provider has just rotated in
+            found = self._pick(kid, alg)
+        if found is None:
+            raise Refused("unknown-key")
+        if found.alg not in (None, alg):
+            raise Refused("algorithm")  # a key bound to another algorithm (RFC 7517 §4.4)
+        return found.jwk
+
+    def _pick(self, kid: str | None, alg: str) -> _Key | None:
+        wanted = _KEY_TYPES.get(alg[:2])
+        usable = [k for k in self._keys if k.jwk.key_type == wanted]
+        if kid is not None:
+            usable = [k for k in usable if k.kid == kid]
+        elif len(usable) != 1:
+            return None  # no kid: only a set with one key for this algorithm says which
+        return usable[0] if usable else None
+
+    def _file_changed(self) -> bool:
+        if "://" in self.source:
+            return False
+        try:
+            st = Path(self.source).stat()
+        except OSError:
+            return False
+        return (st.st_mtime_ns, st.st_size) != self._stamp
+
+    async def _load(self, since: float) -> None:
+        async with self._lock:
+            if self._tried != since:  # another login loaded them while this one waited
+                return
+            self._tried = self.clock()
+            try:
+                data = await self._fetch() if "://" in self.source else self._read()
+                keys = parse_jwks(data)
+            except (OSError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("oidc.jwks_unavailable", source=self.source, error=f"{type(exc).__name__}: {exc}"[:200])
+                return  # the keys already known stay in use
+            self._keys, self._loaded = keys, self.clock()
+            log.info("oidc.jwks_loaded", source=self.source, keys=len(keys))
+
+    def _read(self) -> bytes:
+        path = Path(self.source)
+        st = path.stat()
+        if st.st_size > MAX_JWKS:
+            raise ValueError(f"the key set is over {MAX_JWKS} octets")
+        data = path.read_bytes()
+        self._stamp = (st.st_mtime_ns, st.st_size)
+        return data
+
+    async def _fetch(self) -> bytes:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(self.source, ssl=ctx, allow_redirects=False, headers={"Accept": "application/json"}) as resp,
+        ):
+            if resp.status != 200:
+                raise ValueError(f"HTTP {resp.status}")
+            data = await resp.content.read(MAX_JWKS + 1)
+        if len(data) > MAX_JWKS:
+            raise ValueError(f"the key set is over {MAX_JWKS} octets")
+        return data
+
+
+def parse_jwks(data: bytes) -> list[_Key]:
+    """A JWK Set (RFC 7517 §5): its signature keys (`use` absent or `sig`) that PyJWT can use; ValueError if none."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("the key set is not JSON") from None
+    entries = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("the key set has no keys array")
+    keys: list[_Key] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or entry.get("kty") == "oct":
+            continue
+        try:
+            jwk = PyJWK(entry)
+        except jwt.PyJWTError:
+            continue  # a key type or curve PyJWT does not know: not one of ours to use
+        kid, alg = entry.get("kid"), entry.get("alg")
+        keys.append(_Key(kid if isinstance(kid, str) else None, alg if isinstance(alg, str) else None, jwk))
+    if not keys:
+        raise ValueError("the key set has no usable signature key")
+    return keys
+
+
+_REASONS: list[tuple[type[jwt.PyJWTError], str]] = [
+    (jwt.ExpiredSignatureError, "token-expired"),
+    (jwt.ImmatureSignatureError, "token-not-yet-valid"),
+    (jwt.InvalidIssuerError, "wrong-issuer"),
+    (jwt.InvalidSignatureError, "bad-signature"),
+    (jwt.MissingRequiredClaimError, "missing-claim"),
+    (jwt.InvalidAlgorithmError, "algorithm"),
+    (jwt.DecodeError, "malformed-token"),
+    (jwt.InvalidIssuedAtError, "token-not-yet-valid"),
+]
+
+
+class TokenVerifier:
+    """Checks an access token against `[oidc]`: its facts, or Refused."""
+
+    def __init__(self, cfg: OidcSection, jwks: Jwks, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.jwks = jwks
+        self.clock = clock
+        self.max_lifetime = parse_duration(cfg.max_lifetime).total_seconds()
+
+    async def verify(self, token: str) -> TokenFacts:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Refused("malformed-token") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in self.cfg.algorithms:
+            raise Refused("algorithm")
+        if kid is not None and not isinstance(kid, str):
+            raise Refused("malformed-token")
+        jwk = await self.jwks.key(kid, alg)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                jwk.key,
+                algorithms=[alg],
+                issuer=self.cfg.issuer,
+                leeway=self.cfg.leeway,
+                options={"require": ["exp", "iat", "iss"], "verify_aud": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise Refused(next((r for t, r in _REASONS if isinstance(exc, t)), "invalid-token")) from None
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if self.cfg.audience not in audiences and claims.get("azp") != self.cfg.audience:
+            raise Refused("wrong-audience")
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float) or exp - iat > self.max_lifetime:
+            raise Refused("token-lifetime")
+        identifier = claims.get(self.cfg.identity_claim)
+        if not isinstance(identifier, str) or check_idnatps(identifier) is not None:
+            raise Refused("no-identifier")
+        jti = claims.get("jti")
+        return TokenFacts(claims["iss"], identifier, jti[:128] if isinstance(jti, str) else None, int(exp))
+
+
+@dataclass(frozen=True)
+class TokenOutcome:
+    outcome: LoginOutcome
+    facts: TokenFacts | None = None
+
+
+class TokenLogin:
+    """A bearer-token login for SMTP and IMAP: lock-out first, then the token, then the mailbox."""
+
+    def __init__(self, verifier: TokenVerifier, mailboxes: MailboxRepository, lockout: Lockout) -> None:
+        self.verifier = verifier
+        self.mailboxes = mailboxes
+        self.lockout = lockout
+
+    async def check(self, token: str, user: str | None, client_ip: str) -> TokenOutcome:
+        address = (user or "").strip().lower()
+        wait = await self.lockout.wait(None, client_ip)
+        if wait:
+            return TokenOutcome(LoginOutcome("locked", address, wait=wait))
+        facts: TokenFacts | None = None
+        try:
+            facts = await self.verifier.verify(token)
+            holder = await self.mailboxes.token_holder(address or None, facts.identifier)
+            if holder is None:
+                raise Refused("unknown-account" if address else "no-single-mailbox")
+            account, owner, owner_active = holder
+            if account.kind not in TOKEN_MAILBOXES:
+                raise Refused("not-a-personal-mailbox")
+            if owner != facts.identifier:
+                raise Refused("not-the-owner")
+            if not account.active or not owner_active:
+                raise Refused("mailbox-disabled")
+        except Refused as refused:
+            locked = self.lockout.failure(None, client_ip)
+            return TokenOutcome(LoginOutcome("refused", address, locked_for=locked, reason=refused.reason), facts)
+        await self.mailboxes.touch_login(account.address)
+        return TokenOutcome(LoginOutcome("ok", account.address, account=account), facts)
+
+
+def token_login(
+    cfg: OidcSection, base: Callable[[Path], Path], mailboxes: MailboxRepository, lockout: Lockout
+) -> TokenLogin | None:
+    """The node's token login, or None while `[oidc] issuer` is empty. `base`: Config.path (relative paths)."""
+    if not cfg.issuer:
+        return None
+    source = cfg.jwks if "://" in cfg.jwks else str(base(Path(cfg.jwks)))
+    jwks = Jwks(
+        source,
+        ca_file=base(cfg.ca_file) if cfg.ca_file else None,
+        refresh=parse_duration(cfg.jwks_refresh).total_seconds(),
+    )
+    return TokenLogin(TokenVerifier(cfg, jwks), mailboxes, lockout)
+
+
+def openid_configuration(cfg: OidcSection) -> str:
+    """The provider's discovery document (OpenID Connect Discovery §4), named in refusals (RFC 7628 §3.2.2)."""
+    return cfg.issuer.rstrip("/") + "/.well-known/openid-configuration"
