@@ -188,9 +188,9 @@ class GatewaySMTP(SMTP):
         # this connection's own. `auth_line_limit`: RFC 4954 §4's 12,288 octets for an AUTH line, which a
         # bearer token needs (aiosmtpd reads every line under one limit, 1,001 octets, and AUTH's at 512).
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self._auth_line_limit = auth_line_limit
         if auth_line_limit is not None:
             self.command_size_limits["AUTH"] = auth_line_limit
-            self._reader._limit = max(self._reader._limit, auth_line_limit)  # type: ignore[attr-defined]
         self._min_data_rate = min_data_rate  # octets/s a DATA must average ([smtp] min_data_rate; 0: none)
         self._data_octets: int | None = None  # octets of the DATA being read, None outside one
         self._data_slow = False  # its time left has run below [smtp] timeout: it is being cut for its rate
@@ -210,6 +210,11 @@ class GatewaySMTP(SMTP):
         self._smtp_methods = {
             name: self._draining_aware(method, name in _GROUPABLE) for name, method in self._smtp_methods.items()
         }
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super()._cb_client_connected(reader, writer)
+        if self._auth_line_limit is not None:  # StreamReader has no public way to change its line limit
+            reader._limit = max(reader._limit, self._auth_line_limit)  # type: ignore[attr-defined]
 
     def _draining_aware(
         self, method: Callable[[str], Awaitable[None]], groupable: bool
@@ -1106,7 +1111,7 @@ class SubmissionHandler(_Handler):
             return _refused(session, f"501 5.5.2 Malformed {mechanism} response")
         checked = await self.tokens.check(response.token, response.user, info.client_ip)
         outcome, facts = checked.outcome, checked.facts
-        token = {"idnat": facts.identifier, "token_id": facts.token_id} if facts is not None else {}
+        token = {"idnat": facts.identifier, "jti": facts.token_id} if facts is not None else {}
         if outcome.result == "locked":
             await self.audit(
                 AuditEvent.SMTP_AUTH_LOCKED, session, result="refused", mechanism=mechanism, login=outcome.address

@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.conftest import NodeDir
+from tests.smtp.conftest import Gateway, serve
+
 ISSUER = "https://auth.esante.test/auth/realms/esante-wallet"
 AUDIENCE = "mssgw-test"
 
@@ -137,3 +140,17 @@ def serve_jwks(idp: Idp, workdir: Path) -> Iterator[tuple[str, Path]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def token_gateway(node: NodeDir, idp: Idp) -> Iterator[Gateway]:
+    """The node `node` (provisioned: tests.smtp.conftest.provision) served with [oidc] naming `idp`, whose
+    keys it fetches from its jwks_uri over HTTPS."""
+    with serve_jwks(idp, node.data) as (uri, ca):
+        env = {
+            "MSSGW_OIDC__ISSUER": ISSUER,
+            "MSSGW_OIDC__JWKS": uri,
+            "MSSGW_OIDC__AUDIENCE": AUDIENCE,
+            "MSSGW_OIDC__CA_FILE": str(ca),
+        }
+        yield from serve(node, env)

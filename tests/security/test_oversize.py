@@ -187,8 +187,11 @@ def test_command_lines_of_any_length_before_tls(gw: Gateway, size: int) -> None:
 
 
 def test_auth_line_too_long(gw: Gateway) -> None:
+    """RFC 4954 §4: an AUTH line may be 12,288 octets (bearer tokens need it); past that, 500."""
     client = gw.submission(login=None)
-    assert client.docmd("AUTH", "PLAIN " + "A" * 1000) == (500, b"5.5.2 Command line too long")
+    assert client.docmd("AUTH", "PLAIN " + "A" * 12_276) == (501, b"5.5.2 Malformed PLAIN response")
+    assert client.docmd("AUTH", "PLAIN " + "A" * 12_280) == (500, b"5.5.2 Command line too long")
+    assert client.docmd("MAIL", "FROM:<" + "a" * 1000 + "@x.fr>") == (500, b"5.5.2 Command line too long")
     assert client.docmd("NOOP") == (250, b"2.0.0 OK")
     client.quit()
 

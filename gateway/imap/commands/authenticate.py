@@ -74,7 +74,7 @@ async def bearer(s: Session, mechanism: str, response: bytes) -> Reply:
         raise Bad(f"malformed {mechanism} response") from None
     checked = await tokens.check(message.token, message.user, s.client_ip)
     outcome, facts = checked.outcome, checked.facts
-    token = {"idnat": facts.identifier, "token_id": facts.token_id} if facts is not None else {}
+    token = {"idnat": facts.identifier, "jti": facts.token_id} if facts is not None else {}
     if outcome.result == "locked":
         await s.audit(AuditEvent.IMAP_LOGIN_LOCKED, result="refused", mechanism=mechanism, login=outcome.address)
         raise No(f"Too many failed logins, try again in {int(outcome.wait) + 1} s", "UNAVAILABLE")
