@@ -68,6 +68,7 @@ class AuditEvent(StrEnum):
     TRUST_DOMAIN_ADDED = "admin.trust.domain_added"
     TRUST_DOMAIN_REMOVED = "admin.trust.domain_removed"
     TRUST_LISTED = "admin.trust.listed"
+    OIDC_CHECKED = "admin.oidc.checked"  # the provider's keys fetched, a token judged (its facts, never itself)
     TRUST_LIST_IMPORTED = "admin.trust.list_imported"
 
     # Trust-space PKI

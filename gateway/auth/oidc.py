@@ -33,7 +33,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,7 @@ class Jwks:
         self._loaded = float("-inf")  # monotonic time of the last keys read
         self._tried = float("-inf")  # and of the last attempt
         self._stamp: tuple[int, int] | None = None  # the file's (mtime_ns, size) when read
+        self.error: str | None = None  # why the last load failed, if it did
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str | None, alg: str) -> PyJWK:
@@ -117,6 +118,11 @@ class Jwks:
         if found.alg not in (None, alg):
             raise Refused("algorithm")  # a key bound to another algorithm (RFC 7517 §4.4)
         return found.jwk
+
+    async def load(self) -> list[_Key]:
+        """Read or fetch the set now (`mssgw oidc check`): the keys in use afterwards; `error` says why not."""
+        await self._load(self._tried)
+        return list(self._keys)
 
     def _pick(self, kid: str | None, alg: str) -> _Key | None:
         wanted = _KEY_TYPES.get(alg[:2])
@@ -145,9 +151,10 @@ class Jwks:
                 data = await self._fetch() if "://" in self.source else self._read()
                 keys = parse_jwks(data)
             except (OSError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("oidc.jwks_unavailable", source=self.source, error=f"{type(exc).__name__}: {exc}"[:200])
+                self.error = f"{type(exc).__name__}: {exc}"[:200]
+                log.warning("oidc.jwks_unavailable", source=self.source, error=self.error)
                 return  # the keys already known stay in use
-            self._keys, self._loaded = keys, self.clock()
+            self._keys, self._loaded, self.error = keys, self.clock(), None
             log.info("oidc.jwks_loaded", source=self.source, keys=len(keys))
 
     def _read(self) -> bytes:
@@ -275,10 +282,20 @@ class TokenLogin:
         wait = await self.lockout.wait(None, client_ip)
         if wait:
             return TokenOutcome(LoginOutcome("locked", address, wait=wait))
+        judged = await self.judge(token, address or None)
+        if judged.outcome.account is None:
+            locked = self.lockout.failure(None, client_ip)
+            return TokenOutcome(replace(judged.outcome, locked_for=locked), judged.facts)
+        await self.mailboxes.touch_login(judged.outcome.account.address)
+        return judged
+
+    async def judge(self, token: str, address: str | None) -> TokenOutcome:
+        """The verdict on a token for the mailbox `address` (None: the owner's only one), with no effect: no
+        lock-out, no login recorded (`mssgw oidc check` asks it too)."""
         facts: TokenFacts | None = None
         try:
             facts = await self.verifier.verify(token)
-            holder = await self.mailboxes.token_holder(address or None, facts.identifier)
+            holder = await self.mailboxes.token_holder(address, facts.identifier)
             if holder is None:
                 raise Refused("unknown-account" if address else "no-single-mailbox")
             account, owner, owner_active = holder
@@ -289,9 +306,7 @@ class TokenLogin:
             if not account.active or not owner_active:
                 raise Refused("mailbox-disabled")
         except Refused as refused:
-            locked = self.lockout.failure(None, client_ip)
-            return TokenOutcome(LoginOutcome("refused", address, locked_for=locked, reason=refused.reason), facts)
-        await self.mailboxes.touch_login(account.address)
+            return TokenOutcome(LoginOutcome("refused", address or "", reason=refused.reason), facts)
         return TokenOutcome(LoginOutcome("ok", account.address, account=account), facts)
 
 

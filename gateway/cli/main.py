@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from gateway.cli import audit, base, demo, directory, kek, mailbox, node, patient, pki, queue, retention, trust
+from gateway.cli import audit, base, demo, directory, kek, mailbox, node, oidc, patient, pki, queue, retention, trust
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for group in (node, demo, directory, mailbox, patient, trust, queue, pki, kek, audit, retention):
+    for group in (node, demo, directory, mailbox, patient, trust, queue, pki, kek, audit, retention, oidc):
         group.register(sub, common)
     return parser
 
