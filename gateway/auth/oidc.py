@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import jwt
@@ -55,15 +55,24 @@ MAX_JWKS = 1024 * 1024
 FETCH_TIMEOUT = 10.0
 MIN_REFETCH = 60.0  # seconds between two fetches the keys' age did not call for (an unknown kid)
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 TOKEN_MAILBOXES = ("PER", "CAB")  # mailboxes a professional logs in to as themselves
 
 
 class Refused(Exception):
-    """A token or a login refused; `reason` is for the audit record only."""
+    """A token or a login refused; `reason` is for the audit record only. `temporary`: this node could not
+    judge it (the provider's keys unavailable): the client is told to try later, and nobody is blamed."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, temporary: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.temporary = temporary
+
+
+COUNTED = frozenset({"malformed-token", "bad-signature", "algorithm", "unknown-key", "invalid-token"})
+"""Refusals the lock-out counts: what a forger or a flood sends. A token the provider signed and refused for
+its age, its audience or the mailbox asked for is no guess, and clients behind one hospital address send
+expired ones routinely: counted, they would lock everyone there out."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,7 @@ class Jwks:
         self._tried = float("-inf")  # and of the last attempt
         self._stamp: tuple[int, int] | None = None  # the file's (mtime_ns, size) when read
         self.error: str | None = None  # why the last load failed, if it did
+        self._tls: ssl.SSLContext | None = None
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str | None, alg: str) -> PyJWK:
@@ -110,13 +120,17 @@ class Jwks:
         if self._file_changed() or (now - self._loaded > self.refresh and now - self._tried >= MIN_REFETCH):
             await self._load(self._tried)
         found = self._pick(kid, alg)
-        if found is None and self.clock() - self._tried >= MIN_REFETCH:
+        local = "://" not in self.source
+        fresh = local and self.error is None  # a file is looked at for changes at every login
+        if found is None and not local and self.clock() - self._tried >= MIN_REFETCH:
             await self._load(self._tried)  # a key the provider has just rotated in
-            found = self._pick(kid, alg)
+            found, fresh = self._pick(kid, alg), self.error is None
         if found is None:
-            raise Refused("unknown-key")
-        if found.alg not in (None, alg):
-            raise Refused("algorithm")  # a key bound to another algorithm (RFC 7517 §4.4)
+            # Unknown in a set just fetched: a token of no key of the provider's. Otherwise this node could not
+            # look (no keys yet, the provider unreachable, or a fetch less than a minute ago): try later.
+            raise Refused("unknown-key") if fresh else Refused("keys-unavailable", temporary=True)
+        if isinstance(found, str):
+            raise Refused(found)
         return found.jwk
 
     async def load(self) -> list[_Key]:
@@ -124,14 +138,17 @@ class Jwks:
         await self._load(self._tried)
         return list(self._keys)
 
-    def _pick(self, kid: str | None, alg: str) -> _Key | None:
+    def _pick(self, kid: str | None, alg: str) -> _Key | str | None:
+        """The key for a token's `kid` and `alg`; "algorithm" when the only keys of that name are bound to
+        another algorithm (RFC 7517 §4.4); None when there is none."""
         wanted = _KEY_TYPES.get(alg[:2])
-        usable = [k for k in self._keys if k.jwk.key_type == wanted]
-        if kid is not None:
-            usable = [k for k in usable if k.kid == kid]
-        elif len(usable) != 1:
+        named = [k for k in self._keys if k.jwk.key_type == wanted and (kid is None or k.kid == kid)]
+        usable = [k for k in named if k.alg in (None, alg)]
+        if kid is None and len(usable) != 1:
             return None  # no kid: only a set with one key for this algorithm says which
-        return usable[0] if usable else None
+        if not usable:
+            return "algorithm" if named else None
+        return usable[0]
 
     def _file_changed(self) -> bool:
         if "://" in self.source:
@@ -160,26 +177,28 @@ class Jwks:
     def _read(self) -> bytes:
         path = Path(self.source)
         st = path.stat()
+        self._stamp = (st.st_mtime_ns, st.st_size)  # a bad file is read again when it changes, not per login
         if st.st_size > MAX_JWKS:
             raise ValueError(f"the key set is over {MAX_JWKS} octets")
-        data = path.read_bytes()
-        self._stamp = (st.st_mtime_ns, st.st_size)
-        return data
+        return path.read_bytes()
 
     async def _fetch(self) -> bytes:
-        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self._tls is None:  # the CA files are read once
+            self._tls = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
+        data = bytearray()
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
-            http.get(self.source, ssl=ctx, allow_redirects=False, headers={"Accept": "application/json"}) as resp,
+            http.get(self.source, ssl=self._tls, allow_redirects=False, headers={"Accept": "application/json"}) as resp,
         ):
             if resp.status != 200:
                 raise ValueError(f"HTTP {resp.status}")
-            data = await resp.content.read(MAX_JWKS + 1)
-        if len(data) > MAX_JWKS:
-            raise ValueError(f"the key set is over {MAX_JWKS} octets")
-        return data
+            async for chunk in resp.content.iter_any():  # the whole body, however it arrives
+                data += chunk
+                if len(data) > MAX_JWKS:
+                    raise ValueError(f"the key set is over {MAX_JWKS} octets")
+        return bytes(data)
 
 
 def parse_jwks(data: bytes) -> list[_Key]:
@@ -195,11 +214,14 @@ def parse_jwks(data: bytes) -> list[_Key]:
     for entry in entries:
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or entry.get("kty") == "oct":
             continue
+        kid, alg = entry.get("kid"), entry.get("alg")
+        if alg is not None and (not isinstance(alg, str) or alg not in _ALGORITHMS):
+            continue  # bound to an algorithm we never take (or not a name at all)
         try:
             jwk = PyJWK(entry)
-        except jwt.PyJWTError:
-            continue  # a key type or curve PyJWT does not know: not one of ours to use
-        kid, alg = entry.get("kid"), entry.get("alg")
+        except Exception as exc:  # any key PyJWT cannot use is skipped, whatever it raises: the provider's input
+            log.info("oidc.jwk_skipped", kid=str(kid)[:64], error=type(exc).__name__)
+            continue
         keys.append(_Key(kid if isinstance(kid, str) else None, alg if isinstance(alg, str) else None, jwk))
     if not keys:
         raise ValueError("the key set has no usable signature key")
@@ -250,14 +272,20 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Refused(next((r for t, r in _REASONS if isinstance(exc, t)), "invalid-token")) from None
         aud = claims.get("aud")
-        audiences = aud if isinstance(aud, list) else [aud]
-        if self.cfg.audience not in audiences and claims.get("azp") != self.cfg.audience:
+        audiences = aud if isinstance(aud, list) else [] if aud is None else [aud]
+        # This service in `aud`; or, when `aud` names nobody else (Keycloak's access tokens: only its own
+        # "account" service), as the client it was issued to (`azp`). A token for another service never.
+        if self.cfg.audience not in audiences and (
+            claims.get("azp") != self.cfg.audience or any(a != "account" for a in audiences)
+        ):
             raise Refused("wrong-audience")
+        if claims.get("typ") in ("ID", "Refresh", "Logout") or "nonce" in claims or "at_hash" in claims:
+            raise Refused("not-an-access-token")  # an ID token travels further (logout URLs): not a credential
         exp, iat = claims["exp"], claims["iat"]
         if not isinstance(exp, int | float) or not isinstance(iat, int | float) or exp - iat > self.max_lifetime:
             raise Refused("token-lifetime")
         identifier = claims.get(self.cfg.identity_claim)
-        if not isinstance(identifier, str) or check_idnatps(identifier) is not None:
+        if not isinstance(identifier, str) or identifier != identifier.strip() or check_idnatps(identifier) is not None:
             raise Refused("no-identifier")
         jti = claims.get("jti")
         return TokenFacts(claims["iss"], identifier, jti[:128] if isinstance(jti, str) else None, int(exp))
@@ -283,9 +311,11 @@ class TokenLogin:
         if wait:
             return TokenOutcome(LoginOutcome("locked", address, wait=wait))
         judged = await self.judge(token, address or None)
-        if judged.outcome.account is None:
+        if judged.outcome.result == "refused" and judged.outcome.reason in COUNTED:
             locked = self.lockout.failure(None, client_ip)
             return TokenOutcome(replace(judged.outcome, locked_for=locked), judged.facts)
+        if judged.outcome.account is None:
+            return judged
         await self.mailboxes.touch_login(judged.outcome.account.address)
         return judged
 
@@ -306,7 +336,8 @@ class TokenLogin:
             if not account.active or not owner_active:
                 raise Refused("mailbox-disabled")
         except Refused as refused:
-            return TokenOutcome(LoginOutcome("refused", address or "", reason=refused.reason), facts)
+            result: Literal["unavailable", "refused"] = "unavailable" if refused.temporary else "refused"
+            return TokenOutcome(LoginOutcome(result, address or "", reason=refused.reason), facts)
         return TokenOutcome(LoginOutcome("ok", account.address, account=account), facts)
 
 

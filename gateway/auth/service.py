@@ -41,7 +41,7 @@ def _dummy_hash() -> str:
 
 @dataclass(frozen=True)
 class LoginOutcome:
-    result: Literal["ok", "locked", "refused"]
+    result: Literal["ok", "locked", "refused", "unavailable"]  # unavailable: not judged now (token logins)
     address: str  # as given, lower-cased
     account: Credentials | None = None  # set when ok
     wait: float = 0.0  # locked: seconds until the next attempt is considered

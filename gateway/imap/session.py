@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
 PRE_LOGIN_LITERAL = 8192
+PRE_LOGIN_LINE = 16 * 1024 + 256  # AUTHENTICATE with a bearer token: 12,288 octets of SASL message in base64
 
 
 class No(Exception):
@@ -146,7 +147,9 @@ class Session:
         # Before login a literal can only be a user name or a password: a client that has not logged in
         # cannot make the server hold megabytes (APPEND's limit applies once authenticated).
         if self.state == NOT_AUTH:
-            return CommandReader(max_literal=PRE_LOGIN_LITERAL, max_command=PRE_LOGIN_LITERAL * 4)
+            return CommandReader(
+                max_line=PRE_LOGIN_LINE, max_literal=PRE_LOGIN_LITERAL, max_command=PRE_LOGIN_LITERAL * 4
+            )
         return CommandReader(max_literal=self.service.cfg.smtp.max_message_size)
 
     def buffered(self) -> bool:

@@ -490,6 +490,9 @@ class GatewaySMTP(SMTP):
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
+        # aiosmtpd adds SIZE's and SMTPUTF8's octets to MAIL's limit at each EHLO: from the base each time, or
+        # a client repeating EHLO would stretch MAIL lines towards the reader's (AUTH's) limit.
+        self.command_size_limits.pop("MAIL", None)
         with self._answering_hello():
             await super().smtp_EHLO(hostname)
 
@@ -1117,6 +1120,16 @@ class SubmissionHandler(_Handler):
                 AuditEvent.SMTP_AUTH_LOCKED, session, result="refused", mechanism=mechanism, login=outcome.address
             )
             return _refused(session, f"454 4.7.0 Too many failed logins, try again in {int(outcome.wait) + 1} s")
+        if outcome.result == "unavailable":  # the provider's keys could not be had: nobody's fault, try later
+            await self.audit(
+                AuditEvent.SMTP_AUTH_FAILED,
+                session,
+                result="failed",
+                mechanism=mechanism,
+                login=outcome.address or None,
+                reason=outcome.reason,
+            )
+            return _refused(session, "454 4.7.0 Temporary authentication failure")  # RFC 4954 §6
         account = outcome.account
         if account is None:
             await self.audit(
@@ -1132,6 +1145,8 @@ class SubmissionHandler(_Handler):
             error = sasl_oauth.error_challenge(
                 mechanism, scope=self.cfg.oidc.scope, openid_configuration=openid_configuration(self.cfg.oidc)
             )
+            if isinstance(server, GatewaySMTP):
+                server._command = None  # audited above: aiosmtpd's 501 to a cancelled answer is not another refusal
             if not isinstance(await server.challenge_auth(error), bytes):
                 return AuthResult(success=False, handled=True)  # '*' or bad base64: aiosmtpd has answered 501
             return _refused(session, "535 5.7.8 Authentication credentials invalid")

@@ -605,7 +605,9 @@ class MailboxRepository:
         if address is not None:
             query = query.where(Mailbox.address == address.lower())
         else:
-            query = query.where(Professional.id_nat_ps == identifier, Mailbox.kind.in_(("PER", "CAB"))).limit(2)
+            query = query.where(
+                Professional.id_nat_ps == identifier, Mailbox.kind.in_(("PER", "CAB")), Mailbox.active.is_(True)
+            ).limit(2)
         async with self.db.read() as s:
             rows = (await s.execute(query)).all()
         if len(rows) != 1:

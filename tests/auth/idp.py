@@ -104,14 +104,15 @@ def _self_signed() -> tuple[bytes, bytes]:
 
 
 @contextmanager
-def serve_jwks(idp: Idp, workdir: Path) -> Iterator[tuple[str, Path]]:
+def serve_jwks(idp: Idp, workdir: Path, pieces: int = 1) -> Iterator[tuple[str, Path]]:
     """(the jwks_uri, the CA file that verifies it): an HTTPS server answering GET /certs with `idp.served`
-    (its current JWKS unless a test set something else) and 404 elsewhere."""
+    (its JWKS, until a test changes it) and 404 elsewhere; `pieces`: the body written in
+    that many parts, 0.1 s apart, chunked."""
     cert, key = _self_signed()
     (workdir / "idp-cert.pem").write_bytes(cert)
     (workdir / "idp-key.pem").write_bytes(key)
-    if not idp.served:
-        idp.served.update(idp.jwks())
+    idp.served.clear()
+    idp.served.update(idp.jwks())
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -122,13 +123,25 @@ def serve_jwks(idp: Idp, workdir: Path) -> Iterator[tuple[str, Path]]:
             body = json.dumps(idp.served).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            if pieces == 1:
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(body)
+            size = -(-len(body) // pieces)
+            for i in range(0, len(body), size):
+                part = body[i : i + size]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(b"0\r\n\r\n")
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+    Handler.protocol_version = "HTTP/1.1" if pieces > 1 else "HTTP/1.0"
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(workdir / "idp-cert.pem", workdir / "idp-key.pem")

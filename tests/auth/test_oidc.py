@@ -68,8 +68,19 @@ async def test_a_good_token_gives_its_facts_never_itself(verifier: TokenVerifier
 async def test_audience_in_aud_or_azp(verifier: TokenVerifier, idp: Idp) -> None:
     assert (await verifier.verify(idp.token(aud=[AUDIENCE, "account"], azp="other"))).identifier == CLAIRE
     assert (await verifier.verify(idp.token(aud=AUDIENCE, drop=("azp",)))).identifier == CLAIRE
+    assert (await verifier.verify(idp.token(drop=("aud",)))).identifier == CLAIRE  # azp alone
     assert await refused(verifier, idp.token(aud="account", azp="another-client")) == "wrong-audience"
     assert await refused(verifier, idp.token(drop=("aud", "azp"))) == "wrong-audience"
+    # Issued to us, but for another service: that service could replay it here. Never.
+    assert await refused(verifier, idp.token(aud="other-api")) == "wrong-audience"
+    assert await refused(verifier, idp.token(aud=["account", "other-api"])) == "wrong-audience"
+
+
+@pytest.mark.parametrize("changes", [{"typ": "ID"}, {"nonce": "n-0S6"}, {"at_hash": "77QmUP"}, {"typ": "Refresh"}])
+async def test_id_and_refresh_tokens_are_not_access_tokens(
+    verifier: TokenVerifier, idp: Idp, changes: dict[str, str]
+) -> None:
+    assert await refused(verifier, idp.token(aud=AUDIENCE, **changes)) == "not-an-access-token"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +96,9 @@ async def test_audience_in_aud_or_azp(verifier: TokenVerifier, idp: Idp) -> None
         ({"identifier": None}, "no-identifier"),
         ({"identifier": "810000000008"}, "no-identifier"),  # the RPPS's Luhn check digit is wrong
         ({"identifier": "10000000009"}, "no-identifier"),  # an RPPS without its 8 is no IdNatPS
+        ({"identifier": " 810000000009"}, "no-identifier"),
+        ({"identifier": ["810000000009"]}, "no-identifier"),
+        ({"exp": "soon"}, "malformed-token"),
         ({"kid": "rsa-2"}, "unknown-key"),
     ],
 )
@@ -136,6 +150,9 @@ def test_parse_jwks_keeps_signature_keys_only(idp: Idp) -> None:
         {**doc["keys"][0], "kid": "enc-1", "use": "enc"},
         {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
         {"kty": "nonsense", "kid": "x"},
+        {**doc["keys"][0], "kid": "odd-alg", "alg": ["RS256"]},  # PyJWT raises TypeError on these two
+        {**doc["keys"][0], "kid": "alg-none", "alg": "none"},
+        {**doc["keys"][0], "kid": "hs", "alg": "HS256"},
         "not a key",
     ]
     assert [k.kid for k in parse_jwks(json.dumps(doc).encode())] == ["rsa-1", "ec-1"]
@@ -173,19 +190,35 @@ async def test_the_jwks_uri_over_https(idp: Idp, tmp_path: Path) -> None:
         clock[0] += 120
         assert (await verifier.verify(idp.token(key=rotated, kid="rsa-2"))).identifier == CLAIRE
         assert idp.fetches == 2
-        assert await refused(verifier, idp.token(kid="rsa-3")) == "unknown-key"
-        assert await refused(verifier, idp.token(kid="rsa-4")) == "unknown-key"
+        # Within the minute: not looked up again, and not judged either (the set may be about to change).
+        assert await refused(verifier, idp.token(kid="rsa-3")) == "keys-unavailable"
+        assert await refused(verifier, idp.token(kid="rsa-4")) == "keys-unavailable"
         assert idp.fetches == 2  # unknown kids cannot make the node hammer the provider
+        clock[0] += 61
+        assert await refused(verifier, idp.token(kid="rsa-3")) == "unknown-key"  # not in the set just fetched
+        assert idp.fetches == 3
         # The provider down: the keys already known stay in use.
         clock[0] += 7200
         idp.served.clear()
         idp.served["keys"] = "broken"
         assert (await verifier.verify(idp.token())).identifier == CLAIRE
-        assert idp.fetches == 3
-    # Not the provider's certificate: no keys at all, every token refused.
+        assert idp.fetches == 4
+        assert jwks.error == "ValueError: the key set has no keys array"
+    # Not the provider's certificate: no keys at all, every token put off (a temporary failure).
     with serve_jwks(Idp(), tmp_path) as (uri, _ca):
-        stranger = TokenVerifier(section(uri), Jwks(uri))  # the system's CAs do not know this one
-        assert await refused(stranger, idp.token()) == "unknown-key"
+        stranger = Jwks(uri)  # the system's CAs do not know this one
+        with pytest.raises(Refused) as caught:
+            await TokenVerifier(section(uri), stranger).verify(idp.token())
+        assert (caught.value.reason, caught.value.temporary) == ("keys-unavailable", True)
+        assert stranger.error is not None
+        assert "CERTIFICATE_VERIFY_FAILED" in stranger.error
+
+
+async def test_a_key_set_arriving_in_pieces(idp: Idp, tmp_path: Path) -> None:
+    """The body read whole however the server writes it (chunked, several TLS records, a pause)."""
+    with serve_jwks(idp, tmp_path, pieces=3) as (uri, ca):
+        verifier = TokenVerifier(section(uri, ca_file=ca), Jwks(uri, ca_file=ca))
+        assert (await verifier.verify(idp.token())).identifier == CLAIRE
 
 
 def test_config_refuses_unsafe_settings(tmp_path: Path) -> None:
@@ -269,10 +302,35 @@ async def test_refusals_count_against_the_client_address(
     idp: Idp, tmp_path: Path, mailboxes: MailboxRepository
 ) -> None:
     login = token_login(idp, tmp_path, mailboxes, threshold=2)
+    # Tokens the provider signed, refused for their age or the mailbox asked for: no guesses, not counted
+    # (clients behind one hospital address send expired tokens all day).
+    for _ in range(3):
+        expired = await login.check(idp.token(age=4000), DOCTOR, "192.0.2.9")
+        assert (expired.outcome.result, expired.outcome.reason, expired.outcome.locked_for) == (
+            "refused",
+            "token-expired",
+            0.0,
+        )
+        assert (await login.check(idp.token(LUCAS), DOCTOR, "192.0.2.9")).outcome.reason == "not-the-owner"
+    assert (await login.check(idp.token(), DOCTOR, "192.0.2.9")).outcome.result == "ok"
+    forger = rsa.generate_private_key(65537, 2048)
     for _ in range(2):
-        checked = await login.check(idp.token(age=4000), DOCTOR, "192.0.2.9")
-        assert (checked.outcome.result, checked.outcome.reason, checked.facts) == ("refused", "token-expired", None)
+        checked = await login.check(idp.token(key=forger), DOCTOR, "192.0.2.9")
+        assert (checked.outcome.result, checked.outcome.reason, checked.facts) == ("refused", "bad-signature", None)
     locked = (await login.check(idp.token(), DOCTOR, "192.0.2.9")).outcome
     assert locked.result == "locked"
     assert locked.wait > 0
     assert (await login.check(idp.token(), DOCTOR, "192.0.2.10")).outcome.result == "ok"  # another client
+
+
+async def test_keys_unavailable_is_temporary_and_blames_nobody(
+    idp: Idp, tmp_path: Path, mailboxes: MailboxRepository
+) -> None:
+    missing = tmp_path / "not-there.json"
+    lockout = Lockout(threshold=1, wide_threshold=1, base_delay=10)
+    login = TokenLogin(TokenVerifier(section(str(missing)), Jwks(str(missing))), mailboxes, lockout)
+    for _ in range(3):
+        checked = await login.check(idp.token(), DOCTOR, "192.0.2.20")
+        assert (checked.outcome.result, checked.outcome.reason) == ("unavailable", "keys-unavailable")
+    idp.write(missing)  # the operator puts the provider's set in place
+    assert (await login.check(idp.token(), DOCTOR, "192.0.2.20")).outcome.result == "ok"

@@ -78,6 +78,15 @@ async def bearer(s: Session, mechanism: str, response: bytes) -> Reply:
     if outcome.result == "locked":
         await s.audit(AuditEvent.IMAP_LOGIN_LOCKED, result="refused", mechanism=mechanism, login=outcome.address)
         raise No(f"Too many failed logins, try again in {int(outcome.wait) + 1} s", "UNAVAILABLE")
+    if outcome.result == "unavailable":  # the provider's keys could not be had: nobody's fault, try later
+        await s.audit(
+            AuditEvent.IMAP_LOGIN_FAILED,
+            result="failed",
+            mechanism=mechanism,
+            login=outcome.address or None,
+            reason=outcome.reason,
+        )
+        raise No("Temporary authentication failure, try again later", "UNAVAILABLE")
     if outcome.account is None:
         await s.audit(
             AuditEvent.IMAP_LOGIN_FAILED,

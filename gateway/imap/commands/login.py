@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.audit.events import AuditEvent
 from gateway.imap.commands import Reply
 from gateway.imap.proto.command import Command, LoginArgs
+from gateway.imap.proto.framing import DEFAULT_MAX_LINE
 from gateway.imap.session import AUTH, No, Session
 from gateway.store.mailboxes import Credentials
 
@@ -37,6 +38,7 @@ async def open_session(s: Session, account: Credentials, mechanism: str, **facts
         raise No("Too many sessions for this mailbox", "LIMIT")
     s.user, s.user_kind, s.state = account.address, account.kind, AUTH
     s.frames.max_literal = service.cfg.smtp.max_message_size  # APPEND's limit from now on
+    s.frames.max_line = DEFAULT_MAX_LINE  # a bearer token's long line was for AUTHENTICATE only
     s.frames.max_command = max(s.frames.max_command, service.cfg.smtp.max_message_size + 65536)
     await s.audit(AuditEvent.IMAP_LOGIN_SUCCEEDED, result="done", mechanism=mechanism, **facts)
     return ("CAPABILITY " + " ".join(service.capabilities(s)), "Logged in")

@@ -149,3 +149,19 @@ def test_imaplib_sees_the_failure(gw: Gateway, idp: Idp) -> None:
     with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
         client.authenticate("OAUTHBEARER", lambda challenge: b"\x01" if challenge else oauthbearer(NURSE, idp.token()))
     client.logout()
+
+
+def test_a_large_token_fits_on_imap_too(gw: Gateway, idp: Idp) -> None:
+    """A token SMTP takes (its AUTH line up to 12,288 octets) must pass IMAP's pre-login line limit as well."""
+    big = idp.token(CLAIRE, roles=["x" * 40] * 150)
+    initial = base64.b64encode(oauthbearer(DOCTOR, big))
+    assert len(initial) > 9000
+    raw = Raw(gw)
+    assert raw.command("a1", f"AUTHENTICATE OAUTHBEARER {initial.decode()}") == [b"a1 " + LOGGED_IN]
+    raw.close()
+    raw = Raw(gw)
+    raw.send(b"b1 AUTHENTICATE OAUTHBEARER\r\n")
+    assert raw.line() == b"+ "
+    raw.send(initial + b"\r\n")
+    assert raw.until(b"b1") == [b"b1 " + LOGGED_IN]
+    raw.close()
