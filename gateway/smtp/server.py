@@ -562,6 +562,18 @@ class SessionInfo:
     audited_reply: str | None = None  # the last refusal the handler audited itself
 
 
+async def _sasl_response(server: SMTP, args: list[str]) -> bytes | AuthResult:
+    """The client's first SASL message (RFC 4954 §4): the initial response (`=` is an empty one), or what it
+    answers an empty 334; an AuthResult when there is none to take (bad base64, `*`: aiosmtpd answered)."""
+    if len(args) > 1:
+        try:
+            return base64.b64decode(b"" if args[1] == "=" else args[1].encode(), validate=True)
+        except binascii.Error:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+    got = await server.challenge_auth("", encode_to_b64=False)
+    return got if isinstance(got, bytes) else AuthResult(success=False, handled=True)
+
+
 def _refused(session: Session, reply: str) -> AuthResult:
     """A refused AUTH whose audit record the handler wrote (GatewaySMTP.push must not write another)."""
     found = getattr(session, "mssgw", None)
@@ -983,17 +995,9 @@ class SubmissionHandler(_Handler):
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
         # RFC 4616: [authzid] NUL authcid NUL passwd, base64, initial response allowed (RFC 4954 §4).
-        if len(args) > 1:
-            blob = b"" if args[1] == "=" else args[1].encode()
-            try:
-                raw = base64.b64decode(blob, validate=True)
-            except binascii.Error:
-                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
-        else:
-            got = await server.challenge_auth("", encode_to_b64=False)
-            if not isinstance(got, bytes):
-                return AuthResult(success=False, handled=True)
-            raw = got
+        raw = await _sasl_response(server, args)
+        if isinstance(raw, AuthResult):
+            return raw
         parts = raw.split(b"\0")
         if len(parts) != 3:
             return AuthResult(success=False, handled=False, message="501 5.5.2 Malformed PLAIN response")
@@ -1050,16 +1054,9 @@ class SubmissionHandler(_Handler):
         session = server.session
         assert session is not None
         info = self.info(session)
-        if len(args) > 1:
-            try:
-                authzid = base64.b64decode(b"" if args[1] == "=" else args[1].encode(), validate=True)
-            except binascii.Error:
-                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
-        else:
-            got = await server.challenge_auth("", encode_to_b64=False)
-            if not isinstance(got, bytes):
-                return AuthResult(success=False, handled=True)
-            authzid = got
+        authzid = await _sasl_response(server, args)
+        if isinstance(authzid, AuthResult):
+            return authzid
         ssl_object = _ssl_object(session)
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         outcome = await self.certificates.check(der, info.client_ip, authzid.decode("utf-8", "replace"))
@@ -1095,16 +1092,9 @@ class SubmissionHandler(_Handler):
         if self.tokens is None:  # not offered without [oidc] (handle_EHLO): answered as aiosmtpd does the unknown
             return AuthResult(success=False, handled=False, message="504 5.5.4 Unrecognized authentication type")
         info = self.info(session)
-        if len(args) > 1:
-            try:
-                raw = base64.b64decode(b"" if args[1] == "=" else args[1].encode(), validate=True)
-            except binascii.Error:
-                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
-        else:
-            got = await server.challenge_auth("", encode_to_b64=False)
-            if not isinstance(got, bytes):
-                return AuthResult(success=False, handled=True)
-            raw = got
+        raw = await _sasl_response(server, args)
+        if isinstance(raw, AuthResult):
+            return raw
         try:
             response = sasl_oauth.PARSERS[mechanism](raw)
         except ValueError as exc:
