@@ -352,7 +352,7 @@ class DeliveryWorker:
         try:
             async with self.node.db.raw_writing() as s:
                 delivered = await self.mailstore.deliver_checked(
-                    s, job.recipient, body, env.header_message_id, env.receipt
+                    s, job.recipient, body, env.header_message_id, env.receipt, sender=env.sender
                 )
                 await self.queue.settle(s, job, "delivered")
                 if delivered is not None and dispatched is not None:

@@ -52,6 +52,9 @@ Implementation notes
   field is prepended. Nothing else changes: the other header lines and the body keep their exact bytes
   (S/MIME signs them later). An invalid Message-ID is refused rather than replaced, so that the only
   changes remain the ones listed here. Relay from a peer operator: same checks, Received: prepended only.
+- Return-Path: (RFC 5321 §4.4) is the final delivery's to write, from the envelope: a message's own
+  Return-Path: fields (which a sender "SHOULD NOT" send) are removed on submission and on relay, at the
+  byte level as Bcc:, so that the one the mailbox shows is ours (Postfix drops them the same way).
 - Received: (RFC 5321 §4.4): `from HELO ([ip])`, the TLS version and cipher in a comment, `by`, `with`
   ESMTPS/ESMTPSA (RFC 3848), `id`, `for` (pass one only for a single-recipient envelope: RFC 5321 §7.2),
   and the date; folded at clause boundaries, lines of at most 78 characters where the values allow, never
@@ -579,7 +582,8 @@ def prepare_submission(
 ) -> tuple[bytes, Headers] | Reject:
     """A client's message as this node relays it, with the facts of its new header block; or the refusal.
 
-    Raw checks, header block checks, the From:/Sender:/Message-ID: rules; then every Bcc: field removed,
+    Raw checks, header block checks, the From:/Sender:/Message-ID: rules; then every Bcc: and Return-Path:
+    field removed,
     `Date:` then `Message-ID: <random@message_id_domain>` appended to the header block when missing, and
     `received` (one field, no final CRLF) prepended. All other bytes unchanged.
     """
@@ -593,7 +597,7 @@ def prepare_submission(
     if isinstance(split, Reject):
         return split
     fields, end = split
-    kept = [f for f in fields if f.name != "bcc"]
+    kept = [f for f in fields if f.name not in ("bcc", "return-path")]
     added: list[_Field] = []
     if not any(f.name == "date" for f in kept):
         added.append(_Field("date", f"Date: {format_datetime(stamp)}\r\n".encode("ascii"), 4))
@@ -611,7 +615,8 @@ def prepare_submission(
 
 
 def prepare_relay(data: bytes, *, received: str) -> tuple[bytes, Headers] | Reject:
-    """A peer operator's message with `received` prepended, and its facts; or the refusal. No other change."""
+    """A peer operator's message with `received` prepended and its Return-Path: fields removed, and its facts;
+    or the refusal. No other change."""
     received_field = _received_field(received)
     refused = check_raw(data)
     if refused is not None:
@@ -619,12 +624,15 @@ def prepare_relay(data: bytes, *, received: str) -> tuple[bytes, Headers] | Reje
     split = _header_fields(data)
     if isinstance(split, Reject):
         return split
-    facts = _facts([received_field, *split[0]])
+    fields, end = split
+    facts = _facts([received_field, *fields])
     if isinstance(facts, Reject):
         return facts
     refused = _field_rules(facts)
     if refused is not None:
         return refused
+    if any(f.name == "return-path" for f in fields):
+        return b"".join(f.raw for f in (received_field, *fields) if f.name != "return-path") + data[end:], facts
     return received_field.raw + data, facts
 
 

@@ -779,7 +779,7 @@ class _Handler:
                         )
                     )
 
-        delivered = await self.deliver_now(forms, headers.message_id, effects, receipt, alongside)
+        delivered = await self.deliver_now(forms, envelope.mail_from, headers.message_id, effects, receipt, alongside)
         ids = [qid for qid, _ in delivered] if delivered is not None else []
         if delivered is None:
             async with self._transaction(effects) as s:
@@ -891,6 +891,7 @@ class _Handler:
     async def deliver_now(
         self,
         forms: list[tuple[list[str], bytes]],
+        sender: str,
         message_id: str | None,
         effects: Sequence[patients.Effect],
         receipt: str | None = None,
@@ -914,7 +915,8 @@ class _Handler:
                 if await self.node.mailboxes.deliverable(s, {r for _, r in wanted}) != {r for _, r in wanted}:
                     return None
                 for i, r in wanted:
-                    done[i].append((r, await self.mailstore.deliver_checked(s, r, forms[i][1], message_id, receipt)))
+                    got = await self.mailstore.deliver_checked(s, r, forms[i][1], message_id, receipt, sender=sender)
+                    done[i].append((r, got))
                 if alongside is not None:
                     await alongside(s, {r for d in done for r, where in d if where is None})
         except (QuotaExceeded, NotFound):

@@ -55,6 +55,15 @@ _UID_LIST = 500
 """Up to this many UIDs are looked up by list; more, and the folder's UIDs are read and filtered."""
 
 
+def return_path(sender: str) -> bytes:
+    """The Return-Path: field (RFC 5321 §4.4, RFC 5322 §3.6.7) a final delivery writes for an envelope
+    sender; UTF-8 for an SMTPUTF8 one (RFC 6532). The sender comes from an SMTP command line, so it has no
+    CR or LF; this guards the header block all the same."""
+    if "\r" in sender or "\n" in sender:
+        raise ValueError("an envelope sender cannot go in a Return-Path: field")
+    return f"Return-Path: <{sender}>\r\n".encode()
+
+
 class FolderGone(NotFound):
     """The folder a session has selected was deleted or renamed away by someone else."""
 
@@ -848,12 +857,16 @@ class Mailstore:
         body: bytes,
         header_message_id: str | None,
         receipt: str | None = None,
+        *,
+        sender: str,
     ) -> Delivered | None:
         """Deliver into INBOX within `s`, or raise QuotaExceeded: the queue worker's and the SMTP
-        listeners' delivery. With a relay `receipt` (messages.relay_receipt): None, storing nothing, when
-        that mailbox already got the message."""
+        listeners' delivery, the final delivery of RFC 5321 §4.4, which puts the envelope's `sender` ("" for
+        the null sender) in a Return-Path: field at the top. With a relay `receipt`
+        (messages.relay_receipt): None, storing nothing, when that mailbox already got the message."""
         if receipt is not None and not await self.store.first_receipt(self.db.statements(s), address, receipt):
             return None
+        body = return_path(sender) + body
         return await self.store.deliver(
             address, body, header_message_id=header_message_id, session=s, quota=self._quota_check(address, len(body))
         )

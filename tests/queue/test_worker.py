@@ -22,7 +22,7 @@ from gateway.queue.store import Envelope, Job, LeaseLost, Queue
 from gateway.queue.worker import DeliveryWorker, Relay, Result
 from gateway.smime import cms, mime
 from gateway.smime.service import Smime
-from gateway.store.mailstore import Mailstore
+from gateway.store.mailstore import Mailstore, return_path
 from gateway.store.messages import MessageStore, relay_receipt
 from gateway.store.models import QueuedMessage, QueuedRecipient, StoredMessage, utcnow
 from tests.conftest import DOMAIN, NodeDir, copy_node
@@ -94,7 +94,8 @@ async def test_a_full_mailbox_defers_delivery_with_4_2_2(node: Node) -> None:
     body = b"Subject: gros\r\n\r\n" + b"x" * 1000 + b"\r\n"
     first = b"Subject: d\xc3\xa9j\xc3\xa0 l\xc3\xa0\r\n\r\nx\r\n"
     await MessageStore(node.mailboxes).deliver(RCPT, first)
-    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body) + len(first) - 1)  # the body alone fits
+    stored_size = len(return_path(RCPT) + body)  # as the final delivery writes it (RFC 5321 §4.4)
+    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, stored_size + len(first) - 1)  # it alone fits
     queue = Queue(node.db, node.kek)
     queue_id = await queue.enqueue(
         source="submission", sender=RCPT, recipients=[RCPT], body=body, local_domains=node.cfg.node.local_domains
@@ -104,7 +105,7 @@ async def test_a_full_mailbox_defers_delivery_with_4_2_2(node: Node) -> None:
     [rcpt] = await queue.recipients(queue_id)
     assert (rcpt.status, rcpt.attempts, rcpt.last_error) == ("pending", 1, "smtp; 452 4.2.2 mailbox full")
     assert rcpt.next_attempt_at > utcnow() + timedelta(seconds=50)  # the schedule's first step: 1 minute
-    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, len(body) + len(first))  # room made: retried
+    await Mailstore(MessageStore(node.mailboxes)).set_quota(RCPT, stored_size + len(first))  # room made: retried
     assert await DeliveryWorker(node, queue).run_once(now=utcnow() + timedelta(minutes=2)) == 1
     assert await stored(node) == 2
 

@@ -191,6 +191,25 @@ def test_bcc_folded_and_several_any_case_stripped() -> None:
     )
 
 
+def test_return_path_fields_removed_on_submission_and_relay() -> None:
+    """RFC 5321 §4.4: the final delivery writes Return-Path: from the envelope; a sender's own (folded, any
+    case, several) go, on submission as on relay, and one in the body stays."""
+    head = (
+        b"Return-Path: <forged@elsewhere.fr>\r\n"
+        b"From: alice@ch-test.mssante.fr\r\n"
+        b"return-PATH:\r\n <other@elsewhere.fr>\r\n"
+        b"X-Return-Path: kept\r\n" + DATE + MSGID
+    )
+    body = b"\r\nReturn-Path: <in-the-body@x.fr>\r\n"
+    kept = b"From: alice@ch-test.mssante.fr\r\nX-Return-Path: kept\r\n" + DATE + MSGID + body
+    out, h = submit(head + body)
+    assert out == REC + kept
+    assert h.field_count == 5  # the fields it goes on with: Received, From, X-Return-Path, Date, Message-ID
+    relayed = prepare_relay(head + body, received=RECEIVED)
+    assert not isinstance(relayed, Reject)
+    assert relayed[0] == REC + kept
+
+
 def test_bcc_in_body_left_alone() -> None:
     data = b"From: alice@ch-test.mssante.fr\r\n" + DATE + MSGID + b"\r\nBcc: carol@x.fr\r\nBCC: dave@x.fr\r\n"
     out, h = submit(data)

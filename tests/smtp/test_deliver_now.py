@@ -41,7 +41,7 @@ def test_messages_to_the_same_mailboxes_in_other_orders_do_not_deadlock(pg_clust
             outcomes: Counter[str] = Counter()
 
             async def one(order: list[str]) -> None:
-                done = await handler.deliver_now([(order, BODY)], "<m@ch-test.mssante.fr>", ())
+                done = await handler.deliver_now([(order, BODY)], "s@ch-test.mssante.fr", "<m@ch-test.mssante.fr>", ())
                 outcomes["delivered" if done else "queued"] += 1
 
             for _ in range(10):

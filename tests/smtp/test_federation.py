@@ -139,6 +139,8 @@ def test_unknown_remote_mailbox_bounces_with_a_dsn(space: TrustSpace) -> None:
     sender = f"lucas.bernard@{A}"
     space.submit("operator-a", sender, [f"nobody@{B}"], "perdu")
     dsn = wait(space.node("operator-a"), sender, b"report-type=delivery-status")
+    assert dsn.startswith(b"Return-Path: <>\r\n")  # the worker's final delivery of a null-sender message
+    assert dsn.count(b"Return-Path:") == 1
     assert b"Final-Recipient: rfc822; nobody@clinique-b.mssante.test" in dsn
     assert b"Status: 5.1.1" in dsn
     assert b"Compte rendu." not in dsn  # headers only, never the content

@@ -106,7 +106,7 @@ def test_peer_relays_to_a_local_mailbox(gateway: Gateway, peer_cert: Path, duran
     client.quit()
     got = wait_for_message(gateway.node, DOCTOR, b"Subject: relais entrant")
     head = got.split(b"\r\n\r\n", 1)[0].decode()
-    assert head.startswith(f"Received: from mx.{PEER} ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher ")
+    assert head.startswith(f"Return-Path: <{SENDER}>\r\nReceived: from mx.{PEER} ([127.0.0.1])\r\n\t(using TLSv1.3 ")
     assert "with ESMTPS id " in head
     # The stored message is the verified inner one, under the verdict naming the signer and its serial.
     results = head.split("Authentication-Results: ", 1)[1]
@@ -462,6 +462,8 @@ def test_a_peers_delivery_notification_with_the_null_sender_is_taken(
     assert code == 250, reply
     assert re.fullmatch(rb"2\.0\.0 OK delivered as [0-9a-f]{32}", reply)
     client.quit()
-    assert b"smime=pass" in wait_for_message(gateway.node, DOCTOR, b"Subject: avis de non-remise")
+    got = wait_for_message(gateway.node, DOCTOR, b"Subject: avis de non-remise")
+    assert got.startswith(b"Return-Path: <>\r\nReceived: from ")  # RFC 5321 §4.4: the null sender too
+    assert b"smime=pass" in got
     accepted = gateway.node.cli("audit", "search", "--event", "smtp.message.accepted", "--json").json()
     assert accepted[-1]["response"]["mail_from"] == ""  # type: ignore[index]

@@ -146,7 +146,7 @@ def test_implicit_tls_offers_auth_and_submits(gateway: Gateway) -> None:
 
 def test_submitted_message_reaches_the_inbox_with_received_and_message_id(gateway: Gateway) -> None:
     client = gateway.submission()
-    raw = message(DOCTOR, DOCTOR, "Compte rendu", Bcc="cache@" + DOMAIN)
+    raw = message(DOCTOR, DOCTOR, "Compte rendu", Bcc="cache@" + DOMAIN, **{"Return-Path": "<forged@x.fr>"})
     assert b"Message-ID" not in raw  # EmailMessage adds none: the gateway must
     code, reply = client.mail(DOCTOR)
     assert (code, reply) == (250, b"2.1.0 OK")
@@ -157,7 +157,11 @@ def test_submitted_message_reaches_the_inbox_with_received_and_message_id(gatewa
     client.quit()
     got = wait_for_message(gateway.node, DOCTOR, b"Subject: Compte rendu")
     head = got.split(b"\r\n\r\n", 1)[0].decode()
-    assert head.startswith("Received: from client.example ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher ")
+    # RFC 5321 §4.4: the final delivery's Return-Path: first, from MAIL FROM; the client's own is gone
+    assert head.startswith(
+        f"Return-Path: <{DOCTOR}>\r\nReceived: from client.example ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher "
+    )
+    assert head.count("Return-Path:") == 1
     assert re.search(r"\r\n\tby mail\.ch-test\.mssante\.fr with ESMTPSA id [0-9a-f]{16}\r\n\tfor <", head)
     assert re.search(rf"\r\nMessage-ID: <[0-9a-f]{{32}}@{re.escape(DOMAIN)}>", head)
     assert "Bcc:" not in head
