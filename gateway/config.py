@@ -39,6 +39,8 @@ from directory.addresses import check_domain
 from gateway.errors import ConfigError
 from gateway.queue.retry import parse_duration
 
+KEEP_ONLINE_MIN = timedelta(days=183)
+"""Domain brief §8: audit records stay online at least six months."""
 CONFIG_ENV = "MSSGW_CONFIG"
 CONFIG_FILENAME = "mssgw.toml"
 
@@ -413,6 +415,20 @@ class AuditSection(_Section):
     """Seconds between periodic signed checkpoints while serving."""
     log_file: Path | None = None
     """JSON-lines operational log; standard error when empty."""
+    keep_online: Duration = "183d"
+    """How long records stay in the audit database before `mssgw audit archive` may move them to a file:
+    at least six months (domain brief §8), or the 1 to 3 years an operator's policy says."""
+
+    @field_validator("keep_online")
+    @classmethod
+    def _six_months(cls, v: str) -> str:
+        if parse_duration(v) < KEEP_ONLINE_MIN:
+            raise ValueError(f"keep_online {v} is shorter than six months ({KEEP_ONLINE_MIN.days}d at least)")
+        return v
+
+    @property
+    def keep_online_delta(self) -> timedelta:
+        return parse_duration(self.keep_online)
 
 
 class Config(BaseSettings):
@@ -753,4 +769,6 @@ checkpoint_key = {_toml_str(str(checkpoint_key))}
 checkpoint_interval = 300
 # JSON-lines operational log file; standard error when commented out.
 # log_file = "log/mssgw.jsonl"
+# How long records stay online before `mssgw audit archive` may move them to a file (six months at least).
+keep_online = "183d"
 """

@@ -144,3 +144,4 @@ class AuditEvent(StrEnum):
     AUDIT_VERIFIED = "admin.audit.verified"
     AUDIT_EXPORTED = "admin.audit.exported"
     AUDIT_SEARCHED = "admin.audit.searched"
+    AUDIT_ARCHIVED = "admin.audit.archived"

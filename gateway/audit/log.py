@@ -19,7 +19,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -36,7 +36,7 @@ from gateway.audit.oplog import get_logger, scrub
 from gateway.store.db import Database
 
 AUDIT_MIGRATIONS = Path(__file__).parent / "migrations"
-AUDIT_HEAD = "a0001"
+AUDIT_HEAD = "a0002"
 """Head revision of the audit schema; tests keep it equal to alembic's head."""
 RECORD_FORMAT = "mssgw-audit/1"
 MAX_SUMMARY = 4096
@@ -201,8 +201,11 @@ _HEAD_MOVE = "UPDATE audit_head SET size = :size, frontier = :frontier WHERE id 
 class AuditLog:
     """Appends records to the audit database and signs checkpoints over them."""
 
-    def __init__(self, db: Database, node: str, signer: CheckpointSigner | None) -> None:
+    def __init__(
+        self, db: Database, node: str, signer: CheckpointSigner | None, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.db = db
+        self.clock = clock or (lambda: datetime.now(UTC))  # tests write records of other times
         self.node = node
         self.signer = signer
         self._pending: list[_Pending] = []
@@ -269,7 +272,7 @@ class AuditLog:
             rows = []
             for p in batch:
                 seq = tree.size + 1
-                ts = max(iso(datetime.now(UTC)), self._last_ts)
+                ts = max(iso(self.clock()), self._last_ts)
                 self._last_ts = ts
                 leaf = merkle.leaf_hash(
                     record_bytes(
@@ -323,7 +326,7 @@ class AuditLog:
             if last is not None and last.tree_size == head.size and not force:
                 return None
             root = merkle.CompactRange(head.size, split_frontier(head.frontier)).root()
-            ts = max(iso(datetime.now(UTC)), last.ts if last else "")
+            ts = max(iso(self.clock()), last.ts if last else "")
             sig = self.signer.sign(checkpoint_message(self.node, head.size, root, ts))
             row = AuditCheckpoint(
                 tree_size=head.size,

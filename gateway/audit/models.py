@@ -9,6 +9,10 @@ Implementation notes
   backend.
 - `leaf_hash` is what the writer computed; verification recomputes it and compares, which names an
   edited record directly; a forger who also rewrites it is still caught by the signed checkpoints.
+- `audit_archives` (migration a0002): one row per `mssgw audit archive`, the records it moved to a file
+  and the tree's compact range after them, under a checkpoint signed at that size. The delete trigger
+  lets a record go only once such a row covers it, and `audit verify` continues the tree from the last
+  row's compact range.
 """
 
 from __future__ import annotations
@@ -64,3 +68,21 @@ class AuditCheckpoint(Base):
     node: Mapped[str] = mapped_column(String(100))
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class AuditArchive(Base):
+    """Records `first_seq`..`last_seq` moved off line to `file`: the compact range of the tree of the first
+    `last_seq` records (what verification continues from) and the checkpoint signed over it."""
+
+    __tablename__ = "audit_archives"
+    first_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    last_ts: Mapped[str] = mapped_column(String(40))  # the timestamp of record last_seq
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    ts: Mapped[str] = mapped_column(String(40))  # the checkpoint's: when the archive was made
+    node: Mapped[str] = mapped_column(String(100))
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    file: Mapped[str] = mapped_column(String(255))  # its name; where it is kept is the operator's
+    sha256: Mapped[str] = mapped_column(String(64))

@@ -26,6 +26,11 @@ Implementation notes
     two texts joined by a comma, and only JSON objects make that join unambiguous;
   * malformed: a record or checkpoint whose stored values have the wrong types or sizes (written
     behind the log's back); reported, never a crash.
+- Archives (gateway.audit.archive): the tree starts from the last archive's compact range, which its
+  signed checkpoint vouches for; each archive must follow the previous one. Checkpoints below the
+  archived size are counted, not recomputed (their records are in the files: `read_file` checks those).
+  Findings: archive (a row out of sequence, unsigned or unreadable, or whose range does not give its
+  root) and archived_online (records an archive holds still in the database: an interrupted archive).
 - Inclusion and consistency proofs are computed over the stored leaf hashes after checking them.
 """
 
@@ -38,7 +43,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gateway.audit import merkle
+from gateway.audit import archive, merkle
 from gateway.audit.checkpoint import CheckpointVerifier, checkpoint_message
 from gateway.audit.log import Checkpoint, leaf_of, split_frontier
 from gateway.audit.models import AuditCheckpoint, AuditHead, AuditRecord
@@ -68,6 +73,9 @@ class Report:
     checkpoints_verified: int = 0
     root_hash: str = ""
     findings: list[Finding] = field(default_factory=list)
+    archived: int = 0  # records moved off line (the tree's first ones)
+    archives: int = 0
+    checkpoints_archived: int = 0  # checkpoints over archived records only: their files verify them
 
     @property
     def ok(self) -> bool:
@@ -80,6 +88,9 @@ class Report:
             "checkpoints": self.checkpoints,
             "checkpoints_verified": self.checkpoints_verified,
             "root_hash": self.root_hash,
+            "archived": self.archived,
+            "archives": self.archives,
+            "checkpoints_archived": self.checkpoints_archived,
             "findings": [f.as_dict() for f in self.findings],
         }
 
@@ -170,6 +181,34 @@ def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], rep
     return True
 
 
+def _start(
+    rows: Sequence[archive.Archive], keys: Mapping[str, CheckpointVerifier], report: Report
+) -> merkle.CompactRange:
+    """The compact range the online records continue: the last archive's, each archive checked on the way."""
+    tree = merkle.CompactRange()
+    for row in rows:
+        what = f"the archive of records {row.first_seq} to {row.last_seq} ({row.file})"
+        if row.first_seq != tree.size + 1:
+            report.findings.append(
+                Finding("archive", f"{what} does not follow the records before it ({tree.size})", seq=row.first_seq)
+            )
+        try:
+            after = row.tree()
+        except (ValueError, TypeError) as exc:
+            report.findings.append(Finding("archive", f"{what} has an unreadable compact range ({exc})"))
+            continue
+        cp = row.checkpoint
+        verifier = keys.get(cp.key_id)
+        if verifier is None:
+            report.findings.append(Finding("archive", f"{what} is signed by unknown key {cp.key_id}"))
+        elif not verifier.verify(checkpoint_message(cp.node, cp.tree_size, cp.root_hash, cp.ts), cp.signature):
+            report.findings.append(Finding("archive", f"{what} has an invalid signature"))
+        elif after.root() != cp.root_hash:
+            report.findings.append(Finding("archive", f"{what}: its compact range does not give its signed root"))
+        tree = after
+    return tree
+
+
 async def verify(db: Database, keys: Sequence[CheckpointVerifier], outside: Sequence[Checkpoint] = ()) -> Report:
     """`outside`: checkpoints copied off the node. Each must be in the database, and the records must match
     it: rolling the log back to an older checkpoint, the later ones deleted, is seen only against such a
@@ -215,13 +254,18 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier], outside: Sequ
                     checkpoint=cp.id,
                 )
             )
-    pending = sorted(trusted, key=lambda c: (c.tree_size, c.id))
-    tree = merkle.CompactRange()
-    last_good = 0
-    expected = 1
+    rows = await archive.archives(db)
+    report.archives = len(rows)
+    tree = _start(rows, by_id, report)
+    report.archived = tree.size
+    report.checkpoints_archived = sum(1 for c in trusted if c.tree_size < tree.size)
+    pending = sorted((c for c in trusted if c.tree_size >= tree.size), key=lambda c: (c.tree_size, c.id))
+    last_good = tree.size
+    expected = tree.size + 1
     i = 0
+    online: list[int] = []  # records an archive holds, still in the database
 
-    seen_head_root = tree.root() if head_size == 0 else None
+    seen_head_root: bytes | None = None  # settle() sets it when the tree reaches the head's size
     last_seq = 0
 
     def span(first: int, last: int) -> str:
@@ -261,6 +305,9 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier], outside: Sequ
             report.findings.append(
                 Finding("inserted", f"record {rec.seq} is numbered below 1: inserted, never appended", seq=rec.seq)
             )
+            continue
+        if rec.seq <= report.archived:
+            online.append(rec.seq)
             continue
         last_seq = rec.seq
         if rec.seq != expected:
@@ -307,6 +354,15 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier], outside: Sequ
                 checkpoint=cp.id,
             )
         )
+    if online:
+        report.findings.append(
+            Finding(
+                "archived_online",
+                f"{span_of(online[0], online[-1])} archived but still in the database ({len(online)} records): "
+                "an interrupted mssgw audit archive (run it again), or inserted",
+                seq=online[0],
+            )
+        )
     report.root_hash = tree.root().hex()
     if first_head is not None and seen_head_root != head_root:
         report.findings.append(Finding("head", head_message(head_size, report.records)))
@@ -336,6 +392,9 @@ def head_message(head_size: int, records: int) -> str:
 
 
 async def _leaves(db: Database, tree_size: int) -> list[bytes]:
+    rows = await archive.archives(db)
+    if rows:
+        raise ValueError(f"records 1 to {rows[-1].last_seq} are archived: a proof needs their files")
     leaves: list[bytes] = []
     async for rec in _records(db):
         if rec.seq > tree_size:

@@ -1,4 +1,4 @@
-"""`mssgw audit verify|export|search|checkpoint`: the tamper-evident audit log."""
+"""`mssgw audit verify|export|search|checkpoint|archive`: the tamper-evident audit log."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.audit import archive as aarchive
 from gateway.audit import verify as averify
 from gateway.audit.checkpoint import CheckpointVerifier
 from gateway.audit.events import AuditEvent
-from gateway.audit.log import Checkpoint
+from gateway.audit.log import Checkpoint, iso
 from gateway.cli.base import Command, Context, Outcome, table
 from gateway.errors import UsageError
 
@@ -32,27 +33,113 @@ def _when(text: str | None) -> str | None:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def verify(ctx: Context, args: argparse.Namespace) -> Outcome:
+def _keys(ctx: Context, args: argparse.Namespace) -> list[CheckpointVerifier]:
     keys = [ctx.node.signer.verifier]
     for path in args.public_key or []:
         try:
             keys.append(CheckpointVerifier.from_pem(Path(path).read_bytes()))
         except OSError as exc:
             raise UsageError(f"{path}: {exc.strerror}") from None
+    return keys
+
+
+async def verify(ctx: Context, args: argparse.Namespace) -> Outcome:
+    keys = _keys(ctx, args)
     outside = [cp for path in args.checkpoint or [] for cp in _kept_checkpoints(Path(path))]
     # Verify what is committed before this command's own record is appended.
     report = await averify.verify(ctx.node.audit_db, keys, outside)
+    files = await _check_files(ctx, [Path(p) for p in args.archive or []], keys, report)
+    files_word = "file" if report.archives == 1 else "files"
+    archived = f" ({report.archived} archived in {report.archives} {files_word})" if report.archives else ""
     lines = [
-        f"{report.records} records, {report.checkpoints} checkpoints ({report.checkpoints_verified} verified), "
+        f"{report.records} records{archived}, {report.checkpoints} checkpoints ({report.checkpoints_verified} "
+        f"verified{f', {report.checkpoints_archived} over archived records' if report.checkpoints_archived else ''}), "
         f"root {report.root_hash}"
     ]
+    lines += [f"archive {name}: intact" for name in files]
     lines += [f"TAMPERED: {f.message}" for f in report.findings]
     lines.append("audit log intact" if report.ok else f"{len(report.findings)} problem(s) found")
     return Outcome(
-        report.as_dict(),
+        report.as_dict() | {"archive_files": files},
         "\n".join(lines),
-        audit={"ok": report.ok, "records": report.records, "findings": len(report.findings)},
+        audit={"ok": report.ok, "records": report.records, "findings": len(report.findings), "files": len(files)},
         exit_code=0 if report.ok else EXIT_TAMPERED,
+    )
+
+
+async def _check_files(
+    ctx: Context, paths: list[Path], keys: list[CheckpointVerifier], report: averify.Report
+) -> list[str]:
+    """Verify archive files and bind each to the archive the database records for it: its findings go
+    into `report`; returns the names of the files that are intact."""
+    rows = {row.first_seq: row for row in await aarchive.archives(ctx.node.audit_db)}
+    by_id = {k.key_id: k for k in keys}
+    intact = []
+    for path in paths:
+        try:
+            got = aarchive.read_file(path, by_id)
+        except aarchive.ArchiveError as exc:
+            report.findings.append(averify.Finding("archive", str(exc)))
+            continue
+        row = rows.get(got.first_seq)
+        if row is None or row.last_seq != got.last_seq:
+            report.findings.append(
+                averify.Finding(
+                    "archive",
+                    f"{path.name}: records {got.first_seq} to {got.last_seq}, which no archive of this log holds",
+                )
+            )
+        elif (row.sha256, row.checkpoint.root_hash) != (got.sha256, got.checkpoint.root_hash):
+            report.findings.append(
+                averify.Finding("archive", f"{path.name} is not the file archived as {row.file} (SHA-256 differs)")
+            )
+        else:
+            intact.append(path.name)
+    return intact
+
+
+async def archive(ctx: Context, args: argparse.Namespace) -> Outcome:
+    out = Path(args.out)
+    if not out.is_dir():
+        raise UsageError(f"{out}: not a directory")
+    keep = ctx.cfg.audit.keep_online
+    cutoff = iso(datetime.now(UTC) - ctx.cfg.audit.keep_online_delta)
+    before = _when(args.before) or cutoff
+    if before > cutoff:
+        raise UsageError(
+            f"records younger than [audit] keep_online ({keep}) stay online: --before must be {cutoff[:10]} or earlier"
+        )
+    report = await averify.verify(ctx.node.audit_db, _keys(ctx, args))
+    # Records an interrupted archive left online are the one finding an archive mends (it deletes them first).
+    blocking = [f for f in report.findings if f.kind != "archived_online"]
+    if blocking:
+        lines = [f"TAMPERED: {f.message}" for f in blocking]
+        lines.append("the audit log does not verify: nothing archived (mssgw audit verify says more)")
+        return Outcome(
+            {"archived": False, "findings": [f.as_dict() for f in blocking]},
+            "\n".join(lines),
+            audit={"reason": "audit log does not verify", "findings": len(blocking)},
+            exit_code=EXIT_TAMPERED,
+        )
+    try:
+        done = await aarchive.archive(ctx.node.audit_db, ctx.node.signer, ctx.cfg.node.name, before, out)
+    except aarchive.ArchiveError as exc:
+        raise UsageError(str(exc)) from None
+    if done.archive is None:
+        text = f"nothing to archive before {before[:19]}Z ({report.archived} records archived already)"
+        if done.removed:
+            text += f"; removed {done.removed} archived records left in the database"
+        return Outcome(
+            {"archived": False, "before": before, "removed": done.removed}, text, audit={"removed": done.removed}
+        )
+    made = done.archive
+    facts = made.as_dict() | {"records": done.records, "removed": done.removed, "path": str(done.path)}
+    return Outcome(
+        facts | {"archived": True, "before": before},
+        f"archived records {made.first_seq} to {made.last_seq} ({done.records} records, the last of "
+        f"{made.last_ts[:19]}Z) to {done.path}\nSHA-256 {made.sha256}; removed {done.removed} records from the "
+        "database",
+        audit={k: facts[k] for k in ("first_seq", "last_seq", "records", "file", "sha256", "removed")},
     )
 
 
@@ -134,6 +221,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         action="append",
         help="a file of checkpoints kept off the node (the operational log, or audit checkpoint --json); repeatable",
     )
+    p.add_argument(
+        "--archive", action="append", help="an archive file (mssgw audit archive) to verify as well; repeatable"
+    )
     p.set_defaults(_command=Command(AuditEvent.AUDIT_VERIFIED, verify))
     p = grp.add_parser("export", parents=[common], help="records in a time range")
     p.add_argument("--since", help="ISO-8601 date or date-time, inclusive (UTC unless an offset is given)")
@@ -146,3 +236,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(_command=Command(AuditEvent.AUDIT_SEARCHED, search))
     p = grp.add_parser("checkpoint", parents=[common], help="sign a checkpoint now")
     p.set_defaults(_command=Command(AuditEvent.AUDIT_CHECKPOINT_WRITTEN, checkpoint))
+    p = grp.add_parser("archive", parents=[common], help="move records older than [audit] keep_online to a signed file")
+    p.add_argument("--out", required=True, help="directory the archive file is written to")
+    p.add_argument(
+        "--before", help="ISO-8601 date or date-time: archive records older than this (default: keep_online ago)"
+    )
+    p.add_argument("--public-key", action="append", help="another trusted checkpoint public key (PEM); repeatable")
+    p.set_defaults(_command=Command(AuditEvent.AUDIT_ARCHIVED, archive))

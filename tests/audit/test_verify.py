@@ -209,6 +209,9 @@ async def test_intact_log_verifies(log: Log) -> None:
         "checkpoints": 3,
         "checkpoints_verified": 3,
         "root_hash": log.cps[-1].root_hash.hex(),
+        "archived": 0,
+        "archives": 0,
+        "checkpoints_archived": 0,
         "findings": [],
     }
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import hashlib
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.audit.checkpoint import CheckpointSigner
+from gateway.audit.events import AuditEvent
+from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog
+from gateway.store.db import Database
 from tests.conftest import DOMAIN, NodeDir
 
 
@@ -113,3 +121,103 @@ def test_verify_against_a_checkpoint_kept_off_the_node(node: NodeDir, tmp_path: 
         2,
         f"mssgw: {other}: no checkpoint in it (a signed checkpoint line or `mssgw audit checkpoint --json`)",
     )
+
+
+def _aged(node: NodeDir, days: int, count: int) -> None:
+    """The node's audit log replaced by one that began `days` ago: `count` records then, signed with the
+    node's checkpoint key (as if it had served that long)."""
+    cfg = node.cfg()
+    for f in node.data.glob("audit.db*"):
+        f.unlink()
+    signer = CheckpointSigner.load(cfg.path(cfg.audit.checkpoint_key), cfg.base_dir)
+    then = datetime.now(UTC) - timedelta(days=days)
+
+    async def build() -> None:
+        db = Database(cfg.db_url(cfg.store.audit_url), AUDIT_MIGRATIONS, AUDIT_HEAD)
+        await db.migrate()
+        log = AuditLog(db, cfg.node.name, signer, clock=lambda: then)
+        for n in range(count):
+            await log.record(AuditEvent.MAILBOX_CREATED, author="operator:admin@ops", request={"n": n})
+        await log.checkpoint()
+        await db.close()
+
+    asyncio.run(build())
+
+
+def test_archive_moves_records_past_keep_online_to_a_signed_file(node: NodeDir, tmp_path: Path) -> None:
+    _aged(node, 300, 20)
+    node.cli("trust", "add-domain", "a.mssante.fr")  # record 21, today
+    out = tmp_path / "archives"
+    out.mkdir()
+    soon = (datetime.now(UTC) - timedelta(days=100)).date().isoformat()
+    cutoff = (datetime.now(UTC) - timedelta(days=183)).date().isoformat()
+    r = node.cli("audit", "archive", "--out", out, "--before", soon)
+    assert (r.code, r.err.strip()) == (
+        2,
+        f"mssgw: records younger than [audit] keep_online (183d) stay online: --before must be {cutoff} or earlier",
+    )
+    assert node.cli("audit", "archive", "--out", tmp_path / "nowhere").err.strip() == (
+        f"mssgw: {tmp_path / 'nowhere'}: not a directory"
+    )
+    r = node.cli("audit", "archive", "--out", out)
+    assert r.code == 0, r.err
+    name = "audit-000000000001-000000000020.jsonl.gz"
+    sha = hashlib.sha256((out / name).read_bytes()).hexdigest()
+    assert r.out.splitlines() == [
+        f"archived records 1 to 20 (20 records, the last of {node_time(node, 20)}Z) to {out / name}",
+        f"SHA-256 {sha}; removed 20 records from the database",
+    ]
+    *refused, audited = node.cli("audit", "search", "--event", "admin.audit.archived", "--json").json()  # type: ignore[misc]
+    assert (
+        [(a["response"]["result"], a["response"]["reason"][:30]) for a in refused]
+        == [  # type: ignore[index]
+            ("refused", "records younger than [audit] k"),
+            ("refused", f"{tmp_path / 'nowhere'}: not a directory"[:30]),
+        ]
+    )
+    assert audited["response"] == {  # type: ignore[index]
+        "result": "done",
+        "first_seq": 1,
+        "last_seq": 20,
+        "records": 20,
+        "file": name,
+        "sha256": sha,
+        "removed": 20,
+    }
+    v = node.cli("audit", "verify", "--archive", out / name)
+    assert v.code == 0, v.out
+    lines = v.out.splitlines()
+    # 21 (today's trust add), the two refused archives, the archive, the search: online; the rest archived
+    assert lines[0].startswith("5 records (20 archived in 1 file), 6 checkpoints (6 verified), root ")
+    assert lines[1:] == [f"archive {name}: intact", "audit log intact"]
+    # The same records compressed again: sound on its own, but not the file the log recorded.
+    copy = tmp_path / "copy.jsonl.gz"
+    copy.write_bytes(gzip.compress(gzip.decompress((out / name).read_bytes()), compresslevel=1))
+    v = node.cli("audit", "verify", "--archive", copy)
+    assert v.code == 1
+    assert f"TAMPERED: copy.jsonl.gz is not the file archived as {name} (SHA-256 differs)" in v.out.splitlines()
+    # The file altered: named, and verify fails.
+    with gzip.open(out / name, "rt", encoding="ascii") as f:
+        items = [json.loads(line) for line in f]
+    items[3]["author"] = "operator:someone-else@ops"
+    with gzip.open(out / name, "wt", encoding="ascii") as f:
+        f.writelines(json.dumps(i) + "\n" for i in items)
+    v = node.cli("audit", "verify", "--archive", out / name)
+    assert v.code == 1
+    assert f"TAMPERED: {name}: record 3 (admin.mailbox.created, {items[3]['ts']}) was altered" in v.out
+
+
+def node_time(node: NodeDir, seq: int) -> str:
+    with sqlite3.connect(node.data / "audit.db") as con:
+        row = con.execute("SELECT last_ts FROM audit_archives WHERE last_seq = ?", (seq,)).fetchone()
+    return str(row[0])[:19]
+
+
+def test_a_tampered_log_is_not_archived(node: NodeDir, tmp_path: Path) -> None:
+    _aged(node, 300, 5)
+    tamper(node, "UPDATE audit_records SET author = 'x' WHERE seq = 2")
+    r = node.cli("audit", "archive", "--out", tmp_path)
+    assert r.code == 1
+    assert r.out.splitlines()[-1] == "the audit log does not verify: nothing archived (mssgw audit verify says more)"
+    assert "TAMPERED: record 2 (admin.mailbox.created, " in r.out
+    assert not list(tmp_path.glob("audit-*"))

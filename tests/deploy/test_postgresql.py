@@ -31,10 +31,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import text
 
+from gateway.audit import archive as aarchive
 from gateway.audit import verify as averify
+from gateway.audit.archive import ArchiveError
 from gateway.audit.checkpoint import CheckpointSigner
 from gateway.audit.events import AuditEvent
-from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS
+from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog, iso
 from gateway.config import load_config
 from gateway.node import Node
 from gateway.queue.store import Queue
@@ -261,7 +263,7 @@ def test_the_schemas_belong_to_the_owners(server: Server, configured: Path) -> N
         "mssgw_audit",
     )
     assert tables == (
-        "alembic_version:mssgw_audit_owner,audit_checkpoints:mssgw_audit_owner,"
+        "alembic_version:mssgw_audit_owner,audit_archives:mssgw_audit_owner,audit_checkpoints:mssgw_audit_owner,"
         "audit_head:mssgw_audit_owner,audit_records:mssgw_audit_owner"
     )
 
@@ -401,6 +403,47 @@ async def test_a_spoiled_head_row_is_reported(
         report = await averify.verify(node.audit_db, [node.signer.verifier])
     assert not report.ok
     assert "checkpoint_mismatch" in {f.kind for f in report.findings}
+
+
+async def test_audit_archives_are_made_as_the_owner(
+    server: Server, configured: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The node role may not delete (the archive says so before writing anything); the owner may delete
+    only what an archive row covers; the node role then verifies the log from the archive's range."""
+    server.cluster.psql("CREATE DATABASE mssgw_audit_archived OWNER mssgw_audit_owner")
+    owner = Database(server.socket_url("mssgw_audit_owner", "mssgw_audit_archived"), AUDIT_MIGRATIONS, AUDIT_HEAD)
+    try:
+        await owner.migrate()
+        grants = blocks("sql")[1]
+        server.psql_script(grants.replace("\\connect mssgw_audit\n", "\\connect mssgw_audit_archived\n", 1))
+        for name, value in server.client_env().items():
+            monkeypatch.setenv(name, value)
+        cfg = load_config(configured, store={"audit_url": server.socket_url("mssgw_audit", "mssgw_audit_archived")})
+        then = dt.datetime.now(dt.UTC) - timedelta(days=300)
+        cutoff = iso(dt.datetime.now(dt.UTC) - timedelta(days=183))
+        async with Node(cfg) as node:
+            await node.open()
+            old = AuditLog(node.audit_db, cfg.node.name, node.signer, clock=lambda: then)
+            for n in range(10):
+                await old.record(AuditEvent.MAILBOX_CREATED, author="operator:admin@ops", request={"n": n})
+            await node.audit.record(AuditEvent.NODE_STARTED, author="node:node1")
+            await node.audit.checkpoint()
+            with pytest.raises(ArchiveError, match="this database role may not delete audit records: run mssgw"):
+                await aarchive.archive(node.audit_db, node.signer, cfg.node.name, cutoff, tmp_path)
+            assert not list(tmp_path.glob("audit-*"))  # noqa: ASYNC240
+            with pytest.raises(Exception, match="audit records are append-only"):
+                async with owner.engine.begin() as conn:
+                    await conn.execute(text("DELETE FROM audit_records WHERE seq = 1"))
+            done = await aarchive.archive(owner, node.signer, cfg.node.name, cutoff, tmp_path)
+            assert (done.records, done.removed) == (10, 10)
+            for sql in ("DELETE FROM audit_records WHERE seq = 11", "TRUNCATE audit_records"):
+                with pytest.raises(Exception, match="audit records are append-only"):
+                    async with owner.engine.begin() as conn:
+                        await conn.execute(text(sql))
+            report = await averify.verify(node.audit_db, [node.signer.verifier])
+            assert (report.ok, report.archived, report.records, report.findings) == (True, 10, 1, [])
+    finally:
+        await owner.close()
 
 
 # -- the URL forms ------------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ UNITS = [
     "mssgw-retention.timer",
     "mssgw-retention@.service",
     "mssgw-retention@.timer",
+    "mssgw-audit-archive.service",
+    "mssgw-audit-archive.timer",
+    "mssgw-audit-archive@.service",
+    "mssgw-audit-archive@.timer",
 ]
 INSTALLED = "/opt/mssgw/.venv/bin/mssgw"
 ANALYZE = shutil.which("systemd-analyze")
@@ -128,6 +132,8 @@ def test_node_units_expose_only_what_they_explain(tmp_path: Path, name: str) -> 
         "mssgw-audit-verify@.service",
         "mssgw-retention.service",
         "mssgw-retention@.service",
+        "mssgw-audit-archive.service",
+        "mssgw-audit-archive@.service",
     ],
 )
 def test_the_audit_check_has_no_capability_and_its_own_user_namespace(tmp_path: Path, name: str) -> None:

@@ -111,6 +111,11 @@ def test_config_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         (MINIMAL + '[store]\nkek_flie = "k"\n', "store.kek_flie: Extra inputs are not permitted"),
         (MINIMAL + "[listen]\nhttps_port = 70000\n", "listen.https_port: Input should be less than or equal to 65535"),
         (MINIMAL + "[audit]\ncheckpoint_interval = 0\n", "audit.checkpoint_interval: Input should be greater than 0"),
+        (
+            # Domain brief §8: the trace stays online six months at least.
+            MINIMAL + "[audit]\nkeep_online = '182d'\n",
+            "audit.keep_online: Value error, keep_online 182d is shorter than six months (183d at least)",
+        ),
         ("[node]\nname = 'n'\n", "node.domain: Field required"),
         (
             MINIMAL + "[retention]\ninactive_after = '400d'\n",
