@@ -31,10 +31,14 @@ from gateway.store.db import Database, Statements, bound_list
 from gateway.store.folders import standard_folders, standard_subscriptions
 from gateway.store.models import (
     Account,
+    Conversation,
+    LoginFailure,
+    LoginKnown,
     Mailbox,
     MailboxCertificate,
     MailboxDelegation,
     Professional,
+    TrackedNotice,
     utcnow,
 )
 
@@ -401,11 +405,21 @@ class MailboxRepository:
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def _delete(self, s: AsyncSession, mb: Mailbox) -> None:
+        """The mailbox and what is kept about it: an address created again later (another person, or the
+        patient enrolled anew) starts with no conversation a patient could reply to, no lock-out counters or
+        known client addresses, no notice awaited for it. The audit log keeps its history."""
+        address = mb.address
         await s.execute(
             delete(MailboxDelegation).where(
-                (MailboxDelegation.mailbox == mb.address) | (MailboxDelegation.user == mb.address)
+                (MailboxDelegation.mailbox == address) | (MailboxDelegation.user == address)
             )
         )
+        await s.execute(
+            delete(Conversation).where((Conversation.patient == address) | (Conversation.correspondent == address))
+        )
+        await s.execute(delete(TrackedNotice).where(TrackedNotice.sender == address))
+        await s.execute(delete(LoginFailure).where(LoginFailure.account == address))
+        await s.execute(delete(LoginKnown).where(LoginKnown.account == address))
         await s.delete(mb)  # cascades to the account, its messages and certificates
 
     async def set_password(self, address: str, password_hash: str) -> None:

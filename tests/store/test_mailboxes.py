@@ -18,7 +18,17 @@ from gateway.errors import Conflict, NotFound, UsageError
 from gateway.store.crypto import DecryptionError, KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository, Owner
-from gateway.store.models import Account, Mailbox, MailboxCertificate, MailboxDelegation, Professional
+from gateway.store.models import (
+    Account,
+    Conversation,
+    LoginFailure,
+    LoginKnown,
+    Mailbox,
+    MailboxCertificate,
+    MailboxDelegation,
+    Professional,
+    TrackedNotice,
+)
 from gateway.store.trust import TrustRepository
 
 DOMAIN = "ch-test.mssante.fr"
@@ -274,6 +284,26 @@ async def test_delete(repo: MailboxRepository) -> None:
     await repo.create(PER, "PER", owner=OWNER)
     await repo.delegate(ORG, PER)
     await repo.add_certificate(ORG, _certificate("org"), "smime")
+    patient = f"123456789012345@patient.{DOMAIN}"
+    now = datetime.now(UTC)
+    async with repo.db.write() as s:  # what is kept about each address, besides the mailbox
+        for who in (ORG, PER):
+            s.add(Conversation(patient=patient, correspondent=who, reply_to=""))
+            s.add(LoginFailure(kind="account", account=who, ip="", failures=2, locked_until=0.0, last_failure=1.0))
+            s.add(LoginKnown(account=who, ip="192.0.2.7", seen=1.0))
+            s.add(
+                TrackedNotice(
+                    sender=who,
+                    message_id=f"<{who}>",
+                    recipient=f"x@peer.{DOMAIN}",
+                    queue_id="q" * 32,
+                    final_delivery=False,
+                    state="waiting",
+                    deadline=now,
+                    created_at=now,
+                )
+            )
+        s.add(Conversation(patient=ORG, correspondent=PER, reply_to=""))  # as if ORG were the patient's side
     await repo.delete(ORG.upper())
     with pytest.raises(NotFound) as exc:
         await repo.describe(ORG)
@@ -286,6 +316,11 @@ async def test_delete(repo: MailboxRepository) -> None:
         assert (await s.execute(select(Account.address))).scalars().all() == [PER]
         assert (await s.execute(select(MailboxDelegation))).scalars().all() == []
         assert (await s.execute(select(MailboxCertificate))).scalars().all() == []
+        # An address created again starts afresh: no conversation a patient could reply to, no counters.
+        assert (await s.execute(select(Conversation.patient, Conversation.correspondent))).all() == [(patient, PER)]
+        assert (await s.execute(select(LoginFailure.account))).scalars().all() == [PER]
+        assert (await s.execute(select(LoginKnown.account))).scalars().all() == [PER]
+        assert (await s.execute(select(TrackedNotice.sender))).scalars().all() == [PER]
         # The owner stays in the directory: other mailboxes (or the national file) may name them.
         assert (await s.execute(select(Professional.key))).scalars().all() == ["810000000421"]
     # The address can be created again, with a new data key.
