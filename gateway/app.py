@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 
+from gateway.audit import oplog
 from gateway.audit.events import AuditEvent
 from gateway.auth.lockout import Lockout
 from gateway.auth.oidc import token_login
@@ -99,6 +100,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
     stop = stop or asyncio.Event()
     shrink_asyncio_tls_buffers()
     loop = asyncio.get_running_loop()
+    oplog.log_loop_errors(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from aiosmtpd.proxy_protocol import AF, V2_CMD, ProxyData, get_proxy
 
 from gateway.audit.events import AuditEvent
+from gateway.audit.oplog import get_logger
 from gateway.auth.lockout import client_address
 from gateway.tls import refusal_reason
 
@@ -177,7 +178,9 @@ class ProxyServer:
                     await self.tls_refused(client, exc)
         except (OSError, TimeoutError):  # reset, closed or silent during the handshake: nothing to say
             conn.close()
-        except BaseException:  # cancelled at close(), or a protocol factory's bug: the socket goes too
+        except Exception:  # a protocol factory's bug (`listen` logs it): this connection only, no task error
+            conn.close()
+        except BaseException:  # cancelled at close(): the socket goes too
             conn.close()
             raise
 
@@ -304,10 +307,20 @@ async def listen(
     (`optional`: see ProxyServer), which also audits failed implicit-TLS handshakes. Bound alike either
     way (`bind`: IPv4 clients too on "::", a backlog of 1024).
 
-    `protocol(client)` gets None on asyncio's server (the transport's peer is the client)."""
+    `protocol(client)` gets None on asyncio's server (the transport's peer is the client). Its exceptions
+    are logged (`listener.protocol_failed`): asyncio drops them silently outside its debug mode."""
+    log = get_logger(component=name, node=node.cfg.node.name)
+
+    def guarded(client: Address | None) -> asyncio.BaseProtocol:
+        try:
+            return protocol(client)
+        except Exception as exc:
+            log.error("listener.protocol_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            raise
+
     if not node.cfg.listen.proxy_from and tls is None:
         loop = asyncio.get_running_loop()
-        return await loop.create_server(lambda: protocol(None), sock=bind(host, port), ssl=tls)
+        return await loop.create_server(lambda: guarded(None), sock=bind(host, port), ssl=tls)
     author = f"{name}:{node.cfg.node.name}"
 
     async def refused(balancer: Address, reason: str) -> None:
@@ -328,7 +341,7 @@ async def listen(
             TLS_REFUSED.get(name, AuditEvent.SMTP_TLS_REFUSED), author=author, peer=client[0], response=response
         )
 
-    server = ProxyServer(bind(host, port), protocol, node.cfg.listen.is_proxy, refused, tls, optional, tls_refused)
+    server = ProxyServer(bind(host, port), guarded, node.cfg.listen.is_proxy, refused, tls, optional, tls_refused)
     server.start()
     return server
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import smtplib
 import socket
@@ -19,9 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from gateway import proxy
-from gateway.proxy import ProxyRefused, read_header
+from gateway.audit import oplog
+from gateway.node import Node
+from gateway.proxy import Address, ProxyRefused, listen, read_header
 from tests.conftest import DOMAIN, NodeDir
 from tests.test_serve import Running, start_node
 
@@ -512,3 +516,48 @@ def test_one_ipv6_subscriber_meets_one_connection_limit_over_its_64(node: NodeDi
             sock.close()
         running.proc.kill()
         running.proc.wait()
+
+
+@pytest.mark.parametrize("balanced", [False, True], ids=["asyncio", "proxy"])
+async def test_a_failing_protocol_factory_is_logged(
+    node: NodeDir, tmp_path: Path, balanced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio drops a protocol factory's exception silently outside its debug mode: the listener logs it,
+    on asyncio's own server and on the PROXY-protocol one alike."""
+    log_file = tmp_path / "ops.jsonl"
+    saved = structlog.get_config()
+    state = (oplog._stream, oplog._printer, oplog._level)
+    oplog.configure(log_file)
+
+    def failing(client: Address | None) -> asyncio.BaseProtocol:
+        raise RuntimeError("no session for you")
+
+    if balanced:
+        monkeypatch.setenv("MSSGW_LISTEN__PROXY_FROM", '["127.0.0.1"]')
+    cfg = node.cfg()
+    try:
+        async with Node(cfg) as n:
+            server = await listen(n, "imap", failing, host="127.0.0.1", port=0, tls=None)
+            try:
+                port = server.sockets[0].getsockname()[1]
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                if balanced:
+                    writer.write(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 143\r\n")
+                    await writer.drain()
+                for _ in range(200):
+                    if "listener.protocol_failed" in log_file.read_text():
+                        break
+                    await asyncio.sleep(0.01)
+                writer.close()
+            finally:
+                server.close()
+    finally:
+        assert oplog._stream is not None
+        oplog._stream.close()
+        oplog._stream, oplog._printer, oplog._level = state
+        structlog.configure(**saved)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    failed = [line for line in lines if line["event"] == "listener.protocol_failed"]
+    assert [(f["component"], f["node"], f["error"]) for f in failed] == [
+        ("imap", cfg.node.name, "RuntimeError: no session for you")
+    ]

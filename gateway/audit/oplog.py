@@ -14,6 +14,7 @@ Implementation notes
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -91,6 +92,23 @@ def configure(log_file: Path | None = None, level: int = logging.INFO) -> None:
         logger_factory=structlog.PrintLoggerFactory(_stream),
         cache_logger_on_first_use=False,
     )
+
+
+def log_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio's own errors (an exception in a protocol factory or a callback, a task's exception never
+    retrieved) as `asyncio.error` lines of this log: asyncio prints them on standard error, apart from the
+    log file and its JSON, where an operator does not look."""
+    log = get_logger(component="node")
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        log.error(
+            "asyncio.error",
+            message=str(context.get("message", ""))[:300],
+            error=f"{type(exc).__name__}: {exc}"[:300] if exc is not None else None,
+        )
+
+    loop.set_exception_handler(handler)
 
 
 def get_logger(**bound: Any) -> Any:

@@ -3,6 +3,7 @@ with the audit summaries spliced in as they are."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -107,3 +108,25 @@ def test_without_configure_the_line_goes_through_structlog() -> None:
     finally:
         oplog._stream, oplog._printer, oplog._level = state
     assert logs == [{**FIELDS, "event": "imap.append", "log_level": "info", "request": {"a": [1, 2]}, "response": {}}]
+
+
+async def test_asyncio_errors_go_to_the_log(configured: Path) -> None:
+    """An exception asyncio catches itself (here a callback's; asyncio would print it on standard error
+    only) becomes an `asyncio.error` line."""
+    loop = asyncio.get_running_loop()
+    saved = loop.get_exception_handler()
+    oplog.log_loop_errors(loop)
+
+    def callback() -> None:
+        raise RuntimeError("callback failed")
+
+    try:
+        loop.call_soon(callback)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(saved)
+    [line] = lines(configured)
+    assert (line["event"], line["level"], line["component"]) == ("asyncio.error", "error", "node")
+    assert line["error"] == "RuntimeError: callback failed"
+    assert str(line["message"]).startswith("Exception in callback ")
