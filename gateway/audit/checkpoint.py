@@ -29,6 +29,17 @@ def checkpoint_message(node: str, tree_size: int, root_hash: bytes, ts: str) -> 
     return f"{FORMAT}\n{node}\n{tree_size}\n{base64.b64encode(root_hash).decode()}\n{ts}\n".encode()
 
 
+ARCHIVE_FORMAT = "mssgw-audit-archive/1"
+
+
+def archive_message(node: str, first_seq: int, last_seq: int, last_ts: str, root_hash: bytes, ts: str) -> bytes:
+    """What an archive's signature covers (gateway.audit.archive): its range, its last record's time and the
+    root over the records up to it. A format of its own, so that no periodic checkpoint (whose message
+    starts with another first line) can pass for an archive and let records be deleted."""
+    root = base64.b64encode(root_hash).decode()
+    return f"{ARCHIVE_FORMAT}\n{node}\n{first_seq}\n{last_seq}\n{last_ts}\n{root}\n{ts}\n".encode()
+
+
 def key_id(public_key: Ed25519PublicKey) -> str:
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]

@@ -30,7 +30,8 @@ Implementation notes
   signed checkpoint vouches for; each archive must follow the previous one. Checkpoints below the
   archived size are counted, not recomputed (their records are in the files: `read_file` checks those).
   Findings: archive (a row out of sequence, unsigned or unreadable, or whose range does not give its
-  root) and archived_online (records an archive holds still in the database: an interrupted archive).
+  root) and archived_online (records numbered within the archived ones: an archive deletes its records
+  in the transaction that records it, so these were inserted).
 - Inclusion and consistency proofs are computed over the stored leaf hashes after checking them.
 """
 
@@ -184,9 +185,13 @@ def _check_signature(cp: Checkpoint, keys: Mapping[str, CheckpointVerifier], rep
 def _start(
     rows: Sequence[archive.Archive], keys: Mapping[str, CheckpointVerifier], report: Report
 ) -> merkle.CompactRange:
-    """The compact range the online records continue: the last archive's, each archive checked on the way."""
+    """The compact range the online records continue: the last archive's, each archive checked on the way
+    (its signature over `archive_message`, which no periodic checkpoint can stand in for)."""
     tree = merkle.CompactRange()
     for row in rows:
+        if not row.well_formed():
+            report.findings.append(Finding("malformed", "an archive row holds values of the wrong type or size"))
+            continue
         what = f"the archive of records {row.first_seq} to {row.last_seq} ({row.file})"
         if row.first_seq != tree.size + 1:
             report.findings.append(
@@ -197,13 +202,12 @@ def _start(
         except (ValueError, TypeError) as exc:
             report.findings.append(Finding("archive", f"{what} has an unreadable compact range ({exc})"))
             continue
-        cp = row.checkpoint
-        verifier = keys.get(cp.key_id)
-        if verifier is None:
-            report.findings.append(Finding("archive", f"{what} is signed by unknown key {cp.key_id}"))
-        elif not verifier.verify(checkpoint_message(cp.node, cp.tree_size, cp.root_hash, cp.ts), cp.signature):
-            report.findings.append(Finding("archive", f"{what} has an invalid signature"))
-        elif after.root() != cp.root_hash:
+        why = row.signed_by(keys)
+        if why is not None:
+            report.findings.append(
+                Finding("archive", f"{what} is {why}" if why.startswith("signed") else f"{what}: {why}")
+            )
+        elif after.root() != row.root_hash:
             report.findings.append(Finding("archive", f"{what}: its compact range does not give its signed root"))
         tree = after
     return tree
@@ -354,12 +358,12 @@ async def verify(db: Database, keys: Sequence[CheckpointVerifier], outside: Sequ
                 checkpoint=cp.id,
             )
         )
-    if online:
+    if online:  # an archive deletes its records in the transaction that records it
         report.findings.append(
             Finding(
                 "archived_online",
-                f"{span_of(online[0], online[-1])} archived but still in the database ({len(online)} records): "
-                "an interrupted mssgw audit archive (run it again), or inserted",
+                f"{span_of(online[0], online[-1])} numbered within the archived records (1 to {report.archived}) "
+                f"but in the database ({len(online)} records): inserted",
                 seq=online[0],
             )
         )

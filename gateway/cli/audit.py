@@ -81,15 +81,16 @@ async def _check_files(
         except aarchive.ArchiveError as exc:
             report.findings.append(averify.Finding("archive", str(exc)))
             continue
-        row = rows.get(got.first_seq)
-        if row is None or row.last_seq != got.last_seq:
+        row = rows.get(got.archive.first_seq)
+        if row is None or row.last_seq != got.archive.last_seq:
             report.findings.append(
                 averify.Finding(
                     "archive",
-                    f"{path.name}: records {got.first_seq} to {got.last_seq}, which no archive of this log holds",
+                    f"{path.name}: records {got.archive.first_seq} to {got.archive.last_seq}, which no archive of "
+                    "this log holds",
                 )
             )
-        elif (row.sha256, row.checkpoint.root_hash) != (got.sha256, got.checkpoint.root_hash):
+        elif (row.sha256, row.root_hash, row.signature) != (got.sha256, got.archive.root_hash, got.archive.signature):
             report.findings.append(
                 averify.Finding("archive", f"{path.name} is not the file archived as {row.file} (SHA-256 differs)")
             )
@@ -109,37 +110,35 @@ async def archive(ctx: Context, args: argparse.Namespace) -> Outcome:
         raise UsageError(
             f"records younger than [audit] keep_online ({keep}) stay online: --before must be {cutoff[:10]} or earlier"
         )
+    if args.max_records < 1:
+        raise UsageError(f"--max-records must be at least 1, not {args.max_records}")
     report = await averify.verify(ctx.node.audit_db, _keys(ctx, args))
-    # Records an interrupted archive left online are the one finding an archive mends (it deletes them first).
-    blocking = [f for f in report.findings if f.kind != "archived_online"]
-    if blocking:
-        lines = [f"TAMPERED: {f.message}" for f in blocking]
+    if not report.ok:
+        lines = [f"TAMPERED: {f.message}" for f in report.findings]
         lines.append("the audit log does not verify: nothing archived (mssgw audit verify says more)")
         return Outcome(
-            {"archived": False, "findings": [f.as_dict() for f in blocking]},
+            {"archived": False, "findings": [f.as_dict() for f in report.findings]},
             "\n".join(lines),
-            audit={"reason": "audit log does not verify", "findings": len(blocking)},
+            audit={"reason": "audit log does not verify", "findings": len(report.findings)},
             exit_code=EXIT_TAMPERED,
         )
     try:
-        done = await aarchive.archive(ctx.node.audit_db, ctx.node.signer, ctx.cfg.node.name, before, out)
+        done = await aarchive.archive(
+            ctx.node.audit_db, ctx.node.signer, ctx.cfg.node.name, before, out, max_records=args.max_records
+        )
     except aarchive.ArchiveError as exc:
         raise UsageError(str(exc)) from None
     if done.archive is None:
         text = f"nothing to archive before {before[:19]}Z ({report.archived} records archived already)"
-        if done.removed:
-            text += f"; removed {done.removed} archived records left in the database"
-        return Outcome(
-            {"archived": False, "before": before, "removed": done.removed}, text, audit={"removed": done.removed}
-        )
+        return Outcome({"archived": False, "before": before}, text, audit={"records": 0})
     made = done.archive
-    facts = made.as_dict() | {"records": done.records, "removed": done.removed, "path": str(done.path)}
+    facts = made.as_dict() | {"records": done.records, "path": str(done.path), "reused": done.reused}
+    more = " (the file an interrupted run had written, checked)" if done.reused else ""
     return Outcome(
         facts | {"archived": True, "before": before},
         f"archived records {made.first_seq} to {made.last_seq} ({done.records} records, the last of "
-        f"{made.last_ts[:19]}Z) to {done.path}\nSHA-256 {made.sha256}; removed {done.removed} records from the "
-        "database",
-        audit={k: facts[k] for k in ("first_seq", "last_seq", "records", "file", "sha256", "removed")},
+        f"{made.last_ts[:19]}Z) to {done.path}{more}\nSHA-256 {made.sha256}; the database holds them no more",
+        audit={k: facts[k] for k in ("first_seq", "last_seq", "records", "file", "sha256", "reused")},
     )
 
 
@@ -240,6 +239,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--out", required=True, help="directory the archive file is written to")
     p.add_argument(
         "--before", help="ISO-8601 date or date-time: archive records older than this (default: keep_online ago)"
+    )
+    p.add_argument(
+        "--max-records",
+        type=int,
+        default=aarchive.MAX_RECORDS,
+        help=f"records one run archives at most (default {aarchive.MAX_RECORDS:,}; run again for more)",
     )
     p.add_argument("--public-key", action="append", help="another trusted checkpoint public key (PEM); repeatable")
     p.set_defaults(_command=Command(AuditEvent.AUDIT_ARCHIVED, archive))

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,7 +100,8 @@ async def test_old_records_go_to_a_signed_file_and_the_tree_goes_on(
     done = await aarchive.archive(db, signer, NODE, CUTOFF, out)
     assert done.archive is not None
     assert done.path is not None
-    assert (done.archive.first_seq, done.archive.last_seq, done.records, done.removed) == (1, 30, 30, 30)
+    assert (done.archive.first_seq, done.archive.last_seq, done.records, done.reused) == (1, 30, 30, False)
+    assert done.archive.file == "audit-000000000001-000000000030.jsonl.gz"
     assert done.path == out / "audit-000000000001-000000000030.jsonl.gz"
     assert done.path.stat().st_mode & 0o777 == 0o600
     assert done.archive.sha256 == hashlib.sha256(done.path.read_bytes()).hexdigest()
@@ -112,27 +114,28 @@ async def test_old_records_go_to_a_signed_file_and_the_tree_goes_on(
     assert (after.checkpoints_archived, after.checkpoints_verified) == (1, 3)  # 10 archived; 30, 50, 55 checked
     # The file verifies on its own, and holds the records as they were hashed (surrogate escapes included).
     got = read_file(done.path, {signer.key_id: signer.verifier})
-    assert (got.first_seq, got.last_seq, got.frontier_before, got.sha256) == (1, 30, [], done.archive.sha256)
-    assert got.checkpoint.root_hash == done.archive.checkpoint.root_hash
+    assert (got.archive.first_seq, got.archive.last_seq, got.frontier_before) == (1, 30, [])
+    assert (got.sha256, got.archive.root_hash) == (done.archive.sha256, done.archive.root_hash)
     items = lines(done.path)
     assert items[0] == {"format": "mssgw-audit-archive/1", "node": NODE, "first_seq": 1, "last_seq": 30,
                         "frontier_before": []}  # fmt: skip
     assert [i["seq"] for i in items[1:-1]] == list(range(1, 31))
     assert "\\udc80" in items[5]["request"]  # the stored text, a JSON escape in it
     assert json.loads(items[5]["request"])["note"] == "\u00e9t\u00e9 \udc80"
-    assert set(items[-1]) == {"checkpoint", "frontier_after"}
+    assert set(items[-1]) == {"archive", "frontier_after"}
+    assert items[-1]["archive"]["last_ts"] == items[-2]["ts"]
     # The log goes on: a new record, and a second archive continues from the first.
     await AuditLog(db, NODE, signer).record(AuditEvent.NODE_STARTED, author="node:a")
     second = await aarchive.archive(db, signer, NODE, iso(NOW - timedelta(days=50)), out)
     assert second.archive is not None
     assert second.path is not None
-    assert (second.archive.first_seq, second.archive.last_seq, second.removed) == (31, 50, 20)
+    assert (second.archive.first_seq, second.archive.last_seq, second.records) == (31, 50, 20)
     assert read_file(second.path, {signer.key_id: signer.verifier}).frontier_before == done.archive.frontier
     final = await averify.verify(db, [signer.verifier])
     assert (final.ok, final.records, final.archived, final.archives) == (True, 6, 50, 2)
     # Nothing older is left: a third run archives nothing and says so.
     again = await aarchive.archive(db, signer, NODE, CUTOFF, out)
-    assert (again.archive, again.path, again.removed) == (None, None, 0)
+    assert (again.archive, again.path) == (None, None)
     with pytest.raises(ValueError, match="records 1 to 50 are archived: a proof needs their files"):
         await averify.inclusion_proof(db, 52, 56)
 
@@ -151,29 +154,62 @@ async def test_the_database_lets_only_archived_records_go(
             con.execute("UPDATE audit_records SET action = 'x' WHERE seq = 31")
 
 
-async def test_an_interrupted_archive_is_named_by_verify_and_finished_by_the_next(
+async def test_a_file_an_interrupted_run_left_is_checked_and_recorded(
     db: Database, signer: CheckpointSigner, out: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    async def stopped(db: Database, upto: int) -> int:  # the process ends after the row was committed
-        return 0
+    """Stopped between the file's rename and the commit: no row, records online, the file left. The next
+    run reads the same records, finds that file sound and of the same root, and records it as it is (a copy
+    already shipped off the node stays the archived one)."""
 
-    monkeypatch.setattr(aarchive, "_remove", stopped)
+    async def stopped(database: Database, made: aarchive.Archive, archived_to: int) -> None:
+        raise SystemExit  # the process ends there
+
+    monkeypatch.setattr(aarchive, "_record", stopped)
+    with pytest.raises(SystemExit):
+        await aarchive.archive(db, signer, NODE, CUTOFF, out)
+    monkeypatch.undo()
+    left = out / "audit-000000000001-000000000030.jsonl.gz"
+    first = hashlib.sha256(left.read_bytes()).hexdigest()
+    assert seqs(tmp_path / "audit.db") == list(range(1, 56))
+    assert (await averify.verify(db, [signer.verifier])).ok  # no row yet: nothing to say
     done = await aarchive.archive(db, signer, NODE, CUTOFF, out)
-    assert (done.records, done.removed) == (30, 0)
+    assert done.archive is not None
+    assert (done.reused, done.path, done.archive.sha256) == (True, left, first)
+    assert sorted(p.name for p in out.iterdir()) == [aarchive.LOCK_FILE, left.name]  # noqa: ASYNC240
+    assert seqs(tmp_path / "audit.db") == list(range(31, 56))
+    assert (await averify.verify(db, [signer.verifier])).ok
+
+
+async def test_a_record_inserted_in_the_archived_range_is_reported(
+    db: Database, signer: CheckpointSigner, out: Path, tmp_path: Path
+) -> None:
+    """An archive deletes its records in the transaction that records it: one numbered among them, online,
+    was inserted (it would show in searches as a genuine record); verify says so and archive refuses."""
+    await aarchive.archive(db, signer, NODE, CUTOFF, out)
+    with sqlite3.connect(tmp_path / "audit.db") as con:
+        con.execute(
+            "INSERT INTO audit_records SELECT 5, ts, node, 'operator:framed@ops', action, principal, peer, cid, "
+            "request, response, leaf_hash FROM audit_records WHERE seq = 31"
+        )
     report = await averify.verify(db, [signer.verifier])
     assert report.findings == [
         averify.Finding(
             "archived_online",
-            "records 1 to 30 are archived but still in the database (30 records): an interrupted mssgw audit "
-            "archive (run it again), or inserted",
-            seq=1,
+            "record 5 is numbered within the archived records (1 to 30) but in the database (1 records): inserted",
+            seq=5,
         )
     ]
-    monkeypatch.undo()
-    again = await aarchive.archive(db, signer, NODE, CUTOFF, out)
-    assert (again.archive, again.removed) == (None, 30)
-    assert seqs(tmp_path / "audit.db") == list(range(31, 56))
-    assert (await averify.verify(db, [signer.verifier])).ok
+
+
+async def test_runs_archive_at_most_max_records_each(db: Database, signer: CheckpointSigner, out: Path) -> None:
+    """A bounded transaction a run: a backlog goes over several runs, each its own file."""
+    ranges = []
+    for _ in range(4):
+        done = await aarchive.archive(db, signer, NODE, CUTOFF, out, max_records=12)
+        ranges.append((done.archive.first_seq, done.archive.last_seq) if done.archive else None)
+    assert ranges == [(1, 12), (13, 24), (25, 30), None]
+    report = await averify.verify(db, [signer.verifier])
+    assert (report.ok, report.archived, report.archives) == (True, 30, 3)
 
 
 async def test_a_forged_or_altered_archive_row_is_found(
@@ -188,19 +224,24 @@ async def test_a_forged_or_altered_archive_row_is_found(
     kinds = [(f.kind, f.message.split(": ")[-1]) for f in report.findings]
     assert ("archive", "its compact range does not give its signed root") in kinds
     assert [f.kind for f in report.findings].count("checkpoint_mismatch") == 3  # at 30, 50 and 55
-    with sqlite3.connect(path) as con:  # a row the key never signed, with the true range after record 50
+    with sqlite3.connect(path) as con:  # the true range after record 50, under the checkpoint signed at 50
         con.execute("UPDATE audit_archives SET frontier = ?", (frontier,))
         tree = merkle.CompactRange(30, split_frontier(frontier))
         for (leaf,) in con.execute("SELECT leaf_hash FROM audit_records WHERE seq <= 50 ORDER BY seq"):
             tree.append(leaf)
+        (root, ts, node, key_id, signature) = con.execute(
+            "SELECT root_hash, ts, node, key_id, signature FROM audit_checkpoints WHERE tree_size = 50"
+        ).fetchone()
+        assert root == tree.root()  # a genuine signature over the genuine root: anyone reading the log has it
         con.execute(
-            "INSERT INTO audit_archives SELECT 31, 50, last_ts, ?, ?, ts, node, key_id, zeroblob(64), 'forged', "
-            "sha256 FROM audit_archives",
-            (b"".join(tree.nodes), tree.root()),
+            "INSERT INTO audit_archives SELECT 31, 50, last_ts, ?, ?, ?, ?, ?, ?, 'forged', sha256 FROM audit_archives",
+            (b"".join(tree.nodes), root, ts, node, key_id, signature),
         )
         con.execute("DELETE FROM audit_records WHERE seq <= 50")  # the trigger now allows it
     report = await averify.verify(db, [signer.verifier])
-    assert [f.message for f in report.findings] == ["the archive of records 31 to 50 (forged) has an invalid signature"]
+    assert [f.message for f in report.findings] == [
+        "the archive of records 31 to 50 (forged): its signature is invalid"
+    ]
 
 
 async def test_a_tampered_file_is_refused_with_the_reason(
@@ -225,7 +266,7 @@ async def test_a_tampered_file_is_refused_with_the_reason(
     leaf = aarchive._record_leaf(edited[5])
     edited[5]["leaf_hash"] = leaf.hex()
     assert refused(edited) == "copy.jsonl.gz: its records do not give the signed root over 30 records"
-    assert refused(items[:-1]) == "copy.jsonl.gz: truncated: no checkpoint after record 30"
+    assert refused(items[:-1]) == "copy.jsonl.gz: truncated: no signature after record 30"
     assert refused(items[:4] + items[5:]) == "copy.jsonl.gz: line 5 holds record 5, not 4"
     other = CheckpointSigner.generate(tmp_path / "other.pem")
     with pytest.raises(ArchiveError, match=f"signed by unknown key {signer.key_id}"):
@@ -258,20 +299,15 @@ async def test_another_directory_loses_the_race_and_keeps_nothing(
     removes its file; the first one's archive stands."""
     other = tmp_path / "other"
     other.mkdir()
-    real_last, real_remove = aarchive._last_before, aarchive._remove
+    real_record = aarchive._record
 
-    async def kept(database: Database, upto: int) -> int:  # the first node has not deleted yet
-        return 0
-
-    async def meanwhile(database: Database, before: str) -> tuple[int, str]:
-        monkeypatch.setattr(aarchive, "_last_before", real_last)
-        monkeypatch.setattr(aarchive, "_remove", kept)
-        first = await aarchive.archive(database, signer, NODE, CUTOFF, out)  # the other node, committing first
+    async def meanwhile(database: Database, made: aarchive.Archive, archived_to: int) -> None:
+        monkeypatch.setattr(aarchive, "_record", real_record)
+        first = await aarchive.archive(database, signer, NODE, CUTOFF, out)  # the other node commits first
         assert first.records == 30
-        monkeypatch.setattr(aarchive, "_remove", real_remove)
-        return await real_last(database, before)
+        await real_record(database, made, archived_to)
 
-    monkeypatch.setattr(aarchive, "_last_before", meanwhile)
+    monkeypatch.setattr(aarchive, "_record", meanwhile)
     with pytest.raises(ArchiveError, match="another mssgw audit archive ran meanwhile: this one recorded nothing"):
         await aarchive.archive(db, signer, NODE, CUTOFF, other)
     assert [p.name for p in other.iterdir()] == [aarchive.LOCK_FILE]
@@ -317,3 +353,58 @@ async def test_migration_a0002_on_a_log_made_under_a0001(tmp_path: Path, signer:
         )
         with pytest.raises(sqlite3.IntegrityError, match=APPEND_ONLY):
             con.execute("DELETE FROM audit_records WHERE seq = 4")
+
+
+async def test_read_file_takes_only_what_archive_writes(
+    db: Database, signer: CheckpointSigner, out: Path, tmp_path: Path
+) -> None:
+    """Each malformed file is an ArchiveError naming the line and why, never another exception: a file is
+    read by an auditor's `audit verify --archive`, possibly years later, and must mean one thing."""
+    done = await aarchive.archive(db, signer, NODE, CUTOFF, out)
+    assert done.path is not None
+    keys = {signer.key_id: signer.verifier}
+    raw = gzip.decompress(done.path.read_bytes()).splitlines(keepends=True)
+    copy = tmp_path / "bad.jsonl.gz"
+
+    def refused(lines: list[bytes]) -> str:
+        copy.write_bytes(gzip.compress(b"".join(lines)))
+        with pytest.raises(ArchiveError) as info:
+            read_file(copy, keys)
+        return str(info.value).removeprefix("bad.jsonl.gz: ")
+
+    def edited(n: int, change: Any) -> list[bytes]:
+        value = json.loads(raw[n])
+        change(value)
+        return [*raw[:n], json.dumps(value, separators=(",", ":")).encode() + b"\n", *raw[n + 1 :]]
+
+    duplicate = raw[3].replace(b'{"seq":3,', b'{"seq":3,"action":"admin.fake",', 1)
+    assert refused([*raw[:3], duplicate, *raw[4:]]) == "line 4 is not JSON as archives write it (a key appears twice)"
+    spaced = json.dumps(json.loads(raw[3])).encode() + b"\n"  # the same value, other spacing
+    assert refused([*raw[:3], spaced, *raw[4:]]) == "line 4 is not JSON as archives write it"
+    assert refused(edited(0, lambda v: v.update(first_seq=True))) == "header: True is not an integer"
+    assert refused(edited(0, lambda v: v.update(extra=1))).startswith("not an audit archive")
+    assert refused(edited(3, lambda v: v.update(extra=1))) == "line 4 is not a record (its keys are not a record's)"
+    assert refused(edited(3, lambda v: v.pop("cid"))) == "line 4 is not a record (its keys are not a record's)"
+    assert refused(edited(3, lambda v: v.update(seq=3.0))) == "line 4 is not a record (3.0 is not an integer)"
+    deep = "[" * 100_000 + "]" * 100_000
+    assert refused(edited(3, lambda v: v.update(request=deep))).startswith("line 4 is not a record (")
+    assert refused([*raw[:3], b'{"a":' + b"[" * 100_000 + b"\n", *raw[4:]]).startswith("line 4 is not JSON")
+    assert refused(edited(len(raw) - 1, lambda v: v.update(archive=[]))) == (
+        "the closing signature is unreadable (its keys are not an archive's)"
+    )
+    assert refused(edited(0, lambda v: v.update(node="other.node"))) == (
+        "its signature covers another range or node than its header"
+    )
+    assert refused([*raw, raw[-1]]) == f"line {len(raw) + 1} follows the signature"
+    assert refused([b"\xff\xfe" + raw[0], *raw[1:]]).startswith("line 1 is not JSON")
+    # Damaged bytes anywhere past the gzip header (whose name and time fields say nothing of the records:
+    # the SHA-256 the database holds covers them): always the same kind of refusal.
+    data = done.path.read_bytes()
+    payload = data.index(b"\0", 10) + 1  # RFC 1952 §2.3: 10 octets, then the NUL-terminated FNAME
+    rng = random.Random(7)
+    for _ in range(200):
+        damaged = bytearray(data)
+        damaged[rng.randrange(payload, len(damaged))] ^= 1 << rng.randrange(8)
+        copy.write_bytes(bytes(damaged))
+        with pytest.raises(ArchiveError):
+            read_file(copy, keys)
