@@ -585,8 +585,9 @@ def render_idle(r: dict[str, Any], quick: bool, targets: list[Target]) -> list[s
                 num(i["opened_per_second"]),
                 num(after.get("processes"), 0),
                 num(after["rss_kb"] / 1024) if after else "–",
-                num(i["rss_kb_per_connection"], 0),
-                num(i["pss_kb_per_connection"], 0),
+                # A delta below zero is the allocator's noise (a quick run holds 20 sessions): no figure.
+                num(i["rss_kb_per_connection"], 0) if (i["rss_kb_per_connection"] or 0) >= 0 else "–",
+                num(i["pss_kb_per_connection"], 0) if (i["pss_kb_per_connection"] or 0) >= 0 else "–",
                 num(i["idle_server_cpu_busy"], 2),
                 f"{i['answered_done']:,}",
             ]

@@ -65,7 +65,7 @@ async def _tables(db: Database) -> set[str]:
 
 def test_head_constants_are_alembic_heads() -> None:
     assert alembic_head(STORE_MIGRATIONS) == STORE_HEAD == "0014"
-    assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0001"
+    assert alembic_head(AUDIT_MIGRATIONS) == AUDIT_HEAD == "a0002"
 
 
 async def test_migrations_reach_heads(db_url: str, make_db_url: Callable[[str], str]) -> None:
@@ -78,7 +78,13 @@ async def test_migrations_reach_heads(db_url: str, make_db_url: Callable[[str], 
         assert await audit.current_revision() is None
         await audit.migrate()
         assert await audit.current_revision() == AUDIT_HEAD
-        assert await _tables(audit) == {"alembic_version", "audit_checkpoints", "audit_head", "audit_records"}
+        assert await _tables(audit) == {
+            "alembic_version",
+            "audit_archives",
+            "audit_checkpoints",
+            "audit_head",
+            "audit_records",
+        }
         async with audit.read() as s:
             head = (await s.execute(select(AuditHead))).scalars().all()
             assert [(h.id, h.size, h.frontier) for h in head] == [(1, 0, b"")]
