@@ -10,9 +10,11 @@ destination is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 
 from gateway.node import Node
 from gateway.store.mailstore import COPY_BATCH_BYTES, Mailstore
@@ -31,6 +33,20 @@ def staged_rows(box: Box) -> int:
     path = cfg.db_url(cfg.store.url).removeprefix("sqlite+aiosqlite:///")
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return int(db.execute("SELECT count(*) FROM messages WHERE folder_id IS NULL").fetchone()[0])
+
+
+@contextlib.contextmanager
+def write_locked(box: Box) -> Iterator[None]:
+    """Hold the node's database write lock (as another process would) for the block."""
+    cfg = box.gw.node.cfg()
+    path = cfg.db_url(cfg.store.url).removeprefix("sqlite+aiosqlite:///")
+    db = sqlite3.connect(path, timeout=5, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
 
 
 def set_quota(box: Box, octets: int | None) -> None:
@@ -149,8 +165,12 @@ def test_a_copy_larger_than_one_batch(box: Box) -> None:
 
 def test_a_copy_failing_half_way_leaves_the_destination_as_it_was(box: Box) -> None:
     """Another session copies a large message while this one's copy is between two batches: the quota, which
-    counts what a copy has staged, is reached, and the COPY is refused with nothing of it left behind."""
-    size = COPY_BATCH_BYTES // 2 - 100_000
+    counts what a copy has staged, is reached, and the COPY is refused with nothing of it left behind.
+
+    The test holds the database's write lock while both copies start: each reads and reseals its first
+    batch, then waits for the node's writer, in arrival order, so the other copy is staged right after this
+    one's first batch however slow the machine (unlocked, a loaded CI once staged all four first)."""
+    size = COPY_BATCH_BYTES // 2 - 100_000  # two messages a batch: the copy of eight takes four
     copier = box.selected()
     for n in range(1, 9):
         assert append(copier, f"h{n}", big(n, size))[-1].endswith(b"APPEND completed")
@@ -159,12 +179,13 @@ def test_a_copy_failing_half_way_leaves_the_destination_as_it_was(box: Box) -> N
     used = int(m[1]) if (m := re.match(rb"\* STATUS INBOX \(SIZE (\d+)\)", reply[0])) else 8 * size
     set_quota(box, 2 * used + size // 2)  # the copy alone fits
     before = copier.command("h11", "STATUS Archive (MESSAGES UIDNEXT HIGHESTMODSEQ)")
-    copier.send(b"h12 COPY 1:8 Archive\r\n")
-    deadline = time.monotonic() + 20
-    while not staged_rows(box):  # the copy has staged its first batch
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    assert other.command("i1", "COPY 1 Drafts")[-1].endswith(b"COPY completed")  # now over quota, together
+    with write_locked(box):
+        copier.send(b"h12 COPY 1:8 Archive\r\n")
+        time.sleep(0.3)
+        other.send(b"i1 COPY 1 Drafts\r\n")
+        time.sleep(1)  # both read and resealed; now waiting for the writer
+        assert staged_rows(box) == 0
+    assert other.until(b"i1")[-1].endswith(b"COPY completed")  # now over quota, together
     assert copier.until(b"h12") == [b"h12 NO [OVERQUOTA] the mailbox is over its quota"]
     assert copier.command("h13", "STATUS Archive (MESSAGES UIDNEXT HIGHESTMODSEQ)") == [
         before[0],
