@@ -138,6 +138,7 @@ class AuditEvent(StrEnum):
     QUEUE_SHOWN = "admin.queue.shown"
     QUEUE_RETRIED = "admin.queue.retried"
     QUEUE_DELETED = "admin.queue.deleted"
+    QUEUE_NOTICES_LISTED = "admin.queue.notices_listed"
 
     # The audit log itself
     AUDIT_CHECKPOINT_WRITTEN = "audit.checkpoint.written"

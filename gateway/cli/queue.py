@@ -11,7 +11,9 @@ from typing import Any
 
 from gateway.audit.events import AuditEvent
 from gateway.cli.base import Command, Context, Outcome, table
+from gateway.cli.mailbox import local_address
 from gateway.errors import UsageError
+from gateway.queue.notices import Notices
 from gateway.queue.store import Queue
 from gateway.store.models import utcnow
 
@@ -163,6 +165,66 @@ async def delete(ctx: Context, args: argparse.Namespace) -> Outcome:
     )
 
 
+NOTICES_MAX = 10_000
+"""Most tracked rows `mssgw queue notices` shows at once."""
+
+
+def _message_id(value: str) -> str:
+    """A Message-ID as tracked: `<left@right>`; the brackets may be left out on the command line."""
+    text = value.strip()
+    inner = text[1:-1] if text.startswith("<") and text.endswith(">") else text
+    if not inner or any(c.isspace() or c in "<>" for c in inner) or not inner.isprintable():
+        raise UsageError(f"invalid Message-ID {value!r}: expected <left@right> without spaces")
+    return f"<{inner}>"
+
+
+def _notice_deadline(state: str, deadline: datetime, now: datetime) -> str:
+    if state == "done":
+        return ""
+    left = (deadline - now).total_seconds()
+    return f"in {_span(left)}" if left > 0 else f"overdue {_span(-left)}"
+
+
+async def notices(ctx: Context, args: argparse.Namespace) -> Outcome:
+    """Messages relayed to peers and their delivery notifications, per recipient (gateway.queue.notices)."""
+    if not 1 <= args.limit <= NOTICES_MAX:
+        raise UsageError(f"--limit must be between 1 and {NOTICES_MAX}")
+    sender = local_address(ctx, args.sender) if args.sender is not None else None
+    message_id = _message_id(args.message_id) if args.message_id is not None else None
+    tracking = Notices(ctx.node.db)
+    found = await tracking.find(sender=sender, message_id=message_id, waiting=args.waiting, limit=args.limit)
+    now = utcnow()
+    data = [
+        {
+            "sender": t.sender,
+            "message_id": t.message_id,
+            "recipient": t.recipient,
+            "queue_id": t.queue_id,
+            "dispatched_asked": t.final_delivery,
+            "state": t.state,
+            "outcome": t.outcome,
+            "deadline": t.deadline.isoformat(),
+            "created_at": t.created_at.isoformat(),
+            "settled_at": t.settled_at.isoformat() if t.settled_at else None,
+        }
+        for t in found
+    ]
+    rows = [
+        {
+            "age": _span((now - t.created_at).total_seconds()),
+            "sender": t.sender,
+            "message_id": t.message_id,
+            "recipient": t.recipient,
+            "state": t.state,
+            "outcome": t.outcome or "",
+            "deadline": _notice_deadline(t.state, t.deadline, now),
+        }
+        for t in found
+    ]
+    columns = ["age", "sender", "message_id", "recipient", "state", "outcome", "deadline"]
+    return Outcome(data, table(rows, columns), audit={"results": len(found)})
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     grp = sub.add_parser("queue", help="the delivery queue").add_subparsers(required=True, metavar="ACTION")
     p = grp.add_parser("list", parents=[common], help="queued messages and their recipients' states")
@@ -177,3 +239,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("id", help="queue id")
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(_command=Command(AuditEvent.QUEUE_DELETED, delete))
+    p = grp.add_parser(
+        "notices", parents=[common], help="messages relayed to peers and their delivery notifications, newest first"
+    )
+    p.add_argument("--sender", help="only this sender's messages")
+    p.add_argument("--message-id", help="only this Message-ID (angle brackets optional)")
+    p.add_argument("--waiting", action="store_true", help="only recipients still waiting for their final notice")
+    p.add_argument("--limit", type=int, default=100, help=f"at most this many rows (1-{NOTICES_MAX}, default 100)")
+    p.set_defaults(_command=Command(AuditEvent.QUEUE_NOTICES_LISTED, notices))

@@ -44,7 +44,9 @@ _TRACK = (
     " created_at) VALUES (:sender, :message_id, :recipient, :queue_id, :final_delivery, 'waiting', :deadline,"
     " :now) ON CONFLICT DO NOTHING"
 )
-_COLUMNS = "id, sender, message_id, recipient, queue_id, final_delivery, state, outcome, deadline, created_at"
+_COLUMNS = (
+    "id, sender, message_id, recipient, queue_id, final_delivery, state, outcome, deadline, created_at, settled_at"
+)
 _SETTLE = (
     "UPDATE notice_tracking SET state = :state, outcome = coalesce(:outcome, outcome),"
     " settled_at = coalesce(:settled, settled_at) WHERE id = :id AND state = :expected"
@@ -65,6 +67,7 @@ class Tracked:
     outcome: str | None
     deadline: datetime
     created_at: datetime
+    settled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,19 @@ class Notices:
             params,
         )
         return [
-            Tracked(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], utc_datetime(r[8]), utc_datetime(r[9]))
+            Tracked(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                bool(r[5]),
+                r[6],
+                r[7],
+                utc_datetime(r[8]),
+                utc_datetime(r[9]),
+                None if r[10] is None else utc_datetime(r[10]),
+            )
             for r in rows
         ]
 
@@ -246,6 +261,29 @@ class Notices:
                 "DELETE FROM notice_tracking WHERE created_at < :before RETURNING 1", {"before": before}
             )
             return len(gone)
+
+    async def find(
+        self,
+        *,
+        sender: str | None = None,
+        message_id: str | None = None,
+        waiting: bool = False,
+        limit: int = 100,
+    ) -> list[Tracked]:
+        """Tracked rows for an operator's look (`mssgw queue notices`), newest first: of one sender, one
+        Message-ID, still waiting for their final notice (`waiting`), at most `limit`."""
+        clauses = ["1 = 1"]
+        params: dict[str, object] = {"limit": limit}
+        if sender is not None:
+            clauses.append("sender = :sender")
+            params["sender"] = sender.lower()
+        if message_id is not None:
+            clauses.append("message_id = :mid")
+            params["mid"] = message_id
+        if waiting:
+            clauses.append("state IN ('waiting', 'processed')")
+        where = " AND ".join(clauses)
+        return await self._rows(f"{where} ORDER BY created_at DESC, id DESC LIMIT :limit", params)
 
     async def state(self, sender: str, message_id: str, recipient: str) -> tuple[str, str | None] | None:
         """(state, outcome) of one tracked row (tests, and an operator's look from Python)."""

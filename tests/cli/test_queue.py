@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 from sqlalchemy import update
 
 from gateway.node import Node
+from gateway.queue.notices import Notices
 from gateway.queue.store import Queue
-from gateway.store.models import QueuedMessage, QueuedRecipient
+from gateway.store.models import QueuedMessage, QueuedRecipient, TrackedNotice
 from tests.conftest import DOMAIN, CLIResult, NodeDir
 
 T = TypeVar("T")
@@ -313,4 +314,136 @@ def test_unknown_ids_are_refused_and_audited(node: NodeDir) -> None:
         ("admin.queue.retried", "refused"),
         ("admin.queue.deleted", "refused"),
         ("admin.queue.shown", "refused"),
+    ]
+
+
+# -- mssgw queue notices: messages relayed to peers and their delivery notifications ----------------------
+
+OTHER_ID = f"<20250601.xyz@{DOMAIN}>"
+
+
+def track(node: NodeDir, message_id: str, recipients: list[str], created: datetime, *, dispatched: bool) -> None:
+    async def go(n: Node) -> None:
+        await Notices(n.db).track(
+            sender=SENDER,
+            message_id=message_id,
+            recipients=recipients,
+            queue_id=UNKNOWN,
+            final_delivery=dispatched,
+            wait=timedelta(hours=1),
+            now=created,
+        )
+
+    on_node(node, go)
+
+
+def settle(node: NodeDir, recipient: str, message_id: str, state: str, outcome: str, at: datetime) -> None:
+    async def go(n: Node) -> None:
+        async with n.db.write() as s:
+            await s.execute(
+                update(TrackedNotice)
+                .where(TrackedNotice.recipient == recipient, TrackedNotice.message_id == message_id)
+                .values(state=state, outcome=outcome, settled_at=at)
+            )
+
+    on_node(node, go)
+
+
+def notices_audit(node: NodeDir) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    rows = node.cli("audit", "search", "--event", "admin.queue.notices_listed", "--json").json()
+    assert isinstance(rows, list)
+    return [(r["request"], r["response"]) for r in rows]
+
+
+def test_notices_lists_tracked_recipients_newest_first_and_filters(node: NodeDir) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    recent, old = now - timedelta(minutes=14, seconds=30), now - timedelta(hours=2)  # half-minutes: no rounding edge
+    track(node, MESSAGE_ID, REMOTE, recent, dispatched=True)
+    track(node, OTHER_ID, REMOTE[:1], old, dispatched=False)
+    settle(node, REMOTE[1], MESSAGE_ID, "processed", "processed", recent + timedelta(minutes=1))
+    settle(node, REMOTE[0], OTHER_ID, "done", "dispatched", old + timedelta(minutes=2))
+    empty = node.cli("queue", "notices", "--message-id", "none@x")
+    assert (empty.code, empty.out, empty.err) == (0, "(none)\n", "")
+
+    listed = node.cli("queue", "notices")
+    assert listed.code == 0, listed.err
+    assert listed.out.splitlines() == [
+        f"age  {'sender':{len(SENDER)}}  {'message_id':{len(MESSAGE_ID)}}  {'recipient':{len(REMOTE[1])}}"
+        "  state      outcome     deadline",
+        f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[1]}  processed  processed   in 45m",
+        f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[0]}    waiting                in 45m",
+        f"2h   {SENDER}  {OTHER_ID}  {REMOTE[0]}    done       dispatched",
+    ]
+    as_json = node.cli("queue", "notices", "--message-id", OTHER_ID, "--json").json()
+    assert as_json == [
+        {
+            "sender": SENDER,
+            "message_id": OTHER_ID,
+            "recipient": REMOTE[0],
+            "queue_id": UNKNOWN,
+            "dispatched_asked": False,
+            "state": "done",
+            "outcome": "dispatched",
+            "deadline": (old + timedelta(hours=1)).isoformat(),
+            "created_at": old.isoformat(),
+            "settled_at": (old + timedelta(minutes=2)).isoformat(),
+        }
+    ]
+    waiting = node.cli("queue", "notices", "--waiting", "--sender", SENDER.upper(), "--json").json()
+    assert isinstance(waiting, list)
+    assert [(w["recipient"], w["state"], w["dispatched_asked"]) for w in waiting] == [
+        (REMOTE[1], "processed", True),
+        (REMOTE[0], "waiting", True),
+    ]
+    bare = node.cli("queue", "notices", "--message-id", MESSAGE_ID.strip("<>"), "--limit", "1", "--json").json()
+    assert isinstance(bare, list)
+    assert [(b["message_id"], b["recipient"]) for b in bare] == [(MESSAGE_ID, REMOTE[1])]
+    assert node.cli("queue", "notices", "--sender", f"dave@{DOMAIN}").out == "(none)\n"
+
+    async def past_deadline(n: Node) -> None:
+        async with n.db.write() as s:
+            row = (TrackedNotice.recipient == REMOTE[0]) & (TrackedNotice.message_id == MESSAGE_ID)
+            await s.execute(update(TrackedNotice).where(row).values(deadline=now - timedelta(minutes=5)))
+
+    on_node(node, past_deadline)
+    overdue = node.cli("queue", "notices", "--waiting")
+    assert (
+        overdue.out.splitlines()[2] == f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[0]}    waiting               overdue 5m"
+    )
+    assert notices_audit(node)[:2] == [
+        (
+            {"sender": None, "message_id": "none@x", "waiting": False, "limit": 100},
+            {"result": "done", "results": 0},
+        ),
+        ({"sender": None, "message_id": None, "waiting": False, "limit": 100}, {"result": "done", "results": 3}),
+    ]
+
+
+def test_notices_refuses_bad_options(node: NodeDir) -> None:
+    for argv, error in (
+        (["--limit", "0"], "--limit must be between 1 and 10000"),
+        (["--limit", "10001"], "--limit must be between 1 and 10000"),
+        (
+            ["--sender", "bob@clinique-b.mssante.fr"],
+            f"bob@clinique-b.mssante.fr is not in a domain of this node ({DOMAIN}, patient.{DOMAIN})",
+        ),
+        (["--sender", "claire.martin"], "invalid address 'claire.martin': the address has no '@'"),
+        (["--message-id", "a b@c"], "invalid Message-ID 'a b@c': expected <left@right> without spaces"),
+        (["--message-id", "<>"], "invalid Message-ID '<>': expected <left@right> without spaces"),
+    ):
+        r = node.cli("queue", "notices", *argv)
+        assert (r.code, r.out, r.err) == (2, "", f"mssgw: {error}\n"), argv
+    r = node.cli("queue", "notices", "--limit", "many")
+    assert r.code == 2
+    assert r.err.endswith("error: argument --limit: invalid int value: 'many'\n")
+    assert [response for _, response in notices_audit(node)] == [
+        {"result": "refused", "reason": "--limit must be between 1 and 10000"},
+        {"result": "refused", "reason": "--limit must be between 1 and 10000"},
+        {
+            "result": "refused",
+            "reason": f"bob@clinique-b.mssante.fr is not in a domain of this node ({DOMAIN}, patient.{DOMAIN})",
+        },
+        {"result": "refused", "reason": "invalid address 'claire.martin': the address has no '@'"},
+        {"result": "refused", "reason": "invalid Message-ID 'a b@c': expected <left@right> without spaces"},
+        {"result": "refused", "reason": "invalid Message-ID '<>': expected <left@right> without spaces"},
     ]
