@@ -159,7 +159,26 @@ def _flags(text: str) -> frozenset[str]:
 
 
 def _text(flags: Iterable[str]) -> str:
-    return " ".join(sorted(set(flags)))
+    """Flags as stored: sorted, a keyword given twice in two cases once (the first spelling in sort order)."""
+    seen: dict[str, str] = {}
+    for f in sorted(set(flags)):
+        seen.setdefault(f.lower(), f)
+    return " ".join(seen.values())
+
+
+def _changed_flags(
+    current: frozenset[str], wanted: frozenset[str], mode: Literal["add", "remove", "replace"]
+) -> frozenset[str]:
+    """`current` after STORE's change. Keywords compare without regard to case, as Dovecot and Cyrus do
+    (system flags arrive in their canonical case from the parser): a keyword a message has keeps its
+    spelling, so "+FLAGS ($label1)" on a message with $Label1 changes nothing, and "-FLAGS ($LABEL1)"
+    removes it."""
+    given = {f.lower() for f in wanted}
+    if mode == "remove":
+        return frozenset(f for f in current if f.lower() not in given)
+    kept = frozenset(f for f in current if f.lower() in given) if mode == "replace" else current
+    have = {f.lower() for f in kept}
+    return kept | {f for f in wanted if f.lower() not in have}
 
 
 def _meta(m: StoredMessage) -> MessageMeta:
@@ -573,7 +592,7 @@ class Mailstore:
                     refused.append(m.uid)
                     continue
                 current = _flags(m.flags)
-                new = current | wanted if mode == "add" else current - wanted if mode == "remove" else wanted
+                new = _changed_flags(current, wanted, mode)
                 if new == current:
                     continue
                 folder.highestmodseq += 1

@@ -444,3 +444,9 @@ async def test_usage_is_kept_by_every_change_of_the_messages(box: Mailstore, sto
     await check(4 * size + len(body(4)))
     await box.delete_folder(ALICE, "Archive")  # its three messages go with it
     await check(size + len(body(4)))
+
+
+async def test_a_keyword_named_twice_in_two_cases_is_stored_once(box: Mailstore) -> None:
+    await box.append(ALICE, "INBOX", body(1), flags=["$label1", "\\Seen", "$Label1", "$LABEL1"])
+    sel = await box.select(ALICE, "INBOX", read_write=False)
+    assert [m.flags for m in sel.messages] == [frozenset({"$LABEL1", "\\Seen"})]  # the first in sort order

@@ -128,7 +128,8 @@ def matches(key: SearchKey, c: Candidate, sel: Selection, sets: dict[int, frozen
             return c.recent and "\\Seen" not in c.meta.flags
         return False
     if isinstance(key, KeywordKey):
-        return (key.keyword in c.meta.flags) == key.present
+        keyword = key.keyword.lower()  # without regard to case, as STORE (store.mailstore._changed_flags)
+        return any(f.lower() == keyword for f in c.meta.flags) == key.present
     if isinstance(key, SizeKey):
         return c.meta.size > key.size if key.name == "LARGER" else c.meta.size < key.size
     if isinstance(key, SeqKey):

@@ -8,6 +8,8 @@ and [MODIFIED] (RFC 7162 §3.1.3) and .SILENT with MODSEQ (§3.2). UID STORE spe
 
 from __future__ import annotations
 
+import re
+
 from tests.imap.conftest import Box, message
 
 # -- moved from tests/imap/test_store.py ---------------------------------------------------------------
@@ -250,4 +252,47 @@ def test_store_in_a_read_only_folder_is_refused(box: Box) -> None:
     assert raw.command("a3", "FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))", b"a3 OK FETCH completed"]
     assert raw.command("u", "UNSELECT") == [b"u OK UNSELECT completed"]
     assert raw.command("a4", "STORE 1 +FLAGS (\\Seen)") == [b"a4 BAD STORE is not allowed in the authenticated state"]
+    raw.close()
+
+
+def test_keywords_compare_without_regard_to_case(box: Box) -> None:
+    """A keyword is one keyword in any case (as in Dovecot and Cyrus): adding it again in another case changes
+    nothing (same spelling, same MODSEQ), removing or searching it works in any case, and a FLAGS list
+    that names it twice keeps one."""
+    box.put(message(1))
+    box.put(message(2))
+    raw = box.selected()
+    assert raw.command("k1", "STORE 1 +FLAGS ($Label1)") == [
+        b"* 1 FETCH (FLAGS ($Label1 \\Recent))",
+        b"k1 OK STORE completed",
+    ]
+    before = raw.command("k2", "FETCH 1 (MODSEQ)")  # CONDSTORE from here: UID and MODSEQ in every FETCH
+    found = re.fullmatch(rb"\* 1 FETCH \(MODSEQ \((\d+)\) UID 1\)", before[0])
+    assert found is not None
+    m = int(found[1])  # k1's, the folder's highest
+    assert raw.command("k3", "STORE 1:2 +FLAGS ($LABEL1)") == [
+        b"* 1 FETCH (FLAGS ($Label1 \\Recent) UID 1 MODSEQ (%d))" % m,
+        b"* 2 FETCH (FLAGS ($LABEL1 \\Recent) UID 2 MODSEQ (%d))" % (m + 1),
+        b"k3 OK STORE completed",
+    ]
+    assert raw.command("k4", "FETCH 1 (MODSEQ)") == [before[0], b"k4 OK FETCH completed"]
+    assert raw.command("k5", "SEARCH KEYWORD $label1") == [b"* SEARCH 1 2", b"k5 OK SEARCH completed"]
+    assert raw.command("k6", "SEARCH UNKEYWORD $LaBeL1") == [b"* SEARCH", b"k6 OK SEARCH completed"]
+    assert raw.command("k7", "STORE 1 -FLAGS ($label1)") == [
+        b"* 1 FETCH (FLAGS (\\Recent) UID 1 MODSEQ (%d))" % (m + 2),
+        b"k7 OK STORE completed",
+    ]
+    assert raw.command("k8", "STORE 1 FLAGS ($label1 \\Seen $Label1)") == [
+        b"* 1 FETCH (FLAGS ($Label1 \\Seen \\Recent) UID 1 MODSEQ (%d))" % (m + 3),
+        b"k8 OK STORE completed",
+    ]
+    assert raw.command("k9", "STORE 1 FLAGS ($LABEL1 \\Seen)") == [  # the same flags: nothing changes
+        b"* 1 FETCH (FLAGS ($Label1 \\Seen \\Recent) UID 1 MODSEQ (%d))" % (m + 3),
+        b"k9 OK STORE completed",
+    ]
+    flags = [line for line in raw.command("k10", "SELECT INBOX") if line.startswith((b"* FLAGS", b"* OK [PERM"))]
+    assert flags == [
+        b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen $LABEL1)",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen $LABEL1 \\*)] Flags permitted",
+    ]
     raw.close()
