@@ -60,6 +60,20 @@ async def test_a_processed_mdn_is_the_one_final_notice_and_a_second_is_dropped(n
     assert (again.deliver, again.verdicts, again.changes) == (False, {PAUL: "late"}, [])
 
 
+async def test_a_report_on_several_recipients_is_delivered_whole_when_one_is_new(notices: Notices) -> None:
+    """docs/operations.md: a DSN is judged per recipient and, when any outcome is new to the sender, delivered
+    as it came (its late recipients repeated: a notice is never rewritten); the late row is left as it was."""
+    await track(notices, rcpts=(PAUL, ACCUEIL))
+    await receive(notices, Report("dsn", MID, ((PAUL, "failed"),)))
+    both = await receive(notices, Report("dsn", MID, ((PAUL, "delivered"), (ACCUEIL, "delivered"))))
+    assert (both.deliver, both.verdicts) == (True, {PAUL: "late", ACCUEIL: "given"})
+    assert [(c.expected, c.state, c.outcome) for c in both.changes] == [("waiting", "done", "delivered")]
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "failed")
+    assert await notices.state(SENDER, MID, ACCUEIL) == ("done", "delivered")
+    again = await receive(notices, Report("dsn", MID, ((PAUL, "delivered"), (ACCUEIL, "delivered"))))
+    assert (again.deliver, again.verdicts) == (False, {PAUL: "late", ACCUEIL: "late"})
+
+
 async def test_with_the_dispatched_mdn_asked_for_processed_is_held_back(notices: Notices) -> None:
     await track(notices, final_delivery=True)
     processed = await receive(notices, report((PAUL, "processed")))
