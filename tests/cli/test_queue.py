@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import update
 
 from gateway.node import Node
+from gateway.queue.mdn import Outcome, Report
 from gateway.queue.notices import Notices
 from gateway.queue.store import Queue
 from gateway.store.models import QueuedMessage, QueuedRecipient, TrackedNotice
@@ -320,6 +321,7 @@ def test_unknown_ids_are_refused_and_audited(node: NodeDir) -> None:
 # -- mssgw queue notices: messages relayed to peers and their delivery notifications ----------------------
 
 OTHER_ID = f"<20250601.xyz@{DOMAIN}>"
+PEER = "clinique-b.mssante.fr"
 
 
 def track(node: NodeDir, message_id: str, recipients: list[str], created: datetime, *, dispatched: bool) -> None:
@@ -337,14 +339,14 @@ def track(node: NodeDir, message_id: str, recipients: list[str], created: dateti
     on_node(node, go)
 
 
-def settle(node: NodeDir, recipient: str, message_id: str, state: str, outcome: str, at: datetime) -> None:
+def notice(node: NodeDir, message_id: str, recipient: str, outcome: Outcome, at: datetime) -> None:
+    """A peer's MDN about `recipient` judged and applied as the relay handler does (gateway.queue.notices)."""
+
     async def go(n: Node) -> None:
-        async with n.db.write() as s:
-            await s.execute(
-                update(TrackedNotice)
-                .where(TrackedNotice.recipient == recipient, TrackedNotice.message_id == message_id)
-                .values(state=state, outcome=outcome, settled_at=at)
-            )
+        tracking = Notices(n.db)
+        plan = await tracking.plan(Report("mdn", message_id, ((recipient, outcome),)), [SENDER], [PEER])
+        async with n.db.raw_writing() as tx:
+            await tracking.apply(tx, plan, at)
 
     on_node(node, go)
 
@@ -360,8 +362,8 @@ def test_notices_lists_tracked_recipients_newest_first_and_filters(node: NodeDir
     recent, old = now - timedelta(minutes=14, seconds=30), now - timedelta(hours=2)  # half-minutes: no rounding edge
     track(node, MESSAGE_ID, REMOTE, recent, dispatched=True)
     track(node, OTHER_ID, REMOTE[:1], old, dispatched=False)
-    settle(node, REMOTE[1], MESSAGE_ID, "processed", "processed", recent + timedelta(minutes=1))
-    settle(node, REMOTE[0], OTHER_ID, "done", "dispatched", old + timedelta(minutes=2))
+    notice(node, MESSAGE_ID, REMOTE[1], "processed", recent + timedelta(minutes=1))  # dispatched asked: held back
+    notice(node, OTHER_ID, REMOTE[0], "dispatched", old + timedelta(minutes=2))
     empty = node.cli("queue", "notices", "--message-id", "none@x")
     assert (empty.code, empty.out, empty.err) == (0, "(none)\n", "")
 
@@ -370,9 +372,9 @@ def test_notices_lists_tracked_recipients_newest_first_and_filters(node: NodeDir
     assert listed.out.splitlines() == [
         f"age  {'sender':{len(SENDER)}}  {'message_id':{len(MESSAGE_ID)}}  {'recipient':{len(REMOTE[1])}}"
         "  state      outcome     deadline",
-        f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[1]}  processed  processed   in 45m",
-        f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[0]}    waiting                in 45m",
-        f"2h   {SENDER}  {OTHER_ID}  {REMOTE[0]}    done       dispatched",
+        f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[1]}  processed  {'':10}  in 45m",
+        f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[0]:{len(REMOTE[1])}}  waiting    {'':10}  in 45m",
+        f"2h   {SENDER}  {OTHER_ID}  {REMOTE[0]:{len(REMOTE[1])}}  done       dispatched",
     ]
     as_json = node.cli("queue", "notices", "--message-id", OTHER_ID, "--json").json()
     assert as_json == [
@@ -407,8 +409,8 @@ def test_notices_lists_tracked_recipients_newest_first_and_filters(node: NodeDir
 
     on_node(node, past_deadline)
     overdue = node.cli("queue", "notices", "--waiting")
-    assert (
-        overdue.out.splitlines()[2] == f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[0]}    waiting               overdue 5m"
+    assert overdue.out.splitlines()[2] == (
+        f"14m  {SENDER}  {MESSAGE_ID}  {REMOTE[0]:{len(REMOTE[1])}}  waiting    {'':7}  overdue 5m"
     )
     assert notices_audit(node)[:2] == [
         (

@@ -210,3 +210,39 @@ def test_judge(
     state: str, settled_by: str | None, final: bool, outcome: Outcome, expected: tuple[str, str | None]
 ) -> None:
     assert judge(state, settled_by, final, outcome) == expected
+
+
+async def test_find_filters_and_orders_newest_first(notices: Notices) -> None:
+    """`mssgw queue notices`' query, on both backends (the CLI's own tests run on SQLite)."""
+    start = utcnow()
+    await notices.track(
+        sender=SENDER,
+        message_id=MID,
+        recipients=[PAUL],
+        queue_id="q1",
+        final_delivery=False,
+        wait=timedelta(hours=1),
+        now=start,
+    )
+    await notices.track(
+        sender=SENDER,
+        message_id="<cr.2@a.test>",
+        recipients=[PAUL, ACCUEIL],
+        queue_id="q2",
+        final_delivery=True,
+        wait=timedelta(hours=1),
+        now=start + timedelta(seconds=1),
+    )
+    await receive(notices, report((PAUL, "processed")))
+    every = await notices.find()
+    assert [(t.message_id, t.recipient, t.state, t.outcome) for t in every] == [
+        ("<cr.2@a.test>", ACCUEIL, "waiting", None),
+        ("<cr.2@a.test>", PAUL, "waiting", None),
+        (MID, PAUL, "done", "processed"),
+    ]
+    assert every[2].settled_at is not None
+    assert every[0].settled_at is None
+    assert [t.recipient for t in await notices.find(message_id=MID)] == [PAUL]
+    assert len(await notices.find(sender=SENDER.upper(), waiting=True)) == 2
+    assert len(await notices.find(limit=1)) == 1
+    assert await notices.find(sender="nobody@a.test") == []

@@ -34,10 +34,7 @@ async def run(s: Session, cmd: Command) -> Reply:
         condstore=condstore,
     )
     sel.load(selected.messages)
-    spelled: dict[str, str] = {}  # keywords compare without regard to case (store.mailstore._changed_flags)
-    for f in sorted({f for m in selected.messages for f in m.flags} - SYSTEM_FLAGS):
-        spelled.setdefault(f.lower(), f)
-    keywords = list(spelled.values())
+    keywords = sorted({f for m in selected.messages for f in m.flags} - SYSTEM_FLAGS)  # every spelling held
     flags = [*sorted(SYSTEM_FLAGS), *keywords]
     s.untagged(b"FLAGS " + ser.flag_list(flags))
     s.untagged(f"{len(sel.uids)} EXISTS")

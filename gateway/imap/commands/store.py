@@ -27,8 +27,17 @@ async def run(s: Session, cmd: Command) -> Reply:
     uids = sel.resolve(args.sequence_set, uid=cmd.uid)
     if args.unchanged_since is not None:
         s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    flags = list(args.flags)
+    if any(not f.startswith("\\") for f in flags):
+        # Keywords compare without regard to case (store.mailstore._changed_flags): one the folder already
+        # holds takes its spelling there, so every message of the folder shows one spelling, as in Dovecot.
+        spelled: dict[str, str] = {}
+        for meta in sel.meta.values():
+            for f in meta.flags:
+                spelled.setdefault(f.lower(), f)
+        flags = [spelled.get(f.lower(), f) for f in flags]
     changed, refused = await s.service.mailstore.store_flags(
-        s.user, sel.folder.id, uids, MODES[args.mode], args.flags, unchanged_since=args.unchanged_since
+        s.user, sel.folder.id, uids, MODES[args.mode], flags, unchanged_since=args.unchanged_since
     )
     for m in changed:
         sel.meta[m.uid] = m
