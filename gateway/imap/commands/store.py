@@ -28,13 +28,18 @@ async def run(s: Session, cmd: Command) -> Reply:
     if args.unchanged_since is not None:
         s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     flags = list(args.flags)
-    if any(not f.startswith("\\") for f in flags):
+    wanted = {f.lower() for f in flags if not f.startswith("\\")}
+    if wanted:
         # Keywords compare without regard to case (store.mailstore._changed_flags): one the folder already
         # holds takes its spelling there, so every message of the folder shows one spelling, as in Dovecot.
+        # The look stops once each keyword asked for is found (a large folder is not walked for nothing).
         spelled: dict[str, str] = {}
         for meta in sel.meta.values():
             for f in meta.flags:
-                spelled.setdefault(f.lower(), f)
+                if f.lower() in wanted and f.lower() not in spelled:
+                    spelled[f.lower()] = f
+            if len(spelled) == len(wanted):
+                break
         flags = [spelled.get(f.lower(), f) for f in flags]
     changed, refused = await s.service.mailstore.store_flags(
         s.user, sel.folder.id, uids, MODES[args.mode], flags, unchanged_since=args.unchanged_since
