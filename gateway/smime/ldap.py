@@ -17,7 +17,10 @@ Implementation notes
   help build the path, its other certificates are candidates.
 - Bounds, the records being a peer's to choose: at most LDAP_MAX_SERVERS servers, LDAP_MAX_ENTRIES
   entries a search, LDAP_MAX_VALUES certificates in all; connect and each reply within the discovery's
-  timeout, the whole step within LDAP_DEADLINE.
+  timeout, the whole step within LDAP_DEADLINE; at most LDAP_MAX_OCTETS read from one server. ldap3
+  buffers a whole BER message whatever length it announces, and its receive timeout bounds each read,
+  not the exchange: the socket it reads from counts the octets and stops at the step's deadline, so a
+  server streaming a huge answer, or dripping one, costs neither memory nor a thread past the step.
 - ldap3 (LGPL-3.0, pure Python) speaks the protocol; it is synchronous, so each server's exchange runs
   on a thread, bounded by its own socket timeouts.
 """
@@ -28,9 +31,11 @@ import asyncio
 import contextlib
 import math
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -52,6 +57,7 @@ LDAP_DEADLINE = 12.0  # the whole step: every server tried
 ATTRIBUTES = ("userSMIMECertificate", "userCertificate")
 _ATTRIBUTE_NAMES = frozenset(a.lower() for a in ATTRIBUTES)
 LDAP_MAX_BASES = 4  # naming contexts of the root DSE searched
+LDAP_MAX_OCTETS = 1 << 20  # read from one server, every reply of the exchange together
 NO_SUCH_OBJECT = 32  # RFC 4511 §4.1.9 resultCode noSuchObject: a naming context with nothing under it
 
 
@@ -154,15 +160,39 @@ async def lookup(
     return answer.rrset
 
 
-def _ask(host: str, port: int, filters: Sequence[str], timeout: float) -> Answer:
+class _Bounded:
+    """The socket ldap3 reads a server's replies from, refusing to read past `limit` octets in all or past
+    the monotonic time `end`: ldap3 itself would buffer any announced length, for as long as each read
+    comes within its receive timeout. Everything else is the socket's own."""
+
+    def __init__(self, sock: socket.socket, limit: int, end: float) -> None:
+        self._sock, self._left, self._end = sock, limit, end
+
+    def recv(self, size: int) -> bytes:
+        if time.monotonic() >= self._end:
+            raise TimeoutError("the step's deadline passed during the answer")
+        data = self._sock.recv(size)
+        self._left -= len(data)
+        if self._left < 0:
+            raise OSError(f"the answer passed {LDAP_MAX_OCTETS} octets")
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _ask(host: str, port: int, filters: Sequence[str], timeout: float, end: float) -> Answer:
     """One server's answer (on a thread): the root DSE's naming contexts, then each filter in turn until
-    one finds certificate values. Raises OSError or an ldap3 exception when the server fails."""
+    one finds certificate values. Raises OSError or an ldap3 exception when the server fails, sends more
+    than LDAP_MAX_OCTETS or is still answering at `end` (time.monotonic())."""
     server = ldap3.Server(host, port=port, connect_timeout=timeout, get_info=ldap3.NONE)
     url = f"ldap://{host}:{port}" if ":" not in host else f"ldap://[{host}]:{port}"
     answer = Answer(url)
     # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds
     conn = ldap3.Connection(server, receive_timeout=math.ceil(timeout), read_only=True, raise_exceptions=False)
     try:
+        conn.open(read_server_info=False)
+        conn.socket = _Bounded(conn.socket, LDAP_MAX_OCTETS, end)
         if not conn.bind():
             raise ldap3.core.exceptions.LDAPBindError(f"anonymous bind refused: {conn.result.get('description')}")
         conn.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=["namingContexts"], size_limit=1)
@@ -234,7 +264,7 @@ class LdapFinder:
                 tried += 1
                 try:
                     return await asyncio.wait_for(
-                        asyncio.to_thread(_ask, address, target.port, filters, self.timeout),
+                        asyncio.to_thread(_ask, address, target.port, filters, self.timeout, end),
                         max(0.001, end - time.monotonic()),
                     )
                 except (OSError, TimeoutError, ldap3.core.exceptions.LDAPException, *MALFORMED) as exc:
@@ -266,6 +296,7 @@ class LdapFinder:
 
 __all__ = [
     "LDAP_DEADLINE",
+    "LDAP_MAX_OCTETS",
     "LDAP_MAX_SERVERS",
     "Answer",
     "LdapFinder",

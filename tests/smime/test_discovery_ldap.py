@@ -7,7 +7,10 @@ filter escaping, DNS CERT first (domain brief §7 and §9, discovery cases)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from certs.pki import TrustSpacePKI, parse_reason
 from gateway.config import SmimeSection
 from gateway.smime.discovery import Discovery, Found, Outcome, Rejected, Step
-from gateway.smime.ldap import Target, certificates_of, escape, srv_order
+from gateway.smime.ldap import LDAP_MAX_OCTETS, Target, certificates_of, escape, srv_order
 from gateway.smime.trust import TrustStore
 from tests.dns import Dnsmasq, Zone, dnsmasq
 from tests.ldap import Entry, Search, Slapd, free_port, slapd
@@ -47,11 +50,58 @@ class World:
         return Discovery(self.trust, nameservers=["127.0.0.1"], port=server.port, intermediates=cas, **kw)  # type: ignore[arg-type]
 
 
+class Hostile:
+    """An LDAP server that answers the anonymous bind, then answers the root DSE search with a message
+    it never finishes: "flood" announces 2 GiB and streams zeros as fast as the client reads, "drip"
+    announces 100 octets and sends one every 0.3 s (each within the client's receive timeout). Records,
+    for each connection, how many octets of the answer it sent and when the client went away."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.gone: list[tuple[int, float]] = []  # (octets of the answer sent, monotonic time the client left)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        sent = 0
+        with conn, contextlib.suppress(OSError):
+            bind = conn.recv(4096)  # RFC 4511 §4.2: LDAPMessage { messageID, BindRequest }, short form here
+            conn.sendall(b"\x30\x0c\x02\x01" + bind[4:5] + b"\x61\x07\x0a\x01\x00\x04\x00\x04\x00")
+            search = conn.recv(4096)
+            message_id = b"\x02\x01" + search[4:5]
+            if self.mode == "flood":  # SEQUENCE of 2 GiB - 1 (long form, 4 length octets)
+                conn.sendall(b"\x30\x84\x7f\xff\xff\xff" + message_id + b"\x64\x84\x7f\xff\xff\xf0")
+                chunk = bytes(1 << 16)
+                while True:
+                    conn.sendall(chunk)
+                    sent += len(chunk)
+            conn.sendall(b"\x30\x64" + message_id + b"\x64\x5f")
+            while True:
+                time.sleep(0.3)
+                conn.sendall(b"\x00")
+                sent += 1
+        self.gone.append((sent, time.monotonic()))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 @dataclass
 class Servers:
     dns: Dnsmasq
     first: Slapd  # ch-l.test's server, priority 20 for ch-m.test
     second: Slapd  # ch-m.test's priority-10 server
+    flood: Hostile  # ch-q.test's server
+    drip: Hostile  # ch-r.test's server
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +152,8 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         slapd("o=ch-l", first_entries, workdir / "first") as first,
         slapd("dc=ch-m,dc=test", second_entries, workdir / "second") as second,
         socket.socket() as silent,
+        contextlib.closing(Hostile("flood")) as flood,
+        contextlib.closing(Hostile("drip")) as drip,
     ):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections (the kernel does) and never answers
@@ -117,11 +169,13 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ("_ldap._tcp.ch-n.test", "down.ch-l.test", closed, 0, 0),
                 ("_ldap._tcp.ch-n.test", "nowhere.ch-l.test", 389, 1, 0),
                 ("_ldap._tcp.ch-p.test", ".", 389, 0, 0),
+                ("_ldap._tcp.ch-q.test", "ldap.ch-l.test", flood.port, 0, 0),
+                ("_ldap._tcp.ch-r.test", "ldap.ch-l.test", drip.port, 0, 0),
             ],
             rr=[pkix("eve.ch-l.test", der(world.eve))],
         )
         with dnsmasq(zone, workdir / "dns") as dns:
-            yield Servers(dns, first, second)
+            yield Servers(dns, first, second, flood, drip)
 
 
 def person_searches(server: Slapd, since: int = 0) -> list[Search]:
@@ -211,6 +265,42 @@ async def test_every_server_down_is_temporary_and_not_cached(world: World, serve
     assert found.detail.startswith("no LDAP server answered: down.ch-l.test. (127.0.0.1:")
     assert "nowhere.ch-l.test.: no address" in found.detail
     assert finder._cache == {}
+
+
+async def test_a_server_streaming_an_endless_answer_is_cut_at_the_octet_bound(world: World, servers: Servers) -> None:
+    """A reply announcing 2 GiB: ldap3 would buffer it all; the client stops reading past LDAP_MAX_OCTETS
+    and hangs up at once, long before the step's deadline, and the step is temporarily unavailable."""
+    finder = world.discovery(servers.dns, timeout=2.0)
+    started = time.monotonic()
+    found = await finder.find("x@ch-q.test")
+    assert (found.outcome, found.temporary, found.step) == (Outcome.UNAVAILABLE, True, None)
+    assert f"LDAPSocketReceiveError error receiving data: the answer passed {LDAP_MAX_OCTETS} octets" in found.detail
+    for _ in range(50):  # the server notices the hang-up at its next send
+        if servers.flood.gone:
+            break
+        await asyncio.sleep(0.1)
+    [(sent, left)] = servers.flood.gone
+    # what the client read, plus what the two sockets' buffers held when it hung up (at most tcp_rmem's max)
+    assert LDAP_MAX_OCTETS < sent < LDAP_MAX_OCTETS + (40 << 20)
+    assert left - started < 5.0
+    assert finder._cache == {}
+
+
+async def test_a_server_dripping_its_answer_is_left_at_the_step_deadline(world: World, servers: Servers) -> None:
+    """One octet every 0.3 s keeps each read within the receive timeout (1 s): the step gives up at its
+    deadline and so does the thread reading the answer, which hangs up rather than read on for 30 s."""
+    finder = world.discovery(servers.dns, timeout=1.0, ldap_deadline=2.0)
+    started = time.monotonic()
+    found = await finder.find("x@ch-r.test")
+    assert (found.outcome, found.temporary, found.step) == (Outcome.UNAVAILABLE, True, None)
+    assert found.detail.startswith("no LDAP server answered: ldap.ch-l.test. (127.0.0.1:")
+    for _ in range(50):
+        if servers.drip.gone:
+            break
+        await asyncio.sleep(0.1)
+    [(sent, left)] = servers.drip.gone
+    assert 2.0 <= left - started < 4.5  # the deadline, then one read and the server's next send
+    assert sent < 15
 
 
 async def test_no_srv_record_and_a_dot_target_find_nothing(world: World, servers: Servers) -> None:
