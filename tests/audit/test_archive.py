@@ -7,6 +7,7 @@ The log: records 1-30 written 300 days ago (checkpoints at 10 and 30), 31-50 100
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import gzip
 import hashlib
@@ -31,6 +32,7 @@ from gateway.audit.checkpoint import CheckpointSigner
 from gateway.audit.events import AuditEvent
 from gateway.audit.log import AUDIT_HEAD, AUDIT_MIGRATIONS, AuditLog, iso, split_frontier
 from gateway.store.db import Database, _upgrade
+from tests.pg import PostgresCluster
 
 NODE = "node-a.ch-test.mssante.fr"
 NOW = datetime.now(UTC)
@@ -39,8 +41,9 @@ CUTOFF = iso(NOW - timedelta(days=183))
 APPEND_ONLY = "audit records are append-only"
 
 
-async def build(path: Path, signer: CheckpointSigner) -> Database:
-    db = Database(f"sqlite+aiosqlite:///{path}", AUDIT_MIGRATIONS, AUDIT_HEAD)
+async def build(path: Path | str, signer: CheckpointSigner) -> Database:
+    """The log described above, in a SQLite file at `path` or at a database URL."""
+    db = Database(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}", AUDIT_MIGRATIONS, AUDIT_HEAD)
     await db.migrate()
     n = 0
     for days, count, checkpoints in BATCHES:
@@ -329,6 +332,69 @@ async def test_another_directory_loses_the_race_and_keeps_nothing(
     names = sorted(p.name for p in out.iterdir())  # noqa: ASYNC240
     assert names == [aarchive.LOCK_FILE, "audit-000000000001-000000000030.jsonl.gz"]
     assert [r.file for r in await aarchive.archives(db)] == ["audit-000000000001-000000000030.jsonl.gz"]
+
+
+async def test_two_nodes_archiving_at_once_on_postgresql(
+    pg_cluster: PostgresCluster, signer: CheckpointSigner, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two nodes of one PostgreSQL archive the same range at the same moment, each to its own directory:
+    the second's insert of the archive row waits on the first's uncommitted one, then fails on the key
+    once the first commits. The second records nothing and removes its file; the first's archive stands.
+    A row lock the test holds on record 1 keeps the first's transaction open (its delete waits for it)
+    until both are seen waiting in pg_stat_activity."""
+    name = pg_cluster.create_database("audit_archive_race")
+    request.addfinalizer(lambda: pg_cluster.drop_database(name))
+    url = pg_cluster.url(name)
+    first_db = await build(url, signer)
+    second_db, holder = Database(url, AUDIT_MIGRATIONS, AUDIT_HEAD), Database(url, AUDIT_MIGRATIONS, AUDIT_HEAD)
+    dirs = [tmp_path / "first", tmp_path / "second"]
+    for d in dirs:
+        d.mkdir()
+    recording = [asyncio.Event(), asyncio.Event()]
+    real_record = aarchive._record
+
+    async def record(database: Database, made: aarchive.Archive, archived_to: int) -> None:
+        recording[database is second_db].set()
+        await real_record(database, made, archived_to)
+
+    async def waiting() -> int:
+        async with holder.engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event_type = 'Lock'"
+            return int((await conn.execute(text(query), {"db": name})).scalar_one())
+
+    request.getfixturevalue("monkeypatch").setattr(aarchive, "_record", record)
+    try:
+        async with holder.engine.begin() as lock:
+            await lock.execute(text("SELECT seq FROM audit_records WHERE seq = 1 FOR UPDATE"))
+            first = asyncio.create_task(aarchive.archive(first_db, signer, NODE, CUTOFF, dirs[0]))
+            await asyncio.wait_for(recording[0].wait(), 30)
+            for _ in range(300):  # the first's delete waits for the test's lock
+                if await waiting() == 1:
+                    break
+                await asyncio.sleep(0.05)
+            second = asyncio.create_task(aarchive.archive(second_db, signer, NODE, CUTOFF, dirs[1]))
+            for _ in range(300):  # and the second's insert for the first's row
+                if recording[1].is_set() and await waiting() == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert await waiting() == 2
+            assert not first.done()
+            assert not second.done()
+        done = await asyncio.wait_for(first, 30)
+        with pytest.raises(ArchiveError) as lost:
+            await asyncio.wait_for(second, 30)
+        assert str(lost.value) == "another mssgw audit archive ran meanwhile: this one recorded nothing"
+        assert (done.records, done.path) == (30, dirs[0] / "audit-000000000001-000000000030.jsonl.gz")
+        assert [p.name for p in dirs[1].iterdir()] == [aarchive.LOCK_FILE]
+        assert [r.file for r in await aarchive.archives(first_db)] == [done.path.name]
+        async with holder.engine.connect() as conn:
+            seqs = (await conn.execute(text("SELECT min(seq), count(*) FROM audit_records"))).one()
+        assert tuple(seqs) == (31, 25)
+        report = await averify.verify(second_db, [signer.verifier])
+        assert (report.ok, report.archived, report.findings) == (True, 30, [])
+    finally:
+        for database in (first_db, second_db, holder):
+            await database.close()
 
 
 def _downgrade(connection: Connection, revision: str) -> None:
