@@ -406,8 +406,8 @@ class MailboxRepository:
 
     async def _delete(self, s: AsyncSession, mb: Mailbox) -> None:
         """The mailbox and what is kept about it: an address created again later (another person, or the
-        patient enrolled anew) starts with no conversation a patient could reply to, no lock-out counters or
-        known client addresses, no notice awaited for it. The audit log keeps its history."""
+        patient enrolled anew) starts with no conversation a patient could reply to or name it as a Reply-To,
+        no lock-out counters or known client addresses, no notice awaited for it. The audit log keeps its history."""
         address = mb.address
         await s.execute(
             delete(MailboxDelegation).where(
@@ -417,6 +417,11 @@ class MailboxRepository:
         await s.execute(
             delete(Conversation).where((Conversation.patient == address) | (Conversation.correspondent == address))
         )
+        # A Reply-To address lets the patient write to it while the conversation is open: once deleted
+        # (and perhaps created again for someone else) it is no longer the correspondent's to offer.
+        named = Conversation.reply_to.contains(address, autoescape=True)
+        for row in (await s.execute(select(Conversation).where(named))).scalars():
+            row.reply_to = " ".join(a for a in row.reply_to.split() if a != address)
         await s.execute(delete(TrackedNotice).where(TrackedNotice.sender == address))
         await s.execute(delete(LoginFailure).where(LoginFailure.account == address))
         await s.execute(delete(LoginKnown).where(LoginKnown.account == address))

@@ -304,6 +304,8 @@ async def test_delete(repo: MailboxRepository) -> None:
                 )
             )
         s.add(Conversation(patient=ORG, correspondent=PER, reply_to=""))  # as if ORG were the patient's side
+        other = f"{patient[:-1]}8"  # a conversation of PER's offering ORG (and others) as Reply-To
+        s.add(Conversation(patient=other, correspondent=PER, reply_to=f"a{ORG} {ORG} z@peer.{DOMAIN}"))
     await repo.delete(ORG.upper())
     with pytest.raises(NotFound) as exc:
         await repo.describe(ORG)
@@ -317,7 +319,8 @@ async def test_delete(repo: MailboxRepository) -> None:
         assert (await s.execute(select(MailboxDelegation))).scalars().all() == []
         assert (await s.execute(select(MailboxCertificate))).scalars().all() == []
         # An address created again starts afresh: no conversation a patient could reply to, no counters.
-        assert (await s.execute(select(Conversation.patient, Conversation.correspondent))).all() == [(patient, PER)]
+        kept = select(Conversation.patient, Conversation.correspondent, Conversation.reply_to).order_by(Conversation.id)
+        assert (await s.execute(kept)).all() == [(patient, PER, ""), (other, PER, f"a{ORG} z@peer.{DOMAIN}")]
         assert (await s.execute(select(LoginFailure.account))).scalars().all() == [PER]
         assert (await s.execute(select(LoginKnown.account))).scalars().all() == [PER]
         assert (await s.execute(select(TrackedNotice.sender))).scalars().all() == [PER]
