@@ -47,6 +47,11 @@ from gateway.smime.cms import MALFORMED
 PATH_CACHE_TTL = 300.0
 """Longest time a path validation's outcome is reused (seconds)."""
 PATH_CACHE_MAX = 10_000
+PATH_MAX_CARRIED = 8
+"""Carried certificates (a message's, a discovery's) offered to path building, and at most
+PATH_MAX_PER_SUBJECT of one subject: pyhanko-certvalidator tries every issuer candidate depth first,
+so layers of same-named CA certificates cost (per layer)^(layers) path attempts on the event loop."""
+PATH_MAX_PER_SUBJECT = 2
 WEAK_HASHES = {"md5", "sha1"}
 STRONG_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 
@@ -187,6 +192,29 @@ class OcspFetcher:
         return data
 
 
+def path_candidates(cert: x509.Certificate, carried: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The carried certificates that may issue in a path to `cert`, in their order: CA certificates only
+    (RFC 5280 §6.1.4 (k): any other fails as an issuer anyway), each once, at most PATH_MAX_PER_SUBJECT of
+    one subject and PATH_MAX_CARRIED in all. A trust-space path has one or two intermediates, and the
+    node's configured ones are offered apart: the bounds only cut what a sender or a peer's directory
+    piles up to make path building explode."""
+    kept: list[x509.Certificate] = []
+    per_subject: dict[x509.Name, int] = {}
+    for c in carried:
+        if len(kept) >= PATH_MAX_CARRIED:
+            break
+        if c == cert or c in kept or per_subject.get(c.subject, 0) >= PATH_MAX_PER_SUBJECT:
+            continue
+        try:
+            if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                continue
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        per_subject[c.subject] = per_subject.get(c.subject, 0) + 1
+        kept.append(c)
+    return kept
+
+
 class TrustStore:
     """The trust anchors and the revocation lists a node validates signers against."""
 
@@ -272,6 +300,7 @@ class TrustStore:
         at: dt.datetime | None,
     ) -> str:
         """Empty when `cert` has a valid path for e-mail protection, else the reason; reused while it holds."""
+        intermediates = path_candidates(cert, intermediates)
         key = b""
         if at is None:
             digest = hashes.Hash(hashes.SHA256())
@@ -319,9 +348,7 @@ class TrustStore:
             revocation_mode=self.revocation,
             weak_hash_algos=WEAK_HASHES,
         )
-        validator = CertificateValidator(
-            _asn1(cert), [_asn1(c) for c in intermediates if c != cert], validation_context=context
-        )
+        validator = CertificateValidator(_asn1(cert), [_asn1(c) for c in intermediates], validation_context=context)
         try:
             await validator.async_validate_usage(set(), extended_key_usage={"email_protection"})  # type: ignore[no-untyped-call]
         except pv.RevokedError:

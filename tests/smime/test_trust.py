@@ -16,7 +16,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from certs.pki import TrustSpacePKI
-from gateway.smime.trust import REASONS, RECIPIENT, SignerVerdict, TrustStore, binding
+from gateway.smime.trust import (
+    PATH_MAX_CARRIED,
+    PATH_MAX_PER_SUBJECT,
+    REASONS,
+    RECIPIENT,
+    SignerVerdict,
+    TrustStore,
+    binding,
+    path_candidates,
+)
 
 NOW = dt.datetime.now(dt.UTC)
 ALICE = "alice.martin@ch-a.mssante.fr"
@@ -366,3 +375,56 @@ async def test_a_path_outcome_lasts_no_longer_than_the_next_crl(pki: TrustSpaceP
     until = trust._valid_until(alice.certificate, list(alice.chain))
     assert until <= min(next_updates)
     assert until <= dt.datetime.now(dt.UTC).timestamp() + 300
+
+
+def _named(
+    subject: str,
+    issuer: str,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    address: str | None = None,
+) -> x509.Certificate:
+    """A certificate of `subject` under `issuer`'s name, without key identifiers (any certificate of that
+    name is an issuer candidate): a CA, or with `address` an end entity for it."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=address is None, path_length=None), critical=True)
+    )
+    if address is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+async def test_carried_certificates_cannot_make_path_building_explode(pki: TrustSpacePKI) -> None:
+    """Eight layers of five same-named CA certificates each (40, about 12 KB: one DNS CERT answer, one
+    LDAP value, or a signed message's certificates) behind a certificate that passes every other check:
+    path building would try 5^8 paths on the event loop (27 s here before the bound). At most
+    PATH_MAX_CARRIED carried CA certificates, PATH_MAX_PER_SUBJECT of a subject, are offered."""
+    keys = [[ec.generate_private_key(ec.SECP256R1()) for _ in range(5)] for _ in range(10)]
+    layers = [_named(f"L{i}", f"L{i + 1}", keys[i][j], keys[i + 1][0]) for i in range(1, 9) for j in range(5)]
+    signer, _ = custom(pki, ALICE)
+    mine = _named(
+        "alice", "L1", rsa.generate_private_key(public_exponent=65537, key_size=2048), keys[1][0], address=ALICE
+    )
+    offered = path_candidates(mine, [mine, signer, *layers, layers[0]])
+    assert offered == [layers[0], layers[1], layers[5], layers[6], layers[10], layers[11], layers[15], layers[16]]
+    assert len(offered) == PATH_MAX_CARRIED == 4 * PATH_MAX_PER_SUBJECT
+    assert await store(pki).check(mine, [*layers], [ALICE]) == SignerVerdict(mine, False, "untrusted")
+
+
+async def test_a_real_chain_among_piled_up_certificates_still_validates(pki: TrustSpacePKI) -> None:
+    """End-entity certificates, repeats and the signer itself are not candidates: the issuing CA carried
+    after them is still offered, and the path holds."""
+    alice = pki.issue_address(ALICE)
+    others = [pki.issue_address(f"x{n}@ch-a.mssante.fr").certificate for n in range(12)]
+    carried = [alice.certificate, *others, *others, *alice.chain, *alice.chain]
+    assert path_candidates(alice.certificate, carried) == list(alice.chain)
+    v = await store(pki).check(alice.certificate, carried, [ALICE])
+    assert (v.ok, v.reason) == (True, "")
