@@ -45,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
+from starlette.types import Message
 
 from gateway.audit import oplog
 from gateway.audit.events import AuditEvent
@@ -216,13 +217,27 @@ class Inbox:
         length = request.headers.get("content-length", "")
         if not length.isdigit():
             raise Refused(411, "Formulaire invalide : longueur absente.", "form-length")
+        if "transfer-encoding" in request.headers:
+            # RFC 9112 §6.1: with both, the server frames the body by Transfer-Encoding (h11 does), so the
+            # length said nothing of it; such a request may be refused, as smuggling attempts look so.
+            raise Refused(400, "Formulaire invalide.", "form-framing")
         if int(length) > MAX_FORM:
             raise Refused(413, "Le formulaire envoyé est trop volumineux.", "form-too-large")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             raise Refused(400, "Formulaire invalide.", "form-content-type")
+        body = bytearray()
+        async for chunk in request.stream():  # counted as it comes, whatever the headers said
+            body += chunk
+            if len(body) > MAX_FORM:
+                raise Refused(413, "Le formulaire envoyé est trop volumineux.", "form-too-large")
+        read = bytes(body)
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": read, "more_body": False}
+
         try:
-            return await request.form(max_files=0, max_fields=20)
+            return await Request(request.scope, replay).form(max_files=0, max_fields=20)
         except HTTPException as exc:  # Starlette's own refusal of the body (too many fields): a 4xx, not a 500
             raise Refused(exc.status_code, "Formulaire invalide.", "form-fields") from None
 

@@ -5,10 +5,12 @@ forms no browser sends). Exact statuses, the audit trail and the store's state."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import io
 import json
 import re
+import socket
 import sqlite3
 import time
 import zipfile
@@ -376,6 +378,33 @@ def test_a_form_with_too_many_fields_is_a_400_refusal_of_the_patient(web: tuple[
     ]
     assert audit(gw, "web.reply.sent", address) == []
     assert folder_count(gw, address, "Sent") == 0
+
+
+def test_a_form_framed_by_both_length_and_chunks_is_refused_unread(web: tuple[Gateway, dict]) -> None:
+    """Content-Length 10 and a chunked body of 900 kB: h11 frames by the chunks (RFC 9112 §6.1), so the
+    length checked against the 200 kB cap said nothing; the form parsed all of it. Now a 400, audited."""
+    gw, _ = web
+    before = len(audit(gw, "web.refused"))
+    field = b"address=" + b"x" * 900_000
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (field[:450_000], field[450_000:]))
+    head = (
+        b"POST /connexion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    with (
+        socket.create_connection(("127.0.0.1", gw.port("https")), timeout=30) as raw,
+        gw.tls().wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        conn.sendall(head)
+        with contextlib.suppress(OSError):  # the server may answer and close before all of it is sent
+            conn.sendall(chunks + b"0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert "Formulaire invalide." in answer.decode()
+    refused = audit(gw, "web.refused")[before:]
+    assert [(r["response"]["reason"], r["request"]["path"]) for r in refused] == [("form-framing", "/connexion")]
 
 
 def test_a_refusal_during_a_session_names_the_patient(web: tuple[Gateway, dict]) -> None:
