@@ -52,6 +52,8 @@ PATH_MAX_CARRIED = 8
 PATH_MAX_PER_SUBJECT of one subject: pyhanko-certvalidator tries every issuer candidate depth first,
 so layers of same-named CA certificates cost (per layer)^(layers) path attempts on the event loop."""
 PATH_MAX_PER_SUBJECT = 2
+OCSP_MAX_OCTETS = 64 * 1024  # a response (RFC 6960 §4.2.1): one certificate's status, its signer's chain
+OCSP_CACHE_MAX = 10_000
 WEAK_HASHES = {"md5", "sha1"}
 STRONG_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 
@@ -178,7 +180,12 @@ class OcspFetcher:
             ):
                 if answer.status != 200:
                     return None
-                data = await answer.content.read(64 * 1024)
+                read = bytearray()
+                async for chunk in answer.content.iter_chunked(16384):  # read(n) gives what has come so far
+                    read += chunk
+                    if len(read) > OCSP_MAX_OCTETS:
+                        return None
+            data = bytes(read)
             parsed = ocsp.load_der_ocsp_response(data)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return None
@@ -188,6 +195,11 @@ class OcspFetcher:
         if parsed.next_update_utc is not None:
             lifetime = min(lifetime, (parsed.next_update_utc - dt.datetime.now(dt.UTC)).total_seconds())
         if lifetime > 0:
+            if len(self._cache) >= OCSP_CACHE_MAX:  # one entry a certificate asked about: expired ones go first
+                now = time.monotonic()
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                if len(self._cache) >= OCSP_CACHE_MAX:
+                    self._cache.clear()
             self._cache[key] = (time.monotonic() + lifetime, data)
         return data
 

@@ -3,6 +3,7 @@ certificates of a real trust-space PKI (certs.pki) and its published CRLs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import subprocess
@@ -246,6 +247,7 @@ class Responder:
         self.certificates: dict[int, x509.Certificate] = {}  # what it answers for
         self.revoked: set[int] = set()
         self.asked = 0
+        self.split = False  # send the response in two parts, 0.2 s apart (two TCP segments)
 
     async def handle(self, request: object) -> object:
         from aiohttp import web
@@ -274,7 +276,16 @@ class Responder:
         from cryptography.hazmat.primitives import serialization
 
         body = builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
-        return web.Response(body=body, content_type="application/ocsp-response")
+        if not self.split:
+            return web.Response(body=body, content_type="application/ocsp-response")
+        response = web.StreamResponse(headers={"Content-Type": "application/ocsp-response"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[:100])
+        await asyncio.sleep(0.2)
+        await response.write(body[100:])
+        await response.write_eof()
+        return response
 
 
 @contextlib.asynccontextmanager
@@ -310,6 +321,14 @@ async def test_ocsp_says_revoked_when_the_crl_does_not_yet(pki: TrustSpacePKI) -
         assert responder.asked == 2
         assert await verdict(trust, good) == (True, "", "address")
         assert responder.asked == 2  # answered from the cache until the response's nextUpdate
+        # A response that comes in two parts is read whole (the first part alone did not parse: the CRLs
+        # then decided, and the revoked certificate passed).
+        responder.split = True
+        later = pki.issue_address(ALICE, ocsp_url=url)
+        responder.certificates[later.certificate.serial_number] = later.certificate
+        responder.revoked.add(later.certificate.serial_number)
+        assert await verdict(trust, later) == (False, "revoked", "")
+        assert responder.asked == 3
     # The responder gone: the CRLs decide, in the same hard-fail mode.
     trust = store(pki, cas=True)
     trust.ocsp = OcspFetcher(timeout=2)
