@@ -4,7 +4,8 @@ Implementation notes
 - `Relayer` is the queue worker's `Relay`: `await relayer(domain, envelope, jobs, body)` returns one
   `Result` per job, in order. Targets come from `gateway.smtp.routes.resolve` (static route, else MX
   records by preference, else the implicit MX); each target's addresses (IPv4 first) are tried in turn,
-  then the next target, until one server takes the transaction (RFC 5321 §5.1). Host names (MX hosts
+  then the next target, until one server takes the transaction (RFC 5321 §5.1); at most MAX_ADDRESSES
+  addresses of the first MAX_TARGETS targets, as the records are the peer's to choose. Host names (MX hosts
   and static routes alike) are resolved with `[queue].resolver` when it is set, else by the system
   (getaddrinfo, so /etc/hosts too); a route given as an IP address is used as is.
 - STARTTLS is mandatory between operators (RFC 3207; MSSanté operator profile): aiosmtplib runs with
@@ -85,6 +86,8 @@ DATA_TIMEOUT = 600.0  # RFC 5321 §4.5.3.2.6: DATA termination: 10 minutes
 QUIT_TIMEOUT = 5.0  # the outcome is known: do not wait long for a polite goodbye
 REUSE_AGE = 60.0  # seconds a relay session is reused at most (certificates are judged at its handshake)
 REUSE_PER_HOST = 16  # idle sessions kept per host, address and port
+MAX_TARGETS = 10  # MX hosts whose addresses are looked up for one delivery
+MAX_ADDRESSES = 5  # addresses tried for one delivery, over all its targets (Postfix's smtp_mx_address_limit)
 
 # How far an attempt got before it failed: the furthest failure is the one reported.
 RESOLVE, CONNECT, GREETING, EHLO, STARTTLS, HANDSHAKE, SESSION = range(7)
@@ -221,13 +224,17 @@ class Relayer:
             return [Result(r, False, exc.permanent, exc.status, exc.diagnostic, None) for r in recipients]
 
         failures: list[_Failure] = []
-        for target in targets:
+        tried = 0
+        for target in targets[:MAX_TARGETS]:
+            if tried >= MAX_ADDRESSES:
+                break
             try:
                 ips = await addresses(target.host, resolver=self.resolver, lifetime=self.dns_lifetime)
             except RouteError as exc:
                 failures.append(_Failure(RESOLVE, target.host, "4" + exc.status[1:], exc.text))
                 continue
-            for ip in ips:
+            for ip in ips[: MAX_ADDRESSES - tried]:
+                tried += 1
                 try:
                     outcome = await self._attempt(target, ip, envelope.sender, recipients, body)
                 except Exception as exc:  # a bug or an unforeseen library error must not stop the queue worker

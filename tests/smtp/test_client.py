@@ -108,9 +108,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Material:
     )
 
 
+MANY = [(f"m{n}.many.test", [f"127.0.0.{10 + 2 * n}", f"127.0.0.{11 + 2 * n}"]) for n in range(12)]
 ZONE = Zone(
-    mx=[("peer.test", MX1, 10), ("peer.test", MX2, 20), ("dangling.test", "ghost.dangling.test", 10)],
-    hosts=[(MX1, MX1_IP), (MX2, MX2_IP)],
+    mx=[("peer.test", MX1, 10), ("peer.test", MX2, 20), ("dangling.test", "ghost.dangling.test", 10)]
+    + [("many.test", host, 10 + n) for n, (host, _) in enumerate(MANY)],
+    hosts=[(MX1, MX1_IP), (MX2, MX2_IP)] + [(host, ip) for host, ips in MANY for ip in ips],
     null_mx=["nullmx.test"],
 )
 
@@ -480,6 +482,28 @@ async def test_every_connection_refused(pki: Material, dns_server: Dnsmasq, port
     results = await relay(relayer(pki, dns_server, port), ALICE)
     diag = f"smtp; 451 4.4.1 connection to mx1.peer.test[127.0.0.2]:{port} refused"
     assert results == [Result(ALICE, False, False, "4.4.1", diag, MX1)]
+
+
+async def test_at_most_five_addresses_are_tried_for_a_delivery(pki: Material, dns_server: Dnsmasq, port: int) -> None:
+    """many.test names 12 MX hosts of two addresses each, every one closing the connection at once: the
+    delivery tries 5 addresses (of the first three hosts, in preference order), then fails for now, rather
+    than spend a connection and its timeouts on each of the 24 (records are the peer's to choose)."""
+    tried: list[str] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tried.append(writer.get_extra_info("sockname")[0])
+        writer.close()
+
+    servers = [await asyncio.start_server(hang_up, ip, port) for _, ips in MANY for ip in ips]
+    try:
+        results = await relay(relayer(pki, dns_server, port), "x@many.test", domain="many.test")
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+    # hosts in preference order; a host's addresses in the order the DNS server gave them
+    assert [sorted(tried[:2]), sorted(tried[2:4]), tried[4:]] in ([MANY[0][1], MANY[1][1], [ip]] for ip in MANY[2][1])
+    assert [(r.ok, r.permanent, r.remote_mta) for r in results] == [(False, False, "m0.many.test")]
 
 
 async def test_silent_server_times_out(pki: Material, dns_server: Dnsmasq, port: int) -> None:
