@@ -21,6 +21,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 
+import h11
 import uvicorn
 
 from gateway.audit import oplog
@@ -51,9 +52,10 @@ class _EmbeddedServer(uvicorn.Server):
     balancers it reads their PROXY headers like the mail listeners, so the web inbox's audit records,
     lock-out and limits see the patient's address, not the balancer's."""
 
-    def __init__(self, config: uvicorn.Config, listen: Listen) -> None:
+    def __init__(self, config: uvicorn.Config, listen: Listen, request_timeout: float) -> None:
         super().__init__(config)
         self._listen = listen
+        self._request_timeout = request_timeout
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -70,6 +72,7 @@ class _EmbeddedServer(uvicorn.Server):
             )
             if client is not None:
                 _tell_client(made, client)
+            _bound_requests(made, self._request_timeout)
             return made
 
         self.servers = [await self._listen(protocol)]  # type: ignore[list-item]
@@ -86,6 +89,53 @@ def _tell_client(protocol: asyncio.Protocol, client: Address) -> None:
         protocol.client = client  # type: ignore[attr-defined]
 
     protocol.connection_made = connection_made  # type: ignore[method-assign]
+
+
+def _bound_requests(protocol: asyncio.Protocol, seconds: float) -> None:
+    """Close the connection of a client that has not sent a whole request `seconds` after the connection
+    or the end of the previous response. uvicorn's h11 protocol (the one installed: no httptools) times
+    only the wait after a response, and any octet cancels that: a client sending nothing, or a header or
+    a body an octet at a time, would hold its connection and task for ever. A request the application is
+    still answering is not cut: the check comes back later."""
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+    connected, lost = protocol.connection_made, protocol.connection_lost
+    completed = protocol.on_response_complete  # type: ignore[attr-defined]
+
+    def arm() -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.cancel()
+        timer = loop.call_later(seconds, expire)
+
+    def expire() -> None:
+        transport = getattr(protocol, "transport", None)
+        if transport is None or transport.is_closing():
+            return
+        cycle = getattr(protocol, "cycle", None)
+        conn = getattr(protocol, "conn", None)
+        answering = cycle is not None and not cycle.response_complete
+        if answering and conn is not None and conn.their_state in (h11.DONE, h11.MUST_CLOSE):
+            arm()  # the whole request came: the application's answer is not the client's delay
+            return
+        transport.close()
+
+    def connection_made(transport: asyncio.BaseTransport) -> None:
+        connected(transport)
+        arm()
+
+    def on_response_complete() -> None:
+        completed()
+        arm()
+
+    def connection_lost(exc: Exception | None) -> None:
+        if timer is not None:
+            timer.cancel()
+        lost(exc)
+
+    protocol.connection_made = connection_made  # type: ignore[method-assign]
+    protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+    protocol.on_response_complete = on_response_complete  # type: ignore[attr-defined]
 
 
 async def _drained(count: Callable[[], int], grace: float) -> None:
@@ -151,6 +201,7 @@ async def serve(cfg: Config, *, announce: Callable[[str], None] = print, stop: a
             lambda protocol: listen(
                 node, "https", protocol, host=cfg.listen.host, port=cfg.listen.https_port, tls=tls, optional=True
             ),
+            cfg.web.request_timeout,
         )
         web_task = asyncio.create_task(web.serve())
         while not web.started and not web_task.done():  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)

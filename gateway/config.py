@@ -288,6 +288,9 @@ class WebSection(_Section):
     """Seconds without a request before a web session ends."""
     absolute_timeout: float = Field(8 * 3600.0, ge=300)
     """Seconds after login when a web session ends whatever its use."""
+    request_timeout: float = Field(60.0, gt=0)
+    """Seconds a connection has to send a whole request, headers and body, from its start or the end of
+    the previous response; then it is closed. uvicorn bounds only the wait between requests."""
 
 
 class QueueSection(_Section):
@@ -706,6 +709,8 @@ public_url = ""
 # Seconds without a request, and after login, before a web session ends.
 idle_timeout = 900
 absolute_timeout = 28800
+# Seconds a connection has to send a whole request (headers and body); then it is closed.
+request_timeout = 60
 
 [queue]
 # Retry intervals after temporary failures; the last repeats until max_age, then a DSN goes back.

@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import sqlite3
+import ssl
 import time
 import zipfile
 from collections.abc import Iterator
@@ -152,11 +153,14 @@ def _subject(body: bytes) -> str:
     return found.group(1).decode()
 
 
+REQUEST_TIMEOUT = 3  # [web] request_timeout of this module's node
+
+
 @pytest.fixture(scope="module")
 def web(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, dict]]:
     node = copy_node(template_node, tmp_path_factory.mktemp("web") / "node")
     ids = provision(node)
-    for gw in serve(node):
+    for gw in serve(node, {"MSSGW_WEB__REQUEST_TIMEOUT": str(REQUEST_TIMEOUT)}):
         yield gw, ids
 
 
@@ -405,6 +409,64 @@ def test_a_form_framed_by_both_length_and_chunks_is_refused_unread(web: tuple[Ga
     assert "Formulaire invalide." in answer.decode()
     refused = audit(gw, "web.refused")[before:]
     assert [(r["response"]["reason"], r["request"]["path"]) for r in refused] == [("form-framing", "/connexion")]
+
+
+def _tls_connection(gw: Gateway) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", gw.port("https")), timeout=4 * REQUEST_TIMEOUT)
+    return gw.tls().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _answer(conn: ssl.SSLSocket) -> bytes:
+    """What the server sends until it closes the connection (b"" when it closes without a word)."""
+    answer = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # nothing at all
+        b"GET /connexion HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # a header block never ended
+        b"POST /connexion HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100\r\n\r\naddress=y",  # a body short of its length
+    ],
+    ids=["silent", "headers", "body"],
+)
+def test_a_request_not_sent_whole_in_time_loses_its_connection(web: tuple[Gateway, dict], sent: bytes) -> None:
+    """uvicorn times only the wait after a response, and any octet cancels it: a client sending nothing, or
+    a request an octet at a time, held its connection (and a task) for ever. Now [web] request_timeout."""
+    gw, _ = web
+    with _tls_connection(gw) as conn:
+        started = time.monotonic()
+        conn.sendall(sent)
+        for _ in range(4 * REQUEST_TIMEOUT if sent else 0):  # two octets a second: each restarted uvicorn's timer
+            time.sleep(0.5)
+            try:
+                conn.sendall(b" ")
+            except OSError:
+                break
+        assert _answer(conn) == b""
+        assert time.monotonic() - started < 3 * REQUEST_TIMEOUT
+
+
+def test_a_connection_kept_alive_gets_the_time_again_for_each_request(web: tuple[Gateway, dict]) -> None:
+    gw, _ = web
+    request = b"GET /connexion HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with _tls_connection(gw) as conn:
+        for _ in range(3):  # 3 x 2 s on one connection: longer than one request_timeout
+            conn.sendall(request)
+            head = conn.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200 "), head[:100]
+            length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += conn.recv(65536)
+            time.sleep(2)  # within uvicorn's 5 s keep-alive, and 2/3 of the request time
+        conn.sendall(b"GET /connexion HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert _answer(conn).startswith(b"HTTP/1.1 200 ")
 
 
 def test_a_refusal_during_a_session_names_the_patient(web: tuple[Gateway, dict]) -> None:
