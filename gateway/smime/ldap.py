@@ -54,6 +54,7 @@ LDAP_MAX_SERVERS = 4  # SRV targets (addresses) tried, in order
 LDAP_MAX_ENTRIES = 10  # entries a search returns
 LDAP_MAX_VALUES = 16  # certificates read from one server's answer
 LDAP_DEADLINE = 12.0  # the whole step: every server tried
+LDAP_GRACE = 1.0  # past the deadline, for a DNS lookup under way (each one's own timeout may be longer)
 ATTRIBUTES = ("userSMIMECertificate", "userCertificate")
 _ATTRIBUTE_NAMES = frozenset(a.lower() for a in ATTRIBUTES)
 LDAP_MAX_BASES = 4  # naming contexts of the root DSE searched
@@ -248,12 +249,24 @@ class LdapFinder:
 
     async def search(self, domain: dns.name.Name, filters: Sequence[str]) -> Answer | None:
         """The first answering server's answer; None when the domain names no LDAP server.
-        Raises Unavailable when it names some and none answered."""
+        Raises Unavailable when it names some and none answered, or the step outlasts its deadline
+        (by LDAP_GRACE at most: the lookups of SRV records and addresses count too)."""
+        end = time.monotonic() + self.deadline
+        failures: list[str] = []
+        try:
+            async with asyncio.timeout(self.deadline + LDAP_GRACE):
+                return await self._search(domain, filters, end, failures)
+        except TimeoutError:
+            raise Unavailable(
+                f"no LDAP server answered within {self.deadline:g} s" + "".join(f"; {f}" for f in failures)
+            ) from None
+
+    async def _search(
+        self, domain: dns.name.Name, filters: Sequence[str], end: float, failures: list[str]
+    ) -> Answer | None:
         targets = await self._targets(domain)
         if not targets:
             return None
-        end = time.monotonic() + self.deadline
-        failures: list[str] = []
         tried = 0
         for target in srv_order(targets, self.uniform):
             if tried >= LDAP_MAX_SERVERS or time.monotonic() >= end:

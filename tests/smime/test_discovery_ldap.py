@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from certs.pki import TrustSpacePKI, parse_reason
 from gateway.config import SmimeSection
 from gateway.smime.discovery import Discovery, Found, Outcome, Rejected, Step
-from gateway.smime.ldap import LDAP_MAX_OCTETS, Target, certificates_of, escape, srv_order
+from gateway.smime.ldap import LDAP_GRACE, LDAP_MAX_OCTETS, Target, certificates_of, escape, srv_order
 from gateway.smime.trust import TrustStore
 from tests.dns import Dnsmasq, Zone, dnsmasq
 from tests.ldap import Entry, Search, Slapd, free_port, slapd
@@ -154,7 +154,9 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         socket.socket() as silent,
         contextlib.closing(Hostile("flood")) as flood,
         contextlib.closing(Hostile("drip")) as drip,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute,
     ):
+        mute.bind(("127.0.0.1", 0))  # a DNS server that never answers: slow.ch-s.test's names are asked there
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections (the kernel does) and never answers
         closed = free_port()  # nothing listens there: refused at once
@@ -171,7 +173,9 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ("_ldap._tcp.ch-p.test", ".", 389, 0, 0),
                 ("_ldap._tcp.ch-q.test", "ldap.ch-l.test", flood.port, 0, 0),
                 ("_ldap._tcp.ch-r.test", "ldap.ch-l.test", drip.port, 0, 0),
+                ("_ldap._tcp.ch-s.test", "ldap.slow.ch-s.test", 389, 0, 0),
             ],
+            forward=[("slow.ch-s.test", "127.0.0.1", mute.getsockname()[1])],
             rr=[pkix("eve.ch-l.test", der(world.eve))],
         )
         with dnsmasq(zone, workdir / "dns") as dns:
@@ -301,6 +305,17 @@ async def test_a_server_dripping_its_answer_is_left_at_the_step_deadline(world: 
     [(sent, left)] = servers.drip.gone
     assert 2.0 <= left - started < 4.5  # the deadline, then one read and the server's next send
     assert sent < 15
+
+
+async def test_the_address_lookups_count_in_the_step_deadline(world: World, servers: Servers) -> None:
+    """The SRV target's addresses are asked of a server that never answers: each lookup would take the
+    DNS timeout (5 s, A then AAAA); the step ends at its deadline (1 s) plus LDAP_GRACE."""
+    finder = world.discovery(servers.dns, timeout=5.0, ldap_deadline=1.0)
+    started = time.monotonic()
+    found = await finder.find("x@ch-s.test")
+    assert (found.outcome, found.temporary, found.step) == (Outcome.UNAVAILABLE, True, None)
+    assert found.detail == "no LDAP server answered within 1 s"
+    assert time.monotonic() - started < 1.0 + LDAP_GRACE + 2.5
 
 
 async def test_no_srv_record_and_a_dot_target_find_nothing(world: World, servers: Servers) -> None:
