@@ -438,7 +438,9 @@ class Discovery:
         usable: list[x509.Certificate] = []
         found = [c for _, c in certs]
         for source, cert in certs:
-            others = [c for c in found if c is not cert] + list(helpers) + self.intermediates
+            # The configured intermediates first: path building takes a bounded number of candidates
+            # (trust.path_candidates), and what a peer's records carry must not crowd them out.
+            others = self.intermediates + [c for c in found if c is not cert] + list(helpers)
             verdict = await self.trust.check(cert, others, [address], purpose=RECIPIENT)
             if verdict.ok:
                 usable.append(cert)
