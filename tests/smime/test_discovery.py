@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dns.flags
@@ -85,6 +86,7 @@ class World:
     dave: x509.Certificate  # dave@ch-a.test
     team: tuple[x509.Certificate, ...]  # three for team@ch-a.test: over 512 octets together
     accueil: x509.Certificate  # accueil@ch-a.test, registered to the local mailbox
+    crowd: x509.Certificate = None  # type: ignore[assignment]  # crowd@ch-a.test, beside 8 CA certificates of nobody
 
     def discovery(self, server: str, **kw: object) -> Discovery:
         host, port = server.rsplit(":", 1)
@@ -112,7 +114,32 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         accueil=pki.issue_address("accueil@ch-a.test").certificate,
     )
     world.trust = TrustStore([pki.root], [p.read_bytes() for p in pki.publish_crls().values()])
+    world.crowd = pki.issue_address("crowd@ch-a.test").certificate
     return world
+
+
+def _nobody(n: int) -> x509.Certificate:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"CA of nobody {n}")])
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+CROWD = [_nobody(n) for n in range(8)]
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +156,8 @@ def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
             pkix("accueil.ch-a.test", der(world.alice_other)),
             ("pgp.ch-b.test", CERT, struct.pack("!HHB", 3, 0, 0) + b"an OpenPGP packet"),
             pkix("odd.ch-a.test", unknown_version(world.dave)),
+            pkix("crowd.ch-a.test", der(world.crowd)),
+            *(pkix("crowd.ch-a.test", der(c)) for c in CROWD),
         ],
     )
     with dnsmasq(zone, tmp_path_factory.mktemp("dnsmasq")) as running:
@@ -162,6 +191,14 @@ async def test_an_address_bound_certificate_at_the_address_name(world: World, se
     found = await world.discovery(server.address).find("alice.martin@ch-a.test")
     assert found == Found("alice.martin@ch-a.test", Outcome.FOUND, Step.DNS_ADDRESS, (world.alice,))
     assert await cert_queries(server, before, 2) == by_tcp("alice.martin.ch-a.test")
+
+
+async def test_a_peers_records_cannot_crowd_out_the_configured_intermediates(world: World, server: Dnsmasq) -> None:
+    """crowd@ch-a.test's records carry 8 CA certificates of nobody beside its certificate: path building
+    takes 8 candidates at most, and the node's configured intermediates come first among them."""
+    found = await world.discovery(server.address).find("crowd@ch-a.test")
+    assert (found.outcome, found.step, found.certificates) == (Outcome.FOUND, Step.DNS_ADDRESS, (world.crowd,))
+    assert sorted(r.reason for r in found.rejected) == ["no-key-transport"] * 8  # each CA judged as a candidate
 
 
 async def test_a_domain_bound_certificate_at_the_domain(world: World, server: Dnsmasq) -> None:
