@@ -66,7 +66,7 @@ from gateway.config import SmimeSection
 from gateway.smime.cms import MALFORMED
 from gateway.smime.ldap import LDAP_DEADLINE, LdapFinder, Unavailable, certificates_of, escape, lookup
 from gateway.smime.trust import REASONS as TRUST_REASONS
-from gateway.smime.trust import RECIPIENT, TrustStore
+from gateway.smime.trust import RECIPIENT, TrustStore, read_capped
 
 CERT_PKIX = 1  # RFC 4398 §2.1: an X.509 certificate, DER
 CERT_IPKIX = 4  # RFC 4398 §2.1: the URL of an X.509 data object
@@ -163,11 +163,9 @@ async def fetch_ipkix(url: str, *, seconds: float = FETCH_TIMEOUT, limit: int = 
                 raise FetchError("url-failed", f"{url}: HTTP {response.status}")
             if response.content_length is not None and response.content_length > limit:
                 raise FetchError("url-too-large", f"{url}: {response.content_length} octets")
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(16384):
-                body += chunk
-                if len(body) > limit:
-                    raise FetchError("url-too-large", f"{url}: over {limit} octets")
+            body = await read_capped(response.content, limit)
+            if body is None:
+                raise FetchError("url-too-large", f"{url}: over {limit} octets")
     except (aiohttp.NonHttpUrlClientError, aiohttp.InvalidURL, UnicodeError, ValueError) as exc:
         # UnicodeError: the host cannot be IDNA-encoded (an empty or over-long label, http://a..b/)
         raise FetchError("url-refused", f"{url}: {exc}") from None
@@ -175,7 +173,7 @@ async def fetch_ipkix(url: str, *, seconds: float = FETCH_TIMEOUT, limit: int = 
         raise FetchError("url-failed", f"{url}: too many redirections") from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise FetchError("", f"{url}: {type(exc).__name__} {exc}".rstrip()) from None
-    return bytes(body)
+    return body
 
 
 def _load(data: bytes) -> x509.Certificate | None:

@@ -30,6 +30,7 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import ocsp as asn1_ocsp
@@ -43,6 +44,9 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as pv
 
 from gateway.smime.cms import MALFORMED
+
+if TYPE_CHECKING:
+    import aiohttp
 
 PATH_CACHE_TTL = 300.0
 """Longest time a path validation's outcome is reused (seconds)."""
@@ -148,6 +152,17 @@ def ocsp_urls(cert: x509.Certificate) -> list[str]:
     ]
 
 
+async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """An HTTP body read whole, or None once it passes `limit` octets (counted as they come: aiohttp's
+    read(n) gives only what has arrived so far)."""
+    body = bytearray()
+    async for chunk in content.iter_chunked(16384):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 class OcspFetcher:
     """Asks a certificate's OCSP responder (RFC 6960, HTTP POST) and caches the answer until its
     nextUpdate (at most `ttl` seconds). Only fetching is ours: pyhanko-certvalidator checks the
@@ -180,12 +195,10 @@ class OcspFetcher:
             ):
                 if answer.status != 200:
                     return None
-                read = bytearray()
-                async for chunk in answer.content.iter_chunked(16384):  # read(n) gives what has come so far
-                    read += chunk
-                    if len(read) > OCSP_MAX_OCTETS:
-                        return None
-            data = bytes(read)
+                read = await read_capped(answer.content, OCSP_MAX_OCTETS)
+                if read is None:
+                    return None
+            data = read
             parsed = ocsp.load_der_ocsp_response(data)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return None

@@ -12,7 +12,6 @@ import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dns.flags
@@ -23,6 +22,7 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from certs.pki import TrustSpacePKI, parse_reason
@@ -49,6 +49,7 @@ from gateway.store.crypto import KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.mailboxes import MailboxRepository
 from tests.dns import Dnsmasq, Query, Zone, dnsmasq, servfail_server, silent_server
+from tests.smime.test_trust import _named
 
 CERT = 37
 
@@ -119,24 +120,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def _nobody(n: int) -> x509.Certificate:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
+    """A self-signed CA certificate no trust space knows."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"CA of nobody {n}")])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    return _named(f"CA of nobody {n}", f"CA of nobody {n}", key, key)
 
 
 CROWD = [_nobody(n) for n in range(8)]
