@@ -300,6 +300,12 @@ class QueueSection(_Section):
     """Seconds a worker holds a claimed recipient before another may take it."""
     poll_interval: float = Field(1.0, gt=0)
     domain_concurrency: int = Field(4, ge=1)
+    """Relay sessions open at once to one destination domain."""
+    in_flight: int = Field(200, ge=1, le=1000)
+    """Recipients a node's worker has under way at once; it claims more as these finish."""
+    domain_in_flight: int = Field(100, ge=1)
+    """Of `in_flight`, how many may be for one domain: a slow or tarpitting peer holds at most these, and
+    the rest of the node's mail goes on."""
     routes: dict[str, str] = Field(default_factory=dict)
     """Static routes, domain -> "host:port", tried before DNS (development, tests, private links)."""
     resolver: str = ""
@@ -721,6 +727,9 @@ lease = 300
 poll_interval = 1.0
 # Parallel deliveries per destination domain.
 domain_concurrency = 4
+# Recipients under way at once, and how many of them may be for one domain (a slow peer holds no more).
+in_flight = 200
+domain_in_flight = 100
 # DNS resolver for MX lookups ("" = the system's) and static routes tried first, e.g.
 # routes = {{ "clinique-b.mssante.fr" = "10.0.0.5:25" }}
 resolver = ""

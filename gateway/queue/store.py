@@ -19,7 +19,8 @@ Implementation notes
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -60,8 +61,8 @@ _SETTLE = (
 # A worker's claim: due recipients whose lease is free or expired, then leased, then read with their
 # message's envelope (not its body).
 _CLAIMABLE = (
-    "SELECT id FROM queue_recipients WHERE status = 'pending' AND next_attempt_at <= :now"
-    " AND (lease_until IS NULL OR lease_until < :now) ORDER BY next_attempt_at, id LIMIT :limit"
+    "SELECT id, domain FROM queue_recipients WHERE status = 'pending' AND next_attempt_at <= :now"
+    " AND (lease_until IS NULL OR lease_until < :now){busy} ORDER BY next_attempt_at, id LIMIT :limit"
 )
 _LEASE = "UPDATE queue_recipients SET lease_owner = :owner, lease_until = :until WHERE id IN ({marks})"
 _CLAIMED = (
@@ -115,6 +116,8 @@ class Claim:
     """The recipients a worker holds, grouped by message."""
 
     jobs: list[Job] = field(default_factory=list)
+    more: bool = False
+    """Due recipients were left: the claim reached its limit, or a domain's cap."""
 
     def by_message(self) -> dict[str, list[Job]]:
         out: dict[str, list[Job]] = {}
@@ -219,14 +222,36 @@ class Queue:
             session=session,
         )
 
-    async def claim(self, *, owner: str, lease: timedelta, limit: int = 100, now: datetime | None = None) -> Claim:
-        """Take up to `limit` due recipients for `lease`."""
+    async def claim(
+        self,
+        *,
+        owner: str,
+        lease: timedelta,
+        limit: int = 100,
+        now: datetime | None = None,
+        held: Mapping[str, int] | None = None,
+        domain_cap: int | None = None,
+    ) -> Claim:
+        """Take up to `limit` due recipients for `lease`. With `domain_cap`, no domain ends up with more than
+        that many recipients held, counting those the caller already `held` (per domain): a slow peer's
+        backlog then cannot fill the caller's capacity."""
         now = now or utcnow()
+        held = held or {}
+        full = [d for d, n in held.items() if domain_cap is not None and n >= domain_cap]
+        marks, params = bound_list("d", full)
+        busy = f" AND domain NOT IN ({marks})" if full else ""
         async with self.db.raw_writing() as tx:
             skip = f"{tx.for_update} SKIP LOCKED" if tx.for_update else ""
-            ids = [row[0] for row in await tx.execute(_CLAIMABLE + skip, {"now": now, "limit": limit})]
+            due = await tx.execute(_CLAIMABLE.format(busy=busy) + skip, {"now": now, "limit": limit, **params})
+            ids, taken = [], Counter[str]()
+            for rid, domain in due:
+                if domain_cap is not None and held.get(domain, 0) + taken[domain] >= domain_cap:
+                    continue  # left unleased: another worker, or this one once its domain has room
+                taken[domain] += 1
+                ids.append(rid)
+            more = len(due) == limit or len(ids) < len(due)
             if not ids:
-                return Claim()
+                return Claim(more=more)
             marks, params = bound_list("r", ids)
             await tx.execute(_LEASE.format(marks=marks), {**params, "owner": owner, "until": now + lease})
             rows = await tx.execute(_CLAIMED.format(marks=marks), params)
@@ -238,7 +263,7 @@ class Queue:
                 queue_id, source, sender, principal, peer, mid, size, utc_datetime(created), receipt, bool(final)
             )
             jobs.append(Job(rid, rcpt, domain, bool(local), attempts, envelope, owner))
-        return Claim(jobs)
+        return Claim(jobs, more)
 
     async def renew(self, owner: str, ids: Sequence[int], lease: timedelta) -> int:
         """Extend `owner`'s leases on recipients `ids` that it still holds (not settled, not taken over by

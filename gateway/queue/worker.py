@@ -6,8 +6,12 @@ Implementation notes
   DSN sent), never with content.
 - Local delivery is exactly once: the mailbox insert (with its UID) and the recipient's "delivered"
   state commit in one transaction. If the worker dies before that commit, nothing was delivered and
-  the recipient becomes due again when its lease expires. While a batch is handled its leases are
-  renewed every third of the lease, so a batch slower than one lease is not taken over while alive.
+  the recipient becomes due again when its lease expires. The leases of the recipients under way are
+  renewed every third of the lease, so a delivery slower than one lease is not taken over while alive.
+- Each claimed message is a task of its own, and its domains are relayed side by side; the worker claims
+  more whenever some of `[queue] in_flight` is free, at most `domain_in_flight` recipients for one domain.
+  A tarpitting peer (each reply just within its timeout) then holds only its own recipients: before, a
+  batch waited for its slowest message, and with it all of the node's outbound and local mail.
 - A temporary failure is retried on the configured schedule; when the next attempt would fall past
   the maximum age, or on a permanent failure, the recipient is failed and the sender gets one RFC 3464
   DSN per message covering every recipient that failed in that pass (never for a null sender).
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -89,43 +94,94 @@ class DeliveryWorker:
         self._stopping = False
         self._log = get_logger(component="queue", node=self.owner)
         self._domain_limits: dict[str, asyncio.Semaphore] = {}
+        self._more = False  # `run`'s last claim left due recipients behind
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self) -> None:
-        """Finish the batch under way, then end `run` (the node stops; claimed recipients not handled by
-        then stay leased to this node until it starts again or the lease runs out)."""
+        """Finish the messages under way, claim no more, then end `run` (the node stops; claimed recipients
+        not handled by then stay leased to this node until it starts again or the lease runs out)."""
         self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
+        """Deliver until stopped. Messages are handled as tasks of their own, and due recipients are claimed
+        whenever some of `[queue] in_flight` is free (at most `domain_in_flight` for one domain): a peer that
+        answers slowly holds its own recipients, never the rest of the node's mail."""
         # Leases this node held when it last stopped died with that process: take them back now rather
         # than after they expire.
         await self.queue.release(self.owner)
+        held: dict[int, str] = {}  # recipient id -> domain, for every recipient under way
+        tasks: set[asyncio.Task[None]] = set()
+        keeper = asyncio.create_task(self._keep_leases(held.keys()))
         pruned = swept = -PRUNE_EVERY
-        while not self._stopping:
-            try:
-                if time.monotonic() - pruned >= PRUNE_EVERY:
-                    pruned = time.monotonic()
-                    await self.prune_receipts()
-                if time.monotonic() - swept >= NOTICE_SWEEP:
-                    swept = time.monotonic()
-                    await self.expire_notices()
-                handled = await self.run_once()
-            except Exception as exc:  # the database away for a moment (a restart, a lock): the worker goes on
-                # The first line only: SQLAlchemy's next ones quote the statement and its parameters.
-                self._log.error(
-                    "queue pass failed", error=f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
-                )
-                handled = 0
-            if not handled and not self._stopping:
+        try:
+            while not self._stopping:
+                # Cleared before looking: a wake (a message queued, one finished) during the look is kept.
                 self._wake.clear()
-                # Not wait_for: Python 3.11's returns the event's result and drops a cancellation that
-                # arrives as the event is set (a wake at stop), and the node would wait for it forever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.cfg.queue.poll_interval):
-                        await self._wake.wait()
+                try:
+                    if time.monotonic() - pruned >= PRUNE_EVERY:
+                        pruned = time.monotonic()
+                        await self.prune_receipts()
+                    if time.monotonic() - swept >= NOTICE_SWEEP:
+                        swept = time.monotonic()
+                        await self.expire_notices()
+                    handled = await self._fill(held, tasks)
+                except Exception as exc:  # the database away for a moment (a restart, a lock): the worker goes on
+                    # The first line only: SQLAlchemy's next ones quote the statement and its parameters.
+                    self._log.error(
+                        "queue pass failed", error=f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+                    )
+                    handled = 0
+                if not handled and not self._stopping:
+                    # Not wait_for: Python 3.11's returns the event's result and drops a cancellation that
+                    # arrives as the event is set (a wake at stop), and the node would wait for it forever.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.cfg.queue.poll_interval):
+                            await self._wake.wait()
+            if tasks:
+                await asyncio.wait(tasks)
+        finally:
+            # Cancelled (the node's stop grace is over): what is under way keeps its leases, taken back at
+            # the next start or by another node once they expire.
+            keeper.cancel()
+            for task in tasks:
+                task.cancel()
+
+    async def _fill(self, held: dict[int, str], tasks: set[asyncio.Task[None]]) -> int:
+        """Claim what the free capacity allows and start a task per message; returns how many recipients."""
+        q = self.cfg.queue
+        free = q.in_flight - len(held)
+        if free <= 0:
+            return 0
+        claim = await self.queue.claim(
+            owner=self.owner, lease=self.lease, limit=free, held=Counter(held.values()), domain_cap=q.domain_in_flight
+        )
+        self._more = claim.more
+        for job in claim.jobs:
+            held[job.recipient_id] = job.domain
+        for qid, jobs in claim.by_message().items():
+            task = asyncio.create_task(self._handled(qid, jobs, held))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        return len(claim.jobs)
+
+    async def _handled(self, queue_id: str, jobs: list[Job], held: dict[int, str]) -> None:
+        try:
+            await self._message(queue_id, jobs)
+        except Exception as exc:
+            self._failed(queue_id, exc)
+        finally:
+            for job in jobs:
+                held.pop(job.recipient_id, None)
+            if self._more:  # room for what the last claim left; a message queued since wakes by itself
+                self._wake.set()
+
+    def _failed(self, queue_id: str, exc: BaseException) -> None:
+        # One message's trouble (deleted meanwhile, a bug) must not stop the others: its leases expire and
+        # it is retried; the error is logged without content.
+        self._log.error("queue message failed", queue_id=queue_id, error=f"{type(exc).__name__}: {exc}")
 
     async def prune_receipts(self, now: datetime | None = None) -> int:
         """Forget relay receipts older than `[smtp] duplicate_window` (every node does it: idempotent), and
@@ -203,7 +259,8 @@ class DeliveryWorker:
             return str(exc)
 
     async def run_once(self, now: datetime | None = None) -> int:
-        """Claim and handle one batch; returns how many recipients were handled."""
+        """Claim one batch and handle all of it before returning (tests, and tools that want a pass to
+        end); returns how many recipients were handled. `run` does not wait for a batch's slowest."""
         claim = await self.queue.claim(owner=self.owner, lease=self.lease, limit=100, now=now)
         if not claim.jobs:
             return 0
@@ -217,18 +274,17 @@ class DeliveryWorker:
             keeper.cancel()
         for qid, outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, Exception):
-                # One message's trouble (deleted meanwhile, a bug) must not stop the others: its leases
-                # expire and it is retried; the error is logged without content.
-                self._log.error("queue message failed", queue_id=qid, error=f"{type(outcome).__name__}: {outcome}")
+                self._failed(qid, outcome)
         return len(claim.jobs)
 
-    async def _keep_leases(self, ids: list[int]) -> None:
-        """Renew this batch's leases every third of the lease while it is being handled: a batch of slow
-        relays may take longer than one lease, and an expired lease lets another node deliver again."""
+    async def _keep_leases(self, ids: Collection[int]) -> None:
+        """Renew the leases of the recipients under way (`ids` as it is at each round) every third of the
+        lease: slow relays may take longer than one lease, and an expired lease lets another node deliver
+        again."""
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             try:
-                await self.queue.renew(self.owner, ids, self.lease)
+                await self.queue.renew(self.owner, list(ids), self.lease)
             except Exception as exc:  # a database hiccup: the next round tries again
                 self._log.warning("lease renewal failed", error=type(exc).__name__)
 
@@ -251,9 +307,11 @@ class DeliveryWorker:
         remote: dict[str, list[Job]] = {}
         for job in (j for j in jobs if not j.local):
             remote.setdefault(job.domain, []).append(job)
-        for domain, group in remote.items():
-            outcome = await self._relay(domain, env, group, body)
-            results.extend(zip(group, outcome, strict=True))
+        if remote:  # each domain at its own pace: a slow peer does not hold up the others
+            async with asyncio.TaskGroup() as tg:
+                relays = [(group, tg.create_task(self._relay(d, env, group, body))) for d, group in remote.items()]
+            for group, relay in relays:
+                results.extend(zip(group, relay.result(), strict=True))
         failed: list[tuple[Job, RecipientStatus]] = []
         now = utcnow()
         for job, res in results:

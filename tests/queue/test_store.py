@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.queue.store import LeaseLost, Queue
+from gateway.queue.store import Claim, LeaseLost, Queue
 from gateway.store.crypto import KeyEncryptionKey
 from gateway.store.db import Database
 from gateway.store.models import QueuedMessage, QueuedRecipient
@@ -114,3 +114,31 @@ async def test_a_claim_reads_what_the_orm_reads_and_leases_each_recipient_once(
     assert (await queue.claim(owner="n3", lease=lease, now=now + lease)).jobs == []  # leases run to their end
     expired = await queue.claim(owner="n3", lease=lease, now=now + lease + timedelta(microseconds=1))
     assert [(j.recipient, j.owner) for j in expired.jobs] == [("a@autre.mssante.fr", "n3"), (f"b@{LOCAL}", "n3")]
+
+
+async def test_a_claim_leaves_a_full_domain_unleased(store_db: Database, kek: KeyEncryptionKey) -> None:  # noqa: F811
+    """`domain_cap` counts what the worker already holds per domain and what this claim takes: a slow
+    domain's backlog stays unleased (claimable by another node) and the other domains are claimed."""
+    queue = Queue(store_db, kek)
+    slow = [f"r{n}@lent.mssante.fr" for n in range(4)]
+    for rcpt in [*slow, "a@vif.mssante.fr", "b@vif.mssante.fr", f"c@{LOCAL}"]:
+        await queue.enqueue(
+            source="submission", sender=f"s@{LOCAL}", recipients=[rcpt], body=b"x", local_domains=[LOCAL]
+        )
+    lease, now = timedelta(seconds=60), datetime.now(UTC) + timedelta(seconds=1)
+    claim = await queue.claim(owner="n1", lease=lease, now=now, held={"lent.mssante.fr": 1}, domain_cap=2)
+    assert [j.recipient for j in claim.jobs] == [slow[0], "a@vif.mssante.fr", "b@vif.mssante.fr", f"c@{LOCAL}"]
+    assert claim.more  # some were left
+    owners = {r.recipient: r.lease_owner for r in await _recipients(store_db)}
+    assert [owners[r] for r in slow] == ["n1", None, None, None]
+    # Full: the domain is not even looked at, so a small limit still reaches the others.
+    full = {"lent.mssante.fr": 2, "vif.mssante.fr": 1}
+    assert await queue.claim(owner="n1", lease=lease, now=now, held=full, domain_cap=2, limit=1) == Claim()
+    await queue.enqueue(
+        source="submission", sender=f"s@{LOCAL}", recipients=["d@vif.mssante.fr"], body=b"x", local_domains=[LOCAL]
+    )
+    vif = await queue.claim(owner="n1", lease=lease, now=now, held=full, domain_cap=2, limit=1)
+    assert ([j.recipient for j in vif.jobs], vif.more) == (["d@vif.mssante.fr"], True)  # the limit: maybe more
+    # Without a cap (another node, `run_once`): the rest of the slow domain.
+    rest = await queue.claim(owner="n2", lease=lease, now=now)
+    assert ([j.recipient for j in rest.jobs], rest.more) == (slow[1:], False)

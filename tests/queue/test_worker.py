@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import cms as asn1_cms
@@ -18,10 +20,11 @@ from gateway.audit.verify import query
 from gateway.config import SmimePeer
 from gateway.node import Node
 from gateway.queue.retry import RetrySchedule
-from gateway.queue.store import Envelope, Job, LeaseLost, Queue
+from gateway.queue.store import Claim, Envelope, Job, LeaseLost, Queue
 from gateway.queue.worker import DeliveryWorker, Relay, Result
 from gateway.smime import cms, mime
 from gateway.smime.service import Smime
+from gateway.smtp.client import Relayer
 from gateway.store.mailstore import Mailstore, return_path
 from gateway.store.messages import MessageStore, relay_receipt
 from gateway.store.models import QueuedMessage, QueuedRecipient, StoredMessage, utcnow
@@ -193,15 +196,15 @@ async def test_a_failed_pass_does_not_stop_the_worker(node: Node) -> None:
         source="submission", sender=RCPT, recipients=[RCPT], body=b"a\r\n", local_domains=node.cfg.node.local_domains
     )
     worker = DeliveryWorker(node, queue)
-    real, failures = worker.run_once, []
+    real, failures = queue.claim, []
 
-    async def flaky(now: datetime | None = None) -> int:
+    async def flaky(**kwargs: Any) -> Claim:
         if not failures:
             failures.append(1)
             raise ConnectionError("the database restarts")
-        return await real(now)
+        return await real(**kwargs)
 
-    worker.run_once = flaky  # type: ignore[method-assign]
+    queue.claim = flaky  # type: ignore[method-assign]
     with node.notices.listen(RCPT) as delivered:
         task = asyncio.create_task(worker.run())
         try:
@@ -240,13 +243,13 @@ async def test_a_stopped_worker_finishes_its_batch_and_ends(node: Node) -> None:
             body=b"a\r\n",
             local_domains=node.cfg.node.local_domains,
         )
-        real = worker.run_once
+        real = queue.claim
 
-        async def stop_during(now: datetime | None = None) -> int:
-            worker.stop()  # asked to stop while this batch is handled
-            return await real(now)
+        async def stop_during(**kwargs: Any) -> Claim:
+            worker.stop()  # asked to stop as this message is claimed: it is handled all the same
+            return await real(**kwargs)
 
-        worker.run_once = stop_during  # type: ignore[method-assign]
+        queue.claim = stop_during  # type: ignore[method-assign]
         task = asyncio.create_task(worker.run())
         done, _ = await asyncio.wait([task], timeout=10)
         assert done == {task}
@@ -374,6 +377,155 @@ async def test_a_slow_batch_keeps_its_leases_while_it_works(node: Node) -> None:
     assert await queue.list() == []
     relayed = await query(node.audit_db, action="queue.relayed")
     assert [r["author"] for r in relayed] == ["queue:slow"]
+
+
+async def test_a_tarpitting_peer_holds_only_its_own_recipients(template_node: NodeDir, tmp_path: Path) -> None:
+    """A peer that accepts connections and never answers (each reply could take 5 minutes): `run` keeps
+    delivering the rest, a message queued after it included, and claims no more of that domain than
+    `domain_in_flight`. The relay is the node's real client; `run` used to wait for its batch's slowest
+    message, so the local message waited for the peer's timeouts."""
+    nd = copy_node(template_node, tmp_path / "node")
+    cfg = nd.cfg()
+    cfg.queue = cfg.queue.model_copy(update={"domain_in_flight": 2})
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def tarpit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(tarpit, "127.0.0.1", 0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    routes = {
+        "lent.mssante.fr": f"127.0.0.1:{server.sockets[0].getsockname()[1]}",
+        "ferme.mssante.fr": f"127.0.0.1:{closed.getsockname()[1]}",
+    }
+    slow = [f"r{n}@lent.mssante.fr" for n in range(3)]
+    async with Node(cfg) as node:
+        await node.mailboxes.create(RCPT, "ORG")
+        queue = Queue(node.db, node.kek)
+        relayer = Relayer(cfg, routes=routes)
+        worker = DeliveryWorker(node, queue, relay=relayer, owner="n1")
+
+        async def enqueue(rcpt: str) -> str:
+            return await queue.enqueue(
+                source="submission",
+                sender=RCPT,
+                recipients=[rcpt],
+                body=b"Subject: x\r\n\r\nx\r\n",
+                local_domains=cfg.node.local_domains,
+            )
+
+        for rcpt in slow:
+            await enqueue(rcpt)
+        task = asyncio.create_task(worker.run())
+        try:
+            for _ in range(500):  # until both relay sessions wait for the peer's greeting
+                await asyncio.sleep(0.01)
+                if len(accepted) == 2:
+                    break
+            with node.notices.listen(RCPT) as delivered:
+                await enqueue(RCPT)
+                refused = await enqueue("x@ferme.mssante.fr")
+                worker.wake()
+                await asyncio.wait_for(delivered.wait(), 10)
+            for _ in range(500):  # the refused peer's recipient is deferred meanwhile too
+                await asyncio.sleep(0.01)
+                if (await queue.recipients(refused))[0].attempts:
+                    break
+            [deferred] = await queue.recipients(refused)
+            assert (deferred.status, deferred.attempts, deferred.lease_owner) == ("pending", 1, None)
+            assert deferred.last_error == f"smtp; 451 4.4.1 connection to [127.0.0.1]:{closed.getsockname()[1]} refused"
+            assert await stored(node) == 1
+            assert len(accepted) == 2  # the third message to the tarpit is not even claimed
+            async with node.db.read() as s:
+                rows = await s.execute(select(QueuedRecipient).where(QueuedRecipient.domain == "lent.mssante.fr"))
+                owners = sorted((r.lease_owner or "") for r in rows.scalars())
+            assert owners == ["", "n1", "n1"]
+        finally:
+            task.cancel()
+            await asyncio.wait([task])
+            await relayer.close()
+            closed.close()
+            for writer in accepted:
+                writer.close()
+            server.close()
+
+
+async def test_a_backlog_larger_than_in_flight_is_claimed_as_messages_finish(
+    template_node: NodeDir, tmp_path: Path
+) -> None:
+    """Two under way at most, and a poll every 30 s: each finished message makes room, and the worker
+    claims the next at once rather than at the next poll."""
+    nd = copy_node(template_node, tmp_path / "node")
+    cfg = nd.cfg()
+    cfg.queue = cfg.queue.model_copy(update={"in_flight": 2, "poll_interval": 30.0})
+    async with Node(cfg) as node:
+        await node.mailboxes.create(RCPT, "ORG")
+        queue = Queue(node.db, node.kek)
+        for n in range(7):
+            await queue.enqueue(
+                source="submission",
+                sender=RCPT,
+                recipients=[RCPT],
+                body=f"Subject: {n}\r\n\r\nx\r\n".encode(),
+                local_domains=cfg.node.local_domains,
+            )
+        claimed: list[int] = []
+        real = queue.claim
+
+        async def counted(**kwargs: Any) -> Claim:
+            claim = await real(**kwargs)
+            claimed.append(len(claim.jobs))
+            return claim
+
+        queue.claim = counted  # type: ignore[method-assign]
+        worker = DeliveryWorker(node, queue)
+        task = asyncio.create_task(worker.run())
+        try:
+            for _ in range(1000):
+                await asyncio.sleep(0.01)
+                if await stored(node) == 7:
+                    break
+            assert await stored(node) == 7
+            assert await queue.list() == []
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+    assert max(claimed) == 2
+    assert sum(claimed) == 7
+
+
+async def test_a_message_s_domains_are_relayed_side_by_side(node: Node) -> None:
+    """One message for a slow peer and a quick one: the quick one's recipient is relayed (and recorded)
+    while the slow one still waits; they used to be relayed one domain after the other."""
+    queue = Queue(node.db, node.kek)
+    qid = await queue.enqueue(
+        source="submission",
+        sender=RCPT,
+        recipients=["a@lent.mssante.fr", "b@vif.mssante.fr"],
+        body=b"Subject: x\r\n\r\nx\r\n",
+        local_domains=node.cfg.node.local_domains,
+    )
+    release = asyncio.Event()
+
+    async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        if domain == "lent.mssante.fr":
+            await release.wait()
+        return [Result(j.recipient, True, remote_mta=f"mx.{domain}") for j in jobs]
+
+    worker = DeliveryWorker(node, queue, relay=relay)
+    task = asyncio.create_task(worker.run_once())
+    statuses: dict[str, str] = {}
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        statuses = {r.recipient: r.status for r in await queue.recipients(qid)}
+        if statuses.get("b@vif.mssante.fr") == "relayed":
+            break
+    assert statuses == {"a@lent.mssante.fr": "pending", "b@vif.mssante.fr": "relayed"}
+    release.set()
+    assert await task == 2
+    assert await queue.list() == []
 
 
 REMOTE = "quelquun@ch-pair.mssante.fr"
