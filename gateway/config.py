@@ -301,9 +301,10 @@ class QueueSection(_Section):
     poll_interval: float = Field(1.0, gt=0)
     domain_concurrency: int = Field(4, ge=1)
     """Relay sessions open at once to one destination domain."""
-    in_flight: int = Field(200, ge=1, le=1000)
-    """Recipients a node's worker has under way at once; it claims more as these finish."""
-    domain_in_flight: int = Field(100, ge=1)
+    in_flight: int = Field(100, ge=1, le=1000)
+    """Recipients a node's worker has under way at once; it claims more as these finish. Each message under
+    way holds its body in memory (up to `[smtp] max_message_size`, more once signed and encrypted)."""
+    domain_in_flight: int = Field(50, ge=1)
     """Of `in_flight`, how many may be for one domain: a slow or tarpitting peer holds at most these, and
     the rest of the node's mail goes on."""
     routes: dict[str, str] = Field(default_factory=dict)
@@ -728,8 +729,8 @@ poll_interval = 1.0
 # Parallel deliveries per destination domain.
 domain_concurrency = 4
 # Recipients under way at once, and how many of them may be for one domain (a slow peer holds no more).
-in_flight = 200
-domain_in_flight = 100
+in_flight = 100
+domain_in_flight = 50
 # DNS resolver for MX lookups ("" = the system's) and static routes tried first, e.g.
 # routes = {{ "clinique-b.mssante.fr" = "10.0.0.5:25" }}
 resolver = ""
