@@ -410,12 +410,22 @@ class SmimeSection(_Section):
     """Ask the LDAP servers of a recipient's domain (`_ldap._tcp` SRV records) when DNS has no CERT record."""
     discovery_ttl: float = Field(3600.0, gt=0)
     """Seconds a discovered certificate (or its absence, for less) is reused before asking again."""
+    allow_networks: list[str] = Field(default_factory=list)
+    """Networks (CIDR) beyond the internet's public addresses where a peer's DNS may send this node for
+    certificates (IPKIX URLs, LDAP servers): none by default, so that no peer makes it reach its own."""
 
     @field_validator("dns_servers")
     @classmethod
     def _addresses(cls, v: list[str]) -> list[str]:
         for server in v:
             ipaddress.ip_address(server)  # ValueError: "... does not appear to be an IPv4 or IPv6 address"
+        return v
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for network in v:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return v
 
 
@@ -759,6 +769,9 @@ dns_port = 53
 ldap = true
 # Seconds a discovery result is reused (an absent certificate: at most 5 minutes).
 discovery_ttl = 3600
+# Private networks (CIDR) where IPKIX URLs and LDAP servers named by a peer's DNS may be ([] = public
+# addresses only: a peer cannot make this node reach into its own network).
+allow_networks = []
 # Certificates published with the national directory data (files or directories), asked before DNS.
 published = {published_line}
 # Processes doing the S/MIME cryptography (0 = a thread).

@@ -43,6 +43,7 @@ import structlog
 from jwt import PyJWK
 
 from directory.identifiers import check_idnatps
+from gateway import lookups
 from gateway.auth.lockout import Lockout
 from gateway.auth.service import LoginOutcome
 from gateway.config import OidcSection
@@ -186,10 +187,9 @@ class Jwks:
         if self._tls is None:  # the CA files are read once
             self._tls = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
             self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
-        timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
         data = bytearray()
         async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
+            lookups.session(FETCH_TIMEOUT) as http,
             http.get(self.source, ssl=self._tls, allow_redirects=False, headers={"Accept": "application/json"}) as resp,
         ):
             if resp.status != 200:

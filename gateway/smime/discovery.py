@@ -53,6 +53,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 
 import dns.asyncresolver
@@ -62,7 +63,9 @@ import dns.rdatatype
 import dns.resolver
 from cryptography import x509
 
+from gateway import lookups
 from gateway.config import SmimeSection
+from gateway.lookups import AddressRefused, HttpResolver, Reach
 from gateway.smime.cms import MALFORMED
 from gateway.smime.ldap import LDAP_DEADLINE, LdapFinder, Unavailable, certificates_of, escape, lookup
 from gateway.smime.trust import REASONS as TRUST_REASONS
@@ -146,16 +149,24 @@ LocalCertificates = Callable[[str], Awaitable[Sequence[x509.Certificate]]]
 Fetcher = Callable[[str], Awaitable[bytes]]
 
 
-async def fetch_ipkix(url: str, *, seconds: float = FETCH_TIMEOUT, limit: int = FETCH_LIMIT) -> bytes:
-    """The object at an IPKIX URL: http(s) only, `seconds` in all, at most `limit` octets."""
+async def fetch_ipkix(
+    url: str,
+    *,
+    seconds: float = FETCH_TIMEOUT,
+    limit: int = FETCH_LIMIT,
+    resolver: HttpResolver | None = None,
+    reach: Reach | None = None,
+) -> bytes:
+    """The object at an IPKIX URL: http(s) only, `seconds` in all, at most `limit` octets; host names
+    looked up by `resolver`, and with a `reach` only the addresses it permits (gateway.lookups)."""
     import aiohttp  # a dependency of pyhanko-certvalidator
 
     if not url.lower().startswith(("http://", "https://")):
         raise FetchError("url-refused", url)
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
-            session.get(url, max_redirects=3) as response,
+            lookups.session(seconds, resolver or HttpResolver(reach=reach)) as http,
+            lookups.checked_get(http, url, reach) as response,
         ):
             if response.status >= 500 or response.status == 429:
                 raise FetchError("", f"{url}: HTTP {response.status}")
@@ -169,6 +180,12 @@ async def fetch_ipkix(url: str, *, seconds: float = FETCH_TIMEOUT, limit: int = 
     except (aiohttp.NonHttpUrlClientError, aiohttp.InvalidURL, UnicodeError, ValueError) as exc:
         # UnicodeError: the host cannot be IDNA-encoded (an empty or over-long label, http://a..b/)
         raise FetchError("url-refused", f"{url}: {exc}") from None
+    except AddressRefused as exc:  # a literal address, or a redirection to one
+        raise FetchError("url-refused", f"{url}: {exc}") from None
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressRefused):  # a host name: its addresses, from the resolver
+            raise FetchError("url-refused", f"{url}: {exc.os_error}") from None
+        raise FetchError("", f"{url}: {type(exc).__name__} {exc}".rstrip()) from None
     except aiohttp.TooManyRedirects:
         raise FetchError("url-failed", f"{url}: too many redirections") from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -221,7 +238,8 @@ class Discovery:
         negative_ttl: float = NEGATIVE_TTL,
         timeout: float = 5.0,
         intermediates: Sequence[x509.Certificate] = (),
-        fetch: Fetcher = fetch_ipkix,
+        fetch: Fetcher | None = None,
+        allow_networks: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
         use_dns: bool = True,
         ipkix_deadline: float = IPKIX_DEADLINE,
@@ -236,7 +254,14 @@ class Discovery:
         self.ttl = ttl
         self.negative_ttl = min(negative_ttl, ttl)
         self.intermediates = list(intermediates)
-        self.fetch = fetch
+        # A peer's DNS names the IPKIX hosts: asked of the same servers, and only public addresses (and
+        # the operator's `allow_networks`) fetched from.
+        self.reach = Reach.of(allow_networks)
+        self.fetch = fetch or partial(
+            fetch_ipkix,
+            resolver=HttpResolver(nameservers, port=port, timeout=timeout, reach=self.reach),
+            reach=self.reach,
+        )
         self.ipkix_deadline = ipkix_deadline
         self.clock = clock
         self.resolver = dns.asyncresolver.Resolver(configure=not nameservers)
@@ -246,7 +271,7 @@ class Discovery:
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 2.0)
         self.ldap = (
-            LdapFinder(self.resolver, timeout=timeout, deadline=ldap_deadline, uniform=srv_uniform)
+            LdapFinder(self.resolver, timeout=timeout, deadline=ldap_deadline, uniform=srv_uniform, reach=self.reach)
             if use_ldap
             else None
         )
@@ -272,6 +297,7 @@ class Discovery:
             ttl=section.discovery_ttl,
             intermediates=intermediates,
             use_ldap=section.ldap,
+            allow_networks=section.allow_networks,
         )
 
     async def find(self, address: str) -> Found:

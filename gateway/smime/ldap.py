@@ -48,6 +48,7 @@ from asn1crypto import cms as asn1_cms
 from cryptography import x509
 from ldap3.utils.conv import escape_filter_chars
 
+from gateway import lookups
 from gateway.smime.cms import MALFORMED
 
 LDAP_MAX_SERVERS = 4  # SRV targets (addresses) tried, in order
@@ -241,8 +242,10 @@ class LdapFinder:
         timeout: float = 5.0,
         deadline: float = LDAP_DEADLINE,
         uniform: Callable[[int], int] | None = None,
+        reach: lookups.Reach | None = None,
     ) -> None:
         self.resolver = resolver
+        self.reach = reach  # the addresses a peer's SRV records may send us to (None: any)
         self.timeout = timeout
         self.deadline = deadline
         self.uniform = uniform
@@ -277,7 +280,7 @@ class LdapFinder:
                 tried += 1
                 try:
                     return await asyncio.wait_for(
-                        asyncio.to_thread(_ask, address, target.port, filters, self.timeout, end),
+                        lookups.blocking(_ask, address, target.port, filters, self.timeout, end),
                         max(0.001, end - time.monotonic()),
                     )
                 except (OSError, TimeoutError, ldap3.core.exceptions.LDAPException, *MALFORMED) as exc:
@@ -304,7 +307,10 @@ class LdapFinder:
             found += [rd.address for rd in answer or []]
         if not found:
             failures.append(f"{host}: no address")
-        return found
+        refused = [a for a in found if self.reach is not None and not self.reach.permits(a)]
+        if refused:
+            failures.append(f"{host}: not an address this node may reach ({', '.join(refused)})")
+        return [a for a in found if a not in refused]
 
 
 __all__ = [

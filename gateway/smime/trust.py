@@ -43,6 +43,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as pv
 
+from gateway import lookups
 from gateway.smime.cms import MALFORMED
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class OcspFetcher:
         body = request.public_bytes(serialization.Encoding.DER)
         try:
             async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session,
+                lookups.session(self.timeout) as session,
                 session.post(urls[0], data=body, headers={"Content-Type": "application/ocsp-request"}) as answer,
             ):
                 if answer.status != 200:

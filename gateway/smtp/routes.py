@@ -41,6 +41,8 @@ import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
 
+from gateway import lookups
+
 DNS_TIMEOUT = 10.0
 """Seconds a whole lookup (all retries) may take before the destination counts as temporarily unreachable."""
 
@@ -272,10 +274,9 @@ async def addresses(host: str, *, resolver: str = "", lifetime: float = DNS_TIME
     if _is_ip(host):
         return [host]
     if not resolver:
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(lifetime):  # not wait_for: 3.11's can swallow a cancellation
-                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+                infos = await lookups.getaddrinfo(host, None)  # its own threads, not the database's
         except TimeoutError:
             raise LookupFailed(f"address lookup of {host} timed out after {lifetime:g} s") from None
         except socket.gaierror as exc:

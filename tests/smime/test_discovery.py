@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ipaddress
 import secrets
 import struct
 import time
@@ -20,6 +22,7 @@ import dns.name
 import dns.query
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,6 +30,7 @@ from pydantic import ValidationError
 
 from certs.pki import TrustSpacePKI, parse_reason
 from gateway.config import SmimeSection
+from gateway.lookups import Reach
 from gateway.smime.discovery import (
     CERT_IPKIX,
     CERT_PKIX,
@@ -92,6 +96,7 @@ class World:
     def discovery(self, server: str, **kw: object) -> Discovery:
         host, port = server.rsplit(":", 1)
         intermediates = [self.pki.ca("personnes"), self.pki.ca("organisations")]
+        kw.setdefault("allow_networks", ["127.0.0.0/8"])  # the test's web servers
         return Discovery(self.trust, nameservers=[host], port=int(port), intermediates=intermediates, **kw)  # type: ignore[arg-type]
 
 
@@ -490,6 +495,80 @@ async def test_an_ipkix_url_that_cannot_be_fetched_is_a_rejection(world: World, 
     assert refused.value.reason == "url-refused"
 
 
+@contextlib.asynccontextmanager
+async def http_site(host: str, routes: web.RouteTableDef) -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTP server on `host` (a loopback address): its base URL, and the paths it was asked for."""
+    asked: list[str] = []
+
+    @web.middleware
+    async def log(request: web.Request, handler: Handler) -> web.StreamResponse:
+        asked.append(request.path)
+        return await handler(request)
+
+    app = web.Application(middlewares=[log])
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    try:
+        yield f"http://{host}:{site._server.sockets[0].getsockname()[1]}", asked  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def test_ipkix_urls_reach_only_public_addresses_and_allowed_networks(world: World, tmp_path: Path) -> None:
+    """A peer's CERT record names the URL: without `allow_networks` the node fetches from no loopback or
+    private address (SSRF), whether the URL names it, a host name resolves to it, or a redirection leads
+    there, and nothing is sent. Host names are asked of discovery's own DNS servers."""
+    serving = web.RouteTableDef()
+
+    @serving.get("/alice.cer")
+    async def alice(_: web.Request) -> web.Response:
+        return web.Response(body=der(world.alice), content_type="application/pkix-cert")
+
+    async with http_site("127.0.0.1", serving) as (inside, asked):
+        port = inside.rsplit(":", 1)[1]
+        redirecting = web.RouteTableDef()
+
+        @redirecting.get("/alice.cer")
+        async def moved(_: web.Request) -> web.Response:
+            raise web.HTTPFound(f"{inside}/alice.cer")
+
+        async with http_site("127.0.0.2", redirecting) as (outside, _):
+            zone = Zone(
+                hosts=[("certs.ch-a.test", "127.0.0.1")],
+                rr=[
+                    ipkix("alice.martin.ch-a.test", f"http://certs.ch-a.test:{port}/alice.cer"),
+                    ipkix("literal.ch-a.test", f"{inside}/alice.cer"),
+                    ipkix("moved.ch-a.test", f"{outside}/alice.cer"),
+                ],
+            )
+            with dnsmasq(zone, tmp_path) as own:
+                closed = world.discovery(own.address, allow_networks=[])
+                by_name = await closed.find("alice.martin@ch-a.test")
+                assert (by_name.outcome, by_name.rejected) == (
+                    Outcome.INVALID,
+                    (Rejected(f"http://certs.ch-a.test:{port}/alice.cer", "url-refused"),),
+                )
+                literal = await closed.find("literal@ch-a.test")
+                assert literal.rejected == (Rejected(f"{inside}/alice.cer", "url-refused"),)
+                assert asked == []  # nothing reached the inside server
+                # 127.0.0.2 allowed, not 127.0.0.1: the redirection to the inside is refused, not followed.
+                half = world.discovery(own.address, allow_networks=["127.0.0.2/32"])
+                moved_there = await half.find("moved@ch-a.test")
+                assert moved_there.rejected == (Rejected(f"{outside}/alice.cer", "url-refused"),)
+                assert asked == []
+                # Allowed: found by its host name through discovery's DNS server (not the system's).
+                opened = world.discovery(own.address, allow_networks=["127.0.0.0/8"])
+                found = await opened.find("alice.martin@ch-a.test")
+                assert found == Found("alice.martin@ch-a.test", Outcome.FOUND, Step.DNS_ADDRESS, (world.alice,))
+                assert asked == ["/alice.cer"]
+                followed = await opened.find("moved@ch-a.test")  # a redirection within reach is followed
+                assert followed.rejected == (Rejected(f"{outside}/alice.cer", "address-mismatch", world.alice),)
+                assert asked == ["/alice.cer", "/alice.cer"]
+
+
 async def test_ipkix_urls_share_one_deadline_and_a_cap(world: World, tmp_path: Path) -> None:
     """Six IPKIX records whose servers never answer: the first IPKIX_MAX are fetched together, the rest
     skipped, and the step waits ipkix_deadline in all (not 5 s per URL, one after another)."""
@@ -558,3 +637,10 @@ def test_configuration(world: World) -> None:
     assert SmimeSection() == SmimeSection(dns_servers=[], dns_port=53, discovery_ttl=3600)
     with pytest.raises(ValidationError, match="does not appear to be an IPv4 or IPv6 address"):
         SmimeSection(dns_servers=["dns.example"])
+    assert discovery.reach == Reach()  # public addresses only, by default
+    opened = Discovery.from_config(SmimeSection(allow_networks=["10.20.0.0/16", "fd00::/8"]), world.trust)
+    assert opened.reach == Reach((ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("fd00::/8")))
+    assert opened.ldap is not None
+    assert opened.ldap.reach is opened.reach
+    with pytest.raises(ValidationError, match="does not appear to be an IPv4 or IPv6 network"):
+        SmimeSection(allow_networks=["intranet"])

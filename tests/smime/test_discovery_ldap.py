@@ -47,6 +47,7 @@ class World:
 
     def discovery(self, server: Dnsmasq, *, chain: bool = True, **kw: object) -> Discovery:
         cas = [self.pki.ca("personnes"), self.pki.ca("organisations")] if chain else []
+        kw.setdefault("allow_networks", ["127.0.0.0/8"])  # the test's LDAP servers
         return Discovery(self.trust, nameservers=["127.0.0.1"], port=server.port, intermediates=cas, **kw)  # type: ignore[arg-type]
 
 
@@ -262,6 +263,20 @@ async def test_srv_priority_with_one_server_down_and_one_silent(world: World, se
     assert servers.first.searches()[first:] == []
 
 
+async def test_ldap_servers_are_reached_only_on_public_addresses_and_allowed_networks(
+    world: World, servers: Servers
+) -> None:
+    """The SRV records of a peer's DNS name the servers: without `allow_networks` none on loopback or a
+    private network is connected to (SSRF), and the step is unavailable, saying why."""
+    before = len(servers.first.searches())
+    found = await world.discovery(servers.dns, allow_networks=[]).find("alice@ch-l.test")
+    assert (found.outcome, found.temporary) == (Outcome.UNAVAILABLE, True)
+    assert found.detail == "no LDAP server answered: ldap.ch-l.test.: not an address this node may reach (127.0.0.1)"
+    assert servers.first.searches()[before:] == []  # never connected to
+    found = await world.discovery(servers.dns, allow_networks=["127.0.0.1/32"]).find("alice@ch-l.test")
+    assert found == Found("alice@ch-l.test", Outcome.FOUND, Step.LDAP_ADDRESS, (world.alice,))
+
+
 async def test_every_server_down_is_temporary_and_not_cached(world: World, servers: Servers) -> None:
     finder = world.discovery(servers.dns, timeout=0.5)
     found = await finder.find("x@ch-n.test")
@@ -335,7 +350,9 @@ async def test_filter_metacharacters_are_escaped(world: World, servers: Servers)
 
 
 async def test_ldap_off_in_the_configuration(world: World, servers: Servers) -> None:
-    section = SmimeSection(dns_servers=["127.0.0.1"], dns_port=servers.dns.port, ldap=False)
+    section = SmimeSection(
+        dns_servers=["127.0.0.1"], dns_port=servers.dns.port, ldap=False, allow_networks=["127.0.0.0/8"]
+    )
     finder = Discovery.from_config(section, world.trust, intermediates=[world.pki.ca("personnes")])
     before = len(servers.first.searches())
     assert await finder.find("alice@ch-l.test") == Found("alice@ch-l.test", Outcome.NO_CERTIFICATE)
