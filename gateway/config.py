@@ -173,6 +173,10 @@ class SmtpSection(_Section):
     max_recipients: int = Field(100, gt=0)
     timeout: float = Field(300.0, gt=0)
     """Seconds of client silence before the session is dropped (RFC 5321 §4.5.3.2 asks for minutes)."""
+    session_lifetime: float = Field(3600.0, ge=0)
+    """Seconds a session may stay open (0: no limit); then `421 4.4.2`, once the transaction under way is
+    over (cut if it is still open `timeout` later): a client sending NOOP within each `timeout` no longer
+    holds its connection, and its place among `max_connections_per_address`, for ever."""
     max_connections_per_address: int = Field(50, ge=1)
     """Concurrent connections from one client address (an IPv6 client: its /64), per listener (Postfix's
     smtpd_client_connection_count_limit, per service); past it, `421 4.7.0` at once."""
@@ -668,8 +672,10 @@ max_message_size = 26214400
 max_recipients = 100
 # Concurrent connections from one client address (IPv6: its /64) on each SMTP listener; past it, 421 4.7.0.
 max_connections_per_address = 50
-# Seconds of client silence before a session is dropped.
+# Seconds of client silence before a session is dropped, and seconds a session may stay open in all
+# (then 421 4.4.2 once its transaction is over; 0: no limit).
 timeout = 300
+session_lifetime = 3600
 # Octets a second a DATA must average: each octet adds 1/min_data_rate s to its time left (at most
 # `timeout`); a client that trickles its message is cut off with 421 4.4.2. 0: only silence counts.
 min_data_rate = 500

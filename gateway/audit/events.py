@@ -96,6 +96,7 @@ class AuditEvent(StrEnum):
     SMTP_RECIPIENT_REFUSED = "smtp.recipient.refused"
     SMTP_CONTENT_REFUSED = "smtp.content.refused"
     SMTP_CONNECTION_REFUSED = "smtp.connection.refused"  # too many from one address (once a minute per address)
+    SMTP_SESSION_EXPIRED = "smtp.session.expired"  # open for over [smtp] session_lifetime: ended with a 421
     SMTP_MESSAGE_ACCEPTED = "smtp.message.accepted"
 
     # IMAP sessions of professionals' clients

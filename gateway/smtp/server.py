@@ -181,9 +181,13 @@ class GatewaySMTP(SMTP):
         client: tuple[str, int] | None = None,
         min_data_rate: int = 0,
         auth_line_limit: int | None = None,
+        lifetime: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._lifetime = lifetime  # [smtp] session_lifetime (0: none)
+        self._lifetime_timer: asyncio.TimerHandle | None = None
+        self._expired = False  # past its lifetime: a 421 once the transaction under way is over
         # aiosmtpd's limits per command live in a dict shared by every instance (cleared by each new one):
         # this connection's own. `auth_line_limit`: RFC 4954 §4's 12,288 octets for an AUTH line, which a
         # bearer token needs (aiosmtpd reads every line under one limit, 1,001 octets, and AUTH's at 512).
@@ -235,6 +239,8 @@ class GatewaySMTP(SMTP):
                 self._busy = self._groupable = False
             if self._draining and not self.in_transaction:
                 self.stopping(now=True)
+            elif self._expired and not self.in_transaction:
+                self._expire(now=True)
 
         return run
 
@@ -378,7 +384,10 @@ class GatewaySMTP(SMTP):
             self._address = address
         elif self._original_transport is not None:
             self._tls_up = True
+        first = self._lifetime_timer is None and not self._tls_up
         super().connection_made(transport)
+        if first and self._lifetime > 0:
+            self._lifetime_timer = self.loop.call_later(self._lifetime, self._expire)
         live = getattr(self.event_handler, "live", None)
         if live is not None:
             live.add(self)
@@ -396,6 +405,8 @@ class GatewaySMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._crowded:
             return
+        if self._lifetime_timer is not None:
+            self._lifetime_timer.cancel()
         handler = self.event_handler
         if self._address is not None and isinstance(handler, _Handler):
             handler.per_address.release(self._address)
@@ -416,13 +427,38 @@ class GatewaySMTP(SMTP):
         if not now and (self._busy or self.in_transaction):
             self._draining = True
             return
+        self._close_with(f"421 4.3.2 {self.hostname} Service shutting down, try again later")
+
+    def _close_with(self, reply: str) -> None:
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(self._release(f"421 4.3.2 {self.hostname} Service shutting down, try again later"))
+            transport.write(self._release(reply))
             transport.close()
         live = getattr(self.event_handler, "live", None)
         if live is not None:  # told: not waited for (a TLS close can take long with a silent client)
             live.discard(self)
+
+    def _expire(self, *, now: bool = False) -> None:
+        """`[smtp] session_lifetime` is over (a client sending NOOP just within the timeout held its session,
+        and its place among `max_connections_per_address`, for ever): RFC 5321 §3.8's 421, at once between
+        commands, else once the command or transaction under way is over; a transaction still open one
+        `[smtp] timeout` later is cut (not accepted: the client sends it again)."""
+        if not now and (self._busy or self.in_transaction):
+            if not self._expired:
+                self._expired = True
+                self._lifetime_timer = self.loop.call_later(
+                    self._timeout_duration, functools.partial(self._expire, now=True)
+                )
+            return
+        self._expired = True
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return
+        reply = f"421 4.4.2 {self.hostname} Error: session open for over {self._lifetime:g} s, connect again"
+        self._close_with(reply)
+        audit = getattr(self.event_handler, "audit", None)
+        if audit is not None and self.session is not None:
+            _spawn(audit(AuditEvent.SMTP_SESSION_EXPIRED, self.session, result="refused", reply=reply))
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2 lets a server drop an idle client; §3.8 asks it to say so with a 421 first.
@@ -1483,6 +1519,7 @@ async def start_submission(
             auth_line_limit=sasl_oauth.MAX_RESPONSE,
             timeout=cfg.smtp.timeout,
             min_data_rate=cfg.smtp.min_data_rate,
+            lifetime=cfg.smtp.session_lifetime,
             decode_data=False,
             enable_SMTPUTF8=False,
         )
@@ -1520,6 +1557,7 @@ async def start_relay(
             auth_exclude_mechanism=["PLAIN", "LOGIN", "CRAM-MD5"],
             timeout=cfg.smtp.timeout,
             min_data_rate=cfg.smtp.min_data_rate,
+            lifetime=cfg.smtp.session_lifetime,
             decode_data=False,
             enable_SMTPUTF8=False,
         )

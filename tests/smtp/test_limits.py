@@ -220,3 +220,83 @@ def test_a_starttls_left_without_its_handshake_frees_its_slot(limited: Gateway) 
     assert [text[:4] for _, text in opened] == [b"220 "] * 3
     for sock, _ in opened:
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def short_lived(template_node: NodeDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    node = copy_node(template_node, tmp_path_factory.mktemp("lifetime") / "node")
+    provision(node)
+    yield from serve(node, {"MSSGW_SMTP__TIMEOUT": "1.5", "MSSGW_SMTP__SESSION_LIFETIME": "2"})
+
+
+EXPIRED = "4.4.2 mail.ch-test.mssante.fr Error: session open for over 2 s, connect again"
+
+
+def expirations(gw: Gateway, at_least: int) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 10
+    while True:
+        found = gw.node.cli("audit", "search", "--event", "smtp.session.expired", "--json").json()
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return [event["response"] for event in found]  # type: ignore[index]
+        time.sleep(0.1)
+
+
+def test_a_session_kept_open_with_noops_ends_at_its_lifetime(short_lived: Gateway) -> None:
+    """NOOP every 0.4 s, never silent for the 1.5 s timeout: the session still ends at its 2 s lifetime,
+    with a 421 sent by itself between commands, and is audited."""
+    before = len(expirations(short_lived, 0))
+    started = time.monotonic()  # the lifetime counts from the connection
+    raw = RawSMTP(short_lived)
+    replies = []
+    while time.monotonic() - started < 5:
+        reply = raw.command("NOOP")
+        replies.append(reply)
+        if reply[0] != 250:
+            break
+        time.sleep(0.4)
+    waited = time.monotonic() - started
+    assert replies[-1] == (421, EXPIRED)
+    assert set(replies[:-1]) == {(250, "2.0.0 OK")}
+    assert 1.9 < waited < 3.5
+    assert raw.reply() == (0, "connection closed")
+    found = expirations(short_lived, before + 1)
+    assert found[before:] == [{"result": "refused", "reply": f"421 {EXPIRED}"}]
+
+
+def test_a_transaction_under_way_at_the_lifetime_is_finished_first(short_lived: Gateway) -> None:
+    """The lifetime passes between RCPT and DATA: the message is still accepted (250), and the 421 follows
+    at once, unasked."""
+    raw = RawSMTP(short_lived)
+    raw.command("AUTH PLAIN " + base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
+    assert raw.command(f"MAIL FROM:<{DOCTOR}>")[0] == 250
+    assert raw.command(f"RCPT TO:<{NURSE}>")[0] == 250
+    time.sleep(1.2)
+    assert raw.command("NOOP") == (250, "2.0.0 OK")
+    time.sleep(1.0)  # 2.2 s: past the lifetime, within the timeout since the NOOP
+    assert raw.command("DATA")[0] == 354
+    raw.send(f"From: {DOCTOR}\r\nTo: {NURSE}\r\nSubject: juste avant\r\n\r\nCorps.\r\n.\r\n".encode())
+    code, text = raw.reply()
+    assert code == 250
+    assert text.startswith("2.0.0 OK ")
+    assert raw.reply() == (421, EXPIRED)
+    assert raw.reply() == (0, "connection closed")
+
+
+def test_a_transaction_dragged_past_the_lifetime_is_cut_a_timeout_later(short_lived: Gateway) -> None:
+    """A client that stays in its transaction (RCPT after RCPT, each within the timeout) is cut one
+    timeout (1.5 s) after the lifetime, before any 250 for its message."""
+    started = time.monotonic()
+    raw = RawSMTP(short_lived)
+    raw.command("AUTH PLAIN " + base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode())
+    assert raw.command(f"MAIL FROM:<{DOCTOR}>")[0] == 250
+    replies = []
+    while time.monotonic() - started < 8:
+        reply = raw.command(f"RCPT TO:<{NURSE}>")
+        replies.append(reply)
+        if reply[0] == 421:
+            break
+        time.sleep(0.4)
+    waited = time.monotonic() - started
+    assert replies[-1] == (421, EXPIRED)
+    assert 3.3 < waited < 5.5
+    assert raw.reply() == (0, "connection closed")
