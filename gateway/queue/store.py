@@ -117,7 +117,7 @@ class Claim:
 
     jobs: list[Job] = field(default_factory=list)
     more: bool = False
-    """Due recipients were left: the claim reached its limit, or a domain's cap."""
+    """Due recipients may be left: the claim reached its limit, or a domain was at its cap."""
 
     def by_message(self) -> dict[str, list[Job]]:
         out: dict[str, list[Job]] = {}
@@ -249,7 +249,7 @@ class Queue:
                     continue  # left unleased: another worker, or this one once its domain has room
                 taken[domain] += 1
                 ids.append(rid)
-            more = len(due) == limit or len(ids) < len(due)
+            more = bool(full) or len(due) == limit or len(ids) < len(due)
             if not ids:
                 return Claim(more=more)
             marks, params = bound_list("r", ids)

@@ -144,16 +144,19 @@ class DeliveryWorker:
                 await asyncio.wait(tasks)
         finally:
             # Cancelled (the node's stop grace is over): what is under way keeps its leases, taken back at
-            # the next start or by another node once they expire.
+            # the next start or by another node once they expire. Waited for, so that `run` ends only once
+            # nothing of it uses the database any more.
             keeper.cancel()
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(keeper, *tasks, return_exceptions=True)
 
     async def _fill(self, held: dict[int, str], tasks: set[asyncio.Task[None]]) -> int:
         """Claim what the free capacity allows and start a task per message; returns how many recipients."""
         q = self.cfg.queue
         free = q.in_flight - len(held)
         if free <= 0:
+            self._more = True  # a message queued meanwhile waits for room: the next completion claims it
             return 0
         claim = await self.queue.claim(
             owner=self.owner, lease=self.lease, limit=free, held=Counter(held.values()), domain_cap=q.domain_in_flight
@@ -178,10 +181,11 @@ class DeliveryWorker:
             if self._more:  # room for what the last claim left; a message queued since wakes by itself
                 self._wake.set()
 
-    def _failed(self, queue_id: str, exc: BaseException) -> None:
+    def _failed(self, queue_id: str, exc: BaseException, *, domain: str | None = None) -> None:
         # One message's trouble (deleted meanwhile, a bug) must not stop the others: its leases expire and
         # it is retried; the error is logged without content.
-        self._log.error("queue message failed", queue_id=queue_id, error=f"{type(exc).__name__}: {exc}")
+        where = {"domain": domain} if domain is not None else {}
+        self._log.error("queue message failed", queue_id=queue_id, error=f"{type(exc).__name__}: {exc}", **where)
 
     async def prune_receipts(self, now: datetime | None = None) -> int:
         """Forget relay receipts older than `[smtp] duplicate_window` (every node does it: idempotent), and
@@ -307,11 +311,18 @@ class DeliveryWorker:
         remote: dict[str, list[Job]] = {}
         for job in (j for j in jobs if not j.local):
             remote.setdefault(job.domain, []).append(job)
-        if remote:  # each domain at its own pace: a slow peer does not hold up the others
-            async with asyncio.TaskGroup() as tg:
-                relays = [(group, tg.create_task(self._relay(d, env, group, body))) for d, group in remote.items()]
-            for group, relay in relays:
-                results.extend(zip(group, relay.result(), strict=True))
+        # Each domain at its own pace: a slow peer does not hold up the others. One whose relay raised (a
+        # bug, the database away) is logged and left to its leases; the others' outcomes are recorded.
+        relays = await asyncio.gather(
+            *(self._relay(d, env, group, body) for d, group in remote.items()), return_exceptions=True
+        )
+        for (domain, group), outcome in zip(remote.items(), relays, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome  # a cancellation: the whole message stops
+                self._failed(queue_id, outcome, domain=domain)
+                continue
+            results.extend(zip(group, outcome, strict=True))
         failed: list[tuple[Job, RecipientStatus]] = []
         now = utcnow()
         for job, res in results:

@@ -452,14 +452,15 @@ async def test_a_tarpitting_peer_holds_only_its_own_recipients(template_node: No
             server.close()
 
 
+@pytest.mark.parametrize("limits", [{"in_flight": 2}, {"domain_in_flight": 2}])
 async def test_a_backlog_larger_than_in_flight_is_claimed_as_messages_finish(
-    template_node: NodeDir, tmp_path: Path
+    template_node: NodeDir, tmp_path: Path, limits: dict[str, int]
 ) -> None:
-    """Two under way at most, and a poll every 30 s: each finished message makes room, and the worker
-    claims the next at once rather than at the next poll."""
+    """Two under way at most (in all, or for the one domain), and a poll every 30 s: each finished message
+    makes room, and the worker claims the next at once rather than at the next poll."""
     nd = copy_node(template_node, tmp_path / "node")
     cfg = nd.cfg()
-    cfg.queue = cfg.queue.model_copy(update={"in_flight": 2, "poll_interval": 30.0})
+    cfg.queue = cfg.queue.model_copy(update={**limits, "poll_interval": 30.0})
     async with Node(cfg) as node:
         await node.mailboxes.create(RCPT, "ORG")
         queue = Queue(node.db, node.kek)
@@ -526,6 +527,41 @@ async def test_a_message_s_domains_are_relayed_side_by_side(node: Node) -> None:
     release.set()
     assert await task == 2
     assert await queue.list() == []
+
+
+async def test_a_relay_that_raises_leaves_the_message_s_other_recipients_recorded(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One domain's relay raises (a bug, the database away): the other domain is relayed and the local
+    recipient delivered, both recorded; the failed domain's recipient stays pending under its lease, to
+    be tried again, and the error is logged with its domain."""
+    queue = Queue(node.db, node.kek)
+    qid = await queue.enqueue(
+        source="submission",
+        sender=RCPT,
+        recipients=[RCPT, "a@boum.mssante.fr", "b@vif.mssante.fr"],
+        body=b"Subject: x\r\n\r\nx\r\n",
+        local_domains=node.cfg.node.local_domains,
+    )
+
+    async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        if domain == "boum.mssante.fr":
+            raise RuntimeError("a bug in the relay")
+        return [Result(j.recipient, True, remote_mta=f"mx.{domain}") for j in jobs]
+
+    worker = DeliveryWorker(node, queue, relay=relay, owner="n1")
+    assert await worker.run_once() == 3
+    rows = {r.recipient: (r.status, r.attempts, r.lease_owner) for r in await queue.recipients(qid)}
+    assert rows == {
+        RCPT: ("delivered", 1, None),
+        "a@boum.mssante.fr": ("pending", 0, "n1"),
+        "b@vif.mssante.fr": ("relayed", 1, None),
+    }
+    assert await stored(node) == 1
+    logged = capsys.readouterr()
+    assert "queue message failed" in logged.out + logged.err
+    assert "domain=boum.mssante.fr" in logged.out + logged.err
+    assert "RuntimeError: a bug in the relay" in logged.out + logged.err
 
 
 REMOTE = "quelquun@ch-pair.mssante.fr"
