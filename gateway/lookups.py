@@ -9,13 +9,15 @@ Implementation notes
   (5 s a try, 2 tries a server). Six names under a silent DNS server (a peer's MX hosts, an IPKIX URL's
   host) then held every thread, and the node's database waited behind them. Here they have
   `LOOKUP_THREADS` threads: when those are taken the next lookups wait and time out, nothing else does.
+  LDAP exchanges (ldap3 blocks too) have `LDAP_THREADS` of their own: a tarpitting directory server
+  holds those, not the relay's address lookups.
 - aiohttp resolves host names itself (its ThreadedResolver: the default executor again): our fetches
   give it `HttpResolver`, which uses the pool, or asks given DNS servers with dnspython when the node
   has them (`[smime] dns_servers`: the servers discovery asks for CERT records answer for the IPKIX
   hosts those records name).
 - An IPKIX URL comes from a peer's DNS: followed blindly it could make the node send requests into its
   own network (SSRF: a database port, a cloud metadata address). `Reach` says which addresses a fetch
-  may connect to (public ones, and the networks the operator adds, `[smime] fetch_allow`); the resolver
+  may connect to (public ones, and the networks the operator adds, `[smime] allow_networks`); the resolver
   drops the others, and `checked_get` checks literal addresses and every redirection (aiohttp does not
   resolve an IP literal, so the resolver never sees one).
 """
@@ -42,23 +44,25 @@ from yarl import URL
 T = TypeVar("T")
 
 LOOKUP_THREADS = 8
+LDAP_THREADS = 4  # LDAP exchanges (12 s each at worst): apart, so that they cannot hold the lookups up
 MAX_REDIRECTS = 3
 
-_pool: ThreadPoolExecutor | None = None
+_POOLS = {"lookup": LOOKUP_THREADS, "ldap": LDAP_THREADS}
+_pools: dict[str, ThreadPoolExecutor] = {}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="mssgw-lookup")
-    return _pool
+def _executor(pool: str) -> ThreadPoolExecutor:
+    found = _pools.get(pool)
+    if found is None:
+        found = _pools[pool] = ThreadPoolExecutor(_POOLS[pool], thread_name_prefix=f"mssgw-{pool}")
+    return found
 
 
-async def blocking(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in the lookup pool: a blocking network call (a lookup, an LDAP exchange)."""
-    return await asyncio.get_running_loop().run_in_executor(_executor(), partial(fn, *args))
+async def blocking(fn: Callable[..., T], *args: Any, pool: str = "lookup") -> T:
+    """`fn(*args)` in one of this module's pools: "lookup" (host names) or "ldap" (LDAP exchanges)."""
+    return await asyncio.get_running_loop().run_in_executor(_executor(pool), partial(fn, *args))
 
 
 async def getaddrinfo(host: str, port: int | None, *, family: int = 0, flags: int = 0) -> list[Any]:
@@ -81,11 +85,26 @@ class Reach:
             ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone index is not part of the address
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if any(ip in net for net in self.extra):
             return True
+        if isinstance(ip, ipaddress.IPv6Address):
+            if any(ip in net for net in _TUNNELS):
+                return False  # Teredo, a local NAT64 prefix, site-local: where they lead is not known here
+            # An IPv4 address inside (mapped, compatible, SIIT, 6to4, the well-known NAT64 prefix) is
+            # where the connection ends up: judged as that one.
+            inner = ip.ipv4_mapped or ip.sixtofour
+            if inner is None and any(ip in net for net in _EMBEDDING):
+                inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            if inner is not None:
+                return self.permits(str(inner))
         return ip.is_global and not ip.is_multicast
+
+
+_EMBEDDING = tuple(
+    ipaddress.IPv6Network(n)
+    for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")  # IPv4-compatible, SIIT, NAT64 well-known (RFC 6052)
+)
+_TUNNELS = tuple(ipaddress.IPv6Network(n) for n in ("2001::/32", "64:ff9b:1::/48", "fec0::/10"))
 
 
 class AddressRefused(OSError):

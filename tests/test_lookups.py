@@ -40,7 +40,7 @@ async def test_a_stuck_system_resolver_holds_only_the_lookup_threads(
             stuck = [asyncio.ensure_future(addresses(f"mx{n}.lent.test", lifetime=1.0)) for n in range(16)]
             stuck += [asyncio.ensure_future(fetch_ipkix(f"http://c{n}.lent.test/a.cer", seconds=1.0)) for n in range(4)]
             await asyncio.sleep(0.2)  # every lookup thread is taken
-            async with asyncio.timeout(0.8):  # before the lookups give up: they do not hold these up
+            async with asyncio.timeout(5):  # the stuck threads are held 30 s: these do not wait for them
                 await node.mailboxes.create(f"nouveau@{DOMAIN}", "ORG")
                 assert (await node.mailboxes.state(f"nouveau@{DOMAIN}")) is not None
                 assert await asyncio.to_thread(sum, [1, 2]) == 3
@@ -57,6 +57,7 @@ async def test_a_stuck_system_resolver_holds_only_the_lookup_threads(
 
 async def test_lookups_run_in_their_own_threads() -> None:
     assert await lookups.blocking(lambda: threading.current_thread().name.startswith("mssgw-lookup")) is True
+    assert await lookups.blocking(lambda: threading.current_thread().name.startswith("mssgw-ldap"), pool="ldap")
     infos = await lookups.getaddrinfo("127.0.0.1", 80)
     assert {(info[0], info[4]) for info in infos} == {(socket.AF_INET, ("127.0.0.1", 80))}
 
@@ -80,6 +81,17 @@ async def test_lookups_run_in_their_own_threads() -> None:
         ("fe80::1%eth0", False, False),  # link-local, with a zone
         ("fd00::1", False, False),  # unique local
         ("not-an-address", False, False),
+        # IPv6 forms that carry an IPv4 address are judged by it
+        ("::7f00:1", False, False),  # IPv4-compatible 127.0.0.1
+        ("::ffff:0:7f00:1", False, False),  # SIIT
+        ("64:ff9b::a9fe:a9fe", False, False),  # NAT64 well-known prefix to 169.254.169.254
+        ("64:ff9b::808:808", True, True),  # ... to 8.8.8.8
+        ("2002:7f00:1::", False, False),  # 6to4 of 127.0.0.1
+        ("2002:808:808::1", True, True),  # 6to4 of 8.8.8.8
+        ("64:ff9b:1::1", False, False),  # a local NAT64 prefix (RFC 8215): it leads anywhere
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False, False),  # Teredo
+        ("fec0::1", False, False),  # site-local (deprecated)
+        ("::", False, False),
     ],
 )
 def test_reach(address: str, public_only: bool, with_extra: bool) -> None:

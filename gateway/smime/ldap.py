@@ -187,11 +187,17 @@ def _ask(host: str, port: int, filters: Sequence[str], timeout: float, end: floa
     """One server's answer (on a thread): the root DSE's naming contexts, then each filter in turn until
     one finds certificate values. Raises OSError or an ldap3 exception when the server fails, sends more
     than LDAP_MAX_OCTETS or is still answering at `end` (time.monotonic())."""
-    server = ldap3.Server(host, port=port, connect_timeout=timeout, get_info=ldap3.NONE)
+    # Referrals are not followed: ldap3 would, to any host a peer's server names, past the address check
+    # (gateway.lookups.Reach) and outside the octet bound and the deadline.
+    server = ldap3.Server(
+        host, port=port, connect_timeout=timeout, get_info=ldap3.NONE, allowed_referral_hosts=[("", False)]
+    )
     url = f"ldap://{host}:{port}" if ":" not in host else f"ldap://[{host}]:{port}"
     answer = Answer(url)
     # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds
-    conn = ldap3.Connection(server, receive_timeout=math.ceil(timeout), read_only=True, raise_exceptions=False)
+    conn = ldap3.Connection(
+        server, receive_timeout=math.ceil(timeout), read_only=True, raise_exceptions=False, auto_referrals=False
+    )
     try:
         conn.open(read_server_info=False)
         conn.socket = _Bounded(conn.socket, LDAP_MAX_OCTETS, end)
@@ -280,7 +286,7 @@ class LdapFinder:
                 tried += 1
                 try:
                     return await asyncio.wait_for(
-                        lookups.blocking(_ask, address, target.port, filters, self.timeout, end),
+                        lookups.blocking(_ask, address, target.port, filters, self.timeout, end, pool="ldap"),
                         max(0.001, end - time.monotonic()),
                     )
                 except (OSError, TimeoutError, ldap3.core.exceptions.LDAPException, *MALFORMED) as exc:

@@ -36,6 +36,7 @@ from asn1crypto import crl as asn1_crl
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
@@ -151,6 +152,14 @@ def ocsp_urls(cert: x509.Certificate) -> list[str]:
         if d.access_method == AuthorityInformationAccessOID.OCSP
         and isinstance(d.access_location, x509.UniformResourceIdentifier)
     ]
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes | None:
@@ -309,9 +318,10 @@ class TrustStore:
             return SignerVerdict(cert, False, "not-for-encryption" if purpose == RECIPIENT else "not-for-signing")
         ocsps: list[asn1_ocsp.OCSPResponse] = []
         if self.ocsp is not None:
-            # Only for an issuer of our trust space: an issuer carried in the message vouches for nothing,
-            # and its certificate's responder URL is the sender's choice of where we connect.
-            issuer = next((c for c in self._cas if c.subject == cert.issuer), None)
+            # Only for an issuer of our trust space that signed it: an issuer carried in the message vouches
+            # for nothing, and a certificate naming a trust-space CA without its signature (its own key,
+            # a copied name) is anyone's; their responder URL is the sender's choice of where we connect.
+            issuer = next((c for c in self._cas if c.subject == cert.issuer and _issued_by(cert, c)), None)
             response = await self.ocsp.response(cert, issuer) if issuer is not None else None
             if response is not None:
                 ocsps.append(asn1_ocsp.OCSPResponse.load(response))

@@ -438,16 +438,22 @@ class GatewaySMTP(SMTP):
         if live is not None:  # told: not waited for (a TLS close can take long with a silent client)
             live.discard(self)
 
-    def _expire(self, *, now: bool = False) -> None:
+    def _expire(self, *, now: bool = False, grace: bool = False) -> None:
         """`[smtp] session_lifetime` is over (a client sending NOOP just within the timeout held its session,
         and its place among `max_connections_per_address`, for ever): RFC 5321 §3.8's 421, at once between
-        commands, else once the command or transaction under way is over; a transaction still open one
-        `[smtp] timeout` later is cut (not accepted: the client sends it again)."""
-        if not now and (self._busy or self.in_transaction):
+        commands, else once the command or transaction under way is over. A transaction still open one
+        `[smtp] timeout` later is cut (not accepted: the client sends it again), unless a command is under
+        way then (a DATA arriving at its rate, its message being stored): its own limits bound that one."""
+        if grace and self._busy:
+            self._lifetime_timer = self.loop.call_later(
+                self._timeout_duration, functools.partial(self._expire, grace=True)
+            )
+            return
+        if not now and not grace and (self._busy or self.in_transaction):
             if not self._expired:
                 self._expired = True
                 self._lifetime_timer = self.loop.call_later(
-                    self._timeout_duration, functools.partial(self._expire, now=True)
+                    self._timeout_duration, functools.partial(self._expire, grace=True)
                 )
             return
         self._expired = True

@@ -57,8 +57,9 @@ class Hostile:
     announces 100 octets and sends one every 0.3 s (each within the client's receive timeout). Records,
     for each connection, how many octets of the answer it sent and when the client went away."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, refer_to: int = 0) -> None:
         self.mode = mode
+        self.refer_to = refer_to  # "refer": the port its referral names on 127.0.0.1
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(8)
@@ -79,6 +80,14 @@ class Hostile:
             conn.sendall(b"\x30\x0c\x02\x01" + bind[4:5] + b"\x61\x07\x0a\x01\x00\x04\x00\x04\x00")
             search = conn.recv(4096)
             message_id = b"\x02\x01" + search[4:5]
+            if self.mode == "refer":  # SearchResultDone: referral (10), to an address inside (RFC 4511 §4.1.10)
+                url = f"ldap://127.0.0.1:{self.refer_to}/".encode()
+                urls = b"\x04" + bytes([len(url)]) + url
+                result = b"\x0a\x01\x0a\x04\x00\x04\x00\xa3" + bytes([len(urls)]) + urls
+                done = b"\x65" + bytes([len(result)]) + result
+                conn.sendall(b"\x30" + bytes([len(message_id) + len(done)]) + message_id + done)
+                conn.recv(4096)  # the unbind, or the hang-up
+                return
             if self.mode == "flood":  # SEQUENCE of 2 GiB - 1 (long form, 4 length octets)
                 conn.sendall(b"\x30\x84\x7f\xff\xff\xff" + message_id + b"\x64\x84\x7f\xff\xff\xf0")
                 chunk = bytes(1 << 16)
@@ -103,6 +112,8 @@ class Servers:
     second: Slapd  # ch-m.test's priority-10 server
     flood: Hostile  # ch-q.test's server
     drip: Hostile  # ch-r.test's server
+    refer: Hostile  # ch-t.test's server: a referral to `inside`
+    inside: socket.socket  # listening, and must never be connected to
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +167,12 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         contextlib.closing(Hostile("flood")) as flood,
         contextlib.closing(Hostile("drip")) as drip,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute,
+        socket.socket() as inside,
     ):
+        inside.bind(("127.0.0.1", 0))
+        inside.listen(8)
+        inside.setblocking(False)
+        refer = Hostile("refer", refer_to=inside.getsockname()[1])
         mute.bind(("127.0.0.1", 0))  # a DNS server that never answers: slow.ch-s.test's names are asked there
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections (the kernel does) and never answers
@@ -175,12 +191,14 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ("_ldap._tcp.ch-q.test", "ldap.ch-l.test", flood.port, 0, 0),
                 ("_ldap._tcp.ch-r.test", "ldap.ch-l.test", drip.port, 0, 0),
                 ("_ldap._tcp.ch-s.test", "ldap.slow.ch-s.test", 389, 0, 0),
+                ("_ldap._tcp.ch-t.test", "ldap.ch-l.test", refer.port, 0, 0),
             ],
             forward=[("slow.ch-s.test", "127.0.0.1", mute.getsockname()[1])],
             rr=[pkix("eve.ch-l.test", der(world.eve))],
         )
         with dnsmasq(zone, workdir / "dns") as dns:
-            yield Servers(dns, first, second, flood, drip)
+            yield Servers(dns, first, second, flood, drip, refer, inside)
+        refer.close()
 
 
 def person_searches(server: Slapd, since: int = 0) -> list[Search]:
@@ -275,6 +293,17 @@ async def test_ldap_servers_are_reached_only_on_public_addresses_and_allowed_net
     assert servers.first.searches()[before:] == []  # never connected to
     found = await world.discovery(servers.dns, allow_networks=["127.0.0.1/32"]).find("alice@ch-l.test")
     assert found == Found("alice@ch-l.test", Outcome.FOUND, Step.LDAP_ADDRESS, (world.alice,))
+
+
+async def test_a_referral_is_not_followed(world: World, servers: Servers) -> None:
+    """A peer's server answers with a referral to another address (ldap3 follows them by default, to any
+    host, past the address check): not followed, the server counts as failed."""
+    found = await world.discovery(servers.dns, timeout=1.0).find("x@ch-t.test")
+    assert (found.outcome, found.temporary, found.step) == (Outcome.UNAVAILABLE, True, None)
+    assert found.detail.startswith("no LDAP server answered: ldap.ch-l.test. (127.0.0.1:")
+    assert "): LDAPOperationResult LDAPOperationResult - root DSE: referral - " in found.detail
+    with pytest.raises(BlockingIOError):
+        servers.inside.accept()  # nobody came
 
 
 async def test_every_server_down_is_temporary_and_not_cached(world: World, servers: Servers) -> None:

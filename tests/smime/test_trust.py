@@ -25,6 +25,7 @@ from gateway.smime.trust import (
     SignerVerdict,
     TrustStore,
     binding,
+    ocsp_urls,
     path_candidates,
 )
 
@@ -354,6 +355,25 @@ async def test_ocsp_is_asked_only_for_an_issuer_of_the_trust_space(pki: TrustSpa
         trust.ocsp = OcspFetcher()
         assert await verdict(trust, ours) == (True, "", "address")
         assert responder.asked == 1
+        # The trust-space CA's name on a certificate it did not sign (anyone's key, ours copied): no OCSP.
+        forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        genuine = ours.certificate
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(genuine.subject)
+            .issuer_name(genuine.issuer)
+            .public_key(forger.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(genuine.not_valid_before_utc)
+            .not_valid_after(genuine.not_valid_after_utc)
+        )
+        for extension in genuine.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+        forged = builder.sign(forger, hashes.SHA256())
+        assert ocsp_urls(forged) == [url]
+        trust.ocsp = OcspFetcher()
+        outcome = await trust.check(forged, [], [ALICE])
+        assert (outcome.ok, outcome.reason, responder.asked) == (False, "untrusted", 1)
 
 
 async def test_a_path_outcome_is_reused_until_the_crls_change(
