@@ -564,6 +564,55 @@ async def test_a_relay_that_raises_leaves_the_message_s_other_recipients_recorde
     assert "RuntimeError: a bug in the relay" in logged.out + logged.err
 
 
+async def test_run_keeps_the_leases_of_what_is_under_way(node: Node) -> None:
+    """The same under `run`: a relay slower than the lease, and a message claimed while it goes on; the one
+    keeper renews both, so another worker takes neither over."""
+    queue = Queue(node.db, node.kek)
+
+    async def enqueue(rcpt: str) -> None:
+        await queue.enqueue(
+            source="submission",
+            sender=RCPT,
+            recipients=[rcpt],
+            body=b"Subject: x\r\n\r\nx\r\n",
+            local_domains=node.cfg.node.local_domains,
+        )
+
+    await enqueue("a@lent.mssante.fr")
+    taken: list[int] = []
+    release = asyncio.Event()
+
+    async def slow_relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        await release.wait()
+        return [Result(j.recipient, ok=True, remote_mta=f"mx.{domain}") for j in jobs]
+
+    worker = DeliveryWorker(node, queue, relay=slow_relay, owner="slow")
+    worker.lease = timedelta(seconds=0.6)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.3)
+        await enqueue("b@lent.mssante.fr")  # claimed by the running worker, beside the first
+        worker.wake()
+        for _ in range(6):  # 2.4 s against a lease of 0.6 s
+            await asyncio.sleep(0.4)
+            taken.append(len((await queue.claim(owner="other", lease=timedelta(seconds=60))).jobs))
+        release.set()
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if not await queue.list():
+                break
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    assert taken == [0] * 6
+    assert await queue.list() == []
+    relayed = await query(node.audit_db, action="queue.relayed")
+    assert sorted((r["response"]["rcpt"], r["author"]) for r in relayed) == [
+        ("a@lent.mssante.fr", "queue:slow"),
+        ("b@lent.mssante.fr", "queue:slow"),
+    ]
+
+
 REMOTE = "quelquun@ch-pair.mssante.fr"
 
 
