@@ -43,6 +43,17 @@ async def node(template_node: NodeDir, tmp_path: Path) -> AsyncIterator[Node]:
         yield n
 
 
+async def queued(node: Node, queue: Queue, *recipients: str, body: bytes = b"Subject: x\r\n\r\nx\r\n") -> str:
+    """A message submitted by RCPT to `recipients`, queued; its queue id."""
+    return await queue.enqueue(
+        source="submission",
+        sender=RCPT,
+        recipients=list(recipients),
+        body=body,
+        local_domains=node.cfg.node.local_domains,
+    )
+
+
 async def stored(n: Node) -> int:
     async with n.db.read() as s:
         return int((await s.execute(select(func.count()).select_from(StoredMessage))).scalar_one())
@@ -407,17 +418,8 @@ async def test_a_tarpitting_peer_holds_only_its_own_recipients(template_node: No
         relayer = Relayer(cfg, routes=routes)
         worker = DeliveryWorker(node, queue, relay=relayer, owner="n1")
 
-        async def enqueue(rcpt: str) -> str:
-            return await queue.enqueue(
-                source="submission",
-                sender=RCPT,
-                recipients=[rcpt],
-                body=b"Subject: x\r\n\r\nx\r\n",
-                local_domains=cfg.node.local_domains,
-            )
-
         for rcpt in slow:
-            await enqueue(rcpt)
+            await queued(node, queue, rcpt)
         task = asyncio.create_task(worker.run())
         try:
             for _ in range(500):  # until both relay sessions wait for the peer's greeting
@@ -425,8 +427,8 @@ async def test_a_tarpitting_peer_holds_only_its_own_recipients(template_node: No
                 if len(accepted) == 2:
                     break
             with node.notices.listen(RCPT) as delivered:
-                await enqueue(RCPT)
-                refused = await enqueue("x@ferme.mssante.fr")
+                await queued(node, queue, RCPT)
+                refused = await queued(node, queue, "x@ferme.mssante.fr")
                 worker.wake()
                 await asyncio.wait_for(delivered.wait(), 10)
             for _ in range(500):  # the refused peer's recipient is deferred meanwhile too
@@ -465,13 +467,7 @@ async def test_a_backlog_larger_than_in_flight_is_claimed_as_messages_finish(
         await node.mailboxes.create(RCPT, "ORG")
         queue = Queue(node.db, node.kek)
         for n in range(7):
-            await queue.enqueue(
-                source="submission",
-                sender=RCPT,
-                recipients=[RCPT],
-                body=f"Subject: {n}\r\n\r\nx\r\n".encode(),
-                local_domains=cfg.node.local_domains,
-            )
+            await queued(node, queue, RCPT, body=f"Subject: {n}\r\n\r\nx\r\n".encode())
         claimed: list[int] = []
         real = queue.claim
 
@@ -501,13 +497,7 @@ async def test_a_message_s_domains_are_relayed_side_by_side(node: Node) -> None:
     """One message for a slow peer and a quick one: the quick one's recipient is relayed (and recorded)
     while the slow one still waits; they used to be relayed one domain after the other."""
     queue = Queue(node.db, node.kek)
-    qid = await queue.enqueue(
-        source="submission",
-        sender=RCPT,
-        recipients=["a@lent.mssante.fr", "b@vif.mssante.fr"],
-        body=b"Subject: x\r\n\r\nx\r\n",
-        local_domains=node.cfg.node.local_domains,
-    )
+    qid = await queued(node, queue, "a@lent.mssante.fr", "b@vif.mssante.fr")
     release = asyncio.Event()
 
     async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
@@ -536,13 +526,7 @@ async def test_a_relay_that_raises_leaves_the_message_s_other_recipients_recorde
     recipient delivered, both recorded; the failed domain's recipient stays pending under its lease, to
     be tried again, and the error is logged with its domain."""
     queue = Queue(node.db, node.kek)
-    qid = await queue.enqueue(
-        source="submission",
-        sender=RCPT,
-        recipients=[RCPT, "a@boum.mssante.fr", "b@vif.mssante.fr"],
-        body=b"Subject: x\r\n\r\nx\r\n",
-        local_domains=node.cfg.node.local_domains,
-    )
+    qid = await queued(node, queue, RCPT, "a@boum.mssante.fr", "b@vif.mssante.fr")
 
     async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
         if domain == "boum.mssante.fr":
@@ -569,16 +553,7 @@ async def test_run_keeps_the_leases_of_what_is_under_way(node: Node) -> None:
     keeper renews both, so another worker takes neither over."""
     queue = Queue(node.db, node.kek)
 
-    async def enqueue(rcpt: str) -> None:
-        await queue.enqueue(
-            source="submission",
-            sender=RCPT,
-            recipients=[rcpt],
-            body=b"Subject: x\r\n\r\nx\r\n",
-            local_domains=node.cfg.node.local_domains,
-        )
-
-    await enqueue("a@lent.mssante.fr")
+    await queued(node, queue, "a@lent.mssante.fr")
     taken: list[int] = []
     release = asyncio.Event()
 
@@ -591,7 +566,7 @@ async def test_run_keeps_the_leases_of_what_is_under_way(node: Node) -> None:
     task = asyncio.create_task(worker.run())
     try:
         await asyncio.sleep(0.3)
-        await enqueue("b@lent.mssante.fr")  # claimed by the running worker, beside the first
+        await queued(node, queue, "b@lent.mssante.fr")  # claimed by the running worker, beside the first
         worker.wake()
         for _ in range(6):  # 2.4 s against a lease of 0.6 s
             await asyncio.sleep(0.4)
@@ -617,13 +592,7 @@ REMOTE = "quelquun@ch-pair.mssante.fr"
 
 
 async def queued_for_peer(node: Node, queue: Queue) -> str:
-    return await queue.enqueue(
-        source="submission",
-        sender=RCPT,
-        recipients=[REMOTE],
-        body=b"Subject: x\r\n\r\nx\r\n",
-        local_domains=node.cfg.node.local_domains,
-    )
+    return await queued(node, queue, REMOTE)
 
 
 def relaying(status: str, diagnostic: str, *, permanent: bool) -> Relay:

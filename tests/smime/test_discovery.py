@@ -413,17 +413,8 @@ async def web_server(world: World) -> AsyncIterator[str]:
     async def unavailable(_: web.Request) -> web.Response:
         return web.Response(status=503)
 
-    app = web.Application()
-    app.add_routes(routes)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with http_site("127.0.0.1", routes) as (base, _):
+        yield base
 
 
 async def test_ipkix_urls(world: World, web_server: str, tmp_path: Path) -> None:

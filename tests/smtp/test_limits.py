@@ -48,14 +48,18 @@ def test_stall_after_data_times_out(limited: Gateway) -> None:
     }
 
 
-def content_refusals(gw: Gateway, *, at_least: int = 1) -> list[dict[str, object]]:
-    """The `smtp.content.refused` events' responses, once the node has written them (audits are batched)."""
+def audit_responses(gw: Gateway, event: str, at_least: int) -> list[dict[str, object]]:
+    """The responses of `event`'s records, once the node has written `at_least` (audits are batched)."""
     deadline = time.monotonic() + 10
     while True:
-        found = gw.node.cli("audit", "search", "--event", "smtp.content.refused", "--json").json()
+        found = gw.node.cli("audit", "search", "--event", event, "--json").json()
         if len(found) >= at_least or time.monotonic() > deadline:
-            return [event["response"] for event in found]  # type: ignore[index]
+            return [record["response"] for record in found]  # type: ignore[index]
         time.sleep(0.1)
+
+
+def content_refusals(gw: Gateway, *, at_least: int = 1) -> list[dict[str, object]]:
+    return audit_responses(gw, "smtp.content.refused", at_least)
 
 
 def open_data(gw: Gateway) -> RawSMTP:
@@ -233,12 +237,7 @@ EXPIRED = "4.4.2 mail.ch-test.mssante.fr Error: session open for over 2 s, conne
 
 
 def expirations(gw: Gateway, at_least: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 10
-    while True:
-        found = gw.node.cli("audit", "search", "--event", "smtp.session.expired", "--json").json()
-        if len(found) >= at_least or time.monotonic() > deadline:
-            return [event["response"] for event in found]  # type: ignore[index]
-        time.sleep(0.1)
+    return audit_responses(gw, "smtp.session.expired", at_least)
 
 
 def test_a_session_kept_open_with_noops_ends_at_its_lifetime(short_lived: Gateway) -> None:
