@@ -40,7 +40,8 @@ Implementation notes
   `Truncated` -> `retry_with_tcp`); tests/smime/test_discovery.py checks it against dnsmasq.
 - Results are cached per address (lower-cased): usable certificates for `ttl` seconds (never past the
   earliest notAfter among them), `no-certificate`, `invalid` and `bad-address` for at most
-  `NEGATIVE_TTL`; `unavailable` is never cached. The resolver keeps no cache of its own. New CRLs
+  `NEGATIVE_TTL`; `unavailable` is never cached per address, but the LDAP step remembers a domain whose
+  servers all failed for LDAP_DOWN_TTL (gateway/smime/ldap.py notes). The resolver keeps no cache of its own. New CRLs
   (`TrustStore.set_crls`) empty the cache: its results were judged with the old ones.
 """
 
@@ -67,7 +68,7 @@ from gateway import lookups
 from gateway.config import SmimeSection
 from gateway.lookups import AddressRefused, HttpResolver, Reach
 from gateway.smime.cms import MALFORMED
-from gateway.smime.ldap import LDAP_DEADLINE, LdapFinder, Unavailable, certificates_of, escape, lookup
+from gateway.smime.ldap import LDAP_DEADLINE, LDAP_DOWN_TTL, LdapFinder, Unavailable, certificates_of, escape, lookup
 from gateway.smime.trust import REASONS as TRUST_REASONS
 from gateway.smime.trust import RECIPIENT, TrustStore, read_capped
 
@@ -245,6 +246,7 @@ class Discovery:
         ipkix_deadline: float = IPKIX_DEADLINE,
         use_ldap: bool = True,
         ldap_deadline: float = LDAP_DEADLINE,
+        ldap_down_ttl: float = LDAP_DOWN_TTL,
         srv_uniform: Callable[[int], int] | None = None,
     ) -> None:
         self.trust = trust
@@ -271,7 +273,15 @@ class Discovery:
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 2.0)
         self.ldap = (
-            LdapFinder(self.resolver, timeout=timeout, deadline=ldap_deadline, uniform=srv_uniform, reach=self.reach)
+            LdapFinder(
+                self.resolver,
+                timeout=timeout,
+                deadline=ldap_deadline,
+                uniform=srv_uniform,
+                reach=self.reach,
+                down_ttl=ldap_down_ttl,
+                clock=clock,
+            )
             if use_ldap
             else None
         )
@@ -318,9 +328,12 @@ class Discovery:
         return found
 
     def forget(self, address: str | None = None) -> None:
-        """Drop the cached result of one address, or all of them."""
+        """Drop the cached result of one address, or all of them (and the LDAP step's memo of domains
+        whose servers failed)."""
         if address is None:
             self._cache.clear()
+            if self.ldap is not None:
+                self.ldap.forget()
         else:
             self._cache.pop(address.strip().lower(), None)
 

@@ -21,6 +21,12 @@ Implementation notes
   buffers a whole BER message whatever length it announces, and its receive timeout bounds each read,
   not the exchange: the socket it reads from counts the octets and stops at the step's deadline, so a
   server streaming a huge answer, or dripping one, costs neither memory nor a thread past the step.
+- A domain none of whose servers answered is remembered for LDAP_DOWN_TTL seconds: its next searches are
+  unavailable at once, without asking. Discovery is per recipient, one after the other: without it, a
+  message to ten recipients of a domain whose directory accepts connections and never answers would
+  hold its delivery for ten deadlines, and every message to that domain for as long. Unavailable defers
+  (4.x) anyway; the queue's retry asks again, after the memo has lapsed. An answer, even from a search
+  that started before the failure, clears the memo. At most LDAP_DOWN_MAX domains are remembered.
 - ldap3 (LGPL-3.0, pure Python) speaks the protocol; it is synchronous, so each server's exchange runs
   on a thread, bounded by its own socket timeouts.
 """
@@ -35,7 +41,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import dns.asyncresolver
 import dns.exception
@@ -56,6 +62,8 @@ LDAP_MAX_ENTRIES = 10  # entries a search returns
 LDAP_MAX_VALUES = 16  # certificates read from one server's answer
 LDAP_DEADLINE = 12.0  # the whole step: every server tried
 LDAP_GRACE = 1.0  # past the deadline, for a DNS lookup under way (each one's own timeout may be longer)
+LDAP_DOWN_TTL = 60.0  # a domain whose servers all failed is not asked again for this long (module notes)
+LDAP_DOWN_MAX = 1024  # domains remembered so
 ATTRIBUTES = ("userSMIMECertificate", "userCertificate")
 _ATTRIBUTE_NAMES = frozenset(a.lower() for a in ATTRIBUTES)
 LDAP_MAX_BASES = 4  # naming contexts of the root DSE searched
@@ -249,26 +257,56 @@ class LdapFinder:
         deadline: float = LDAP_DEADLINE,
         uniform: Callable[[int], int] | None = None,
         reach: lookups.Reach | None = None,
+        down_ttl: float = LDAP_DOWN_TTL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.resolver = resolver
         self.reach = reach  # the addresses a peer's SRV records may send us to (None: any)
         self.timeout = timeout
         self.deadline = deadline
         self.uniform = uniform
+        self.down_ttl = down_ttl
+        self.clock = clock
+        self._down: dict[str, tuple[float, float, str]] = {}  # domain -> (failed at, until, what failed)
 
     async def search(self, domain: dns.name.Name, filters: Sequence[str]) -> Answer | None:
         """The first answering server's answer; None when the domain names no LDAP server.
         Raises Unavailable when it names some and none answered, or the step outlasts its deadline
-        (by LDAP_GRACE at most: the lookups of SRV records and addresses count too)."""
+        (by LDAP_GRACE at most: the lookups of SRV records and addresses count too), and at once while
+        such a failure of the domain is remembered (module notes)."""
+        key = domain.to_text(omit_final_dot=True).lower()
+        now = self.clock()
+        down = self._down.get(key)
+        if down is not None:
+            failed, until, detail = down
+            if now < until:
+                raise Unavailable(f"{detail} [{now - failed:.0f} s ago; not asked again for {until - now:.0f} s]")
+            del self._down[key]
         end = time.monotonic() + self.deadline
         failures: list[str] = []
         try:
             async with asyncio.timeout(self.deadline + LDAP_GRACE):
-                return await self._search(domain, filters, end, failures)
+                answer = await self._search(domain, filters, end, failures)
         except TimeoutError:
-            raise Unavailable(
-                f"no LDAP server answered within {self.deadline:g} s" + "".join(f"; {f}" for f in failures)
-            ) from None
+            late = f"no LDAP server answered within {self.deadline:g} s"
+            self._failed(key, late + "".join(f"; {f}" for f in failures))
+        except Unavailable as exc:
+            self._failed(key, str(exc))
+        self._down.pop(key, None)
+        return answer
+
+    def _failed(self, key: str, detail: str) -> NoReturn:
+        if self.down_ttl > 0:
+            now = self.clock()
+            if key not in self._down and len(self._down) >= LDAP_DOWN_MAX:
+                for k in [k for k, (_, until, _) in self._down.items() if until <= now] or [next(iter(self._down))]:
+                    del self._down[k]  # the lapsed ones, else the oldest
+            self._down[key] = (now, now + self.down_ttl, detail)
+        raise Unavailable(detail) from None
+
+    def forget(self) -> None:
+        """Ask every domain again at its next search."""
+        self._down.clear()
 
     async def _search(
         self, domain: dns.name.Name, filters: Sequence[str], end: float, failures: list[str]
@@ -321,6 +359,7 @@ class LdapFinder:
 
 __all__ = [
     "LDAP_DEADLINE",
+    "LDAP_DOWN_TTL",
     "LDAP_MAX_OCTETS",
     "LDAP_MAX_SERVERS",
     "Answer",

@@ -55,10 +55,14 @@ class Hostile:
     """An LDAP server that answers the anonymous bind, then answers the root DSE search with a message
     it never finishes: "flood" announces 2 GiB and streams zeros as fast as the client reads, "drip"
     announces 100 octets and sends one every 0.3 s (each within the client's receive timeout). Records,
-    for each connection, how many octets of the answer it sent and when the client went away."""
+    for each connection, how many octets of the answer it sent and when the client went away.
+    "tarpit" accepts and never answers, not even the bind; "empty" answers every search with success and
+    no entry; "late" does as "empty" after holding its first answer back LATE seconds. The mode is read
+    as each connection comes, and the connections are counted."""
 
     def __init__(self, mode: str, refer_to: int = 0) -> None:
         self.mode = mode
+        self.connections = 0
         self.refer_to = refer_to  # "refer": the port its referral names on 127.0.0.1
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
@@ -75,9 +79,18 @@ class Hostile:
 
     def _serve(self, conn: socket.socket) -> None:
         sent = 0
+        self.connections += 1
+        mode = self.mode
         with conn, contextlib.suppress(OSError):
+            if mode == "tarpit":
+                conn.recv(4096)  # the bind, then nothing until the client hangs up
+                conn.recv(4096)
+                return
             bind = conn.recv(4096)  # RFC 4511 §4.2: LDAPMessage { messageID, BindRequest }, short form here
             conn.sendall(b"\x30\x0c\x02\x01" + bind[4:5] + b"\x61\x07\x0a\x01\x00\x04\x00\x04\x00")
+            if mode in ("empty", "late"):
+                self._answer_empty(conn, LATE if mode == "late" else 0.0)
+                return
             search = conn.recv(4096)
             message_id = b"\x02\x01" + search[4:5]
             if self.mode == "refer":  # SearchResultDone: referral (10), to an address inside (RFC 4511 §4.1.10)
@@ -101,8 +114,24 @@ class Hostile:
                 sent += 1
         self.gone.append((sent, time.monotonic()))
 
+    @staticmethod
+    def _answer_empty(conn: socket.socket, hold: float) -> None:
+        while request := conn.recv(4096):
+            # LDAPMessage: SEQUENCE (short or long length), messageID INTEGER, then the operation's tag
+            at = 2 + (request[1] & 0x7F if request[1] & 0x80 else 0)
+            message_id, operation = request[at : at + 3], request[at + 3]
+            if operation != 0x63:  # anything but a SearchRequest (the UnbindRequest): the end
+                return
+            time.sleep(hold)
+            hold = 0.0
+            done = b"\x65\x07\x0a\x01\x00\x04\x00\x04\x00"  # SearchResultDone: success, no entry
+            conn.sendall(b"\x30" + bytes([len(message_id) + len(done)]) + message_id + done)
+
     def close(self) -> None:
         self.listener.close()
+
+
+LATE = 4.0  # "late": its first answer held back this long
 
 
 @dataclass
@@ -114,6 +143,7 @@ class Servers:
     drip: Hostile  # ch-r.test's server
     refer: Hostile  # ch-t.test's server: a referral to `inside`
     inside: socket.socket  # listening, and must never be connected to
+    turning: Hostile  # ch-u.test's server: a tarpit to begin with, the tests change its mode
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +196,7 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         socket.socket() as silent,
         contextlib.closing(Hostile("flood")) as flood,
         contextlib.closing(Hostile("drip")) as drip,
+        contextlib.closing(Hostile("tarpit")) as turning,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute,
         socket.socket() as inside,
     ):
@@ -192,12 +223,13 @@ def servers(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ("_ldap._tcp.ch-r.test", "ldap.ch-l.test", drip.port, 0, 0),
                 ("_ldap._tcp.ch-s.test", "ldap.slow.ch-s.test", 389, 0, 0),
                 ("_ldap._tcp.ch-t.test", "ldap.ch-l.test", refer.port, 0, 0),
+                ("_ldap._tcp.ch-u.test", "ldap.ch-l.test", turning.port, 0, 0),
             ],
             forward=[("slow.ch-s.test", "127.0.0.1", mute.getsockname()[1])],
             rr=[pkix("eve.ch-l.test", der(world.eve))],
         )
         with dnsmasq(zone, workdir / "dns") as dns:
-            yield Servers(dns, first, second, flood, drip, refer, inside)
+            yield Servers(dns, first, second, flood, drip, refer, inside, turning)
         refer.close()
 
 
@@ -313,6 +345,69 @@ async def test_every_server_down_is_temporary_and_not_cached(world: World, serve
     assert found.detail.startswith("no LDAP server answered: down.ch-l.test. (127.0.0.1:")
     assert "nowhere.ch-l.test.: no address" in found.detail
     assert finder._cache == {}
+
+
+async def connected(server: Hostile, count: int) -> None:
+    for _ in range(250):
+        if server.connections >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{server.connections} connections, not {count}")
+
+
+async def test_a_domain_whose_servers_all_failed_is_not_asked_again_for_a_while(world: World, servers: Servers) -> None:
+    """A directory that accepts connections and never answers costs one discovery the step's deadline; the
+    domain's next recipients are unavailable at once, without a connection, for LDAP_DOWN_TTL. Other
+    domains are asked as before; once the memo lapses, or is forgotten, the domain is asked again."""
+    servers.turning.mode = "tarpit"
+    now = [1000.0]
+    finder = world.discovery(servers.dns, timeout=2.0, ldap_deadline=1.0, clock=lambda: now[0])
+    before = servers.turning.connections
+    started = time.monotonic()
+    first = await finder.find("a@ch-u.test")
+    assert 1.0 <= time.monotonic() - started < 1.0 + LDAP_GRACE
+    detail = f"no LDAP server answered: ldap.ch-l.test. (127.0.0.1:{servers.turning.port}): TimeoutError"
+    assert first == Found("a@ch-u.test", Outcome.UNAVAILABLE, detail=detail)
+    assert servers.turning.connections == before + 1
+    now[0] += 59.0
+    started = time.monotonic()
+    second = await finder.find("b@ch-u.test")
+    assert time.monotonic() - started < 0.5
+    remembered = f"{detail} [59 s ago; not asked again for 1 s]"
+    assert second == Found("b@ch-u.test", Outcome.UNAVAILABLE, detail=remembered)
+    assert second.temporary
+    assert servers.turning.connections == before + 1
+    assert (await finder.find("alice@ch-l.test")).certificates == (world.alice,)
+    now[0] += 1.0  # LDAP_DOWN_TTL (60 s) since the failure: asked again
+    assert await finder.find("c@ch-u.test") == Found("c@ch-u.test", Outcome.UNAVAILABLE, detail=detail)
+    assert servers.turning.connections == before + 2
+    finder.forget()
+    assert await finder.find("d@ch-u.test") == Found("d@ch-u.test", Outcome.UNAVAILABLE, detail=detail)
+    assert servers.turning.connections == before + 3
+
+
+async def test_an_answer_after_the_domain_failed_clears_the_memo(world: World, servers: Servers) -> None:
+    """Two searches of one domain under way: the first, tarpitted, fails at its deadline; the second,
+    started later on a server back in service, is answered after that. The domain is asked again at once."""
+    servers.turning.mode = "tarpit"
+    finder = world.discovery(servers.dns, timeout=5.0, ldap_deadline=5.0)
+    before = servers.turning.connections
+    failing = asyncio.create_task(finder.find("a@ch-u.test"))
+    await connected(servers.turning, before + 1)
+    await asyncio.sleep(2.0)
+    servers.turning.mode = "late"  # its answer comes LATE (4 s) after: past the first search's deadline
+    answered = asyncio.create_task(finder.find("b@ch-u.test"))
+    await connected(servers.turning, before + 2)
+    servers.turning.mode = "empty"
+    failed = await failing
+    assert (failed.outcome, failed.detail.startswith("no LDAP server answered")) == (Outcome.UNAVAILABLE, True)
+    remembered = await finder.find("x@ch-u.test")  # between the failure and the late answer
+    assert remembered.detail == f"{failed.detail} [0 s ago; not asked again for 60 s]"
+    assert servers.turning.connections == before + 2
+    assert not answered.done()
+    assert await answered == Found("b@ch-u.test", Outcome.NO_CERTIFICATE)
+    assert await finder.find("c@ch-u.test") == Found("c@ch-u.test", Outcome.NO_CERTIFICATE)
+    assert servers.turning.connections == before + 3
 
 
 async def test_a_server_streaming_an_endless_answer_is_cut_at_the_octet_bound(world: World, servers: Servers) -> None:
