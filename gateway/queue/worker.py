@@ -305,29 +305,39 @@ class DeliveryWorker:
     async def _message(self, queue_id: str, jobs: list[Job]) -> None:
         env = jobs[0].envelope
         body = await self.queue.body(queue_id)
-        results: list[tuple[Job, Result]] = []
-        for job in (j for j in jobs if j.local):
-            results.append((job, await self._deliver_local(job, body)))
+        local = [(job, await self._deliver_local(job, body)) for job in jobs if job.local]
+        failed = await self._settle(env, local)
         remote: dict[str, list[Job]] = {}
         for job in (j for j in jobs if not j.local):
             remote.setdefault(job.domain, []).append(job)
+
+        async def relay(domain: str, group: list[Job]) -> list[tuple[Job, RecipientStatus]]:
+            outcome = await self._relay(domain, env, group, body)
+            # Deferred as soon as its domain is done, not when the message's slowest peer is: retried on
+            # time, and its lease given back.
+            return await self._settle(env, list(zip(group, outcome, strict=True)))
+
         # Each domain at its own pace: a slow peer does not hold up the others. One whose relay raised (a
         # bug, the database away) is logged and left to its leases; the others' outcomes are recorded.
-        relays = await asyncio.gather(
-            *(self._relay(d, env, group, body) for d, group in remote.items()), return_exceptions=True
-        )
-        for (domain, group), outcome in zip(remote.items(), relays, strict=True):
+        settled = await asyncio.gather(*(relay(d, group) for d, group in remote.items()), return_exceptions=True)
+        for domain, outcome in zip(remote, settled, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):
                     raise outcome  # a cancellation: the whole message stops
                 self._failed(queue_id, outcome, domain=domain)
                 continue
-            results.extend(zip(group, outcome, strict=True))
+            failed += outcome
+        if failed:  # one DSN for the message's failed recipients, whatever their domain
+            await self._fail(env, body, failed)
+
+    async def _settle(self, env: Envelope, results: list[tuple[Job, Result]]) -> list[tuple[Job, RecipientStatus]]:
+        """Defer the temporary failures of `results`; returns the recipients that failed for good (the
+        delivered and relayed ones were recorded with their delivery)."""
         failed: list[tuple[Job, RecipientStatus]] = []
         now = utcnow()
         for job, res in results:
             if res.ok:
-                continue  # recorded with the delivery itself
+                continue
             # Another node's clock may run a little ahead of ours: a message it queued is not from the future.
             age = max(now - env.created_at, timedelta(0))
             retry = None if res.permanent else self.schedule.next_delay(job.attempts + 1, age=age)
@@ -356,8 +366,7 @@ class DeliveryWorker:
                     ),
                 )
             )
-        if failed:
-            await self._fail(env, body, failed)
+        return failed
 
     async def _fail(self, env: Envelope, body: bytes, failed: list[tuple[Job, RecipientStatus]]) -> None:
         """Fail the recipients and queue the sender's DSN in one transaction: never one without the other."""

@@ -519,6 +519,43 @@ async def test_a_message_s_domains_are_relayed_side_by_side(node: Node) -> None:
     assert await queue.list() == []
 
 
+async def test_a_domain_s_deferral_is_recorded_while_another_domain_of_the_message_waits(node: Node) -> None:
+    """One message for a slow peer and one that answers 451: the second's recipient is deferred (its retry
+    scheduled, its lease given back, audited) while the first still waits; it used to be recorded only
+    once every domain of the message was done."""
+    queue = Queue(node.db, node.kek)
+    qid = await queued(node, queue, "a@lent.mssante.fr", "b@tard.mssante.fr")
+    release = asyncio.Event()
+
+    async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        if domain == "lent.mssante.fr":
+            await release.wait()
+            return [Result(j.recipient, True, remote_mta=f"mx.{domain}") for j in jobs]
+        return [Result(j.recipient, False, status="4.4.1", diagnostic="smtp; 451 4.4.1 plus tard") for j in jobs]
+
+    worker = DeliveryWorker(node, queue, relay=relay, owner="n1")
+    worker.schedule = RetrySchedule.parse("15m", max_age=timedelta(days=5))
+    task = asyncio.create_task(worker.run_once())
+    rows: dict[str, tuple[Any, ...]] = {}
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        rows = {r.recipient: (r.status, r.attempts, r.lease_owner, r.last_error) for r in await queue.recipients(qid)}
+        if rows["b@tard.mssante.fr"][1] == 1:
+            break
+    assert rows == {
+        "a@lent.mssante.fr": ("pending", 0, "n1", None),
+        "b@tard.mssante.fr": ("pending", 1, None, "smtp; 451 4.4.1 plus tard"),
+    }
+    await node.audit.flush()
+    [deferred] = await query(node.audit_db, action="queue.deferred")
+    assert (deferred["response"]["rcpt"], deferred["response"]["retry_in"]) == ("b@tard.mssante.fr", 900)
+    assert not task.done()
+    release.set()
+    assert await task == 2
+    rows = {r.recipient: (r.status, r.attempts, r.lease_owner) for r in await queue.recipients(qid)}
+    assert rows == {"a@lent.mssante.fr": ("relayed", 1, None), "b@tard.mssante.fr": ("pending", 1, None)}
+
+
 async def test_a_relay_that_raises_leaves_the_message_s_other_recipients_recorded(
     node: Node, capsys: pytest.CaptureFixture[str]
 ) -> None:
