@@ -3,7 +3,11 @@ to a peer is tracked per recipient until its sender has had exactly one final no
 
 - `track` records (sender, Message-ID, recipient) when the worker relays a message of one of our users, with a
   deadline `[queue] notice_timeout` away (Direct's reference implementation waits one hour) and whether the
-  sender asked for the dispatched MDN (`Disposition-Notification-Options`, gateway.queue.mdn).
+  sender asked for the dispatched MDN (`Disposition-Notification-Options`, gateway.queue.mdn). The same
+  message relayed twice (a lease lost, another node relaying it again) leaves its row as it is; another
+  message sent with that Message-ID (a client sending it again, say after the timeout DSN) starts the
+  row over: waiting, with its own deadline. A notice names only the Message-ID, so the next one settles it
+  for whichever sending it answers.
 - A peer's notification (gateway.queue.mdn.read_report) is judged per recipient by `judge`:
   * processed: final when the dispatched MDN was not asked for; otherwise it only moves the row on, and the
     sender is not told (the dispatched MDN, or the timeout, will be the final notice);
@@ -42,7 +46,9 @@ POSITIVE: tuple[Outcome, ...] = ("processed", "dispatched", "delivered")
 _TRACK = (
     "INSERT INTO notice_tracking (sender, message_id, recipient, queue_id, final_delivery, state, deadline,"
     " created_at) VALUES (:sender, :message_id, :recipient, :queue_id, :final_delivery, 'waiting', :deadline,"
-    " :now) ON CONFLICT DO NOTHING"
+    " :now) ON CONFLICT (sender, message_id, recipient) DO UPDATE SET queue_id = excluded.queue_id,"
+    " final_delivery = excluded.final_delivery, state = 'waiting', outcome = NULL, deadline = excluded.deadline,"
+    " created_at = excluded.created_at, settled_at = NULL WHERE notice_tracking.queue_id <> excluded.queue_id"
 )
 _COLUMNS = (
     "id, sender, message_id, recipient, queue_id, final_delivery, state, outcome, deadline, created_at, settled_at"
@@ -127,7 +133,8 @@ class Notices:
         wait: timedelta,
         now: datetime | None = None,
     ) -> None:
-        """Start waiting for the recipients' notices (a row already there, from a relay done twice, stays)."""
+        """Start waiting for the recipients' notices (a row already there stays when it is this queue
+        message's, relayed twice; it starts over for another message with that Message-ID)."""
         if not recipients:
             return  # nothing relayed (and an empty executemany is an error on PostgreSQL)
         now = now or utcnow()

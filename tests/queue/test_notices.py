@@ -38,12 +38,14 @@ async def receive(n: Notices, rep: Report, senders: tuple[str, ...] = (SENDER,))
     return plan
 
 
-async def track(n: Notices, final_delivery: bool = False, rcpts: tuple[str, ...] = (PAUL,)) -> None:
+async def track(
+    n: Notices, final_delivery: bool = False, rcpts: tuple[str, ...] = (PAUL,), queue_id: str = "q1"
+) -> None:
     await n.track(
         sender=SENDER.upper(),
         message_id=MID,
         recipients=list(rcpts),
-        queue_id="q1",
+        queue_id=queue_id,
         final_delivery=final_delivery,
         wait=timedelta(hours=1),
     )
@@ -188,6 +190,33 @@ async def test_overdue_rows_time_out_once_and_later_notices_are_late(notices: No
     assert (late.deliver, late.verdicts) == (False, {PAUL: "late"})
     assert await notices.prune(utcnow() - timedelta(seconds=1)) == 0
     assert await notices.prune(later) == 2
+
+
+async def test_a_message_sent_again_with_its_message_id_is_tracked_again(notices: Notices) -> None:
+    """After the timeout DSN, the sender's client sends the message again, same Message-ID, as a new queue
+    message: its recipient is waited for again, and the peer's notice is given, not dropped as late. The
+    first message relayed again (same queue message) moves nothing."""
+    await track(notices, rcpts=(PAUL, ACCUEIL))
+    later = utcnow() + timedelta(hours=1, seconds=1)
+    [row, _] = await notices.due(later)  # PAUL first: same deadline, tracked first
+    assert row.recipient == PAUL
+    async with notices.db.raw_writing() as tx:
+        assert await notices.settle_timeout(tx, row, later)
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "timeout")
+    await track(notices, rcpts=(PAUL,), queue_id="q2", final_delivery=True)
+    await track(notices, rcpts=(ACCUEIL,))  # q1 relayed twice: its waiting row stays as it was
+    rows = {r.recipient: r for r in await notices.find()}
+    again, kept = rows[PAUL], rows[ACCUEIL]
+    assert (again.queue_id, again.state, again.outcome, again.final_delivery) == ("q2", "waiting", None, True)
+    assert again.settled_at is None
+    assert again.deadline > kept.deadline  # its own hour, from the second sending
+    assert again.created_at > kept.created_at
+    assert (kept.queue_id, kept.state, kept.final_delivery) == ("q1", "waiting", False)
+    held = await receive(notices, report((PAUL, "processed")))
+    assert (held.deliver, held.verdicts) == (False, {PAUL: "intermediate"})  # the dispatched MDN was asked for
+    given = await receive(notices, report((PAUL, "dispatched")))
+    assert (given.deliver, given.verdicts) == (True, {PAUL: "given"})
+    assert await notices.state(SENDER, MID, PAUL) == ("done", "dispatched")
 
 
 @pytest.mark.parametrize(
