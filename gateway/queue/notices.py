@@ -4,10 +4,12 @@ to a peer is tracked per recipient until its sender has had exactly one final no
 - `track` records (sender, Message-ID, recipient) when the worker relays a message of one of our users, with a
   deadline `[queue] notice_timeout` away (Direct's reference implementation waits one hour) and whether the
   sender asked for the dispatched MDN (`Disposition-Notification-Options`, gateway.queue.mdn). The same
-  message relayed twice (a lease lost, another node relaying it again) leaves its row as it is; another
-  message sent with that Message-ID (a client sending it again, say after the timeout DSN) starts the
-  row over: waiting, with its own deadline. A notice names only the Message-ID, so the next one settles it
-  for whichever sending it answers.
+  message relayed twice (a lease lost, another node relaying it again) leaves its row as it is. Another
+  message sent with that Message-ID (a client sending it again after the timeout DSN or a failure) starts
+  a row settled by `timeout` or `failed` over: waiting, with its own deadline. A row still waiting, or
+  settled by a positive notice, stays: the sender had that notice, and a peer that drops the copy as a
+  duplicate would send no other (a timeout DSN for a delivered message). The timeout sweep settles a row
+  only while it is still the one it read (queue id, deadline passed).
 - A peer's notification (gateway.queue.mdn.read_report) is judged per recipient by `judge`:
   * processed: final when the dispatched MDN was not asked for; otherwise it only moves the row on, and the
     sender is not told (the dispatched MDN, or the timeout, will be the final notice);
@@ -49,9 +51,15 @@ _TRACK = (
     " :now) ON CONFLICT (sender, message_id, recipient) DO UPDATE SET queue_id = excluded.queue_id,"
     " final_delivery = excluded.final_delivery, state = 'waiting', outcome = NULL, deadline = excluded.deadline,"
     " created_at = excluded.created_at, settled_at = NULL WHERE notice_tracking.queue_id <> excluded.queue_id"
+    " AND notice_tracking.state = 'done' AND notice_tracking.outcome IN ('timeout', 'failed')"
 )
 _COLUMNS = (
     "id, sender, message_id, recipient, queue_id, final_delivery, state, outcome, deadline, created_at, settled_at"
+)
+_TIMEOUT = (
+    "UPDATE notice_tracking SET state = 'done', outcome = 'timeout', settled_at = :now WHERE id = :id"
+    " AND state = :expected AND coalesce(outcome, '') = :expected_outcome AND queue_id = :queue_id"
+    " AND deadline < :now RETURNING id"
 )
 _SETTLE = (
     "UPDATE notice_tracking SET state = :state, outcome = coalesce(:outcome, outcome),"
@@ -133,8 +141,8 @@ class Notices:
         wait: timedelta,
         now: datetime | None = None,
     ) -> None:
-        """Start waiting for the recipients' notices (a row already there stays when it is this queue
-        message's, relayed twice; it starts over for another message with that Message-ID)."""
+        """Start waiting for the recipients' notices (a row already there stays, but for another message
+        with that Message-ID after a timeout or a failure: it starts over, module notes)."""
         if not recipients:
             return  # nothing relayed (and an empty executemany is an error on PostgreSQL)
         now = now or utcnow()
@@ -246,13 +254,17 @@ class Notices:
                     raise Raced(change.id)
 
     async def settle_timeout(self, tx: AsyncSession | Statements, row: Tracked, now: datetime | None = None) -> bool:
-        """Settle `row` as timed out within `tx`; False when a notice settled it first."""
-        plan = Plan(deliver=False, changes=[Change(row.id, row.state, "done", "timeout", row.outcome)])
-        try:
-            await self.apply(tx, plan, now)
-        except Raced:
-            return False
-        return True
+        """Settle `row` as timed out within `tx`; False when a notice settled it first, or it was started
+        over since it was read (a message sent again with its Message-ID)."""
+        params = {
+            "id": row.id,
+            "expected": row.state,
+            "expected_outcome": row.outcome or "",
+            "queue_id": row.queue_id,
+            "now": now or utcnow(),
+        }
+        async with self.db.joined(tx) as t:
+            return bool(await t.execute(_TIMEOUT, params))
 
     async def due(self, now: datetime | None = None, limit: int = 100) -> list[Tracked]:
         """Rows whose deadline passed without a final notice, oldest deadline first."""

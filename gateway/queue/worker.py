@@ -59,6 +59,10 @@ class Result:
     remote_mta: str | None = None
 
 
+def _held(_job: Job) -> None:
+    """`run_once`: a batch's leases are given back when it is done, nothing to do at each deferral."""
+
+
 PRUNE_EVERY = 3600.0
 """Seconds between prunings of old relay receipts."""
 NOTICE_SWEEP = 5.0
@@ -171,13 +175,24 @@ class DeliveryWorker:
         return len(claim.jobs)
 
     async def _handled(self, queue_id: str, jobs: list[Job], held: dict[int, str]) -> None:
+        mine = {job.recipient_id for job in jobs}  # the leases this task holds
+
+        def released(job: Job) -> None:
+            # Deferred (or its lease lost) while the message's other domains go on: no longer ours to renew
+            # or count, and once due again another task may claim it, which this one must then leave alone.
+            if job.recipient_id in mine:
+                mine.discard(job.recipient_id)
+                held.pop(job.recipient_id, None)
+                if self._more:
+                    self._wake.set()
+
         try:
-            await self._message(queue_id, jobs)
+            await self._message(queue_id, jobs, released)
         except Exception as exc:
             self._failed(queue_id, exc)
         finally:
-            for job in jobs:
-                held.pop(job.recipient_id, None)
+            for recipient_id in mine:
+                held.pop(recipient_id, None)
             if self._more:  # room for what the last claim left; a message queued since wakes by itself
                 self._wake.set()
 
@@ -302,11 +317,11 @@ class DeliveryWorker:
             response=response,
         )
 
-    async def _message(self, queue_id: str, jobs: list[Job]) -> None:
+    async def _message(self, queue_id: str, jobs: list[Job], released: Callable[[Job], None] = _held) -> None:
         env = jobs[0].envelope
         body = await self.queue.body(queue_id)
         local = [(job, await self._deliver_local(job, body)) for job in jobs if job.local]
-        failed = await self._settle(env, local)
+        failed = await self._settle(env, local, released)
         remote: dict[str, list[Job]] = {}
         for job in (j for j in jobs if not j.local):
             remote.setdefault(job.domain, []).append(job)
@@ -315,7 +330,7 @@ class DeliveryWorker:
             outcome = await self._relay(domain, env, group, body)
             # Deferred as soon as its domain is done, not when the message's slowest peer is: retried on
             # time, and its lease given back.
-            return await self._settle(env, list(zip(group, outcome, strict=True)))
+            return await self._settle(env, list(zip(group, outcome, strict=True)), released)
 
         # Each domain at its own pace: a slow peer does not hold up the others. One whose relay raised (a
         # bug, the database away) is logged and left to its leases; the others' outcomes are recorded.
@@ -330,9 +345,12 @@ class DeliveryWorker:
         if failed:  # one DSN for the message's failed recipients, whatever their domain
             await self._fail(env, body, failed)
 
-    async def _settle(self, env: Envelope, results: list[tuple[Job, Result]]) -> list[tuple[Job, RecipientStatus]]:
-        """Defer the temporary failures of `results`; returns the recipients that failed for good (the
-        delivered and relayed ones were recorded with their delivery)."""
+    async def _settle(
+        self, env: Envelope, results: list[tuple[Job, Result]], released: Callable[[Job], None] = _held
+    ) -> list[tuple[Job, RecipientStatus]]:
+        """Defer the temporary failures of `results` (each deferred one `released`: its lease given back);
+        returns the recipients that failed for good (the delivered and relayed ones were recorded with their
+        delivery)."""
         failed: list[tuple[Job, RecipientStatus]] = []
         now = utcnow()
         for job, res in results:
@@ -342,15 +360,19 @@ class DeliveryWorker:
             age = max(now - env.created_at, timedelta(0))
             retry = None if res.permanent else self.schedule.next_delay(job.attempts + 1, age=age)
             if retry is not None:
-                with contextlib.suppress(LeaseLost):
+                try:
                     await self.queue.mark(job, "pending", error=res.diagnostic, retry_at=now + retry)
-                    await self._audit(
-                        AuditEvent.QUEUE_DEFERRED,
-                        env,
-                        rcpt=job.recipient,
-                        reason=res.diagnostic,
-                        retry_in=int(retry.total_seconds()),
-                    )
+                except LeaseLost:
+                    released(job)
+                    continue  # another worker has it now: nothing to record
+                released(job)
+                await self._audit(
+                    AuditEvent.QUEUE_DEFERRED,
+                    env,
+                    rcpt=job.recipient,
+                    reason=res.diagnostic,
+                    retry_in=int(retry.total_seconds()),
+                )
                 continue
             status = res.status if res.permanent else "4.4.7"  # RFC 3463: delivery time expired
             failed.append(

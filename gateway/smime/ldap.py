@@ -21,12 +21,15 @@ Implementation notes
   buffers a whole BER message whatever length it announces, and its receive timeout bounds each read,
   not the exchange: the socket it reads from counts the octets and stops at the step's deadline, so a
   server streaming a huge answer, or dripping one, costs neither memory nor a thread past the step.
-- A domain none of whose servers answered is remembered for LDAP_DOWN_TTL seconds: its next searches are
-  unavailable at once, without asking. Discovery is per recipient, one after the other: without it, a
-  message to ten recipients of a domain whose directory accepts connections and never answers would
-  hold its delivery for ten deadlines, and every message to that domain for as long. Unavailable defers
-  (4.x) anyway; the queue's retry asks again, after the memo has lapsed. An answer, even from a search
-  that started before the failure, clears the memo. At most LDAP_DOWN_MAX domains are remembered.
+- A domain whose servers were tried and all failed as servers (no connection, no bind, no root DSE, or
+  the deadline) is remembered for LDAP_DOWN_TTL seconds: its next searches are unavailable at once,
+  without asking. Discovery is per recipient, one after the other: without it, a message to ten
+  recipients of a domain whose directory accepts connections and never answers would hold its delivery
+  for ten deadlines, and every message to that domain for as long. Not remembered: a failed SRV or
+  address lookup (no server tried: DNS's trouble, maybe of this name only), and a server's error answer
+  to one address's search. Unavailable defers (4.x) anyway; LDAP_DOWN_TTL is below the queue's first
+  retry (1 minute, less its 10% jitter), which therefore asks again. An answer, even from a search that
+  started before the failure, clears the memo. At most LDAP_DOWN_MAX domains are remembered.
 - ldap3 (LGPL-3.0, pure Python) speaks the protocol; it is synchronous, so each server's exchange runs
   on a thread, bounded by its own socket timeouts.
 """
@@ -62,7 +65,7 @@ LDAP_MAX_ENTRIES = 10  # entries a search returns
 LDAP_MAX_VALUES = 16  # certificates read from one server's answer
 LDAP_DEADLINE = 12.0  # the whole step: every server tried
 LDAP_GRACE = 1.0  # past the deadline, for a DNS lookup under way (each one's own timeout may be longer)
-LDAP_DOWN_TTL = 60.0  # a domain whose servers all failed is not asked again for this long (module notes)
+LDAP_DOWN_TTL = 30.0  # a domain whose servers all failed is not asked again for this long (module notes)
 LDAP_DOWN_MAX = 1024  # domains remembered so
 ATTRIBUTES = ("userSMIMECertificate", "userCertificate")
 _ATTRIBUTE_NAMES = frozenset(a.lower() for a in ATTRIBUTES)
@@ -191,10 +194,11 @@ class _Bounded:
         return getattr(self._sock, name)
 
 
-def _ask(host: str, port: int, filters: Sequence[str], timeout: float, end: float) -> Answer:
+def _ask(host: str, port: int, filters: Sequence[str], timeout: float, end: float, served: list[bool]) -> Answer:
     """One server's answer (on a thread): the root DSE's naming contexts, then each filter in turn until
     one finds certificate values. Raises OSError or an ldap3 exception when the server fails, sends more
-    than LDAP_MAX_OCTETS or is still answering at `end` (time.monotonic())."""
+    than LDAP_MAX_OCTETS or is still answering at `end` (time.monotonic()). `served` is set once the
+    server has answered its root DSE: an error after that is its answer to these searches."""
     # Referrals are not followed: ldap3 would, to any host a peer's server names, past the address check
     # (gateway.lookups.Reach) and outside the octet bound and the deadline.
     server = ldap3.Server(
@@ -215,6 +219,7 @@ def _ask(host: str, port: int, filters: Sequence[str], timeout: float, end: floa
         if conn.result.get("result") != 0:
             raise ldap3.core.exceptions.LDAPOperationResult(f"root DSE: {conn.result.get('description')}")
         bases = [str(b) for e in conn.response or [] for b in e.get("attributes", {}).get("namingContexts", [])]
+        served.append(True)
         for index, flt in enumerate(filters):
             for base in bases[:LDAP_MAX_BASES] or [""]:
                 conn.search(
@@ -244,6 +249,20 @@ def _ask(host: str, port: int, filters: Sequence[str], timeout: float, end: floa
     finally:
         with contextlib.suppress(Exception):
             conn.unbind()
+
+
+@dataclass
+class _Attempt:
+    """What one search met: its failures (the detail), the servers tried, and whether one of them
+    answered these searches with an error, which is not a server down (the memo, module notes)."""
+
+    failures: list[str] = field(default_factory=list)
+    servers: int = 0
+    refused: bool = False
+
+    @property
+    def servers_down(self) -> bool:
+        return self.servers > 0 and not self.refused
 
 
 class LdapFinder:
@@ -283,20 +302,20 @@ class LdapFinder:
                 raise Unavailable(f"{detail} [{now - failed:.0f} s ago; not asked again for {until - now:.0f} s]")
             del self._down[key]
         end = time.monotonic() + self.deadline
-        failures: list[str] = []
+        attempt = _Attempt()
         try:
             async with asyncio.timeout(self.deadline + LDAP_GRACE):
-                answer = await self._search(domain, filters, end, failures)
+                answer = await self._search(domain, filters, end, attempt)
         except TimeoutError:
             late = f"no LDAP server answered within {self.deadline:g} s"
-            self._failed(key, late + "".join(f"; {f}" for f in failures))
+            self._failed(key, late + "".join(f"; {f}" for f in attempt.failures), attempt.servers_down)
         except Unavailable as exc:
-            self._failed(key, str(exc))
+            self._failed(key, str(exc), attempt.servers_down)
         self._down.pop(key, None)
         return answer
 
-    def _failed(self, key: str, detail: str) -> NoReturn:
-        if self.down_ttl > 0:
+    def _failed(self, key: str, detail: str, remember: bool) -> NoReturn:
+        if remember and self.down_ttl > 0:
             now = self.clock()
             if key not in self._down and len(self._down) >= LDAP_DOWN_MAX:
                 for k in [k for k, (_, until, _) in self._down.items() if until <= now] or [next(iter(self._down))]:
@@ -309,25 +328,28 @@ class LdapFinder:
         self._down.clear()
 
     async def _search(
-        self, domain: dns.name.Name, filters: Sequence[str], end: float, failures: list[str]
+        self, domain: dns.name.Name, filters: Sequence[str], end: float, attempt: _Attempt
     ) -> Answer | None:
         targets = await self._targets(domain)
         if not targets:
             return None
-        tried = 0
+        failures = attempt.failures
         for target in srv_order(targets, self.uniform):
-            if tried >= LDAP_MAX_SERVERS or time.monotonic() >= end:
+            if attempt.servers >= LDAP_MAX_SERVERS or time.monotonic() >= end:
                 break
             for address in await self._addresses(target.host, failures):
-                if tried >= LDAP_MAX_SERVERS or time.monotonic() >= end:
+                if attempt.servers >= LDAP_MAX_SERVERS or time.monotonic() >= end:
                     break
-                tried += 1
+                attempt.servers += 1
+                served: list[bool] = []
                 try:
                     return await asyncio.wait_for(
-                        lookups.blocking(_ask, address, target.port, filters, self.timeout, end, pool="ldap"),
+                        lookups.blocking(_ask, address, target.port, filters, self.timeout, end, served, pool="ldap"),
                         max(0.001, end - time.monotonic()),
                     )
                 except (OSError, TimeoutError, ldap3.core.exceptions.LDAPException, *MALFORMED) as exc:
+                    if served and isinstance(exc, ldap3.core.exceptions.LDAPOperationResult):
+                        attempt.refused = True  # its error answer to these searches: the server is up
                     failures.append(f"{target.host} ({address}:{target.port}): {type(exc).__name__} {exc}".rstrip())
         raise Unavailable("no LDAP server answered: " + ("; ".join(failures) or "none could be reached"))
 

@@ -205,6 +205,7 @@ async def test_a_message_sent_again_with_its_message_id_is_tracked_again(notices
     assert await notices.state(SENDER, MID, PAUL) == ("done", "timeout")
     await track(notices, rcpts=(PAUL,), queue_id="q2", final_delivery=True)
     await track(notices, rcpts=(ACCUEIL,))  # q1 relayed twice: its waiting row stays as it was
+    await track(notices, rcpts=(ACCUEIL,), queue_id="q2")  # still waiting for q1's notice: stays too
     rows = {r.recipient: r for r in await notices.find()}
     again, kept = rows[PAUL], rows[ACCUEIL]
     assert (again.queue_id, again.state, again.outcome, again.final_delivery) == ("q2", "waiting", None, True)
@@ -217,6 +218,26 @@ async def test_a_message_sent_again_with_its_message_id_is_tracked_again(notices
     given = await receive(notices, report((PAUL, "dispatched")))
     assert (given.deliver, given.verdicts) == (True, {PAUL: "given"})
     assert await notices.state(SENDER, MID, PAUL) == ("done", "dispatched")
+    # Sent a third time (its client lost the 250): the sender had a positive notice, and a peer dropping the
+    # copy as a duplicate sends no other; starting over would end in a timeout DSN for a delivered message.
+    await track(notices, rcpts=(PAUL,), queue_id="q3")
+    [settled] = [r for r in await notices.find() if r.recipient == PAUL]
+    assert (settled.queue_id, settled.state, settled.outcome) == ("q2", "done", "dispatched")
+
+
+async def test_the_timeout_sweep_leaves_a_row_started_over_since_it_read_it(notices: Notices) -> None:
+    """A sweep reads an overdue row; another node's sweep times it out, and the sender's client sends the
+    message again at once (the row starts over, with its own hour). The first sweep's settlement must not
+    time the new sending out."""
+    await track(notices)
+    later = utcnow() + timedelta(hours=1, seconds=1)
+    [stale] = await notices.due(later)
+    async with notices.db.raw_writing() as tx:
+        assert await notices.settle_timeout(tx, stale, later)  # the other node
+    await track(notices, queue_id="q2")
+    async with notices.db.raw_writing() as tx:
+        assert not await notices.settle_timeout(tx, stale, later)
+    assert await notices.state(SENDER, MID, PAUL) == ("waiting", None)
 
 
 @pytest.mark.parametrize(

@@ -556,6 +556,47 @@ async def test_a_domain_s_deferral_is_recorded_while_another_domain_of_the_messa
     assert rows == {"a@lent.mssante.fr": ("relayed", 1, None), "b@tard.mssante.fr": ("pending", 1, None)}
 
 
+async def test_a_recipient_deferred_and_claimed_again_keeps_its_lease_after_its_first_message_ends(
+    node: Node,
+) -> None:
+    """Under `run`: b@tard is deferred (retry in 1 s) while its message's other domain still waits, claimed
+    again when due and relayed slowly by a second task. When the first task ends, b's lease must still be
+    renewed for the second: the first used to drop it from what the worker holds, the lease lapsed, and b
+    was claimed and relayed a third time alongside the second attempt."""
+    queue = Queue(node.db, node.kek)
+    await queued(node, queue, "a@lent.mssante.fr", "b@tard.mssante.fr")
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def relay(domain: str, env: Envelope, jobs: Sequence[Job], body: bytes) -> list[Result]:
+        calls.append(domain)
+        if domain == "lent.mssante.fr":
+            await release.wait()
+        elif calls.count(domain) == 1:
+            return [Result(j.recipient, False, status="4.4.1", diagnostic="smtp; 451 4.4.1 plus tard") for j in jobs]
+        else:
+            await asyncio.sleep(30)  # a slow second attempt
+        return [Result(j.recipient, True, remote_mta=f"mx.{domain}") for j in jobs]
+
+    worker = DeliveryWorker(node, queue, relay=relay, owner="n1")
+    worker.schedule = RetrySchedule.parse("1s", max_age=timedelta(days=5))
+    worker.lease = timedelta(seconds=2)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if calls.count("tard.mssante.fr") == 2:
+                break
+        assert calls == ["lent.mssante.fr", "tard.mssante.fr", "tard.mssante.fr"]
+        release.set()  # the first task ends while the second still relays b
+        await asyncio.sleep(6)  # three leases: without renewal b would be claimed again
+        assert calls == ["lent.mssante.fr", "tard.mssante.fr", "tard.mssante.fr"]
+    finally:
+        worker.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_relay_that_raises_leaves_the_message_s_other_recipients_recorded(
     node: Node, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from certs.pki import TrustSpacePKI, parse_reason
 from gateway.config import SmimeSection
 from gateway.smime.discovery import Discovery, Found, Outcome, Rejected, Step
-from gateway.smime.ldap import LDAP_GRACE, LDAP_MAX_OCTETS, Target, certificates_of, escape, srv_order
+from gateway.smime.ldap import LDAP_DOWN_TTL, LDAP_GRACE, LDAP_MAX_OCTETS, Target, certificates_of, escape, srv_order
 from gateway.smime.trust import TrustStore
 from tests.dns import Dnsmasq, Zone, dnsmasq
 from tests.ldap import Entry, Search, Slapd, free_port, slapd
@@ -57,8 +57,9 @@ class Hostile:
     announces 100 octets and sends one every 0.3 s (each within the client's receive timeout). Records,
     for each connection, how many octets of the answer it sent and when the client went away.
     "tarpit" accepts and never answers, not even the bind; "empty" answers every search with success and
-    no entry; "late" does as "empty" after holding its first answer back LATE seconds. The mode is read
-    as each connection comes, and the connections are counted."""
+    no entry; "late" does as "empty" after holding its first answer back LATE seconds; "refuse" answers
+    the root DSE, then every other search with unwillingToPerform. The mode is read as each connection
+    comes, then the connection is counted."""
 
     def __init__(self, mode: str, refer_to: int = 0) -> None:
         self.mode = mode
@@ -79,8 +80,8 @@ class Hostile:
 
     def _serve(self, conn: socket.socket) -> None:
         sent = 0
+        mode = self.mode  # before counting: a test changes the mode once it sees the count rise
         self.connections += 1
-        mode = self.mode
         with conn, contextlib.suppress(OSError):
             if mode == "tarpit":
                 conn.recv(4096)  # the bind, then nothing until the client hangs up
@@ -88,8 +89,8 @@ class Hostile:
                 return
             bind = conn.recv(4096)  # RFC 4511 §4.2: LDAPMessage { messageID, BindRequest }, short form here
             conn.sendall(b"\x30\x0c\x02\x01" + bind[4:5] + b"\x61\x07\x0a\x01\x00\x04\x00\x04\x00")
-            if mode in ("empty", "late"):
-                self._answer_empty(conn, LATE if mode == "late" else 0.0)
+            if mode in ("empty", "late", "refuse"):
+                self._answer_empty(conn, LATE if mode == "late" else 0.0, refuse=mode == "refuse")
                 return
             search = conn.recv(4096)
             message_id = b"\x02\x01" + search[4:5]
@@ -115,7 +116,8 @@ class Hostile:
         self.gone.append((sent, time.monotonic()))
 
     @staticmethod
-    def _answer_empty(conn: socket.socket, hold: float) -> None:
+    def _answer_empty(conn: socket.socket, hold: float, *, refuse: bool = False) -> None:
+        code = 0  # the root DSE's answer: success
         while request := conn.recv(4096):
             # LDAPMessage: SEQUENCE (short or long length), messageID INTEGER, then the operation's tag
             at = 2 + (request[1] & 0x7F if request[1] & 0x80 else 0)
@@ -124,8 +126,9 @@ class Hostile:
                 return
             time.sleep(hold)
             hold = 0.0
-            done = b"\x65\x07\x0a\x01\x00\x04\x00\x04\x00"  # SearchResultDone: success, no entry
+            done = b"\x65\x07\x0a\x01" + bytes([code]) + b"\x04\x00\x04\x00"  # SearchResultDone, no entry
             conn.sendall(b"\x30" + bytes([len(message_id) + len(done)]) + message_id + done)
+            code = 53 if refuse else 0  # RFC 4511 §4.1.9 unwillingToPerform
 
     def close(self) -> None:
         self.listener.close()
@@ -369,16 +372,16 @@ async def test_a_domain_whose_servers_all_failed_is_not_asked_again_for_a_while(
     detail = f"no LDAP server answered: ldap.ch-l.test. (127.0.0.1:{servers.turning.port}): TimeoutError"
     assert first == Found("a@ch-u.test", Outcome.UNAVAILABLE, detail=detail)
     assert servers.turning.connections == before + 1
-    now[0] += 59.0
+    now[0] += LDAP_DOWN_TTL - 1
     started = time.monotonic()
     second = await finder.find("b@ch-u.test")
     assert time.monotonic() - started < 0.5
-    remembered = f"{detail} [59 s ago; not asked again for 1 s]"
+    remembered = f"{detail} [{LDAP_DOWN_TTL - 1:.0f} s ago; not asked again for 1 s]"
     assert second == Found("b@ch-u.test", Outcome.UNAVAILABLE, detail=remembered)
     assert second.temporary
     assert servers.turning.connections == before + 1
     assert (await finder.find("alice@ch-l.test")).certificates == (world.alice,)
-    now[0] += 1.0  # LDAP_DOWN_TTL (60 s) since the failure: asked again
+    now[0] += 1.0  # LDAP_DOWN_TTL since the failure: asked again
     assert await finder.find("c@ch-u.test") == Found("c@ch-u.test", Outcome.UNAVAILABLE, detail=detail)
     assert servers.turning.connections == before + 2
     finder.forget()
@@ -402,12 +405,29 @@ async def test_an_answer_after_the_domain_failed_clears_the_memo(world: World, s
     failed = await failing
     assert (failed.outcome, failed.detail.startswith("no LDAP server answered")) == (Outcome.UNAVAILABLE, True)
     remembered = await finder.find("x@ch-u.test")  # between the failure and the late answer
-    assert remembered.detail == f"{failed.detail} [0 s ago; not asked again for 60 s]"
+    assert remembered.detail == f"{failed.detail} [0 s ago; not asked again for {LDAP_DOWN_TTL:.0f} s]"
     assert servers.turning.connections == before + 2
     assert not answered.done()
     assert await answered == Found("b@ch-u.test", Outcome.NO_CERTIFICATE)
     assert await finder.find("c@ch-u.test") == Found("c@ch-u.test", Outcome.NO_CERTIFICATE)
     assert servers.turning.connections == before + 3
+
+
+async def test_an_error_answer_to_one_address_is_not_remembered_for_the_domain(world: World, servers: Servers) -> None:
+    """The server answers its root DSE, then refuses the address's search: that recipient is unavailable,
+    but the server is up, and the domain's next recipient is asked."""
+    servers.turning.mode = "refuse"
+    finder = world.discovery(servers.dns, timeout=2.0)
+    before = servers.turning.connections
+    found = await finder.find("a@ch-u.test")
+    assert (found.outcome, found.temporary) == (Outcome.UNAVAILABLE, True)
+    port = servers.turning.port
+    assert found.detail.startswith(f"no LDAP server answered: ldap.ch-l.test. (127.0.0.1:{port}): LDAPOperationResult")
+    assert " - search: unwillingToPerform - " in found.detail
+    assert finder.ldap is not None
+    assert finder.ldap._down == {}
+    assert (await finder.find("b@ch-u.test")).detail == found.detail
+    assert servers.turning.connections == before + 2
 
 
 async def test_a_server_streaming_an_endless_answer_is_cut_at_the_octet_bound(world: World, servers: Servers) -> None:
@@ -455,6 +475,8 @@ async def test_the_address_lookups_count_in_the_step_deadline(world: World, serv
     assert (found.outcome, found.temporary, found.step) == (Outcome.UNAVAILABLE, True, None)
     assert found.detail == "no LDAP server answered within 1 s"
     assert time.monotonic() - started < 1.0 + LDAP_GRACE + 2.5
+    assert finder.ldap is not None
+    assert finder.ldap._down == {}  # no server tried: DNS's trouble, not remembered
 
 
 async def test_no_srv_record_and_a_dot_target_find_nothing(world: World, servers: Servers) -> None:
