@@ -33,6 +33,9 @@ Implementation notes
   a timeout or an unreachable server are `unavailable` (the caller defers: 4.x), distinct from
   `no-certificate` and `invalid` (5.x). An IPKIX URL that times out or answers 5xx is `unavailable`
   too when no other certificate of the step is valid (the certificate behind it may be the good one).
+  Such a URL is not fetched again for IPKIX_DOWN_TTL (30 s, below the queue's first retry): a domain's
+  IPKIX record names one URL for all its recipients, and a host that never answers would otherwise cost
+  each of them the step's deadline. An answer of any kind clears it.
   So is a step whose only rejections are `no-revocation-info`: our CRLs are missing or stale, ours to fix
   (the inbound side answers 451 4.7.5 for the same condition), not the recipient's (5.7.5).
 - Answers over 512 octets: the resolver sends no EDNS (dnspython's default with explicit servers), the
@@ -68,7 +71,16 @@ from gateway import lookups
 from gateway.config import SmimeSection
 from gateway.lookups import AddressRefused, HttpResolver, Reach
 from gateway.smime.cms import MALFORMED
-from gateway.smime.ldap import LDAP_DEADLINE, LDAP_DOWN_TTL, LdapFinder, Unavailable, certificates_of, escape, lookup
+from gateway.smime.ldap import (
+    LDAP_DEADLINE,
+    LDAP_DOWN_TTL,
+    FailureMemo,
+    LdapFinder,
+    Unavailable,
+    certificates_of,
+    escape,
+    lookup,
+)
 from gateway.smime.trust import REASONS as TRUST_REASONS
 from gateway.smime.trust import RECIPIENT, TrustStore, read_capped
 
@@ -79,6 +91,7 @@ FETCH_TIMEOUT = 5.0
 FETCH_LIMIT = 64 * 1024
 IPKIX_DEADLINE = 8.0  # every IPKIX URL of one step, fetched together
 IPKIX_MAX = 4  # IPKIX records read at one name; the others are skipped
+IPKIX_DOWN_TTL = LDAP_DOWN_TTL  # a URL that failed for now is not fetched again for this long (module notes)
 CACHE_SIZE = 10_000
 
 REASONS = {
@@ -247,6 +260,7 @@ class Discovery:
         use_ldap: bool = True,
         ldap_deadline: float = LDAP_DEADLINE,
         ldap_down_ttl: float = LDAP_DOWN_TTL,
+        ipkix_down_ttl: float = IPKIX_DOWN_TTL,
         srv_uniform: Callable[[int], int] | None = None,
     ) -> None:
         self.trust = trust
@@ -265,6 +279,7 @@ class Discovery:
             reach=self.reach,
         )
         self.ipkix_deadline = ipkix_deadline
+        self.ipkix_down = FailureMemo(ipkix_down_ttl, clock, again="fetched")  # URLs that failed for now
         self.clock = clock
         self.resolver = dns.asyncresolver.Resolver(configure=not nameservers)
         if nameservers:
@@ -332,6 +347,7 @@ class Discovery:
         whose servers failed)."""
         if address is None:
             self._cache.clear()
+            self.ipkix_down.forget()
             if self.ldap is not None:
                 self.ldap.forget()
         else:
@@ -427,7 +443,10 @@ class Discovery:
         rejected: list[Rejected] = []
         pending: list[str] = []  # IPKIX URLs that failed for now
         urls = [data.decode("utf-8", "replace").strip() for kind, data in records if kind == CERT_IPKIX]
-        fetched = dict(zip(urls, await self._fetch_all(urls), strict=False))  # the first IPKIX_MAX only
+        first = list(dict.fromkeys(urls))[:IPKIX_MAX]  # the others are skipped
+        remembered = {u: r for u in first if (r := self.ipkix_down.recall(u)) is not None}
+        asking = [u for u in first if u not in remembered]
+        fetched = dict(zip(asking, await self._fetch_all(asking), strict=True))
         for kind, data in records:
             if kind == CERT_PKIX:
                 cert = _load(data)
@@ -437,18 +456,25 @@ class Discovery:
                     certs.append((source, cert))
                 continue
             url = data.decode("utf-8", "replace").strip()
+            if url in remembered:
+                pending.append(remembered[url])
+                continue
             result = fetched.get(url)
             if result is None:
                 rejected.append(Rejected(url, "url-skipped"))
                 continue
-            if isinstance(result, FetchError):
-                if result.reason:
-                    rejected.append(Rejected(url, result.reason))
-                else:
-                    pending.append(str(result))
+            temporary = None
+            if isinstance(result, FetchError) and not result.reason:
+                temporary = str(result)
+            elif isinstance(result, TimeoutError):
+                temporary = f"{url}: no answer within {self.ipkix_deadline:g} s"
+            if temporary is not None:
+                self.ipkix_down.remember(url, temporary)
+                pending.append(temporary)
                 continue
-            if isinstance(result, TimeoutError):
-                pending.append(f"{url}: no answer within {self.ipkix_deadline:g} s")
+            self.ipkix_down.forget(url)
+            if isinstance(result, FetchError):
+                rejected.append(Rejected(url, result.reason))
                 continue
             if isinstance(result, BaseException):
                 # A fetch that raised anything else (a safety net: a peer's record must not make find() raise)

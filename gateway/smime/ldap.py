@@ -251,6 +251,49 @@ def _ask(host: str, port: int, filters: Sequence[str], timeout: float, end: floa
             conn.unbind()
 
 
+class FailureMemo:
+    """Temporary failures remembered for `ttl` seconds, by key (a domain, a URL): what a peer's tarpit
+    costs once, not once per recipient (module notes). At most `size` keys: the lapsed ones go first,
+    then the oldest."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float], *, again: str, size: int = LDAP_DOWN_MAX) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.again = again  # what is not done meanwhile, for the detail: "asked", "fetched"
+        self.size = size
+        self._failed: dict[str, tuple[float, float, str]] = {}  # key -> (failed at, until, what failed)
+
+    def recall(self, key: str) -> str | None:
+        """The remembered failure of `key`, with its age, while it lasts."""
+        got = self._failed.get(key)
+        if got is None:
+            return None
+        now = self.clock()
+        failed, until, detail = got
+        if now >= until:
+            del self._failed[key]
+            return None
+        return f"{detail} [{now - failed:.0f} s ago; not {self.again} again for {until - now:.0f} s]"
+
+    def remember(self, key: str, detail: str) -> None:
+        if self.ttl <= 0:
+            return
+        now = self.clock()
+        if key not in self._failed and len(self._failed) >= self.size:
+            for k in [k for k, (_, until, _) in self._failed.items() if until <= now] or [next(iter(self._failed))]:
+                del self._failed[k]
+        self._failed[key] = (now, now + self.ttl, detail)
+
+    def forget(self, key: str | None = None) -> None:
+        if key is None:
+            self._failed.clear()
+        else:
+            self._failed.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._failed)
+
+
 @dataclass
 class _Attempt:
     """What one search met: its failures (the detail), the servers tried, and whether one of them
@@ -284,9 +327,7 @@ class LdapFinder:
         self.timeout = timeout
         self.deadline = deadline
         self.uniform = uniform
-        self.down_ttl = down_ttl
-        self.clock = clock
-        self._down: dict[str, tuple[float, float, str]] = {}  # domain -> (failed at, until, what failed)
+        self.down = FailureMemo(down_ttl, clock, again="asked")  # domains whose servers all failed
 
     async def search(self, domain: dns.name.Name, filters: Sequence[str]) -> Answer | None:
         """The first answering server's answer; None when the domain names no LDAP server.
@@ -294,13 +335,9 @@ class LdapFinder:
         (by LDAP_GRACE at most: the lookups of SRV records and addresses count too), and at once while
         such a failure of the domain is remembered (module notes)."""
         key = domain.to_text(omit_final_dot=True).lower()
-        now = self.clock()
-        down = self._down.get(key)
-        if down is not None:
-            failed, until, detail = down
-            if now < until:
-                raise Unavailable(f"{detail} [{now - failed:.0f} s ago; not asked again for {until - now:.0f} s]")
-            del self._down[key]
+        remembered = self.down.recall(key)
+        if remembered is not None:
+            raise Unavailable(remembered)
         end = time.monotonic() + self.deadline
         attempt = _Attempt()
         try:
@@ -311,21 +348,17 @@ class LdapFinder:
             self._failed(key, late + "".join(f"; {f}" for f in attempt.failures), attempt.servers_down)
         except Unavailable as exc:
             self._failed(key, str(exc), attempt.servers_down)
-        self._down.pop(key, None)
+        self.down.forget(key)
         return answer
 
     def _failed(self, key: str, detail: str, remember: bool) -> NoReturn:
-        if remember and self.down_ttl > 0:
-            now = self.clock()
-            if key not in self._down and len(self._down) >= LDAP_DOWN_MAX:
-                for k in [k for k, (_, until, _) in self._down.items() if until <= now] or [next(iter(self._down))]:
-                    del self._down[k]  # the lapsed ones, else the oldest
-            self._down[key] = (now, now + self.down_ttl, detail)
+        if remember:
+            self.down.remember(key, detail)
         raise Unavailable(detail) from None
 
     def forget(self) -> None:
         """Ask every domain again at its next search."""
-        self._down.clear()
+        self.down.forget()
 
     async def _search(
         self, domain: dns.name.Name, filters: Sequence[str], end: float, attempt: _Attempt
@@ -385,6 +418,7 @@ __all__ = [
     "LDAP_MAX_OCTETS",
     "LDAP_MAX_SERVERS",
     "Answer",
+    "FailureMemo",
     "LdapFinder",
     "Target",
     "Unavailable",

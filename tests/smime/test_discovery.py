@@ -35,6 +35,7 @@ from gateway.smime.discovery import (
     CERT_IPKIX,
     CERT_PKIX,
     FETCH_LIMIT,
+    IPKIX_DOWN_TTL,
     IPKIX_MAX,
     NEGATIVE_TTL,
     REASONS,
@@ -586,6 +587,49 @@ async def test_ipkix_urls_share_one_deadline_and_a_cap(world: World, tmp_path: P
     )
     assert sorted(found.rejected, key=lambda r: r.source) == [Rejected(u, "url-skipped") for u in skipped]
     assert sorted(found.detail.split("; ")) == [f"{u}: no answer within 0.5 s" for u in sorted(asked)]
+
+
+async def test_an_ipkix_url_that_failed_is_not_fetched_again_for_a_while(world: World, tmp_path: Path) -> None:
+    """A domain's IPKIX record names one URL for all its recipients. Its host accepts the request and never
+    answers: the first recipient waits the step's deadline, the next ones are unavailable at once, without
+    a request, for IPKIX_DOWN_TTL. An answer, even to a fetch started before the failure, clears that: the
+    next recipient is fetched again."""
+    requests: list[float] = []
+    routes = web.RouteTableDef()
+
+    @routes.get("/lent.cer")
+    async def lent(_: web.Request) -> web.Response:
+        requests.append(time.monotonic())
+        if len(requests) == 1:
+            await asyncio.sleep(6)  # past the step's deadline
+        elif len(requests) == 2:
+            await asyncio.sleep(3.25)  # after the first one's deadline, within its own
+        return web.Response(body=der(world.alice), content_type="application/pkix-cert")
+
+    async with http_site("127.0.0.1", routes) as (base, _):
+        url = f"{base}/lent.cer"
+        with dnsmasq(Zone(rr=[ipkix("lent.test", url)]), tmp_path) as own:
+            discovery = world.discovery(own.address, ipkix_deadline=4.0)
+            first = asyncio.create_task(discovery.find("a@lent.test"))
+            for _ in range(250):
+                if requests:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.5)
+            second = asyncio.create_task(discovery.find("b@lent.test"))  # nothing remembered yet: fetched
+            failed = await first
+            assert failed == Found(
+                "a@lent.test", Outcome.UNAVAILABLE, Step.DNS_DOMAIN, detail=f"{url}: no answer within 4 s"
+            )
+            remembered = await discovery.find("c@lent.test")
+            detail = f"{failed.detail} [0 s ago; not fetched again for {IPKIX_DOWN_TTL:.0f} s]"
+            assert remembered == Found("c@lent.test", Outcome.UNAVAILABLE, Step.DNS_DOMAIN, detail=detail)
+            assert len(requests) == 2
+            assert not second.done()
+            mismatch = (Rejected(url, "address-mismatch", world.alice),)
+            assert (await second).rejected == mismatch
+            assert (await discovery.find("d@lent.test")).rejected == mismatch
+            assert len(requests) == 3
 
 
 async def test_without_current_crls_the_recipient_waits_and_new_crls_count_at_once(world: World) -> None:

@@ -425,7 +425,7 @@ async def test_an_error_answer_to_one_address_is_not_remembered_for_the_domain(w
     assert found.detail.startswith(f"no LDAP server answered: ldap.ch-l.test. (127.0.0.1:{port}): LDAPOperationResult")
     assert " - search: unwillingToPerform - " in found.detail
     assert finder.ldap is not None
-    assert finder.ldap._down == {}
+    assert len(finder.ldap.down) == 0
     assert (await finder.find("b@ch-u.test")).detail == found.detail
     assert servers.turning.connections == before + 2
 
@@ -476,7 +476,7 @@ async def test_the_address_lookups_count_in_the_step_deadline(world: World, serv
     assert found.detail == "no LDAP server answered within 1 s"
     assert time.monotonic() - started < 1.0 + LDAP_GRACE + 2.5
     assert finder.ldap is not None
-    assert finder.ldap._down == {}  # no server tried: DNS's trouble, not remembered
+    assert len(finder.ldap.down) == 0  # no server tried: DNS's trouble, not remembered
 
 
 async def test_no_srv_record_and_a_dot_target_find_nothing(world: World, servers: Servers) -> None:
